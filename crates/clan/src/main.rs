@@ -1,0 +1,39 @@
+//! The `clan` binary: parses arguments, calls the library crates, prints.
+//!
+//! Each subcommand group lives in `commands/<group>.rs` with its clap `Args` and a `run`
+//! function. No domain logic lives here: that belongs to the `clan-*` library crates.
+//! Exit codes follow ripgrep: 0 ok, 1 "ran but something failed", 2 usage or internal error.
+
+mod commands;
+mod report;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "clan", version, about = "Run your own machines as one fleet, from one git repository")]
+#[command(propagate_version = true)]
+struct Cli {
+    /// The clan directory (default: the nearest ancestor of the working directory holding clan.toml).
+    #[arg(long, short = 'C', global = true, env = "CLAN_DIR")]
+    flake: Option<std::path::PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let context = commands::Context { clan_dir: cli.flake };
+    let result = match cli.command {
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => report::print_error(&error),
+    }
+}
