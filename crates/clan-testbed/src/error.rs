@@ -1,0 +1,116 @@
+//! The errors of the testbed: each names what failed and, where it can, what to do about it.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong while starting, driving or stopping a testbed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The harness needs root for network namespaces and containers.
+    #[error("the test fleet needs root (network namespaces, systemd-nspawn); run as root")]
+    NotRoot,
+
+    /// A program the harness runs is not installed.
+    #[error("`{tool}` not found: apt-get install {package}")]
+    ToolMissing {
+        tool: &'static str,
+        package: &'static str,
+    },
+
+    /// A program ran and failed.
+    #[error("`{command}` failed ({status}): {stderr}")]
+    Command {
+        command: String,
+        status: String,
+        stderr: String,
+    },
+
+    /// A program could not be started at all.
+    #[error("could not run `{command}`")]
+    Spawn {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A file operation failed.
+    #[error("{action} `{}`", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A machine name a caller gave is not usable.
+    #[error("invalid machine name `{name}`: {reason}")]
+    InvalidName { name: String, reason: &'static str },
+
+    /// The options are unusable (no machines, too many, duplicate names, bad paths).
+    #[error("invalid testbed options: {0}")]
+    InvalidOptions(String),
+
+    /// Every private subnet the harness may use is taken.
+    #[error("no free subnet in 10.233.0.0/16 for another testbed; stop old ones with `clan testbed down --state-dir DIR`")]
+    NoFreeSubnet,
+
+    /// No apt source offers the Debian suite the root filesystem is built from.
+    #[error("no apt source for Debian `{suite}` in /etc/apt/sources.list*; set CLAN_TESTBED_MIRROR to a Debian mirror URL")]
+    NoMirror { suite: String },
+
+    /// Machines did not answer on their SSH port in time.
+    #[error("machines {} did not start sshd within {seconds} s; see their console logs in `{}`", machines.join(", "), log_dir.display())]
+    BootTimeout {
+        machines: Vec<String>,
+        seconds: u64,
+        log_dir: PathBuf,
+    },
+
+    /// A machine's container exited while it should be running.
+    #[error("machine `{name}` exited while booting ({status}); see `{}`", log.display())]
+    MachineExited {
+        name: String,
+        status: String,
+        log: PathBuf,
+    },
+
+    /// No testbed state in a directory given to `attach`.
+    #[error("no testbed in `{}` (no state.json)", state_dir.display())]
+    NoTestbed { state_dir: PathBuf },
+
+    /// `up` into a state directory whose testbed still runs.
+    #[error("a testbed is already running in `{}`; stop it first with `clan testbed down --state-dir {}`", state_dir.display(), state_dir.display())]
+    AlreadyRunning { state_dir: PathBuf },
+
+    /// The state file cannot be read or written.
+    #[error("bad testbed state file `{}`", path.display())]
+    StateFile {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// A machine name not in this testbed.
+    #[error("no machine `{name}` in this testbed")]
+    UnknownMachine { name: String },
+
+    /// Stopping left processes or namespaces behind.
+    #[error("testbed teardown incomplete: {}", problems.join("; "))]
+    Teardown { problems: Vec<String> },
+}
+
+/// Result with the testbed's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io {
+            action,
+            path,
+            source,
+        }
+    }
+}
