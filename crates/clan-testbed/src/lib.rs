@@ -12,9 +12,12 @@
 //! It must never touch anything it did not create: no traffic to addresses outside its own
 //! namespaces (machines get no default route), no host routes beyond its one interface per
 //! testbed, no process killed unless its PID and command line match a machine it started, and
-//! no change to the user's `~/.ssh`. Needs root; [`check_host`] says why a host cannot run it.
+//! no change to the user's `~/.ssh`. The one host setting it may change is raising
+//! `fs.inotify.max_user_instances` (`limits`), which large fleets need. Needs root;
+//! [`check_host`] says why a host cannot run it.
 
 mod error;
+mod limits;
 mod machine;
 mod net;
 mod options;

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use rustix::process::Signal;
 
 use crate::error::{Error, Result};
+use crate::limits;
 use crate::machine;
 use crate::net::Network;
 use crate::options::Options;
@@ -75,6 +76,7 @@ impl Testbed {
         for old in ["machines", "logs"] {
             remove_dir_if_present(&state_dir.join(old))?;
         }
+        limits::ensure_inotify_instances(options.machines.len(), options.progress)?;
         let admin_key = state_dir.join("id_ed25519");
         ssh::generate_key(&admin_key, "clan-testbed-admin")?;
         let admin_public_key = ssh::public_key(&admin_key)?;
