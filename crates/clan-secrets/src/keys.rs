@@ -1,0 +1,305 @@
+//! Age keys: public recipients (`age1…`), private identities and where an admin's identities
+//! are found (`SOPS_AGE_KEY`, `SOPS_AGE_KEY_FILE`, `~/.config/sops/age/keys.txt`).
+//!
+//! Public keys of plugin identities (`AGE-PLUGIN-…`) cannot be derived from the identity; as in
+//! clan-core they are taken from a `# public key: age1…` (or `# recipient: age1…`) comment
+//! on a preceding line.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use age::secrecy::{ExposeSecret, SecretString};
+
+/// A public key that secrets are encrypted to, e.g. `age1…`, exactly as stored in `key.json`
+/// and in sops files.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Recipient(String);
+
+impl Recipient {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The age recipient to encrypt to. Plugin recipients (`age1<plugin>1…`) need the plugin
+    /// binary and are not supported in-process.
+    pub(crate) fn to_age(&self) -> Result<age::x25519::Recipient, String> {
+        age::x25519::Recipient::from_str(&self.0).map_err(|error| {
+            if self.0.starts_with("age1") && self.0[4..].contains('1') {
+                "age plugin recipients are not supported yet".to_owned()
+            } else {
+                error.to_string()
+            }
+        })
+    }
+}
+
+impl FromStr for Recipient {
+    type Err = String;
+
+    /// Accepts `age1…` recipients (x25519 and plugin ones). `ssh-…` keys are refused: sops
+    /// accepts them, but nothing in clan writes them.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let valid = text.len() > 4
+            && text.starts_with("age1")
+            && text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        if !valid {
+            return Err(format!("`{text}` is not an age public key (age1…)"));
+        }
+        if !text[4..].contains('1') {
+            age::x25519::Recipient::from_str(text)
+                .map_err(|error| format!("`{text}` is not a valid age public key: {error}"))?;
+        }
+        Ok(Recipient(text.to_owned()))
+    }
+}
+
+impl fmt::Display for Recipient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Recipient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Recipient({})", self.0)
+    }
+}
+
+/// An admin's public key and where it was found (for `secrets key show`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminKey {
+    pub recipient: Recipient,
+    pub source: String,
+}
+
+/// Private age identities. `Debug` shows only the public keys.
+#[derive(Default)]
+pub struct Identities {
+    x25519: Vec<age::x25519::Identity>,
+    public: Vec<AdminKey>,
+}
+
+impl fmt::Debug for Identities {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Identities")
+            .field("public", &self.public.iter().map(|k| k.recipient.as_str()).collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Identities {
+    /// Parses an age identity file (or the `SOPS_AGE_KEY` value). `source` names it in errors.
+    /// Like sops, `SOPS_AGE_KEY` may hold several keys on one line.
+    pub fn parse(text: &str, source: &str) -> Result<Self, String> {
+        let mut identities = Identities::default();
+        identities.add_text(text, source)?;
+        Ok(identities)
+    }
+
+    fn add_text(&mut self, text: &str, source: &str) -> Result<(), String> {
+        let mut announced: Option<Recipient> = None;
+        for (index, line) in text.lines().enumerate() {
+            let line = line.trim();
+            let number = index + 1;
+            if let Some(comment) = line.strip_prefix('#') {
+                if let Some(recipient) = comment_recipient(comment) {
+                    announced = Some(recipient.clone());
+                    self.add_public(recipient, source);
+                }
+                continue;
+            }
+            for word in line.split_whitespace() {
+                if word.starts_with("AGE-SECRET-KEY-") {
+                    let identity = age::x25519::Identity::from_str(word).map_err(|_| {
+                        format!("{source}, line {number}: malformed age secret key")
+                    })?;
+                    let recipient = Recipient(identity.to_public().to_string());
+                    self.add_public(recipient, source);
+                    self.x25519.push(identity);
+                    announced = None;
+                } else if word.starts_with("AGE-PLUGIN-") {
+                    if announced.take().is_none() {
+                        return Err(format!(
+                            "{source}, line {number}: a plugin identity needs a preceding \
+                             `# public key: age1…` comment"
+                        ));
+                    }
+                } else {
+                    return Err(format!("{source}, line {number}: not an age identity"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn add_public(&mut self, recipient: Recipient, source: &str) {
+        if !self.public.iter().any(|key| key.recipient == recipient) {
+            self.public.push(AdminKey { recipient, source: source.to_owned() });
+        }
+    }
+
+    /// Adds an identity (used for machine keys decrypted from `sops/secrets/<m>-age.key`).
+    pub fn push(&mut self, identity: age::x25519::Identity) {
+        let recipient = Recipient(identity.to_public().to_string());
+        self.add_public(recipient, "memory");
+        self.x25519.push(identity);
+    }
+
+    /// Finds the admin's identities the way sops does: every one of `SOPS_AGE_KEY`,
+    /// `SOPS_AGE_KEY_FILE` and the user config file that is present. A missing file is not an
+    /// error; an unreadable or malformed one is.
+    pub fn discover(sources: &KeySources) -> Result<Self, crate::Error> {
+        let mut identities = Identities::default();
+        if let Some(value) = &sources.sops_age_key {
+            identities
+                .add_text(value.expose_secret(), "SOPS_AGE_KEY")
+                .map_err(|reason| crate::Error::KeyFile { source_name: "SOPS_AGE_KEY".into(), reason })?;
+        }
+        for path in [&sources.sops_age_key_file, &sources.user_key_file].into_iter().flatten() {
+            let text = match std::fs::read_to_string(path) {
+                Ok(text) => zeroize::Zeroizing::new(text),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(source) => return Err(crate::Error::Io { action: "read", path: path.clone(), source }),
+            };
+            let name = path.display().to_string();
+            identities
+                .add_text(&text, &name)
+                .map_err(|reason| crate::Error::KeyFile { source_name: name.clone(), reason })?;
+        }
+        Ok(identities)
+    }
+
+    /// The public keys of these identities (including announced plugin keys).
+    pub fn public_keys(&self) -> &[AdminKey] {
+        &self.public
+    }
+
+    pub fn has_public_key(&self, recipient: &str) -> bool {
+        self.public.iter().any(|key| key.recipient.as_str() == recipient)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.x25519.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.x25519.len()
+    }
+
+    pub(crate) fn age_identities(&self) -> impl Iterator<Item = &dyn age::Identity> {
+        self.x25519.iter().map(|identity| identity as &dyn age::Identity)
+    }
+}
+
+fn comment_recipient(comment: &str) -> Option<Recipient> {
+    comment.split_whitespace().find_map(|word| word.parse::<Recipient>().ok())
+}
+
+/// Where admin identities may be, taken from the process environment by
+/// [`KeySources::from_env`] or built explicitly (tests, other callers).
+#[derive(Default)]
+pub struct KeySources {
+    pub sops_age_key: Option<SecretString>,
+    pub sops_age_key_file: Option<PathBuf>,
+    pub user_key_file: Option<PathBuf>,
+}
+
+impl fmt::Debug for KeySources {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeySources")
+            .field("sops_age_key", &self.sops_age_key.as_ref().map(|_| "[REDACTED]"))
+            .field("sops_age_key_file", &self.sops_age_key_file)
+            .field("user_key_file", &self.user_key_file)
+            .finish()
+    }
+}
+
+impl KeySources {
+    /// `SOPS_AGE_KEY`, `SOPS_AGE_KEY_FILE`, and `$XDG_CONFIG_HOME/sops/age/keys.txt` (default
+    /// `~/.config/sops/age/keys.txt`).
+    pub fn from_env() -> Self {
+        let non_empty = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty());
+        let config_dir = non_empty("XDG_CONFIG_HOME")
+            .map(PathBuf::from)
+            .or_else(|| non_empty("HOME").map(|home| Path::new(&home).join(".config")));
+        KeySources {
+            sops_age_key: std::env::var("SOPS_AGE_KEY").ok().filter(|v| !v.is_empty()).map(SecretString::from),
+            sops_age_key_file: non_empty("SOPS_AGE_KEY_FILE").map(PathBuf::from),
+            user_key_file: config_dir.map(|dir| dir.join("sops/age/keys.txt")),
+        }
+    }
+
+    /// Where `secrets key generate` writes: `SOPS_AGE_KEY_FILE`, else the user config file.
+    pub fn key_file_for_writing(&self) -> Option<&Path> {
+        self.sops_age_key_file.as_deref().or(self.user_key_file.as_deref())
+    }
+
+    /// Human-readable list of the places searched, for "no key found" errors.
+    pub fn describe(&self) -> String {
+        let mut places = vec!["SOPS_AGE_KEY".to_owned()];
+        match &self.sops_age_key_file {
+            Some(path) => places.push(format!("SOPS_AGE_KEY_FILE ({})", path.display())),
+            None => places.push("SOPS_AGE_KEY_FILE".to_owned()),
+        }
+        if let Some(path) = &self.user_key_file {
+            places.push(path.display().to_string());
+        }
+        places.join(", ")
+    }
+}
+
+/// A new x25519 identity in age's key-file format (with `# public key:` comment), and its
+/// public key. The text is secret.
+pub fn generate_identity() -> (SecretString, Recipient) {
+    let identity = age::x25519::Identity::generate();
+    let recipient = Recipient(identity.to_public().to_string());
+    let text = format!("# public key: {recipient}\n{}\n", identity.to_string().expose_secret());
+    (SecretString::from(text), recipient)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FIXTURE_KEY: &str = "AGE-SECRET-KEY-1UCXEUJH6JXF8LFKWFHDM4N9AQE2CCGQZGXLUNV4TKR5KY0KC8FDQ2TY4NX";
+    const FIXTURE_PUBLIC: &str = "age15x8u838dwqflr3t6csf4tlghxm4tx77y379ncqxav7y2n8qp7yzqgrwt00";
+
+    #[test]
+    fn public_key_is_derived_from_secret_key() {
+        let identities = Identities::parse(FIXTURE_KEY, "test").unwrap();
+        assert_eq!(identities.public_keys()[0].recipient.as_str(), FIXTURE_PUBLIC);
+        assert_eq!(identities.len(), 1);
+    }
+
+    #[test]
+    fn plugin_identity_takes_public_key_from_comment() {
+        let text = format!("# created: now\n# public key: {FIXTURE_PUBLIC}\nAGE-PLUGIN-YUBIKEY-1QQQ\n");
+        let identities = Identities::parse(&text, "keys.txt").unwrap();
+        assert!(identities.has_public_key(FIXTURE_PUBLIC));
+        assert!(identities.is_empty(), "plugin identities cannot decrypt in-process");
+        let error = Identities::parse("AGE-PLUGIN-YUBIKEY-1QQQ\n", "keys.txt").unwrap_err();
+        assert!(error.contains("line 1"), "{error}");
+    }
+
+    #[test]
+    fn several_keys_on_one_line_and_garbage_rejected() {
+        let (a, _) = generate_identity();
+        let (b, _) = generate_identity();
+        let secret = |t: &SecretString| t.expose_secret().lines().nth(1).unwrap().to_owned();
+        let identities = Identities::parse(&format!("{} {}", secret(&a), secret(&b)), "env").unwrap();
+        assert_eq!(identities.len(), 2);
+        assert!(Identities::parse("hello", "env").is_err());
+        assert!(Identities::parse("AGE-SECRET-KEY-1XYZ", "env").is_err());
+    }
+
+    #[test]
+    fn recipients_are_validated() {
+        assert!(FIXTURE_PUBLIC.parse::<Recipient>().is_ok());
+        assert!("age1notakey".parse::<Recipient>().is_err());
+        assert!("ssh-ed25519 AAAA".parse::<Recipient>().is_err());
+        let debug = format!("{:?}", Identities::parse(FIXTURE_KEY, "t").unwrap());
+        assert!(!debug.contains("AGE-SECRET-KEY"), "{debug}");
+    }
+}
