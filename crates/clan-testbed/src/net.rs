@@ -5,7 +5,7 @@
 //! Testbed `N` (0–255) owns `10.233.N.0/24`: the host side is `10.233.N.1` on interface
 //! `clantbN`, machine slot `s` is `10.233.N.(s+2)`. Namespaces are `clantbN-br` and
 //! `clantbN-mS`. Creating the bridge namespace is the atomic claim on `N`, so concurrent
-//! testbeds never share a subnet. Machines get no default route: they can reach each other
+//! testbeds never share a subnet; `N` is searched from a varying start. Machines get no default route: they can reach each other
 //! and the host's address on the bridge, nothing else.
 
 use std::net::Ipv4Addr;
@@ -52,7 +52,13 @@ impl Network {
     /// Claims a free subnet and builds the bridge and the host's link to it.
     pub fn create() -> Result<Network> {
         let taken = host_routes()?;
-        for index in 0..=u8::MAX {
+        // Start the search at a varying index so a subnet just freed is rarely reused at once
+        // (stale known_hosts or ARP entries elsewhere would then point at a new machine).
+        let start = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.subsec_nanos() ^ std::process::id());
+        for offset in 0..=u8::MAX {
+            let index = (start as u8).wrapping_add(offset);
             let network = Network { index };
             if taken
                 .iter()

@@ -3,7 +3,8 @@
 //! and leave nothing behind. Each test skips with the reason when the host cannot run a
 //! testbed (not root, a tool missing); the first run builds the root filesystem (≈35 s).
 
-use std::path::Path;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use clan_testbed::{check_host, Options, Testbed};
@@ -46,18 +47,50 @@ fn pid_exists(pid: u32) -> bool {
     Path::new("/proc").join(pid.to_string()).exists()
 }
 
-/// Asserts that the testbed's namespaces, host interface and container processes are gone.
-fn assert_gone(namespaces: &[String], interface: &str, pids: &[u32]) {
-    for ns in namespaces {
-        assert!(
-            !Path::new("/run/netns").join(ns).exists(),
-            "network namespace {ns} left behind"
+/// What identifies the testbed's network objects: each namespace's inode and the host
+/// interface's index. Names alone are not enough: tests run in parallel, and another test may
+/// reuse a freed subnet, and so the same names, at once.
+fn network_identity(testbed: &Testbed) -> Vec<(PathBuf, String)> {
+    let mut objects: Vec<(PathBuf, String)> = testbed
+        .network_namespaces()
+        .into_iter()
+        .map(|ns| Path::new("/run/netns").join(ns))
+        .filter_map(|path| {
+            Some((
+                path.clone(),
+                std::fs::metadata(&path).ok()?.ino().to_string(),
+            ))
+        })
+        .collect();
+    let ifindex = Path::new("/sys/class/net")
+        .join(testbed.host_interface())
+        .join("ifindex");
+    if let Ok(index) = std::fs::read_to_string(&ifindex) {
+        objects.push((ifindex, index));
+    }
+    objects
+}
+
+/// Asserts that the network objects recorded by [`network_identity`] and the container
+/// processes are gone.
+fn assert_gone(objects: &[(PathBuf, String)], pids: &[u32]) {
+    assert!(
+        objects.len() >= 2,
+        "namespaces and host interface were not found: {objects:?}"
+    );
+    for (path, identity) in objects {
+        let now = if path.starts_with("/run/netns") {
+            std::fs::metadata(path).ok().map(|m| m.ino().to_string())
+        } else {
+            std::fs::read_to_string(path).ok()
+        };
+        assert_ne!(
+            now.as_ref(),
+            Some(identity),
+            "{} left behind",
+            path.display()
         );
     }
-    assert!(
-        !Path::new("/sys/class/net").join(interface).exists(),
-        "host interface {interface} left behind"
-    );
     for pid in pids {
         assert!(!pid_exists(*pid), "container process {pid} left behind");
     }
@@ -116,8 +149,7 @@ fn three_machines_boot_with_their_names_and_separate_disks_and_down_removes_them
         .expect("ssh runs");
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "beta");
 
-    let namespaces = testbed.network_namespaces();
-    let interface = testbed.host_interface();
+    let network = network_identity(&testbed);
     let pids: Vec<u32> = testbed
         .machines()
         .iter()
@@ -125,7 +157,7 @@ fn three_machines_boot_with_their_names_and_separate_disks_and_down_removes_them
         .collect();
     assert_eq!(pids.len(), 3);
     testbed.down().expect("down");
-    assert_gone(&namespaces, &interface, &pids);
+    assert_gone(&network, &pids);
 }
 
 #[test]
@@ -200,10 +232,9 @@ fn a_detached_testbed_is_found_by_attach_and_stopped_by_it() {
         Err(clan_testbed::Error::AlreadyRunning { .. })
     ));
 
-    let namespaces = attached.network_namespaces();
-    let interface = attached.host_interface();
+    let network = network_identity(&attached);
     attached.down().expect("down");
-    assert_gone(&namespaces, &interface, &[]);
+    assert_gone(&network, &[]);
     // No handle reaped it, so it may linger as a zombie of this process: dead all the same.
     assert!(!is_nspawn(pid), "container process {pid} left behind");
     assert!(matches!(
@@ -223,12 +254,11 @@ fn dropping_a_testbed_tears_it_down() {
     let Some((_state, testbed)) = up(&["brief"]) else {
         return;
     };
-    let namespaces = testbed.network_namespaces();
-    let interface = testbed.host_interface();
+    let network = network_identity(&testbed);
     let pid = testbed
         .pid("brief")
         .expect("known machine")
         .expect("running");
     drop(testbed);
-    assert_gone(&namespaces, &interface, &[pid]);
+    assert_gone(&network, &[pid]);
 }
