@@ -25,12 +25,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Start, inspect and stop local test machines (containers reached over SSH).
+    Testbed(commands::testbed::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let context = commands::Context { clan_dir: cli.flake };
     let result = match cli.command {
+        Command::Testbed(args) => commands::testbed::run(args, &context),
     };
     match result {
         Ok(code) => code,

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+pub mod testbed;
+
 /// What every subcommand gets from the global flags.
 pub struct Context {
     /// `--flake`/`-C`/`CLAN_DIR`: the clan directory, if given.
