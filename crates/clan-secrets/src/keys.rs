@@ -259,6 +259,24 @@ pub fn generate_identity() -> (SecretString, Recipient) {
     (SecretString::from(text), recipient)
 }
 
+/// Generates a new identity and appends it (with its `# public key:` comment) to the key file
+/// at `path`, which is created `0600` if missing and rewritten atomically otherwise.
+pub fn append_generated_identity(path: &Path) -> Result<Recipient, crate::Error> {
+    let existing = match std::fs::read(path) {
+        Ok(bytes) => zeroize::Zeroizing::new(bytes),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => zeroize::Zeroizing::new(Vec::new()),
+        Err(source) => return Err(crate::Error::Io { action: "read", path: path.to_path_buf(), source }),
+    };
+    let (text, recipient) = generate_identity();
+    let mut content = zeroize::Zeroizing::new(existing.to_vec());
+    if !content.is_empty() && !content.ends_with(b"\n") {
+        content.push(b'\n');
+    }
+    content.extend_from_slice(text.expose_secret().as_bytes());
+    crate::fsutil::write_atomic(path, &content)?;
+    Ok(recipient)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,6 +310,17 @@ mod tests {
         assert_eq!(identities.len(), 2);
         assert!(Identities::parse("hello", "env").is_err());
         assert!(Identities::parse("AGE-SECRET-KEY-1XYZ", "env").is_err());
+    }
+
+    #[test]
+    fn generated_identities_are_appended() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sops/age/keys.txt");
+        let first = append_generated_identity(&path).unwrap();
+        let second = append_generated_identity(&path).unwrap();
+        let identities = Identities::parse(&std::fs::read_to_string(&path).unwrap(), "keys.txt").unwrap();
+        assert_eq!(identities.len(), 2);
+        assert!(identities.has_public_key(first.as_str()) && identities.has_public_key(second.as_str()));
     }
 
     #[test]

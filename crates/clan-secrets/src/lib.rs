@@ -22,7 +22,7 @@ mod store;
 use std::fmt;
 
 pub use error::Error;
-pub use keys::{generate_identity, AdminKey, Identities, KeySources, Recipient};
+pub use keys::{append_generated_identity, generate_identity, AdminKey, Identities, KeySources, Recipient};
 pub use names::{GroupName, MachineName, SecretName, UserName};
 pub use sops::{decrypt, encrypt, SopsError, SopsFile};
 pub use store::{

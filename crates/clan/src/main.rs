@@ -27,6 +27,8 @@ struct Cli {
 enum Command {
     /// Start, inspect and stop local test machines (containers reached over SSH).
     Testbed(commands::testbed::Args),
+    /// Manage sops secrets: keys, users, machines, groups, and the secrets themselves.
+    Secrets(commands::secrets::Args),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +36,7 @@ fn main() -> ExitCode {
     let context = commands::Context { clan_dir: cli.flake };
     let result = match cli.command {
         Command::Testbed(args) => commands::testbed::run(args, &context),
+        Command::Secrets(args) => commands::secrets::run(args, &context),
     };
     match result {
         Ok(code) => code,

@@ -35,6 +35,9 @@ fn hint_for(error: &anyhow::Error) -> Option<String> {
         if let Some(hinted) = cause.downcast_ref::<Hinted>() {
             return Some(hinted.hint.clone());
         }
+        if let Some(error) = cause.downcast_ref::<clan_secrets::Error>() {
+            return error.hint();
+        }
         None
     })
 }

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+pub mod secrets;
 pub mod testbed;
 
 /// What every subcommand gets from the global flags.
