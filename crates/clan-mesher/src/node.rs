@@ -30,7 +30,7 @@ use crate::name::FileName;
 use crate::policy::{Policy, RejectReason};
 use crate::record::{unix_micros_now, Kind, Record};
 use crate::store::{Store, StoreError};
-use crate::wire::{Codec, NodeReply, Request, Response, MAX_PREFIXES, PROTOCOL};
+use crate::wire::{Codec, Inbound, NodeReply, Request, Response, MAX_PREFIXES, PROTOCOL};
 
 /// Content fetches in flight at once; the rest wait their turn.
 const MAX_INFLIGHT_FETCHES: usize = 32;
@@ -63,7 +63,7 @@ pub enum MesherError {
     #[error("the identity certificate does not admit this node to network `{network}`")]
     Certificate {
         network: crate::keys::NetworkId,
-        source: CertificateError,
+        source: Box<CertificateError>,
     },
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -104,6 +104,8 @@ pub struct Status {
     pub metrics: Metrics,
 }
 
+// Publish is the common command; boxing the record would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     Publish {
         record: Record,
@@ -206,7 +208,7 @@ impl Mesher {
             .verify_for(&settings.policy.network, &settings.identity.public(), now)
             .map_err(|source| MesherError::Certificate {
                 network: settings.policy.network,
-                source,
+                source: Box::new(source),
             })?;
         let store = Store::open(&settings.state_dir, &settings.policy.network)?;
         let mut swarm = build_swarm(&settings.identity)?;
@@ -429,7 +431,7 @@ struct Node {
     listen_addrs: Vec<Multiaddr>,
 }
 
-type MeshEvent = request_response::Event<Request, Response>;
+type MeshEvent = request_response::Event<Inbound, Response>;
 
 impl Node {
     async fn run(
@@ -585,7 +587,11 @@ impl Node {
             request.kind(),
             4 + request.encode().len(),
         );
-        let id = self.swarm.behaviour_mut().mesh.send_request(&peer, request);
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .mesh
+            .send_request(&peer, Ok(request));
         self.outbound.insert(id, purpose);
     }
 
@@ -648,7 +654,17 @@ impl Node {
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request {
-                    request, channel, ..
+                    request: Err(error),
+                    ..
+                } => {
+                    tracing::debug!(%peer, %error, "malformed request");
+                    self.metrics.reject(RejectReason::Malformed);
+                    self.ban(peer, RejectReason::Malformed);
+                }
+                request_response::Message::Request {
+                    request: Ok(request),
+                    channel,
+                    ..
                 } => {
                     self.metrics.count_traffic(
                         &peer,
@@ -698,15 +714,8 @@ impl Node {
                     _ => {}
                 }
             }
-            request_response::Event::InboundFailure { peer, error, .. } => {
-                if let request_response::InboundFailure::Io(io) = &error {
-                    if io.kind() == std::io::ErrorKind::InvalidData {
-                        self.metrics.reject(RejectReason::Malformed);
-                        self.ban(peer, RejectReason::Malformed);
-                    }
-                }
-            }
-            request_response::Event::ResponseSent { .. } => {}
+            request_response::Event::InboundFailure { .. }
+            | request_response::Event::ResponseSent { .. } => {}
         }
     }
 

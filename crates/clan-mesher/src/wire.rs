@@ -23,7 +23,9 @@ pub const MAX_PREFIXES: usize = 64;
 /// Smallest encoded record (no certificate, one-byte name).
 const MIN_RECORD_LEN: usize = 1 + 32 + 3 + 8 + 8 + 32 + 9 + 32 + 64 + 1;
 
-/// What one node asks another.
+/// What one node asks another. Announcements are the most frequent request, so they carry
+/// their record inline.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Request {
     /// The sender's membership certificate; must come before anything else.
@@ -307,21 +309,39 @@ fn invalid(error: DecodeError) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, error)
 }
 
+/// A request as read off the wire: decoded, or why not. Inbound decode failures are handed to
+/// the node (libp2p would drop them silently) so it can count them and disconnect the sender.
+pub type Inbound = Result<Request, DecodeError>;
+
 /// The request-response codec for [`PROTOCOL`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Codec;
 
 impl libp2p::request_response::Codec for Codec {
     type Protocol = StreamProtocol;
-    type Request = Request;
+    type Request = Inbound;
     type Response = Response;
 
     async fn read_request<T: AsyncRead + Unpin + Send>(
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
-    ) -> std::io::Result<Request> {
-        Request::decode(&read_frame(io, MAX_CONTROL_FRAME).await?).map_err(invalid)
+    ) -> std::io::Result<Inbound> {
+        match read_frame(io, MAX_CONTROL_FRAME).await {
+            Ok(payload) => Ok(Request::decode(&payload)),
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+                ) =>
+            {
+                Ok(Err(DecodeError::Invalid {
+                    what: "frame",
+                    detail: error.to_string(),
+                }))
+            }
+            Err(error) => Err(error),
+        }
     }
 
     async fn read_response<T: AsyncRead + Unpin + Send>(
@@ -336,8 +356,10 @@ impl libp2p::request_response::Codec for Codec {
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
-        request: Request,
+        request: Inbound,
     ) -> std::io::Result<()> {
+        let request = request
+            .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidInput, error))?;
         write_frame(io, &request.encode()).await
     }
 

@@ -43,8 +43,18 @@ impl Net {
         for i in 0..200 {
             files.insert(name(&format!("file_{i}")), [admin.public()].into());
         }
-        let policy = Policy { network: network_key.public(), namespaces: [name("facts")].into(), files };
-        Self { network_key, admin, policy, dir: tempfile::tempdir().unwrap(), interval: Duration::from_millis(300) }
+        let policy = Policy {
+            network: network_key.public(),
+            namespaces: [name("facts")].into(),
+            files,
+        };
+        Self {
+            network_key,
+            admin,
+            policy,
+            dir: tempfile::tempdir().unwrap(),
+            interval: Duration::from_millis(300),
+        }
     }
 
     /// Node `index` keeps its identity and state directory across restarts.
@@ -78,23 +88,37 @@ impl Net {
     }
 
     pub async fn spawn(&self, index: usize, bootstrap: &[Multiaddr]) -> Mesher {
-        Mesher::spawn(self.settings(index, bootstrap)).await.unwrap()
+        Mesher::spawn(self.settings(index, bootstrap))
+            .await
+            .unwrap()
     }
 
     pub fn update(&self, file: &str, content: &[u8], signed_at: u64) -> Record {
-        Record::sign_update(&self.admin, self.network_key.public(), name(file), content, signed_at, None)
+        Record::sign_update(
+            &self.admin,
+            self.network_key.public(),
+            name(file),
+            content,
+            signed_at,
+            None,
+        )
     }
 
     /// Where node `index` keeps the content of `file`.
     pub fn content_path(&self, index: usize, file: &str) -> PathBuf {
-        self.state_dir(index).join("files").join(self.network_key.public().to_string()).join(file)
+        self.state_dir(index)
+            .join("files")
+            .join(self.network_key.public().to_string())
+            .join(file)
     }
 }
 
 /// The node's dialable address (`…/p2p/<peer id>`).
 pub async fn address(handle: &Handle) -> Multiaddr {
     let status = handle.status().await.unwrap();
-    status.listen_addrs[0].clone().with(Protocol::P2p(status.peer_id))
+    status.listen_addrs[0]
+        .clone()
+        .with(Protocol::P2p(status.peer_id))
 }
 
 /// Waits until `check` holds, re-checking whenever a file changes and at least every 50 ms.
@@ -113,7 +137,10 @@ where
 }
 
 pub async fn has_content(handle: &Handle, file: &str, content: &[u8]) -> bool {
-    handle.get(&name(file)).await.is_some_and(|(_, c)| c == content)
+    handle
+        .get(&name(file))
+        .await
+        .is_some_and(|(_, c)| c == content)
 }
 
 pub fn frame(payload: &[u8]) -> Vec<u8> {
@@ -133,20 +160,38 @@ impl request_response::Codec for RawCodec {
     type Request = Vec<u8>;
     type Response = Vec<u8>;
 
-    async fn read_request<T: AsyncRead + Unpin + Send>(&mut self, _: &StreamProtocol, io: &mut T) -> std::io::Result<Vec<u8>> {
+    async fn read_request<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> std::io::Result<Vec<u8>> {
         let mut out = Vec::new();
         io.take(RAW_LIMIT).read_to_end(&mut out).await?;
         Ok(out)
     }
-    async fn read_response<T: AsyncRead + Unpin + Send>(&mut self, _: &StreamProtocol, io: &mut T) -> std::io::Result<Vec<u8>> {
+    async fn read_response<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> std::io::Result<Vec<u8>> {
         let mut out = Vec::new();
         io.take(RAW_LIMIT).read_to_end(&mut out).await?;
         Ok(out)
     }
-    async fn write_request<T: AsyncWrite + Unpin + Send>(&mut self, _: &StreamProtocol, io: &mut T, bytes: Vec<u8>) -> std::io::Result<()> {
+    async fn write_request<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        bytes: Vec<u8>,
+    ) -> std::io::Result<()> {
         io.write_all(&bytes).await
     }
-    async fn write_response<T: AsyncWrite + Unpin + Send>(&mut self, _: &StreamProtocol, io: &mut T, bytes: Vec<u8>) -> std::io::Result<()> {
+    async fn write_response<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        bytes: Vec<u8>,
+    ) -> std::io::Result<()> {
         io.write_all(&bytes).await
     }
 }
@@ -169,13 +214,18 @@ impl Adversary {
     pub async fn connect(key: &SecretKey, target: Multiaddr, mut responder: Responder) -> Self {
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key.to_libp2p())
             .with_tokio()
-            .with_tcp(libp2p::tcp::Config::default(), libp2p::noise::Config::new, libp2p::yamux::Config::default)
+            .with_tcp(
+                libp2p::tcp::Config::default(),
+                libp2p::noise::Config::new,
+                libp2p::yamux::Config::default,
+            )
             .unwrap()
             .with_behaviour(|_| {
                 request_response::Behaviour::with_codec(
                     RawCodec,
                     [(clan_mesher::wire::PROTOCOL, ProtocolSupport::Full)],
-                    request_response::Config::default().with_request_timeout(Duration::from_secs(20)),
+                    request_response::Config::default()
+                        .with_request_timeout(Duration::from_secs(20)),
                 )
             })
             .unwrap()
@@ -189,7 +239,9 @@ impl Adversary {
         loop {
             match swarm.select_next_some().await {
                 SwarmEvent::ConnectionEstablished { .. } => break,
-                SwarmEvent::OutgoingConnectionError { error, .. } => panic!("adversary could not connect: {error}"),
+                SwarmEvent::OutgoingConnectionError { error, .. } => {
+                    panic!("adversary could not connect: {error}")
+                }
                 _ => {}
             }
         }
@@ -229,13 +281,22 @@ impl Adversary {
                 }
             }
         });
-        Self { peer_id: key.public().peer_id().unwrap(), outgoing, disconnected, received, task }
+        Self {
+            peer_id: key.public().peer_id().unwrap(),
+            outgoing,
+            disconnected,
+            received,
+            task,
+        }
     }
 
     /// Sends raw bytes as one request; the answer's raw bytes, or why there was none.
     pub async fn request(&self, bytes: Vec<u8>) -> Result<Vec<u8>, String> {
         let (reply, answer) = oneshot::channel();
-        self.outgoing.send((bytes, reply)).await.map_err(|e| e.to_string())?;
+        self.outgoing
+            .send((bytes, reply))
+            .await
+            .map_err(|e| e.to_string())?;
         answer.await.map_err(|e| e.to_string())?
     }
 
@@ -253,10 +314,15 @@ impl Drop for Adversary {
 }
 
 /// A responder that answers `Hello` with `certificate` and everything else with `other`.
-pub fn member_responder(certificate: Certificate, mut other: impl FnMut(&clan_mesher::wire::Request) -> Vec<u8> + Send + 'static) -> Responder {
+pub fn member_responder(
+    certificate: Certificate,
+    mut other: impl FnMut(&clan_mesher::wire::Request) -> Vec<u8> + Send + 'static,
+) -> Responder {
     use clan_mesher::wire::{Request, Response};
     Box::new(move |raw: &[u8]| {
-        let request = raw.get(4..).and_then(|payload| Request::decode(payload).ok());
+        let request = raw
+            .get(4..)
+            .and_then(|payload| Request::decode(payload).ok());
         match request {
             Some(Request::Hello(_)) => frame(&Response::Hello(certificate.clone()).encode()),
             Some(request) => other(&request),
@@ -267,7 +333,9 @@ pub fn member_responder(certificate: Certificate, mut other: impl FnMut(&clan_me
 
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
     for entry in entries.flatten() {
         if entry.path().is_dir() {
             out.extend(files_under(&entry.path()));
