@@ -242,7 +242,7 @@ fn tcp_multiaddr(ip: IpAddr, port: u16) -> Multiaddr {
     address
 }
 
-/// `30s`, `500ms`, `2m`, `1h` or a bare number of seconds.
+/// `30s`, `500ms`, `2m`, `1h`, `365d` or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
     let split = text
@@ -255,6 +255,7 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         "ms" => Duration::from_millis(number),
         "m" => Duration::from_secs(number.checked_mul(60)?),
         "h" => Duration::from_secs(number.checked_mul(3600)?),
+        "d" => Duration::from_secs(number.checked_mul(86400)?),
         _ => return None,
     };
     (!duration.is_zero()).then_some(duration)

@@ -25,6 +25,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Data Mesher: run the daemon, manage its keys and certificates, publish signed files.
+    Mesher(commands::mesher::Args),
     /// Start, inspect and stop local test machines (containers reached over SSH).
     Testbed(commands::testbed::Args),
     /// Manage sops secrets: keys, users, machines, groups, and the secrets themselves.
@@ -35,6 +37,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let context = commands::Context { clan_dir: cli.flake };
     let result = match cli.command {
+        Command::Mesher(args) => commands::mesher::run(args, &context),
         Command::Testbed(args) => commands::testbed::run(args, &context),
         Command::Secrets(args) => commands::secrets::run(args, &context),
     };

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+pub mod mesher;
 pub mod secrets;
 pub mod testbed;
 

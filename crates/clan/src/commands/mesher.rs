@@ -1,0 +1,490 @@
+//! `clan mesher …`: the Data Mesher daemon (`run`, which only reads `dm.toml` and hands it to
+//! `clan_mesher::Mesher`), key and certificate tools, and file commands that sign locally and
+//! talk to the running daemon over its loopback HTTP API.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clan_mesher::record::unix_micros_now;
+use clan_mesher::{Certificate, Config, FileName, Mesher, PublicKey, Record, SecretKey};
+use clap::Subcommand;
+
+use super::Context;
+use crate::report;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: MesherCommand,
+}
+
+#[derive(Subcommand)]
+enum MesherCommand {
+    /// Run the daemon until SIGINT or SIGTERM.
+    Run(ConfigArg),
+    /// Create a key file (0600) and print its public half.
+    #[command(subcommand)]
+    Generate(GenerateCommand),
+    /// Peer identities.
+    #[command(subcommand)]
+    Peer(PeerCommand),
+    /// Membership certificates, signed by the network key.
+    #[command(subcommand)]
+    Certificate(CertificateCommand),
+    /// Publish, delete, read and list files through the running daemon.
+    #[command(subcommand)]
+    File(FileCommand),
+    /// Show the running daemon's peer id, addresses, peers and counters.
+    Status(ListArgs),
+}
+
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// The daemon's configuration.
+    #[arg(
+        long,
+        env = "CLAN_MESHER_CONFIG",
+        default_value = "/etc/data-mesher/dm.toml"
+    )]
+    config: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum GenerateCommand {
+    /// The network key; its public half is the network id.
+    Network(OutArg),
+    /// A node identity key; prints its peer id.
+    IdentityKey(OutArg),
+    /// A file signing key for `[network.files]`.
+    SigningKey(OutArg),
+}
+
+#[derive(clap::Args)]
+struct OutArg {
+    /// Where to write the key; refuses to overwrite.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum PeerCommand {
+    /// Print the libp2p peer id of an identity key.
+    Id {
+        #[arg(long)]
+        identity_key: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertificateCommand {
+    /// Admit a node to the network.
+    Sign {
+        #[arg(long)]
+        network_key: PathBuf,
+        #[command(flatten)]
+        subject: Subject,
+        /// How long the certificate is valid (e.g. `365d`); forever when absent.
+        #[arg(long)]
+        valid_for: Option<String>,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Check a certificate against a network id (and a node).
+    Verify {
+        #[arg(long)]
+        network_id: PublicKey,
+        #[arg(long)]
+        certificate: PathBuf,
+        #[command(flatten)]
+        subject: OptionalSubject,
+    },
+}
+
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct Subject {
+    /// The node's identity key file (only its public half is used).
+    #[arg(long)]
+    identity_key: Option<PathBuf>,
+    /// The node's identity public key (base64url).
+    #[arg(long)]
+    public_key: Option<PublicKey>,
+}
+
+#[derive(clap::Args)]
+#[group(required = false, multiple = false)]
+struct OptionalSubject {
+    #[arg(long)]
+    identity_key: Option<PathBuf>,
+    #[arg(long)]
+    public_key: Option<PublicKey>,
+}
+
+#[derive(Subcommand)]
+enum FileCommand {
+    /// Sign a new version of a file and hand it to the daemon.
+    Update {
+        name: FileName,
+        /// The content; `-` for stdin.
+        path: PathBuf,
+        #[command(flatten)]
+        signing: Signing,
+        /// Remove the file everywhere after this long (e.g. `1h`).
+        #[arg(long)]
+        valid_for: Option<String>,
+    },
+    /// Sign the deletion of a file.
+    Delete {
+        name: FileName,
+        #[command(flatten)]
+        signing: Signing,
+    },
+    /// Print a file's content.
+    Get {
+        name: FileName,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// List current files.
+    List(ListArgs),
+}
+
+#[derive(clap::Args)]
+struct Signing {
+    /// The signing key (for a signed namespace: the node's identity key).
+    #[arg(long)]
+    signing_key: PathBuf,
+    /// Attach this certificate (needed for signed-namespace files).
+    #[arg(long)]
+    certificate: Option<PathBuf>,
+    #[command(flatten)]
+    config: ConfigArg,
+}
+
+#[derive(clap::Args)]
+struct ListArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Print JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args, _context: &Context) -> anyhow::Result<ExitCode> {
+    match args.command {
+        MesherCommand::Run(args) => daemon(&args.config),
+        MesherCommand::Generate(command) => generate(command),
+        MesherCommand::Peer(PeerCommand::Id { identity_key }) => {
+            let key = SecretKey::read(&identity_key)?;
+            println!("{}", key.to_libp2p().public().to_peer_id());
+            Ok(ExitCode::SUCCESS)
+        }
+        MesherCommand::Certificate(command) => certificate(command),
+        MesherCommand::File(command) => file(command),
+        MesherCommand::Status(args) => status(&args),
+    }
+}
+
+fn daemon(config_path: &Path) -> anyhow::Result<ExitCode> {
+    let config = Config::load(config_path)?;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| {
+            tracing_subscriber::EnvFilter::try_new(format!("clan_mesher={}", config.log_level))
+        })
+        .with_context(|| format!("invalid log_level `{}`", config.log_level))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let settings = config.settings()?;
+    let runtime = tokio::runtime::Runtime::new().context("failed to start the async runtime")?;
+    runtime.block_on(async {
+        let mesher = Mesher::spawn(settings).await?;
+        let status = mesher.handle().status().await;
+        if let Some(status) = status {
+            for address in &status.listen_addrs {
+                tracing::info!("listening on {address}/p2p/{}", status.peer_id);
+            }
+        }
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let handle = mesher.handle();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+            _ = wait_stopped(handle) => {}
+        }
+        mesher.shutdown();
+        mesher.join().await?;
+        anyhow::Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Resolves when the node's event loop has ended on its own.
+async fn wait_stopped(handle: clan_mesher::Handle) {
+    let mut changes = handle.changes();
+    while changes.changed().await.is_ok() {}
+}
+
+fn generate(command: GenerateCommand) -> anyhow::Result<ExitCode> {
+    let (out, print_peer_id) = match &command {
+        GenerateCommand::Network(arg) | GenerateCommand::SigningKey(arg) => (&arg.out, false),
+        GenerateCommand::IdentityKey(arg) => (&arg.out, true),
+    };
+    if out.exists() {
+        return Err(report::hinted(
+            format!("`{}` already exists", out.display()),
+            "remove it first if you really mean to replace the key",
+        ));
+    }
+    let key = SecretKey::generate();
+    key.write(out)?;
+    if print_peer_id {
+        println!("{}", key.to_libp2p().public().to_peer_id());
+    } else {
+        println!("{}", key.public());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn subject_key(
+    identity_key: Option<&PathBuf>,
+    public_key: Option<PublicKey>,
+) -> anyhow::Result<Option<PublicKey>> {
+    Ok(match (identity_key, public_key) {
+        (Some(path), _) => Some(SecretKey::read(path)?.public()),
+        (None, key) => key,
+    })
+}
+
+fn parse_validity(text: Option<&String>) -> anyhow::Result<Option<u64>> {
+    let Some(text) = text else { return Ok(None) };
+    let duration = clan_mesher::config::parse_duration(text).ok_or_else(|| {
+        report::hinted(
+            format!("invalid duration `{text}`"),
+            "write e.g. `90s`, `30m`, `12h` or `365d`",
+        )
+    })?;
+    let micros = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
+    Ok(Some(unix_micros_now().saturating_add(micros)))
+}
+
+fn certificate(command: CertificateCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        CertificateCommand::Sign {
+            network_key,
+            subject,
+            valid_for,
+            out,
+        } => {
+            let network_key = SecretKey::read(&network_key)?;
+            let subject = subject_key(subject.identity_key.as_ref(), subject.public_key)?
+                .context("no subject given")?;
+            let certificate = Certificate::sign(
+                &network_key,
+                subject,
+                unix_micros_now(),
+                parse_validity(valid_for.as_ref())?,
+            );
+            certificate.write(&out)?;
+            eprintln!(
+                "certified node {subject} in network {}",
+                network_key.public()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        CertificateCommand::Verify {
+            network_id,
+            certificate,
+            subject,
+        } => {
+            let certificate = Certificate::read(&certificate)?;
+            let now = unix_micros_now();
+            let result = match subject_key(subject.identity_key.as_ref(), subject.public_key)? {
+                Some(subject) => certificate.verify_for(&network_id, &subject, now),
+                None => certificate.verify(&network_id, now),
+            };
+            match result {
+                Ok(()) => {
+                    println!(
+                        "valid: node {} in network {network_id}",
+                        certificate.subject
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(error) => {
+                    eprintln!("invalid: {error}");
+                    Ok(ExitCode::from(report::EXIT_FAILED))
+                }
+            }
+        }
+    }
+}
+
+/// The daemon's API address from the config, with a hint when it has none.
+fn api(config: &Config) -> anyhow::Result<std::net::SocketAddr> {
+    config.api_address().ok_or_else(|| {
+        report::hinted(
+            format!("config `{}` has no [http] section", config.path.display()),
+            "add `[http]` (port, interfaces on loopback) so the CLI can reach the daemon",
+        )
+    })
+}
+
+fn call(config: &Config, method: &str, path: &str, body: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let address = api(config)?;
+    let (status, answer) =
+        clan_mesher::http::call(address, method, path, body).map_err(|error| {
+            anyhow::Error::new(error).context(report::hinted(
+                "the mesher daemon is not reachable",
+                "start it with `clan mesher run --config <dm.toml>`",
+            ))
+        })?;
+    if status >= 400 {
+        let text = String::from_utf8_lossy(&answer).into_owned();
+        return Err(rejection(status, text));
+    }
+    Ok(answer)
+}
+
+fn rejection(status: u16, reason: String) -> anyhow::Error {
+    let hint = match reason.as_str() {
+        "not_allowed" => "the signing key is not listed for this name in [network.files], and the name is not `<namespace>/<your key hex>`",
+        "stale" => "a newer version of this file already exists",
+        "from_future" => "the signing time is ahead of the daemon's clock; check both clocks",
+        "bad_certificate" => "signed-namespace files need `--certificate` with the signer's valid certificate",
+        "wrong_network" => "the record was signed for another network id",
+        _ => "see the daemon's log for details",
+    };
+    report::hinted(
+        format!("the daemon refused the request ({status}): {reason}"),
+        hint,
+    )
+}
+
+fn sign_and_send(
+    signing: &Signing,
+    make: impl FnOnce(&SecretKey, &Config) -> Record,
+    content: &[u8],
+) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&signing.config.config)?;
+    let key = SecretKey::read(&signing.signing_key)?;
+    let mut record = make(&key, &config);
+    if let Some(path) = &signing.certificate {
+        record = record.with_certificate(Certificate::read(path)?);
+    }
+    call(
+        &config,
+        "POST",
+        "/v1/files",
+        &clan_mesher::http::encode_upload(&record, content),
+    )?;
+    eprintln!(
+        "accepted `{}` (signed at {})",
+        record.name, record.signed_at
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn file(command: FileCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        FileCommand::Update {
+            name,
+            path,
+            signing,
+            valid_for,
+        } => {
+            let content = read_content(&path)?;
+            let valid_until = parse_validity(valid_for.as_ref())?;
+            sign_and_send(
+                &signing,
+                |key, config| {
+                    Record::sign_update(
+                        key,
+                        config.policy.network,
+                        name,
+                        &content,
+                        unix_micros_now(),
+                        valid_until,
+                    )
+                },
+                &content,
+            )
+        }
+        FileCommand::Delete { name, signing } => sign_and_send(
+            &signing,
+            |key, config| {
+                Record::sign_tombstone(key, config.policy.network, name, unix_micros_now())
+            },
+            &[],
+        ),
+        FileCommand::Get { name, config } => {
+            let config = Config::load(&config.config)?;
+            let content = call(&config, "GET", &format!("/v1/files/{name}"), &[])?;
+            std::io::stdout().write_all(&content)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        FileCommand::List(args) => {
+            let config = Config::load(&args.config.config)?;
+            let answer = call(&config, "GET", "/v1/files", &[])?;
+            let records: Vec<serde_json::Value> =
+                serde_json::from_slice(&answer).context("malformed file list")?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&records)?);
+            } else {
+                for record in &records {
+                    println!(
+                        "{}\t{}\t{} bytes\tsigned {}",
+                        record["name"].as_str().unwrap_or("?"),
+                        record["kind"].as_str().unwrap_or("?"),
+                        record["size"],
+                        record["signed_at"]
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn read_content(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let limit = clan_mesher::record::MAX_FILE_SIZE;
+    let mut content = Vec::new();
+    if path == Path::new("-") {
+        std::io::stdin().take(limit + 1).read_to_end(&mut content)?;
+    } else {
+        std::fs::File::open(path)
+            .and_then(|file| file.take(limit + 1).read_to_end(&mut content))
+            .with_context(|| format!("failed to read `{}`", path.display()))?;
+    }
+    if content.len() as u64 > limit {
+        return Err(report::hinted(
+            format!("`{}` is larger than 10 MiB", path.display()),
+            "Data Mesher is for small files; publish a reference (a URL or a hash) instead",
+        ));
+    }
+    Ok(content)
+}
+
+fn status(args: &ListArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&args.config.config)?;
+    let answer = call(&config, "GET", "/v1/status", &[])?;
+    let status: serde_json::Value = serde_json::from_slice(&answer).context("malformed status")?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("peer id: {}", status["peer_id"].as_str().unwrap_or("?"));
+    for address in status["listen_addrs"].as_array().into_iter().flatten() {
+        println!("listening: {}", address.as_str().unwrap_or("?"));
+    }
+    println!("peers: {}", status["peers"].as_array().map_or(0, Vec::len));
+    println!("files: {}", status["files"]);
+    println!(
+        "accepted: {}, fetches: {}",
+        status["accepted"], status["fetches"]
+    );
+    Ok(ExitCode::SUCCESS)
+}
