@@ -1,0 +1,15 @@
+//! MachineConfig: what a machine should look like (files, units, packages, users and groups,
+//! vars generators, state to back up, firewall ports, NixOS settings), the contract between
+//! services, which produce fragments of it, and deployment, which makes a machine match it.
+//!
+//! This crate owns the types and the merge of fragments with conflict detection that names
+//! both sources. It never evaluates services or touches a machine.
+
+mod merge;
+mod model;
+
+pub use merge::{Conflict, Fragment};
+pub use model::{
+    File, Firewall, Generator, GeneratorFile, Group, MachineConfig, Prompt, PromptType, State,
+    Unit, User, VarRef, SECRET_PLACEHOLDER_PREFIX,
+};

@@ -1,0 +1,53 @@
+//! Evaluation errors: each names the clan file, instance, role, machine or key at fault.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Inventory(#[from] clan_inventory::Error),
+    #[error(transparent)]
+    Service(#[from] clan_service::Error),
+    #[error("{}: `{key}`: {message}", path.display())]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+        hint: Option<String>,
+    },
+    #[error("machine `{machine}`: {conflict}")]
+    Conflict {
+        machine: String,
+        #[source]
+        conflict: clan_config::Conflict,
+    },
+    #[error("cannot read `{}`", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write the evaluation cache at `{}`", path.display())]
+    Cache {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("unknown machine `{name}`")]
+    UnknownMachine { name: String, hint: Option<String> },
+}
+
+impl Error {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Self::Inventory(error) => error.hint(),
+            Self::Service(error) => error.hint(),
+            Self::Invalid { hint, .. } | Self::UnknownMachine { hint, .. } => hint.clone(),
+            Self::Conflict { .. } => Some(
+                "make the two services agree, or drop one of them from this machine".to_owned(),
+            ),
+            Self::Cache { .. } => Some("set XDG_CACHE_HOME to a writable directory".to_owned()),
+            Self::Read { .. } => None,
+        }
+    }
+}

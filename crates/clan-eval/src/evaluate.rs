@@ -1,0 +1,557 @@
+//! The evaluation proper: resolve each instance's members and settings, run the services in
+//! two phases (exports first, then services that read exports), and merge each machine's
+//! fragments into its MachineConfig.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use indexmap::IndexMap;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use clan_config::{Fragment, MachineConfig};
+use clan_inventory::{did_you_mean, Instance, Inventory, LoadedInventory, MachineName, RoleName};
+use clan_service::{CallOutput, InstanceCall, MachineCall, Service, SharedValue};
+
+use crate::error::Error;
+use crate::services::Services;
+use crate::settings::{deep_merge, SettingsSchema};
+
+/// A machine's place in the fleet, without its configuration (cheap to list).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MachineSummary {
+    pub name: String,
+    pub class: String,
+    /// Declared tags; `all` and the class are implied.
+    pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_host: Option<String>,
+    /// `(instance, role)` memberships.
+    pub roles: Vec<Membership>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Membership {
+    pub instance: String,
+    pub service: String,
+    pub role: String,
+}
+
+/// A machine with its settings per instance and role, and its merged configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvaluatedMachine {
+    #[serde(flatten)]
+    pub summary: MachineSummary,
+    /// instance → role → complete settings.
+    pub settings: BTreeMap<String, BTreeMap<String, Value>>,
+    pub config: MachineConfig,
+}
+
+/// Fleet-wide results of an evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FleetSummary {
+    pub meta: clan_inventory::Meta,
+    pub machines: IndexMap<String, MachineSummary>,
+    /// instance → {service, roles: {role: [machines]}}.
+    pub instances: IndexMap<String, Value>,
+    /// `instances.<i>.instance` and `instances.<i>.machines.<m>`.
+    pub exports: Value,
+}
+
+/// Public var values: `{"per-machine": {m: {gen: {file: value}}}, "shared": {gen: {file: value}}}`.
+pub type PublicVars = Value;
+
+/// One member of one role of one instance, settings complete.
+struct Member<'a> {
+    machine: &'a MachineName,
+    settings: Value,
+}
+
+struct ResolvedRole<'a> {
+    role: RoleName,
+    members: Vec<Member<'a>>,
+}
+
+struct ResolvedInstance<'a> {
+    name: &'a str,
+    service: &'a Service,
+    roles: Vec<ResolvedRole<'a>>,
+    /// The `ctx.roles` value every call of this instance shares.
+    roles_value: SharedValue,
+}
+
+fn machine_tags(machine: &clan_inventory::Machine) -> impl Iterator<Item = &str> {
+    machine
+        .tags
+        .iter()
+        .map(|tag| tag.as_str())
+        .chain(["all", machine.machine_class.as_str()])
+}
+
+fn machine_value(name: &MachineName, machine: &clan_inventory::Machine) -> Value {
+    json!({
+        "name": name.as_str(),
+        "class": machine.machine_class.as_str(),
+        "tags": machine.tags,
+        "targetHost": machine.deploy.target_host,
+    })
+}
+
+fn resolve_instance<'a>(
+    loaded: &'a LoadedInventory,
+    services: &'a Services,
+    name: &'a str,
+    instance: &'a Instance,
+) -> Result<ResolvedInstance<'a>, Error> {
+    let inventory = &loaded.inventory;
+    let path = loaded.source_of("instances", name);
+    let service_name = instance.module.name.as_str();
+    let service = services.get(service_name).ok_or_else(|| Error::Invalid {
+        path: path.clone(),
+        key: format!("instances.{name}.module.name"),
+        message: format!("unknown service `{service_name}`"),
+        hint: did_you_mean(service_name, services.keys().map(String::as_str))
+            .or_else(|| Some("`clan services list` shows the services".to_owned())),
+    })?;
+    let mut roles = Vec::new();
+    let mut roles_json = serde_json::Map::new();
+    for (role_name, role) in &instance.roles {
+        let role_def = service.roles.get(role_name).ok_or_else(|| Error::Invalid {
+            path: path.clone(),
+            key: format!("instances.{name}.roles.{role_name}"),
+            message: format!("service `{service_name}` has no role `{role_name}`"),
+            hint: did_you_mean(role_name.as_str(), service.roles.keys().map(|r| r.as_str()))
+                .or_else(|| {
+                    let known: Vec<&str> = service.roles.keys().map(|r| r.as_str()).collect();
+                    Some(format!("its roles are: {}", known.join(", ")))
+                }),
+        })?;
+        let schema = SettingsSchema::compile(&role_def.interface).map_err(|message| Error::Invalid {
+            path: path.clone(),
+            key: format!("instances.{name}.roles.{role_name}"),
+            message: format!("service `{service_name}` role `{role_name}` has an invalid settings schema: {message}"),
+            hint: None,
+        })?;
+        let mut members = Vec::new();
+        let mut machines_json = serde_json::Map::new();
+        for (machine_name, machine) in &inventory.machines {
+            let direct = role.machines.get(machine_name);
+            let tags: Vec<&Value> = role
+                .tags
+                .iter()
+                .filter(|(tag, _)| machine_tags(machine).any(|t| t == tag.as_str()))
+                .map(|(_, settings)| settings.unwrap_or(&Value::Null))
+                .collect();
+            let is_member = direct.is_some()
+                || role
+                    .tags
+                    .iter()
+                    .any(|(tag, _)| machine_tags(machine).any(|t| t == tag.as_str()));
+            if !is_member {
+                continue;
+            }
+            let mut settings = role.settings.clone();
+            for tag_settings in tags.into_iter().filter(|s| !s.is_null()) {
+                deep_merge(&mut settings, tag_settings);
+            }
+            if let Some(direct) = direct {
+                deep_merge(&mut settings, &direct.settings);
+            }
+            let settings = schema
+                .complete(settings)
+                .map_err(|violation| Error::Invalid {
+                    path: path.clone(),
+                    key: format!(
+                        "instances.{name}.roles.{role_name}.settings{}{}",
+                        if violation.key.is_empty() { "" } else { "." },
+                        violation.key
+                    ),
+                    message: format!("machine `{machine_name}`: {}", violation.message),
+                    hint: violation.hint,
+                })?;
+            machines_json.insert(machine_name.to_string(), json!({"settings": settings}));
+            members.push(Member {
+                machine: machine_name,
+                settings,
+            });
+        }
+        roles_json.insert(
+            role_name.to_string(),
+            json!({"machines": machines_json, "settings": role.settings}),
+        );
+        roles.push(ResolvedRole {
+            role: role_name.clone(),
+            members,
+        });
+    }
+    let roles_value = SharedValue::new(&Value::Object(roles_json));
+    Ok(ResolvedInstance {
+        name,
+        service,
+        roles,
+        roles_value,
+    })
+}
+
+/// The outputs of one instance's calls: `(machine, role, output)`.
+type InstanceOutputs<'a> = Vec<(&'a MachineName, RoleName, CallOutput)>;
+
+fn run_instance<'a>(
+    instance: &ResolvedInstance<'a>,
+    inventory: &Inventory,
+    shared: &clan_service::Shared<'_>,
+) -> Result<InstanceOutputs<'a>, Error> {
+    let machines: Vec<Value> = instance
+        .roles
+        .iter()
+        .flat_map(|role| role.members.iter())
+        .map(|member| machine_value(member.machine, &inventory.machines[member.machine]))
+        .collect();
+    let mut machine_values = machines.iter();
+    let calls: Vec<InstanceCall<'_>> = instance
+        .roles
+        .iter()
+        .flat_map(|role| role.members.iter().map(move |member| (role, member)))
+        .map(|(role, member)| InstanceCall {
+            instance: instance.name,
+            role: &role.role,
+            machine: machine_values.next().expect("one machine value per member"),
+            settings: &member.settings,
+            roles: &instance.roles_value,
+        })
+        .collect();
+    let outputs = instance.service.call_instances(&calls, shared)?;
+    let members = instance.roles.iter().flat_map(|role| {
+        role.members
+            .iter()
+            .map(move |member| (member.machine, role.role.clone()))
+    });
+    Ok(members
+        .zip(outputs)
+        .map(|((machine, role), output)| (machine, role, output))
+        .collect())
+}
+
+/// Evaluates the whole clan: every machine's configuration and the fleet summary.
+pub fn evaluate(
+    loaded: &LoadedInventory,
+    services: &Services,
+    machine_modules: &BTreeMap<String, Service>,
+    vars: &PublicVars,
+) -> Result<(FleetSummary, Vec<EvaluatedMachine>), Error> {
+    let inventory = &loaded.inventory;
+    let resolved: Vec<ResolvedInstance<'_>> = inventory
+        .instances
+        .iter()
+        .map(|(name, instance)| resolve_instance(loaded, services, name.as_str(), instance))
+        .collect::<Result<_, _>>()?;
+    let meta =
+        SharedValue::new(&serde_json::to_value(&inventory.meta).expect("meta is plain data"));
+    let vars = SharedValue::new(vars);
+
+    let mut exports = json!({"instances": {}});
+    let mut outputs: Vec<(usize, InstanceOutputs<'_>)> = Vec::new();
+    let mut machine_outputs: Vec<(String, String, CallOutput)> = Vec::new();
+    for phase_reads_exports in [false, true] {
+        let exports_value = SharedValue::new(&exports);
+        let shared = clan_service::Shared {
+            meta: &meta,
+            vars: &vars,
+            exports: &exports_value,
+        };
+        let phase: Vec<(usize, InstanceOutputs<'_>)> = resolved
+            .par_iter()
+            .enumerate()
+            .filter(|(_, instance)| instance.service.manifest.reads_exports == phase_reads_exports)
+            .map(|(index, instance)| {
+                run_instance(instance, inventory, &shared).map(|out| (index, out))
+            })
+            .collect::<Result<_, _>>()?;
+        for (index, instance_outputs) in &phase {
+            collect_exports(&mut exports, resolved[*index].name, instance_outputs);
+        }
+        outputs.extend(phase);
+        machine_outputs.extend(run_per_machine(
+            inventory,
+            &resolved,
+            phase_reads_exports,
+            &shared,
+        )?);
+    }
+    let exports_value = SharedValue::new(&exports);
+    let shared = clan_service::Shared {
+        meta: &meta,
+        vars: &vars,
+        exports: &exports_value,
+    };
+    for (machine, module) in machine_modules {
+        let value = machine_value(
+            &machine.parse().expect("checked machine name"),
+            &inventory.machines[machine.as_str()],
+        );
+        if let Some(output) = module.call_machine(
+            &MachineCall {
+                machine: &value,
+                instances: &json!({}),
+            },
+            &shared,
+        )? {
+            machine_outputs.push((
+                machine.clone(),
+                format!("machines/{machine}/config.star"),
+                output,
+            ));
+        }
+    }
+    outputs.sort_by_key(|(index, _)| *index);
+
+    let machines = assemble_machines(inventory, &resolved, outputs, machine_outputs)?;
+    let summary = FleetSummary {
+        meta: inventory.meta.clone(),
+        machines: machines
+            .iter()
+            .map(|m| (m.summary.name.clone(), m.summary.clone()))
+            .collect(),
+        instances: resolved
+            .iter()
+            .map(|instance| {
+                let roles: serde_json::Map<String, Value> = instance
+                    .roles
+                    .iter()
+                    .map(|role| {
+                        (
+                            role.role.to_string(),
+                            json!(role
+                                .members
+                                .iter()
+                                .map(|m| m.machine.as_str())
+                                .collect::<Vec<_>>()),
+                        )
+                    })
+                    .collect();
+                (
+                    instance.name.to_owned(),
+                    json!({"service": instance.service.name(), "roles": roles}),
+                )
+            })
+            .collect(),
+        exports,
+    };
+    Ok((summary, machines))
+}
+
+fn collect_exports(exports: &mut Value, instance: &str, outputs: &InstanceOutputs<'_>) {
+    let slot = &mut exports["instances"][instance];
+    for (machine, _, output) in outputs {
+        if !output.exports.is_null() {
+            let machine_slot = &mut slot["machines"][machine.as_str()];
+            if machine_slot.is_null() {
+                *machine_slot = json!({});
+            }
+            deep_merge(machine_slot, &output.exports);
+        }
+        if !output.instance_exports.is_null() {
+            if slot["instance"].is_null() {
+                slot["instance"] = json!({});
+            }
+            deep_merge(&mut slot["instance"], &output.instance_exports);
+        }
+    }
+    if slot.is_null() {
+        *slot = json!({});
+    }
+}
+
+/// Each service's `per_machine`, once per machine that is in one of its instances.
+fn run_per_machine(
+    inventory: &Inventory,
+    resolved: &[ResolvedInstance<'_>],
+    phase_reads_exports: bool,
+    shared: &clan_service::Shared<'_>,
+) -> Result<Vec<(String, String, CallOutput)>, Error> {
+    // service name → machine → {instance: {roles: {role: {settings}}}}
+    let mut per_service: BTreeMap<&str, (&Service, BTreeMap<&MachineName, Value>)> =
+        BTreeMap::new();
+    for instance in resolved
+        .iter()
+        .filter(|i| i.service.manifest.reads_exports == phase_reads_exports)
+    {
+        let entry = per_service
+            .entry(instance.service.name())
+            .or_insert_with(|| (instance.service, BTreeMap::new()));
+        for role in &instance.roles {
+            for member in &role.members {
+                let instances = entry.1.entry(member.machine).or_insert_with(|| json!({}));
+                instances[instance.name]["roles"][role.role.as_str()] =
+                    json!({"settings": member.settings});
+            }
+        }
+    }
+    let mut outputs = Vec::new();
+    for (service_name, (service, machines)) in per_service {
+        for (machine, instances) in machines {
+            let value = machine_value(machine, &inventory.machines[machine]);
+            if let Some(output) = service.call_machine(
+                &MachineCall {
+                    machine: &value,
+                    instances: &instances,
+                },
+                shared,
+            )? {
+                outputs.push((
+                    machine.to_string(),
+                    format!("service `{service_name}` (per_machine)"),
+                    output,
+                ));
+            }
+        }
+    }
+    Ok(outputs)
+}
+
+fn assemble_machines(
+    inventory: &Inventory,
+    resolved: &[ResolvedInstance<'_>],
+    outputs: Vec<(usize, InstanceOutputs<'_>)>,
+    machine_outputs: Vec<(String, String, CallOutput)>,
+) -> Result<Vec<EvaluatedMachine>, Error> {
+    let mut fragments: BTreeMap<&str, Vec<Fragment>> = BTreeMap::new();
+    let mut roles: BTreeMap<&str, Vec<Membership>> = BTreeMap::new();
+    let mut settings: BTreeMap<&str, BTreeMap<String, BTreeMap<String, Value>>> = BTreeMap::new();
+    for (index, instance_outputs) in outputs {
+        let instance = &resolved[index];
+        for (machine, role, output) in instance_outputs {
+            let source = format!(
+                "instance `{}` (service {}, role {role})",
+                instance.name,
+                instance.service.name()
+            );
+            fragments
+                .entry(machine.as_str())
+                .or_default()
+                .push(Fragment {
+                    source,
+                    config: output.config,
+                });
+            roles.entry(machine.as_str()).or_default().push(Membership {
+                instance: instance.name.to_owned(),
+                service: instance.service.name().to_owned(),
+                role: role.to_string(),
+            });
+        }
+        for role in &instance.roles {
+            for member in &role.members {
+                settings
+                    .entry(member.machine.as_str())
+                    .or_default()
+                    .entry(instance.name.to_owned())
+                    .or_default()
+                    .insert(role.role.to_string(), member.settings.clone());
+            }
+        }
+    }
+    let mut by_machine: BTreeMap<String, Vec<Fragment>> = fragments
+        .into_iter()
+        .map(|(machine, fragments)| (machine.to_owned(), fragments))
+        .collect();
+    for (machine, source, output) in machine_outputs {
+        by_machine.entry(machine).or_default().push(Fragment {
+            source,
+            config: output.config,
+        });
+    }
+    inventory
+        .machines
+        .par_iter()
+        .map(|(name, machine)| {
+            let config =
+                MachineConfig::merge(by_machine.get(name.as_str()).map_or(&[][..], Vec::as_slice))
+                    .map_err(|conflict| Error::Conflict {
+                        machine: name.to_string(),
+                        conflict,
+                    })?;
+            Ok(EvaluatedMachine {
+                summary: MachineSummary {
+                    name: name.to_string(),
+                    class: machine.machine_class.as_str().to_owned(),
+                    tags: machine.tags.iter().map(ToString::to_string).collect(),
+                    description: machine.description.clone(),
+                    target_host: machine.deploy.target_host.clone(),
+                    roles: roles.get(name.as_str()).cloned().unwrap_or_default(),
+                },
+                settings: settings.get(name.as_str()).cloned().unwrap_or_default(),
+                config,
+            })
+        })
+        .collect()
+}
+
+/// Tags in use anywhere, computed ones included (for listings and hints).
+pub fn known_tags(inventory: &Inventory) -> BTreeSet<String> {
+    inventory
+        .machines
+        .values()
+        .flat_map(|m| machine_tags(m).map(str::to_owned))
+        .collect()
+}
+
+/// Reads the public values under `vars/` (files named `value`), for services to use.
+pub fn read_public_vars(dir: &Path) -> Result<PublicVars, Error> {
+    let mut per_machine = serde_json::Map::new();
+    let machines_dir = dir.join("vars/per-machine");
+    for (machine, machine_dir) in subdirs(&machines_dir)? {
+        per_machine.insert(machine, read_generators(&machine_dir)?);
+    }
+    Ok(json!({"per-machine": per_machine, "shared": read_generators(&dir.join("vars/shared"))?}))
+}
+
+fn read_generators(dir: &Path) -> Result<Value, Error> {
+    let mut generators = serde_json::Map::new();
+    for (generator, generator_dir) in subdirs(dir)? {
+        let mut files = serde_json::Map::new();
+        for (file, file_dir) in subdirs(&generator_dir)? {
+            let path = file_dir.join("value");
+            match std::fs::read_to_string(&path) {
+                Ok(value) => {
+                    files.insert(file, Value::String(value));
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(Error::Read { path, source }),
+            }
+        }
+        if !files.is_empty() {
+            generators.insert(generator, Value::Object(files));
+        }
+    }
+    Ok(Value::Object(generators))
+}
+
+/// Sorted `(name, path)` of the directories in `dir`; none when `dir` is missing.
+pub(crate) fn subdirs(dir: &Path) -> Result<Vec<(String, std::path::PathBuf)>, Error> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(Error::Read {
+                path: dir.to_owned(),
+                source,
+            })
+        }
+    };
+    let mut dirs: Vec<_> = entries
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|entry| {
+            (
+                entry.file_name().to_string_lossy().into_owned(),
+                entry.path(),
+            )
+        })
+        .collect();
+    dirs.sort();
+    Ok(dirs)
+}

@@ -1,0 +1,187 @@
+//! Evaluation of a clan: from the inventory and the services to every machine's
+//! MachineConfig and the fleet's exports.
+//!
+//! This crate owns role membership (listed machines and tags, with the computed tags `all`
+//! and the class name), the settings merge (role < tag < machine) and its validation against
+//! each role's schema, running services in two phases, merging fragments per machine, and the
+//! on-disk cache keyed by a hash of every input. Evaluation is pure: it reads the clan
+//! directory and never writes to it, never touches a machine, never decrypts anything.
+
+mod cache;
+mod error;
+mod evaluate;
+mod services;
+mod settings;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub use cache::cache_root;
+pub use error::Error;
+pub use evaluate::{
+    known_tags, read_public_vars, EvaluatedMachine, FleetSummary, MachineSummary, Membership,
+};
+pub use services::{load_services, local_service_files, Services, SERVICES_DIR};
+
+use clan_inventory::{LoadedInventory, CLAN_TOML, INVENTORY_JSON};
+use clan_service::Service;
+
+/// An evaluated clan: the summary in memory, machines read from the cache on demand.
+pub struct Fleet {
+    pub summary: FleetSummary,
+    /// Whether this came from the cache (no Starlark ran).
+    pub from_cache: bool,
+    entry: cache::Entry,
+    evaluated: Option<Vec<EvaluatedMachine>>,
+}
+
+impl Fleet {
+    /// Evaluates the clan in `dir`, or reads the cached result when nothing changed.
+    pub fn open(dir: &Path) -> Result<Fleet, Error> {
+        Self::open_with_cache(dir, &cache_root())
+    }
+
+    pub fn open_with_cache(dir: &Path, cache_root: &Path) -> Result<Fleet, Error> {
+        let inputs = Inputs::read(dir)?;
+        let entry = cache::Entry::new(cache_root, &inputs.hash);
+        if entry.exists() {
+            if let Ok(summary) = entry.summary() {
+                return Ok(Fleet {
+                    summary,
+                    from_cache: true,
+                    entry,
+                    evaluated: None,
+                });
+            }
+        }
+        let loaded = clan_inventory::load_with_toml(dir, &inputs.clan_toml)?;
+        let services = load_services(dir)?;
+        let machine_modules = load_machine_modules(dir, &loaded)?;
+        let (summary, machines) =
+            evaluate::evaluate(&loaded, &services, &machine_modules, &inputs.vars)?;
+        entry.store(&summary, &machines)?;
+        Ok(Fleet {
+            summary,
+            from_cache: false,
+            entry,
+            evaluated: Some(machines),
+        })
+    }
+
+    /// One machine, fully evaluated.
+    pub fn machine(&self, name: &str) -> Result<EvaluatedMachine, Error> {
+        let unknown = || Error::UnknownMachine {
+            name: name.to_owned(),
+            hint: clan_inventory::did_you_mean(
+                name,
+                self.summary.machines.keys().map(String::as_str),
+            )
+            .or_else(|| Some("`clan machines list` shows the machines".to_owned())),
+        };
+        if let Some(machines) = &self.evaluated {
+            return machines
+                .iter()
+                .find(|m| m.summary.name == name)
+                .cloned()
+                .ok_or_else(unknown);
+        }
+        if !self.summary.machines.contains_key(name) {
+            return Err(unknown());
+        }
+        self.entry.machine(name)?.ok_or_else(unknown)
+    }
+
+    /// Every machine, fully evaluated, in inventory order.
+    pub fn machines(&self) -> Result<Vec<EvaluatedMachine>, Error> {
+        match &self.evaluated {
+            Some(machines) => Ok(machines.clone()),
+            None => self
+                .summary
+                .machines
+                .keys()
+                .map(|name| self.machine(name))
+                .collect(),
+        }
+    }
+}
+
+/// The files evaluation depends on, read once, and their hash.
+struct Inputs {
+    clan_toml: String,
+    vars: serde_json::Value,
+    hash: String,
+}
+
+impl Inputs {
+    fn read(dir: &Path) -> Result<Inputs, Error> {
+        let mut hash = cache::InputHash::new();
+        let clan_toml_path = dir.join(CLAN_TOML);
+        let clan_toml = std::fs::read_to_string(&clan_toml_path).map_err(|source| Error::Read {
+            path: clan_toml_path,
+            source,
+        })?;
+        hash.add(CLAN_TOML, clan_toml.as_bytes());
+        let mut optional = vec![(INVENTORY_JSON.to_owned(), dir.join(INVENTORY_JSON))];
+        for (name, path) in local_service_files(dir)? {
+            optional.push((format!("services/{name}"), path));
+        }
+        for (name, path) in machine_module_files(dir)? {
+            optional.push((format!("machines/{name}"), path));
+        }
+        for (name, path) in optional {
+            match std::fs::read(&path) {
+                Ok(content) => hash.add(&name, &content),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(Error::Read { path, source }),
+            }
+        }
+        let vars = read_public_vars(dir)?;
+        hash.add("vars", vars.to_string().as_bytes());
+        Ok(Inputs {
+            clan_toml,
+            vars,
+            hash: hash.finish(),
+        })
+    }
+}
+
+/// `(machine, path)` of each `machines/<m>/config.star`.
+fn machine_module_files(dir: &Path) -> Result<Vec<(String, PathBuf)>, Error> {
+    Ok(evaluate::subdirs(&dir.join("machines"))?
+        .into_iter()
+        .map(|(name, path)| (name, path.join("config.star")))
+        .filter(|(_, path)| path.is_file())
+        .collect())
+}
+
+fn load_machine_modules(
+    dir: &Path,
+    loaded: &LoadedInventory,
+) -> Result<BTreeMap<String, Service>, Error> {
+    let mut modules = BTreeMap::new();
+    for (machine, path) in machine_module_files(dir)? {
+        if !loaded.inventory.machines.contains_key(machine.as_str()) {
+            return Err(Error::Invalid {
+                path: path.clone(),
+                key: format!("machines.{machine}"),
+                message: format!(
+                    "`{}` configures machine `{machine}`, which is not in the inventory",
+                    path.display()
+                ),
+                hint: Some(format!(
+                    "`clan machines create {machine}`, or remove the file"
+                )),
+            });
+        }
+        let source = std::fs::read_to_string(&path).map_err(|source| Error::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let origin = format!("machines/{machine}/config.star");
+        modules.insert(
+            machine.clone(),
+            Service::load_machine_module(&machine, &origin, &source)?,
+        );
+    }
+    Ok(modules)
+}

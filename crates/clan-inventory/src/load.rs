@@ -1,0 +1,199 @@
+//! Reading `clan.toml` and clan-core's `inventory.json` into one validated [`Inventory`].
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+
+use crate::error::{did_you_mean, hint_for_serde_message, line_column, Error};
+use crate::model::{Instance, Inventory, Machine, Meta};
+use crate::names::{InstanceName, MachineName};
+
+pub const CLAN_TOML: &str = "clan.toml";
+pub const INVENTORY_JSON: &str = "inventory.json";
+
+/// Tags every machine carries without declaring them: `all`, and its class (`linux`, …).
+pub const COMPUTED_TAGS: [&str; 4] = ["all", "linux", "nixos", "darwin"];
+
+/// An inventory together with where each part was declared.
+#[derive(Debug, Clone)]
+pub struct LoadedInventory {
+    pub inventory: Inventory,
+    /// Machines and instances declared in `inventory.json` rather than `clan.toml`.
+    pub from_json: BTreeSet<String>,
+    pub dir: PathBuf,
+}
+
+impl LoadedInventory {
+    /// The file that declares `machines.<name>` or `instances.<name>`.
+    pub fn source_of(&self, section: &str, name: &str) -> PathBuf {
+        let file = if self.from_json.contains(&format!("{section}.{name}")) {
+            INVENTORY_JSON
+        } else {
+            CLAN_TOML
+        };
+        self.dir.join(file)
+    }
+}
+
+/// clan-core's inventory.json: the same shape, with meta optional and extra top-level
+/// sections of clan-core that have no meaning here ignored.
+#[derive(Deserialize)]
+struct InventoryJson {
+    #[serde(default)]
+    machines: IndexMap<MachineName, Machine>,
+    #[serde(default)]
+    instances: IndexMap<InstanceName, Instance>,
+    #[serde(default, rename = "meta")]
+    _meta: Option<Meta>,
+    #[serde(flatten)]
+    _other: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Parses `clan.toml` text; `path` is only used in errors.
+pub fn parse_toml(path: &Path, text: &str) -> Result<Inventory, Error> {
+    toml::from_str(text).map_err(|error| {
+        let (line, column) = error
+            .span()
+            .map_or((1, 1), |span| line_column(text, span.start));
+        let message = error.message().to_owned();
+        Error::Syntax {
+            path: path.to_owned(),
+            line,
+            column,
+            hint: hint_for_serde_message(&message),
+            message,
+        }
+    })
+}
+
+fn parse_json(path: &Path, text: &str) -> Result<InventoryJson, Error> {
+    serde_json::from_str(text).map_err(|error| {
+        let message = error.to_string();
+        let message = message
+            .split(" at line ")
+            .next()
+            .unwrap_or(&message)
+            .to_owned();
+        Error::Syntax {
+            path: path.to_owned(),
+            line: error.line(),
+            column: error.column(),
+            hint: hint_for_serde_message(&message),
+            message,
+        }
+    })
+}
+
+fn read(path: &Path) -> Result<Option<String>, Error> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(Error::Read {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Loads and validates the inventory of the clan in `dir`.
+pub fn load(dir: &Path) -> Result<LoadedInventory, Error> {
+    let toml_path = dir.join(CLAN_TOML);
+    let text = read(&toml_path)?.ok_or_else(|| Error::Read {
+        path: toml_path,
+        source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+    })?;
+    load_with_toml(dir, &text)
+}
+
+/// Loads and validates an inventory whose clan.toml text is given (edits check before writing).
+pub fn load_with_toml(dir: &Path, text: &str) -> Result<LoadedInventory, Error> {
+    let inventory = parse_toml(&dir.join(CLAN_TOML), text)?;
+    let json_path = dir.join(INVENTORY_JSON);
+    let json = read(&json_path)?
+        .map(|text| parse_json(&json_path, &text))
+        .transpose()?;
+    let loaded = merge(dir, inventory, json)?;
+    validate(&loaded)?;
+    Ok(loaded)
+}
+
+fn merge(
+    dir: &Path,
+    mut inventory: Inventory,
+    json: Option<InventoryJson>,
+) -> Result<LoadedInventory, Error> {
+    let mut from_json = BTreeSet::new();
+    if let Some(json) = json {
+        let defined_twice = |key: String| Error::DefinedTwice {
+            key,
+            first: dir.join(CLAN_TOML),
+            second: dir.join(INVENTORY_JSON),
+        };
+        for (name, machine) in json.machines {
+            if inventory.machines.contains_key(&name) {
+                return Err(defined_twice(format!("machines.{name}")));
+            }
+            from_json.insert(format!("machines.{name}"));
+            inventory.machines.insert(name, machine);
+        }
+        for (name, instance) in json.instances {
+            if inventory.instances.contains_key(&name) {
+                return Err(defined_twice(format!("instances.{name}")));
+            }
+            from_json.insert(format!("instances.{name}"));
+            inventory.instances.insert(name, instance);
+        }
+    }
+    Ok(LoadedInventory {
+        inventory,
+        from_json,
+        dir: dir.to_owned(),
+    })
+}
+
+/// Checks what the types alone cannot: roles name machines and tags that exist.
+fn validate(loaded: &LoadedInventory) -> Result<(), Error> {
+    let inventory = &loaded.inventory;
+    let known_tags: BTreeSet<&str> = inventory
+        .machines
+        .values()
+        .flat_map(|machine| machine.tags.iter().map(|tag| tag.as_str()))
+        .chain(COMPUTED_TAGS)
+        .collect();
+    for (instance_name, instance) in &inventory.instances {
+        let path = loaded.source_of("instances", instance_name.as_str());
+        for (role_name, role) in &instance.roles {
+            let key = format!("instances.{instance_name}.roles.{role_name}");
+            for machine in role.machines.keys() {
+                if !inventory.machines.contains_key(machine) {
+                    return Err(Error::Invalid {
+                        path,
+                        key: format!("{key}.machines.{machine}"),
+                        message: format!("unknown machine `{machine}`"),
+                        hint: did_you_mean(
+                            machine.as_str(),
+                            inventory.machines.keys().map(|m| m.as_str()),
+                        )
+                        .or_else(|| {
+                            Some(format!("create it with `clan machines create {machine}`"))
+                        }),
+                    });
+                }
+            }
+            for (tag, _) in role.tags.iter() {
+                if !known_tags.contains(tag.as_str()) {
+                    return Err(Error::Invalid {
+                        path,
+                        key: format!("{key}.tags"),
+                        message: format!("no machine has the tag `{tag}`"),
+                        hint: did_you_mean(tag.as_str(), known_tags.iter().copied())
+                            .or_else(|| Some(format!("add `{tag}` to a machine's tags: `clan machines create <name> --tags {tag}` or edit clan.toml"))),
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,9 @@
+//! The built-in services, written in the same Starlark as a clan's own and embedded in the
+//! binary: `(name, source)`.
+
+pub const BUILTIN_SERVICES: &[(&str, &str)] = &[
+    ("hello-world", include_str!("../services/hello-world.star")),
+    ("internet", include_str!("../services/internet.star")),
+    ("sshd", include_str!("../services/sshd.star")),
+    ("users", include_str!("../services/users.star")),
+];

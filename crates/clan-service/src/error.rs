@@ -1,0 +1,40 @@
+//! Errors from loading or running a service; each names the service and, for Starlark
+//! errors, carries the file, line and call stack starlark reports.
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read service `{service}` from `{path}`")]
+    Read {
+        service: String,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("service `{service}`: {message}")]
+    Starlark { service: String, message: String },
+    #[error("service `{service}` ran for more than {budget} steps in {function}; it probably loops forever")]
+    Budget {
+        service: String,
+        function: String,
+        budget: u64,
+    },
+    #[error("service `{service}`: {message}")]
+    Shape {
+        service: String,
+        message: String,
+        hint: Option<String>,
+    },
+}
+
+impl Error {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Self::Shape { hint, .. } => hint.clone(),
+            Self::Budget { .. } => {
+                Some("look for a loop that never ends, or recursion without a base case".to_owned())
+            }
+            Self::Starlark { .. } => Some("see docs/services.md for the service API".to_owned()),
+            Self::Read { .. } => None,
+        }
+    }
+}
