@@ -8,16 +8,28 @@ use crate::sops::SopsError;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("failed to {action} `{}`", path.display())]
-    Io { action: &'static str, path: PathBuf, source: std::io::Error },
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
 
     #[error("failed to {action} `{}`", path.display())]
-    Sops { action: &'static str, path: PathBuf, source: SopsError },
+    Sops {
+        action: &'static str,
+        path: PathBuf,
+        source: SopsError,
+    },
 
     #[error("cannot decrypt `{}`: none of your keys is a recipient; it can be decrypted by {}", path.display(), describe_holders(holders))]
     NotARecipient { path: PathBuf, holders: Vec<String> },
 
     #[error("invalid {kind} name `{name}`: use {rule}")]
-    InvalidName { kind: &'static str, name: String, rule: &'static str },
+    InvalidName {
+        kind: &'static str,
+        name: String,
+        rule: &'static str,
+    },
 
     #[error("{kind} `{name}` does not exist")]
     NotFound { kind: &'static str, name: String },
@@ -47,7 +59,11 @@ pub enum Error {
     NotALink { path: PathBuf },
 
     #[error("git {action} failed in `{}`: {message}", dir.display())]
-    Git { action: &'static str, dir: PathBuf, message: String },
+    Git {
+        action: &'static str,
+        dir: PathBuf,
+        message: String,
+    },
 }
 
 fn describe_holders(holders: &[String]) -> String {
@@ -72,18 +88,29 @@ impl Error {
                     None => "point SOPS_AGE_KEY_FILE at a key that is a recipient".to_owned(),
                 }
             }
-            Error::Sops { source: SopsError::MacMismatch | SopsError::Authentication(_), path, .. } => format!(
+            Error::Sops {
+                source: SopsError::MacMismatch | SopsError::Authentication(_),
+                path,
+                ..
+            } => format!(
                 "restore `{}` from git (`git checkout -- {}`) or set the secret again",
                 path.display(),
                 path.display()
             ),
-            Error::Sops { source: SopsError::NotARecipient { .. }, .. } => {
-                "point SOPS_AGE_KEY_FILE at a key that is a recipient".to_owned()
-            }
+            Error::Sops {
+                source: SopsError::NotARecipient { .. },
+                ..
+            } => "point SOPS_AGE_KEY_FILE at a key that is a recipient".to_owned(),
             Error::InvalidName { .. } => "pick a name that follows the rule above".to_owned(),
-            Error::NotFound { kind: "secret", .. } => "`clan secrets list` shows the secrets".to_owned(),
-            Error::NotFound { kind, .. } => format!("`clan secrets {kind}s list` shows what exists"),
-            Error::AlreadyExists { kind: "secret", .. } => "pick another name or remove it first".to_owned(),
+            Error::NotFound { kind: "secret", .. } => {
+                "`clan secrets list` shows the secrets".to_owned()
+            }
+            Error::NotFound { kind, .. } => {
+                format!("`clan secrets {kind}s list` shows what exists")
+            }
+            Error::AlreadyExists { kind: "secret", .. } => {
+                "pick another name or remove it first".to_owned()
+            }
             Error::AlreadyExists { .. } => "pass `--force` to overwrite".to_owned(),
             Error::LastKey { user } => {
                 format!("add another key first (`clan secrets users add-key {user} …`) or remove the user")
@@ -92,13 +119,17 @@ impl Error {
                 "remove those secrets first, or give someone else access to them".to_owned()
             }
             Error::NoAdminKey { .. } => {
-                "run `clan secrets key generate`, or set SOPS_AGE_KEY_FILE to your age key file".to_owned()
+                "run `clan secrets key generate`, or set SOPS_AGE_KEY_FILE to your age key file"
+                    .to_owned()
             }
             Error::UnknownAdmin { keys } => format!(
                 "add yourself with `clan secrets users add <your-name> {}`",
                 keys.first().map_or("age1…", String::as_str)
             ),
-            Error::NotALink { path } => format!("move `{}` away; clan manages that directory", path.display()),
+            Error::NotALink { path } => format!(
+                "move `{}` away; clan manages that directory",
+                path.display()
+            ),
             _ => return None,
         })
     }

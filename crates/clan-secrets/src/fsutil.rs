@@ -12,13 +12,24 @@ use crate::Error;
 
 /// Atomically replaces `path` with `content` (mode 0600), creating parent directories.
 pub(crate) fn write_atomic(path: &Path, content: &[u8]) -> Result<(), Error> {
-    let io = |source| Error::Io { action: "write", path: path.to_path_buf(), source };
+    let io = |source| Error::Io {
+        action: "write",
+        path: path.to_path_buf(),
+        source,
+    };
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(io)?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let temp = dir.join(format!(".{name}.tmp-{:016x}", rand::rngs::OsRng.next_u64()));
     let result = (|| {
-        let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temp)?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temp)?;
         // The mode passed to open is masked by the umask; make sure before writing.
         file.set_permissions(fs::Permissions::from_mode(0o600))?;
         file.write_all(content)?;
@@ -50,14 +61,22 @@ pub(crate) fn relative_path(from: &Path, to: &Path) -> PathBuf {
 /// Creates (or replaces) a relative symlink at `link` pointing at `target`; both relative to
 /// `root`.
 pub(crate) fn symlink_relative(root: &Path, link: &Path, target: &Path) -> Result<(), Error> {
-    let io = |source| Error::Io { action: "create link", path: link.to_path_buf(), source };
+    let io = |source| Error::Io {
+        action: "create link",
+        path: link.to_path_buf(),
+        source,
+    };
     let absolute = root.join(link);
     let dir = absolute.parent().expect("links live in a directory");
     fs::create_dir_all(dir).map_err(io)?;
     let relative = relative_path(link.parent().expect("links live in a directory"), target);
     match fs::symlink_metadata(&absolute) {
         Ok(meta) if meta.file_type().is_symlink() => fs::remove_file(&absolute).map_err(io)?,
-        Ok(_) => return Err(Error::NotALink { path: link.to_path_buf() }),
+        Ok(_) => {
+            return Err(Error::NotALink {
+                path: link.to_path_buf(),
+            })
+        }
         Err(_) => {}
     }
     std::os::unix::fs::symlink(relative, &absolute).map_err(io)
@@ -68,11 +87,21 @@ pub(crate) fn entry_names(dir: &Path) -> Result<Vec<String>, Error> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => return Err(Error::Io { action: "list", path: dir.to_path_buf(), source }),
+        Err(source) => {
+            return Err(Error::Io {
+                action: "list",
+                path: dir.to_path_buf(),
+                source,
+            })
+        }
     };
     let mut names = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|source| Error::Io { action: "list", path: dir.to_path_buf(), source })?;
+        let entry = entry.map_err(|source| Error::Io {
+            action: "list",
+            path: dir.to_path_buf(),
+            source,
+        })?;
         if let Some(name) = entry.file_name().to_str() {
             names.push(name.to_owned());
         }
@@ -98,9 +127,19 @@ mod tests {
 
     #[test]
     fn relative_paths() {
-        let rel = |a: &str, b: &str| relative_path(Path::new(a), Path::new(b)).display().to_string();
-        assert_eq!(rel("sops/secrets/s/users", "sops/users/alice"), "../../../users/alice");
-        assert_eq!(rel("sops/groups/g/machines", "sops/machines/m"), "../../../machines/m");
+        let rel = |a: &str, b: &str| {
+            relative_path(Path::new(a), Path::new(b))
+                .display()
+                .to_string()
+        };
+        assert_eq!(
+            rel("sops/secrets/s/users", "sops/users/alice"),
+            "../../../users/alice"
+        );
+        assert_eq!(
+            rel("sops/groups/g/machines", "sops/machines/m"),
+            "../../../machines/m"
+        );
         assert_eq!(
             rel("vars/per-machine/m/gen/file/machines", "sops/machines/m"),
             "../../../../../../sops/machines/m"
@@ -114,7 +153,10 @@ mod tests {
         write_atomic(&path, b"one").unwrap();
         write_atomic(&path, b"two").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"two");
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert_eq!(entry_names(path.parent().unwrap()).unwrap(), ["secret"]);
     }
 }

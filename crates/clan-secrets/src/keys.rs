@@ -43,7 +43,9 @@ impl FromStr for Recipient {
         let text = text.trim();
         let valid = text.len() > 4
             && text.starts_with("age1")
-            && text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
         if !valid {
             return Err(format!("`{text}` is not an age public key (age1…)"));
         }
@@ -84,7 +86,14 @@ pub struct Identities {
 impl fmt::Debug for Identities {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Identities")
-            .field("public", &self.public.iter().map(|k| k.recipient.as_str()).collect::<Vec<_>>())
+            .field(
+                "public",
+                &self
+                    .public
+                    .iter()
+                    .map(|k| k.recipient.as_str())
+                    .collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -136,7 +145,10 @@ impl Identities {
 
     fn add_public(&mut self, recipient: Recipient, source: &str) {
         if !self.public.iter().any(|key| key.recipient == recipient) {
-            self.public.push(AdminKey { recipient, source: source.to_owned() });
+            self.public.push(AdminKey {
+                recipient,
+                source: source.to_owned(),
+            });
         }
     }
 
@@ -155,18 +167,33 @@ impl Identities {
         if let Some(value) = &sources.sops_age_key {
             identities
                 .add_text(value.expose_secret(), "SOPS_AGE_KEY")
-                .map_err(|reason| crate::Error::KeyFile { source_name: "SOPS_AGE_KEY".into(), reason })?;
+                .map_err(|reason| crate::Error::KeyFile {
+                    source_name: "SOPS_AGE_KEY".into(),
+                    reason,
+                })?;
         }
-        for path in [&sources.sops_age_key_file, &sources.user_key_file].into_iter().flatten() {
+        for path in [&sources.sops_age_key_file, &sources.user_key_file]
+            .into_iter()
+            .flatten()
+        {
             let text = match std::fs::read_to_string(path) {
                 Ok(text) => zeroize::Zeroizing::new(text),
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(source) => return Err(crate::Error::Io { action: "read", path: path.clone(), source }),
+                Err(source) => {
+                    return Err(crate::Error::Io {
+                        action: "read",
+                        path: path.clone(),
+                        source,
+                    })
+                }
             };
             let name = path.display().to_string();
             identities
                 .add_text(&text, &name)
-                .map_err(|reason| crate::Error::KeyFile { source_name: name.clone(), reason })?;
+                .map_err(|reason| crate::Error::KeyFile {
+                    source_name: name.clone(),
+                    reason,
+                })?;
         }
         Ok(identities)
     }
@@ -177,7 +204,9 @@ impl Identities {
     }
 
     pub fn has_public_key(&self, recipient: &str) -> bool {
-        self.public.iter().any(|key| key.recipient.as_str() == recipient)
+        self.public
+            .iter()
+            .any(|key| key.recipient.as_str() == recipient)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -189,12 +218,16 @@ impl Identities {
     }
 
     pub(crate) fn age_identities(&self) -> impl Iterator<Item = &dyn age::Identity> {
-        self.x25519.iter().map(|identity| identity as &dyn age::Identity)
+        self.x25519
+            .iter()
+            .map(|identity| identity as &dyn age::Identity)
     }
 }
 
 fn comment_recipient(comment: &str) -> Option<Recipient> {
-    comment.split_whitespace().find_map(|word| word.parse::<Recipient>().ok())
+    comment
+        .split_whitespace()
+        .find_map(|word| word.parse::<Recipient>().ok())
 }
 
 /// Where admin identities may be, taken from the process environment by
@@ -209,7 +242,10 @@ pub struct KeySources {
 impl fmt::Debug for KeySources {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeySources")
-            .field("sops_age_key", &self.sops_age_key.as_ref().map(|_| "[REDACTED]"))
+            .field(
+                "sops_age_key",
+                &self.sops_age_key.as_ref().map(|_| "[REDACTED]"),
+            )
             .field("sops_age_key_file", &self.sops_age_key_file)
             .field("user_key_file", &self.user_key_file)
             .finish()
@@ -225,7 +261,10 @@ impl KeySources {
             .map(PathBuf::from)
             .or_else(|| non_empty("HOME").map(|home| Path::new(&home).join(".config")));
         KeySources {
-            sops_age_key: std::env::var("SOPS_AGE_KEY").ok().filter(|v| !v.is_empty()).map(SecretString::from),
+            sops_age_key: std::env::var("SOPS_AGE_KEY")
+                .ok()
+                .filter(|v| !v.is_empty())
+                .map(SecretString::from),
             sops_age_key_file: non_empty("SOPS_AGE_KEY_FILE").map(PathBuf::from),
             user_key_file: config_dir.map(|dir| dir.join("sops/age/keys.txt")),
         }
@@ -233,7 +272,9 @@ impl KeySources {
 
     /// Where `secrets key generate` writes: `SOPS_AGE_KEY_FILE`, else the user config file.
     pub fn key_file_for_writing(&self) -> Option<&Path> {
-        self.sops_age_key_file.as_deref().or(self.user_key_file.as_deref())
+        self.sops_age_key_file
+            .as_deref()
+            .or(self.user_key_file.as_deref())
     }
 
     /// Human-readable list of the places searched, for "no key found" errors.
@@ -255,7 +296,10 @@ impl KeySources {
 pub fn generate_identity() -> (SecretString, Recipient) {
     let identity = age::x25519::Identity::generate();
     let recipient = Recipient(identity.to_public().to_string());
-    let text = format!("# public key: {recipient}\n{}\n", identity.to_string().expose_secret());
+    let text = format!(
+        "# public key: {recipient}\n{}\n",
+        identity.to_string().expose_secret()
+    );
     (SecretString::from(text), recipient)
 }
 
@@ -264,8 +308,16 @@ pub fn generate_identity() -> (SecretString, Recipient) {
 pub fn append_generated_identity(path: &Path) -> Result<Recipient, crate::Error> {
     let existing = match std::fs::read(path) {
         Ok(bytes) => zeroize::Zeroizing::new(bytes),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => zeroize::Zeroizing::new(Vec::new()),
-        Err(source) => return Err(crate::Error::Io { action: "read", path: path.to_path_buf(), source }),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            zeroize::Zeroizing::new(Vec::new())
+        }
+        Err(source) => {
+            return Err(crate::Error::Io {
+                action: "read",
+                path: path.to_path_buf(),
+                source,
+            })
+        }
     };
     let (text, recipient) = generate_identity();
     let mut content = zeroize::Zeroizing::new(existing.to_vec());
@@ -281,22 +333,30 @@ pub fn append_generated_identity(path: &Path) -> Result<Recipient, crate::Error>
 mod tests {
     use super::*;
 
-    const FIXTURE_KEY: &str = "AGE-SECRET-KEY-1UCXEUJH6JXF8LFKWFHDM4N9AQE2CCGQZGXLUNV4TKR5KY0KC8FDQ2TY4NX";
+    const FIXTURE_KEY: &str =
+        "AGE-SECRET-KEY-1UCXEUJH6JXF8LFKWFHDM4N9AQE2CCGQZGXLUNV4TKR5KY0KC8FDQ2TY4NX";
     const FIXTURE_PUBLIC: &str = "age15x8u838dwqflr3t6csf4tlghxm4tx77y379ncqxav7y2n8qp7yzqgrwt00";
 
     #[test]
     fn public_key_is_derived_from_secret_key() {
         let identities = Identities::parse(FIXTURE_KEY, "test").unwrap();
-        assert_eq!(identities.public_keys()[0].recipient.as_str(), FIXTURE_PUBLIC);
+        assert_eq!(
+            identities.public_keys()[0].recipient.as_str(),
+            FIXTURE_PUBLIC
+        );
         assert_eq!(identities.len(), 1);
     }
 
     #[test]
     fn plugin_identity_takes_public_key_from_comment() {
-        let text = format!("# created: now\n# public key: {FIXTURE_PUBLIC}\nAGE-PLUGIN-YUBIKEY-1QQQ\n");
+        let text =
+            format!("# created: now\n# public key: {FIXTURE_PUBLIC}\nAGE-PLUGIN-YUBIKEY-1QQQ\n");
         let identities = Identities::parse(&text, "keys.txt").unwrap();
         assert!(identities.has_public_key(FIXTURE_PUBLIC));
-        assert!(identities.is_empty(), "plugin identities cannot decrypt in-process");
+        assert!(
+            identities.is_empty(),
+            "plugin identities cannot decrypt in-process"
+        );
         let error = Identities::parse("AGE-PLUGIN-YUBIKEY-1QQQ\n", "keys.txt").unwrap_err();
         assert!(error.contains("line 1"), "{error}");
     }
@@ -306,7 +366,8 @@ mod tests {
         let (a, _) = generate_identity();
         let (b, _) = generate_identity();
         let secret = |t: &SecretString| t.expose_secret().lines().nth(1).unwrap().to_owned();
-        let identities = Identities::parse(&format!("{} {}", secret(&a), secret(&b)), "env").unwrap();
+        let identities =
+            Identities::parse(&format!("{} {}", secret(&a), secret(&b)), "env").unwrap();
         assert_eq!(identities.len(), 2);
         assert!(Identities::parse("hello", "env").is_err());
         assert!(Identities::parse("AGE-SECRET-KEY-1XYZ", "env").is_err());
@@ -318,9 +379,12 @@ mod tests {
         let path = dir.path().join("sops/age/keys.txt");
         let first = append_generated_identity(&path).unwrap();
         let second = append_generated_identity(&path).unwrap();
-        let identities = Identities::parse(&std::fs::read_to_string(&path).unwrap(), "keys.txt").unwrap();
+        let identities =
+            Identities::parse(&std::fs::read_to_string(&path).unwrap(), "keys.txt").unwrap();
         assert_eq!(identities.len(), 2);
-        assert!(identities.has_public_key(first.as_str()) && identities.has_public_key(second.as_str()));
+        assert!(
+            identities.has_public_key(first.as_str()) && identities.has_public_key(second.as_str())
+        );
     }
 
     #[test]

@@ -22,12 +22,14 @@ mod store;
 use std::fmt;
 
 pub use error::Error;
-pub use keys::{append_generated_identity, generate_identity, AdminKey, Identities, KeySources, Recipient};
+pub use keys::{
+    append_generated_identity, generate_identity, AdminKey, Identities, KeySources, Recipient,
+};
 pub use names::{GroupName, MachineName, SecretName, UserName};
 pub use sops::{decrypt, encrypt, SopsError, SopsFile};
 pub use store::{
-    write_key_file, Admin, AuditEntry, Changes, Group, Holder, Member, MemberKind, Problem, RekeyReport,
-    SopsDir,
+    write_key_file, Admin, AuditEntry, Changes, Group, Holder, Member, MemberKind, Problem,
+    RekeyReport, SopsDir,
 };
 
 /// Decrypted secret bytes: zeroized on drop, never shown by `Debug`.

@@ -79,7 +79,9 @@ fn is_machine_name(text: &str) -> bool {
         && text.len() <= 63
         && !text.starts_with('-')
         && !text.ends_with('-')
-        && text.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-'))
+        && text
+            .bytes()
+            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-'))
 }
 
 /// clan-core: `^[a-zA-Z0-9._-]+$`; `.` and `..` are refused too since they are not directories
@@ -88,7 +90,9 @@ fn is_secret_name(text: &str) -> bool {
     !text.is_empty()
         && text != "."
         && text != ".."
-        && text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 #[cfg(test)]
@@ -100,7 +104,16 @@ mod tests {
         for good in ["alice", "_svc", "a-b_c9", &"a".repeat(32)] {
             assert!(good.parse::<UserName>().is_ok(), "{good}");
         }
-        for bad in ["", "Alice", "9lives", "-x", "a/b", "a b", &"a".repeat(33), ".."] {
+        for bad in [
+            "",
+            "Alice",
+            "9lives",
+            "-x",
+            "a/b",
+            "a b",
+            &"a".repeat(33),
+            "..",
+        ] {
             assert!(bad.parse::<UserName>().is_err(), "{bad}");
         }
         for good in ["web01", "a", "my-machine", &"m".repeat(63)] {

@@ -44,11 +44,17 @@ pub enum SopsError {
     #[error("malformed encrypted value `{field}`: {reason}")]
     Value { field: &'static str, reason: String },
     #[error("none of the {available} available key(s) is a recipient (recipients: {})", recipients.join(", "))]
-    NotARecipient { recipients: Vec<String>, available: usize },
+    NotARecipient {
+        recipients: Vec<String>,
+        available: usize,
+    },
     #[error("no age identity available to decrypt with")]
     NoIdentities,
     #[error("age could not decrypt the data key for `{recipient}`: {source}")]
-    DataKey { recipient: String, source: age::DecryptError },
+    DataKey {
+        recipient: String,
+        source: age::DecryptError,
+    },
     #[error("the data key has {0} bytes, expected 32")]
     DataKeyLength(usize),
     #[error("authentication of `{0}` failed: the file was modified or corrupted")]
@@ -94,23 +100,38 @@ impl SopsFile {
             )));
         }
         let trailing_newline = bytes.ends_with(b"\n");
-        let file = SopsFile { document, trailing_newline };
+        let file = SopsFile {
+            document,
+            trailing_newline,
+        };
         let Some(Value::String(_)) = file.document.get("data") else {
-            return Err(SopsError::Layout("`data` is missing or not a string".into()));
+            return Err(SopsError::Layout(
+                "`data` is missing or not a string".into(),
+            ));
         };
         let metadata = file.metadata()?;
-        if metadata.get("key_groups").is_some_and(|groups| !groups.is_null()) {
+        if metadata
+            .get("key_groups")
+            .is_some_and(|groups| !groups.is_null())
+        {
             return Err(SopsError::Layout(
                 "`key_groups` (Shamir secret sharing) is not supported".into(),
             ));
         }
         for field in ["lastmodified", "mac"] {
             if !matches!(metadata.get(field), Some(Value::String(_))) {
-                return Err(SopsError::Layout(format!("`sops.{field}` is missing or not a string")));
+                return Err(SopsError::Layout(format!(
+                    "`sops.{field}` is missing or not a string"
+                )));
             }
         }
-        if metadata.get("mac_only_encrypted").is_some_and(|v| v != &Value::Bool(false)) {
-            return Err(SopsError::Layout("`mac_only_encrypted` is not supported".into()));
+        if metadata
+            .get("mac_only_encrypted")
+            .is_some_and(|v| v != &Value::Bool(false))
+        {
+            return Err(SopsError::Layout(
+                "`mac_only_encrypted` is not supported".into(),
+            ));
         }
         file.age_entries()?;
         Ok(file)
@@ -132,7 +153,9 @@ impl SopsFile {
     fn metadata(&self) -> Result<&Map<String, Value>, SopsError> {
         match self.document.get("sops") {
             Some(Value::Object(metadata)) => Ok(metadata),
-            _ => Err(SopsError::Layout("`sops` metadata is missing or not an object".into())),
+            _ => Err(SopsError::Layout(
+                "`sops` metadata is missing or not an object".into(),
+            )),
         }
     }
 
@@ -144,7 +167,11 @@ impl SopsFile {
     }
 
     fn string_field(&self, field: &str) -> &str {
-        self.metadata().ok().and_then(|m| m.get(field)).and_then(Value::as_str).unwrap_or("")
+        self.metadata()
+            .ok()
+            .and_then(|m| m.get(field))
+            .and_then(Value::as_str)
+            .unwrap_or("")
     }
 
     /// The `sops.age` entries in file order.
@@ -196,24 +223,33 @@ impl SopsFile {
             .iter()
             .filter(|entry| identities.has_public_key(&entry.recipient))
             .collect();
-        ordered.extend(entries.iter().filter(|entry| !identities.has_public_key(&entry.recipient)));
+        ordered.extend(
+            entries
+                .iter()
+                .filter(|entry| !identities.has_public_key(&entry.recipient)),
+        );
         let mut last_error = None;
         for entry in ordered {
             let armored = age::armor::ArmoredReader::new(entry.enc.as_bytes());
             let decryptor = match age::Decryptor::new(armored) {
                 Ok(decryptor) => decryptor,
                 Err(source) => {
-                    last_error = Some(SopsError::DataKey { recipient: entry.recipient.clone(), source });
+                    last_error = Some(SopsError::DataKey {
+                        recipient: entry.recipient.clone(),
+                        source,
+                    });
                     continue;
                 }
             };
             match decryptor.decrypt(identities.age_identities()) {
                 Ok(mut reader) => {
                     let mut key = Zeroizing::new(Vec::with_capacity(DATA_KEY_LEN));
-                    reader.read_to_end(&mut key).map_err(|error| SopsError::DataKey {
-                        recipient: entry.recipient.clone(),
-                        source: age::DecryptError::Io(error),
-                    })?;
+                    reader
+                        .read_to_end(&mut key)
+                        .map_err(|error| SopsError::DataKey {
+                            recipient: entry.recipient.clone(),
+                            source: age::DecryptError::Io(error),
+                        })?;
                     if key.len() != DATA_KEY_LEN {
                         return Err(SopsError::DataKeyLength(key.len()));
                     }
@@ -221,7 +257,10 @@ impl SopsFile {
                 }
                 Err(age::DecryptError::NoMatchingKeys) => {}
                 Err(source) => {
-                    last_error = Some(SopsError::DataKey { recipient: entry.recipient.clone(), source })
+                    last_error = Some(SopsError::DataKey {
+                        recipient: entry.recipient.clone(),
+                        source,
+                    })
                 }
             }
         }
@@ -243,7 +282,11 @@ impl SopsFile {
     }
 
     fn decrypt_with_key(&self, key: &[u8]) -> Result<Plaintext, SopsError> {
-        let data = self.document.get("data").and_then(Value::as_str).unwrap_or("");
+        let data = self
+            .document
+            .get("data")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         let plaintext = if data.is_empty() {
             Zeroizing::new(Vec::new())
         } else {
@@ -276,7 +319,10 @@ impl SopsFile {
             return Err(SopsError::NoRecipients);
         }
         let current = self.age_entries()?;
-        let have: BTreeSet<&str> = current.iter().map(|entry| entry.recipient.as_str()).collect();
+        let have: BTreeSet<&str> = current
+            .iter()
+            .map(|entry| entry.recipient.as_str())
+            .collect();
         if have == wanted && current.len() == wanted.len() {
             return Ok(false);
         }
@@ -284,7 +330,10 @@ impl SopsFile {
         self.decrypt_with_key(&key)?;
         let mut entries = Vec::with_capacity(wanted.len());
         for recipient in recipients_sorted(recipients) {
-            match current.iter().find(|entry| entry.recipient == recipient.as_str()) {
+            match current
+                .iter()
+                .find(|entry| entry.recipient == recipient.as_str())
+            {
                 Some(entry) => entries.push(entry.clone()),
                 None => entries.push(AgeEntry {
                     recipient: recipient.as_str().to_owned(),
@@ -292,7 +341,8 @@ impl SopsFile {
                 }),
             }
         }
-        self.metadata_mut().insert("age".into(), age_entries_json(&entries));
+        self.metadata_mut()
+            .insert("age".into(), age_entries_json(&entries));
         Ok(true)
     }
 }
@@ -336,12 +386,18 @@ pub fn encrypt_at(
     metadata.insert("age".into(), age_entries_json(&entries));
     metadata.insert("lastmodified".into(), Value::String(last_modified));
     metadata.insert("mac".into(), Value::String(mac));
-    metadata.insert("unencrypted_suffix".into(), Value::String("_unencrypted".into()));
+    metadata.insert(
+        "unencrypted_suffix".into(),
+        Value::String("_unencrypted".into()),
+    );
     metadata.insert("version".into(), Value::String(SOPS_VERSION.into()));
     let mut document = Map::new();
     document.insert("data".into(), Value::String(data));
     document.insert("sops".into(), Value::Object(metadata));
-    Ok(SopsFile { document, trailing_newline: true })
+    Ok(SopsFile {
+        document,
+        trailing_newline: true,
+    })
 }
 
 /// Decrypts a sops file given as bytes and verifies its MAC.
@@ -375,18 +431,21 @@ fn encrypt_data_key(key: &[u8], recipient: &Recipient) -> Result<String, SopsErr
         recipient: recipient.as_str().to_owned(),
         reason,
     })?;
-    let encryptor = age::Encryptor::with_recipients(std::iter::once(&age_recipient as &dyn age::Recipient))
-        .map_err(|error| SopsError::Encrypt(error.to_string()))?;
+    let encryptor =
+        age::Encryptor::with_recipients(std::iter::once(&age_recipient as &dyn age::Recipient))
+            .map_err(|error| SopsError::Encrypt(error.to_string()))?;
     let mut armored = Vec::with_capacity(512);
     let encrypt = || -> std::io::Result<()> {
-        let armor = age::armor::ArmoredWriter::wrap_output(&mut armored, age::armor::Format::AsciiArmor)?;
+        let armor =
+            age::armor::ArmoredWriter::wrap_output(&mut armored, age::armor::Format::AsciiArmor)?;
         let mut writer = encryptor.wrap_output(armor)?;
         writer.write_all(key)?;
         writer.finish()?.finish()?;
         Ok(())
     };
     encrypt().map_err(|error| SopsError::Encrypt(error.to_string()))?;
-    let mut text = String::from_utf8(armored).map_err(|error| SopsError::Encrypt(error.to_string()))?;
+    let mut text =
+        String::from_utf8(armored).map_err(|error| SopsError::Encrypt(error.to_string()))?;
     // sops (Go age) ends the armor with a newline; the Rust armor writer does not.
     if !text.ends_with('\n') {
         text.push('\n');
@@ -404,14 +463,19 @@ struct EncryptedValue {
 
 impl EncryptedValue {
     fn parse(field: &'static str, text: &str) -> Result<Self, SopsError> {
-        let bad = |reason: &str| SopsError::Value { field, reason: reason.to_owned() };
+        let bad = |reason: &str| SopsError::Value {
+            field,
+            reason: reason.to_owned(),
+        };
         let inner = text
             .strip_prefix("ENC[AES256_GCM,")
             .and_then(|rest| rest.strip_suffix(']'))
             .ok_or_else(|| bad("not of the form ENC[AES256_GCM,…]"))?;
         let mut parts = [None; 4];
         for part in inner.split(',') {
-            let (name, value) = part.split_once(':').ok_or_else(|| bad("a part lacks `name:`"))?;
+            let (name, value) = part
+                .split_once(':')
+                .ok_or_else(|| bad("a part lacks `name:`"))?;
             let slot = match name {
                 "data" => 0,
                 "iv" => 1,
@@ -427,7 +491,9 @@ impl EncryptedValue {
             return Err(bad("needs data, iv, tag and type"));
         };
         let decode = |name: &str, value: &str| {
-            BASE64.decode(value).map_err(|error| bad(&format!("{name} is not base64: {error}")))
+            BASE64
+                .decode(value)
+                .map_err(|error| bad(&format!("{name} is not base64: {error}")))
         };
         let value = EncryptedValue {
             data: decode("data", data)?,
@@ -436,16 +502,28 @@ impl EncryptedValue {
             kind: kind.to_owned(),
         };
         if value.iv.len() != IV_LEN {
-            return Err(bad(&format!("the IV has {} bytes, expected {IV_LEN}", value.iv.len())));
+            return Err(bad(&format!(
+                "the IV has {} bytes, expected {IV_LEN}",
+                value.iv.len()
+            )));
         }
         if value.tag.len() != TAG_LEN {
-            return Err(bad(&format!("the tag has {} bytes, expected {TAG_LEN}", value.tag.len())));
+            return Err(bad(&format!(
+                "the tag has {} bytes, expected {TAG_LEN}",
+                value.tag.len()
+            )));
         }
         Ok(value)
     }
 
-    fn open(&self, key: &[u8], aad: &[u8], field: &'static str) -> Result<Zeroizing<Vec<u8>>, SopsError> {
-        let cipher = SopsCipher::new_from_slice(key).map_err(|_| SopsError::DataKeyLength(key.len()))?;
+    fn open(
+        &self,
+        key: &[u8],
+        aad: &[u8],
+        field: &'static str,
+    ) -> Result<Zeroizing<Vec<u8>>, SopsError> {
+        let cipher =
+            SopsCipher::new_from_slice(key).map_err(|_| SopsError::DataKeyLength(key.len()))?;
         let mut sealed = Vec::with_capacity(self.data.len() + TAG_LEN);
         sealed.extend_from_slice(&self.data);
         sealed.extend_from_slice(&self.tag);
@@ -463,7 +541,13 @@ fn seal(key: &[u8], plaintext: &[u8], aad: &[u8]) -> String {
     rand::rngs::OsRng.fill_bytes(&mut iv);
     let nonce = aes_gcm::Nonce::<U32>::from_slice(&iv);
     let sealed = cipher
-        .encrypt(nonce, Payload { msg: plaintext, aad })
+        .encrypt(
+            nonce,
+            Payload {
+                msg: plaintext,
+                aad,
+            },
+        )
         .expect("AES-GCM encryption of an in-memory buffer cannot fail");
     let (data, tag) = sealed.split_at(sealed.len() - TAG_LEN);
     format!(
@@ -502,11 +586,16 @@ pub(crate) fn rfc3339_utc(time: SystemTime) -> String {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let day_of_era = z.rem_euclid(146_097);
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let month_index = (5 * day_of_year + 2) / 153;
     let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     format!(
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
@@ -533,9 +622,18 @@ mod tests {
     #[test]
     fn go_time_format_normalisation() {
         assert_eq!(go_rfc3339("2023-08-23T09:11:08Z"), "2023-08-23T09:11:08Z");
-        assert_eq!(go_rfc3339("2023-08-23T09:11:08.123456Z"), "2023-08-23T09:11:08Z");
-        assert_eq!(go_rfc3339("2023-08-23T09:11:08+00:00"), "2023-08-23T09:11:08Z");
-        assert_eq!(go_rfc3339("2023-08-23T11:11:08.5+02:00"), "2023-08-23T11:11:08+02:00");
+        assert_eq!(
+            go_rfc3339("2023-08-23T09:11:08.123456Z"),
+            "2023-08-23T09:11:08Z"
+        );
+        assert_eq!(
+            go_rfc3339("2023-08-23T09:11:08+00:00"),
+            "2023-08-23T09:11:08Z"
+        );
+        assert_eq!(
+            go_rfc3339("2023-08-23T11:11:08.5+02:00"),
+            "2023-08-23T11:11:08+02:00"
+        );
     }
 
     #[test]
@@ -547,13 +645,25 @@ mod tests {
         let mut file = encrypt(b"original", &[recipient]).unwrap();
         let key = file.data_key(&identities).unwrap();
         // Re-encrypting the value with the real data key passes AES-GCM but not the MAC.
-        file.document.insert("data".into(), Value::String(seal(&key, b"replaced", DATA_AAD.as_bytes())));
-        assert!(matches!(file.decrypt(&identities), Err(SopsError::MacMismatch)));
+        file.document.insert(
+            "data".into(),
+            Value::String(seal(&key, b"replaced", DATA_AAD.as_bytes())),
+        );
+        assert!(matches!(
+            file.decrypt(&identities),
+            Err(SopsError::MacMismatch)
+        ));
     }
 
     #[test]
     fn encrypted_value_rejects_garbage_without_panicking() {
-        for text in ["", "ENC[", "ENC[AES256_GCM,]", "ENC[AES256_GCM,data:,iv:,tag:,type:str]", "ENC[AES256_GCM,data:!,iv:x,tag:y,type:str]"] {
+        for text in [
+            "",
+            "ENC[",
+            "ENC[AES256_GCM,]",
+            "ENC[AES256_GCM,data:,iv:,tag:,type:str]",
+            "ENC[AES256_GCM,data:!,iv:x,tag:y,type:str]",
+        ] {
             assert!(EncryptedValue::parse("data", text).is_err(), "{text}");
         }
     }

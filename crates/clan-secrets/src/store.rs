@@ -93,7 +93,10 @@ pub struct Changes {
 
 impl Changes {
     fn new(message: impl Into<String>) -> Self {
-        Changes { paths: Vec::new(), message: message.into() }
+        Changes {
+            paths: Vec::new(),
+            message: message.into(),
+        }
     }
 
     fn push(&mut self, path: impl Into<PathBuf>) {
@@ -168,7 +171,9 @@ pub struct SopsDir {
 
 impl SopsDir {
     pub fn new(clan_dir: impl Into<PathBuf>) -> Self {
-        SopsDir { clan_dir: clan_dir.into() }
+        SopsDir {
+            clan_dir: clan_dir.into(),
+        }
     }
 
     pub fn clan_dir(&self) -> &Path {
@@ -200,7 +205,10 @@ impl SopsDir {
         if self.exists(member) {
             Ok(())
         } else {
-            Err(Error::NotFound { kind: member.kind().noun(), name: member.name().to_owned() })
+            Err(Error::NotFound {
+                kind: member.kind().noun(),
+                name: member.name().to_owned(),
+            })
         }
     }
 
@@ -208,22 +216,34 @@ impl SopsDir {
 
     /// The keys in `sops/{users,machines}/<name>/key.json` (object or list form).
     pub fn keys_of(&self, kind: MemberKind, name: &str) -> Result<Vec<Recipient>, Error> {
-        read_key_file(&self.clan_dir, &Self::member_dir(kind, name).join("key.json"))
+        read_key_file(
+            &self.clan_dir,
+            &Self::member_dir(kind, name).join("key.json"),
+        )
     }
 
     /// Finds which user the admin is, from the public keys of `identities`.
     pub fn admin(&self, identities: Identities, searched: &str) -> Result<Admin, Error> {
         if identities.public_keys().is_empty() {
-            return Err(Error::NoAdminKey { searched: searched.to_owned() });
+            return Err(Error::NoAdminKey {
+                searched: searched.to_owned(),
+            });
         }
         for user in self.users()? {
             let keys = self.keys_of(MemberKind::User, user.as_str())?;
-            if keys.iter().any(|key| identities.has_public_key(key.as_str())) {
+            if keys
+                .iter()
+                .any(|key| identities.has_public_key(key.as_str()))
+            {
                 return Ok(Admin { user, identities });
             }
         }
         Err(Error::UnknownAdmin {
-            keys: identities.public_keys().iter().map(|k| k.recipient.to_string()).collect(),
+            keys: identities
+                .public_keys()
+                .iter()
+                .map(|k| k.recipient.to_string())
+                .collect(),
         })
     }
 
@@ -231,12 +251,27 @@ impl SopsDir {
     fn key_owners(&self) -> Result<BTreeMap<String, Vec<String>>, Error> {
         let mut owners: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (kind, names) in [
-            (MemberKind::User, self.users()?.into_iter().map(|n| n.to_string()).collect::<Vec<_>>()),
-            (MemberKind::Machine, self.machines()?.into_iter().map(|n| n.to_string()).collect()),
+            (
+                MemberKind::User,
+                self.users()?
+                    .into_iter()
+                    .map(|n| n.to_string())
+                    .collect::<Vec<_>>(),
+            ),
+            (
+                MemberKind::Machine,
+                self.machines()?
+                    .into_iter()
+                    .map(|n| n.to_string())
+                    .collect(),
+            ),
         ] {
             for name in names {
                 for key in self.keys_of(kind, &name).unwrap_or_default() {
-                    owners.entry(key.to_string()).or_default().push(format!("{} {name}", kind.noun()));
+                    owners
+                        .entry(key.to_string())
+                        .or_default()
+                        .push(format!("{} {name}", kind.noun()));
                 }
             }
         }
@@ -281,7 +316,12 @@ impl SopsDir {
         force: bool,
         identities: &Identities,
     ) -> Result<(Changes, RekeyReport), Error> {
-        self.add_keyed(Member::Machine(machine.clone()), std::slice::from_ref(key), force, identities)
+        self.add_keyed(
+            Member::Machine(machine.clone()),
+            std::slice::from_ref(key),
+            force,
+            identities,
+        )
     }
 
     fn add_keyed(
@@ -292,11 +332,18 @@ impl SopsDir {
         identities: &Identities,
     ) -> Result<(Changes, RekeyReport), Error> {
         if self.exists(&member) && !force {
-            return Err(Error::AlreadyExists { kind: member.kind().noun(), name: member.name().to_owned() });
+            return Err(Error::AlreadyExists {
+                kind: member.kind().noun(),
+                name: member.name().to_owned(),
+            });
         }
         let path = Self::member_dir(member.kind(), member.name()).join("key.json");
         write_key_file(&self.clan_dir, &path, keys)?;
-        let mut changes = Changes::new(format!("secrets: add {} {}", member.kind().noun(), member.name()));
+        let mut changes = Changes::new(format!(
+            "secrets: add {} {}",
+            member.kind().noun(),
+            member.name()
+        ));
         changes.push(path);
         let report = self.rekey_affected(&member, identities, &mut changes)?;
         Ok((changes, report))
@@ -331,12 +378,21 @@ impl SopsDir {
         let member = Member::User(user.clone());
         self.require(&member)?;
         let current = self.keys_of(MemberKind::User, user.as_str())?;
-        let remaining: Vec<Recipient> = current.iter().filter(|key| !keys.contains(key)).cloned().collect();
+        let remaining: Vec<Recipient> = current
+            .iter()
+            .filter(|key| !keys.contains(key))
+            .cloned()
+            .collect();
         if let Some(absent) = keys.iter().find(|key| !current.contains(key)) {
-            return Err(Error::NotFound { kind: "key", name: format!("{absent} of user {user}") });
+            return Err(Error::NotFound {
+                kind: "key",
+                name: format!("{absent} of user {user}"),
+            });
         }
         if remaining.is_empty() {
-            return Err(Error::LastKey { user: user.to_string() });
+            return Err(Error::LastKey {
+                user: user.to_string(),
+            });
         }
         let path = Self::member_dir(MemberKind::User, user.as_str()).join("key.json");
         write_key_file(&self.clan_dir, &path, &remaining)?;
@@ -348,23 +404,40 @@ impl SopsDir {
 
     /// Removes a user or machine: from every group, from every secret (re-keyed), and its
     /// key. Refuses when a secret would be left without recipients.
-    pub fn remove_member(&self, member: &Member, identities: &Identities) -> Result<(Changes, RekeyReport), Error> {
+    pub fn remove_member(
+        &self,
+        member: &Member,
+        identities: &Identities,
+    ) -> Result<(Changes, RekeyReport), Error> {
         if member.kind() == MemberKind::Group {
             return self.remove_group(member, identities);
         }
         self.require(member)?;
         let affected = self.affected_secrets(member)?;
-        self.refuse_orphans(&affected, |holder| holder.kind == member.kind() && holder.name == member.name())?;
-        let mut changes = Changes::new(format!("secrets: remove {} {}", member.kind().noun(), member.name()));
+        self.refuse_orphans(&affected, |holder| {
+            holder.kind == member.kind() && holder.name == member.name()
+        })?;
+        let mut changes = Changes::new(format!(
+            "secrets: remove {} {}",
+            member.kind().noun(),
+            member.name()
+        ));
         for group in self.groups()? {
-            let link = Path::new("sops/groups").join(group.name.as_str()).join(member.kind().dir()).join(member.name());
+            let link = Path::new("sops/groups")
+                .join(group.name.as_str())
+                .join(member.kind().dir())
+                .join(member.name());
             if is_symlink(&self.abs(&link)) {
                 self.unlink(&link)?;
                 changes.push(link);
             }
         }
         let dir = Self::member_dir(member.kind(), member.name());
-        fs::remove_dir_all(self.abs(&dir)).map_err(|source| Error::Io { action: "remove", path: dir.clone(), source })?;
+        fs::remove_dir_all(self.abs(&dir)).map_err(|source| Error::Io {
+            action: "remove",
+            path: dir.clone(),
+            source,
+        })?;
         changes.push(dir);
         for secret in &affected {
             let link = secret.join(member.kind().dir()).join(member.name());
@@ -383,7 +456,9 @@ impl SopsDir {
         let dir = self.abs(Path::new("sops/groups"));
         let mut groups = Vec::new();
         for name in entry_names(&dir)? {
-            let Ok(group) = name.parse::<GroupName>() else { continue };
+            let Ok(group) = name.parse::<GroupName>() else {
+                continue;
+            };
             if !dir.join(&name).is_dir() {
                 continue;
             }
@@ -406,10 +481,19 @@ impl SopsDir {
         self.require(member)?;
         let group_dir = Path::new("sops/groups").join(group.as_str());
         let link = group_dir.join(member.kind().dir()).join(member.name());
-        symlink_relative(&self.clan_dir, &link, &Self::member_dir(member.kind(), member.name()))?;
-        let mut changes = Changes::new(format!("secrets: add {} {} to group {group}", member.kind().noun(), member.name()));
+        symlink_relative(
+            &self.clan_dir,
+            &link,
+            &Self::member_dir(member.kind(), member.name()),
+        )?;
+        let mut changes = Changes::new(format!(
+            "secrets: add {} {} to group {group}",
+            member.kind().noun(),
+            member.name()
+        ));
         changes.push(link);
-        let report = self.rekey_affected(&Member::Group(group.clone()), identities, &mut changes)?;
+        let report =
+            self.rekey_affected(&Member::Group(group.clone()), identities, &mut changes)?;
         Ok((changes, report))
     }
 
@@ -424,16 +508,28 @@ impl SopsDir {
         let group_dir = Path::new("sops/groups").join(group.as_str());
         let link = group_dir.join(member.kind().dir()).join(member.name());
         if !is_symlink(&self.abs(&link)) {
-            return Err(Error::NotFound { kind: member.kind().noun(), name: format!("{} in group {group}", member.name()) });
+            return Err(Error::NotFound {
+                kind: member.kind().noun(),
+                name: format!("{} in group {group}", member.name()),
+            });
         }
         let affected = self.affected_secrets(&Member::Group(group.clone()))?;
         self.refuse_orphans(&affected, |holder| {
-            holder.via_group.as_deref() == Some(group.as_str()) && holder.kind == member.kind() && holder.name == member.name()
+            holder.via_group.as_deref() == Some(group.as_str())
+                && holder.kind == member.kind()
+                && holder.name == member.name()
         })?;
         self.unlink(&link)?;
-        let mut changes = Changes::new(format!("secrets: remove {} {} from group {group}", member.kind().noun(), member.name()));
+        let mut changes = Changes::new(format!(
+            "secrets: remove {} {} from group {group}",
+            member.kind().noun(),
+            member.name()
+        ));
         changes.push(link);
-        remove_empty_dirs(&self.abs(&group_dir.join(member.kind().dir())), &self.abs(Path::new("sops/groups")));
+        remove_empty_dirs(
+            &self.abs(&group_dir.join(member.kind().dir())),
+            &self.abs(Path::new("sops/groups")),
+        );
         if !self.abs(&group_dir).exists() {
             for secret in &affected {
                 let link = secret.join("groups").join(group.as_str());
@@ -447,12 +543,22 @@ impl SopsDir {
         Ok((changes, report))
     }
 
-    fn remove_group(&self, member: &Member, identities: &Identities) -> Result<(Changes, RekeyReport), Error> {
+    fn remove_group(
+        &self,
+        member: &Member,
+        identities: &Identities,
+    ) -> Result<(Changes, RekeyReport), Error> {
         self.require(member)?;
         let affected = self.affected_secrets(member)?;
-        self.refuse_orphans(&affected, |holder| holder.via_group.as_deref() == Some(member.name()))?;
+        self.refuse_orphans(&affected, |holder| {
+            holder.via_group.as_deref() == Some(member.name())
+        })?;
         let dir = Self::member_dir(MemberKind::Group, member.name());
-        fs::remove_dir_all(self.abs(&dir)).map_err(|source| Error::Io { action: "remove", path: dir.clone(), source })?;
+        fs::remove_dir_all(self.abs(&dir)).map_err(|source| Error::Io {
+            action: "remove",
+            path: dir.clone(),
+            source,
+        })?;
         let mut changes = Changes::new(format!("secrets: remove group {}", member.name()));
         changes.push(dir);
         for secret in &affected {
@@ -506,7 +612,8 @@ impl SopsDir {
         members: &[Member],
         admin: &Admin,
     ) -> Result<Changes, Error> {
-        let mut changes = self.write_secret_at(&Self::secret_dir(name), plaintext, members, admin)?;
+        let mut changes =
+            self.write_secret_at(&Self::secret_dir(name), plaintext, members, admin)?;
         changes.message = format!("secrets: update {name}");
         Ok(changes)
     }
@@ -529,24 +636,38 @@ impl SopsDir {
         for member in members.iter().chain(std::iter::once(&admin_member)) {
             let link = dir.join(member.kind().dir()).join(member.name());
             if !is_symlink(&self.abs(&link)) {
-                symlink_relative(&self.clan_dir, &link, &Self::member_dir(member.kind(), member.name()))?;
+                symlink_relative(
+                    &self.clan_dir,
+                    &link,
+                    &Self::member_dir(member.kind(), member.name()),
+                )?;
                 changes.push(link);
             }
         }
         let recipients = self.expected_recipients(dir)?;
         let path = dir.join("secret");
-        let file = sops::encrypt(plaintext, &recipients)
-            .map_err(|source| Error::Sops { action: "encrypt", path: path.clone(), source })?;
+        let file = sops::encrypt(plaintext, &recipients).map_err(|source| Error::Sops {
+            action: "encrypt",
+            path: path.clone(),
+            source,
+        })?;
         write_atomic(&self.abs(&path), &file.to_bytes())?;
         changes.push(path);
         Ok(changes)
     }
 
     /// Decrypts secret `name`, verifying its MAC.
-    pub fn get_secret(&self, name: &SecretName, identities: &Identities) -> Result<Plaintext, Error> {
+    pub fn get_secret(
+        &self,
+        name: &SecretName,
+        identities: &Identities,
+    ) -> Result<Plaintext, Error> {
         let dir = Self::secret_dir(name);
         if !self.abs(&dir.join("secret")).is_file() {
-            return Err(Error::NotFound { kind: "secret", name: name.to_string() });
+            return Err(Error::NotFound {
+                kind: "secret",
+                name: name.to_string(),
+            });
         }
         self.read_secret_at(&dir, identities)
     }
@@ -556,17 +677,30 @@ impl SopsDir {
     pub fn read_secret_at(&self, dir: &Path, identities: &Identities) -> Result<Plaintext, Error> {
         let path = dir.join("secret");
         let file = self.read_sops_file(&path)?;
-        file.decrypt(identities).map_err(|source| self.decrypt_error(&path, &file, source))
+        file.decrypt(identities)
+            .map_err(|source| self.decrypt_error(&path, &file, source))
     }
 
     fn read_sops_file(&self, path: &Path) -> Result<SopsFile, Error> {
-        let bytes = fs::read(self.abs(path)).map_err(|source| Error::Io { action: "read", path: path.to_path_buf(), source })?;
-        SopsFile::parse(&bytes).map_err(|source| Error::Sops { action: "parse", path: path.to_path_buf(), source })
+        let bytes = fs::read(self.abs(path)).map_err(|source| Error::Io {
+            action: "read",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        SopsFile::parse(&bytes).map_err(|source| Error::Sops {
+            action: "parse",
+            path: path.to_path_buf(),
+            source,
+        })
     }
 
     fn decrypt_error(&self, path: &Path, file: &SopsFile, source: SopsError) -> Error {
         if !matches!(source, SopsError::NotARecipient { .. }) {
-            return Error::Sops { action: "decrypt", path: path.to_path_buf(), source };
+            return Error::Sops {
+                action: "decrypt",
+                path: path.to_path_buf(),
+                source,
+            };
         }
         let owners = self.key_owners().unwrap_or_default();
         let holders = file
@@ -579,40 +713,83 @@ impl SopsDir {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        Error::NotARecipient { path: path.to_path_buf(), holders }
+        Error::NotARecipient {
+            path: path.to_path_buf(),
+            holders,
+        }
     }
 
     pub fn remove_secret(&self, name: &SecretName) -> Result<Changes, Error> {
         let dir = Self::secret_dir(name);
         if !self.abs(&dir).is_dir() {
-            return Err(Error::NotFound { kind: "secret", name: name.to_string() });
+            return Err(Error::NotFound {
+                kind: "secret",
+                name: name.to_string(),
+            });
         }
-        fs::remove_dir_all(self.abs(&dir)).map_err(|source| Error::Io { action: "remove", path: dir.clone(), source })?;
-        Ok(Changes { paths: vec![dir], message: format!("secrets: remove {name}") })
+        fs::remove_dir_all(self.abs(&dir)).map_err(|source| Error::Io {
+            action: "remove",
+            path: dir.clone(),
+            source,
+        })?;
+        Ok(Changes {
+            paths: vec![dir],
+            message: format!("secrets: remove {name}"),
+        })
     }
 
     /// Renames a secret; its relative links stay valid since the depth does not change.
     pub fn rename_secret(&self, from: &SecretName, to: &SecretName) -> Result<Changes, Error> {
         let (old, new) = (Self::secret_dir(from), Self::secret_dir(to));
         if !self.abs(&old).is_dir() {
-            return Err(Error::NotFound { kind: "secret", name: from.to_string() });
+            return Err(Error::NotFound {
+                kind: "secret",
+                name: from.to_string(),
+            });
         }
         if fs::symlink_metadata(self.abs(&new)).is_ok() {
-            return Err(Error::AlreadyExists { kind: "secret", name: to.to_string() });
+            return Err(Error::AlreadyExists {
+                kind: "secret",
+                name: to.to_string(),
+            });
         }
-        fs::rename(self.abs(&old), self.abs(&new)).map_err(|source| Error::Io { action: "rename", path: old.clone(), source })?;
-        Ok(Changes { paths: vec![old, new], message: format!("secrets: rename {from} to {to}") })
+        fs::rename(self.abs(&old), self.abs(&new)).map_err(|source| Error::Io {
+            action: "rename",
+            path: old.clone(),
+            source,
+        })?;
+        Ok(Changes {
+            paths: vec![old, new],
+            message: format!("secrets: rename {from} to {to}"),
+        })
     }
 
     /// Gives `member` access to the secret in `dir` and re-keys it.
-    pub fn allow(&self, dir: &Path, member: &Member, identities: &Identities) -> Result<Changes, Error> {
+    pub fn allow(
+        &self,
+        dir: &Path,
+        member: &Member,
+        identities: &Identities,
+    ) -> Result<Changes, Error> {
         self.require(member)?;
         if !self.abs(&dir.join("secret")).is_file() {
-            return Err(Error::NotFound { kind: "secret", name: dir.display().to_string() });
+            return Err(Error::NotFound {
+                kind: "secret",
+                name: dir.display().to_string(),
+            });
         }
         let link = dir.join(member.kind().dir()).join(member.name());
-        symlink_relative(&self.clan_dir, &link, &Self::member_dir(member.kind(), member.name()))?;
-        let mut changes = Changes::new(format!("secrets: add {} {} to {}", member.kind().noun(), member.name(), display_secret(dir)));
+        symlink_relative(
+            &self.clan_dir,
+            &link,
+            &Self::member_dir(member.kind(), member.name()),
+        )?;
+        let mut changes = Changes::new(format!(
+            "secrets: add {} {} to {}",
+            member.kind().noun(),
+            member.name(),
+            display_secret(dir)
+        ));
         changes.push(link);
         if self.rekey_dir(dir, identities)? {
             changes.push(dir.join("secret"));
@@ -622,18 +799,34 @@ impl SopsDir {
 
     /// Takes `member`'s link away from the secret in `dir` and re-keys it; refuses when
     /// nobody would be left.
-    pub fn disallow(&self, dir: &Path, member: &Member, identities: &Identities) -> Result<Changes, Error> {
+    pub fn disallow(
+        &self,
+        dir: &Path,
+        member: &Member,
+        identities: &Identities,
+    ) -> Result<Changes, Error> {
         let link = dir.join(member.kind().dir()).join(member.name());
         if !is_symlink(&self.abs(&link)) {
-            return Err(Error::NotFound { kind: member.kind().noun(), name: format!("{} in {}", member.name(), display_secret(dir)) });
+            return Err(Error::NotFound {
+                kind: member.kind().noun(),
+                name: format!("{} in {}", member.name(), display_secret(dir)),
+            });
         }
-        self.refuse_orphans(std::slice::from_ref(&dir.to_path_buf()), |holder| match &holder.via_group {
-            Some(group) => member.kind() == MemberKind::Group && group == member.name(),
-            None => holder.kind == member.kind() && holder.name == member.name(),
-        })?;
+        self.refuse_orphans(
+            std::slice::from_ref(&dir.to_path_buf()),
+            |holder| match &holder.via_group {
+                Some(group) => member.kind() == MemberKind::Group && group == member.name(),
+                None => holder.kind == member.kind() && holder.name == member.name(),
+            },
+        )?;
         self.unlink(&link)?;
         remove_empty_dirs(&self.abs(&dir.join(member.kind().dir())), &self.abs(dir));
-        let mut changes = Changes::new(format!("secrets: remove {} {} from {}", member.kind().noun(), member.name(), display_secret(dir)));
+        let mut changes = Changes::new(format!(
+            "secrets: remove {} {} from {}",
+            member.kind().noun(),
+            member.name(),
+            display_secret(dir)
+        ));
         changes.push(link);
         if self.rekey_dir(dir, identities)? {
             changes.push(dir.join("secret"));
@@ -656,7 +849,11 @@ impl SopsDir {
             return Ok(None);
         }
         let (text, public) = generate_identity();
-        let private_line = text.expose_secret().lines().find(|line| !line.starts_with('#')).unwrap_or_default();
+        let private_line = text
+            .expose_secret()
+            .lines()
+            .find(|line| !line.starts_with('#'))
+            .unwrap_or_default();
         let name: SecretName = format!("{machine}-age.key").parse()?;
         let members: Vec<Member> = groups.iter().cloned().map(Member::Group).collect();
         let mut changes = self.set_secret(&name, private_line.as_bytes(), &members, admin)?;
@@ -667,12 +864,18 @@ impl SopsDir {
     }
 
     /// The machine's private key from `sops/secrets/<machine>-age.key`, as identities.
-    pub fn machine_identities(&self, machine: &MachineName, identities: &Identities) -> Result<Identities, Error> {
+    pub fn machine_identities(
+        &self,
+        machine: &MachineName,
+        identities: &Identities,
+    ) -> Result<Identities, Error> {
         let name: SecretName = format!("{machine}-age.key").parse()?;
         let plaintext = self.get_secret(&name, identities)?;
         let text = std::str::from_utf8(plaintext.expose()).unwrap_or("");
-        Identities::parse(text, &format!("secret {name}"))
-            .map_err(|reason| Error::KeyFile { source_name: format!("secret `{name}`"), reason })
+        Identities::parse(text, &format!("secret {name}")).map_err(|reason| Error::KeyFile {
+            source_name: format!("secret `{name}`"),
+            reason,
+        })
     }
 
     // ---- recipients, re-keying, audit ----------------------------------------------------
@@ -682,7 +885,13 @@ impl SopsDir {
         let mut holders = Vec::new();
         let mut problems = Vec::new();
         for kind in [MemberKind::User, MemberKind::Machine] {
-            self.collect_links(&dir.join(kind.dir()), kind, None, &mut holders, &mut problems)?;
+            self.collect_links(
+                &dir.join(kind.dir()),
+                kind,
+                None,
+                &mut holders,
+                &mut problems,
+            )?;
         }
         let groups_dir = dir.join("groups");
         for name in entry_names(&self.abs(&groups_dir))? {
@@ -690,10 +899,19 @@ impl SopsDir {
             match self.resolve_link(&link, MemberKind::Group) {
                 Ok(target) => {
                     for kind in [MemberKind::User, MemberKind::Machine] {
-                        self.collect_links(&target.join(kind.dir()), kind, Some(&name), &mut holders, &mut problems)?;
+                        self.collect_links(
+                            &target.join(kind.dir()),
+                            kind,
+                            Some(&name),
+                            &mut holders,
+                            &mut problems,
+                        )?;
                     }
                 }
-                Err(message) => problems.push(Problem { path: link, message }),
+                Err(message) => problems.push(Problem {
+                    path: link,
+                    message,
+                }),
             }
         }
         Ok((holders, problems))
@@ -712,13 +930,24 @@ impl SopsDir {
             let target = match self.resolve_link(&link, kind) {
                 Ok(target) => target,
                 Err(message) => {
-                    problems.push(Problem { path: link, message });
+                    problems.push(Problem {
+                        path: link,
+                        message,
+                    });
                     continue;
                 }
             };
             match read_key_file(&self.clan_dir, &target.join("key.json")) {
-                Ok(keys) => holders.push(Holder { kind, name, via_group: via_group.map(str::to_owned), keys }),
-                Err(error) => problems.push(Problem { path: link, message: error.to_string() }),
+                Ok(keys) => holders.push(Holder {
+                    kind,
+                    name,
+                    via_group: via_group.map(str::to_owned),
+                    keys,
+                }),
+                Err(error) => problems.push(Problem {
+                    path: link,
+                    message: error.to_string(),
+                }),
             }
         }
         Ok(())
@@ -729,7 +958,9 @@ impl SopsDir {
         let absolute = self.abs(link);
         let meta = fs::symlink_metadata(&absolute).map_err(|error| error.to_string())?;
         if !meta.file_type().is_symlink() {
-            return Err("not a symlink (was the repository checked out with core.symlinks=false?)".into());
+            return Err(
+                "not a symlink (was the repository checked out with core.symlinks=false?)".into(),
+            );
         }
         let target = fs::read_link(&absolute).map_err(|error| error.to_string())?;
         let resolved = normalize(&link.parent().unwrap_or(Path::new("")).join(&target))
@@ -737,9 +968,16 @@ impl SopsDir {
         if !self.abs(&resolved).exists() {
             return Err(format!("dangling link to `{}`", resolved.display()));
         }
-        let parent = resolved.parent().and_then(Path::file_name).and_then(|n| n.to_str());
+        let parent = resolved
+            .parent()
+            .and_then(Path::file_name)
+            .and_then(|n| n.to_str());
         if parent != Some(kind.dir()) {
-            return Err(format!("points at `{}`, expected a {}", resolved.display(), kind.noun()));
+            return Err(format!(
+                "points at `{}`, expected a {}",
+                resolved.display(),
+                kind.noun()
+            ));
         }
         Ok(resolved)
     }
@@ -757,15 +995,22 @@ impl SopsDir {
         let path = dir.join("secret");
         let recipients = self.expected_recipients(dir)?;
         if recipients.is_empty() {
-            return Err(Error::NoRecipientsLeft { what: "a secret".into(), paths: vec![display_secret(dir)] });
+            return Err(Error::NoRecipientsLeft {
+                what: "a secret".into(),
+                paths: vec![display_secret(dir)],
+            });
         }
         let mut file = self.read_sops_file(&path)?;
-        let changed = file
-            .set_recipients(&recipients, identities)
-            .map_err(|source| match source {
-                SopsError::NotARecipient { .. } => self.decrypt_error(&path, &file, source),
-                source => Error::Sops { action: "re-key", path: path.clone(), source },
-            })?;
+        let changed =
+            file.set_recipients(&recipients, identities)
+                .map_err(|source| match source {
+                    SopsError::NotARecipient { .. } => self.decrypt_error(&path, &file, source),
+                    source => Error::Sops {
+                        action: "re-key",
+                        path: path.clone(),
+                        source,
+                    },
+                })?;
         if changed {
             write_atomic(&self.abs(&path), &file.to_bytes())?;
         }
@@ -779,7 +1024,12 @@ impl SopsDir {
         Ok(self.rekey_dirs(&dirs, identities, &mut changes))
     }
 
-    fn rekey_dirs(&self, dirs: &[PathBuf], identities: &Identities, changes: &mut Changes) -> RekeyReport {
+    fn rekey_dirs(
+        &self,
+        dirs: &[PathBuf],
+        identities: &Identities,
+        changes: &mut Changes,
+    ) -> RekeyReport {
         let mut report = RekeyReport::default();
         for dir in dirs {
             if !self.abs(&dir.join("secret")).is_file() {
@@ -797,7 +1047,12 @@ impl SopsDir {
         report
     }
 
-    fn rekey_affected(&self, member: &Member, identities: &Identities, changes: &mut Changes) -> Result<RekeyReport, Error> {
+    fn rekey_affected(
+        &self,
+        member: &Member,
+        identities: &Identities,
+        changes: &mut Changes,
+    ) -> Result<RekeyReport, Error> {
         let affected = self.affected_secrets(member)?;
         Ok(self.rekey_dirs(&affected, identities, changes))
     }
@@ -820,7 +1075,9 @@ impl SopsDir {
         for dir in self.all_secret_dirs()? {
             let direct = member.kind() != MemberKind::Group
                 && is_symlink(&self.abs(&dir.join(member.kind().dir()).join(member.name())));
-            let via_group = groups.iter().any(|group| is_symlink(&self.abs(&dir.join("groups").join(group))));
+            let via_group = groups
+                .iter()
+                .any(|group| is_symlink(&self.abs(&dir.join("groups").join(group))));
             if direct || via_group {
                 affected.push(dir);
             }
@@ -830,18 +1087,29 @@ impl SopsDir {
 
     /// Refuses when removing the holders matched by `leaving` would leave a secret in
     /// `dirs` without any recipient.
-    fn refuse_orphans(&self, dirs: &[PathBuf], leaving: impl Fn(&Holder) -> bool) -> Result<(), Error> {
+    fn refuse_orphans(
+        &self,
+        dirs: &[PathBuf],
+        leaving: impl Fn(&Holder) -> bool,
+    ) -> Result<(), Error> {
         let mut orphans = Vec::new();
         for dir in dirs {
             let (holders, _) = self.holders(dir)?;
-            if holders.iter().filter(|holder| !leaving(holder)).all(|holder| holder.keys.is_empty()) {
+            if holders
+                .iter()
+                .filter(|holder| !leaving(holder))
+                .all(|holder| holder.keys.is_empty())
+            {
                 orphans.push(display_secret(dir));
             }
         }
         if orphans.is_empty() {
             Ok(())
         } else {
-            Err(Error::NoRecipientsLeft { what: "secrets".into(), paths: orphans })
+            Err(Error::NoRecipientsLeft {
+                what: "secrets".into(),
+                paths: orphans,
+            })
         }
     }
 
@@ -856,17 +1124,25 @@ impl SopsDir {
                 .iter()
                 .flat_map(|holder| {
                     let who = match &holder.via_group {
-                        Some(group) => format!("{} {} (group {group})", holder.kind.noun(), holder.name),
+                        Some(group) => {
+                            format!("{} {} (group {group})", holder.kind.noun(), holder.name)
+                        }
                         None => format!("{} {}", holder.kind.noun(), holder.name),
                     };
-                    holder.keys.iter().map(move |key| (key.clone(), who.clone()))
+                    holder
+                        .keys
+                        .iter()
+                        .map(move |key| (key.clone(), who.clone()))
                 })
                 .collect();
             let path = dir.join("secret");
             let actual = match self.read_sops_file(&path) {
                 Ok(file) => file.recipients(),
                 Err(error) => {
-                    problems.push(Problem { path: path.clone(), message: error_chain(&error) });
+                    problems.push(Problem {
+                        path: path.clone(),
+                        message: error_chain(&error),
+                    });
                     Vec::new()
                 }
             };
@@ -880,13 +1156,23 @@ impl SopsDir {
                 .filter(|key| !expected.keys().any(|e| e.as_str() == key.as_str()))
                 .map(|key| (key.clone(), owners.get(key).map(|names| names.join(", "))))
                 .collect();
-            entries.push(AuditEntry { secret: dir, holders, missing, unexpected, problems });
+            entries.push(AuditEntry {
+                secret: dir,
+                holders,
+                missing,
+                unexpected,
+                problems,
+            });
         }
         Ok(entries)
     }
 
     fn unlink(&self, link: &Path) -> Result<(), Error> {
-        fs::remove_file(self.abs(link)).map_err(|source| Error::Io { action: "remove", path: link.to_path_buf(), source })
+        fs::remove_file(self.abs(link)).map_err(|source| Error::Io {
+            action: "remove",
+            path: link.to_path_buf(),
+            source,
+        })
     }
 }
 
@@ -932,9 +1218,17 @@ fn normalize(path: &Path) -> Option<PathBuf> {
 
 /// Reads a `key.json` (object or list form). Only age keys are supported.
 fn read_key_file(clan_dir: &Path, path: &Path) -> Result<Vec<Recipient>, Error> {
-    let bytes = fs::read(clan_dir.join(path)).map_err(|source| Error::Io { action: "read", path: path.to_path_buf(), source })?;
-    let bad = |reason: String| Error::KeyJson { path: path.to_path_buf(), reason };
-    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|error| bad(error.to_string()))?;
+    let bytes = fs::read(clan_dir.join(path)).map_err(|source| Error::Io {
+        action: "read",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let bad = |reason: String| Error::KeyJson {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let value: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|error| bad(error.to_string()))?;
     let entries = match value {
         serde_json::Value::Array(entries) => entries,
         object @ serde_json::Value::Object(_) => vec![object],
@@ -943,9 +1237,14 @@ fn read_key_file(clan_dir: &Path, path: &Path) -> Result<Vec<Recipient>, Error> 
     let mut keys = Vec::with_capacity(entries.len());
     for entry in entries {
         let key_type = entry.get("type").and_then(|t| t.as_str()).unwrap_or("");
-        let public = entry.get("publickey").and_then(|k| k.as_str()).ok_or_else(|| bad("an entry lacks `publickey`".into()))?;
+        let public = entry
+            .get("publickey")
+            .and_then(|k| k.as_str())
+            .ok_or_else(|| bad("an entry lacks `publickey`".into()))?;
         if !key_type.eq_ignore_ascii_case("age") {
-            return Err(bad(format!("key type `{key_type}` is not supported (only age)")));
+            return Err(bad(format!(
+                "key type `{key_type}` is not supported (only age)"
+            )));
         }
         keys.push(public.parse::<Recipient>().map_err(bad)?);
     }
@@ -973,7 +1272,10 @@ mod tests {
 
     #[test]
     fn normalize_paths() {
-        assert_eq!(normalize(Path::new("sops/secrets/s/users/../../../users/a")), Some(PathBuf::from("sops/users/a")));
+        assert_eq!(
+            normalize(Path::new("sops/secrets/s/users/../../../users/a")),
+            Some(PathBuf::from("sops/users/a"))
+        );
         assert_eq!(normalize(Path::new("sops/../../etc")), None);
     }
 }

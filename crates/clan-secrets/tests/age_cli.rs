@@ -9,11 +9,18 @@ use clan_secrets::{Identities, Recipient, SopsFile};
 
 fn age_keygen(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, Recipient) {
     let path = dir.join(name);
-    let status = Command::new("age-keygen").arg("-o").arg(&path).stderr(Stdio::null()).status();
+    let status = Command::new("age-keygen")
+        .arg("-o")
+        .arg(&path)
+        .stderr(Stdio::null())
+        .status();
     let status = status.expect("age-keygen must be installed (Debian package `age`)");
     assert!(status.success());
     let text = std::fs::read_to_string(&path).unwrap();
-    let public = text.lines().find_map(|l| l.strip_prefix("# public key: ")).unwrap();
+    let public = text
+        .lines()
+        .find_map(|l| l.strip_prefix("# public key: "))
+        .unwrap();
     (path, public.parse().unwrap())
 }
 
@@ -43,15 +50,33 @@ fn age_cli_opens_our_data_keys_and_we_open_its() {
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(entry["enc"].as_str().unwrap().as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(entry["enc"].as_str().unwrap().as_bytes())
+            .unwrap();
         let output = child.wait_with_output().unwrap();
-        assert!(output.status.success(), "age -d failed for {}", entry["recipient"]);
+        assert!(
+            output.status.success(),
+            "age -d failed for {}",
+            entry["recipient"]
+        );
         assert_eq!(output.stdout.len(), 32);
         data_keys.push(output.stdout);
     }
-    assert_eq!(data_keys[0], data_keys[1], "one data key for all recipients");
+    assert_eq!(
+        data_keys[0], data_keys[1],
+        "one data key for all recipients"
+    );
     let parsed = SopsFile::parse(&bytes).unwrap();
-    assert_eq!(parsed.decrypt_with_data_key(&data_keys[0]).unwrap().expose(), b"hunter2\n");
+    assert_eq!(
+        parsed
+            .decrypt_with_data_key(&data_keys[0])
+            .unwrap()
+            .expose(),
+        b"hunter2\n"
+    );
 
     // The other direction: `age -e -a` encrypts the data key, we decrypt the file with it.
     let mut child = Command::new("age")
@@ -60,7 +85,12 @@ fn age_cli_opens_our_data_keys_and_we_open_its() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(&data_keys[0]).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&data_keys[0])
+        .unwrap();
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success());
     let mut replaced = json.clone();
@@ -68,10 +98,13 @@ fn age_cli_opens_our_data_keys_and_we_open_its() {
         "recipient": alice.as_str(),
         "enc": String::from_utf8(output.stdout).unwrap(),
     }]);
-    let alice_identities = Identities::parse(&std::fs::read_to_string(&alice_key).unwrap(), "alice").unwrap();
-    let plaintext = clan_secrets::decrypt(replaced.to_string().as_bytes(), &alice_identities).unwrap();
+    let alice_identities =
+        Identities::parse(&std::fs::read_to_string(&alice_key).unwrap(), "alice").unwrap();
+    let plaintext =
+        clan_secrets::decrypt(replaced.to_string().as_bytes(), &alice_identities).unwrap();
     assert_eq!(plaintext.expose(), b"hunter2\n");
 
-    let bob_identities = Identities::parse(&std::fs::read_to_string(&bob_key).unwrap(), "bob").unwrap();
+    let bob_identities =
+        Identities::parse(&std::fs::read_to_string(&bob_key).unwrap(), "bob").unwrap();
     assert!(clan_secrets::decrypt(replaced.to_string().as_bytes(), &bob_identities).is_err());
 }

@@ -24,7 +24,11 @@ fn fixture_secrets() -> Vec<PathBuf> {
     let mut secrets = Vec::new();
     walk(&fixture_dir().join("sops"), &mut secrets);
     secrets.sort();
-    assert!(secrets.len() >= 2, "fixture secrets not found in {}", fixture_dir().display());
+    assert!(
+        secrets.len() >= 2,
+        "fixture secrets not found in {}",
+        fixture_dir().display()
+    );
     secrets
 }
 
@@ -49,7 +53,10 @@ fn clan_core_files_are_written_back_byte_for_byte() {
     for path in fixture_secrets() {
         let bytes = std::fs::read(&path).unwrap();
         let file = SopsFile::parse(&bytes).unwrap();
-        assert_eq!(String::from_utf8(file.to_bytes()).unwrap(), String::from_utf8(bytes).unwrap());
+        assert_eq!(
+            String::from_utf8(file.to_bytes()).unwrap(),
+            String::from_utf8(bytes).unwrap()
+        );
     }
 }
 
@@ -70,7 +77,10 @@ fn tampered_clan_core_files_are_rejected() {
     let mut tampered = file.clone();
     tampered["data"] = serde_json::Value::String(flip_first_data_char(data));
     let error = clan_secrets::decrypt(tampered.to_string().as_bytes(), &identities).unwrap_err();
-    assert!(matches!(error, SopsError::Authentication("data")), "{error}");
+    assert!(
+        matches!(error, SopsError::Authentication("data")),
+        "{error}"
+    );
 
     // The wrong key.
     let other = Identities::parse(

@@ -33,8 +33,16 @@ impl Clan {
     }
 
     fn git(&self, args: &[&str]) -> String {
-        let output = self.env(Command::new("git").args(args)).current_dir(self.root()).output().unwrap();
-        assert!(output.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        let output = self
+            .env(Command::new("git").args(args))
+            .current_dir(self.root())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         String::from_utf8(output.stdout).unwrap()
     }
 
@@ -60,20 +68,36 @@ impl Clan {
         let output = output.expect("age-keygen must be installed (Debian package `age`)");
         assert!(output.status.success());
         let text = std::fs::read_to_string(&path).unwrap();
-        let public = text.lines().find_map(|l| l.strip_prefix("# public key: ")).unwrap().to_owned();
+        let public = text
+            .lines()
+            .find_map(|l| l.strip_prefix("# public key: "))
+            .unwrap()
+            .to_owned();
         (path, public)
     }
 
     fn run(&self, key: Option<&Path>, args: &[&str], stdin: &[u8]) -> Run {
         let mut command = Command::new(env!("CARGO_BIN_EXE_clan"));
-        self.env(&mut command).current_dir(self.root()).arg("secrets").args(args);
+        self.env(&mut command)
+            .current_dir(self.root())
+            .arg("secrets")
+            .args(args);
         if let Some(key) = key {
             command.env("SOPS_AGE_KEY_FILE", key);
         }
-        let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
         // The command may exit before reading stdin (usage errors): a broken pipe is fine.
         let _ = child.stdin.take().unwrap().write_all(stdin);
-        let Output { status, stdout, stderr } = child.wait_with_output().unwrap();
+        let Output {
+            status,
+            stdout,
+            stderr,
+        } = child.wait_with_output().unwrap();
         Run {
             code: status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&stdout).into_owned(),
@@ -83,7 +107,11 @@ impl Clan {
 
     fn ok(&self, key: Option<&Path>, args: &[&str], stdin: &[u8]) -> String {
         let run = self.run(key, args, stdin);
-        assert_eq!(run.code, 0, "clan secrets {args:?}\nstdout: {}\nstderr: {}", run.stdout, run.stderr);
+        assert_eq!(
+            run.code, 0,
+            "clan secrets {args:?}\nstdout: {}\nstderr: {}",
+            run.stdout, run.stderr
+        );
         run.stdout
     }
 }
@@ -108,15 +136,32 @@ fn set_get_with_users_machines_groups_and_commits() {
 
     let (web_key, web_public) = clan.keygen("web01");
     clan.ok(k, &["machines", "add", "web01", &web_public], b"");
-    assert_eq!(clan.ok(k, &["machines", "get", "web01"], b""), format!("{web_public}\n"));
+    assert_eq!(
+        clan.ok(k, &["machines", "get", "web01"], b""),
+        format!("{web_public}\n")
+    );
     let denied = clan.run(Some(&web_key), &["get", "db-password"], b"");
     assert_eq!(denied.code, 2);
-    assert!(denied.stderr.contains("it can be decrypted by user alice"), "{}", denied.stderr);
+    assert!(
+        denied.stderr.contains("it can be decrypted by user alice"),
+        "{}",
+        denied.stderr
+    );
 
     clan.ok(k, &["machines", "add-secret", "web01", "db-password"], b"");
-    assert_eq!(clan.ok(Some(&web_key), &["get", "db-password"], b""), "correct horse\n");
-    clan.ok(k, &["machines", "remove-secret", "web01", "db-password"], b"");
-    assert_eq!(clan.run(Some(&web_key), &["get", "db-password"], b"").code, 2);
+    assert_eq!(
+        clan.ok(Some(&web_key), &["get", "db-password"], b""),
+        "correct horse\n"
+    );
+    clan.ok(
+        k,
+        &["machines", "remove-secret", "web01", "db-password"],
+        b"",
+    );
+    assert_eq!(
+        clan.run(Some(&web_key), &["get", "db-password"], b"").code,
+        2
+    );
 
     // Group membership re-keys the group's secrets.
     let missing_group = clan.run(k, &["set", "tls", "--group", "nobody"], b"pem");
@@ -125,12 +170,18 @@ fn set_get_with_users_machines_groups_and_commits() {
     clan.ok(k, &["set", "tls", "--group", "servers"], b"pem");
     clan.ok(k, &["groups", "add-machine", "servers", "web01"], b"");
     assert_eq!(clan.ok(Some(&web_key), &["get", "tls"], b""), "pem");
-    assert_eq!(clan.ok(k, &["groups", "list"], b""), "servers\nmachines:\n  web01\nusers:\n  alice\n\n");
+    assert_eq!(
+        clan.ok(k, &["groups", "list"], b""),
+        "servers\nmachines:\n  web01\nusers:\n  alice\n\n"
+    );
     clan.ok(k, &["groups", "remove-machine", "servers", "web01"], b"");
     assert_eq!(clan.run(Some(&web_key), &["get", "tls"], b"").code, 2);
 
     let audit = clan.ok(k, &["audit"], b"");
-    assert!(audit.contains("sops/secrets/tls\n  user alice\n  user alice via group servers\n"), "{audit}");
+    assert!(
+        audit.contains("sops/secrets/tls\n  user alice\n  user alice via group servers\n"),
+        "{audit}"
+    );
 
     clan.ok(k, &["rename", "tls", "tls-cert"], b"");
     clan.ok(k, &["remove", "db-password"], b"");
@@ -146,9 +197,16 @@ fn set_get_with_users_machines_groups_and_commits() {
         "secrets: rename tls to tls-cert",
         "secrets: remove db-password",
     ] {
-        assert!(log.lines().any(|line| line == message), "missing commit {message:?} in\n{log}");
+        assert!(
+            log.lines().any(|line| line == message),
+            "missing commit {message:?} in\n{log}"
+        );
     }
-    assert_eq!(clan.git(&["status", "--porcelain"]), "", "everything committed");
+    assert_eq!(
+        clan.git(&["status", "--porcelain"]),
+        "",
+        "everything committed"
+    );
 }
 
 #[test]
@@ -165,7 +223,9 @@ fn no_commit_when_asked() {
     let mut child = command.spawn().unwrap();
     child.stdin.take().unwrap().write_all(b"v").unwrap();
     assert!(child.wait().unwrap().success());
-    assert!(clan.git(&["status", "--porcelain"]).contains("sops/secrets/"));
+    assert!(clan
+        .git(&["status", "--porcelain"])
+        .contains("sops/secrets/"));
 }
 
 #[test]
@@ -174,17 +234,43 @@ fn user_keys_rekey_and_the_last_key_stays() {
     let k = Some(alice.as_path());
     clan.ok(k, &["set", "s"], b"v");
     let (laptop, laptop_public) = clan.keygen("laptop");
-    clan.ok(k, &["users", "add-key", "alice", "--age-key", &laptop_public], b"");
+    clan.ok(
+        k,
+        &["users", "add-key", "alice", "--age-key", &laptop_public],
+        b"",
+    );
     assert_eq!(clan.ok(Some(&laptop), &["get", "s"], b""), "v");
-    let got: serde_json::Value = serde_json::from_str(&clan.ok(k, &["users", "get", "alice"], b"")).unwrap();
+    let got: serde_json::Value =
+        serde_json::from_str(&clan.ok(k, &["users", "get", "alice"], b"")).unwrap();
     assert_eq!(got.as_array().unwrap().len(), 2);
 
-    clan.ok(Some(&laptop), &["users", "remove-key", "alice", &alice_public], b"");
-    assert_eq!(clan.run(k, &["get", "s"], b"").code, 2, "the removed key lost access");
-    let last = clan.run(Some(&laptop), &["users", "remove-key", "alice", &laptop_public], b"");
+    clan.ok(
+        Some(&laptop),
+        &["users", "remove-key", "alice", &alice_public],
+        b"",
+    );
+    assert_eq!(
+        clan.run(k, &["get", "s"], b"").code,
+        2,
+        "the removed key lost access"
+    );
+    let last = clan.run(
+        Some(&laptop),
+        &["users", "remove-key", "alice", &laptop_public],
+        b"",
+    );
     assert_eq!(last.code, 2);
-    assert!(last.stderr.contains("refusing to remove the last key of user `alice`"), "{}", last.stderr);
-    assert!(last.stderr.contains("hint: add another key first"), "{}", last.stderr);
+    assert!(
+        last.stderr
+            .contains("refusing to remove the last key of user `alice`"),
+        "{}",
+        last.stderr
+    );
+    assert!(
+        last.stderr.contains("hint: add another key first"),
+        "{}",
+        last.stderr
+    );
 }
 
 #[test]
@@ -193,8 +279,17 @@ fn no_admin_key_is_explained() {
     clan.ok(Some(&alice), &["set", "s"], b"v");
     let run = clan.run(None, &["get", "s"], b"");
     assert_eq!(run.code, 2);
-    assert!(run.stderr.starts_with("error: no age key found (looked in SOPS_AGE_KEY, SOPS_AGE_KEY_FILE, "), "{}", run.stderr);
-    assert!(run.stderr.contains("hint: run `clan secrets key generate`"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .starts_with("error: no age key found (looked in SOPS_AGE_KEY, SOPS_AGE_KEY_FILE, "),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("hint: run `clan secrets key generate`"),
+        "{}",
+        run.stderr
+    );
     let run = clan.run(None, &["set", "t"], b"v");
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("no age key found"), "{}", run.stderr);
@@ -217,8 +312,17 @@ fn unknown_key_is_told_who_can_decrypt() {
     );
     assert!(run.stderr.contains("hint: ask alice"), "{}", run.stderr);
     let set = clan.run(Some(&stranger), &["set", "t"], b"v");
-    assert!(set.stderr.contains("belongs to a user in `sops/users`"), "{}", set.stderr);
-    assert!(set.stderr.contains("hint: add yourself with `clan secrets users add"), "{}", set.stderr);
+    assert!(
+        set.stderr.contains("belongs to a user in `sops/users`"),
+        "{}",
+        set.stderr
+    );
+    assert!(
+        set.stderr
+            .contains("hint: add yourself with `clan secrets users add"),
+        "{}",
+        set.stderr
+    );
     let _ = web_key;
 }
 
@@ -227,7 +331,8 @@ fn tampered_secret_is_named() {
     let (clan, alice, _) = clan_with_alice();
     clan.ok(Some(&alice), &["set", "s"], b"value");
     let path = clan.root().join("sops/secrets/s/secret");
-    let mut json: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     let data = json["data"].as_str().unwrap().to_owned();
     let at = data.find("data:").unwrap() + 5;
     let mut bytes = data.into_bytes();
@@ -236,17 +341,42 @@ fn tampered_secret_is_named() {
     std::fs::write(&path, json.to_string()).unwrap();
     let run = clan.run(Some(&alice), &["get", "s"], b"");
     assert_eq!(run.code, 2);
-    assert!(run.stderr.contains("error: failed to decrypt `sops/secrets/s/secret`"), "{}", run.stderr);
-    assert!(run.stderr.contains("Caused by: authentication of `data` failed"), "{}", run.stderr);
-    assert!(run.stderr.contains("hint: restore `sops/secrets/s/secret` from git"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("error: failed to decrypt `sops/secrets/s/secret`"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("Caused by: authentication of `data` failed"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("hint: restore `sops/secrets/s/secret` from git"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(run.stdout, "", "no partial plaintext");
 
     let audit = clan.run(Some(&alice), &["audit"], b"");
-    assert_eq!(audit.code, 0, "the recipients still match: {}", audit.stdout);
+    assert_eq!(
+        audit.code, 0,
+        "the recipients still match: {}",
+        audit.stdout
+    );
     std::fs::write(&path, "{}").unwrap();
     let audit = clan.run(Some(&alice), &["audit"], b"");
     assert_eq!(audit.code, 1);
-    assert!(audit.stdout.contains("problem: sops/secrets/s/secret: failed to parse"), "{}", audit.stdout);
+    assert!(
+        audit
+            .stdout
+            .contains("problem: sops/secrets/s/secret: failed to parse"),
+        "{}",
+        audit.stdout
+    );
 }
 
 #[test]
@@ -255,7 +385,12 @@ fn names_breaking_the_rules_are_refused() {
     for args in [
         vec!["users", "add", "Alice", public.as_str()],
         vec!["users", "add", "9lives", public.as_str()],
-        vec!["users", "add", "a-very-long-user-name-that-is-over-32", public.as_str()],
+        vec![
+            "users",
+            "add",
+            "a-very-long-user-name-that-is-over-32",
+            public.as_str(),
+        ],
         vec!["machines", "add", "web_01", public.as_str()],
         vec!["set", "a/b"],
         vec!["set", ".."],
@@ -266,7 +401,10 @@ fn names_breaking_the_rules_are_refused() {
         assert_eq!(run.code, 2, "{args:?}");
         assert!(run.stderr.contains("name `"), "{args:?}: {}", run.stderr);
     }
-    assert!(!clan.root().join("sops/secrets").exists(), "nothing was written");
+    assert!(
+        !clan.root().join("sops/secrets").exists(),
+        "nothing was written"
+    );
 }
 
 #[test]
@@ -275,14 +413,28 @@ fn secrets_and_private_keys_never_come_from_arguments() {
     let run = clan.run(Some(&alice), &["set", "s", "the-value"], b"");
     assert_eq!(run.code, 2, "a value argument is a usage error");
     let private = std::fs::read_to_string(&alice).unwrap();
-    let private = private.lines().find(|l| l.starts_with("AGE-SECRET-KEY-")).unwrap();
+    let private = private
+        .lines()
+        .find(|l| l.starts_with("AGE-SECRET-KEY-"))
+        .unwrap();
     let run = clan.run(Some(&alice), &["users", "add", "bob", private], b"");
     assert_eq!(run.code, 2);
-    assert!(run.stderr.contains("refusing a private key on the command line"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("refusing a private key on the command line"),
+        "{}",
+        run.stderr
+    );
     // A key file path is fine: the public key is derived from it.
     let (bob_key, bob_public) = clan.keygen("bob");
-    clan.ok(Some(&alice), &["users", "add", "bob", bob_key.to_str().unwrap()], b"");
-    assert!(clan.ok(Some(&alice), &["users", "get", "bob"], b"").contains(&bob_public));
+    clan.ok(
+        Some(&alice),
+        &["users", "add", "bob", bob_key.to_str().unwrap()],
+        b"",
+    );
+    assert!(clan
+        .ok(Some(&alice), &["users", "get", "bob"], b"")
+        .contains(&bob_public));
 }
 
 #[test]
@@ -292,34 +444,60 @@ fn key_generate_and_show() {
     let run = clan.run(None, &["key", "show"], b"");
     assert_eq!(run.code, 2);
     clan.ok(None, &["key", "generate"], b"");
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key_file).unwrap().permissions());
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&key_file).unwrap().permissions(),
+    );
     assert_eq!(mode & 0o777, 0o600);
-    let shown: serde_json::Value = serde_json::from_str(&clan.ok(None, &["key", "show"], b"")).unwrap();
+    let shown: serde_json::Value =
+        serde_json::from_str(&clan.ok(None, &["key", "show"], b"")).unwrap();
     let public = shown[0]["publickey"].as_str().unwrap().to_owned();
     // The same key works with the age CLI.
-    let out = Command::new("age-keygen").arg("-y").arg(&key_file).output().unwrap();
+    let out = Command::new("age-keygen")
+        .arg("-y")
+        .arg(&key_file)
+        .output()
+        .unwrap();
     assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), public);
     // Generating again without --new keeps the one key.
     clan.ok(None, &["key", "generate"], b"");
-    assert_eq!(std::fs::read_to_string(&key_file).unwrap().matches("AGE-SECRET-KEY-").count(), 1);
+    assert_eq!(
+        std::fs::read_to_string(&key_file)
+            .unwrap()
+            .matches("AGE-SECRET-KEY-")
+            .count(),
+        1
+    );
     clan.ok(None, &["key", "generate", "--new"], b"");
-    assert_eq!(std::fs::read_to_string(&key_file).unwrap().matches("AGE-SECRET-KEY-").count(), 2);
+    assert_eq!(
+        std::fs::read_to_string(&key_file)
+            .unwrap()
+            .matches("AGE-SECRET-KEY-")
+            .count(),
+        2
+    );
 }
 
 /// clan-core's fixture (its links restored) read by the CLI with the fixture's key.
 #[test]
 fn reads_clan_core_fixture() {
     let clan = Clan::new();
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/clan-core-sops");
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/clan-core-sops");
     copy_restoring_links(&fixture.join("sops"), &clan.root().join("sops"));
     let key = fixture.join("key.age");
-    assert_eq!(clan.ok(Some(&key), &["list"], b""), "group-secret\nsecret\n");
+    assert_eq!(
+        clan.ok(Some(&key), &["list"], b""),
+        "group-secret\nsecret\n"
+    );
     assert_eq!(clan.ok(Some(&key), &["users", "list"], b""), "admin\n");
     for name in ["secret", "group-secret"] {
         assert_eq!(clan.ok(Some(&key), &["get", name], b"").len(), 3);
     }
     let audit = clan.ok(Some(&key), &["audit"], b"");
-    assert!(audit.contains("sops/secrets/group-secret\n  machine machine via group group\n"), "{audit}");
+    assert!(
+        audit.contains("sops/secrets/group-secret\n  machine machine via group group\n"),
+        "{audit}"
+    );
     // key update on an up-to-date clan changes nothing.
     clan.ok(Some(&key), &["key", "update"], b"");
     assert_eq!(

@@ -9,8 +9,8 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clan_secrets::{
-    Admin, Changes, GroupName, Identities, KeySources, MachineName, Member, Recipient, RekeyReport, SecretName,
-    SopsDir, UserName,
+    Admin, Changes, GroupName, Identities, KeySources, MachineName, Member, Recipient, RekeyReport,
+    SecretName, SopsDir, UserName,
 };
 use clap::{Parser, Subcommand};
 
@@ -57,7 +57,10 @@ enum SecretsCommand {
     /// Remove a secret.
     Remove { secret: SecretName },
     /// Rename a secret.
-    Rename { secret: SecretName, new_name: SecretName },
+    Rename {
+        secret: SecretName,
+        new_name: SecretName,
+    },
     /// For every secret: who can decrypt it, and where its recipients drift from its links.
     Audit {
         /// Print JSON instead of text.
@@ -103,9 +106,13 @@ enum UsersCommand {
         force: bool,
     },
     /// Print a user's keys as JSON.
-    Get { user: UserName },
+    Get {
+        user: UserName,
+    },
     /// Remove a user from every group and secret.
-    Remove { user: UserName },
+    Remove {
+        user: UserName,
+    },
     /// Add keys to a user.
     AddKey {
         user: UserName,
@@ -119,9 +126,15 @@ enum UsersCommand {
         keys: KeyArgs,
     },
     /// Allow a user to decrypt a secret.
-    AddSecret { user: UserName, secret: SecretName },
+    AddSecret {
+        user: UserName,
+        secret: SecretName,
+    },
     /// Stop a user from decrypting a secret.
-    RemoveSecret { user: UserName, secret: SecretName },
+    RemoveSecret {
+        user: UserName,
+        secret: SecretName,
+    },
 }
 
 #[derive(Subcommand)]
@@ -136,26 +149,54 @@ enum MachinesCommand {
         force: bool,
     },
     /// Print a machine's public key.
-    Get { machine: MachineName },
+    Get {
+        machine: MachineName,
+    },
     /// Remove a machine from every group and secret.
-    Remove { machine: MachineName },
+    Remove {
+        machine: MachineName,
+    },
     /// Allow a machine to decrypt a secret.
-    AddSecret { machine: MachineName, secret: SecretName },
+    AddSecret {
+        machine: MachineName,
+        secret: SecretName,
+    },
     /// Stop a machine from decrypting a secret.
-    RemoveSecret { machine: MachineName, secret: SecretName },
+    RemoveSecret {
+        machine: MachineName,
+        secret: SecretName,
+    },
 }
 
 #[derive(Subcommand)]
 enum GroupsCommand {
     List,
-    AddMachine { group: GroupName, machine: MachineName },
-    RemoveMachine { group: GroupName, machine: MachineName },
-    AddUser { group: GroupName, user: UserName },
-    RemoveUser { group: GroupName, user: UserName },
+    AddMachine {
+        group: GroupName,
+        machine: MachineName,
+    },
+    RemoveMachine {
+        group: GroupName,
+        machine: MachineName,
+    },
+    AddUser {
+        group: GroupName,
+        user: UserName,
+    },
+    RemoveUser {
+        group: GroupName,
+        user: UserName,
+    },
     /// Allow a group to decrypt a secret.
-    AddSecret { group: GroupName, secret: SecretName },
+    AddSecret {
+        group: GroupName,
+        secret: SecretName,
+    },
     /// Stop a group from decrypting a secret.
-    RemoveSecret { group: GroupName, secret: SecretName },
+    RemoveSecret {
+        group: GroupName,
+        secret: SecretName,
+    },
 }
 
 pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
@@ -163,9 +204,16 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
     match args.command {
         SecretsCommand::Key(command) => run_key(command, context, &sources),
         SecretsCommand::Users(command) => run_users(command, &Session::open(context, sources)?),
-        SecretsCommand::Machines(command) => run_machines(command, &Session::open(context, sources)?),
+        SecretsCommand::Machines(command) => {
+            run_machines(command, &Session::open(context, sources)?)
+        }
         SecretsCommand::Groups(command) => run_groups(command, &Session::open(context, sources)?),
-        SecretsCommand::Set { secret, users, machines, groups } => {
+        SecretsCommand::Set {
+            secret,
+            users,
+            machines,
+            groups,
+        } => {
             let session = Session::open(context, sources)?;
             let admin = session.admin()?;
             let value = read_value(&secret)?;
@@ -175,7 +223,9 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
                 .chain(machines.into_iter().map(Member::Machine))
                 .chain(groups.into_iter().map(Member::Group))
                 .collect();
-            let changes = session.store.set_secret(&secret, &value, &members, &admin)?;
+            let changes = session
+                .store
+                .set_secret(&secret, &value, &members, &admin)?;
             session.finish(changes, None)
         }
         SecretsCommand::Get { secret } => {
@@ -189,7 +239,12 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
         SecretsCommand::List { pattern } => {
             let session = Session::open(context, sources)?;
             let names = session.store.secrets()?;
-            print_lines(names.iter().map(|n| n.as_str()).filter(|n| pattern.as_deref().is_none_or(|p| n.contains(p))))
+            print_lines(
+                names
+                    .iter()
+                    .map(|n| n.as_str())
+                    .filter(|n| pattern.as_deref().is_none_or(|p| n.contains(p))),
+            )
         }
         SecretsCommand::Remove { secret } => {
             let session = Session::open(context, sources)?;
@@ -213,19 +268,27 @@ struct Session {
 
 impl Session {
     fn open(context: &Context, sources: KeySources) -> anyhow::Result<Self> {
-        Ok(Session { store: SopsDir::new(super::clan_dir(context)?), sources })
+        Ok(Session {
+            store: SopsDir::new(super::clan_dir(context)?),
+            sources,
+        })
     }
 
     fn identities(&self) -> anyhow::Result<Identities> {
         let identities = Identities::discover(&self.sources)?;
         if identities.public_keys().is_empty() {
-            return Err(clan_secrets::Error::NoAdminKey { searched: self.sources.describe() }.into());
+            return Err(clan_secrets::Error::NoAdminKey {
+                searched: self.sources.describe(),
+            }
+            .into());
         }
         Ok(identities)
     }
 
     fn admin(&self) -> anyhow::Result<Admin> {
-        Ok(self.store.admin(self.identities()?, &self.sources.describe())?)
+        Ok(self
+            .store
+            .admin(self.identities()?, &self.sources.describe())?)
     }
 
     /// Commits `changes`, reports secrets that could not be re-keyed, picks the exit code.
@@ -235,16 +298,28 @@ impl Session {
         }
         let failed = report.map(|r| r.failed).unwrap_or_default();
         for (path, error) in &failed {
-            eprintln!("error: could not re-key `{}`: {}", path.display(), error_chain(error));
+            eprintln!(
+                "error: could not re-key `{}`: {}",
+                path.display(),
+                error_chain(error)
+            );
             if let Some(hint) = error.hint() {
                 eprintln!("hint: {hint}");
             }
         }
         if std::env::var_os("CLAN_NO_COMMIT").is_none_or(|v| v != "1") {
-            clan_secrets::git::commit_paths(self.store.clan_dir(), &changes.paths, &changes.message)
-                .context("committing the change")?;
+            clan_secrets::git::commit_paths(
+                self.store.clan_dir(),
+                &changes.paths,
+                &changes.message,
+            )
+            .context("committing the change")?;
         }
-        Ok(if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILED) })
+        Ok(if failed.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(EXIT_FAILED)
+        })
     }
 
     fn finish_rekey(&self, (changes, report): (Changes, RekeyReport)) -> anyhow::Result<ExitCode> {
@@ -263,7 +338,11 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-fn run_key(command: KeyCommand, context: &Context, sources: &KeySources) -> anyhow::Result<ExitCode> {
+fn run_key(
+    command: KeyCommand,
+    context: &Context,
+    sources: &KeySources,
+) -> anyhow::Result<ExitCode> {
     match command {
         KeyCommand::Generate { new } => {
             let identities = Identities::discover(sources)?;
@@ -274,9 +353,12 @@ fn run_key(command: KeyCommand, context: &Context, sources: &KeySources) -> anyh
                 eprintln!("pass --new to generate another one");
                 return Ok(ExitCode::SUCCESS);
             }
-            let path = sources
-                .key_file_for_writing()
-                .ok_or_else(|| hinted("cannot tell where to write the key", "set SOPS_AGE_KEY_FILE or HOME"))?;
+            let path = sources.key_file_for_writing().ok_or_else(|| {
+                hinted(
+                    "cannot tell where to write the key",
+                    "set SOPS_AGE_KEY_FILE or HOME",
+                )
+            })?;
             let recipient = clan_secrets::append_generated_identity(path)?;
             eprintln!("Generated new age key {recipient} in {}", path.display());
             eprintln!("Back it up somewhere safe: without it you lose access to your secrets.");
@@ -286,7 +368,10 @@ fn run_key(command: KeyCommand, context: &Context, sources: &KeySources) -> anyh
         KeyCommand::Show => {
             let identities = Identities::discover(sources)?;
             if identities.public_keys().is_empty() {
-                return Err(clan_secrets::Error::NoAdminKey { searched: sources.describe() }.into());
+                return Err(clan_secrets::Error::NoAdminKey {
+                    searched: sources.describe(),
+                }
+                .into());
             }
             let keys: Vec<serde_json::Value> = identities
                 .public_keys()
@@ -307,7 +392,10 @@ fn run_key(command: KeyCommand, context: &Context, sources: &KeySources) -> anyh
             let session = Session::open(context, KeySources::from_env())?;
             let identities = session.identities()?;
             let report = session.store.update_keys(&identities)?;
-            let changes = Changes { paths: report.changed.clone(), message: "secrets: update with new keys".into() };
+            let changes = Changes {
+                paths: report.changed.clone(),
+                message: "secrets: update with new keys".into(),
+            };
             session.finish(changes, Some(report))
         }
     }
@@ -329,17 +417,29 @@ fn parse_keys(args: KeyArgs) -> anyhow::Result<Vec<Recipient>> {
         let path = Path::new(&arg);
         if path.is_file() {
             let text = zeroize::Zeroizing::new(
-                std::fs::read_to_string(path).with_context(|| format!("reading keys from {}", path.display()))?,
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("reading keys from {}", path.display()))?,
             );
-            let identities =
-                Identities::parse(&text, &arg).map_err(|reason| anyhow::anyhow!("reading keys from {arg}: {reason}"))?;
-            keys.extend(identities.public_keys().iter().map(|key| key.recipient.clone()));
+            let identities = Identities::parse(&text, &arg)
+                .map_err(|reason| anyhow::anyhow!("reading keys from {arg}: {reason}"))?;
+            keys.extend(
+                identities
+                    .public_keys()
+                    .iter()
+                    .map(|key| key.recipient.clone()),
+            );
             continue;
         }
-        return Err(hinted(format!("`{arg}` is neither an age public key nor a key file"), "pass an `age1…` public key"));
+        return Err(hinted(
+            format!("`{arg}` is neither an age public key nor a key file"),
+            "pass an `age1…` public key",
+        ));
     }
     if keys.is_empty() {
-        return Err(hinted("no key given", "pass an `age1…` public key, or `--age-key age1…`"));
+        return Err(hinted(
+            "no key given",
+            "pass an `age1…` public key, or `--age-key age1…`",
+        ));
     }
     Ok(keys)
 }
@@ -381,11 +481,19 @@ fn run_users(command: UsersCommand, session: &Session) -> anyhow::Result<ExitCod
             session.finish_rekey(store.remove_user_keys(&user, &keys, &session.identities()?)?)
         }
         UsersCommand::AddSecret { user, secret } => {
-            let changes = store.allow(&SopsDir::secret_dir(&secret), &Member::User(user), &session.identities()?)?;
+            let changes = store.allow(
+                &SopsDir::secret_dir(&secret),
+                &Member::User(user),
+                &session.identities()?,
+            )?;
             session.finish(changes, None)
         }
         UsersCommand::RemoveSecret { user, secret } => {
-            let changes = store.disallow(&SopsDir::secret_dir(&secret), &Member::User(user), &session.identities()?)?;
+            let changes = store.disallow(
+                &SopsDir::secret_dir(&secret),
+                &Member::User(user),
+                &session.identities()?,
+            )?;
             session.finish(changes, None)
         }
     }
@@ -395,27 +503,46 @@ fn run_machines(command: MachinesCommand, session: &Session) -> anyhow::Result<E
     let store = &session.store;
     match command {
         MachinesCommand::List => print_lines(store.machines()?.iter().map(MachineName::as_str)),
-        MachinesCommand::Add { machine, key, force } => {
-            let keys = parse_keys(KeyArgs { key: Some(key), age_keys: Vec::new() })?;
+        MachinesCommand::Add {
+            machine,
+            key,
+            force,
+        } => {
+            let keys = parse_keys(KeyArgs {
+                key: Some(key),
+                age_keys: Vec::new(),
+            })?;
             let [key] = keys.as_slice() else {
-                return Err(hinted("a machine has exactly one key", "pass one `age1…` public key"));
+                return Err(hinted(
+                    "a machine has exactly one key",
+                    "pass one `age1…` public key",
+                ));
             };
             let identities = Identities::discover(&session.sources)?;
             session.finish_rekey(store.add_machine(&machine, key, force, &identities)?)
         }
-        MachinesCommand::Get { machine } => {
-            print_lines(store.keys_of(clan_secrets::MemberKind::Machine, machine.as_str())?.iter().map(Recipient::as_str))
-        }
-        MachinesCommand::Remove { machine } => {
-            session.finish_rekey(store.remove_member(&Member::Machine(machine), &session.identities()?)?)
-        }
+        MachinesCommand::Get { machine } => print_lines(
+            store
+                .keys_of(clan_secrets::MemberKind::Machine, machine.as_str())?
+                .iter()
+                .map(Recipient::as_str),
+        ),
+        MachinesCommand::Remove { machine } => session
+            .finish_rekey(store.remove_member(&Member::Machine(machine), &session.identities()?)?),
         MachinesCommand::AddSecret { machine, secret } => {
-            let changes = store.allow(&SopsDir::secret_dir(&secret), &Member::Machine(machine), &session.identities()?)?;
+            let changes = store.allow(
+                &SopsDir::secret_dir(&secret),
+                &Member::Machine(machine),
+                &session.identities()?,
+            )?;
             session.finish(changes, None)
         }
         MachinesCommand::RemoveSecret { machine, secret } => {
-            let changes =
-                store.disallow(&SopsDir::secret_dir(&secret), &Member::Machine(machine), &session.identities()?)?;
+            let changes = store.disallow(
+                &SopsDir::secret_dir(&secret),
+                &Member::Machine(machine),
+                &session.identities()?,
+            )?;
             session.finish(changes, None)
         }
     }
@@ -425,8 +552,11 @@ fn run_groups(command: GroupsCommand, session: &Session) -> anyhow::Result<ExitC
     let store = &session.store;
     let membership = |group: GroupName, member: Member, add: bool| -> anyhow::Result<ExitCode> {
         let identities = session.identities()?;
-        let result =
-            if add { store.group_add(&group, &member, &identities)? } else { store.group_remove(&group, &member, &identities)? };
+        let result = if add {
+            store.group_add(&group, &member, &identities)?
+        } else {
+            store.group_remove(&group, &member, &identities)?
+        };
         session.finish_rekey(result)
     };
     match command {
@@ -447,16 +577,28 @@ fn run_groups(command: GroupsCommand, session: &Session) -> anyhow::Result<ExitC
             std::io::stdout().lock().write_all(out.as_bytes())?;
             Ok(ExitCode::SUCCESS)
         }
-        GroupsCommand::AddMachine { group, machine } => membership(group, Member::Machine(machine), true),
-        GroupsCommand::RemoveMachine { group, machine } => membership(group, Member::Machine(machine), false),
+        GroupsCommand::AddMachine { group, machine } => {
+            membership(group, Member::Machine(machine), true)
+        }
+        GroupsCommand::RemoveMachine { group, machine } => {
+            membership(group, Member::Machine(machine), false)
+        }
         GroupsCommand::AddUser { group, user } => membership(group, Member::User(user), true),
         GroupsCommand::RemoveUser { group, user } => membership(group, Member::User(user), false),
         GroupsCommand::AddSecret { group, secret } => {
-            let changes = store.allow(&SopsDir::secret_dir(&secret), &Member::Group(group), &session.identities()?)?;
+            let changes = store.allow(
+                &SopsDir::secret_dir(&secret),
+                &Member::Group(group),
+                &session.identities()?,
+            )?;
             session.finish(changes, None)
         }
         GroupsCommand::RemoveSecret { group, secret } => {
-            let changes = store.disallow(&SopsDir::secret_dir(&secret), &Member::Group(group), &session.identities()?)?;
+            let changes = store.disallow(
+                &SopsDir::secret_dir(&secret),
+                &Member::Group(group),
+                &session.identities()?,
+            )?;
             session.finish(changes, None)
         }
     }
@@ -489,23 +631,39 @@ fn audit(session: &Session, json: bool) -> anyhow::Result<ExitCode> {
         for entry in &entries {
             out.push_str(&format!("{}\n", entry.secret.display()));
             for holder in &entry.holders {
-                let via = holder.via_group.as_ref().map(|g| format!(" via group {g}")).unwrap_or_default();
+                let via = holder
+                    .via_group
+                    .as_ref()
+                    .map(|g| format!(" via group {g}"))
+                    .unwrap_or_default();
                 out.push_str(&format!("  {} {}{via}\n", holder.kind.noun(), holder.name));
             }
             for (key, who) in &entry.missing {
-                out.push_str(&format!("  drift: not encrypted to {key} of {who} (run `clan secrets key update`)\n"));
+                out.push_str(&format!(
+                    "  drift: not encrypted to {key} of {who} (run `clan secrets key update`)\n"
+                ));
             }
             for (key, owner) in &entry.unexpected {
                 let owner = owner.as_deref().unwrap_or("unknown key");
-                out.push_str(&format!("  drift: encrypted to {key} ({owner}) but no link grants it\n"));
+                out.push_str(&format!(
+                    "  drift: encrypted to {key} ({owner}) but no link grants it\n"
+                ));
             }
             for problem in &entry.problems {
-                out.push_str(&format!("  problem: {}: {}\n", problem.path.display(), problem.message));
+                out.push_str(&format!(
+                    "  problem: {}: {}\n",
+                    problem.path.display(),
+                    problem.message
+                ));
             }
         }
     }
     std::io::stdout().lock().write_all(out.as_bytes())?;
-    Ok(if clean { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILED) })
+    Ok(if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILED)
+    })
 }
 
 fn print_lines<'a>(lines: impl Iterator<Item = &'a str>) -> anyhow::Result<ExitCode> {
@@ -523,11 +681,15 @@ fn read_value(secret: &SecretName) -> anyhow::Result<zeroize::Zeroizing<Vec<u8>>
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
         let value = zeroize::Zeroizing::new(
-            rpassword::prompt_password(format!("Value of secret {secret}: ")).context("reading the secret value")?,
+            rpassword::prompt_password(format!("Value of secret {secret}: "))
+                .context("reading the secret value")?,
         );
         return Ok(zeroize::Zeroizing::new(value.as_bytes().to_vec()));
     }
     let mut value = zeroize::Zeroizing::new(Vec::new());
-    stdin.lock().read_to_end(&mut value).context("reading the secret value from stdin")?;
+    stdin
+        .lock()
+        .read_to_end(&mut value)
+        .context("reading the secret value from stdin")?;
     Ok(value)
 }
