@@ -80,6 +80,8 @@ pub struct AdminKey {
 #[derive(Default)]
 pub struct Identities {
     x25519: Vec<age::x25519::Identity>,
+    /// The public key of each entry of `x25519`, same order.
+    x25519_public: Vec<String>,
     public: Vec<AdminKey>,
 }
 
@@ -124,9 +126,7 @@ impl Identities {
                     let identity = age::x25519::Identity::from_str(word).map_err(|_| {
                         format!("{source}, line {number}: malformed age secret key")
                     })?;
-                    let recipient = Recipient(identity.to_public().to_string());
-                    self.add_public(recipient, source);
-                    self.x25519.push(identity);
+                    self.add_identity(identity, source);
                     announced = None;
                 } else if word.starts_with("AGE-PLUGIN-") {
                     if announced.take().is_none() {
@@ -154,8 +154,13 @@ impl Identities {
 
     /// Adds an identity (used for machine keys decrypted from `sops/secrets/<m>-age.key`).
     pub fn push(&mut self, identity: age::x25519::Identity) {
+        self.add_identity(identity, "memory");
+    }
+
+    fn add_identity(&mut self, identity: age::x25519::Identity, source: &str) {
         let recipient = Recipient(identity.to_public().to_string());
-        self.add_public(recipient, "memory");
+        self.x25519_public.push(recipient.0.clone());
+        self.add_public(recipient, source);
         self.x25519.push(identity);
     }
 
@@ -217,10 +222,22 @@ impl Identities {
         self.x25519.len()
     }
 
-    pub(crate) fn age_identities(&self) -> impl Iterator<Item = &dyn age::Identity> {
-        self.x25519
+    /// All identities, the one whose public key is `recipient` first: age tries them in
+    /// order, one X25519 operation each.
+    pub(crate) fn age_identities_for<'a>(
+        &'a self,
+        recipient: &'a str,
+    ) -> impl Iterator<Item = &'a dyn age::Identity> {
+        let matching = self
+            .x25519_public
             .iter()
-            .map(|identity| identity as &dyn age::Identity)
+            .map(move |public| public == recipient);
+        let (first, rest): (Vec<_>, Vec<_>) =
+            self.x25519.iter().zip(matching).partition(|(_, m)| *m);
+        first
+            .into_iter()
+            .chain(rest)
+            .map(|(identity, _)| identity as &dyn age::Identity)
     }
 }
 

@@ -26,7 +26,7 @@ pub use keys::{
     append_generated_identity, generate_identity, AdminKey, Identities, KeySources, Recipient,
 };
 pub use names::{GroupName, MachineName, SecretName, UserName};
-pub use sops::{decrypt, encrypt, SopsError, SopsFile};
+pub use sops::{decrypt, decrypt_many, encrypt, SopsError, SopsFile};
 pub use store::{
     write_key_file, Admin, AuditEntry, Changes, Group, Holder, Member, MemberKind, Problem,
     RekeyReport, SopsDir,

@@ -681,6 +681,16 @@ impl SopsDir {
             .map_err(|source| self.decrypt_error(&path, &file, source))
     }
 
+    /// [`SopsDir::read_secret_at`] for many secret directories at once, on all cores; results
+    /// in input order.
+    pub fn read_secrets_at(
+        &self,
+        dirs: &[PathBuf],
+        identities: &Identities,
+    ) -> Vec<Result<Plaintext, Error>> {
+        crate::sops::parallel_map(dirs, |dir| self.read_secret_at(dir, identities))
+    }
+
     fn read_sops_file(&self, path: &Path) -> Result<SopsFile, Error> {
         let bytes = fs::read(self.abs(path)).map_err(|source| Error::Io {
             action: "read",

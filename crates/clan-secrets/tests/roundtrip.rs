@@ -47,3 +47,36 @@ proptest! {
         let _ = SopsFile::parse(&bytes);
     }
 }
+
+#[test]
+fn decrypt_many_keeps_order_and_reports_each_failure() {
+    let people = identities(2);
+    let files: Vec<Vec<u8>> = (0..37)
+        .map(|i| {
+            let recipient = &people[i % 2].1;
+            clan_secrets::encrypt(
+                format!("value {i}").as_bytes(),
+                std::slice::from_ref(recipient),
+            )
+            .unwrap()
+            .to_bytes()
+        })
+        .collect();
+    let results = clan_secrets::decrypt_many(&files, &people[0].0);
+    assert_eq!(results.len(), 37);
+    for (i, result) in results.iter().enumerate() {
+        match result {
+            Ok(plaintext) => {
+                assert_eq!(i % 2, 0);
+                assert_eq!(plaintext.expose(), format!("value {i}").as_bytes());
+            }
+            Err(error) => {
+                assert_eq!(i % 2, 1);
+                assert!(matches!(
+                    error,
+                    clan_secrets::SopsError::NotARecipient { .. }
+                ));
+            }
+        }
+    }
+}
