@@ -21,7 +21,9 @@ fn identities() -> &'static Identities {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(file) = SopsFile::parse(data) else { return };
+    let Ok(file) = SopsFile::parse(data) else {
+        return;
+    };
     let written = file.to_bytes();
     let reparsed = SopsFile::parse(&written).expect("what we write parses");
     assert_eq!(reparsed.to_bytes(), written, "writing is stable");

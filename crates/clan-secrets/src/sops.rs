@@ -699,6 +699,30 @@ mod tests {
     }
 
     #[test]
+    fn data_keys_open_with_crlf_armor_and_fail_cleanly_on_garbage() {
+        let identity = age::x25519::Identity::generate();
+        let recipient: Recipient = identity.to_public().to_string().parse().unwrap();
+        let mut identities = Identities::default();
+        identities.push(identity);
+        let file = encrypt(b"value", std::slice::from_ref(&recipient)).unwrap();
+        let crlf = String::from_utf8(file.to_bytes())
+            .unwrap()
+            .replace("\\n", "\\r\\n");
+        assert_eq!(
+            decrypt(crlf.as_bytes(), &identities).unwrap().expose(),
+            b"value"
+        );
+        let garbage = String::from_utf8(file.to_bytes()).unwrap().replace(
+            "-----BEGIN AGE ENCRYPTED FILE-----\\n",
+            "-----BEGIN AGE ENCRYPTED FILE-----\\n!!",
+        );
+        assert!(matches!(
+            decrypt(garbage.as_bytes(), &identities),
+            Err(SopsError::DataKey { .. })
+        ));
+    }
+
+    #[test]
     fn encrypted_value_rejects_garbage_without_panicking() {
         for text in [
             "",
