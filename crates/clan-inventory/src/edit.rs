@@ -328,6 +328,11 @@ impl Editor {
         Ok(())
     }
 
+    /// The edited clan.toml text.
+    pub fn to_toml(&self) -> String {
+        self.doc.to_string()
+    }
+
     /// Validates the edited inventory and writes clan.toml atomically; returns the new inventory.
     pub fn save(self) -> Result<LoadedInventory, Error> {
         let text = self.doc.to_string();

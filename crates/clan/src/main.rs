@@ -12,7 +12,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "clan", version, about = "Run your own machines as one fleet, from one git repository")]
+#[command(
+    name = "clan",
+    version,
+    about = "Run your own machines as one fleet, from one git repository"
+)]
 #[command(propagate_version = true)]
 struct Cli {
     /// The clan directory (default: the nearest ancestor of the working directory holding clan.toml).
@@ -25,6 +29,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Create a new clan: a directory with clan.toml, a git repository and a first commit.
+    Init(commands::init::Args),
+    /// The clan's name, domain, machines, instances and services.
+    Show(commands::inspect::ShowArgs),
+    /// Create, list, show and delete machines.
+    Machines(commands::machines::Args),
+    /// The services instances can use, and their roles and settings.
+    Services(commands::services::Args),
+    /// Service instances: create, delete, add or remove role members, set settings.
+    Instances(commands::instances::Args),
+    /// Query the evaluated clan with clan-core's select grammar; prints JSON.
+    Select(commands::inspect::SelectArgs),
+    /// Print JSON Schemas (`clan schema inventory` for clan.toml).
+    Schema(commands::inspect::SchemaArgs),
     /// Data Mesher: run the daemon, manage its keys and certificates, publish signed files.
     Mesher(commands::mesher::Args),
     /// Start, inspect and stop local test machines (containers reached over SSH).
@@ -35,8 +53,17 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let context = commands::Context { clan_dir: cli.flake };
+    let context = commands::Context {
+        clan_dir: cli.flake,
+    };
     let result = match cli.command {
+        Command::Init(args) => commands::init::run(args, &context),
+        Command::Show(args) => commands::inspect::show(args, &context),
+        Command::Machines(args) => commands::machines::run(args, &context),
+        Command::Services(args) => commands::services::run(args, &context),
+        Command::Instances(args) => commands::instances::run(args, &context),
+        Command::Select(args) => commands::inspect::select(args, &context),
+        Command::Schema(args) => commands::inspect::schema(args),
         Command::Mesher(args) => commands::mesher::run(args, &context),
         Command::Testbed(args) => commands::testbed::run(args, &context),
         Command::Secrets(args) => commands::secrets::run(args, &context),

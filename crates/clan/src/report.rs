@@ -26,7 +26,10 @@ impl std::error::Error for Hinted {}
 
 /// Builds an error whose rendering ends with `hint: …`.
 pub fn hinted(message: impl Into<String>, hint: impl Into<String>) -> anyhow::Error {
-    anyhow::Error::new(Hinted { message: message.into(), hint: hint.into() })
+    anyhow::Error::new(Hinted {
+        message: message.into(),
+        hint: hint.into(),
+    })
 }
 
 /// The first hint any error in the chain offers.
@@ -36,6 +39,12 @@ fn hint_for(error: &anyhow::Error) -> Option<String> {
             return Some(hinted.hint.clone());
         }
         if let Some(error) = cause.downcast_ref::<clan_secrets::Error>() {
+            return error.hint();
+        }
+        if let Some(error) = cause.downcast_ref::<clan_inventory::Error>() {
+            return error.hint();
+        }
+        if let Some(error) = cause.downcast_ref::<clan_eval::Error>() {
             return error.hint();
         }
         None

@@ -3,8 +3,14 @@
 
 use std::path::PathBuf;
 
+pub mod init;
+pub mod inspect;
+pub mod instances;
+pub mod machines;
 pub mod mesher;
+mod output;
 pub mod secrets;
+pub mod services;
 pub mod testbed;
 
 /// What every subcommand gets from the global flags.

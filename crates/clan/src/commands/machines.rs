@@ -1,0 +1,219 @@
+//! `clan machines create|list|show|delete`.
+
+use std::process::ExitCode;
+
+use clan_inventory::{Editor, MachineClass, MachineName, TagName};
+
+use super::output::{commit, print_json, print_table};
+use super::{clan_dir, Context};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Add a machine to clan.toml.
+    Create {
+        name: MachineName,
+        /// Tags selecting the machine into service roles (comma-separated or repeated).
+        #[arg(long, value_delimiter = ',')]
+        tags: Vec<TagName>,
+        /// How the machine is deployed.
+        #[arg(long, value_enum, default_value = "linux")]
+        class: ClassArg,
+        /// `[user@]host[:port]` to deploy to.
+        #[arg(long)]
+        target_host: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// List machines, optionally only those with all the given tags.
+    List {
+        #[arg(long, value_delimiter = ',')]
+        tags: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a machine's fully evaluated configuration.
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a machine and its role memberships from clan.toml.
+    Delete { name: MachineName },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ClassArg {
+    Linux,
+    Nixos,
+    Darwin,
+}
+
+impl From<ClassArg> for MachineClass {
+    fn from(class: ClassArg) -> Self {
+        match class {
+            ClassArg::Linux => MachineClass::Linux,
+            ClassArg::Nixos => MachineClass::Nixos,
+            ClassArg::Darwin => MachineClass::Darwin,
+        }
+    }
+}
+
+pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
+    let dir = clan_dir(context)?;
+    match args.command {
+        Command::Create {
+            name,
+            tags,
+            class,
+            target_host,
+            description,
+        } => {
+            let mut editor = Editor::open(&dir)?;
+            editor.add_machine(
+                &name,
+                &tags,
+                class.into(),
+                target_host.as_deref(),
+                description.as_deref(),
+            )?;
+            editor.save()?;
+            commit(
+                &dir,
+                &[clan_inventory::CLAN_TOML],
+                &format!("machines: create {name}"),
+            )?;
+            eprintln!("created machine `{name}`");
+        }
+        Command::List { tags, json } => {
+            let fleet = clan_eval::Fleet::open(&dir)?;
+            let machines: Vec<_> = fleet
+                .summary
+                .machines
+                .values()
+                .filter(|machine| {
+                    tags.iter().all(|tag| {
+                        tag == "all" || *tag == machine.class || machine.tags.contains(tag)
+                    })
+                })
+                .collect();
+            if json {
+                print_json(&machines)?;
+            } else {
+                let mut rows = vec![vec![
+                    "NAME".into(),
+                    "CLASS".into(),
+                    "TAGS".into(),
+                    "TARGET".into(),
+                    "SERVICES".into(),
+                ]];
+                for machine in machines {
+                    let mut services: Vec<String> = machine
+                        .roles
+                        .iter()
+                        .map(|m| format!("{}/{}", m.instance, m.role))
+                        .collect();
+                    services.dedup();
+                    rows.push(vec![
+                        machine.name.clone(),
+                        machine.class.clone(),
+                        machine.tags.join(","),
+                        machine.target_host.clone().unwrap_or_else(|| "-".into()),
+                        services.join(","),
+                    ]);
+                }
+                print_table(&rows)?;
+            }
+        }
+        Command::Show { name, json } => {
+            let machine = clan_eval::Fleet::open(&dir)?.machine(&name)?;
+            if json {
+                print_json(&machine)?;
+            } else {
+                print_machine(&machine)?;
+            }
+        }
+        Command::Delete { name } => {
+            let mut editor = Editor::open(&dir)?;
+            editor.remove_machine(&name)?;
+            editor.save()?;
+            commit(
+                &dir,
+                &[clan_inventory::CLAN_TOML],
+                &format!("machines: delete {name}"),
+            )?;
+            eprintln!("deleted machine `{name}`");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_machine(machine: &clan_eval::EvaluatedMachine) -> anyhow::Result<()> {
+    let summary = &machine.summary;
+    let config = &machine.config;
+    println!("machine  {}", summary.name);
+    println!("class    {}", summary.class);
+    println!(
+        "tags     {}",
+        if summary.tags.is_empty() {
+            "-".to_owned()
+        } else {
+            summary.tags.join(", ")
+        }
+    );
+    println!("target   {}", summary.target_host.as_deref().unwrap_or("-"));
+    for membership in &summary.roles {
+        println!(
+            "role     {} of instance {} ({})",
+            membership.role, membership.instance, membership.service
+        );
+    }
+    let section = |title: &str, items: Vec<String>| {
+        if !items.is_empty() {
+            println!("{title}:");
+            for item in items {
+                println!("  {item}");
+            }
+        }
+    };
+    section(
+        "files",
+        config
+            .files
+            .iter()
+            .map(|(path, file)| format!("{path} ({} {}:{})", file.mode, file.owner, file.group))
+            .collect(),
+    );
+    section("units", config.units.keys().cloned().collect());
+    section("users", config.users.keys().cloned().collect());
+    section("groups", config.groups.keys().cloned().collect());
+    section(
+        "packages",
+        config
+            .packages
+            .iter()
+            .map(|(family, names)| {
+                format!(
+                    "{family}: {}",
+                    names.iter().cloned().collect::<Vec<_>>().join(" ")
+                )
+            })
+            .collect(),
+    );
+    section("generators", config.generators.keys().cloned().collect());
+    section("state", config.state.keys().cloned().collect());
+    let ports: Vec<String> = config
+        .firewall
+        .tcp
+        .iter()
+        .map(|port| format!("{port}/tcp"))
+        .chain(config.firewall.udp.iter().map(|port| format!("{port}/udp")))
+        .collect();
+    section("firewall", ports);
+    Ok(())
+}

@@ -1,0 +1,131 @@
+//! `clan services list|show`: the built-in and clan-local services and their roles' settings.
+
+use std::process::ExitCode;
+
+use serde_json::{json, Value};
+
+use super::output::{print_json, print_table};
+use super::{clan_dir, Context};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// One line per service.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// A service's roles and each role's settings with types, defaults and descriptions.
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// A service as listings show it (also the `services` root of `clan select`).
+pub fn describe(service: &clan_service::Service) -> Value {
+    json!({
+        "manifest": service.manifest,
+        "origin": service.origin,
+        "roles": service.roles,
+    })
+}
+
+pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
+    let dir = clan_dir(context)?;
+    let services = clan_eval::load_services(&dir)?;
+    match args.command {
+        Command::List { json } => {
+            if json {
+                let all: serde_json::Map<String, Value> = services
+                    .iter()
+                    .map(|(name, service)| (name.clone(), describe(service)))
+                    .collect();
+                print_json(&all)?;
+            } else {
+                let mut rows = vec![vec![
+                    "NAME".into(),
+                    "ROLES".into(),
+                    "ORIGIN".into(),
+                    "DESCRIPTION".into(),
+                ]];
+                for (name, service) in &services {
+                    let roles: Vec<&str> = service.roles.keys().map(|role| role.as_str()).collect();
+                    rows.push(vec![
+                        name.clone(),
+                        roles.join(","),
+                        service.origin.clone(),
+                        service.manifest.description.clone(),
+                    ]);
+                }
+                print_table(&rows)?;
+            }
+        }
+        Command::Show { name, json } => {
+            let service = services.get(&name).ok_or_else(|| {
+                crate::report::hinted(
+                    format!("unknown service `{name}`"),
+                    clan_inventory::did_you_mean(&name, services.keys().map(String::as_str))
+                        .unwrap_or_else(|| "`clan services list` shows the services".to_owned()),
+                )
+            })?;
+            if json {
+                print_json(&describe(service))?;
+            } else {
+                print_service(service);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_service(service: &clan_service::Service) {
+    let manifest = &service.manifest;
+    println!("{} — {}", manifest.name, manifest.description);
+    println!("origin: {}", service.origin);
+    if !manifest.categories.is_empty() {
+        println!("categories: {}", manifest.categories.join(", "));
+    }
+    if !manifest.exports.is_empty() {
+        println!("exports: {}", manifest.exports.join(", "));
+    }
+    for (role, definition) in &service.roles {
+        println!("\nrole {role}: {}", definition.description);
+        let properties = definition
+            .interface
+            .get("properties")
+            .and_then(Value::as_object);
+        let required: Vec<&str> = definition
+            .interface
+            .get("required")
+            .and_then(Value::as_array)
+            .map(|names| names.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        match properties {
+            Some(properties) if !properties.is_empty() => {
+                for (key, property) in properties {
+                    let kind = property
+                        .get("type")
+                        .map_or_else(|| "any".to_owned(), |t| t.to_string().replace('"', ""));
+                    let default = match property.get("default") {
+                        Some(default) => format!(" = {default}"),
+                        None if required.contains(&key.as_str()) => " (required)".to_owned(),
+                        None => String::new(),
+                    };
+                    let description = property
+                        .get("description")
+                        .and_then(Value::as_str)
+                        .unwrap_or("");
+                    println!("  {key}: {kind}{default}\n      {description}");
+                }
+            }
+            _ => println!("  (no settings)"),
+        }
+    }
+}
