@@ -29,6 +29,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the main job on a throwaway demo clan: several machines and services, evaluated.
+    Demo(commands::demo::Args),
     /// Create a new clan: a directory with clan.toml, a git repository and a first commit.
     Init(commands::init::Args),
     /// The clan's name, domain, machines, instances and services.
@@ -57,6 +59,7 @@ fn main() -> ExitCode {
         clan_dir: cli.flake,
     };
     let result = match cli.command {
+        Command::Demo(args) => commands::demo::run(args, &context),
         Command::Init(args) => commands::init::run(args, &context),
         Command::Show(args) => commands::inspect::show(args, &context),
         Command::Machines(args) => commands::machines::run(args, &context),

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+pub mod demo;
 pub mod init;
 pub mod inspect;
 pub mod instances;
