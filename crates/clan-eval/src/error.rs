@@ -18,7 +18,6 @@ pub enum Error {
     #[error("machine `{machine}`: {conflict}")]
     Conflict {
         machine: String,
-        #[source]
         conflict: clan_config::Conflict,
     },
     #[error("cannot read `{}`", path.display())]

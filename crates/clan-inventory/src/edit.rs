@@ -212,7 +212,7 @@ impl Editor {
             RoleTarget::Machine(machine) => {
                 let machines = dotted_table(role_table, "machines");
                 if !machines.contains_key(machine.as_str()) {
-                    machines.insert(machine.as_str(), Item::Table(dotted(Table::new())));
+                    machines.insert(machine.as_str(), empty_inline_table());
                 }
             }
             RoleTarget::Tag(tag) => match role_table.get_mut("tags") {
@@ -224,7 +224,7 @@ impl Editor {
                 Some(item) if item.is_table_like() => {
                     let tags = item.as_table_like_mut().expect("checked table-like");
                     if !tags.contains_key(tag.as_str()) {
-                        tags.insert(tag.as_str(), Item::Table(dotted(Table::new())));
+                        tags.insert(tag.as_str(), empty_inline_table());
                     }
                 }
                 _ => role_table["tags"] = toml_edit::value(Array::from_iter([tag.as_str()])),
@@ -311,7 +311,7 @@ impl Editor {
                         .collect();
                     let mut table = dotted(Table::new());
                     for name in names {
-                        table.insert(&name, Item::Table(dotted(Table::new())));
+                        table.insert(&name, empty_inline_table());
                     }
                     role_table.insert("tags", Item::Table(table));
                 }
@@ -385,6 +385,11 @@ impl Editor {
         let instance = dotted_table(instances, instance.as_str());
         dotted_table(dotted_table(instance, "roles"), role.as_str())
     }
+}
+
+/// `{}`: an empty dotted table would not be written at all.
+fn empty_inline_table() -> Item {
+    Item::Value(toml_edit::Value::InlineTable(toml_edit::InlineTable::new()))
 }
 
 fn dotted(mut table: Table) -> Table {

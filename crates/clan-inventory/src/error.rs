@@ -53,17 +53,25 @@ impl Error {
     }
 }
 
-/// "did you mean `x`?" for the candidate closest to `wrong`, when one is close enough.
+/// "did you mean `x`?" for the candidate closest to `wrong`, when one is close enough: within
+/// a few edits (transpositions count once) or very similar by Jaro-Winkler.
 pub fn did_you_mean<'a>(
     wrong: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<String> {
+    let max_edits = (wrong.chars().count() / 3).max(1);
     candidates
         .into_iter()
-        .map(|candidate| (strsim::jaro_winkler(wrong, candidate), candidate))
-        .filter(|(score, _)| *score > 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, candidate)| format!("did you mean `{candidate}`?"))
+        .map(|candidate| {
+            (
+                strsim::damerau_levenshtein(wrong, candidate),
+                strsim::jaro_winkler(wrong, candidate),
+                candidate,
+            )
+        })
+        .filter(|(edits, similarity, _)| *edits <= max_edits || *similarity > 0.8)
+        .min_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)))
+        .map(|(_, _, candidate)| format!("did you mean `{candidate}`?"))
 }
 
 /// serde reports unknown keys as "unknown field `x`, expected one of `a`, `b`"; turn the

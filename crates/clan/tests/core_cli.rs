@@ -1,0 +1,375 @@
+//! The core CLI end to end: a user's session from `clan init` to `clan select`, and the
+//! errors people see for bad input (exit code, message, hint), pinned by snapshots.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+struct Clan {
+    dir: tempfile::TempDir,
+    cache: tempfile::TempDir,
+}
+
+impl Clan {
+    fn new() -> Self {
+        let clan = Self {
+            dir: tempfile::tempdir().unwrap(),
+            cache: tempfile::tempdir().unwrap(),
+        };
+        let init = clan.run(&["init", "."]);
+        assert!(
+            init.status.success(),
+            "{}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+        clan
+    }
+
+    fn with_toml(toml: &str) -> Self {
+        let clan = Self::new();
+        clan.write("clan.toml", toml);
+        clan
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn write(&self, relative: &str, content: &str) {
+        let path = self.path().join(relative);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_clan"))
+            .args(args)
+            .current_dir(self.path())
+            .env("CLAN_CACHE_DIR", self.cache.path())
+            .env("NO_COLOR", "1")
+            .env_remove("CLAN_DIR")
+            .env_remove("CLAN_NO_COMMIT")
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let output = self.run(args);
+        assert!(
+            output.status.success(),
+            "clan {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    /// Runs a command that must fail with exit code 2; returns stderr with the temp dir hidden.
+    fn error(&self, args: &[&str]) -> String {
+        let output = self.run(args);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "clan {args:?}: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        let canonical = self.path().canonicalize().unwrap();
+        String::from_utf8(output.stderr)
+            .unwrap()
+            .replace(&canonical.display().to_string(), "<clan>")
+            .replace(&self.path().display().to_string(), "<clan>")
+    }
+
+    fn clan_toml(&self) -> String {
+        std::fs::read_to_string(self.path().join("clan.toml")).unwrap()
+    }
+
+    fn git_log(&self) -> Vec<String> {
+        let output = Command::new("git")
+            .args(["log", "--format=%s"])
+            .current_dir(self.path())
+            .output()
+            .unwrap();
+        String::from_utf8(output.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+const BASE: &str =
+    "[meta]\nname = \"home\"\n\n[machines.web01]\ntags = [\"web\"]\n\n[machines.laptop]\n";
+
+#[test]
+fn a_users_first_session_works_and_is_committed() {
+    let clan = Clan::new();
+    clan.ok(&[
+        "machines",
+        "create",
+        "web01",
+        "--tags",
+        "web",
+        "--target-host",
+        "root@203.0.113.4",
+    ]);
+    clan.ok(&["machines", "create", "laptop", "--tags", "desktop"]);
+    clan.ok(&[
+        "instances",
+        "create",
+        "ssh",
+        "--service",
+        "sshd",
+        "--role",
+        "server=tag:all",
+        "--setting",
+        "server.authorizedKeys=[\"ssh-ed25519 AAAA test\"]",
+    ]);
+    clan.ok(&["instances", "set", "ssh", "server@web01.port=2222"]);
+
+    let listed: serde_json::Value =
+        serde_json::from_str(&clan.ok(&["machines", "list", "--tags", "web", "--json"])).unwrap();
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["web01"]);
+
+    let web01: serde_json::Value =
+        serde_json::from_str(&clan.ok(&["machines", "show", "web01", "--json"])).unwrap();
+    assert_eq!(
+        web01["config"]["files"]["/etc/ssh/authorized_keys.d/root"]["content"],
+        "ssh-ed25519 AAAA test\n"
+    );
+    assert_eq!(
+        web01["config"]["firewall"]["tcp"],
+        serde_json::json!([2222])
+    );
+    let laptop: serde_json::Value =
+        serde_json::from_str(&clan.ok(&["machines", "show", "laptop", "--json"])).unwrap();
+    assert_eq!(laptop["config"]["firewall"]["tcp"], serde_json::json!([22]));
+
+    let tags: serde_json::Value =
+        serde_json::from_str(&clan.ok(&["select", "machines.*.tags"])).unwrap();
+    assert_eq!(
+        tags,
+        serde_json::json!({"web01": ["web"], "laptop": ["desktop"]})
+    );
+
+    assert_eq!(
+        clan.git_log(),
+        [
+            "instances: set settings of ssh",
+            "instances: create ssh (sshd)",
+            "machines: create laptop",
+            "machines: create web01",
+            "clan init"
+        ]
+    );
+}
+
+#[test]
+fn services_show_lists_roles_with_types_defaults_and_descriptions() {
+    let clan = Clan::new();
+    insta::assert_snapshot!(clan.ok(&["services", "show", "sshd"]));
+}
+
+#[test]
+fn machines_list_prints_an_aligned_table() {
+    let clan = Clan::with_toml(&format!(
+        "{BASE}\n[instances.hello]\nmodule.name = \"hello-world\"\nroles.default.tags = [\"all\"]\n"
+    ));
+    insta::assert_snapshot!(clan.ok(&["machines", "list"]));
+}
+
+#[test]
+fn malformed_toml_names_line_and_column() {
+    let clan = Clan::with_toml("[meta]\nname = \"home\"\n[machines.web01\n");
+    insta::assert_snapshot!(clan.error(&["machines", "list"]));
+}
+
+#[test]
+fn unknown_keys_get_a_did_you_mean() {
+    let clan = Clan::with_toml("[meta]\nname = \"home\"\n[machines.web01]\ntagz = [\"web\"]\n");
+    insta::assert_snapshot!(clan.error(&["machines", "list"]));
+}
+
+#[test]
+fn wrong_types_are_reported() {
+    let clan = Clan::with_toml("[meta]\nname = \"home\"\n[machines.web01]\ntags = \"web\"\n");
+    insta::assert_snapshot!(clan.error(&["show"]));
+}
+
+#[test]
+fn a_setting_failing_the_role_schema_names_instance_role_machine_and_key_and_writes_nothing() {
+    let clan = Clan::with_toml(BASE);
+    let before = clan.clan_toml();
+    let stderr = clan.error(&[
+        "instances",
+        "create",
+        "ssh",
+        "--service",
+        "sshd",
+        "--role",
+        "server=tag:all",
+        "--setting",
+        "server@web01.port=\"high\"",
+    ]);
+    insta::assert_snapshot!(stderr);
+    assert_eq!(
+        clan.clan_toml(),
+        before,
+        "a failing command must not touch clan.toml"
+    );
+}
+
+#[test]
+fn a_misspelt_setting_suggests_the_right_one() {
+    let clan = Clan::with_toml(BASE);
+    let stderr = clan.error(&[
+        "instances",
+        "create",
+        "hi",
+        "--service",
+        "hello-world",
+        "--role",
+        "default=web01",
+        "--setting",
+        "default.greting=Hey",
+    ]);
+    assert!(
+        stderr.contains("hint: did you mean `greeting`?"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn unknown_service_role_tag_and_machine_are_named() {
+    let clan = Clan::with_toml(BASE);
+    let service = clan.error(&[
+        "instances",
+        "create",
+        "x",
+        "--service",
+        "sshdd",
+        "--role",
+        "server=web01",
+    ]);
+    assert!(
+        service.contains("unknown service `sshdd`") && service.contains("did you mean `sshd`?"),
+        "{service}"
+    );
+    let role = clan.error(&[
+        "instances",
+        "create",
+        "x",
+        "--service",
+        "sshd",
+        "--role",
+        "servre=web01",
+    ]);
+    assert!(
+        role.contains("service `sshd` has no role `servre`")
+            && role.contains("did you mean `server`?"),
+        "{role}"
+    );
+    let tag = clan.error(&[
+        "instances",
+        "create",
+        "x",
+        "--service",
+        "sshd",
+        "--role",
+        "server=tag:wbe",
+    ]);
+    assert!(
+        tag.contains("no machine has the tag `wbe`") && tag.contains("did you mean `web`?"),
+        "{tag}"
+    );
+    let machine = clan.error(&["machines", "show", "web1"]);
+    assert!(
+        machine.contains("unknown machine `web1`") && machine.contains("did you mean `web01`?"),
+        "{machine}"
+    );
+}
+
+fn clan_with_service(service: &str) -> Clan {
+    let clan = Clan::with_toml(&format!(
+        "{BASE}\n[instances.x]\nmodule.name = \"mine\"\nroles.default.tags = [\"all\"]\n"
+    ));
+    clan.write("services/mine/service.star", service);
+    clan
+}
+
+const SERVICE_HEAD: &str = "manifest = {\"name\": \"mine\"}\n";
+
+#[test]
+fn a_starlark_syntax_error_names_file_and_line() {
+    let clan = clan_with_service(&format!(
+        "{SERVICE_HEAD}roles = {{\n  \"default\": {{\n}}\ndef broken(:\n"
+    ));
+    let stderr = clan.error(&["machines", "list"]);
+    assert!(
+        stderr.contains("services/mine/service.star:5:1"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("Parse error"), "{stderr}");
+}
+
+#[test]
+fn a_starlark_runtime_error_shows_the_call_stack() {
+    let service = format!(
+        "{SERVICE_HEAD}def helper(ctx):\n    return ctx.settings[\"missing\"]\n\ndef run(ctx):\n    return helper(ctx)\n\nroles = {{\"default\": {{\"perInstance\": run}}}}\n"
+    );
+    let stderr = clan_with_service(&service).error(&["machines", "list"]);
+    assert!(stderr.contains("Traceback"), "{stderr}");
+    assert!(
+        stderr.contains("Key `\"missing\"` was not found"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("services/mine/service.star:6:12"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_looping_service_fails_with_a_clear_error() {
+    let service = format!(
+        "{SERVICE_HEAD}def run(ctx):\n    n = 0\n    for i in range(1000000000):\n        n += i\n    return None\n\nroles = {{\"default\": {{\"perInstance\": run}}}}\n"
+    );
+    let stderr = clan_with_service(&service).error(&["machines", "list"]);
+    assert!(stderr.contains("it probably loops forever"), "{stderr}");
+}
+
+#[test]
+fn two_services_writing_one_file_differently_name_both() {
+    let clan = Clan::with_toml(&format!(
+        "{BASE}\n[instances.a]\nmodule.name = \"hello-world\"\nroles.default.tags = [\"all\"]\n\
+         [instances.b]\nmodule.name = \"hello-world\"\nroles.default.machines.web01.settings.greeting = \"Other\"\n"
+    ));
+    insta::assert_snapshot!(clan.error(&["machines", "show", "web01"]));
+}
+
+#[test]
+fn the_schema_validates_the_issue_example() {
+    let clan = Clan::new();
+    let schema: serde_json::Value =
+        serde_json::from_str(&clan.ok(&["schema", "inventory"])).unwrap();
+    assert_eq!(schema["title"], "clan.toml");
+    assert!(schema.to_string().contains("targetHost"));
+}
+
+#[test]
+fn outside_a_clan_the_error_says_how_to_make_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_clan"))
+        .args(["machines", "list"])
+        .current_dir(dir.path())
+        .env_remove("CLAN_DIR")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("hint: run `clan init <dir>`"), "{stderr}");
+}
