@@ -36,6 +36,12 @@ use crate::wire::{Codec, Inbound, NodeReply, Request, Response, MAX_PREFIXES, PR
 const MAX_INFLIGHT_FETCHES: usize = 32;
 /// Prefixes waiting to be compared with one peer; more are left for the next round.
 const MAX_QUEUED_PREFIXES: usize = 4096;
+/// Requests in flight to one peer before further announcements wait in its backlog, well
+/// below the streams libp2p allows per connection (excess streams are dropped, not queued).
+const MAX_PEER_INFLIGHT: usize = 64;
+const MAX_STREAMS: usize = 256;
+/// Announcements waiting for one peer; beyond this, anti-entropy delivers them instead.
+const MAX_BACKLOG: usize = 100_000;
 /// Per-peer announcement budget: burst and refill per second.
 const ANNOUNCE_BURST: f64 = 2000.0;
 const ANNOUNCE_RATE: f64 = 500.0;
@@ -347,7 +353,9 @@ fn build_swarm(identity: &SecretKey) -> Result<Swarm<Behaviour>, MesherError> {
         .with_behaviour(|key| Behaviour {
             mesh: request_response::Behaviour::new(
                 [(PROTOCOL, request_response::ProtocolSupport::Full)],
-                request_response::Config::default().with_request_timeout(Duration::from_secs(30)),
+                request_response::Config::default()
+                    .with_request_timeout(Duration::from_secs(30))
+                    .with_max_concurrent_streams(MAX_STREAMS),
             ),
             identify: identify::Behaviour::new(identify::Config::new(
                 "/clan-mesher/1".into(),
@@ -367,8 +375,12 @@ fn build_swarm(identity: &SecretKey) -> Result<Swarm<Behaviour>, MesherError> {
 struct Peer {
     verified: bool,
     /// Comparing trie prefixes with this peer right now.
+    /// The peer answered our `Hello`, so it will serve us.
+    admitted: bool,
     reconciling: bool,
     queue: VecDeque<Prefix>,
+    inflight: usize,
+    backlog: VecDeque<Record>,
     budget: f64,
     refilled: Instant,
 }
@@ -377,11 +389,18 @@ impl Peer {
     fn new() -> Self {
         Self {
             verified: false,
+            admitted: false,
             reconciling: false,
             queue: VecDeque::new(),
+            inflight: 0,
+            backlog: VecDeque::new(),
             budget: ANNOUNCE_BURST,
             refilled: Instant::now(),
         }
+    }
+
+    fn ready(&self) -> bool {
+        self.verified && self.admitted
     }
 
     fn take_budget(&mut self) -> bool {
@@ -498,10 +517,11 @@ impl Node {
         }
     }
 
+    /// Peers that proved membership and admitted us.
     fn verified_peers(&self) -> Vec<PeerId> {
         self.peers
             .iter()
-            .filter(|(_, peer)| peer.verified)
+            .filter(|(_, peer)| peer.ready())
             .map(|(id, _)| *id)
             .collect()
     }
@@ -580,7 +600,20 @@ impl Node {
         Ok(())
     }
 
+    /// Sends a request; announcements wait in the peer's backlog while too many are in flight.
     fn send(&mut self, peer: PeerId, request: Request, purpose: Outbound) {
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if let (Outbound::Announce, Request::Announce(record)) = (&purpose, &request) {
+            if state.inflight >= MAX_PEER_INFLIGHT {
+                if state.backlog.len() < MAX_BACKLOG {
+                    state.backlog.push_back(record.clone());
+                }
+                return;
+            }
+        }
+        state.inflight += 1;
         self.metrics.count_traffic(
             &peer,
             Direction::Sent,
@@ -593,6 +626,19 @@ impl Node {
             .mesh
             .send_request(&peer, Ok(request));
         self.outbound.insert(id, purpose);
+    }
+
+    /// An outbound request to `peer` ended; lets a waiting announcement go.
+    fn request_done(&mut self, peer: PeerId) {
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        state.inflight = state.inflight.saturating_sub(1);
+        if state.inflight < MAX_PEER_INFLIGHT {
+            if let Some(record) = state.backlog.pop_front() {
+                self.send(peer, Request::Announce(record), Outbound::Announce);
+            }
+        }
     }
 
     fn respond(&mut self, peer: PeerId, channel: ResponseChannel<Response>, response: Response) {
@@ -686,6 +732,7 @@ impl Node {
                         response.wire_len(),
                     );
                     if let Some(purpose) = self.outbound.remove(&request_id) {
+                        self.request_done(peer);
                         self.on_response(peer, purpose, response);
                     }
                 }
@@ -697,6 +744,9 @@ impl Node {
                 ..
             } => {
                 let purpose = self.outbound.remove(&request_id);
+                if purpose.is_some() {
+                    self.request_done(peer);
+                }
                 if let request_response::OutboundFailure::Io(io) = &error {
                     if io.kind() == std::io::ErrorKind::InvalidData {
                         self.metrics.reject(RejectReason::Malformed);
@@ -719,8 +769,15 @@ impl Node {
         }
     }
 
-    /// Checks a peer's certificate against the key it authenticated with.
-    fn verify_peer(&mut self, peer: PeerId, certificate: &Certificate) -> bool {
+    /// Checks a peer's certificate against the key it authenticated with. `answered_ours`
+    /// says the certificate came in the answer to our `Hello`, so the peer admitted us too.
+    /// Exchanges start once both sides admitted each other.
+    fn verify_peer(
+        &mut self,
+        peer: PeerId,
+        certificate: &Certificate,
+        answered_ours: bool,
+    ) -> bool {
         let valid = certificate.subject.peer_id() == Some(peer)
             && certificate
                 .verify(&self.policy.network, unix_micros_now())
@@ -730,11 +787,13 @@ impl Node {
             self.ban(peer, RejectReason::BadCertificate);
             return false;
         }
-        let newly = self
-            .peers
-            .get_mut(&peer)
-            .is_some_and(|state| !std::mem::replace(&mut state.verified, true));
-        if newly {
+        let newly_ready = self.peers.get_mut(&peer).is_some_and(|state| {
+            let was_ready = state.ready();
+            state.verified = true;
+            state.admitted |= answered_ours;
+            !was_ready && state.ready()
+        });
+        if newly_ready {
             tracing::debug!(%peer, "peer verified");
             self.start_round(peer);
         }
@@ -743,7 +802,7 @@ impl Node {
 
     fn on_request(&mut self, peer: PeerId, request: Request) -> Response {
         if let Request::Hello(certificate) = &request {
-            return match self.verify_peer(peer, certificate) {
+            return match self.verify_peer(peer, certificate, false) {
                 true => Response::Hello(self.certificate.clone()),
                 false => Response::Refused(RejectReason::BadCertificate),
             };
@@ -786,7 +845,7 @@ impl Node {
     fn on_response(&mut self, peer: PeerId, purpose: Outbound, response: Response) {
         match (purpose, response) {
             (Outbound::Hello, Response::Hello(certificate)) => {
-                self.verify_peer(peer, &certificate);
+                self.verify_peer(peer, &certificate, true);
             }
             (Outbound::Reconcile(prefixes), Response::Nodes(replies))
                 if replies.len() == prefixes.len() =>
@@ -797,6 +856,7 @@ impl Node {
                 self.continue_round(peer);
             }
             (Outbound::Reconcile(_), Response::InSync) => self.end_round(peer),
+            (Outbound::Reconcile(_), Response::Refused(_)) => self.end_round(peer),
             (Outbound::Reconcile(_), _) => {
                 self.metrics.reject(RejectReason::Malformed);
                 self.end_round(peer);
@@ -863,7 +923,7 @@ impl Node {
                 continue;
             };
             let next = std::iter::from_fn(|| pending.candidates.pop_front())
-                .find(|peer| self.peers.get(peer).is_some_and(|state| state.verified));
+                .find(|peer| self.peers.get(peer).is_some_and(|state| state.ready()));
             let Some(peer) = next else {
                 self.pending.remove(&name);
                 continue;
@@ -927,7 +987,7 @@ impl Node {
         let Some(state) = self
             .peers
             .get_mut(&peer)
-            .filter(|s| s.verified && !s.reconciling)
+            .filter(|s| s.ready() && !s.reconciling)
         else {
             return;
         };

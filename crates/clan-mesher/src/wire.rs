@@ -310,7 +310,8 @@ fn invalid(error: DecodeError) -> std::io::Error {
 }
 
 /// A request as read off the wire: decoded, or why not. Inbound decode failures are handed to
-/// the node (libp2p would drop them silently) so it can count them and disconnect the sender.
+/// the node (libp2p would drop them silently) so it can count them and disconnect the sender;
+/// truncated streams stay I/O errors, which libp2p drops.
 pub type Inbound = Result<Request, DecodeError>;
 
 /// The request-response codec for [`PROTOCOL`].
@@ -329,12 +330,9 @@ impl libp2p::request_response::Codec for Codec {
     ) -> std::io::Result<Inbound> {
         match read_frame(io, MAX_CONTROL_FRAME).await {
             Ok(payload) => Ok(Request::decode(&payload)),
-            Err(error)
-                if matches!(
-                    error.kind(),
-                    std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
-                ) =>
-            {
+            // A cut-off stream is what honest peers produce when a connection or stream
+            // closes early; only bytes that could never be valid mark the sender as hostile.
+            Err(error) if error.kind() == std::io::ErrorKind::InvalidData => {
                 Ok(Err(DecodeError::Invalid {
                     what: "frame",
                     detail: error.to_string(),

@@ -344,3 +344,50 @@ async fn nodes_publish_facts_in_their_own_namespace_only() {
         node.join().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_updates_reaches_every_node_without_losing_peers() {
+    let net = Net::new();
+    let a = net.spawn(0, &[]).await;
+    let seed = address(&a.handle()).await;
+    let others = [
+        net.spawn(1, std::slice::from_ref(&seed)).await,
+        net.spawn(2, std::slice::from_ref(&seed)).await,
+    ];
+    let a_handle = a.handle();
+    eventually("both peers connected", || async {
+        a_handle.status().await.unwrap().peers.len() == 2
+    })
+    .await;
+    let now = unix_micros_now();
+    // More announcements at once than libp2p allows streams per connection.
+    for i in 0..200 {
+        let content = format!("burst {i}");
+        a_handle
+            .publish(
+                net.update(&format!("file_{i}"), content.as_bytes(), now),
+                content.into_bytes(),
+            )
+            .await
+            .unwrap();
+    }
+    for node in &others {
+        let handle = node.handle();
+        eventually("all 200 files arrived", || async {
+            handle.status().await.unwrap().files == 200
+        })
+        .await;
+        let status = handle.status().await.unwrap();
+        assert_eq!(status.metrics.rejected(RejectReason::Malformed), 0);
+        assert_eq!(status.metrics.fetches, 200, "one fetch per file");
+    }
+    assert_eq!(
+        a_handle.status().await.unwrap().peers.len(),
+        2,
+        "no honest peer was disconnected"
+    );
+    for node in others.into_iter().chain([a]) {
+        node.shutdown();
+        node.join().await.unwrap();
+    }
+}
