@@ -110,10 +110,11 @@ impl Drop for NodeProcess {
 
 impl Cluster {
     fn new(interval: &'static str, watch: bool) -> Self {
-        let base = Path::new("/dev/shm")
-            .is_dir()
-            .then_some("/dev/shm")
-            .unwrap_or("/tmp");
+        let base = if Path::new("/dev/shm").is_dir() {
+            "/dev/shm"
+        } else {
+            "/tmp"
+        };
         let (accepted_tx, accepted) = mpsc::channel();
         Self {
             dir: tempfile::tempdir_in(base).unwrap(),
