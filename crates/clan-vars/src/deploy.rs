@@ -1,0 +1,85 @@
+//! What the deploy code needs from vars: the secret files to place on a machine (still
+//! encrypted to the machine's key, with owner, group, mode and phase), and the machine's age
+//! private key to upload so that the machine can decrypt them. Nothing here writes.
+
+use std::path::{Path, PathBuf};
+
+use clan_config::MachineConfig;
+use clan_secrets::{Identities, MachineName, Plaintext, SecretName, SopsDir};
+
+use crate::graph::{stored_files, GeneratorKey, Placement};
+use crate::store::VarsStore;
+use crate::Error;
+
+/// One secret var to deploy to a machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeployableSecret {
+    pub generator: String,
+    pub file: String,
+    /// Stored under `vars/shared/` rather than `vars/per-machine/<machine>/`.
+    pub shared: bool,
+    /// The sops file (absolute path), encrypted to the machine's key among others.
+    pub sops_path: PathBuf,
+    pub owner: String,
+    pub group: String,
+    /// Octal permission bits, e.g. `"0400"`.
+    pub mode: String,
+    /// `partitioning`, `activation`, `users` or `services`.
+    pub needed_for: String,
+}
+
+/// The secret vars `config` (the machine's evaluated config) deploys to `machine`, sorted by
+/// generator and file. Errors with [`Error::Missing`] when one is not generated yet.
+pub fn deployable_secrets(
+    clan_dir: &Path,
+    machine: &MachineName,
+    config: &MachineConfig,
+) -> Result<Vec<DeployableSecret>, Error> {
+    let store = VarsStore::new(clan_dir);
+    let mut secrets = Vec::new();
+    for (name, definition) in &config.generators {
+        let placement = if definition.share {
+            Placement::Shared
+        } else {
+            Placement::PerMachine(machine.clone())
+        };
+        let key = GeneratorKey {
+            placement,
+            name: name.clone(),
+        };
+        for (file_name, file) in stored_files(definition) {
+            if !(file.secret && file.deploy) {
+                continue;
+            }
+            if !store.exists(&key, &file_name, true) {
+                return Err(Error::Missing {
+                    placement: key.placement.to_string(),
+                    generator: name.clone(),
+                    file: file_name,
+                });
+            }
+            secrets.push(DeployableSecret {
+                generator: name.clone(),
+                shared: definition.share,
+                sops_path: clan_dir.join(key.file_dir(&file_name)).join("secret"),
+                file: file_name,
+                owner: file.owner,
+                group: file.group,
+                mode: file.mode,
+                needed_for: file.needed_for,
+            });
+        }
+    }
+    Ok(secrets)
+}
+
+/// The machine's age private key (`AGE-SECRET-KEY-…`), decrypted from
+/// `sops/secrets/<machine>-age.key` with the admin's `identities`, for upload.
+pub fn machine_age_key(
+    clan_dir: &Path,
+    machine: &MachineName,
+    identities: &Identities,
+) -> Result<Plaintext, Error> {
+    let name: SecretName = format!("{machine}-age.key").parse()?;
+    Ok(SopsDir::new(clan_dir).get_secret(&name, identities)?)
+}

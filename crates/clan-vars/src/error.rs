@@ -1,0 +1,200 @@
+//! The errors of this crate. Each names its subject — machine, generator, file, path relative
+//! to the clan directory — and keeps the cause as `source`; [`Error::hint`] says what the user
+//! can do next.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to {action} `{}`", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    #[error(transparent)]
+    Secrets(#[from] clan_secrets::Error),
+
+    #[error("failed to encrypt `{}`", path.display())]
+    Encrypt {
+        path: PathBuf,
+        source: clan_secrets::SopsError,
+    },
+
+    #[error("invalid {kind} name `{name}` in generator `{generator}`: names must be non-empty, not start with `.`, and contain no `/`")]
+    InvalidName {
+        kind: &'static str,
+        name: String,
+        generator: String,
+    },
+
+    #[error("machines `{first}` and `{second}` define shared generator `{generator}` differently (they differ in: {})", differences.join(", "))]
+    SharedConflict {
+        generator: String,
+        first: String,
+        second: String,
+        differences: Vec<String>,
+    },
+
+    #[error("generator `{generator}` of machine `{machine}` depends on `{dependency}`, which is neither a generator of that machine nor a shared generator")]
+    UnknownDependency {
+        machine: String,
+        generator: String,
+        dependency: String,
+    },
+
+    #[error("shared generator `{generator}` depends on `{dependency}`, which is not shared (machine `{machine}`)")]
+    SharedDependsOnMachine {
+        machine: String,
+        generator: String,
+        dependency: String,
+    },
+
+    #[error("dependency cycle between generators: {}", cycle.join(" -> "))]
+    Cycle { cycle: Vec<String> },
+
+    #[error("unknown machine `{machine}`")]
+    UnknownMachine { machine: String },
+
+    #[error("no generator `{generator}` on {}", machines.join(", "))]
+    UnknownGenerator {
+        generator: String,
+        machines: Vec<String>,
+    },
+
+    #[error("generator `{generator}` has no file `{file}`")]
+    UnknownFile { generator: String, file: String },
+
+    #[error("var `{generator}/{file}` of {placement} is not generated yet")]
+    Missing {
+        placement: String,
+        generator: String,
+        file: String,
+    },
+
+    #[error("generator `{generator}` ({placement}) needs `{tool}`, which is not on PATH")]
+    MissingTool {
+        placement: String,
+        generator: String,
+        tool: String,
+    },
+
+    #[error("cannot run generators in a sandbox: bubblewrap (`bwrap`) {reason}")]
+    NoSandbox { reason: String },
+
+    #[error(
+        "generator `{generator}` ({placement}) failed ({status}){}",
+        stderr_block(stderr)
+    )]
+    ScriptFailed {
+        placement: String,
+        generator: String,
+        status: String,
+        stderr: String,
+    },
+
+    #[error(
+        "generator `{generator}` ({placement}) did not write declared file `{file}` to $out{}",
+        produced_block(produced)
+    )]
+    FileNotProduced {
+        placement: String,
+        generator: String,
+        file: String,
+        produced: Vec<String>,
+    },
+
+    #[error("generator `{generator}` ({placement}) was not run because its dependency `{dependency}` failed")]
+    DependencyFailed {
+        placement: String,
+        generator: String,
+        dependency: String,
+    },
+
+    #[error("no value for prompt `{prompt}` of generator `{generator}` ({placement})")]
+    PromptMissing {
+        placement: String,
+        generator: String,
+        prompt: String,
+    },
+
+    #[error("malformed prompt values from {source_name}: {reason}")]
+    PromptValues { source_name: String, reason: String },
+
+    #[error("interrupted; nothing of the unfinished generators was stored")]
+    Interrupted,
+
+    #[error("another clan process is changing this clan (lock `{}` is held)", path.display())]
+    Locked { path: PathBuf },
+
+    #[error("`{}` already exists", path.display())]
+    Exists { path: PathBuf },
+}
+
+fn stderr_block(stderr: &str) -> String {
+    let trimmed = stderr.trim_end();
+    if trimmed.is_empty() {
+        String::new()
+    } else {
+        format!(":\n{trimmed}")
+    }
+}
+
+fn produced_block(produced: &[String]) -> String {
+    if produced.is_empty() {
+        " (it wrote no files)".to_owned()
+    } else {
+        format!(" (it wrote: {})", produced.join(", "))
+    }
+}
+
+impl Error {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io {
+            action,
+            path,
+            source,
+        }
+    }
+
+    /// What the user can do about this error, when there is something.
+    pub fn hint(&self) -> Option<String> {
+        Some(match self {
+            Error::Secrets(error) => return error.hint(),
+            Error::SharedConflict { generator, .. } => format!(
+                "make every machine declare `{generator}` identically, or stop sharing it (`share = false`)"
+            ),
+            Error::UnknownDependency { dependency, .. } => format!(
+                "declare generator `{dependency}` on that machine (or as a shared generator), or fix the name in `dependencies`"
+            ),
+            Error::SharedDependsOnMachine { dependency, .. } => {
+                format!("share `{dependency}` as well, or stop sharing the dependent generator")
+            }
+            Error::Cycle { .. } => "remove one of the dependencies in the cycle".to_owned(),
+            Error::UnknownMachine { .. } => "`clan machines list` shows the machines".to_owned(),
+            Error::UnknownGenerator { .. } | Error::UnknownFile { .. } => {
+                "`clan vars list <machine>` shows the generators and their files".to_owned()
+            }
+            Error::Missing { .. } => "run `clan vars generate`".to_owned(),
+            Error::MissingTool { tool, .. } => {
+                format!("install the package that provides `{tool}`")
+            }
+            Error::NoSandbox { .. } => "install bubblewrap (Debian package `bubblewrap`), or pass `--no-sandbox` to run generator scripts unconfined".to_owned(),
+            Error::ScriptFailed { .. } | Error::FileNotProduced { .. } => {
+                "fix the generator's script; nothing was stored for it".to_owned()
+            }
+            Error::PromptMissing { generator, prompt, .. } => format!(
+                "run on a terminal, or pass `--prompt-values FILE` holding {{\"{generator}\": {{\"{prompt}\": \"…\"}}}}"
+            ),
+            Error::Locked { .. } => "wait for the other clan command to finish".to_owned(),
+            Error::Interrupted => "run `clan vars generate` again".to_owned(),
+            Error::Exists { .. } => "pick a path that does not exist yet".to_owned(),
+            _ => return None,
+        })
+    }
+}

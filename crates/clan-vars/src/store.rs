@@ -1,0 +1,507 @@
+//! The `vars/` tree, laid out as clan-core lays it out:
+//!
+//! ```text
+//! vars/per-machine/<machine>/<generator>/<file>/value      a public value, as generated
+//! vars/per-machine/<machine>/<generator>/<file>/secret     a sops file
+//! vars/per-machine/<machine>/<generator>/<file>/{machines,users,groups}/<name>
+//!                                                          -> ../../../../../../sops/…/<name>
+//! vars/per-machine/<machine>/<generator>/.validation-hash  sha256 of the validation value
+//! vars/shared/<generator>/…                                the same, one level up
+//! ```
+//!
+//! Reading is direct. Writing always goes through a staging directory under
+//! `vars/.staging-<random>/` (same file system): a generator's whole directory (or, for `vars
+//! set`, one file's directory) is built there with its recipient links already pointing where
+//! they will be valid, synced, then exchanged with the live one in one `renameat2` call. A
+//! var is therefore always entirely old or entirely new, whatever interrupts the process.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Mutex;
+
+use clan_config::GeneratorFile;
+use clan_secrets::{Identities, MachineName, MemberKind, Plaintext, Recipient, SopsDir, UserName};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use crate::graph::{FleetGenerator, GeneratorKey};
+use crate::Error;
+
+/// The file in a generator's directory holding the hash of its validation value.
+pub const VALIDATION_HASH: &str = ".validation-hash";
+const STAGING_PREFIX: &str = ".staging-";
+
+/// clan-core's validation hash: sha256 of the value as Nix's `toJSON` writes it (keys
+/// sorted, no spaces). `None` for a null value, which never forces regeneration.
+pub fn validation_hash(value: &serde_json::Value) -> Option<String> {
+    fn canonical(value: &serde_json::Value) -> serde_json::Value {
+        match value {
+            serde_json::Value::Object(map) => {
+                let sorted: BTreeMap<&String, serde_json::Value> =
+                    map.iter().map(|(k, v)| (k, canonical(v))).collect();
+                serde_json::Value::Object(sorted.into_iter().map(|(k, v)| (k.clone(), v)).collect())
+            }
+            serde_json::Value::Array(items) => {
+                serde_json::Value::Array(items.iter().map(canonical).collect())
+            }
+            other => other.clone(),
+        }
+    }
+    if value.is_null() {
+        return None;
+    }
+    let text = serde_json::to_string(&canonical(value)).expect("JSON values serialize");
+    Some(hex::encode(Sha256::digest(text.as_bytes())))
+}
+
+/// The vars of one clan directory (and its `sops/` tree, for secrets).
+#[derive(Clone, Debug)]
+pub struct VarsStore {
+    clan_dir: PathBuf,
+    sops: SopsDir,
+}
+
+impl VarsStore {
+    pub fn new(clan_dir: impl Into<PathBuf>) -> Self {
+        let clan_dir = clan_dir.into();
+        VarsStore {
+            sops: SopsDir::new(clan_dir.clone()),
+            clan_dir,
+        }
+    }
+
+    pub fn clan_dir(&self) -> &Path {
+        &self.clan_dir
+    }
+
+    pub fn sops(&self) -> &SopsDir {
+        &self.sops
+    }
+
+    fn abs(&self, relative: &Path) -> PathBuf {
+        self.clan_dir.join(relative)
+    }
+
+    /// Whether the file's `value` (public) or `secret` is stored.
+    pub fn exists(&self, key: &GeneratorKey, file: &str, secret: bool) -> bool {
+        let leaf = if secret { "secret" } else { "value" };
+        self.abs(&key.file_dir(file).join(leaf)).is_file()
+    }
+
+    /// The validation hash stored for a generator.
+    pub fn stored_validation(&self, key: &GeneratorKey) -> Option<String> {
+        fs::read_to_string(self.abs(&key.dir().join(VALIDATION_HASH)))
+            .ok()
+            .map(|text| text.trim().to_owned())
+    }
+
+    /// Whether the stored validation hash matches the definition (both absent counts).
+    pub fn is_valid(&self, generator: &FleetGenerator) -> bool {
+        self.stored_validation(&generator.key) == validation_hash(&generator.definition.validation)
+    }
+
+    /// Every file stored and the validation hash current: nothing to generate.
+    pub fn is_complete(&self, generator: &FleetGenerator) -> bool {
+        generator
+            .files()
+            .iter()
+            .all(|(name, file)| self.exists(&generator.key, name, file.secret))
+            && self.is_valid(generator)
+    }
+
+    /// A public value.
+    pub fn read_public(&self, key: &GeneratorKey, file: &str) -> Result<Vec<u8>, Error> {
+        let path = key.file_dir(file).join("value");
+        fs::read(self.abs(&path)).map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => Error::Missing {
+                placement: key.placement.to_string(),
+                generator: key.name.clone(),
+                file: file.to_owned(),
+            },
+            _ => Error::Io {
+                action: "read",
+                path,
+                source,
+            },
+        })
+    }
+
+    /// A value, decrypting it when secret.
+    pub fn read(
+        &self,
+        key: &GeneratorKey,
+        file: &str,
+        secret: bool,
+        identities: &Identities,
+    ) -> Result<Plaintext, Error> {
+        if !secret {
+            return Ok(Plaintext::new(self.read_public(key, file)?));
+        }
+        if !self.exists(key, file, true) {
+            return Err(Error::Missing {
+                placement: key.placement.to_string(),
+                generator: key.name.clone(),
+                file: file.to_owned(),
+            });
+        }
+        Ok(self.sops.read_secret_at(&key.file_dir(file), identities)?)
+    }
+
+    /// Removes staging directories that an interrupted run left behind. Call under the lock.
+    pub fn remove_stale_staging(&self) -> Result<(), Error> {
+        let vars = self.abs(Path::new("vars"));
+        let Ok(entries) = fs::read_dir(&vars) else {
+            return Ok(());
+        };
+        for entry in entries.flatten() {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(STAGING_PREFIX)
+            {
+                fs::remove_dir_all(entry.path()).map_err(Error::io("remove", entry.path()))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Who may decrypt a var: the admin user, the machines it is deployed to, and the groups
+/// those machines are in. Keys are read once per run.
+pub(crate) struct Recipients<'a> {
+    sops: &'a SopsDir,
+    admin: UserName,
+    groups: Vec<clan_secrets::Group>,
+    keys: Mutex<HashMap<(MemberKind, String), Vec<Recipient>>>,
+}
+
+/// The recipient links of one secret and the keys they stand for.
+pub(crate) struct Access {
+    links: Vec<(MemberKind, String)>,
+    keys: Vec<Recipient>,
+}
+
+impl Access {
+    pub(crate) fn links(&self) -> &[(MemberKind, String)] {
+        &self.links
+    }
+
+    pub(crate) fn keys(&self) -> &[Recipient] {
+        &self.keys
+    }
+}
+
+impl<'a> Recipients<'a> {
+    pub(crate) fn new(sops: &'a SopsDir, admin: UserName) -> Result<Self, Error> {
+        Ok(Recipients {
+            groups: sops.groups()?,
+            sops,
+            admin,
+            keys: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The sops groups `machine` is a member of.
+    pub(crate) fn groups_of(&self, machine: &MachineName) -> Vec<clan_secrets::GroupName> {
+        self.groups
+            .iter()
+            .filter(|group| group.machines.iter().any(|m| m == machine.as_str()))
+            .map(|group| group.name.clone())
+            .collect()
+    }
+
+    fn keys_of(&self, kind: MemberKind, name: &str) -> Result<Vec<Recipient>, Error> {
+        let cache_key = (kind, name.to_owned());
+        if let Some(keys) = self.keys.lock().expect("not poisoned").get(&cache_key) {
+            return Ok(keys.clone());
+        }
+        let keys = self.sops.keys_of(kind, name)?;
+        self.keys
+            .lock()
+            .expect("not poisoned")
+            .insert(cache_key, keys.clone());
+        Ok(keys)
+    }
+
+    /// Access for a var deployed to `targets`, declared by `machines`.
+    pub(crate) fn access(
+        &self,
+        targets: &[MachineName],
+        machines: &[MachineName],
+    ) -> Result<Access, Error> {
+        let mut links: BTreeSet<(MemberKind, String)> = BTreeSet::new();
+        links.insert((MemberKind::User, self.admin.to_string()));
+        for machine in targets {
+            links.insert((MemberKind::Machine, machine.to_string()));
+        }
+        for machine in machines {
+            for group in self.groups_of(machine) {
+                links.insert((MemberKind::Group, group.to_string()));
+            }
+        }
+        let mut keys = BTreeSet::new();
+        for (kind, name) in &links {
+            match kind {
+                MemberKind::Group => {
+                    let group = self
+                        .groups
+                        .iter()
+                        .find(|g| g.name.as_str() == name)
+                        .expect("groups come from the list");
+                    for user in &group.users {
+                        keys.extend(self.keys_of(MemberKind::User, user)?);
+                    }
+                    for machine in &group.machines {
+                        keys.extend(self.keys_of(MemberKind::Machine, machine)?);
+                    }
+                }
+                kind => keys.extend(self.keys_of(*kind, name)?),
+            }
+        }
+        Ok(Access {
+            links: links.into_iter().collect(),
+            keys: keys.into_iter().collect(),
+        })
+    }
+}
+
+/// A value to store: its file declaration and bytes.
+pub(crate) struct Output<'a> {
+    pub name: &'a str,
+    pub file: &'a GeneratorFile,
+    pub value: &'a Plaintext,
+    pub access: Option<&'a Access>,
+}
+
+/// A staging directory for one run.
+pub(crate) struct Staging {
+    clan_dir: PathBuf,
+    root: PathBuf,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl Staging {
+    pub(crate) fn new(clan_dir: &Path) -> Result<Self, Error> {
+        let root = clan_dir.join("vars").join(format!(
+            "{STAGING_PREFIX}{:016x}",
+            rand::rngs::OsRng.next_u64()
+        ));
+        fs::create_dir_all(clan_dir.join("vars")).map_err(Error::io("create", "vars"))?;
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&root)
+            .map_err(Error::io("create", &root))?;
+        Ok(Staging {
+            clan_dir: clan_dir.to_path_buf(),
+            root,
+            next: Default::default(),
+        })
+    }
+
+    fn fresh(&self) -> PathBuf {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.root.join(n.to_string())
+    }
+
+    /// Builds a generator's directory: its outputs and validation hash. Returns the staged
+    /// directory, to [`Staging::swap_in`] at `key.dir()`.
+    pub(crate) fn stage_generator(
+        &self,
+        key: &GeneratorKey,
+        outputs: &[Output<'_>],
+        validation: Option<&str>,
+    ) -> Result<PathBuf, Error> {
+        let staged = self.fresh();
+        create_dir(&staged)?;
+        for output in outputs {
+            stage_file(
+                &staged.join(output.name),
+                &key.file_dir(output.name),
+                output,
+            )?;
+        }
+        if let Some(hash) = validation {
+            write_new(&staged.join(VALIDATION_HASH), hash.as_bytes(), 0o644)?;
+        }
+        Ok(staged)
+    }
+
+    /// Builds one file's directory, to [`Staging::swap_in`] at `key.file_dir(name)`.
+    pub(crate) fn stage_file(
+        &self,
+        key: &GeneratorKey,
+        output: &Output<'_>,
+    ) -> Result<PathBuf, Error> {
+        let staged = self.fresh();
+        stage_file(&staged, &key.file_dir(output.name), output)?;
+        Ok(staged)
+    }
+
+    /// A single file (such as a validation hash), to [`Staging::swap_in`] at its place.
+    pub(crate) fn stage_bytes(&self, content: &[u8]) -> Result<PathBuf, Error> {
+        let staged = self.fresh();
+        write_new(&staged, content, 0o644)?;
+        Ok(staged)
+    }
+
+    /// Makes everything staged durable (one `syncfs` instead of one `fsync` per file).
+    pub(crate) fn sync(&self) -> Result<(), Error> {
+        let dir = fs::File::open(&self.root).map_err(Error::io("open", &self.root))?;
+        rustix::fs::syncfs(&dir).map_err(|errno| Error::Io {
+            action: "sync",
+            path: self.root.clone(),
+            source: errno.into(),
+        })
+    }
+
+    /// Replaces `target` (relative to the clan) by `staged` in one step.
+    pub(crate) fn swap_in(&self, staged: &Path, target: &Path) -> Result<(), Error> {
+        let live = self.clan_dir.join(target);
+        let parent = live.parent().expect("vars live in directories");
+        fs::create_dir_all(parent).map_err(Error::io("create", parent))?;
+        let exchanged = rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            staged,
+            rustix::fs::CWD,
+            &live,
+            rustix::fs::RenameFlags::EXCHANGE,
+        );
+        match exchanged {
+            // `staged` now holds the old content.
+            Ok(()) => fs::remove_dir_all(staged).map_err(Error::io("remove", staged)),
+            Err(rustix::io::Errno::NOENT) => {
+                fs::rename(staged, &live).map_err(Error::io("rename", target))
+            }
+            Err(errno) => Err(Error::Io {
+                action: "replace",
+                path: target.to_path_buf(),
+                source: errno.into(),
+            }),
+        }
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.root);
+    }
+}
+
+fn create_dir(path: &Path) -> Result<(), Error> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(path)
+        .map_err(Error::io("create", path))
+}
+
+/// Creates `path` with `mode` before writing `content` (no sync: see [`Staging::sync`]).
+fn write_new(path: &Path, content: &[u8], mode: u32) -> Result<(), Error> {
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode & 0o600)
+            .open(path)?;
+        file.set_permissions(fs::Permissions::from_mode(mode))?;
+        file.write_all(content)
+    })();
+    result.map_err(Error::io("write", path))
+}
+
+/// One file's directory at `staged`, whose links are made valid for `live` (relative to
+/// the clan directory).
+fn stage_file(staged: &Path, live: &Path, output: &Output<'_>) -> Result<(), Error> {
+    create_dir(staged)?;
+    let Some(access) = output.access.filter(|_| output.file.secret) else {
+        return write_new(&staged.join("value"), output.value.expose(), 0o644);
+    };
+    for (kind, name) in &access.links {
+        let link_dir = staged.join(kind.dir());
+        create_dir(&link_dir)?;
+        let target = relative_path(
+            &live.join(kind.dir()),
+            &Path::new("sops").join(kind.dir()).join(name),
+        );
+        std::os::unix::fs::symlink(&target, link_dir.join(name))
+            .map_err(Error::io("link", live.join(kind.dir()).join(name)))?;
+    }
+    let path = live.join("secret");
+    let sops = clan_secrets::encrypt(output.value.expose(), &access.keys)
+        .map_err(|source| Error::Encrypt { path, source })?;
+    write_new(&staged.join("secret"), &sops.to_bytes(), 0o600)
+}
+
+/// `to` relative to the directory `from` (both relative to the clan directory, without `..`).
+fn relative_path(from: &Path, to: &Path) -> PathBuf {
+    let from: Vec<Component> = from.components().collect();
+    let to: Vec<Component> = to.components().collect();
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    let mut out = PathBuf::new();
+    for _ in common..from.len() {
+        out.push("..");
+    }
+    for part in &to[common..] {
+        out.push(part);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_hash_matches_nix_to_json() {
+        // builtins.hashString "sha256" (builtins.toJSON { b = 1; a = "x"; })
+        //   = sha256 of `{"a":"x","b":1}`
+        let expected = hex::encode(Sha256::digest(br#"{"a":"x","b":1}"#));
+        assert_eq!(
+            validation_hash(&serde_json::json!({"b": 1, "a": "x"})),
+            Some(expected)
+        );
+        assert_eq!(validation_hash(&serde_json::Value::Null), None);
+    }
+
+    #[test]
+    fn links_point_from_the_live_location() {
+        assert_eq!(
+            relative_path(
+                Path::new("vars/per-machine/m/g/f/machines"),
+                Path::new("sops/machines/m")
+            ),
+            Path::new("../../../../../../sops/machines/m")
+        );
+        assert_eq!(
+            relative_path(
+                Path::new("vars/shared/g/f/users"),
+                Path::new("sops/users/a")
+            ),
+            Path::new("../../../../../sops/users/a")
+        );
+    }
+
+    #[test]
+    fn swap_replaces_a_directory_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let staging = Staging::new(dir.path()).unwrap();
+        let target = Path::new("vars/shared/g");
+        for round in ["old", "new"] {
+            let staged = staging.fresh();
+            create_dir(&staged).unwrap();
+            write_new(&staged.join(round), b"x", 0o644).unwrap();
+            staging.swap_in(&staged, target).unwrap();
+            assert!(!staged.exists());
+        }
+        let names: Vec<_> = fs::read_dir(dir.path().join(target))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["new"]);
+        drop(staging);
+        assert_eq!(fs::read_dir(dir.path().join("vars")).unwrap().count(), 1);
+    }
+}
