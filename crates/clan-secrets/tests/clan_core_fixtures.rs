@@ -98,3 +98,56 @@ fn flip_first_data_char(value: &str) -> String {
     bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
     String::from_utf8(bytes).unwrap()
 }
+
+/// New files follow current sops' layout: tab indentation, metadata keys in sops' order with
+/// empty key types omitted, armored data keys ending in a newline.
+#[test]
+fn new_files_have_the_layout_sops_writes() {
+    let recipient: clan_secrets::Recipient =
+        "age15x8u838dwqflr3t6csf4tlghxm4tx77y379ncqxav7y2n8qp7yzqgrwt00"
+            .parse()
+            .unwrap();
+    let bytes = clan_secrets::encrypt(b"x", &[recipient])
+        .unwrap()
+        .to_bytes();
+    let text = String::from_utf8(bytes).unwrap();
+    assert!(
+        text.starts_with("{\n\t\"data\": \"ENC[AES256_GCM,data:"),
+        "{text}"
+    );
+    assert!(text.ends_with("\n\t}\n}\n"), "{text}");
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let keys: Vec<&str> = json["sops"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "age",
+            "lastmodified",
+            "mac",
+            "unencrypted_suffix",
+            "version"
+        ]
+    );
+    let enc = json["sops"]["age"][0]["enc"].as_str().unwrap();
+    assert!(enc.starts_with("-----BEGIN AGE ENCRYPTED FILE-----\n"));
+    assert!(enc.ends_with("\n-----END AGE ENCRYPTED FILE-----\n"));
+    assert!(enc.lines().all(|line| line.len() <= 64));
+    let last_modified = json["sops"]["lastmodified"].as_str().unwrap();
+    assert_eq!(last_modified.len(), "2023-08-23T09:11:08Z".len());
+    assert!(json["sops"]["mac"]
+        .as_str()
+        .unwrap()
+        .ends_with(",type:str]"));
+    let identities = fixture_identities();
+    assert_eq!(
+        clan_secrets::decrypt(text.as_bytes(), &identities)
+            .unwrap()
+            .expose(),
+        b"x"
+    );
+}
