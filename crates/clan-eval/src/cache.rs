@@ -1,10 +1,15 @@
 //! The on-disk evaluation cache. Evaluation is a pure function of the clan's files, so its
 //! result is stored under a hash of them: a second run with no change reads JSON and does no
-//! Starlark work. Each entry holds `summary.json` and one `machines/<m>.json` per machine, so
+//! Starlark work. Each entry holds `summary.json`, every machine's document in `machines.json`
+//! and their offsets in `index.json`, so
 //! `machines show` reads one small file. Entries are written to a temporary directory and
 //! renamed into place; only the newest few are kept.
 
+use std::collections::BTreeMap;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
 
 use sha2::{Digest, Sha256};
 
@@ -12,6 +17,9 @@ use crate::error::Error;
 use crate::evaluate::{EvaluatedMachine, FleetSummary};
 
 const KEPT_ENTRIES: usize = 8;
+const SUMMARY: &str = "summary.json";
+const MACHINES: &str = "machines.json";
+const INDEX: &str = "index.json";
 
 /// Where cache entries live: `$CLAN_CACHE_DIR`, else `$XDG_CACHE_HOME/clan/eval`, else
 /// `~/.cache/clan/eval`.
@@ -66,19 +74,31 @@ impl Entry {
     }
 
     pub fn exists(&self) -> bool {
-        self.dir.join("summary.json").is_file()
+        self.dir.join(SUMMARY).is_file()
     }
 
     pub fn summary(&self) -> Result<FleetSummary, Error> {
-        read_json(&self.dir.join("summary.json"))
+        read_json(&self.dir.join(SUMMARY))
     }
 
     pub fn machine(&self, name: &str) -> Result<Option<EvaluatedMachine>, Error> {
-        let path = self.dir.join("machines").join(format!("{name}.json"));
-        if !path.is_file() {
+        let index: BTreeMap<String, (u64, usize)> = read_json(&self.dir.join(INDEX))?;
+        let Some(&(offset, length)) = index.get(name) else {
             return Ok(None);
-        }
-        read_json(&path).map(Some)
+        };
+        let path = self.dir.join(MACHINES);
+        let read = || -> std::io::Result<Vec<u8>> {
+            let mut file = std::fs::File::open(&path)?;
+            file.seek(SeekFrom::Start(offset))?;
+            let mut bytes = vec![0; length];
+            file.read_exact(&mut bytes)?;
+            Ok(bytes)
+        };
+        let bytes = read().map_err(|source| Error::Read {
+            path: path.clone(),
+            source,
+        })?;
+        parse_json(&path, &bytes).map(Some)
     }
 
     /// Stores a complete evaluation; a concurrent writer of the same entry is harmless.
@@ -97,20 +117,27 @@ impl Entry {
         };
         std::fs::create_dir_all(root).map_err(cache_error)?;
         let staging = tempfile::tempdir_in(root).map_err(cache_error)?;
-        let machines_dir = staging.path().join("machines");
-        std::fs::create_dir(&machines_dir).map_err(cache_error)?;
-        let write =
-            |path: PathBuf, bytes: Vec<u8>| std::fs::write(path, bytes).map_err(cache_error);
-        for machine in machines {
-            write(
-                machines_dir.join(format!("{}.json", machine.summary.name)),
-                serde_json::to_vec(machine).expect("plain data"),
-            )?;
+        let documents: Vec<Vec<u8>> = machines
+            .par_iter()
+            .map(|machine| serde_json::to_vec(machine).expect("plain data"))
+            .collect();
+        let mut index = BTreeMap::new();
+        let mut offset = 0u64;
+        for (machine, document) in machines.iter().zip(&documents) {
+            index.insert(machine.summary.name.as_str(), (offset, document.len()));
+            offset += document.len() as u64;
         }
-        write(
-            staging.path().join("summary.json"),
+        std::fs::write(staging.path().join(MACHINES), documents.concat()).map_err(cache_error)?;
+        std::fs::write(
+            staging.path().join(INDEX),
+            serde_json::to_vec(&index).expect("plain data"),
+        )
+        .map_err(cache_error)?;
+        std::fs::write(
+            staging.path().join(SUMMARY),
             serde_json::to_vec(summary).expect("plain data"),
-        )?;
+        )
+        .map_err(cache_error)?;
         let staged = staging.keep();
         if std::fs::rename(&staged, &self.dir).is_err() {
             // Another process stored the same entry first; its content is identical.
@@ -126,7 +153,11 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, Error> {
         path: path.to_owned(),
         source,
     })?;
-    serde_json::from_slice(&bytes).map_err(|error| Error::Read {
+    parse_json(path, &bytes)
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<T, Error> {
+    serde_json::from_slice(bytes).map_err(|error| Error::Read {
         path: path.to_owned(),
         source: std::io::Error::new(std::io::ErrorKind::InvalidData, error),
     })
@@ -141,7 +172,7 @@ fn prune(root: &Path) {
         .filter_map(Result::ok)
         .filter_map(|entry| Some((entry.metadata().ok()?.modified().ok()?, entry.path())))
         .collect();
-    entries.sort_by(|a, b| b.0.cmp(&a.0));
+    entries.sort_by_key(|entry| std::cmp::Reverse(entry.0));
     for (_, path) in entries.into_iter().skip(KEPT_ENTRIES) {
         let _ = std::fs::remove_dir_all(path);
     }

@@ -270,8 +270,8 @@ impl Service {
                         ("exports", exports),
                     ]));
                     let what = format!(
-                        "roles[\"{}\"][\"perInstance\"] for instance `{}`",
-                        call.role, call.instance
+                        "roles[\"{}\"][\"perInstance\"] for instance `{}` on machine {}",
+                        call.role, call.instance, call.machine["name"]
                     );
                     self.call(&module, attach(function, frozen_heap), ctx, &what)
                 })
@@ -403,7 +403,7 @@ fn classify(service: &str, function: &str, steps: &Cell<u64>, error: starlark::E
     } else {
         Error::Starlark {
             service: service.to_owned(),
-            message: error.to_string(),
+            message: format!("in {function}: {error}"),
         }
     }
 }
