@@ -114,15 +114,7 @@ impl Editor {
         target_host: Option<&str>,
         description: Option<&str>,
     ) -> Result<(), Error> {
-        if self.has("machines", name.as_str()) {
-            return Err(self.invalid(
-                format!("machines.{name}"),
-                format!("machine `{name}` already exists"),
-                Some(format!(
-                    "pick another name, or `clan machines delete {name}` first"
-                )),
-            ));
-        }
+        self.require_absent("machines", "machine", name.as_str())?;
         let mut machine = Table::new();
         if !tags.is_empty() {
             machine["tags"] = toml_edit::value(tags.iter().map(|t| t.as_str()).collect::<Array>());
@@ -175,15 +167,7 @@ impl Editor {
         name: &InstanceName,
         service: &ServiceName,
     ) -> Result<(), Error> {
-        if self.has("instances", name.as_str()) {
-            return Err(self.invalid(
-                format!("instances.{name}"),
-                format!("instance `{name}` already exists"),
-                Some(format!(
-                    "pick another name, or `clan instances delete {name}` first"
-                )),
-            ));
-        }
+        self.require_absent("instances", "instance", name.as_str())?;
         let mut instance = Table::new();
         dotted_table(&mut instance, "module")["name"] = toml_edit::value(service.as_str());
         implicit_table(self.doc.as_table_mut(), "instances")
@@ -351,32 +335,42 @@ impl Editor {
                 .is_some()
     }
 
-    fn require_machine(&self, name: &MachineName) -> Result<(), Error> {
-        if self.has("machines", name.as_str()) {
+    fn require_absent(&self, section: &str, kind: &str, name: &str) -> Result<(), Error> {
+        if !self.has(section, name) {
             return Ok(());
         }
         Err(self.invalid(
-            format!("machines.{name}"),
-            format!("unknown machine `{name}`"),
-            crate::error::did_you_mean(
-                name.as_str(),
-                self.loaded.inventory.machines.keys().map(|m| m.as_str()),
-            ),
+            format!("{section}.{name}"),
+            format!("{kind} `{name}` already exists"),
+            Some(format!("pick another name, or `clan {section} delete {name}` first")),
         ))
     }
 
+    fn require_machine(&self, name: &MachineName) -> Result<(), Error> {
+        let known = self.loaded.inventory.machines.keys().map(|m| m.as_str());
+        self.require_present("machines", "machine", name.as_str(), known)
+    }
+
     fn require_instance(&self, name: &InstanceName) -> Result<(), Error> {
-        if self.has("instances", name.as_str()) {
+        let known = self.loaded.inventory.instances.keys().map(|i| i.as_str());
+        self.require_present("instances", "instance", name.as_str(), known)
+    }
+
+    fn require_present<'a>(
+        &self,
+        section: &str,
+        kind: &str,
+        name: &str,
+        known: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), Error> {
+        if self.has(section, name) {
             return Ok(());
         }
         Err(self.invalid(
-            format!("instances.{name}"),
-            format!("unknown instance `{name}`"),
-            crate::error::did_you_mean(
-                name.as_str(),
-                self.loaded.inventory.instances.keys().map(|i| i.as_str()),
-            )
-            .or_else(|| Some("`clan instances list` shows the instances".to_owned())),
+            format!("{section}.{name}"),
+            format!("unknown {kind} `{name}`"),
+            crate::error::did_you_mean(name, known)
+                .or_else(|| Some(format!("`clan {section} list` shows the {section}"))),
         ))
     }
 
