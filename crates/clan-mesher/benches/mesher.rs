@@ -384,10 +384,12 @@ fn idle(n: usize, files: usize) {
         .filter_map(|node| node.child.as_ref())
         .map(rss_kib)
         .collect();
+    let mib = |kib: u64| kib as f64 / 1024.0;
     println!(
         "idle N={n} files={files}: anti-entropy {per_node_per_round:.0} B per node per round = {per_node_per_minute_at_30s:.0} B per node per minute at 30 s; \
-         RSS max {:.1} MiB; initial load and replication {:.1} s",
-        *rss.iter().max().unwrap_or(&0) as f64 / 1024.0,
+         RSS {:.1} MiB on the node that took the uploads, at most {:.1} MiB on the others; initial load and replication {:.1} s",
+        mib(rss[0]),
+        mib(rss[1..].iter().copied().max().unwrap_or(0)),
         load.as_secs_f64()
     );
 }

@@ -145,15 +145,12 @@ impl Config {
             value: value.to_owned(),
             reason: reason.to_owned(),
         };
-        let bootstrap = raw
-            .cluster
-            .bootstrap_peers
-            .iter()
-            .map(|text| {
-                text.parse::<Multiaddr>()
-                    .map_err(|e| value_error("cluster.bootstrap_peers", text, &e.to_string()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut bootstrap = Vec::new();
+        for text in &raw.cluster.bootstrap_peers {
+            let addresses = bootstrap_addresses(text)
+                .map_err(|reason| value_error("cluster.bootstrap_peers", text, &reason))?;
+            bootstrap.extend(addresses);
+        }
         let push_pull_interval =
             parse_duration(&raw.cluster.push_pull_interval).ok_or_else(|| {
                 value_error(
@@ -232,6 +229,31 @@ impl Config {
     }
 }
 
+/// A bootstrap peer: a multiaddr (`/ip4/…/tcp/…[/p2p/…]`) or `host:port`, resolved now. A
+/// host name that does not resolve (yet) is skipped with a warning rather than stopping the
+/// node: the other peers still bring it up to date.
+fn bootstrap_addresses(text: &str) -> Result<Vec<Multiaddr>, String> {
+    if text.starts_with('/') {
+        return text
+            .parse::<Multiaddr>()
+            .map(|a| vec![a])
+            .map_err(|e| e.to_string());
+    }
+    if text
+        .rsplit_once(':')
+        .is_none_or(|(_, port)| port.parse::<u16>().is_err())
+    {
+        return Err("expected a multiaddr or `host:port`".into());
+    }
+    match std::net::ToSocketAddrs::to_socket_addrs(text) {
+        Ok(addresses) => Ok(addresses.map(|a| tcp_multiaddr(a.ip(), a.port())).collect()),
+        Err(error) => {
+            tracing::warn!(peer = text, %error, "bootstrap peer does not resolve; skipping it");
+            Ok(Vec::new())
+        }
+    }
+}
+
 fn tcp_multiaddr(ip: IpAddr, port: u16) -> Multiaddr {
     let mut address = Multiaddr::empty();
     address.push(match ip {
@@ -272,7 +294,7 @@ state_dir = "state"
 [cluster]
 port = 7946
 interfaces = ["127.0.0.1"]
-bootstrap_peers = ["/ip4/127.0.0.1/tcp/7947"]
+bootstrap_peers = ["/ip4/127.0.0.1/tcp/7947", "127.0.0.1:7948"]
 push_pull_interval = "500ms"
 identity_key = "id.key"
 identity_cert = "/etc/id.cert"
@@ -297,6 +319,7 @@ port = 7331
         assert_eq!(config.identity_cert, Path::new("/etc/id.cert"));
         assert_eq!(config.push_pull_interval, Duration::from_millis(500));
         assert_eq!(config.listen[0].to_string(), "/ip4/127.0.0.1/tcp/7946");
+        assert_eq!(config.bootstrap.len(), 2);
         assert_eq!(config.http, vec!["127.0.0.1:7331".parse().unwrap()]);
         assert_eq!(config.policy.files.len(), 1);
     }
@@ -321,6 +344,20 @@ port = 7331
         ));
         let unknown = example.replace("log_level", "loglevel");
         assert!(Config::parse(&unknown, path).is_err());
+    }
+
+    #[test]
+    fn bootstrap_peers_are_multiaddrs_or_host_and_port() {
+        assert_eq!(
+            bootstrap_addresses("127.0.0.1:7946").unwrap()[0].to_string(),
+            "/ip4/127.0.0.1/tcp/7946"
+        );
+        assert_eq!(bootstrap_addresses("/ip4/10.0.0.1/tcp/1").unwrap().len(), 1);
+        assert!(bootstrap_addresses("no-port").is_err());
+        assert_eq!(
+            bootstrap_addresses("does-not-exist.invalid:7946").unwrap(),
+            vec![]
+        );
     }
 
     #[test]

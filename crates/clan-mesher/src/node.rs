@@ -380,7 +380,8 @@ struct Peer {
     reconciling: bool,
     queue: VecDeque<Prefix>,
     inflight: usize,
-    backlog: VecDeque<Record>,
+    /// Names whose current record is still to be announced (sent as current when their turn comes).
+    backlog: VecDeque<FileName>,
     budget: f64,
     refilled: Instant,
 }
@@ -608,7 +609,7 @@ impl Node {
         if let (Outbound::Announce, Request::Announce(record)) = (&purpose, &request) {
             if state.inflight >= MAX_PEER_INFLIGHT {
                 if state.backlog.len() < MAX_BACKLOG {
-                    state.backlog.push_back(record.clone());
+                    state.backlog.push_back(record.name.clone());
                 }
                 return;
             }
@@ -634,9 +635,14 @@ impl Node {
             return;
         };
         state.inflight = state.inflight.saturating_sub(1);
-        if state.inflight < MAX_PEER_INFLIGHT {
-            if let Some(record) = state.backlog.pop_front() {
-                self.send(peer, Request::Announce(record), Outbound::Announce);
+        if state.inflight >= MAX_PEER_INFLIGHT {
+            return;
+        }
+        while let Some(name) = state.backlog.pop_front() {
+            if let Some(record) = self.store.current(&name) {
+                let request = Request::Announce(record.clone());
+                self.send(peer, request, Outbound::Announce);
+                return;
             }
         }
     }

@@ -48,7 +48,7 @@ pub struct Record {
     pub signature: [u8; 64],
     /// The signer's membership certificate, needed for signed-namespace names. Not signed over:
     /// it is checked on its own against the network key.
-    pub certificate: Option<Certificate>,
+    pub certificate: Option<Box<Certificate>>,
 }
 
 /// A record's position in the winner order: signing time, then the record digest, so that
@@ -126,7 +126,7 @@ impl Record {
 
     /// Attaches the signer's certificate (for signed-namespace names).
     pub fn with_certificate(mut self, certificate: Certificate) -> Self {
-        self.certificate = Some(certificate);
+        self.certificate = Some(Box::new(certificate));
         self
     }
 
@@ -242,7 +242,7 @@ impl Record {
         let signature = r.array("record signature")?;
         let certificate = match r.u8("record certificate flag")? {
             0 => None,
-            1 => Some(Certificate::decode(r)?),
+            1 => Some(Box::new(Certificate::decode(r)?)),
             tag => {
                 return Err(DecodeError::UnknownTag {
                     what: "record certificate flag",
