@@ -51,6 +51,8 @@ enum Command {
     Testbed(commands::testbed::Args),
     /// Manage sops secrets: keys, users, machines, groups, and the secrets themselves.
     Secrets(commands::secrets::Args),
+    /// Generate, check, list, get and set vars (generator outputs, public and secret).
+    Vars(commands::vars::Args),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +72,7 @@ fn main() -> ExitCode {
         Command::Mesher(args) => commands::mesher::run(args, &context),
         Command::Testbed(args) => commands::testbed::run(args, &context),
         Command::Secrets(args) => commands::secrets::run(args, &context),
+        Command::Vars(args) => commands::vars::run(args, &context),
     };
     match result {
         Ok(code) => code,

@@ -13,6 +13,7 @@ mod output;
 pub mod secrets;
 pub mod services;
 pub mod testbed;
+pub mod vars;
 
 /// What every subcommand gets from the global flags.
 pub struct Context {

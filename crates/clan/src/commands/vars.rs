@@ -1,0 +1,494 @@
+//! `clan vars …`: clan-core's vars commands (generate, check, fix, list, get, set, export,
+//! import, keygen) over the `clan-vars` library. Prompts are asked here, all of them before
+//! any generator runs: on the terminal, or from `--prompt-values FILE` (`-` for stdin) —
+//! never from arguments. Mutations hold the clan lock and are committed to git (one commit
+//! per command) unless `CLAN_NO_COMMIT=1`.
+
+use std::io::{BufRead, IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clan_secrets::{Admin, Identities, KeySources, MachineName, Plaintext, SopsDir, UserName};
+use clan_vars::{
+    ops, Answers, ClanLock, Confinement, Graph, Plan, PromptRequest, RunOptions, Selection,
+    VarsStore,
+};
+use clap::{Parser, Subcommand};
+use zeroize::Zeroizing;
+
+use super::output::{commit, print_json, print_table};
+use super::Context;
+use crate::report::{hinted, EXIT_FAILED};
+
+#[derive(Parser)]
+pub struct Args {
+    #[command(subcommand)]
+    command: VarsCommand,
+}
+
+#[derive(Subcommand)]
+enum VarsCommand {
+    /// Run the generators whose vars are missing or outdated, and everything depending on them.
+    Generate {
+        /// Machines whose generators to run (default: all).
+        machines: Vec<MachineName>,
+        /// Run only this generator (even if complete), what it needs and what depends on it.
+        #[arg(long, short = 'g')]
+        generator: Option<String>,
+        /// Run even complete generators again, and ask persisted prompts again.
+        #[arg(long, short = 'r')]
+        regenerate: bool,
+        /// Run scripts without bubblewrap (they can then reach the network and your files).
+        #[arg(long)]
+        no_sandbox: bool,
+        /// JSON file with prompt answers, `{"<generator>": {"<prompt>": "value"}}`; `-` reads stdin.
+        #[arg(long, value_name = "FILE")]
+        prompt_values: Option<PathBuf>,
+        /// Scripts to run at once (default: the number of cores).
+        #[arg(long, short = 'j')]
+        jobs: Option<usize>,
+    },
+    /// Report missing or outdated vars and secrets encrypted to the wrong keys; exit 1 if any.
+    Check { machine: MachineName },
+    /// Re-link and re-encrypt a machine's secret vars to who should read them.
+    Fix { machine: MachineName },
+    /// List a machine's vars (secret values are not shown).
+    List {
+        machine: MachineName,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a var's value (`<generator>/<file>`) to stdout.
+    Get { machine: MachineName, var: String },
+    /// Set a var (`<generator>/<file>`) from stdin, or a hidden prompt on a terminal.
+    Set { machine: MachineName, var: String },
+    /// Write every var, decrypted, into a new directory (mode 0700).
+    Export { directory: PathBuf },
+    /// Read a directory written by `export` back into the clan.
+    Import { directory: PathBuf },
+    /// Create your age key and sops user unless they exist.
+    Keygen {
+        /// The sops user to create (default: $USER).
+        #[arg(long)]
+        user: Option<UserName>,
+    },
+}
+
+/// The clan, its generators, and where the admin's keys are.
+struct Session {
+    store: VarsStore,
+    graph: Graph,
+    sources: KeySources,
+}
+
+impl Session {
+    fn open(context: &Context) -> anyhow::Result<Session> {
+        let clan_dir = super::clan_dir(context)?;
+        let fleet = clan_eval::Fleet::open(&clan_dir)?;
+        let machines = fleet.machines()?;
+        let mut generators = Vec::new();
+        for machine in &machines {
+            let name: MachineName = machine
+                .summary
+                .name
+                .parse()
+                .with_context(|| format!("machine name `{}`", machine.summary.name))?;
+            generators.push((name, &machine.config.generators));
+        }
+        let graph = Graph::build(generators.iter().map(|(name, g)| (name.clone(), *g)))?;
+        Ok(Session {
+            store: VarsStore::new(clan_dir),
+            graph,
+            sources: KeySources::from_env(),
+        })
+    }
+
+    fn machine(&self, machine: &MachineName) -> anyhow::Result<()> {
+        if self.graph.machines().any(|m| m == machine) {
+            return Ok(());
+        }
+        Err(clan_vars::Error::UnknownMachine {
+            machine: machine.to_string(),
+        }
+        .into())
+    }
+
+    fn identities(&self) -> anyhow::Result<Identities> {
+        let identities = Identities::discover(&self.sources)?;
+        if identities.public_keys().is_empty() {
+            return Err(clan_secrets::Error::NoAdminKey {
+                searched: self.sources.describe(),
+            })
+            .context("secret vars need your age key")
+            .map_err(|error| {
+                hinted(
+                    format!("{error:#}"),
+                    "run `clan vars keygen` to create your key and sops user",
+                )
+            });
+        }
+        Ok(identities)
+    }
+
+    fn admin(&self) -> anyhow::Result<Admin> {
+        Ok(self
+            .store
+            .sops()
+            .admin(self.identities()?, &self.sources.describe())?)
+    }
+
+    /// Takes the clan lock, then removes what an interrupted run left in staging.
+    fn lock(&self) -> anyhow::Result<ClanLock> {
+        let lock = lock(self.store.clan_dir())?;
+        self.store.remove_stale_staging()?;
+        Ok(lock)
+    }
+}
+
+fn lock(clan_dir: &Path) -> anyhow::Result<ClanLock> {
+    match ClanLock::try_acquire(clan_dir) {
+        Err(clan_vars::Error::Locked { path }) => {
+            eprintln!(
+                "waiting for another clan process to finish (lock `{}`)",
+                path.display()
+            );
+            Ok(ClanLock::acquire(clan_dir)?)
+        }
+        other => Ok(other?),
+    }
+}
+
+fn commit_changes(clan_dir: &Path, paths: &[PathBuf], message: &str) -> anyhow::Result<()> {
+    let paths: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
+    commit(clan_dir, &paths, message)
+}
+
+pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
+    match args.command {
+        VarsCommand::Keygen { user } => keygen(context, user),
+        VarsCommand::Generate {
+            machines,
+            generator,
+            regenerate,
+            no_sandbox,
+            prompt_values,
+            jobs,
+        } => {
+            let session = Session::open(context)?;
+            for machine in &machines {
+                session.machine(machine)?;
+            }
+            let selection = Selection {
+                machines,
+                generator,
+                regenerate,
+            };
+            let options = RunOptions {
+                confinement: Confinement::detect(!no_sandbox)?,
+                jobs: jobs.unwrap_or_else(|| {
+                    std::thread::available_parallelism().map_or(1, |n| n.get())
+                }),
+            };
+            generate(&session, &selection, prompt_values.as_deref(), &options)
+        }
+        VarsCommand::Check { machine } => {
+            let session = Session::open(context)?;
+            session.machine(&machine)?;
+            let admin = session.admin()?;
+            let problems = ops::check(&session.graph, &session.store, &machine, &admin.user)?;
+            if problems.is_empty() {
+                eprintln!("all vars of machine `{machine}` are present and valid");
+                return Ok(ExitCode::SUCCESS);
+            }
+            for problem in &problems {
+                eprintln!("{}: {}", problem.var, problem.message);
+            }
+            eprintln!("hint: `clan vars generate {machine}` creates missing vars, `clan vars fix {machine}` re-encrypts secrets");
+            Ok(ExitCode::from(EXIT_FAILED))
+        }
+        VarsCommand::Fix { machine } => {
+            let session = Session::open(context)?;
+            session.machine(&machine)?;
+            let _lock = session.lock()?;
+            let admin = session.admin()?;
+            let changes = ops::fix(&session.graph, &session.store, &machine, &admin)?;
+            commit_changes(session.store.clan_dir(), &changes.paths, &changes.message)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        VarsCommand::List { machine, json } => {
+            let session = Session::open(context)?;
+            session.machine(&machine)?;
+            list(&session, &machine, json)
+        }
+        VarsCommand::Get { machine, var } => {
+            let session = Session::open(context)?;
+            session.machine(&machine)?;
+            let var = ops::find(&session.graph, &machine, &var)?;
+            let identities = if var.declaration.secret {
+                session.identities()?
+            } else {
+                Identities::default()
+            };
+            let value = ops::get(&session.store, &var, &identities)?;
+            std::io::stdout().lock().write_all(value.expose())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        VarsCommand::Set { machine, var } => {
+            let session = Session::open(context)?;
+            session.machine(&machine)?;
+            let var = ops::find(&session.graph, &machine, &var)?;
+            let admin = session.admin()?;
+            let value = read_value(&var.id())?;
+            let _lock = session.lock()?;
+            let changes = ops::set(&session.graph, &session.store, &var, &value, &admin)?;
+            commit_changes(session.store.clan_dir(), &changes.paths, &changes.message)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        VarsCommand::Export { directory } => {
+            let session = Session::open(context)?;
+            let identities = session.identities()?;
+            let count = ops::export(&session.graph, &session.store, &directory, &identities)?;
+            eprintln!("exported {count} vars to {}", directory.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        VarsCommand::Import { directory } => {
+            let session = Session::open(context)?;
+            let admin = session.admin()?;
+            let _lock = session.lock()?;
+            let changes = ops::import(&session.graph, &session.store, &directory, &admin)?;
+            commit_changes(session.store.clan_dir(), &changes.paths, &changes.message)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn generate(
+    session: &Session,
+    selection: &Selection,
+    prompt_values: Option<&Path>,
+    options: &RunOptions,
+) -> anyhow::Result<ExitCode> {
+    let _lock = session.lock()?;
+    let plan = Plan::new(&session.graph, &session.store, selection)?;
+    if plan.order.is_empty() {
+        eprintln!("all vars are up to date");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let admin = session.admin()?;
+    let mut answers = Answers::default();
+    let requests = plan.prompts(&session.graph, &session.store, Some(&admin), &mut answers)?;
+    if !requests.is_empty() {
+        if let Some(path) = prompt_values {
+            let (bytes, name) = read_prompt_values(path)?;
+            answers.fill_from_json(&bytes, &name, &requests)?;
+        }
+        ask_remaining(&requests, &mut answers)?;
+    }
+    let report = clan_vars::generate::run(
+        &session.graph,
+        &session.store,
+        &plan,
+        &answers,
+        &admin,
+        options,
+    )?;
+    let clan_dir = session.store.clan_dir();
+    let names: Vec<String> = report.generated.iter().map(|k| k.name.clone()).collect();
+    let mut unique = names.clone();
+    unique.sort();
+    unique.dedup();
+    let message = if report.generated.is_empty() {
+        "vars: create machine keys".to_owned()
+    } else {
+        format!(
+            "vars: generate {} ({} generator runs)",
+            unique.join(", "),
+            report.generated.len()
+        )
+    };
+    commit_changes(clan_dir, &report.changed, &message)?;
+    if report.interrupted {
+        return Err(clan_vars::Error::Interrupted.into());
+    }
+    eprintln!("generated {} generator runs", report.generated.len());
+    for (key, error) in &report.failed {
+        eprintln!("error: {key}: {error}");
+        if let Some(hint) = error.hint() {
+            eprintln!("hint: {hint}");
+        }
+    }
+    Ok(if report.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILED)
+    })
+}
+
+fn read_prompt_values(path: &Path) -> anyhow::Result<(Zeroizing<Vec<u8>>, String)> {
+    let mut bytes = Zeroizing::new(Vec::new());
+    if path == Path::new("-") {
+        std::io::stdin()
+            .lock()
+            .read_to_end(&mut bytes)
+            .context("reading prompt values from stdin")?;
+        return Ok((bytes, "stdin".to_owned()));
+    }
+    std::fs::File::open(path)
+        .and_then(|mut file| file.read_to_end(&mut bytes))
+        .with_context(|| format!("reading prompt values from `{}`", path.display()))?;
+    Ok((bytes, format!("`{}`", path.display())))
+}
+
+/// Asks the prompts not answered yet on the terminal; without one, that is an error.
+fn ask_remaining(requests: &[PromptRequest], answers: &mut Answers) -> anyhow::Result<()> {
+    let interactive = std::io::stdin().is_terminal();
+    for request in requests {
+        if answers.contains(request) {
+            continue;
+        }
+        let key = &request.generator;
+        if !interactive {
+            return Err(clan_vars::Error::PromptMissing {
+                placement: key.placement.to_string(),
+                generator: key.name.clone(),
+                prompt: request.name.clone(),
+            }
+            .into());
+        }
+        let label = if request.prompt.description.is_empty() {
+            request.name.clone()
+        } else {
+            request.prompt.description.clone()
+        };
+        let title = format!("{key} — {label}");
+        let value = match request.prompt.kind {
+            clan_config::PromptType::Hidden | clan_config::PromptType::MultilineHidden => {
+                ask_hidden_twice(&title)?
+            }
+            clan_config::PromptType::Line => {
+                eprint!("{title}: ");
+                let mut line = Zeroizing::new(String::new());
+                std::io::stdin().lock().read_line(&mut line)?;
+                Zeroizing::new(line.trim_end_matches(['\n', '\r']).to_owned())
+            }
+            clan_config::PromptType::Multiline => {
+                eprintln!("{title} (finish with Ctrl-D on an empty line):");
+                let mut text = Zeroizing::new(String::new());
+                std::io::stdin().lock().read_to_string(&mut text)?;
+                text
+            }
+        };
+        answers.insert(key.clone(), &request.name, value);
+    }
+    Ok(())
+}
+
+fn ask_hidden_twice(title: &str) -> anyhow::Result<Zeroizing<String>> {
+    for _ in 0..3 {
+        let first = Zeroizing::new(rpassword::prompt_password(format!("{title}: "))?);
+        let second = Zeroizing::new(rpassword::prompt_password("Again, to confirm: ")?);
+        if first == second {
+            return Ok(first);
+        }
+        eprintln!("the two entries differ; try again");
+    }
+    Err(hinted(
+        "the two entries differed three times",
+        "run `clan vars generate` again",
+    ))
+}
+
+fn list(session: &Session, machine: &MachineName, json: bool) -> anyhow::Result<ExitCode> {
+    let vars = ops::list(&session.graph, &session.store, machine);
+    let value_of = |var: &ops::Var| -> Option<String> {
+        if var.declaration.secret || !var.exists {
+            return None;
+        }
+        session
+            .store
+            .read_public(&var.generator, &var.file)
+            .ok()
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+    };
+    if json {
+        let entries: Vec<serde_json::Value> = vars
+            .iter()
+            .map(|var| {
+                serde_json::json!({
+                    "generator": var.generator.name,
+                    "file": var.file,
+                    "shared": var.generator.placement == clan_vars::Placement::Shared,
+                    "secret": var.declaration.secret,
+                    "exists": var.exists,
+                    "value": value_of(var),
+                })
+            })
+            .collect();
+        print_json(&entries)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut rows = vec![vec!["VAR".to_owned(), "VALUE".to_owned()]];
+    for var in &vars {
+        let shown = match (var.exists, var.declaration.secret) {
+            (false, _) => "<not set>".to_owned(),
+            (true, true) => "********".to_owned(),
+            (true, false) => value_of(var)
+                .map(|v| v.trim_end().replace('\n', "⏎"))
+                .unwrap_or_default(),
+        };
+        rows.push(vec![var.id(), shown]);
+    }
+    print_table(&rows)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A var's new value: a hidden prompt on a terminal (typed twice), else all of stdin.
+fn read_value(id: &str) -> anyhow::Result<Plaintext> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        let value = ask_hidden_twice(&format!("Value of var {id}"))?;
+        return Ok(Plaintext::new(value.as_bytes().to_vec()));
+    }
+    let mut value = Zeroizing::new(Vec::new());
+    stdin
+        .lock()
+        .read_to_end(&mut value)
+        .context("reading the value from stdin")?;
+    Ok(Plaintext::new(value))
+}
+
+fn keygen(context: &Context, user: Option<UserName>) -> anyhow::Result<ExitCode> {
+    let clan_dir = super::clan_dir(context)?;
+    let user = match user {
+        Some(user) => user,
+        None => std::env::var("USER")
+            .ok()
+            .and_then(|name| name.parse().ok())
+            .ok_or_else(|| hinted("cannot tell your user name from $USER", "pass `--user <name>`"))?,
+    };
+    let _lock = lock(&clan_dir)?;
+    let store = VarsStore::new(&clan_dir);
+    let done = ops::keygen(&store, &KeySources::from_env(), &user)?;
+    match &done.created {
+        Some((path, recipient)) => eprintln!("created age key {recipient} in {}", path.display()),
+        None => eprintln!("using your existing age key"),
+    }
+    match &done.user_added {
+        Some(changes) => {
+            eprintln!("added sops user `{user}`");
+            commit_changes(&clan_dir, &changes.paths, &changes.message)?;
+        }
+        None => {
+            let sops = SopsDir::new(&clan_dir);
+            let admin = sops.admin(
+                Identities::discover(&KeySources::from_env())?,
+                "your key files",
+            )?;
+            eprintln!("you are sops user `{}`", admin.user);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

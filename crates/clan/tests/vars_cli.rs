@@ -1,0 +1,477 @@
+//! `clan vars …` end to end: the real binary in a temporary git clan, generator scripts run
+//! in real bubblewrap with real ssh-keygen and openssl (Debian packages `bubblewrap`,
+//! `openssh-client`, `openssl`, `age`), prompt answers through `--prompt-values` only.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+struct Clan {
+    dir: tempfile::TempDir,
+    key: PathBuf,
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+const CLAN_TOML: &str = r#"[meta]
+name = "test"
+
+[machines.web01]
+[machines.web02]
+
+[instances.ssh]
+module.name = "sshd"
+roles.server.machines.web01 = {}
+roles.server.machines.web02 = {}
+
+[instances.people]
+module.name = "users"
+roles.default.machines.web01 = {}
+roles.default.settings.user = "alice"
+"#;
+
+impl Clan {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        for sub in ["clan", "home", "cache"] {
+            std::fs::create_dir(dir.path().join(sub)).unwrap();
+        }
+        let key = dir.path().join("admin.key");
+        let clan = Clan { dir, key };
+        clan.write("clan.toml", CLAN_TOML);
+        clan.git(&["init", "-q"]);
+        clan.git(&["add", "clan.toml"]);
+        clan.git(&["commit", "-q", "-m", "init"]);
+        let keygen = clan.run(&["vars", "keygen", "--user", "admin"], b"");
+        assert_eq!(keygen.code, 0, "{}", keygen.stderr);
+        clan
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("clan")
+    }
+
+    fn write(&self, path: &str, content: &str) {
+        let path = self.root().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+
+    /// `machines/<machine>/config.star` declaring `generators` (a Starlark dict literal).
+    fn machine_generators(&self, machine: &str, generators: &str) {
+        self.write(
+            &format!("machines/{machine}/config.star"),
+            &format!("def per_machine(ctx):\n    return {{\"config\": {{\"generators\": {generators}}}}}\n"),
+        );
+    }
+
+    fn env<'a>(&self, command: &'a mut Command) -> &'a mut Command {
+        command
+            .env_remove("SOPS_AGE_KEY")
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("CLAN_NO_COMMIT")
+            .env_remove("CLAN_DIR")
+            .env("SOPS_AGE_KEY_FILE", &self.key)
+            .env("HOME", self.dir.path().join("home"))
+            .env("XDG_CACHE_HOME", self.dir.path().join("cache"))
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_AUTHOR_NAME", "test")
+            .env("GIT_AUTHOR_EMAIL", "test@example.org")
+            .env("GIT_COMMITTER_NAME", "test")
+            .env("GIT_COMMITTER_EMAIL", "test@example.org")
+    }
+
+    fn git(&self, args: &[&str]) -> String {
+        let output = self
+            .env(Command::new("git").args(args))
+            .current_dir(self.root())
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "git {args:?}");
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_clan"));
+        self.env(&mut command)
+            .arg("--flake")
+            .arg(self.root())
+            .args(args);
+        command
+    }
+
+    fn run(&self, args: &[&str], stdin: &[u8]) -> Run {
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        let output = child.wait_with_output().unwrap();
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    fn generate(&self, extra: &[&str], answers: &str) -> Run {
+        let mut args = vec!["vars", "generate", "--prompt-values", "-"];
+        args.extend_from_slice(extra);
+        self.run(&args, answers.as_bytes())
+    }
+
+    fn exists(&self, path: &str) -> bool {
+        self.root().join(path).symlink_metadata().is_ok()
+    }
+
+    fn read(&self, path: &str) -> String {
+        std::fs::read_to_string(self.root().join(path)).unwrap()
+    }
+
+    /// Every file under `vars/` with its content (links as their target).
+    fn snapshot(&self) -> Vec<(String, String)> {
+        fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, String)>) {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return;
+            };
+            for entry in entries {
+                let path = entry.unwrap().path();
+                let meta = path.symlink_metadata().unwrap();
+                let name = path.strip_prefix(root).unwrap().display().to_string();
+                if meta.is_symlink() {
+                    out.push((name, std::fs::read_link(&path).unwrap().display().to_string()));
+                } else if meta.is_dir() {
+                    walk(root, &path, out);
+                } else {
+                    out.push((name, std::fs::read_to_string(&path).unwrap_or_default()));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.root(), &self.root().join("vars"), &mut out);
+        out.sort();
+        out
+    }
+
+    fn commits(&self) -> usize {
+        self.git(&["rev-list", "--count", "HEAD"]).trim().parse().unwrap()
+    }
+}
+
+const ALICE: &str = r#"{"user-password-alice": {"user-password": "correct horse"}}"#;
+
+#[test]
+fn builtin_generators_run_for_real_in_one_commit() {
+    let clan = Clan::new();
+    let before = clan.commits();
+    let run = clan.generate(&[], ALICE);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(clan.commits(), before + 1, "one commit for the whole run");
+    assert!(clan.git(&["status", "--porcelain"]).trim().is_empty());
+
+    let public = clan.read("vars/per-machine/web01/openssh/ssh.id_ed25519.pub/value");
+    assert!(public.starts_with("ssh-ed25519 "), "{public}");
+    let secret_dir = "vars/per-machine/web01/openssh/ssh.id_ed25519";
+    assert!(clan.exists(&format!("{secret_dir}/secret")));
+    assert_eq!(
+        std::fs::read_link(clan.root().join(secret_dir).join("machines/web01")).unwrap(),
+        Path::new("../../../../../../sops/machines/web01")
+    );
+    assert!(clan.exists(&format!("{secret_dir}/users/admin")));
+    assert!(clan.exists("sops/machines/web01/key.json"));
+    assert!(clan.exists("sops/secrets/web01-age.key/secret"));
+
+    // The private key decrypts and matches the public one.
+    let private = clan.run(&["vars", "get", "web01", "openssh/ssh.id_ed25519"], b"");
+    assert_eq!(private.code, 0, "{}", private.stderr);
+    assert!(private.stdout.contains("OPENSSH PRIVATE KEY"));
+    // The password was hashed by openssl inside the sandbox; deploy=false keeps web01 out.
+    let hash = clan.run(&["vars", "get", "web01", "user-password-alice/user-password-hash"], b"");
+    assert!(hash.stdout.starts_with("$6$"), "{}", hash.stdout);
+    let password_dir = "vars/per-machine/web01/user-password-alice/user-password";
+    assert!(!clan.exists(&format!("{password_dir}/machines/web01")));
+    assert!(!clan.read(&format!("{password_dir}/secret")).contains("correct horse"));
+
+    // Public values reach evaluation: the sshd client config sees the host key.
+    let list = clan.run(&["vars", "list", "web01"], b"");
+    assert!(
+        list.stdout
+            .lines()
+            .any(|l| l.starts_with("openssh/ssh.id_ed25519 ") && l.ends_with(" ********")),
+        "{}",
+        list.stdout
+    );
+    assert!(list.stdout.contains(public.trim()), "{}", list.stdout);
+    assert_eq!(clan.run(&["vars", "check", "web01"], b"").code, 0);
+
+    // Nothing to do the second time; no commit.
+    let again = clan.generate(&[], "{}");
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(clan.commits(), before + 1);
+    // --regenerate of one generator changes only it.
+    let snapshot = clan.read("vars/per-machine/web02/openssh/ssh.id_ed25519.pub/value");
+    let run = clan.generate(&["web01", "-g", "openssh"], "{}");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_ne!(clan.read("vars/per-machine/web01/openssh/ssh.id_ed25519.pub/value"), public);
+    assert_eq!(
+        clan.read("vars/per-machine/web02/openssh/ssh.id_ed25519.pub/value"),
+        snapshot
+    );
+}
+
+#[test]
+fn dependencies_shared_generators_and_validation() {
+    let clan = Clan::new();
+    let generators = |validation: &str| {
+        format!(
+            r#"{{
+        "ca": {{"share": True, "files": {{"root": {{"secret": False}}}}, "script": "head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \\n' > $out/root", "runtimeInputs": ["head", "od", "tr"]}},
+        "leaf": {{"dependencies": ["ca"], "validation": {validation}, "files": {{"cert": {{"secret": False}}}}, "script": "cat $in/ca/root > $out/cert; echo -n -leaf >> $out/cert"}},
+    }}"#
+        )
+    };
+    clan.machine_generators("web01", &generators("\"v1\""));
+    clan.machine_generators("web02", &generators("\"v1\""));
+    let run = clan.generate(&[], ALICE);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let root = clan.read("vars/shared/ca/root/value");
+    assert_eq!(clan.read("vars/per-machine/web01/leaf/cert/value"), format!("{root}-leaf"));
+    assert_eq!(clan.read("vars/per-machine/web02/leaf/cert/value"), format!("{root}-leaf"));
+    // sha256 of `"v1"`, as Nix's `hashString "sha256" (toJSON "v1")`.
+    assert_eq!(
+        clan.read("vars/per-machine/web01/leaf/.validation-hash"),
+        "161078e42e8fef3ba4b9c984035baa2e431a50b31a18ac95614cc6820394af13"
+    );
+    // Regenerating the shared one regenerates both dependents, across machines.
+    let run = clan.generate(&["web01", "-g", "ca"], "{}");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let new_root = clan.read("vars/shared/ca/root/value");
+    assert_ne!(new_root, root);
+    assert_eq!(clan.read("vars/per-machine/web02/leaf/cert/value"), format!("{new_root}-leaf"));
+    // A changed validation value forces regeneration of that machine's leaf only.
+    let web02_cert = clan.read("vars/per-machine/web02/leaf/cert/value");
+    let web01_hash = clan.read("vars/per-machine/web01/leaf/.validation-hash");
+    clan.machine_generators("web01", &generators("\"v2\""));
+    // web01's ca definition is unchanged, so sharing still agrees.
+    assert_eq!(clan.run(&["vars", "check", "web01"], b"").code, 1);
+    let run = clan.generate(&[], "{}");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_ne!(clan.read("vars/per-machine/web01/leaf/.validation-hash"), web01_hash);
+    assert_eq!(clan.read("vars/per-machine/web02/leaf/cert/value"), web02_cert);
+}
+
+#[test]
+fn a_failing_script_stores_nothing_and_shows_its_stderr() {
+    let clan = Clan::new();
+    clan.machine_generators(
+        "web01",
+        r#"{"bad": {"files": {"x": {}}, "script": "echo half > $out/x; echo 'boom: no entropy' >&2; exit 3"},
+            "lazy": {"files": {"x": {}, "y": {}}, "script": "echo x > $out/x"},
+            "after": {"dependencies": ["bad"], "files": {"z": {}}, "script": "cp $in/bad/x $out/z"}}"#,
+    );
+    let run = clan.generate(&[], ALICE);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("boom: no entropy"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("generator `bad` (machine `web01`) failed (exit status: 3)"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("did not write declared file `y`"), "{}", run.stderr);
+    assert!(run.stderr.contains("dependency `bad (machine `web01`)` failed"), "{}", run.stderr);
+    for generator in ["bad", "lazy", "after"] {
+        assert!(!clan.exists(&format!("vars/per-machine/web01/{generator}")), "{generator}");
+    }
+    // The others were stored and committed; nothing is left in staging.
+    assert!(clan.exists("vars/per-machine/web01/openssh/ssh.id_ed25519/secret"));
+    assert!(clan.git(&["status", "--porcelain", "vars"]).trim().is_empty());
+    let vars: Vec<_> = std::fs::read_dir(clan.root().join("vars"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(vars.iter().all(|name| !name.starts_with('.')), "{vars:?}");
+}
+
+#[test]
+fn cycles_and_conflicting_shared_definitions_are_refused() {
+    let clan = Clan::new();
+    clan.machine_generators(
+        "web01",
+        r#"{"a": {"dependencies": ["b"], "script": ""}, "b": {"dependencies": ["a"], "script": ""}}"#,
+    );
+    let run = clan.generate(&[], ALICE);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("dependency cycle"), "{}", run.stderr);
+    assert!(run.stderr.contains("hint:"), "{}", run.stderr);
+
+    clan.machine_generators("web01", r#"{"s": {"share": True, "script": "one"}}"#);
+    clan.machine_generators("web02", r#"{"s": {"share": True, "script": "two"}}"#);
+    let run = clan.generate(&[], ALICE);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("`web01` and `web02` define shared generator `s` differently (they differ in: script)"),
+        "{}",
+        run.stderr
+    );
+    assert!(!clan.exists("vars"));
+}
+
+#[test]
+fn prompts_are_required_without_a_terminal_and_never_leak() {
+    let clan = Clan::new();
+    let before = clan.commits();
+    let run = clan.run(&["vars", "generate"], b"");
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("no value for prompt `user-password`"), "{}", run.stderr);
+    assert!(run.stderr.contains("--prompt-values"), "{}", run.stderr);
+    assert!(!clan.exists("vars"));
+    assert!(!clan.exists("sops/machines"));
+    assert_eq!(clan.commits(), before);
+
+    let answers = clan.dir.path().join("answers.json");
+    std::fs::write(&answers, ALICE).unwrap();
+    let run = clan.run(&["vars", "generate", "--prompt-values", answers.to_str().unwrap()], b"");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(!run.stderr.contains("correct horse"));
+    let password = clan.run(&["vars", "get", "web01", "user-password-alice/user-password"], b"");
+    assert_eq!(password.stdout, "correct horse");
+    let log = clan.git(&["log", "-p", "--all"]);
+    assert!(!log.contains("correct horse"));
+}
+
+#[test]
+fn interrupted_while_reading_prompts_changes_nothing() {
+    let clan = Clan::new();
+    let mut child = clan
+        .command(&["vars", "generate", "--prompt-values", "-"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The process waits for stdin; interrupt it there.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+    assert!(!clan.exists("vars"));
+    assert!(!clan.exists("sops/machines"));
+    assert!(clan.git(&["status", "--porcelain"]).trim().is_empty());
+}
+
+#[test]
+fn killed_mid_run_leaves_every_var_old_or_new() {
+    let clan = Clan::new();
+    assert_eq!(clan.generate(&[], ALICE).code, 0);
+    let before = clan.snapshot();
+    clan.machine_generators(
+        "web01",
+        r#"{"slow": {"files": {"x": {"secret": False}}, "script": "echo x > $out/x; sleep 30"}}"#,
+    );
+    let mut child = clan
+        .command(&["vars", "generate", "--regenerate", "--prompt-values", "-"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(ALICE.as_bytes()).unwrap();
+    // Wait until the slow script runs, i.e. the other generators are staged or running.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !Command::new("pgrep").args(["-f", "sleep 30"]).status().unwrap().success() {
+        assert!(std::time::Instant::now() < deadline, "the slow generator never started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Nothing was swapped in: every var is the old one.
+    let after: Vec<_> = clan
+        .snapshot()
+        .into_iter()
+        .filter(|(path, _)| !path.starts_with("vars/.staging-"))
+        .collect();
+    assert_eq!(after, before);
+    // The next run cleans up and completes.
+    let run = clan.run(&["vars", "generate", "--prompt-values", "-", "web02"], ALICE.as_bytes());
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(!clan.snapshot().iter().any(|(p, _)| p.starts_with("vars/.staging-")));
+}
+
+#[test]
+fn set_get_export_import_and_fix() {
+    let clan = Clan::new();
+    assert_eq!(clan.generate(&[], ALICE).code, 0);
+    let run = clan.run(&["vars", "set", "web02", "openssh/ssh.id_ed25519"], b"not really a key");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let got = clan.run(&["vars", "get", "web02", "openssh/ssh.id_ed25519"], b"");
+    assert_eq!(got.stdout, "not really a key");
+    assert!(clan.exists("vars/per-machine/web02/openssh/ssh.id_ed25519/machines/web02"));
+
+    let dump = clan.dir.path().join("dump");
+    let run = clan.run(&["vars", "export", dump.to_str().unwrap()], b"");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    use std::os::unix::fs::PermissionsExt;
+    let exported = dump.join("per-machine/web02/openssh/ssh.id_ed25519");
+    assert_eq!(std::fs::read_to_string(&exported).unwrap(), "not really a key");
+    assert_eq!(exported.metadata().unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(dump.metadata().unwrap().permissions().mode() & 0o777, 0o700);
+
+    std::fs::write(&exported, "imported").unwrap();
+    let run = clan.run(&["vars", "import", dump.to_str().unwrap()], b"");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let got = clan.run(&["vars", "get", "web02", "openssh/ssh.id_ed25519"], b"");
+    assert_eq!(got.stdout, "imported");
+
+    // A recipient link removed by hand: check notices, fix repairs.
+    std::fs::remove_file(
+        clan.root()
+            .join("vars/per-machine/web01/openssh/ssh.id_ed25519/machines/web01"),
+    )
+    .unwrap();
+    let check = clan.run(&["vars", "check", "web01"], b"");
+    assert_eq!(check.code, 1);
+    assert!(check.stderr.contains("no recipient link `machines/web01`"), "{}", check.stderr);
+    assert_eq!(clan.run(&["vars", "fix", "web01"], b"").code, 0);
+    assert_eq!(clan.run(&["vars", "check", "web01"], b"").code, 0);
+}
+
+#[test]
+fn missing_bubblewrap_suggests_no_sandbox() {
+    let clan = Clan::new();
+    let bin = clan.dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    for tool in ["git", "bash", "ssh-keygen", "openssl", "tr", "head"] {
+        let path = Command::new("bash")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .unwrap();
+        let path = String::from_utf8(path.stdout).unwrap();
+        std::os::unix::fs::symlink(path.trim(), bin.join(tool)).unwrap();
+    }
+    let run = |extra: &[&str]| {
+        let mut command = clan.command(&["vars", "generate", "--prompt-values", "-"]);
+        command.args(extra).env("PATH", &bin);
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(ALICE.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let output = run(&[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr.contains("bubblewrap (`bwrap`) is not installed"), "{stderr}");
+    assert!(stderr.contains("--no-sandbox"), "{stderr}");
+    let output = run(&["--no-sandbox"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+}
