@@ -26,29 +26,25 @@ pub struct Conflict {
 
 impl MachineConfig {
     /// Merges fragments in order; the first conflict is an error.
-    pub fn merge(fragments: &[Fragment]) -> Result<MachineConfig, Conflict> {
+    pub fn merge(fragments: Vec<Fragment>) -> Result<MachineConfig, Conflict> {
         let mut merged = MachineConfig::default();
         let mut owners = Owners::default();
         for fragment in fragments {
-            let config = &fragment.config;
+            let config = fragment.config;
             let source = fragment.source.as_str();
-            owners.insert("file", &mut merged.files, &config.files, source)?;
-            owners.insert("unit", &mut merged.units, &config.units, source)?;
-            owners.insert("user", &mut merged.users, &config.users, source)?;
-            owners.insert("group", &mut merged.groups, &config.groups, source)?;
+            owners.insert("file", &mut merged.files, config.files, source)?;
+            owners.insert("unit", &mut merged.units, config.units, source)?;
+            owners.insert("user", &mut merged.users, config.users, source)?;
+            owners.insert("group", &mut merged.groups, config.groups, source)?;
             owners.insert(
                 "generator",
                 &mut merged.generators,
-                &config.generators,
+                config.generators,
                 source,
             )?;
-            owners.insert("state", &mut merged.state, &config.state, source)?;
-            for (family, packages) in &config.packages {
-                merged
-                    .packages
-                    .entry(family.clone())
-                    .or_default()
-                    .extend(packages.iter().cloned());
+            owners.insert("state", &mut merged.state, config.state, source)?;
+            for (family, packages) in config.packages {
+                merged.packages.entry(family).or_default().extend(packages);
             }
             merged.firewall.tcp.extend(&config.firewall.tcp);
             merged.firewall.udp.extend(&config.firewall.udp);
@@ -74,16 +70,16 @@ struct Owners {
 }
 
 impl Owners {
-    fn insert<T: Clone + PartialEq>(
+    fn insert<T: PartialEq>(
         &mut self,
         kind: &'static str,
         merged: &mut BTreeMap<String, T>,
-        incoming: &BTreeMap<String, T>,
+        incoming: BTreeMap<String, T>,
         source: &str,
     ) -> Result<(), Conflict> {
         for (key, value) in incoming {
-            match merged.get(key) {
-                Some(existing) if existing != value => {
+            match merged.get(&key) {
+                Some(existing) if *existing != value => {
                     return Err(Conflict {
                         kind,
                         key: key.clone(),
@@ -93,8 +89,8 @@ impl Owners {
                 }
                 Some(_) => {}
                 None => {
-                    merged.insert(key.clone(), value.clone());
                     self.by_key.insert((kind, key.clone()), source.to_owned());
+                    merged.insert(key, value);
                 }
             }
         }
@@ -166,7 +162,7 @@ mod tests {
 
     #[test]
     fn identical_definitions_merge_and_unions_accumulate() {
-        let merged = MachineConfig::merge(&[
+        let merged = MachineConfig::merge(vec![
             fragment("a", json!({"files": {"/etc/x": {"content": "x"}}, "packages": {"debian": ["vim"]}, "firewall": {"tcp": [22]}})),
             fragment("b", json!({"files": {"/etc/x": {"content": "x"}}, "packages": {"debian": ["git"]}, "firewall": {"tcp": [80]}})),
         ])
@@ -184,7 +180,7 @@ mod tests {
 
     #[test]
     fn two_sources_writing_one_file_differently_conflict_naming_both() {
-        let conflict = MachineConfig::merge(&[
+        let conflict = MachineConfig::merge(vec![
             fragment(
                 "instance a",
                 json!({"files": {"/etc/x": {"content": "one"}}}),
@@ -207,7 +203,7 @@ mod tests {
 
     #[test]
     fn nixos_settings_merge_deeply_and_conflict_on_leaves() {
-        let merged = MachineConfig::merge(&[
+        let merged = MachineConfig::merge(vec![
             fragment(
                 "a",
                 json!({"nixos": {"services": {"openssh": {"enable": true}}}}),
@@ -222,7 +218,7 @@ mod tests {
             merged.nixos,
             json!({"services": {"openssh": {"enable": true}, "nginx": {"enable": true}}})
         );
-        let conflict = MachineConfig::merge(&[
+        let conflict = MachineConfig::merge(vec![
             fragment("a", json!({"nixos": {"networking": {"hostName": "x"}}})),
             fragment("b", json!({"nixos": {"networking": {"hostName": "y"}}})),
         ])

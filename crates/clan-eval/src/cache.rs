@@ -6,7 +6,7 @@
 //! renamed into place; only the newest few are kept.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
@@ -127,7 +127,15 @@ impl Entry {
             index.insert(machine.summary.name.as_str(), (offset, document.len()));
             offset += document.len() as u64;
         }
-        std::fs::write(staging.path().join(MACHINES), documents.concat()).map_err(cache_error)?;
+        let write_documents = || -> std::io::Result<()> {
+            let mut file =
+                std::io::BufWriter::new(std::fs::File::create(staging.path().join(MACHINES))?);
+            documents
+                .iter()
+                .try_for_each(|document| file.write_all(document))?;
+            file.flush()
+        };
+        write_documents().map_err(cache_error)?;
         std::fs::write(
             staging.path().join(INDEX),
             serde_json::to_vec(&index).expect("plain data"),

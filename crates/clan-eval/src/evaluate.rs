@@ -464,16 +464,23 @@ fn assemble_machines(
             config: output.config,
         });
     }
-    inventory
+    let work: Vec<_> = inventory
         .machines
-        .par_iter()
+        .iter()
         .map(|(name, machine)| {
-            let config =
-                MachineConfig::merge(by_machine.get(name.as_str()).map_or(&[][..], Vec::as_slice))
-                    .map_err(|conflict| Error::Conflict {
-                        machine: name.to_string(),
-                        conflict,
-                    })?;
+            (
+                name,
+                machine,
+                by_machine.remove(name.as_str()).unwrap_or_default(),
+            )
+        })
+        .collect();
+    work.into_par_iter()
+        .map(|(name, machine, fragments)| {
+            let config = MachineConfig::merge(fragments).map_err(|conflict| Error::Conflict {
+                machine: name.to_string(),
+                conflict,
+            })?;
             Ok(EvaluatedMachine {
                 summary: MachineSummary {
                     name: name.to_string(),
