@@ -105,9 +105,6 @@ impl<'a> Reader<'a> {
         }
         Ok(count)
     }
-    pub fn remaining(&self) -> usize {
-        self.input.len()
-    }
     pub fn finish(self) -> Result<(), DecodeError> {
         match self.input.len() {
             0 => Ok(()),

@@ -57,11 +57,6 @@ impl FileName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-
-    /// The segments, e.g. `["dns", "zone"]`.
-    pub fn segments(&self) -> impl Iterator<Item = &str> {
-        self.0.split('/')
-    }
 }
 
 impl FromStr for FileName {

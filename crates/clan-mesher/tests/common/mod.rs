@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clan_mesher::{Certificate, FileName, Handle, Mesher, Policy, Record, SecretKey, Settings};
@@ -205,8 +205,6 @@ pub struct Adversary {
     pub peer_id: PeerId,
     outgoing: mpsc::Sender<Outgoing>,
     pub disconnected: Arc<AtomicBool>,
-    /// Requests the node sent to the adversary, raw.
-    pub received: Arc<Mutex<Vec<Vec<u8>>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -248,8 +246,7 @@ impl Adversary {
         let target_peer = target_peer.expect("address with /p2p");
         let (outgoing, mut outgoing_rx) = mpsc::channel::<Outgoing>(1024);
         let disconnected = Arc::new(AtomicBool::new(false));
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let (flag, log) = (disconnected.clone(), received.clone());
+        let flag = disconnected.clone();
         let task = tokio::spawn(async move {
             let mut waiting = std::collections::HashMap::new();
             loop {
@@ -261,7 +258,6 @@ impl Adversary {
                     event = swarm.select_next_some() => match event {
                         SwarmEvent::Behaviour(request_response::Event::Message { message, .. }) => match message {
                             request_response::Message::Request { request, channel, .. } => {
-                                log.lock().unwrap().push(request.clone());
                                 let _ = swarm.behaviour_mut().send_response(channel, responder(&request));
                             }
                             request_response::Message::Response { request_id, response } => {
@@ -285,7 +281,6 @@ impl Adversary {
             peer_id: key.public().peer_id().unwrap(),
             outgoing,
             disconnected,
-            received,
             task,
         }
     }
