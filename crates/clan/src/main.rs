@@ -53,6 +53,9 @@ enum Command {
     Secrets(commands::secrets::Args),
     /// Generate, check, list, get and set vars (generator outputs, public and secret).
     Vars(commands::vars::Args),
+    /// The machine side of deploys (run over SSH by `clan machines update`).
+    #[command(hide = true)]
+    Agent(commands::agent::Args),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +75,7 @@ fn main() -> ExitCode {
         Command::Mesher(args) => commands::mesher::run(args, &context),
         Command::Testbed(args) => commands::testbed::run(args, &context),
         Command::Secrets(args) => commands::secrets::run(args, &context),
+        Command::Agent(args) => commands::agent::run(args),
         Command::Vars(args) => commands::vars::run(args, &context),
     };
     match result {

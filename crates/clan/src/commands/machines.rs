@@ -1,8 +1,10 @@
-//! `clan machines create|list|show|delete`.
+//! `clan machines create|list|show|delete`, and `update|generations|rollback` (in `deploy`).
 
 use std::process::ExitCode;
 
 use clan_inventory::{Editor, MachineClass, MachineName, TagName};
+
+mod deploy;
 
 use super::output::{commit, print_json, print_table};
 use super::{clan_dir, Context};
@@ -45,6 +47,12 @@ enum Command {
     },
     /// Remove a machine and its role memberships from clan.toml.
     Delete { name: MachineName },
+    /// Deploy machines (all when none is named): build, upload and activate their generations.
+    Update(deploy::UpdateArgs),
+    /// A machine's generation history.
+    Generations(deploy::GenerationsArgs),
+    /// Re-activate an earlier generation of a machine (default: the previous one).
+    Rollback(deploy::RollbackArgs),
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -149,6 +157,9 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
             )?;
             eprintln!("deleted machine `{name}`");
         }
+        Command::Update(args) => return deploy::update(args, &dir),
+        Command::Generations(args) => return deploy::generations(args, &dir),
+        Command::Rollback(args) => return deploy::rollback(args, &dir),
     }
     Ok(ExitCode::SUCCESS)
 }

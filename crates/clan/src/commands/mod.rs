@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+pub mod agent;
 pub mod demo;
 pub mod init;
 pub mod inspect;

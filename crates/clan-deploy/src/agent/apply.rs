@@ -1,0 +1,652 @@
+//! Applying a generation over the previous one, in order: groups, users, packages, secrets
+//! (decrypted into `/run/clan/secrets`), files, systemd units. The same code computes a dry
+//! run, so what `--dry-run` reports is what activation would do.
+//!
+//! Files are tracked per generation: a path the previous generation managed and the new one
+//! does not is removed; a pre-existing file the clan starts managing is moved aside to
+//! `<path>.clan-orig` (and put back when the clan stops managing the path). Every write is a
+//! temp file in the same directory, owner and mode set, then renamed over the target.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write as _;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::store::{create_dir, Paths};
+use super::system::{self, Accounts};
+use super::AgentError;
+use crate::generation::{fill_template, Manifest};
+
+/// A generation stored on the machine.
+pub struct Stored {
+    pub id: String,
+    pub manifest: Manifest,
+    dir: PathBuf,
+}
+
+impl Stored {
+    pub fn load(paths: &Paths, id: &str) -> Result<Stored, AgentError> {
+        if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(AgentError::UnknownGeneration(id.to_owned()));
+        }
+        let dir = paths.generation(id);
+        let path = dir.join("manifest.json");
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(AgentError::UnknownGeneration(id.to_owned()))
+            }
+            Err(e) => return Err(AgentError::io("reading", &path)(e)),
+        };
+        let manifest = serde_json::from_slice(&bytes)
+            .map_err(|e| AgentError::Corrupt(format!("{}: {e}", path.display())))?;
+        Ok(Stored {
+            id: id.to_owned(),
+            manifest,
+            dir,
+        })
+    }
+
+    /// The state before any generation: nothing managed.
+    pub fn empty() -> Stored {
+        Stored {
+            id: String::new(),
+            manifest: Manifest::default(),
+            dir: PathBuf::new(),
+        }
+    }
+
+    fn blob(&self, key: &str) -> Result<Vec<u8>, AgentError> {
+        let path = self.dir.join("blobs").join(key);
+        fs::read(&path).map_err(AgentError::io("reading", &path))
+    }
+}
+
+/// What an activation changed (or, in a dry run, would change).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Changes {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub groups_created: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub users_created: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub users_modified: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub packages_installed: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secrets_changed: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files_written: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files_removed: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files_kept_aside: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub units_started: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub units_restarted: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub units_stopped: Vec<String>,
+}
+
+impl Changes {
+    /// One line: `2 files written, 1 unit restarted`, or `no changes`.
+    pub fn summary(&self) -> String {
+        let parts: Vec<String> = [
+            (self.groups_created.len(), "group created"),
+            (self.users_created.len(), "user created"),
+            (self.users_modified.len(), "user modified"),
+            (self.packages_installed.len(), "package installed"),
+            (self.secrets_changed.len(), "secret changed"),
+            (self.files_written.len(), "file written"),
+            (self.files_removed.len(), "file removed"),
+            (self.files_kept_aside.len(), "file kept aside"),
+            (self.units_started.len(), "unit started"),
+            (self.units_restarted.len(), "unit restarted"),
+            (self.units_stopped.len(), "unit stopped"),
+        ]
+        .into_iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| {
+            let (noun, verb) = what.split_once(' ').unwrap_or((what, ""));
+            format!("{n} {noun}{} {verb}", if n == 1 { "" } else { "s" })
+        })
+        .collect();
+        if parts.is_empty() {
+            "no changes".to_owned()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
+/// Decrypted secrets of a generation, by `<generator>/<file>`.
+type Secrets = BTreeMap<String, clan_secrets::Plaintext>;
+
+/// The boot-time unit that decrypts the current generation's secrets again (tmpfs is empty
+/// after a reboot).
+pub const SECRETS_UNIT: &str = "clan-secrets.service";
+
+fn secrets_unit(agent: &Path) -> String {
+    format!(
+        "# Written by clan: decrypts the current generation's secrets into /run/clan/secrets.\n\
+         [Unit]\nDescription=clan secrets\nDefaultDependencies=no\n\
+         After=local-fs.target\nBefore=sysinit.target\n\n\
+         [Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=\"{}\" agent decrypt-secrets\n\n\
+         [Install]\nWantedBy=sysinit.target\n",
+        agent.display()
+    )
+}
+
+/// Decrypts every secret of `generation` with the machine's age key.
+pub fn decrypt_secrets(paths: &Paths, generation: &Stored) -> Result<Secrets, AgentError> {
+    let mut secrets = Secrets::new();
+    if generation.manifest.secrets.is_empty() {
+        return Ok(secrets);
+    }
+    let key_path = paths.key_file();
+    let key = Zeroizing::new(fs::read_to_string(&key_path).map_err(|e| {
+        AgentError::Secret(format!(
+            "the machine's age key `{}` cannot be read ({e}); a deploy uploads it",
+            key_path.display()
+        ))
+    })?);
+    let identities = clan_secrets::Identities::parse(&key, &key_path.display().to_string())
+        .map_err(AgentError::Secret)?;
+    for (name, secret) in &generation.manifest.secrets {
+        let sops = generation.blob(&secret.blob)?;
+        let plaintext = clan_secrets::decrypt(&sops, &identities)
+            .map_err(|e| AgentError::Secret(format!("decrypting `{name}`: {e}")))?;
+        secrets.insert(name.clone(), plaintext);
+    }
+    Ok(secrets)
+}
+
+/// Writes `secrets` into `/run/clan/secrets/<generator>/<file>` and removes the others.
+pub fn install_secrets(
+    paths: &Paths,
+    generation: &Stored,
+    secrets: &Secrets,
+    accounts: &Accounts,
+    changes: Option<&mut Changes>,
+    old: &Stored,
+    dry_run: bool,
+) -> Result<(), AgentError> {
+    let root = paths.secrets_dir();
+    let mut changed = Vec::new();
+    for (name, entry) in &generation.manifest.secrets {
+        let path = root.join(name);
+        let (uid, gid) = owner_ids(
+            accounts,
+            &entry.owner,
+            &entry.group,
+            &format!("secret `{name}`"),
+        )?;
+        let value = &secrets[name];
+        let differs = old.manifest.secrets.get(name).map(|e| &e.blob) != Some(&entry.blob)
+            || !matches_on_disk(&path, value.expose(), uid, gid, entry.mode);
+        if differs {
+            changed.push(name.clone());
+            if !dry_run {
+                create_dir(&root, 0o751)?;
+                create_dir(path.parent().unwrap_or(&root), 0o751)?;
+                write_atomic(&path, value.expose(), uid, gid, entry.mode)?;
+            }
+        }
+    }
+    for name in old.manifest.secrets.keys() {
+        if !generation.manifest.secrets.contains_key(name) {
+            changed.push(name.clone());
+            if !dry_run {
+                super::store::remove_if_present(&root.join(name))?;
+            }
+        }
+    }
+    if let Some(changes) = changes {
+        changes.secrets_changed = changed;
+    }
+    Ok(())
+}
+
+fn owner_ids(
+    accounts: &Accounts,
+    owner: &str,
+    group: &str,
+    subject: &str,
+) -> Result<(Option<u32>, Option<u32>), AgentError> {
+    let uid = accounts.uid(owner);
+    let gid = accounts.gid(group);
+    if uid.is_none() || gid.is_none() {
+        return Err(AgentError::Step(format!(
+            "{subject}: owner `{owner}:{group}` does not exist on the machine"
+        )));
+    }
+    Ok((uid, gid))
+}
+
+/// Applies `new` over `old` (what is managed now). With `dry_run` nothing is changed and
+/// the result says what would be.
+pub fn apply(
+    paths: &Paths,
+    new: &Stored,
+    old: &Stored,
+    agent: &Path,
+    dry_run: bool,
+) -> Result<Changes, AgentError> {
+    let mut changes = Changes::default();
+    let manifest = &new.manifest;
+    let live = paths.is_live();
+    if !live && !(manifest.users.is_empty() && manifest.groups.is_empty()) {
+        return Err(AgentError::Step(
+            "users and groups can only be applied to the running system".into(),
+        ));
+    }
+    let secrets = decrypt_secrets(paths, new)?;
+
+    // Groups and users.
+    let accounts = Accounts::read(paths);
+    for (name, group) in &manifest.groups {
+        if !accounts.groups.contains_key(name) {
+            changes.groups_created.push(name.clone());
+            if !dry_run {
+                let gid = group.gid.map(|g| g.to_string());
+                let mut argv = vec!["groupadd"];
+                if let Some(gid) = &gid {
+                    argv.extend(["-g", gid.as_str()]);
+                }
+                if group.system {
+                    argv.push("-r");
+                }
+                argv.push(name);
+                system::run(&argv, None)?;
+            }
+        }
+    }
+    for (name, user) in &manifest.users {
+        let groups = user.groups.join(",");
+        let uid = user.uid.map(|u| u.to_string());
+        match accounts.users.get(name) {
+            None => {
+                changes.users_created.push(name.clone());
+                if !dry_run {
+                    let mut argv = vec!["useradd"];
+                    if let Some(uid) = &uid {
+                        argv.extend(["-u", uid.as_str()]);
+                    }
+                    if let Some(group) = &user.group {
+                        argv.extend(["-g", group.as_str()]);
+                    }
+                    if !groups.is_empty() {
+                        argv.extend(["-G", groups.as_str()]);
+                    }
+                    if let Some(home) = &user.home {
+                        argv.extend(["-d", home.as_str(), "-m"]);
+                    }
+                    if let Some(shell) = &user.shell {
+                        argv.extend(["-s", shell.as_str()]);
+                    }
+                    if let Some(description) = &user.description {
+                        argv.extend(["-c", description.as_str()]);
+                    }
+                    if user.system {
+                        argv.push("-r");
+                    }
+                    argv.extend(["--", name.as_str()]);
+                    system::run(&argv, None)?;
+                }
+            }
+            Some(account) => {
+                let shell_differs = user.shell.as_ref().is_some_and(|s| *s != account.shell);
+                let missing_groups = user.groups.iter().any(|g| {
+                    !accounts
+                        .groups
+                        .get(g)
+                        .is_some_and(|(_, members)| members.contains(name))
+                });
+                if shell_differs || missing_groups {
+                    changes.users_modified.push(name.clone());
+                    if !dry_run {
+                        let mut argv = vec!["usermod"];
+                        if let Some(shell) = &user.shell {
+                            argv.extend(["-s", shell.as_str()]);
+                        }
+                        if !groups.is_empty() {
+                            argv.extend(["-a", "-G", groups.as_str()]);
+                        }
+                        argv.extend(["--", name.as_str()]);
+                        system::run(&argv, None)?;
+                    }
+                }
+            }
+        }
+        if let Some(reference) = &user.password_hash {
+            let hash = &secrets[&format!("{}/{}", reference.generator, reference.file)];
+            let hash = String::from_utf8_lossy(hash.expose()).trim().to_owned();
+            if system::shadow_hash(paths, name).as_deref() != Some(hash.as_str()) {
+                if !changes.users_created.contains(name) && !changes.users_modified.contains(name) {
+                    changes.users_modified.push(name.clone());
+                }
+                if !dry_run {
+                    let line = Zeroizing::new(format!("{name}:{hash}\n"));
+                    system::run(&["chpasswd", "-e"], Some(line.as_bytes()))?;
+                }
+            }
+        }
+    }
+
+    // Packages: only the list for this machine's distribution family applies.
+    let family = system::distro_family(paths);
+    if let Some(wanted) = manifest.packages.get(&family).filter(|w| !w.is_empty()) {
+        if family != "debian" || !live {
+            return Err(AgentError::Step(format!(
+                "installing packages on `{family}` is not supported yet (only Debian and its derivatives)"
+            )));
+        }
+        let missing: Vec<&str> = wanted
+            .iter()
+            .map(String::as_str)
+            .filter(|p| !system::dpkg_installed(p))
+            .collect();
+        if !missing.is_empty() {
+            changes.packages_installed = missing.iter().map(|p| p.to_string()).collect();
+            if !dry_run {
+                let mut argv = vec!["apt-get", "install", "-y", "--no-install-recommends"];
+                argv.extend(&missing);
+                system::run(&argv, None)?;
+            }
+        }
+    }
+
+    let accounts = if dry_run {
+        accounts
+    } else {
+        Accounts::read(paths)
+    };
+    install_secrets(
+        paths,
+        new,
+        &secrets,
+        &accounts,
+        Some(&mut changes),
+        old,
+        dry_run,
+    )?;
+
+    // Files.
+    for (path, file) in &manifest.files {
+        let subject = format!("file `{path}`");
+        let (uid, gid) = match owner_ids(&accounts, &file.owner, &file.group, &subject) {
+            Ok(ids) => ids,
+            // The owner may come from this very generation's users.
+            Err(_) if dry_run => (None, None),
+            Err(error) => return Err(error),
+        };
+        let template = new.blob(&file.blob)?;
+        let content = if file.template {
+            Zeroizing::new(
+                fill_template(&template, |name| {
+                    secrets.get(name).map(|s| s.expose().to_vec())
+                })
+                .map_err(|reason| AgentError::Step(format!("{subject}: {reason}")))?,
+            )
+        } else {
+            Zeroizing::new(template)
+        };
+        let managed = old.manifest.files.contains_key(path);
+        ensure_file(
+            paths,
+            path,
+            &content,
+            uid,
+            gid,
+            file.mode,
+            managed,
+            &mut changes,
+            dry_run,
+        )?;
+    }
+    for path in old.manifest.files.keys() {
+        if !manifest.files.contains_key(path) {
+            remove_managed(paths, path, &mut changes, dry_run)?;
+        }
+    }
+
+    // Units.
+    let units =
+        |generation: &Stored| -> Result<BTreeMap<String, (Vec<u8>, bool, bool)>, AgentError> {
+            let mut units = BTreeMap::new();
+            for (name, unit) in &generation.manifest.units {
+                units.insert(
+                    name.clone(),
+                    (
+                        generation.blob(&unit.blob)?,
+                        unit.enabled,
+                        unit.restart_on_change,
+                    ),
+                );
+            }
+            if live && !generation.manifest.secrets.is_empty() {
+                units.insert(
+                    SECRETS_UNIT.to_owned(),
+                    (secrets_unit(agent).into_bytes(), true, false),
+                );
+            }
+            Ok(units)
+        };
+    let (new_units, old_units) = (units(new)?, units(old)?);
+    let removed: Vec<&str> = old_units
+        .keys()
+        .filter(|name| !new_units.contains_key(*name))
+        .map(String::as_str)
+        .collect();
+    for name in &removed {
+        changes.units_stopped.push(name.to_string());
+        if !dry_run && live {
+            // A unit already gone or stopped is fine.
+            let _ = system::systemctl("stop", &[name]);
+            let _ = system::systemctl("disable", &[name]);
+        }
+        remove_managed(
+            paths,
+            &paths.unit_path(name),
+            &mut Changes::default(),
+            dry_run,
+        )?;
+    }
+    let mut written = Vec::new();
+    for (name, (content, _, _)) in &new_units {
+        let managed = old_units.contains_key(name);
+        let mut unit_changes = Changes::default();
+        let root = Some(0);
+        if ensure_file(
+            paths,
+            &paths.unit_path(name),
+            content,
+            root,
+            root,
+            0o644,
+            managed,
+            &mut unit_changes,
+            dry_run,
+        )? {
+            written.push(name.as_str());
+        }
+        changes
+            .files_kept_aside
+            .extend(unit_changes.files_kept_aside);
+    }
+    if !dry_run && live && !(written.is_empty() && removed.is_empty()) {
+        system::systemctl("daemon-reload", &[])?;
+    }
+    for name in written {
+        let (_, enabled, restart_on_change) = new_units[name];
+        let is_new = !old_units.contains_key(name);
+        if !enabled || name == SECRETS_UNIT {
+            if !dry_run && live && enabled {
+                system::systemctl("enable", &[name])?;
+            }
+            continue;
+        }
+        if is_new {
+            changes.units_started.push(name.to_owned());
+        } else if restart_on_change {
+            changes.units_restarted.push(name.to_owned());
+        } else {
+            continue;
+        }
+        if !dry_run && live {
+            system::systemctl("enable", &[name])?;
+            let verb = if is_new { "start" } else { "restart" };
+            system::systemctl(verb, &[name]).map_err(|error| {
+                AgentError::Step(format!("unit `{name}` failed to {verb}: {error}"))
+            })?;
+        }
+    }
+    Ok(changes)
+}
+
+/// Whether `path` holds exactly `content` with this owner and mode.
+fn matches_on_disk(
+    path: &Path,
+    content: &[u8],
+    uid: Option<u32>,
+    gid: Option<u32>,
+    mode: u32,
+) -> bool {
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return false;
+    };
+    meta.is_file()
+        && meta.mode() & 0o7777 == mode
+        && uid.is_none_or(|uid| meta.uid() == uid)
+        && gid.is_none_or(|gid| meta.gid() == gid)
+        && meta.len() == content.len() as u64
+        && fs::read(path).is_ok_and(|on_disk| on_disk == content)
+}
+
+/// Makes the file at `path` (on the machine) hold `content`; returns whether it changed.
+#[allow(clippy::too_many_arguments)]
+fn ensure_file(
+    paths: &Paths,
+    path: &str,
+    content: &[u8],
+    uid: Option<u32>,
+    gid: Option<u32>,
+    mode: u32,
+    managed: bool,
+    changes: &mut Changes,
+    dry_run: bool,
+) -> Result<bool, AgentError> {
+    let target = paths.on_machine(path);
+    if matches_on_disk(&target, content, uid, gid, mode) {
+        return Ok(false);
+    }
+    changes.files_written.push(path.to_owned());
+    match fs::symlink_metadata(&target) {
+        Ok(meta) if meta.is_dir() => {
+            return Err(AgentError::Step(format!(
+                "file `{path}`: a directory is in the way"
+            )))
+        }
+        Ok(_) if !managed => {
+            changes.files_kept_aside.push(path.to_owned());
+            if !dry_run {
+                let aside = free_aside_name(&target);
+                fs::rename(&target, &aside).map_err(AgentError::io("moving aside", &target))?;
+            }
+        }
+        _ => {}
+    }
+    if !dry_run {
+        if let Some(parent) = target.parent() {
+            fs::create_dir_all(parent).map_err(AgentError::io("creating", parent))?;
+        }
+        write_atomic(&target, content, uid, gid, mode)?;
+    }
+    Ok(true)
+}
+
+/// `<path>.clan-orig`, or `.clan-orig.1`, … when that is taken: an original is never lost.
+fn free_aside_name(target: &Path) -> PathBuf {
+    let base = aside_name(target);
+    (1..)
+        .map(|n| {
+            if n == 1 {
+                base.clone()
+            } else {
+                PathBuf::from(format!("{}.{}", base.display(), n - 1))
+            }
+        })
+        .find(|candidate| fs::symlink_metadata(candidate).is_err())
+        .expect("some name is free")
+}
+
+fn aside_name(target: &Path) -> PathBuf {
+    let mut name = target.as_os_str().to_owned();
+    name.push(".clan-orig");
+    PathBuf::from(name)
+}
+
+/// Removes a path the clan no longer manages, putting back the original kept aside.
+fn remove_managed(
+    paths: &Paths,
+    path: &str,
+    changes: &mut Changes,
+    dry_run: bool,
+) -> Result<(), AgentError> {
+    let target = paths.on_machine(path);
+    let exists = fs::symlink_metadata(&target).is_ok();
+    let aside = aside_name(&target);
+    let has_original = fs::symlink_metadata(&aside).is_ok();
+    if exists || has_original {
+        changes.files_removed.push(path.to_owned());
+    }
+    if dry_run {
+        return Ok(());
+    }
+    if exists {
+        super::store::remove_if_present(&target)?;
+    }
+    if has_original {
+        fs::rename(&aside, &target).map_err(AgentError::io("restoring", &aside))?;
+    }
+    Ok(())
+}
+
+/// Temp file (0600) in the same directory, owner and mode set, content synced, renamed.
+fn write_atomic(
+    target: &Path,
+    content: &[u8],
+    uid: Option<u32>,
+    gid: Option<u32>,
+    mode: u32,
+) -> Result<(), AgentError> {
+    let dir = target.parent().unwrap_or(Path::new("/"));
+    let mut temp = tempfile::Builder::new()
+        .prefix(".clan-tmp-")
+        .permissions(fs::Permissions::from_mode(0o600))
+        .tempfile_in(dir)
+        .map_err(AgentError::io("creating a temporary file in", dir))?;
+    let file = temp.as_file();
+    rustix::fs::fchown(
+        file,
+        uid.map(rustix::fs::Uid::from_raw),
+        gid.map(rustix::fs::Gid::from_raw),
+    )
+    .map_err(|e| AgentError::io("changing the owner of", target)(e.into()))?;
+    temp.write_all(content)
+        .and_then(|()| {
+            temp.as_file()
+                .set_permissions(fs::Permissions::from_mode(mode))
+        })
+        .and_then(|()| temp.as_file().sync_all())
+        .map_err(AgentError::io("writing", target))?;
+    temp.persist(target)
+        .map_err(|e| AgentError::io("replacing", target)(e.error))?;
+    Ok(())
+}

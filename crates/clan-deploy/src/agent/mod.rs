@@ -1,0 +1,466 @@
+//! The machine side: `clan agent …`, uploaded by the deploy to `/var/lib/clan/bin/`. It
+//! stores uploaded generations, activates them under a per-machine lock, re-activates the
+//! previous generation when activation fails, and after a successful activation waits (in a
+//! detached transient unit, so the deploying SSH session may die) for the deployer's
+//! confirmation over a fresh connection — reverting by itself when none comes in time.
+//!
+//! Every command prints JSON on stdout for the deployer and plain messages on stderr.
+
+mod apply;
+mod store;
+mod system;
+
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use apply::{Changes, SECRETS_UNIT};
+pub use store::{HistoryEntry, Paths};
+
+use apply::Stored;
+use store::{Lock, Pending, State};
+
+/// How many generations stay on disk besides the current one.
+const KEEP_GENERATIONS: usize = 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{context} `{}`: {source}", path.display())]
+    Io {
+        context: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{command}` failed: {detail}")]
+    Command { command: String, detail: String },
+    #[error("{0}")]
+    Step(String),
+    #[error("secrets: {0}")]
+    Secret(String),
+    #[error("machine busy: {0}")]
+    Busy(String),
+    #[error("generation `{0}` is not stored on this machine")]
+    UnknownGeneration(String),
+    #[error("state file corrupt: {0}")]
+    Corrupt(String),
+    #[error("upload refused: {0}")]
+    Bundle(#[from] crate::generation::BundleError),
+    #[error("{failure}; previous generation {restored}")]
+    RolledBack { failure: String, restored: String },
+    #[error("generation {0} was not confirmed in time and was rolled back")]
+    Reverted(String),
+}
+
+impl AgentError {
+    pub(crate) fn io(
+        context: &'static str,
+        path: &Path,
+    ) -> impl FnOnce(std::io::Error) -> AgentError {
+        let path = path.to_path_buf();
+        move |source| AgentError::Io {
+            context,
+            path,
+            source,
+        }
+    }
+}
+
+/// What `clan agent status` reports.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    pub version: String,
+    pub current: Option<String>,
+    /// Generations stored on the machine.
+    pub stored: Vec<String>,
+    /// Whether the machine's age key is installed.
+    pub has_key: bool,
+    /// A generation awaiting confirmation.
+    pub pending: Option<String>,
+}
+
+/// What `clan agent activate` and `rollback` report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Activation {
+    pub generation: String,
+    pub previous: Option<String>,
+    pub changes: Changes,
+    /// Unix time by which `clan agent confirm` must come, with magic rollback.
+    pub confirm_by: Option<u64>,
+}
+
+/// Options of `clan agent activate`.
+#[derive(Debug, Clone)]
+pub struct ActivateOptions {
+    /// `None`: no magic rollback.
+    pub confirm_timeout: Option<Duration>,
+    /// How long to wait for another deploy of this machine to finish.
+    pub lock_timeout: Duration,
+}
+
+/// The agent, acting on the machine rooted at `paths.root`.
+pub struct Agent {
+    pub paths: Paths,
+    /// The agent's own executable (for the boot unit and the confirmation waiter).
+    pub executable: PathBuf,
+}
+
+impl Agent {
+    pub fn new(root: &Path) -> Agent {
+        Agent {
+            paths: Paths::new(root),
+            executable: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("clan")),
+        }
+    }
+
+    pub fn status(&self) -> Result<Status, AgentError> {
+        let state = State::load(&self.paths)?;
+        let mut stored: Vec<String> = std::fs::read_dir(self.paths.generations())
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .filter(|name| !name.contains('.'))
+                    .collect()
+            })
+            .unwrap_or_default();
+        stored.sort();
+        Ok(Status {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            current: state.current,
+            stored,
+            has_key: self.paths.key_file().is_file(),
+            pending: Pending::load(&self.paths)?.map(|p| p.generation),
+        })
+    }
+
+    /// Stores the bundle read from `input` as generation `id`: written to `<id>.tmp`, then
+    /// renamed, so an interrupted upload leaves nothing that looks like a generation.
+    pub fn receive(&self, id: &str, input: impl std::io::Read) -> Result<(), AgentError> {
+        let received = crate::generation::read_bundle(BufReader::new(input), id)?;
+        let generations = self.paths.generations();
+        store::create_dir(&generations, 0o700)?;
+        let final_dir = self.paths.generation(id);
+        if final_dir.is_dir() {
+            return Ok(());
+        }
+        let temp = generations.join(format!("{id}.tmp"));
+        let _ = std::fs::remove_dir_all(&temp);
+        store::create_dir(&temp.join("blobs"), 0o700)?;
+        for (key, blob) in &received.blobs {
+            store::write_private(&temp.join("blobs").join(key), blob)?;
+        }
+        store::write_private(&temp.join("manifest.json"), &received.manifest_bytes)?;
+        std::fs::rename(&temp, &final_dir).map_err(AgentError::io("renaming", &temp))?;
+        Ok(())
+    }
+
+    /// Installs the machine's age key read from `input` (0600, atomically).
+    pub fn install_key(&self, mut input: impl std::io::Read) -> Result<(), AgentError> {
+        let mut key = zeroize::Zeroizing::new(String::new());
+        input
+            .read_to_string(&mut key)
+            .map_err(AgentError::io("reading the key from", Path::new("stdin")))?;
+        clan_secrets::Identities::parse(&key, "stdin").map_err(AgentError::Secret)?;
+        store::write_private(&self.paths.key_file(), key.as_bytes())
+    }
+
+    /// What activating `id` would change.
+    pub fn diff(&self, id: &str) -> Result<Changes, AgentError> {
+        let new = Stored::load(&self.paths, id)?;
+        let state = State::load(&self.paths)?;
+        let old = self.stored_or_empty(state.current.as_deref())?;
+        apply::apply(&self.paths, &new, &old, &self.executable, true)
+    }
+
+    fn stored_or_empty(&self, id: Option<&str>) -> Result<Stored, AgentError> {
+        id.map_or_else(|| Ok(Stored::empty()), |id| Stored::load(&self.paths, id))
+    }
+
+    /// Activates generation `id`; on failure the previous one is re-activated and the
+    /// error says why. With a confirm timeout, a detached waiter reverts unless
+    /// [`Agent::confirm`] comes in time.
+    pub fn activate(
+        &self,
+        id: &str,
+        options: &ActivateOptions,
+        on_wait: impl FnOnce(),
+    ) -> Result<Activation, AgentError> {
+        let new = Stored::load(&self.paths, id)?;
+        let _lock = self.lock_when_idle(options.lock_timeout, on_wait)?;
+        let mut state = State::load(&self.paths)?;
+        let previous = state.current.clone();
+        let old = self.stored_or_empty(previous.as_deref())?;
+        let changes = self.switch(&mut state, &new, &old, "deploy")?;
+        let confirm_by = match options.confirm_timeout {
+            Some(timeout) if self.paths.is_live() => {
+                let deadline = store::now() + timeout.as_secs().max(1);
+                Pending {
+                    generation: id.to_owned(),
+                    previous: previous.clone(),
+                    deadline,
+                }
+                .save(&self.paths)?;
+                if let Err(error) = self.spawn_waiter(id) {
+                    // Without a waiter nothing would revert: undo now rather than hang unprotected.
+                    Pending::clear(&self.paths)?;
+                    let restored = self.switch(&mut state, &old, &new, "restore");
+                    return Err(AgentError::RolledBack {
+                        failure: format!("starting the confirmation waiter: {error}"),
+                        restored: describe_restore(&old, restored.err()),
+                    });
+                }
+                Some(deadline)
+            }
+            _ => None,
+        };
+        self.collect_garbage(&state);
+        Ok(Activation {
+            generation: id.to_owned(),
+            previous,
+            changes,
+            confirm_by,
+        })
+    }
+
+    /// Takes the lock once no generation awaits confirmation (or refuses after `timeout`).
+    fn lock_when_idle(
+        &self,
+        timeout: Duration,
+        on_wait: impl FnOnce(),
+    ) -> Result<Lock, AgentError> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut on_wait = Some(on_wait);
+        loop {
+            let remaining = deadline.saturating_duration_since(std::time::Instant::now());
+            let lock = Lock::acquire(&self.paths, remaining, || {
+                if let Some(f) = on_wait.take() {
+                    f();
+                }
+            })?;
+            match Pending::load(&self.paths)? {
+                None => return Ok(lock),
+                Some(pending) if remaining.is_zero() => {
+                    return Err(AgentError::Busy(format!(
+                        "generation {} of another deploy awaits confirmation (until unix time {})",
+                        short(&pending.generation),
+                        pending.deadline
+                    )))
+                }
+                Some(_) => {
+                    drop(lock);
+                    if let Some(f) = on_wait.take() {
+                        f();
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+
+    /// Applies `new` over `old` and records it; on failure re-applies `old`.
+    fn switch(
+        &self,
+        state: &mut State,
+        new: &Stored,
+        old: &Stored,
+        action: &str,
+    ) -> Result<Changes, AgentError> {
+        match apply::apply(&self.paths, new, old, &self.executable, false) {
+            Ok(changes) => {
+                state.record(&new.id, action, None);
+                state.save(&self.paths)?;
+                Ok(changes)
+            }
+            Err(failure) => {
+                let restored = apply::apply(&self.paths, old, new, &self.executable, false);
+                state.record(&new.id, "failed", Some(failure.to_string()));
+                state.save(&self.paths)?;
+                Err(AgentError::RolledBack {
+                    failure: failure.to_string(),
+                    restored: describe_restore(old, restored.err()),
+                })
+            }
+        }
+    }
+
+    /// Starts `clan agent await-confirm <id>` outside the SSH session: a transient systemd
+    /// unit where systemd runs, else a new session via `setsid`.
+    fn spawn_waiter(&self, id: &str) -> Result<(), AgentError> {
+        let executable = self.executable.display().to_string();
+        let root = self.paths.root.display().to_string();
+        let waiter = [
+            executable.as_str(),
+            "agent",
+            "--root",
+            &root,
+            "await-confirm",
+            id,
+        ];
+        if Path::new("/run/systemd/system").is_dir() {
+            let unit = format!("clan-confirm-{}-{}", short(id), store::now());
+            let mut argv = vec!["systemd-run", "--quiet", "--collect", "--unit", &unit, "--"];
+            argv.extend(waiter);
+            system::run(&argv, None).map(drop)
+        } else {
+            let mut argv = vec!["setsid", "-f"];
+            argv.extend(waiter);
+            system::run(&argv, None).map(drop)
+        }
+    }
+
+    /// Confirms generation `id`: the deployer reached the machine afresh after activation.
+    pub fn confirm(&self, id: &str) -> Result<(), AgentError> {
+        let _lock = Lock::acquire(&self.paths, Duration::from_secs(30), || {})?;
+        match Pending::load(&self.paths)? {
+            Some(pending) if pending.generation == id => Pending::clear(&self.paths),
+            _ if State::load(&self.paths)?.current.as_deref() == Some(id) => Ok(()),
+            _ => Err(AgentError::Reverted(short(id).to_owned())),
+        }
+    }
+
+    /// The waiter: polls until the confirmation for `id` arrives or its deadline passes, then
+    /// re-activates the previous generation.
+    pub fn await_confirm(&self, id: &str) -> Result<(), AgentError> {
+        loop {
+            let pending = match Pending::load(&self.paths)? {
+                Some(pending) if pending.generation == id => pending,
+                _ => return Ok(()),
+            };
+            if store::now() >= pending.deadline {
+                let _lock = Lock::acquire(&self.paths, Duration::from_secs(600), || {})?;
+                if Pending::load(&self.paths)?.is_none_or(|p| p.generation != id) {
+                    return Ok(());
+                }
+                let mut state = State::load(&self.paths)?;
+                let current = Stored::load(&self.paths, id)?;
+                let previous = self.stored_or_empty(pending.previous.as_deref())?;
+                let result =
+                    apply::apply(&self.paths, &previous, &current, &self.executable, false);
+                let detail = format!("generation {} was not confirmed in time", short(id));
+                match &pending.previous {
+                    Some(previous) => state.record(previous, "magic-rollback", Some(detail)),
+                    None => {
+                        state.record(id, "failed", Some(detail));
+                        state.current = None;
+                    }
+                }
+                state.save(&self.paths)?;
+                Pending::clear(&self.paths)?;
+                return result.map(drop);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Re-activates an earlier generation: `to` (id, id prefix or history number), else the
+    /// one before the current.
+    pub fn rollback(
+        &self,
+        to: Option<&str>,
+        lock_timeout: Duration,
+    ) -> Result<Activation, AgentError> {
+        let _lock = self.lock_when_idle(lock_timeout, || {})?;
+        let mut state = State::load(&self.paths)?;
+        let target = match to {
+            Some(wanted) => state
+                .history
+                .iter()
+                .rev()
+                .find(|e| {
+                    e.number.to_string() == wanted
+                        || (wanted.len() >= 6 && e.generation.starts_with(wanted))
+                })
+                .map(|e| e.generation.clone())
+                .ok_or_else(|| AgentError::UnknownGeneration(wanted.to_owned()))?,
+            None => state.previous().map(str::to_owned).ok_or_else(|| {
+                AgentError::Step("there is no earlier generation to roll back to".into())
+            })?,
+        };
+        let new = Stored::load(&self.paths, &target)?;
+        let previous = state.current.clone();
+        let old = self.stored_or_empty(previous.as_deref())?;
+        let changes = self.switch(&mut state, &new, &old, "rollback")?;
+        Ok(Activation {
+            generation: target,
+            previous,
+            changes,
+            confirm_by: None,
+        })
+    }
+
+    /// The history, oldest first.
+    pub fn generations(&self) -> Result<(Option<String>, Vec<HistoryEntry>), AgentError> {
+        let state = State::load(&self.paths)?;
+        Ok((state.current, state.history))
+    }
+
+    /// At boot: decrypts the current generation's secrets into `/run/clan/secrets`.
+    pub fn decrypt_current_secrets(&self) -> Result<usize, AgentError> {
+        let state = State::load(&self.paths)?;
+        let Some(current) = state.current else {
+            return Ok(0);
+        };
+        let generation = Stored::load(&self.paths, &current)?;
+        let secrets = apply::decrypt_secrets(&self.paths, &generation)?;
+        let accounts = system::Accounts::read(&self.paths);
+        apply::install_secrets(
+            &self.paths,
+            &generation,
+            &secrets,
+            &accounts,
+            None,
+            &Stored::empty(),
+            false,
+        )?;
+        Ok(secrets.len())
+    }
+
+    /// Removes stored generations beyond the newest [`KEEP_GENERATIONS`] in the history.
+    fn collect_garbage(&self, state: &State) {
+        let mut keep: Vec<&str> = Vec::new();
+        for entry in state.history.iter().rev() {
+            if keep.len() >= KEEP_GENERATIONS {
+                break;
+            }
+            if !keep.contains(&entry.generation.as_str()) {
+                keep.push(&entry.generation);
+            }
+        }
+        if let Some(current) = &state.current {
+            keep.push(current);
+        }
+        let Ok(entries) = std::fs::read_dir(self.paths.generations()) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.contains('.') && !keep.contains(&name.as_str()) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+}
+
+fn describe_restore(old: &Stored, error: Option<AgentError>) -> String {
+    let name = if old.id.is_empty() {
+        "(none: the machine's own state)".to_owned()
+    } else {
+        short(&old.id).to_owned()
+    };
+    match error {
+        None => format!("{name} restored"),
+        Some(error) => format!("{name} could NOT be fully restored: {error}"),
+    }
+}
+
+/// The first 12 characters of a generation id, for people.
+pub fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+#[cfg(test)]
+mod tests;

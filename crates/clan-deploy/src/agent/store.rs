@@ -1,0 +1,254 @@
+//! The agent's own state on a machine, under `/var/lib/clan`: stored generations, the history
+//! (`state.json`), the pending confirmation of a magic rollback (`pending.json`), the
+//! per-machine lock and the machine's age key. Every write is a temp file renamed into place.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use super::AgentError;
+
+/// Where everything lives; `root` is `/` except for image directories (`--root`).
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub root: PathBuf,
+}
+
+impl Paths {
+    pub fn new(root: &Path) -> Paths {
+        Paths {
+            root: root.to_path_buf(),
+        }
+    }
+
+    /// Whether this is the running system (daemons, users and packages may be touched).
+    pub fn is_live(&self) -> bool {
+        self.root == Path::new("/")
+    }
+
+    /// `path` (absolute on the machine) under the root.
+    pub fn on_machine(&self, path: &str) -> PathBuf {
+        self.root.join(path.trim_start_matches('/'))
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.on_machine(crate::STATE_DIR)
+    }
+
+    pub fn generations(&self) -> PathBuf {
+        self.state_dir().join("generations")
+    }
+
+    pub fn generation(&self, id: &str) -> PathBuf {
+        self.generations().join(id)
+    }
+
+    pub fn key_file(&self) -> PathBuf {
+        self.state_dir().join("age.key")
+    }
+
+    pub fn secrets_dir(&self) -> PathBuf {
+        self.on_machine("/run/clan/secrets")
+    }
+
+    pub fn unit_path(&self, unit: &str) -> String {
+        format!("/etc/systemd/system/{unit}")
+    }
+
+    fn state_file(&self) -> PathBuf {
+        self.state_dir().join("state.json")
+    }
+
+    fn pending_file(&self) -> PathBuf {
+        self.state_dir().join("pending.json")
+    }
+}
+
+/// One activation in the machine's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    pub number: u64,
+    pub generation: String,
+    /// Unix seconds.
+    pub time: u64,
+    /// `deploy`, `rollback`, `magic-rollback`, `failed`, `restore`.
+    pub action: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct State {
+    pub current: Option<String>,
+    pub history: Vec<HistoryEntry>,
+}
+
+impl State {
+    pub fn load(paths: &Paths) -> Result<State, AgentError> {
+        Ok(read_json(&paths.state_file())?.unwrap_or_default())
+    }
+
+    pub fn save(&self, paths: &Paths) -> Result<(), AgentError> {
+        write_json(&paths.state_file(), self)
+    }
+
+    /// Records an activation; `current` moves unless the action failed.
+    pub fn record(&mut self, generation: &str, action: &str, detail: Option<String>) {
+        let number = self.history.last().map_or(1, |last| last.number + 1);
+        self.history.push(HistoryEntry {
+            number,
+            generation: generation.to_owned(),
+            time: now(),
+            action: action.to_owned(),
+            detail,
+        });
+        if action != "failed" {
+            self.current = Some(generation.to_owned());
+        }
+    }
+
+    /// The generation active before the current one (skipping failures and repeats).
+    pub fn previous(&self) -> Option<&str> {
+        let current = self.current.as_deref()?;
+        self.history
+            .iter()
+            .rev()
+            .filter(|entry| entry.action != "failed")
+            .map(|entry| entry.generation.as_str())
+            .find(|generation| *generation != current)
+    }
+}
+
+/// A generation activated but not confirmed yet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Pending {
+    pub generation: String,
+    pub previous: Option<String>,
+    /// Unix seconds after which the machine reverts.
+    pub deadline: u64,
+}
+
+impl Pending {
+    pub fn load(paths: &Paths) -> Result<Option<Pending>, AgentError> {
+        read_json(&paths.pending_file())
+    }
+
+    pub fn save(&self, paths: &Paths) -> Result<(), AgentError> {
+        write_json(&paths.pending_file(), self)
+    }
+
+    pub fn clear(paths: &Paths) -> Result<(), AgentError> {
+        remove_if_present(&paths.pending_file())
+    }
+}
+
+/// The per-machine lock: held while a generation is activated or rolled back, so two deploys
+/// never interleave. Released when dropped (or when the process dies).
+pub struct Lock {
+    _file: File,
+}
+
+impl Lock {
+    /// Waits up to `timeout` for the lock; `on_wait` is told once that someone else holds it.
+    pub fn acquire(
+        paths: &Paths,
+        timeout: Duration,
+        on_wait: impl FnOnce(),
+    ) -> Result<Lock, AgentError> {
+        let dir = paths.state_dir();
+        create_dir(&dir, 0o700)?;
+        let path = dir.join("lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(AgentError::io("opening", &path))?;
+        let deadline = Instant::now() + timeout;
+        let mut on_wait = Some(on_wait);
+        loop {
+            match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => return Ok(Lock { _file: file }),
+                Err(rustix::io::Errno::WOULDBLOCK) if Instant::now() < deadline => {
+                    if let Some(notify) = on_wait.take() {
+                        notify();
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(rustix::io::Errno::WOULDBLOCK) => {
+                    return Err(AgentError::Busy(format!(
+                        "another deploy or rollback of this machine is running (waited {} s)",
+                        timeout.as_secs()
+                    )))
+                }
+                Err(error) => {
+                    return Err(AgentError::io("locking", &path)(error.into()));
+                }
+            }
+        }
+    }
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+pub fn create_dir(path: &Path, mode: u32) -> Result<(), AgentError> {
+    if !path.is_dir() {
+        fs::create_dir_all(path).map_err(AgentError::io("creating", path))?;
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))
+            .map_err(AgentError::io("setting the mode of", path))?;
+    }
+    Ok(())
+}
+
+pub fn remove_if_present(path: &Path) -> Result<(), AgentError> {
+    match fs::remove_file(path) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+            Err(AgentError::io("removing", path)(error))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, AgentError> {
+    match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| AgentError::Corrupt(format!("{}: {e}", path.display()))),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(AgentError::io("reading", path)(error)),
+    }
+}
+
+fn write_json(path: &Path, value: &impl Serialize) -> Result<(), AgentError> {
+    let bytes = serde_json::to_vec_pretty(value).expect("state serialises");
+    write_private(path, &bytes)
+}
+
+/// Writes `bytes` to `path` atomically, created 0600 before any byte is written.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), AgentError> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    create_dir(dir, 0o700)?;
+    let mut temp = tempfile::Builder::new()
+        .prefix(".clan-tmp-")
+        .permissions(fs::Permissions::from_mode(0o600))
+        .tempfile_in(dir)
+        .map_err(AgentError::io("creating a temporary file in", dir))?;
+    temp.write_all(bytes)
+        .and_then(|()| temp.as_file().sync_all())
+        .map_err(AgentError::io("writing", path))?;
+    temp.persist(path)
+        .map_err(|e| AgentError::io("replacing", path)(e.error))?;
+    Ok(())
+}

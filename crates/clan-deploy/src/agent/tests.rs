@@ -1,0 +1,175 @@
+//! Activation into an image directory (`--root`): files tracked across generations, kept
+//! aside and restored, dry runs that change nothing, history and rollback.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::time::Duration;
+
+use clan_config::{File, MachineConfig};
+
+use super::*;
+use crate::generation::Generation;
+
+fn image() -> tempfile::TempDir {
+    let root = tempfile::tempdir().unwrap();
+    fs::create_dir_all(root.path().join("etc")).unwrap();
+    fs::write(
+        root.path().join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\n",
+    )
+    .unwrap();
+    fs::write(root.path().join("etc/group"), "root:x:0:\n").unwrap();
+    root
+}
+
+fn config(files: &[(&str, &str)]) -> MachineConfig {
+    let mut config = MachineConfig::default();
+    config.files = files
+        .iter()
+        .map(|(path, content)| {
+            (
+                path.to_string(),
+                File {
+                    content: content.to_string(),
+                    template: false,
+                    owner: "root".into(),
+                    group: "root".into(),
+                    mode: "0640".into(),
+                },
+            )
+        })
+        .collect::<BTreeMap<_, _>>();
+    config
+}
+
+fn store(agent: &Agent, config: &MachineConfig) -> String {
+    let generation = Generation::build("m", config, &[]).unwrap();
+    agent
+        .receive(&generation.id, &generation.bundle()[..])
+        .unwrap();
+    generation.id
+}
+
+const NO_MAGIC: ActivateOptions = ActivateOptions {
+    confirm_timeout: None,
+    lock_timeout: Duration::from_secs(1),
+};
+
+fn read(root: &tempfile::TempDir, path: &str) -> Option<String> {
+    fs::read_to_string(root.path().join(path.trim_start_matches('/'))).ok()
+}
+
+#[test]
+fn generations_track_files_keep_originals_and_roll_back() {
+    let root = image();
+    let agent = Agent::new(root.path());
+    fs::write(root.path().join("etc/motd"), "the admin's own motd\n").unwrap();
+
+    let first = store(
+        &agent,
+        &config(&[("/etc/hello", "hi\n"), ("/etc/motd", "clan motd\n")]),
+    );
+    let diff = agent.diff(&first).unwrap();
+    assert_eq!(diff.files_written, ["/etc/hello", "/etc/motd"]);
+    assert_eq!(diff.files_kept_aside, ["/etc/motd"]);
+    assert_eq!(read(&root, "/etc/hello"), None, "a dry run changes nothing");
+
+    let activation = agent.activate(&first, &NO_MAGIC, || {}).unwrap();
+    assert_eq!(activation.changes, diff);
+    assert_eq!(read(&root, "/etc/hello").as_deref(), Some("hi\n"));
+    assert_eq!(
+        read(&root, "/etc/motd.clan-orig").as_deref(),
+        Some("the admin's own motd\n")
+    );
+    let mode = fs::metadata(root.path().join("etc/hello"))
+        .unwrap()
+        .permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o7777,
+        0o640
+    );
+
+    // Same generation again: nothing to do.
+    assert_eq!(agent.diff(&first).unwrap(), Changes::default());
+
+    // The second generation drops /etc/motd (the original comes back) and changes hello.
+    let second = store(&agent, &config(&[("/etc/hello", "hello\n")]));
+    let changes = agent.activate(&second, &NO_MAGIC, || {}).unwrap().changes;
+    assert_eq!(changes.files_written, ["/etc/hello"]);
+    assert_eq!(changes.files_removed, ["/etc/motd"]);
+    assert_eq!(
+        read(&root, "/etc/motd").as_deref(),
+        Some("the admin's own motd\n")
+    );
+    assert_eq!(read(&root, "/etc/motd.clan-orig"), None);
+
+    // Rollback re-activates the first generation.
+    let back = agent.rollback(None, Duration::from_secs(1)).unwrap();
+    assert_eq!(back.generation, first);
+    assert_eq!(read(&root, "/etc/hello").as_deref(), Some("hi\n"));
+    assert_eq!(read(&root, "/etc/motd").as_deref(), Some("clan motd\n"));
+    let (current, history) = agent.generations().unwrap();
+    assert_eq!(current.as_deref(), Some(first.as_str()));
+    let actions: Vec<&str> = history.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["deploy", "deploy", "rollback"]);
+    assert_eq!(
+        agent.status().unwrap().current.as_deref(),
+        Some(first.as_str())
+    );
+}
+
+#[test]
+fn failed_activation_restores_the_previous_generation() {
+    let root = image();
+    let agent = Agent::new(root.path());
+    let good = store(&agent, &config(&[("/etc/hello", "hi\n")]));
+    agent.activate(&good, &NO_MAGIC, || {}).unwrap();
+    // A directory where a file should go makes the second generation fail half-way.
+    fs::create_dir_all(root.path().join("srv/blocked")).unwrap();
+    let bad = store(
+        &agent,
+        &config(&[("/etc/hello", "changed\n"), ("/srv/blocked", "x")]),
+    );
+    let error = agent.activate(&bad, &NO_MAGIC, || {}).unwrap_err();
+    assert!(matches!(error, AgentError::RolledBack { .. }), "{error}");
+    assert!(
+        error.to_string().contains("directory is in the way"),
+        "{error}"
+    );
+    assert!(error.to_string().contains("restored"), "{error}");
+    assert_eq!(read(&root, "/etc/hello").as_deref(), Some("hi\n"));
+    assert_eq!(
+        agent.status().unwrap().current.as_deref(),
+        Some(good.as_str())
+    );
+}
+
+#[test]
+fn a_second_deploy_waits_for_the_lock_and_then_refuses() {
+    let root = image();
+    let agent = Agent::new(root.path());
+    let id = store(&agent, &config(&[("/etc/hello", "hi\n")]));
+    let _held = Lock::acquire(&agent.paths, Duration::from_secs(1), || {}).unwrap();
+    let mut waited = false;
+    let error = agent
+        .activate(&id, &NO_MAGIC, || waited = true)
+        .unwrap_err();
+    assert!(waited);
+    assert!(matches!(error, AgentError::Busy(_)), "{error}");
+}
+
+#[test]
+fn truncated_uploads_store_nothing() {
+    let root = image();
+    let agent = Agent::new(root.path());
+    let generation = Generation::build("m", &config(&[("/etc/hello", "hi\n")]), &[]).unwrap();
+    let bundle = generation.bundle();
+    assert!(agent
+        .receive(&generation.id, &bundle[..bundle.len() - 3])
+        .is_err());
+    assert!(agent.status().unwrap().stored.is_empty());
+    assert!(matches!(
+        agent.activate(&generation.id, &NO_MAGIC, || {}),
+        Err(AgentError::UnknownGeneration(_))
+    ));
+}

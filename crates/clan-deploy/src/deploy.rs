@@ -1,0 +1,316 @@
+//! Deploying one machine over a [`Host`]: make sure the agent binary is there, stop early when
+//! the machine already runs the generation, upload the generation, activate it, and confirm
+//! over a fresh connection (magic rollback). Remote commands are argv vectors.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::agent::{Activation, Changes, Status};
+use crate::events::{Event, Outcome, Stage};
+use crate::generation::Generation;
+use crate::host::{Host, Input, RemoteOutput};
+use crate::{Error, STATE_DIR};
+
+/// The agent executable to upload and the name it gets on machines.
+#[derive(Debug, Clone)]
+pub struct AgentBinary {
+    pub path: PathBuf,
+    /// `clan-<version>-<first 12 hex of its sha256>`: a rebuilt binary is a new agent.
+    pub name: String,
+}
+
+impl AgentBinary {
+    /// This very executable, which is also the agent (same architecture as the machines).
+    pub fn current() -> Result<AgentBinary, Error> {
+        let path = std::env::current_exe().map_err(|source| Error::Io {
+            context: "finding the running executable",
+            path: PathBuf::from("/proc/self/exe"),
+            source,
+        })?;
+        AgentBinary::at(&path)
+    }
+
+    pub fn at(path: &Path) -> Result<AgentBinary, Error> {
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            context: "reading",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let digest = crate::generation::hash(&bytes);
+        Ok(AgentBinary {
+            path: path.to_path_buf(),
+            name: format!("clan-{}-{}", env!("CARGO_PKG_VERSION"), &digest[..12]),
+        })
+    }
+
+    /// Where the agent lives on machines.
+    pub fn remote_path(&self) -> String {
+        format!("{STATE_DIR}/bin/{}", self.name)
+    }
+}
+
+/// Settings of a deploy run.
+#[derive(Debug, Clone)]
+pub struct DeployOptions {
+    pub agent: AgentBinary,
+    /// `None`: no magic rollback.
+    pub confirm_timeout: Option<Duration>,
+    /// How long the agent waits for another deploy of the same machine.
+    pub lock_timeout: Duration,
+    pub dry_run: bool,
+}
+
+/// What one machine gets: its generation and, when it has secrets, its age key.
+pub struct MachineDeploy {
+    pub generation: Generation,
+    /// The machine's age private key, uploaded when the machine lacks it.
+    pub age_key: Option<zeroize::Zeroizing<String>>,
+}
+
+/// Runs every stage for one machine; errors carry the stage they happened in.
+pub fn deploy(
+    host: &mut dyn Host,
+    job: &MachineDeploy,
+    options: &DeployOptions,
+    emit: &dyn Fn(Event),
+) -> Result<Outcome, (Stage, Error)> {
+    let machine = host.machine().to_owned();
+    let id = job.generation.id.clone();
+    host.connect().map_err(|e| (Stage::Connect, e))?;
+    let agent = options.agent.remote_path();
+    let call = |words: &[&str]| -> Vec<String> {
+        let mut argv = vec![agent.clone(), "agent".to_owned()];
+        argv.extend(words.iter().map(|w| w.to_string()));
+        argv
+    };
+
+    let status = match agent_json::<Status>(host, &call(&["status"]), Input::None) {
+        Err(AgentCall::Missing) => {
+            upload_agent(host, &options.agent).map_err(|e| (Stage::Upload, e))?;
+            emit(Event::Upload {
+                machine: machine.clone(),
+                what: "agent",
+                bytes: std::fs::metadata(&options.agent.path).map_or(0, |m| m.len()),
+            });
+            agent_json::<Status>(host, &call(&["status"]), Input::None)
+                .map_err(|e| (Stage::Upload, e.into_error(&machine, "clan agent status")))?
+        }
+        other => {
+            other.map_err(|e| (Stage::Connect, e.into_error(&machine, "clan agent status")))?
+        }
+    };
+    if status.current.as_deref() == Some(id.as_str())
+        && status.pending.is_none()
+        && !options.dry_run
+    {
+        return Ok(Outcome::Unchanged);
+    }
+    if !status.stored.contains(&id) {
+        let bundle = job.generation.bundle();
+        agent_ok(host, &call(&["receive", &id]), Input::Bytes(&bundle))
+            .map_err(|e| (Stage::Upload, e.into_error(&machine, "clan agent receive")))?;
+        emit(Event::Upload {
+            machine: machine.clone(),
+            what: "generation",
+            bytes: bundle.len() as u64,
+        });
+    }
+    if options.dry_run {
+        let changes = agent_json::<Changes>(host, &call(&["diff", &id]), Input::None)
+            .map_err(|e| (Stage::Activate, e.into_error(&machine, "clan agent diff")))?;
+        emit(Event::DryRun {
+            machine,
+            generation: id,
+            changes,
+        });
+        return Ok(Outcome::DryRun);
+    }
+    if !job.generation.manifest.secrets.is_empty() && !status.has_key {
+        let key = job.age_key.as_ref().ok_or_else(|| {
+            (
+                Stage::Upload,
+                Error::Protocol {
+                    machine: machine.clone(),
+                    command: "clan agent install-key".into(),
+                    reason: "the machine has no age key and none is available to upload; run `clan vars generate`".into(),
+                },
+            )
+        })?;
+        agent_ok(host, &call(&["install-key"]), Input::Bytes(key.as_bytes())).map_err(|e| {
+            (
+                Stage::Upload,
+                e.into_error(&machine, "clan agent install-key"),
+            )
+        })?;
+    }
+
+    let lock_timeout = options.lock_timeout.as_secs().to_string();
+    let confirm_timeout = options
+        .confirm_timeout
+        .map(|t| t.as_secs().max(1).to_string());
+    let mut words = vec![
+        "activate",
+        id.as_str(),
+        "--lock-timeout",
+        lock_timeout.as_str(),
+    ];
+    match &confirm_timeout {
+        Some(seconds) => words.extend(["--confirm-timeout", seconds.as_str()]),
+        None => words.push("--no-magic-rollback"),
+    }
+    let activation = agent_json::<Activation>(host, &call(&words), Input::None).map_err(|e| {
+        let error = match e {
+            AgentCall::Failed(output) => Error::Activation {
+                machine: machine.clone(),
+                generation: crate::agent::short(&id).to_owned(),
+                reason: agent_message(&output),
+            },
+            other => other.into_error(&machine, "clan agent activate"),
+        };
+        (Stage::Activate, error)
+    })?;
+    emit(Event::Activate {
+        machine: machine.clone(),
+        generation: id.clone(),
+        changes: activation.changes,
+    });
+    if activation.confirm_by.is_some() {
+        // A new connection: proves the machine is still reachable after activation.
+        let output = host
+            .run_fresh(&call(&["confirm", &id]))
+            .map_err(|e| (Stage::Confirm, e))?;
+        if !output.success() {
+            return Err((
+                Stage::Confirm,
+                Error::NotConfirmed {
+                    machine,
+                    generation: crate::agent::short(&id).to_owned(),
+                    reason: agent_message(&output),
+                },
+            ));
+        }
+        emit(Event::Confirm {
+            machine,
+            generation: id,
+        });
+    }
+    Ok(Outcome::Activated)
+}
+
+/// Streams the agent binary to its path on the machine (temp name, then rename), after
+/// checking the machine's architecture matches.
+fn upload_agent(host: &dyn Host, agent: &AgentBinary) -> Result<(), Error> {
+    // A fixed script; the path and architecture arrive as positional parameters.
+    let script = r#"set -e; umask 022
+[ "$(uname -m)" = "$2" ] || { echo "the machine is $(uname -m) but this clan binary is $2; install clan for the machine's architecture" >&2; exit 3; }
+mkdir -p "${1%/*}"; cat > "$1.tmp.$$"; chmod 0755 "$1.tmp.$$"; mv -f "$1.tmp.$$" "$1"
+ln -sfn "$1" "${1%/*}/clan""#;
+    let argv: Vec<String> = [
+        "sh",
+        "-c",
+        script,
+        "sh",
+        &agent.remote_path(),
+        std::env::consts::ARCH,
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let output = host.run(&argv, Input::File(&agent.path))?;
+    if output.success() {
+        Ok(())
+    } else {
+        Err(Error::Remote {
+            machine: host.machine().to_owned(),
+            command: "upload of the clan agent".into(),
+            status: output.status(),
+            stderr: output.stderr,
+        })
+    }
+}
+
+/// How an agent call went wrong.
+enum AgentCall {
+    /// The agent binary is not on the machine (the shell's 127).
+    Missing,
+    Transport(Error),
+    Failed(RemoteOutput),
+    BadOutput(String),
+}
+
+impl AgentCall {
+    fn into_error(self, machine: &str, command: &str) -> Error {
+        match self {
+            AgentCall::Transport(error) => error,
+            AgentCall::Missing => Error::Protocol {
+                machine: machine.to_owned(),
+                command: command.to_owned(),
+                reason: "the agent is missing after its upload".into(),
+            },
+            AgentCall::Failed(output) => Error::Remote {
+                machine: machine.to_owned(),
+                command: command.to_owned(),
+                status: output.status(),
+                stderr: agent_message(&output),
+            },
+            AgentCall::BadOutput(reason) => Error::Protocol {
+                machine: machine.to_owned(),
+                command: command.to_owned(),
+                reason,
+            },
+        }
+    }
+}
+
+/// The agent's own message from its stderr (`error: …` lines).
+fn agent_message(output: &RemoteOutput) -> String {
+    let lines: Vec<&str> = output
+        .stderr
+        .lines()
+        .map(|l| l.strip_prefix("error: ").unwrap_or(l))
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    if lines.is_empty() {
+        format!("the agent failed ({})", output.status())
+    } else {
+        lines.join("; ")
+    }
+}
+
+fn agent_ok(host: &dyn Host, argv: &[String], input: Input<'_>) -> Result<RemoteOutput, AgentCall> {
+    let output = host.run(argv, input).map_err(AgentCall::Transport)?;
+    match output.code {
+        Some(0) => Ok(output),
+        Some(127) => Err(AgentCall::Missing),
+        _ => Err(AgentCall::Failed(output)),
+    }
+}
+
+fn agent_json<T: serde::de::DeserializeOwned>(
+    host: &dyn Host,
+    argv: &[String],
+    input: Input<'_>,
+) -> Result<T, AgentCall> {
+    let output = agent_ok(host, argv, input)?;
+    serde_json::from_slice(&output.stdout).map_err(|e| AgentCall::BadOutput(e.to_string()))
+}
+
+/// The newest agent on a machine (`/var/lib/clan/bin/clan`), for commands outside a deploy.
+pub const LATEST_AGENT: &str = "/var/lib/clan/bin/clan";
+
+/// Runs `clan agent <words>` with the machine's newest agent and parses its JSON answer.
+pub fn run_agent<T: serde::de::DeserializeOwned>(
+    host: &dyn Host,
+    words: &[&str],
+) -> Result<T, Error> {
+    let mut argv = vec![LATEST_AGENT.to_owned(), "agent".to_owned()];
+    argv.extend(words.iter().map(|w| w.to_string()));
+    let command = format!("clan agent {}", words.first().copied().unwrap_or(""));
+    agent_json(host, &argv, Input::None).map_err(|e| match e {
+        AgentCall::Missing => Error::Protocol {
+            machine: host.machine().to_owned(),
+            command,
+            reason: "there is no clan agent on the machine: it was never deployed with `clan machines update`".into(),
+        },
+        other => other.into_error(host.machine(), &command),
+    })
+}

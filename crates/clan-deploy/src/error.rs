@@ -1,0 +1,190 @@
+//! Errors of the admin side. Each names the machine and, through [`Error::hint`], says what
+//! to do next.
+
+use std::path::PathBuf;
+
+/// Why an SSH connection failed, read from OpenSSH's messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SshFailure {
+    HostKeyMismatch,
+    HostKeyUnknown,
+    PermissionDenied,
+    Unreachable,
+    Other,
+}
+
+impl SshFailure {
+    /// Classifies OpenSSH's stderr after it exited with 255.
+    pub fn classify(stderr: &str) -> SshFailure {
+        let text = stderr.to_ascii_lowercase();
+        if text.contains("remote host identification has changed")
+            || text.contains("host key for") && text.contains("has changed")
+        {
+            SshFailure::HostKeyMismatch
+        } else if text.contains("host key verification failed") {
+            SshFailure::HostKeyUnknown
+        } else if text.contains("permission denied") {
+            SshFailure::PermissionDenied
+        } else if [
+            "connection timed out",
+            "no route to host",
+            "connection refused",
+            "could not resolve hostname",
+            "network is unreachable",
+            "operation timed out",
+            "timeout, server",
+            "connection closed",
+            "connection reset",
+            "broken pipe",
+        ]
+        .iter()
+        .any(|needle| text.contains(needle))
+        {
+            SshFailure::Unreachable
+        } else {
+            SshFailure::Other
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("machine `{machine}`: cannot connect to `{target}`: {detail}")]
+    Ssh {
+        machine: String,
+        target: String,
+        failure: SshFailure,
+        detail: String,
+    },
+    #[error("machine `{machine}`: `{command}` failed on the machine ({status}): {stderr}")]
+    Remote {
+        machine: String,
+        command: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("machine `{machine}`: activation of generation {generation} failed: {reason}")]
+    Activation {
+        machine: String,
+        generation: String,
+        reason: String,
+    },
+    #[error("machine `{machine}`: generation {generation} was not confirmed: {reason}")]
+    NotConfirmed {
+        machine: String,
+        generation: String,
+        reason: String,
+    },
+    #[error(
+        "machine `{machine}` has class `{class}`, which `clan machines update` cannot deploy yet"
+    )]
+    UnsupportedClass { machine: String, class: String },
+    #[error("machine `{machine}`: no target host")]
+    NoTarget { machine: String },
+    #[error("machine `{machine}`: invalid target host `{target}`: {reason}")]
+    InvalidTarget {
+        machine: String,
+        target: String,
+        reason: String,
+    },
+    #[error(
+        "machine `{machine}`: the agent answered something unexpected to `{command}`: {reason}"
+    )]
+    Protocol {
+        machine: String,
+        command: String,
+        reason: String,
+    },
+    #[error("{context} `{}`", path.display())]
+    Io {
+        context: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("running `{program}`")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("machine `{machine}`: invalid configuration: {source}")]
+    InvalidConfig {
+        machine: String,
+        #[source]
+        source: crate::generation::InvalidConfig,
+    },
+    #[error("machine `{machine}`: vars: {source}")]
+    Vars {
+        machine: String,
+        #[source]
+        source: clan_vars::Error,
+    },
+    #[error(transparent)]
+    Eval(#[from] clan_eval::Error),
+}
+
+impl Error {
+    /// What the user should do next, when there is something to say.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Error::Ssh {
+                machine, failure, ..
+            } => Some(match failure {
+                SshFailure::HostKeyMismatch => format!(
+                    "the host key of `{machine}` differs from the one in known_hosts: if the machine was \
+                     reinstalled, remove the old key with `ssh-keygen -R <host>`; otherwise someone may \
+                     be intercepting the connection"
+                ),
+                SshFailure::HostKeyUnknown => format!(
+                    "the host key of `{machine}` is not known: add it to known_hosts, or pass \
+                     `--host-key-check tofu` to trust it on first use"
+                ),
+                SshFailure::PermissionDenied => format!(
+                    "the key offered was refused: load the admin key into ssh-agent or set \
+                     IdentityFile in ~/.ssh/config, and check root's authorized_keys on `{machine}`"
+                ),
+                SshFailure::Unreachable => format!(
+                    "check that `{machine}` is up and reachable, or set `deploy.targetHost` in clan.toml"
+                ),
+                SshFailure::Other => "run `ssh -v` to the target to see what fails".to_owned(),
+            }),
+            Error::NoTarget { machine } => Some(format!(
+                "set `machines.{machine}.deploy.targetHost` in clan.toml, or `meta.domain`"
+            )),
+            Error::UnsupportedClass { .. } => {
+                Some("only `linux` machines are deployed by clan for now".to_owned())
+            }
+            Error::NotConfirmed { .. } => Some(
+                "the machine reverted to its previous generation by itself; check that it stays \
+                 reachable after activation (firewall, sshd, network units)"
+                    .to_owned(),
+            ),
+            Error::Activation { machine, .. } => Some(format!(
+                "`{machine}` is back on its previous generation; `clan machines generations {machine}` \
+                 shows the history"
+            )),
+            Error::Eval(error) => error.hint(),
+            Error::Vars { source, .. } => source.hint(),
+            _ => None,
+        }
+    }
+
+    /// The stage-independent machine name, when the error is about one machine.
+    pub fn machine(&self) -> Option<&str> {
+        match self {
+            Error::Ssh { machine, .. }
+            | Error::Remote { machine, .. }
+            | Error::Activation { machine, .. }
+            | Error::NotConfirmed { machine, .. }
+            | Error::UnsupportedClass { machine, .. }
+            | Error::NoTarget { machine }
+            | Error::InvalidTarget { machine, .. }
+            | Error::Protocol { machine, .. }
+            | Error::InvalidConfig { machine, .. }
+            | Error::Vars { machine, .. } => Some(machine),
+            _ => None,
+        }
+    }
+}

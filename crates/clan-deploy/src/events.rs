@@ -1,0 +1,176 @@
+//! What a deploy reports as it goes: one [`Event`] per step and machine, rendered as JSON
+//! lines (`--json`, shared by the CLI and the GUI) or as `[machine] …` lines for people.
+
+use serde::Serialize;
+
+use crate::agent::{short, Changes};
+
+/// The step a machine was in when it failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stage {
+    Resolve,
+    Connect,
+    Upload,
+    Activate,
+    Confirm,
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stage::Resolve => "resolve",
+            Stage::Connect => "connect",
+            Stage::Upload => "upload",
+            Stage::Activate => "activate",
+            Stage::Confirm => "confirm",
+        })
+    }
+}
+
+/// How a machine's deploy ended well.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// The machine already ran this generation.
+    Unchanged,
+    Activated,
+    /// `--dry-run`: nothing was changed.
+    DryRun,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum Event {
+    Resolve {
+        machine: String,
+        target: String,
+        source: String,
+        generation: String,
+    },
+    Upload {
+        machine: String,
+        /// `agent` or `generation`.
+        what: &'static str,
+        bytes: u64,
+    },
+    /// Something worth telling a person (waiting for a lock, …).
+    Message {
+        machine: String,
+        message: String,
+    },
+    Activate {
+        machine: String,
+        generation: String,
+        changes: Changes,
+    },
+    DryRun {
+        machine: String,
+        generation: String,
+        changes: Changes,
+    },
+    Confirm {
+        machine: String,
+        generation: String,
+    },
+    Done {
+        machine: String,
+        generation: String,
+        outcome: Outcome,
+        #[serde(rename = "elapsedMs")]
+        elapsed_ms: u64,
+    },
+    Failed {
+        machine: String,
+        stage: Stage,
+        error: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        hint: Option<String>,
+    },
+}
+
+impl Event {
+    pub fn machine(&self) -> &str {
+        match self {
+            Event::Resolve { machine, .. }
+            | Event::Upload { machine, .. }
+            | Event::Message { machine, .. }
+            | Event::Activate { machine, .. }
+            | Event::DryRun { machine, .. }
+            | Event::Confirm { machine, .. }
+            | Event::Done { machine, .. }
+            | Event::Failed { machine, .. } => machine,
+        }
+    }
+
+    /// The lines a person sees, each to be prefixed with `[machine] `.
+    pub fn human(&self) -> Vec<String> {
+        match self {
+            Event::Resolve {
+                target,
+                source,
+                generation,
+                ..
+            } => vec![format!(
+                "deploying generation {} to {target} (from {source})",
+                short(generation)
+            )],
+            Event::Upload { what, bytes, .. } => {
+                vec![format!("uploaded {what} ({})", human_bytes(*bytes))]
+            }
+            Event::Message { message, .. } => vec![message.clone()],
+            Event::Activate { changes, .. } => vec![format!("activated: {}", changes.summary())],
+            Event::DryRun { changes, .. } => {
+                let mut lines = vec![format!("would change: {}", changes.summary())];
+                let lists = [
+                    ("group", &changes.groups_created),
+                    ("user", &changes.users_created),
+                    ("user (modify)", &changes.users_modified),
+                    ("package", &changes.packages_installed),
+                    ("secret", &changes.secrets_changed),
+                    ("file", &changes.files_written),
+                    ("file (remove)", &changes.files_removed),
+                    ("file (keep aside)", &changes.files_kept_aside),
+                    ("unit (start)", &changes.units_started),
+                    ("unit (restart)", &changes.units_restarted),
+                    ("unit (stop)", &changes.units_stopped),
+                ];
+                for (what, items) in lists {
+                    lines.extend(items.iter().map(|item| format!("  {what} {item}")));
+                }
+                lines
+            }
+            Event::Confirm { .. } => vec!["confirmed over a new connection".to_owned()],
+            Event::Done {
+                outcome,
+                elapsed_ms,
+                ..
+            } => vec![format!(
+                "done: {} in {:.1} s",
+                match outcome {
+                    Outcome::Unchanged => "unchanged",
+                    Outcome::Activated => "activated",
+                    Outcome::DryRun => "dry run",
+                },
+                *elapsed_ms as f64 / 1000.0
+            )],
+            Event::Failed {
+                stage, error, hint, ..
+            } => {
+                let mut lines = vec![format!("failed ({stage}): {error}")];
+                lines.extend(hint.iter().map(|hint| format!("hint: {hint}")));
+                lines
+            }
+        }
+    }
+}
+
+fn human_bytes(bytes: u64) -> String {
+    if bytes >= 1 << 20 {
+        format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
+    } else if bytes >= 1 << 10 {
+        format!("{:.1} KiB", bytes as f64 / 1024.0)
+    } else {
+        format!("{bytes} B")
+    }
+}

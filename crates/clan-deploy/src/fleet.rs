@@ -1,0 +1,243 @@
+//! Deploying many machines: a bounded number at once, every machine attempted whatever
+//! happens to the others, each outcome reported as [`Event`]s and returned for the summary.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::deploy::{deploy, DeployOptions, MachineDeploy};
+use crate::events::{Event, Outcome, Stage};
+use crate::generation::{Generation, SecretFile};
+use crate::host::Host;
+use crate::ssh::{ControlDir, SshHost, SshOptions};
+use crate::target::Target;
+use crate::Error;
+
+/// One machine of a run: what to deploy where, or why that could not be worked out.
+pub struct Job {
+    pub machine: String,
+    pub plan: Result<(Target, MachineDeploy), Error>,
+}
+
+/// How one machine ended.
+pub struct MachineResult {
+    pub machine: String,
+    pub target: Option<String>,
+    pub generation: Option<String>,
+    pub result: Result<Outcome, (Stage, Error)>,
+    pub elapsed: Duration,
+}
+
+/// Deploys `jobs` over SSH, at most `concurrency` at a time; never stops early.
+/// Results come back in the order of `jobs`.
+pub fn run(
+    jobs: Vec<Job>,
+    ssh: &SshOptions,
+    options: &DeployOptions,
+    concurrency: usize,
+    emit: &(dyn Fn(Event) + Sync),
+) -> Result<Vec<MachineResult>, Error> {
+    let control_dir = ControlDir::new()?;
+    let total = jobs.len();
+    let queue: Mutex<VecDeque<(usize, Job)>> = Mutex::new(jobs.into_iter().enumerate().collect());
+    let results: Mutex<Vec<(usize, MachineResult)>> = Mutex::new(Vec::with_capacity(total));
+    std::thread::scope(|scope| {
+        for _ in 0..concurrency.clamp(1, total.max(1)) {
+            scope.spawn(|| loop {
+                let Some((slot, job)) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
+                else {
+                    break;
+                };
+                let result = run_one(slot, job, ssh, options, &control_dir, emit);
+                results
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((slot, result));
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    results.sort_by_key(|(slot, _)| *slot);
+    Ok(results.into_iter().map(|(_, r)| r).collect())
+}
+
+fn run_one(
+    slot: usize,
+    job: Job,
+    ssh: &SshOptions,
+    options: &DeployOptions,
+    control_dir: &ControlDir,
+    emit: &(dyn Fn(Event) + Sync),
+) -> MachineResult {
+    let start = Instant::now();
+    let machine = job.machine;
+    let finish = |target: Option<String>,
+                  generation: Option<String>,
+                  result: Result<Outcome, (Stage, Error)>| {
+        let elapsed = start.elapsed();
+        match &result {
+            Ok(outcome) => emit(Event::Done {
+                machine: machine.clone(),
+                generation: generation.clone().unwrap_or_default(),
+                outcome: *outcome,
+                elapsed_ms: elapsed.as_millis() as u64,
+            }),
+            Err((stage, error)) => emit(Event::Failed {
+                machine: machine.clone(),
+                stage: *stage,
+                error: error.to_string(),
+                hint: error.hint(),
+            }),
+        }
+        MachineResult {
+            machine: machine.clone(),
+            target,
+            generation,
+            result,
+            elapsed,
+        }
+    };
+    let (target, work) = match job.plan {
+        Ok(plan) => plan,
+        Err(error) => return finish(None, None, Err((Stage::Resolve, error))),
+    };
+    let id = work.generation.id.clone();
+    emit(Event::Resolve {
+        machine: machine.clone(),
+        target: target.to_string(),
+        source: target.source.clone(),
+        generation: id.clone(),
+    });
+    let mut host = SshHost::new(&machine, target.clone(), ssh.clone(), control_dir, slot);
+    let result = deploy(&mut host as &mut dyn Host, &work, options, &|event| {
+        emit(event)
+    });
+    drop(host);
+    finish(Some(target.to_string()), Some(id), result)
+}
+
+/// The jobs for `names` (all machines when empty) of an evaluated clan. An unknown name is an
+/// error for the whole run; anything else wrong with one machine (no target, an unsupported
+/// class, an invalid configuration) becomes that machine's failure.
+pub fn jobs(
+    fleet: &clan_eval::Fleet,
+    clan_dir: &Path,
+    names: &[String],
+    target_override: Option<&str>,
+) -> Result<Vec<Job>, Error> {
+    let names: Vec<String> = if names.is_empty() {
+        fleet.summary.machines.keys().cloned().collect()
+    } else {
+        names.to_vec()
+    };
+    let mut jobs = Vec::new();
+    // The admin's keys are looked up once, and only when some machine has secrets.
+    let mut identities = None;
+    for name in names {
+        let machine = fleet.machine(&name)?;
+        let plan = plan_machine(fleet, clan_dir, &machine, target_override, &mut identities);
+        jobs.push(Job {
+            machine: name,
+            plan,
+        });
+    }
+    Ok(jobs)
+}
+
+fn plan_machine(
+    fleet: &clan_eval::Fleet,
+    clan_dir: &Path,
+    machine: &clan_eval::EvaluatedMachine,
+    target_override: Option<&str>,
+    identities: &mut Option<clan_secrets::Identities>,
+) -> Result<(Target, MachineDeploy), Error> {
+    let name = &machine.summary.name;
+    if machine.summary.class != "linux" {
+        return Err(Error::UnsupportedClass {
+            machine: name.clone(),
+            class: machine.summary.class.clone(),
+        });
+    }
+    let target = match target_override {
+        Some(text) => Target::parse(name, text, "--target-host")?,
+        None => crate::target::resolve(
+            name,
+            machine.summary.target_host.as_deref(),
+            &fleet.summary.exports,
+            &fleet.summary.meta.domain,
+        )?,
+    };
+    let vars_error = |source| Error::Vars {
+        machine: name.clone(),
+        source,
+    };
+    let machine_name: clan_secrets::MachineName = name
+        .parse()
+        .map_err(|e: clan_secrets::Error| vars_error(e.into()))?;
+    let deployable = clan_vars::deployable_secrets(clan_dir, &machine_name, &machine.config)
+        .map_err(vars_error)?;
+    let secrets = deployable
+        .iter()
+        .map(|secret| {
+            let sops = std::fs::read(&secret.sops_path).map_err(|source| Error::Io {
+                context: "reading",
+                path: secret.sops_path.clone(),
+                source,
+            })?;
+            Ok(SecretFile { secret, sops })
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    let generation = Generation::build(name, &machine.config, &secrets).map_err(|source| {
+        Error::InvalidConfig {
+            machine: name.clone(),
+            source,
+        }
+    })?;
+    let age_key = if secrets.is_empty() {
+        None
+    } else {
+        if identities.is_none() {
+            let sources = clan_secrets::KeySources::from_env();
+            *identities = Some(
+                clan_secrets::Identities::discover(&sources).map_err(|e| vars_error(e.into()))?,
+            );
+        }
+        let admin = identities.as_ref().expect("set above");
+        let key = clan_vars::machine_age_key(clan_dir, &machine_name, admin).map_err(vars_error)?;
+        Some(zeroize::Zeroizing::new(
+            String::from_utf8_lossy(key.expose()).into_owned(),
+        ))
+    };
+    Ok((
+        target,
+        MachineDeploy {
+            generation,
+            age_key,
+        },
+    ))
+}
+
+/// A connected SSH host for one machine of `fleet`, for commands outside a fleet run
+/// (`machines generations`, `machines rollback`).
+pub fn connect(
+    fleet: &clan_eval::Fleet,
+    name: &str,
+    ssh: &SshOptions,
+    target_override: Option<&str>,
+    control_dir: &ControlDir,
+) -> Result<SshHost, Error> {
+    let machine = fleet.machine(name)?;
+    let target = match target_override {
+        Some(text) => Target::parse(name, text, "--target-host")?,
+        None => crate::target::resolve(
+            name,
+            machine.summary.target_host.as_deref(),
+            &fleet.summary.exports,
+            &fleet.summary.meta.domain,
+        )?,
+    };
+    let mut host = SshHost::new(name, target, ssh.clone(), control_dir, 0);
+    host.connect()?;
+    Ok(host)
+}

@@ -1,0 +1,568 @@
+//! Generations: everything a machine should be, as a manifest (JSON) plus content-addressed
+//! blobs (file contents, unit files, sops-encrypted secrets). The generation id is the hash of
+//! the manifest, which names every blob by its hash, so an unchanged machine yields the same id
+//! and a re-deploy can stop after one status query.
+//!
+//! The upload form ([`Generation::bundle`]) is a small framed stream: a header line, the
+//! manifest, each blob with its hash and length, and an end marker; [`read_bundle`] verifies
+//! every hash and the id, so a truncated or corrupted upload is refused as a whole.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, Read};
+
+use clan_config::{MachineConfig, SECRET_PLACEHOLDER_PREFIX};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Version of the manifest format; an agent refuses formats it does not know.
+pub const FORMAT: u32 = 1;
+const BUNDLE_HEADER: &str = "clan-generation 1";
+/// Upper bound for one blob or the manifest, so a corrupt length cannot exhaust memory.
+const MAX_BLOB: u64 = 256 * 1024 * 1024;
+
+/// The declared state of one machine, as the agent applies it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Manifest {
+    pub format: u32,
+    pub machine: String,
+    /// Absolute path → file.
+    pub files: BTreeMap<String, FileEntry>,
+    /// Unit name → unit file.
+    pub units: BTreeMap<String, UnitEntry>,
+    pub users: BTreeMap<String, clan_config::User>,
+    pub groups: BTreeMap<String, clan_config::Group>,
+    /// Distribution family → package names.
+    pub packages: BTreeMap<String, BTreeSet<String>>,
+    /// `<generator>/<file>` → secret, still encrypted (sops) to the machine's age key.
+    pub secrets: BTreeMap<String, SecretEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileEntry {
+    /// sha256 of the content (of the template, for templates).
+    pub blob: String,
+    pub owner: String,
+    pub group: String,
+    pub mode: u32,
+    /// Holds `@clan-secret:<generator>/<file>@` placeholders filled in on the machine.
+    pub template: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UnitEntry {
+    pub blob: String,
+    pub enabled: bool,
+    pub restart_on_change: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretEntry {
+    /// sha256 of the sops file.
+    pub blob: String,
+    pub owner: String,
+    pub group: String,
+    pub mode: u32,
+    pub needed_for: String,
+}
+
+/// A secret var to deploy (from `clan_vars::deployable_secrets`) with its sops file's bytes.
+pub struct SecretFile<'a> {
+    pub secret: &'a clan_vars::DeployableSecret,
+    pub sops: Vec<u8>,
+}
+
+/// Why a machine's configuration cannot become a generation.
+#[derive(Debug, thiserror::Error)]
+#[error("{subject}: {reason}")]
+pub struct InvalidConfig {
+    pub subject: String,
+    pub reason: String,
+}
+
+fn invalid(subject: impl Into<String>, reason: impl Into<String>) -> InvalidConfig {
+    InvalidConfig {
+        subject: subject.into(),
+        reason: reason.into(),
+    }
+}
+
+/// A built generation: its id, manifest and blobs.
+#[derive(Debug, Clone)]
+pub struct Generation {
+    pub id: String,
+    pub manifest: Manifest,
+    manifest_bytes: Vec<u8>,
+    blobs: BTreeMap<String, Vec<u8>>,
+}
+
+/// sha256 in hex.
+pub fn hash(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// The id of a manifest: the first 128 bits of its hash.
+fn id_of(manifest_bytes: &[u8]) -> String {
+    hash(manifest_bytes)[..32].to_owned()
+}
+
+/// Parses an octal mode such as `"0644"`.
+pub fn parse_mode(text: &str) -> Option<u32> {
+    u32::from_str_radix(text, 8).ok().filter(|m| *m <= 0o7777)
+}
+
+impl Generation {
+    /// Builds the generation of `machine` from its evaluated configuration and its secrets.
+    pub fn build(
+        machine: &str,
+        config: &MachineConfig,
+        secrets: &[SecretFile<'_>],
+    ) -> Result<Generation, InvalidConfig> {
+        let mut blobs = BTreeMap::new();
+        let mut add_blob = |content: &[u8]| {
+            let key = hash(content);
+            blobs.entry(key.clone()).or_insert_with(|| content.to_vec());
+            key
+        };
+        let mut manifest = Manifest {
+            format: FORMAT,
+            machine: machine.to_owned(),
+            users: config.users.clone(),
+            groups: config.groups.clone(),
+            packages: config.packages.clone(),
+            ..Manifest::default()
+        };
+        for SecretFile { secret, sops } in secrets {
+            let name = format!("{}/{}", secret.generator, secret.file);
+            let mode = parse_mode(&secret.mode)
+                .ok_or_else(|| invalid(format!("secret `{name}`"), "mode is not octal"))?;
+            manifest.secrets.insert(
+                name,
+                SecretEntry {
+                    blob: add_blob(sops),
+                    owner: secret.owner.clone(),
+                    group: secret.group.clone(),
+                    mode,
+                    needed_for: secret.needed_for.clone(),
+                },
+            );
+        }
+        for (path, file) in &config.files {
+            let mode = parse_mode(&file.mode).ok_or_else(|| {
+                invalid(
+                    format!("file `{path}`"),
+                    format!("mode `{}` is not octal", file.mode),
+                )
+            })?;
+            manifest.files.insert(
+                path.clone(),
+                FileEntry {
+                    blob: add_blob(file.content.as_bytes()),
+                    owner: file.owner.clone(),
+                    group: file.group.clone(),
+                    mode,
+                    template: file.template,
+                },
+            );
+        }
+        for (name, unit) in &config.units {
+            manifest.units.insert(
+                name.clone(),
+                UnitEntry {
+                    blob: add_blob(unit.content.as_bytes()),
+                    enabled: unit.enabled,
+                    restart_on_change: unit.restart_on_change,
+                },
+            );
+        }
+        let generation = Generation::from_parts(manifest, blobs);
+        generation.manifest.validate(&generation.blobs)?;
+        Ok(generation)
+    }
+
+    fn from_parts(manifest: Manifest, blobs: BTreeMap<String, Vec<u8>>) -> Generation {
+        let manifest_bytes =
+            serde_json::to_vec(&manifest).expect("a manifest always serialises to JSON");
+        Generation {
+            id: id_of(&manifest_bytes),
+            manifest,
+            manifest_bytes,
+            blobs,
+        }
+    }
+
+    /// The upload stream.
+    pub fn bundle(&self) -> Vec<u8> {
+        let size: usize = self.blobs.values().map(Vec::len).sum();
+        let mut out = Vec::with_capacity(size + self.manifest_bytes.len() + 1024);
+        out.extend_from_slice(format!("{BUNDLE_HEADER}\n").as_bytes());
+        out.extend_from_slice(format!("manifest {}\n", self.manifest_bytes.len()).as_bytes());
+        out.extend_from_slice(&self.manifest_bytes);
+        for (key, blob) in &self.blobs {
+            out.extend_from_slice(format!("\nblob {key} {}\n", blob.len()).as_bytes());
+            out.extend_from_slice(blob);
+        }
+        out.extend_from_slice(b"\nend\n");
+        out
+    }
+}
+
+impl Manifest {
+    /// Checks what the agent relies on: absolute normal paths, unit and user names that
+    /// cannot escape their directory or be read as options, blobs present, and every secret
+    /// a template or user refers to deployed with it.
+    pub fn validate(&self, blobs: &BTreeMap<String, Vec<u8>>) -> Result<(), InvalidConfig> {
+        if self.format != FORMAT {
+            return Err(invalid(
+                "generation",
+                format!("format {} is not {FORMAT}; update the agent", self.format),
+            ));
+        }
+        let has_blob = |blob: &str| blobs.contains_key(blob);
+        for (path, file) in &self.files {
+            let subject = format!("file `{path}`");
+            validate_path(path).map_err(|reason| invalid(&subject, reason))?;
+            if file.mode > 0o7777 {
+                return Err(invalid(subject, "mode out of range"));
+            }
+            validate_account(&file.owner).map_err(|r| invalid(&subject, r))?;
+            validate_account(&file.group).map_err(|r| invalid(&subject, r))?;
+            if !has_blob(&file.blob) {
+                return Err(invalid(subject, "content missing from the generation"));
+            }
+            if file.template {
+                for name in placeholders(&blobs[&file.blob]) {
+                    if !self.secrets.contains_key(&name) {
+                        return Err(invalid(
+                            subject,
+                            format!("template uses secret `{name}`, which has no deployable value; run `clan vars generate {}`", self.machine),
+                        ));
+                    }
+                }
+            }
+        }
+        for (name, unit) in &self.units {
+            let valid = name.contains('.')
+                && !name.starts_with(['-', '.'])
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.@:\\".contains(c));
+            if !valid {
+                return Err(invalid(format!("unit `{name}`"), "not a systemd unit name"));
+            }
+            if !has_blob(&unit.blob) {
+                return Err(invalid(format!("unit `{name}`"), "content missing"));
+            }
+        }
+        for (name, user) in &self.users {
+            let subject = format!("user `{name}`");
+            validate_account(name).map_err(|r| invalid(&subject, r))?;
+            for group in user.group.iter().chain(&user.groups) {
+                validate_account(group).map_err(|r| invalid(&subject, r))?;
+            }
+            for path in user.home.iter().chain(&user.shell) {
+                validate_path(path).map_err(|r| invalid(&subject, r))?;
+            }
+            if let Some(hash) = &user.password_hash {
+                let secret = format!("{}/{}", hash.generator, hash.file);
+                if !self.secrets.contains_key(&secret) {
+                    return Err(invalid(subject, format!("its password hash `{secret}` has no deployable value; run `clan vars generate {}`", self.machine)));
+                }
+            }
+        }
+        for name in self.groups.keys() {
+            validate_account(name).map_err(|r| invalid(format!("group `{name}`"), r))?;
+        }
+        for names in self.packages.values() {
+            for name in names {
+                let valid = !name.is_empty()
+                    && !name.starts_with('-')
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "+-._:".contains(c));
+                if !valid {
+                    return Err(invalid(format!("package `{name}`"), "not a package name"));
+                }
+            }
+        }
+        for (name, secret) in &self.secrets {
+            let subject = format!("secret `{name}`");
+            let (generator, file) = name
+                .split_once('/')
+                .ok_or_else(|| invalid(&subject, "not <generator>/<file>"))?;
+            for part in [generator, file] {
+                if part.is_empty() || part.starts_with('.') || part.contains(['/', '\0']) {
+                    return Err(invalid(&subject, "not a valid generator or file name"));
+                }
+            }
+            validate_account(&secret.owner).map_err(|r| invalid(&subject, r))?;
+            validate_account(&secret.group).map_err(|r| invalid(&subject, r))?;
+            if !has_blob(&secret.blob) {
+                return Err(invalid(subject, "sops file missing"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every blob the manifest refers to.
+    pub fn blob_keys(&self) -> BTreeSet<&str> {
+        self.files
+            .values()
+            .map(|f| f.blob.as_str())
+            .chain(self.units.values().map(|u| u.blob.as_str()))
+            .chain(self.secrets.values().map(|s| s.blob.as_str()))
+            .collect()
+    }
+}
+
+/// The secrets (`<generator>/<file>`) a template refers to.
+pub fn placeholders(template: &[u8]) -> BTreeSet<String> {
+    let text = String::from_utf8_lossy(template);
+    let mut names = BTreeSet::new();
+    let mut rest = text.as_ref();
+    while let Some(start) = rest.find(SECRET_PLACEHOLDER_PREFIX) {
+        let after = &rest[start + SECRET_PLACEHOLDER_PREFIX.len()..];
+        match after.find('@') {
+            Some(end) => {
+                names.insert(after[..end].to_owned());
+                rest = &after[end + 1..];
+            }
+            None => break,
+        }
+    }
+    names
+}
+
+/// Replaces each placeholder with `value(name)`.
+pub fn fill_template(
+    template: &[u8],
+    mut value: impl FnMut(&str) -> Option<Vec<u8>>,
+) -> Result<Vec<u8>, String> {
+    let prefix = SECRET_PLACEHOLDER_PREFIX.as_bytes();
+    let mut out = Vec::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(start) = rest.windows(prefix.len()).position(|w| w == prefix) {
+        out.extend_from_slice(&rest[..start]);
+        let after = &rest[start + prefix.len()..];
+        let Some(end) = after.iter().position(|b| *b == b'@') else {
+            out.extend_from_slice(&rest[start..]);
+            return Ok(out);
+        };
+        let name = String::from_utf8_lossy(&after[..end]).into_owned();
+        let secret = value(&name).ok_or_else(|| format!("secret `{name}` is not available"))?;
+        out.extend_from_slice(&secret);
+        rest = &after[end + 1..];
+    }
+    out.extend_from_slice(rest);
+    Ok(out)
+}
+
+fn validate_path(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') || path.len() < 2 {
+        return Err("not an absolute path".into());
+    }
+    if path.ends_with('/') || path.contains('\0') {
+        return Err("not a file path".into());
+    }
+    if path.split('/').any(|part| part == ".." || part == ".") {
+        return Err("`.` and `..` are not allowed".into());
+    }
+    Ok(())
+}
+
+fn validate_account(name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name.len() <= 32
+        && !name.starts_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!("`{name}` is not a valid user or group name"))
+    }
+}
+
+/// Why an uploaded bundle was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("reading the upload: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the upload is malformed: {0}")]
+    Malformed(String),
+    #[error("the manifest is invalid: {0}")]
+    Invalid(#[from] InvalidConfig),
+}
+
+/// A generation as received: id (checked), manifest (validated) and blobs (hashes checked).
+pub struct Received {
+    pub id: String,
+    pub manifest: Manifest,
+    pub manifest_bytes: Vec<u8>,
+    pub blobs: BTreeMap<String, Vec<u8>>,
+}
+
+/// Reads a bundle, verifying its framing, every blob's hash and that its id is `expected_id`.
+pub fn read_bundle(mut reader: impl BufRead, expected_id: &str) -> Result<Received, BundleError> {
+    let malformed = |what: &str| BundleError::Malformed(what.to_owned());
+    let mut line = String::new();
+    let mut next_line = |reader: &mut dyn BufRead| -> Result<String, BundleError> {
+        line.clear();
+        let n = Read::take(&mut *reader, 200).read_line(&mut line)?;
+        if n == 0 || !line.ends_with('\n') {
+            return Err(malformed("truncated"));
+        }
+        Ok(line.trim_end_matches('\n').to_owned())
+    };
+    if next_line(&mut reader)? != BUNDLE_HEADER {
+        return Err(malformed("not a clan generation"));
+    }
+    let read_sized = |reader: &mut dyn BufRead, len: &str| -> Result<Vec<u8>, BundleError> {
+        let len: u64 = len.parse().map_err(|_| malformed("bad length"))?;
+        if len > MAX_BLOB {
+            return Err(malformed("blob too large"));
+        }
+        let mut bytes = Vec::with_capacity(len as usize);
+        Read::take(&mut *reader, len).read_to_end(&mut bytes)?;
+        if bytes.len() as u64 != len {
+            return Err(malformed("truncated"));
+        }
+        Ok(bytes)
+    };
+    let header = next_line(&mut reader)?;
+    let len = header
+        .strip_prefix("manifest ")
+        .ok_or_else(|| malformed("manifest expected"))?;
+    let manifest_bytes = read_sized(&mut reader, len)?;
+    if id_of(&manifest_bytes) != expected_id {
+        return Err(malformed("manifest does not match the generation id"));
+    }
+    let manifest: Manifest = serde_json::from_slice(&manifest_bytes)
+        .map_err(|e| BundleError::Malformed(format!("manifest: {e}")))?;
+    let mut blobs = BTreeMap::new();
+    loop {
+        if !next_line(&mut reader)?.is_empty() {
+            return Err(malformed("separator expected"));
+        }
+        let header = next_line(&mut reader)?;
+        if header == "end" {
+            break;
+        }
+        let mut words = header.split(' ');
+        let (Some("blob"), Some(key), Some(len), None) =
+            (words.next(), words.next(), words.next(), words.next())
+        else {
+            return Err(malformed("blob header expected"));
+        };
+        let blob = read_sized(&mut reader, len)?;
+        if hash(&blob) != key {
+            return Err(malformed("blob does not match its hash"));
+        }
+        blobs.insert(key.to_owned(), blob);
+    }
+    manifest.validate(&blobs)?;
+    Ok(Received {
+        id: expected_id.to_owned(),
+        manifest,
+        manifest_bytes,
+        blobs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clan_config::{File, Unit};
+
+    fn config() -> MachineConfig {
+        let mut config = MachineConfig::default();
+        config.files.insert(
+            "/etc/hello".into(),
+            File {
+                content: "hi\n".into(),
+                template: false,
+                owner: "root".into(),
+                group: "root".into(),
+                mode: "0644".into(),
+            },
+        );
+        config.units.insert(
+            "hello.service".into(),
+            Unit {
+                content: "[Service]\nExecStart=/bin/true\n".into(),
+                enabled: true,
+                restart_on_change: true,
+            },
+        );
+        config
+    }
+
+    #[test]
+    fn same_config_same_id_and_bundle_round_trips() {
+        let a = Generation::build("web", &config(), &[]).unwrap();
+        let b = Generation::build("web", &config(), &[]).unwrap();
+        assert_eq!(a.id, b.id);
+        let mut changed = config();
+        changed.files.get_mut("/etc/hello").unwrap().content = "ho\n".into();
+        assert_ne!(Generation::build("web", &changed, &[]).unwrap().id, a.id);
+
+        let bundle = a.bundle();
+        let received = read_bundle(&bundle[..], &a.id).unwrap();
+        assert_eq!(received.manifest, a.manifest);
+        assert_eq!(received.blobs, a.blobs);
+        // Any truncation is refused.
+        for cut in [0, 10, bundle.len() / 2, bundle.len() - 1] {
+            assert!(read_bundle(&bundle[..cut], &a.id).is_err(), "cut at {cut}");
+        }
+        assert!(read_bundle(&bundle[..], &"0".repeat(32)).is_err());
+    }
+
+    #[test]
+    fn corrupted_blob_is_refused() {
+        let a = Generation::build("web", &config(), &[]).unwrap();
+        let mut bundle = a.bundle();
+        let at = bundle.len() - 8;
+        bundle[at] ^= 1;
+        assert!(read_bundle(&bundle[..], &a.id).is_err());
+    }
+
+    #[test]
+    fn bad_paths_units_and_missing_secrets_are_refused() {
+        let mut bad = config();
+        bad.files
+            .insert("etc/x".into(), bad.files["/etc/hello"].clone());
+        assert!(Generation::build("web", &bad, &[]).is_err());
+        let mut bad = config();
+        bad.files
+            .insert("/etc/../x".into(), bad.files["/etc/hello"].clone());
+        assert!(Generation::build("web", &bad, &[]).is_err());
+        let mut bad = config();
+        bad.units
+            .insert("../evil.service".into(), bad.units["hello.service"].clone());
+        assert!(Generation::build("web", &bad, &[]).is_err());
+        let mut template = config();
+        let file = template.files.get_mut("/etc/hello").unwrap();
+        file.template = true;
+        file.content = "pw=@clan-secret:db/password@\n".into();
+        let error = Generation::build("web", &template, &[]).unwrap_err();
+        assert!(error.to_string().contains("db/password"), "{error}");
+    }
+
+    #[test]
+    fn templates_are_filled() {
+        let filled = fill_template(b"a=@clan-secret:g/f@;b=@clan-secret:g/h@!", |name| {
+            Some(format!("<{name}>").into_bytes())
+        })
+        .unwrap();
+        assert_eq!(filled, b"a=<g/f>;b=<g/h>!");
+        assert!(fill_template(b"@clan-secret:x/y@", |_| None).is_err());
+        assert_eq!(
+            placeholders(b"@clan-secret:g/f@ @clan-secret:g/f@"),
+            BTreeSet::from(["g/f".to_owned()])
+        );
+    }
+}

@@ -1,0 +1,150 @@
+//! The [`Host`] trait: run an argv vector on a machine, with optional input, over the run's
+//! shared connection or over a fresh one. [`crate::ssh::SshHost`] is the real implementation;
+//! [`LocalHost`] runs the same quoted command line through the local shell, for tests.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::quote::command_line;
+use crate::Error;
+
+/// What a command run on a machine printed and how it ended.
+#[derive(Debug, Clone)]
+pub struct RemoteOutput {
+    /// Exit code; `None` when killed by a signal.
+    pub code: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+}
+
+impl RemoteOutput {
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+
+    /// `exit 3` or `killed by a signal`, for messages.
+    pub fn status(&self) -> String {
+        match self.code {
+            Some(code) => format!("exit {code}"),
+            None => "killed by a signal".to_owned(),
+        }
+    }
+}
+
+/// Input for a remote command.
+#[derive(Debug, Clone, Copy)]
+pub enum Input<'a> {
+    None,
+    Bytes(&'a [u8]),
+    /// Streamed from a local file (the agent binary).
+    File(&'a Path),
+}
+
+/// A machine commands can run on. Transport failures are `Err`; a command that ran and
+/// failed is an `Ok` with a non-zero code.
+pub trait Host: Send {
+    /// The clan machine name, for errors and output.
+    fn machine(&self) -> &str;
+    /// Opens the connection that later commands share (a no-op where there is none).
+    fn connect(&mut self) -> Result<(), Error>;
+    /// Runs `argv` over the shared connection.
+    fn run(&self, argv: &[String], input: Input<'_>) -> Result<RemoteOutput, Error>;
+    /// Runs `argv` over a new connection, proving the machine can still be reached afresh.
+    fn run_fresh(&self, argv: &[String]) -> Result<RemoteOutput, Error>;
+}
+
+/// Runs commands on this computer through `sh -c`, quoted exactly as for SSH.
+#[derive(Debug, Clone)]
+pub struct LocalHost {
+    pub name: String,
+}
+
+impl Host for LocalHost {
+    fn machine(&self) -> &str {
+        &self.name
+    }
+
+    fn connect(&mut self) -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn run(&self, argv: &[String], input: Input<'_>) -> Result<RemoteOutput, Error> {
+        let mut command = Command::new("sh");
+        command.arg("-c").arg(command_line(argv));
+        run_with_input(command, input)
+    }
+
+    fn run_fresh(&self, argv: &[String]) -> Result<RemoteOutput, Error> {
+        self.run(argv, Input::None)
+    }
+}
+
+/// Runs `command` to completion, feeding it `input` and capturing its output.
+pub(crate) fn run_with_input(
+    mut command: Command,
+    input: Input<'_>,
+) -> Result<RemoteOutput, Error> {
+    let program = command.get_program().to_string_lossy().into_owned();
+    let spawn_error = |source| Error::Spawn {
+        program: program.clone(),
+        source,
+    };
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    match input {
+        Input::None => {
+            command.stdin(Stdio::null());
+        }
+        Input::Bytes(_) => {
+            command.stdin(Stdio::piped());
+        }
+        Input::File(path) => {
+            let file = std::fs::File::open(path).map_err(|source| Error::Io {
+                context: "opening",
+                path: path.to_path_buf(),
+                source,
+            })?;
+            command.stdin(Stdio::from(file));
+        }
+    }
+    let mut child = command.spawn().map_err(spawn_error)?;
+    let writer = match (input, child.stdin.take()) {
+        (Input::Bytes(bytes), Some(mut stdin)) => {
+            let bytes = bytes.to_vec();
+            // A thread, so a command that stops reading cannot deadlock us on a full pipe.
+            Some(std::thread::spawn(move || {
+                use std::io::Write as _;
+                let _ = stdin.write_all(&bytes);
+            }))
+        }
+        _ => None,
+    };
+    let output = child.wait_with_output().map_err(spawn_error)?;
+    if let Some(writer) = writer {
+        let _ = writer.join();
+    }
+    Ok(RemoteOutput {
+        code: output.status.code(),
+        stdout: output.stdout,
+        stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_host_runs_argv_with_input() {
+        let host = LocalHost {
+            name: "here".into(),
+        };
+        let argv: Vec<String> = ["sh", "-c", "cat; echo \"$1\"", "sh", "it's $HOME"]
+            .map(String::from)
+            .to_vec();
+        let output = host.run(&argv, Input::Bytes(b"in;")).unwrap();
+        assert!(output.success());
+        assert_eq!(output.stdout, b"in;it's $HOME\n");
+        let failed = host.run(&["false".to_owned()], Input::None).unwrap();
+        assert_eq!(failed.status(), "exit 1");
+    }
+}

@@ -1,0 +1,302 @@
+//! The SSH transport: the system's OpenSSH, so `~/.ssh/config`, the agent and known_hosts
+//! work as for `ssh` itself. One ControlMaster per machine per run, its socket in a private
+//! directory ([`ControlDir`]); every later command multiplexes over it. The host-key policy
+//! becomes `-o` options; an extra `ssh_config` can be given (`-F`, e.g. a testbed's).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::host::{run_with_input, Host, Input, RemoteOutput};
+use crate::quote::command_line;
+use crate::target::Target;
+use crate::{Error, SshFailure};
+
+/// How unknown or changed host keys are treated (clan-core's `--host-key-check`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HostKeyCheck {
+    /// Only known keys (`StrictHostKeyChecking=yes`).
+    Strict,
+    /// Ask on a terminal for unknown keys (OpenSSH's default).
+    #[default]
+    Ask,
+    /// Trust and record a key seen for the first time; refuse changed ones.
+    Tofu,
+    /// No checking at all (throwaway test machines only).
+    None,
+}
+
+/// Settings shared by every connection of a run.
+#[derive(Debug, Clone, Default)]
+pub struct SshOptions {
+    /// An `ssh_config` file used instead of `~/.ssh/config` (`-F`).
+    pub config: Option<PathBuf>,
+    pub host_key_check: HostKeyCheck,
+    /// Seconds to wait for a connection.
+    pub connect_timeout: Option<u32>,
+}
+
+impl SshOptions {
+    /// Options every ssh invocation gets, before the destination.
+    pub fn base_args(&self, target: &Target) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(config) = &self.config {
+            args.push("-F".to_owned());
+            args.push(config.display().to_string());
+        }
+        let mut option = |value: String| {
+            args.push("-o".to_owned());
+            args.push(value);
+        };
+        match self.host_key_check {
+            HostKeyCheck::Strict => option("StrictHostKeyChecking=yes".into()),
+            HostKeyCheck::Ask => option("StrictHostKeyChecking=ask".into()),
+            HostKeyCheck::Tofu => option("StrictHostKeyChecking=accept-new".into()),
+            HostKeyCheck::None => {
+                option("StrictHostKeyChecking=no".into());
+                option("UserKnownHostsFile=/dev/null".into());
+            }
+        }
+        if self.host_key_check != HostKeyCheck::Ask {
+            option("BatchMode=yes".into());
+        }
+        option(format!(
+            "ConnectTimeout={}",
+            self.connect_timeout.unwrap_or(10)
+        ));
+        // A cut link is noticed within ~9 s instead of TCP's minutes.
+        option("ServerAliveInterval=3".into());
+        option("ServerAliveCountMax=3".into());
+        if let Some(port) = target.port {
+            args.push("-p".to_owned());
+            args.push(port.to_string());
+        }
+        args
+    }
+}
+
+/// The private directory (0700) holding the run's ControlMaster sockets; removed on drop.
+#[derive(Debug)]
+pub struct ControlDir {
+    dir: tempfile::TempDir,
+}
+
+impl ControlDir {
+    pub fn new() -> Result<ControlDir, Error> {
+        // Short paths: a unix socket path must fit in 108 bytes.
+        let dir = tempfile::Builder::new()
+            .prefix("clan-ssh-")
+            .tempdir_in("/tmp")
+            .map_err(|source| Error::Io {
+                context: "creating a private directory in",
+                path: PathBuf::from("/tmp"),
+                source,
+            })?;
+        Ok(ControlDir { dir })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// One machine reached over SSH, with its ControlMaster once connected.
+#[derive(Debug)]
+pub struct SshHost {
+    machine: String,
+    target: Target,
+    options: SshOptions,
+    control_path: PathBuf,
+    master: Option<Child>,
+}
+
+impl SshHost {
+    /// `slot` names the socket inside `control_dir` (unique per machine in the run).
+    pub fn new(
+        machine: &str,
+        target: Target,
+        options: SshOptions,
+        control_dir: &ControlDir,
+        slot: usize,
+    ) -> SshHost {
+        SshHost {
+            machine: machine.to_owned(),
+            target,
+            options,
+            control_path: control_dir.path().join(slot.to_string()),
+            master: None,
+        }
+    }
+
+    fn command(&self, control: &[String]) -> Command {
+        let mut command = Command::new("ssh");
+        command
+            .args(self.options.base_args(&self.target))
+            .args(control)
+            .arg(self.target.destination());
+        command
+    }
+
+    fn control_args(&self) -> Vec<String> {
+        vec![
+            "-o".into(),
+            "ControlMaster=no".into(),
+            "-o".into(),
+            format!("ControlPath={}", self.control_path.display()),
+        ]
+    }
+
+    fn ssh_error(&self, stderr: &str) -> Error {
+        let detail = stderr
+            .lines()
+            .filter(|line| !line.trim().is_empty() && !line.starts_with("@@@"))
+            .last()
+            .unwrap_or("ssh failed without a message")
+            .to_owned();
+        Error::Ssh {
+            machine: self.machine.clone(),
+            target: self.target.to_string(),
+            failure: SshFailure::classify(stderr),
+            detail,
+        }
+    }
+
+    fn finish(&self, output: RemoteOutput) -> Result<RemoteOutput, Error> {
+        if output.code == Some(255) {
+            return Err(self.ssh_error(&output.stderr));
+        }
+        Ok(output)
+    }
+}
+
+impl Host for SshHost {
+    fn machine(&self) -> &str {
+        &self.machine
+    }
+
+    fn connect(&mut self) -> Result<(), Error> {
+        if self.master.is_some() {
+            return Ok(());
+        }
+        let log = self.control_path.with_extension("log");
+        let log_file = std::fs::File::create(&log).map_err(|source| Error::Io {
+            context: "creating",
+            path: log.clone(),
+            source,
+        })?;
+        let mut command = self.command(&[
+            "-M".into(),
+            "-N".into(),
+            "-o".into(),
+            "ControlPersist=no".into(),
+            "-o".into(),
+            format!("ControlPath={}", self.control_path.display()),
+        ]);
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log_file));
+        let mut child = command.spawn().map_err(|source| Error::Spawn {
+            program: "ssh".into(),
+            source,
+        })?;
+        let deadline = Instant::now()
+            + Duration::from_secs(u64::from(self.options.connect_timeout.unwrap_or(10)) + 30);
+        loop {
+            if self.control_path.exists() {
+                self.master = Some(child);
+                return Ok(());
+            }
+            let exited = child.try_wait().ok().flatten().is_some();
+            if exited || Instant::now() > deadline {
+                if !exited {
+                    let _ = child.kill();
+                }
+                let _ = child.wait();
+                let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+                return Err(self.ssh_error(if exited {
+                    &stderr
+                } else {
+                    "connection timed out"
+                }));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn run(&self, argv: &[String], input: Input<'_>) -> Result<RemoteOutput, Error> {
+        let mut command = self.command(&self.control_args());
+        command.arg(command_line(argv));
+        self.finish(run_with_input(command, input)?)
+    }
+
+    fn run_fresh(&self, argv: &[String]) -> Result<RemoteOutput, Error> {
+        let mut command = self.command(&[
+            "-o".into(),
+            "ControlMaster=no".into(),
+            "-o".into(),
+            "ControlPath=none".into(),
+        ]);
+        command.arg(command_line(argv));
+        self.finish(run_with_input(command, Input::None)?)
+    }
+}
+
+impl Drop for SshHost {
+    fn drop(&mut self) {
+        if let Some(mut master) = self.master.take() {
+            let _ = master.kill();
+            let _ = master.wait();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(port: Option<u16>) -> Target {
+        Target {
+            user: Some("root".into()),
+            host: "10.0.0.1".into(),
+            port,
+            source: "test".into(),
+        }
+    }
+
+    #[test]
+    fn host_key_policies_become_options() {
+        let options = |check| SshOptions {
+            config: Some("/t/ssh_config".into()),
+            host_key_check: check,
+            connect_timeout: None,
+        };
+        let strict = options(HostKeyCheck::Strict).base_args(&target(Some(2222)));
+        assert_eq!(&strict[..2], ["-F", "/t/ssh_config"]);
+        assert!(strict.contains(&"StrictHostKeyChecking=yes".to_owned()));
+        assert!(strict.contains(&"BatchMode=yes".to_owned()));
+        assert_eq!(&strict[strict.len() - 2..], ["-p", "2222"]);
+        let ask = options(HostKeyCheck::Ask).base_args(&target(None));
+        assert!(ask.contains(&"StrictHostKeyChecking=ask".to_owned()));
+        assert!(!ask.contains(&"BatchMode=yes".to_owned()));
+        let none = options(HostKeyCheck::None).base_args(&target(None));
+        assert!(none.contains(&"UserKnownHostsFile=/dev/null".to_owned()));
+        let tofu = options(HostKeyCheck::Tofu).base_args(&target(None));
+        assert!(tofu.contains(&"StrictHostKeyChecking=accept-new".to_owned()));
+    }
+
+    #[test]
+    fn ssh_messages_are_classified() {
+        use SshFailure::*;
+        for (text, want) in [
+            ("@@@@\n@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @\nHost key verification failed.", HostKeyMismatch),
+            ("No ED25519 host key is known for x and you have requested strict checking.\nHost key verification failed.", HostKeyUnknown),
+            ("root@10.0.0.1: Permission denied (publickey).", PermissionDenied),
+            ("ssh: connect to host 10.0.0.1 port 22: Connection timed out", Unreachable),
+            ("ssh: Could not resolve hostname web.clan: Name or service not known", Unreachable),
+            ("something else", Other),
+        ] {
+            assert_eq!(SshFailure::classify(text), want, "{text}");
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! `clan agent …`: the machine side of deploys, run over SSH by `clan machines update`
+//! from `/var/lib/clan/bin/`. Hidden from help; JSON on stdout for the deployer.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clan_deploy::agent::{ActivateOptions, Agent};
+
+use super::output::print_json;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Apply to an image directory instead of the running system (files and unit files only).
+    #[arg(long, default_value = "/", global = true, hide = true)]
+    root: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// The agent's version, current generation, stored generations, key and pending confirmation.
+    Status,
+    /// Store the generation read from stdin (as uploaded by a deploy).
+    Receive { generation: String },
+    /// Install the machine's age key read from stdin.
+    InstallKey,
+    /// What activating a stored generation would change.
+    Diff { generation: String },
+    /// Activate a stored generation.
+    Activate {
+        generation: String,
+        /// Seconds to wait for `clan agent confirm` before reverting by itself.
+        #[arg(long, default_value_t = 30)]
+        confirm_timeout: u64,
+        /// Keep the generation without waiting for a confirmation.
+        #[arg(long)]
+        no_magic_rollback: bool,
+        /// Seconds to wait for another deploy of this machine to finish.
+        #[arg(long, default_value_t = 60)]
+        lock_timeout: u64,
+    },
+    /// Confirm an activated generation (sent over a new connection by the deployer).
+    Confirm { generation: String },
+    /// Wait for the confirmation of a generation; revert when it does not come in time.
+    #[command(hide = true)]
+    AwaitConfirm { generation: String },
+    /// Re-activate an earlier generation (default: the one before the current).
+    Rollback {
+        /// Generation id (or its first characters) or history number.
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long, default_value_t = 60)]
+        lock_timeout: u64,
+    },
+    /// The generation history, as JSON.
+    Generations,
+    /// Decrypt the current generation's secrets into /run/clan/secrets (run at boot).
+    DecryptSecrets,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let agent = Agent::new(&args.root);
+    match args.command {
+        Command::Status => print_json(&agent.status()?)?,
+        Command::Receive { generation } => agent.receive(&generation, std::io::stdin().lock())?,
+        Command::InstallKey => agent.install_key(std::io::stdin().lock())?,
+        Command::Diff { generation } => print_json(&agent.diff(&generation)?)?,
+        Command::Activate {
+            generation,
+            confirm_timeout,
+            no_magic_rollback,
+            lock_timeout,
+        } => {
+            let options = ActivateOptions {
+                confirm_timeout: (!no_magic_rollback).then(|| Duration::from_secs(confirm_timeout)),
+                lock_timeout: Duration::from_secs(lock_timeout),
+            };
+            let activation = agent.activate(&generation, &options, || {
+                eprintln!("waiting for another deploy of this machine to finish");
+            })?;
+            print_json(&activation)?;
+        }
+        Command::Confirm { generation } => agent.confirm(&generation)?,
+        Command::AwaitConfirm { generation } => agent.await_confirm(&generation)?,
+        Command::Rollback { to, lock_timeout } => {
+            print_json(&agent.rollback(to.as_deref(), Duration::from_secs(lock_timeout))?)?;
+        }
+        Command::Generations => {
+            let (current, history) = agent.generations()?;
+            print_json(&serde_json::json!({"current": current, "history": history}))?;
+        }
+        Command::DecryptSecrets => {
+            let count = agent.decrypt_current_secrets()?;
+            eprintln!("{count} secrets decrypted");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,248 @@
+//! `clan machines update|generations|rollback`: deploys through `clan-deploy`, printing its
+//! events as `[machine] …` lines on stderr (or JSON lines on stdout with `--json`) and a
+//! summary table; exit 1 when any machine failed.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use clan_deploy::agent::{Activation, HistoryEntry};
+use clan_deploy::deploy::{run_agent, AgentBinary, DeployOptions};
+use clan_deploy::events::Event;
+use clan_deploy::ssh::{ControlDir, HostKeyCheck, SshOptions};
+
+use crate::commands::output::{print_json, print_table};
+use crate::report::EXIT_FAILED;
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum HostKeyArg {
+    Strict,
+    Ask,
+    #[value(alias = "accept-new")]
+    Tofu,
+    None,
+}
+
+/// How to reach machines.
+#[derive(clap::Args)]
+pub struct SshArgs {
+    /// How unknown or changed host keys are treated (`tofu`: trust on first use).
+    #[arg(long, value_enum, default_value = "ask")]
+    host_key_check: HostKeyArg,
+    /// An ssh_config file used instead of ~/.ssh/config (e.g. a testbed's).
+    #[arg(long, env = "CLAN_SSH_CONFIG")]
+    ssh_config: Option<PathBuf>,
+    /// Connect to `[user@]host[:port]` instead of the machine's target.
+    #[arg(long)]
+    target_host: Option<String>,
+}
+
+impl SshArgs {
+    fn options(&self) -> SshOptions {
+        SshOptions {
+            config: self.ssh_config.clone(),
+            host_key_check: match self.host_key_check {
+                HostKeyArg::Strict => HostKeyCheck::Strict,
+                HostKeyArg::Ask => HostKeyCheck::Ask,
+                HostKeyArg::Tofu => HostKeyCheck::Tofu,
+                HostKeyArg::None => HostKeyCheck::None,
+            },
+            connect_timeout: None,
+        }
+    }
+}
+
+#[derive(clap::Args)]
+pub struct UpdateArgs {
+    /// Machines to deploy (default: all).
+    machines: Vec<String>,
+    /// How many machines are deployed at once.
+    #[arg(long, short = 'j', default_value_t = 10)]
+    jobs: usize,
+    /// One JSON event per line on stdout instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Show what would change on each machine; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Seconds a machine waits for the confirmation over a new connection before reverting.
+    #[arg(long, default_value_t = 30)]
+    confirm_timeout: u64,
+    /// Keep the new generation without the confirmation round trip.
+    #[arg(long)]
+    no_magic_rollback: bool,
+    /// Seconds a machine waits for another deploy of itself to finish.
+    #[arg(long, default_value_t = 60)]
+    lock_timeout: u64,
+    #[command(flatten)]
+    ssh: SshArgs,
+}
+
+#[derive(clap::Args)]
+pub struct GenerationsArgs {
+    machine: String,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    ssh: SshArgs,
+}
+
+#[derive(clap::Args)]
+pub struct RollbackArgs {
+    machine: String,
+    /// Generation id (or its first characters) or history number (default: the previous one).
+    #[arg(long)]
+    to: Option<String>,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    ssh: SshArgs,
+}
+
+pub fn update(args: UpdateArgs, dir: &Path) -> anyhow::Result<ExitCode> {
+    let fleet = clan_eval::Fleet::open(dir)?;
+    let jobs =
+        clan_deploy::fleet::jobs(&fleet, dir, &args.machines, args.ssh.target_host.as_deref())?;
+    let options = DeployOptions {
+        agent: AgentBinary::current()?,
+        confirm_timeout: (!args.no_magic_rollback)
+            .then(|| Duration::from_secs(args.confirm_timeout)),
+        lock_timeout: Duration::from_secs(args.lock_timeout),
+        dry_run: args.dry_run,
+    };
+    let json = args.json;
+    let out = Mutex::new(());
+    let emit = |event: Event| {
+        let _guard = out.lock();
+        if json {
+            let mut stdout = std::io::stdout().lock();
+            if let Ok(line) = serde_json::to_string(&event) {
+                let _ = writeln!(stdout, "{line}");
+            }
+        } else {
+            let mut stderr = std::io::stderr().lock();
+            for line in event.human() {
+                let _ = writeln!(stderr, "[{}] {line}", event.machine());
+            }
+        }
+    };
+    let results = clan_deploy::fleet::run(jobs, &args.ssh.options(), &options, args.jobs, &emit)?;
+    let failed = results.iter().filter(|r| r.result.is_err()).count();
+    if !json {
+        let mut rows = vec![vec![
+            "MACHINE".to_owned(),
+            "TARGET".to_owned(),
+            "GENERATION".to_owned(),
+            "RESULT".to_owned(),
+            "TIME".to_owned(),
+        ]];
+        for result in &results {
+            rows.push(vec![
+                result.machine.clone(),
+                result.target.clone().unwrap_or_else(|| "-".into()),
+                result
+                    .generation
+                    .as_deref()
+                    .map_or("-", clan_deploy::agent::short)
+                    .to_owned(),
+                match &result.result {
+                    Ok(outcome) => serde_json::to_value(outcome)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default(),
+                    Err((stage, _)) => format!("FAILED ({stage})"),
+                },
+                format!("{:.1}s", result.elapsed.as_secs_f64()),
+            ]);
+        }
+        print_table(&rows)?;
+        if failed > 0 {
+            let names: Vec<&str> = results
+                .iter()
+                .filter(|r| r.result.is_err())
+                .map(|r| r.machine.as_str())
+                .collect();
+            eprintln!(
+                "{failed} of {} machines failed: {}",
+                results.len(),
+                names.join(", ")
+            );
+        }
+    }
+    Ok(if failed > 0 {
+        ExitCode::from(EXIT_FAILED)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+pub fn generations(args: GenerationsArgs, dir: &Path) -> anyhow::Result<ExitCode> {
+    let fleet = clan_eval::Fleet::open(dir)?;
+    let control_dir = ControlDir::new()?;
+    let host = clan_deploy::fleet::connect(
+        &fleet,
+        &args.machine,
+        &args.ssh.options(),
+        args.ssh.target_host.as_deref(),
+        &control_dir,
+    )?;
+    #[derive(serde::Deserialize, serde::Serialize)]
+    struct Generations {
+        current: Option<String>,
+        history: Vec<HistoryEntry>,
+    }
+    let generations: Generations = run_agent(&host, &["generations"])?;
+    if args.json {
+        print_json(&generations)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut rows = vec![["#", "GENERATION", "TIME", "ACTION", "CURRENT", "DETAIL"]
+        .map(str::to_owned)
+        .to_vec()];
+    let last_current = generations
+        .history
+        .iter()
+        .rposition(|e| Some(&e.generation) == generations.current.as_ref() && e.action != "failed");
+    for (index, entry) in generations.history.iter().enumerate() {
+        rows.push(vec![
+            entry.number.to_string(),
+            clan_deploy::agent::short(&entry.generation).to_owned(),
+            format!("unix {}", entry.time),
+            entry.action.clone(),
+            if Some(index) == last_current { "*" } else { "" }.to_owned(),
+            entry.detail.clone().unwrap_or_default(),
+        ]);
+    }
+    print_table(&rows)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn rollback(args: RollbackArgs, dir: &Path) -> anyhow::Result<ExitCode> {
+    let fleet = clan_eval::Fleet::open(dir)?;
+    let control_dir = ControlDir::new()?;
+    let host = clan_deploy::fleet::connect(
+        &fleet,
+        &args.machine,
+        &args.ssh.options(),
+        args.ssh.target_host.as_deref(),
+        &control_dir,
+    )?;
+    let mut words = vec!["rollback"];
+    if let Some(to) = &args.to {
+        words.extend(["--to", to]);
+    }
+    let activation: Activation = run_agent(&host, &words)?;
+    if args.json {
+        print_json(&activation)?;
+    } else {
+        eprintln!(
+            "[{}] rolled back to generation {}: {}",
+            args.machine,
+            clan_deploy::agent::short(&activation.generation),
+            activation.changes.summary()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

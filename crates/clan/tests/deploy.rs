@@ -1,0 +1,471 @@
+//! `clan machines update` against real test machines (systemd-nspawn containers with sshd):
+//! each test checks the outcome inside the containers. Tests skip with the reason when the
+//! host cannot run a testbed (not root, a tool missing).
+
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use clan_testbed::{check_host, Error, Options, Testbed};
+
+/// A testbed of `names` plus a clan directory whose machines target them.
+struct Fixture {
+    _state: tempfile::TempDir,
+    clan: tempfile::TempDir,
+    testbed: Testbed,
+}
+
+fn fixture(names: &[&str]) -> Option<Fixture> {
+    if let Err(reason) = check_host() {
+        eprintln!("skipping: {reason}");
+        return None;
+    }
+    let state = tempfile::tempdir().expect("state dir");
+    let mut options = Options::named(state.path(), names.iter().copied());
+    options.progress = |message| eprintln!("{message}");
+    let testbed = match Testbed::up(&options) {
+        Ok(testbed) => testbed,
+        Err(error @ Error::ToolMissing { .. }) => {
+            eprintln!("skipping: {error}");
+            return None;
+        }
+        Err(error) => panic!("testbed up: {error}"),
+    };
+    let clan = tempfile::tempdir().expect("clan dir");
+    let mut toml = String::from("[meta]\nname = \"test\"\ndomain = \"invalid\"\n\n");
+    for machine in testbed.machines() {
+        toml.push_str(&format!(
+            "[machines.{}]\ndeploy.targetHost = \"{}\"\n\n",
+            machine.name,
+            machine.ssh_target()
+        ));
+    }
+    toml.push_str(
+        "[instances.hello]\nmodule.name = \"hello-world\"\nroles.default.tags = [\"all\"]\n",
+    );
+    std::fs::write(clan.path().join("clan.toml"), toml).unwrap();
+    Some(Fixture {
+        _state: state,
+        clan,
+        testbed,
+    })
+}
+
+impl Fixture {
+    /// Sets `machines/<m>/config.star` to return `config` (a Starlark dict literal).
+    fn configure(&self, machine: &str, config: &str) {
+        let dir = self.clan.path().join("machines").join(machine);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("config.star"),
+            format!("def per_machine(ctx):\n    return {{\"config\": {config}}}\n"),
+        )
+        .unwrap();
+    }
+
+    fn clan(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_clan"));
+        command
+            .args(args)
+            .env("CLAN_DIR", self.clan.path())
+            .env("CLAN_SSH_CONFIG", self.testbed.ssh_config())
+            .env("XDG_CACHE_HOME", self.clan.path().join(".cache"));
+        command
+    }
+
+    fn update(&self, args: &[&str]) -> Output {
+        let mut all = vec!["machines", "update", "--confirm-timeout", "5"];
+        all.extend(args);
+        let output = self.clan(&all).output().expect("clan runs");
+        eprintln!(
+            "clan {}:\n{}{}",
+            all.join(" "),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output
+    }
+
+    fn update_ok(&self, args: &[&str]) -> String {
+        let output = self.update(args);
+        assert!(output.status.success(), "deploy failed");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    }
+
+    /// Runs a command on `machine` (words joined by ssh for the remote shell).
+    fn on(&self, machine: &str, command: &str) -> Output {
+        self.testbed
+            .ssh_command(machine)
+            .unwrap()
+            .arg(command)
+            .output()
+            .unwrap()
+    }
+
+    fn stdout_on(&self, machine: &str, command: &str) -> String {
+        let output = self.on(machine, command);
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn unit(exec: &str) -> String {
+    format!(
+        "{{\"content\": \"[Unit]\\nDescription=test\\n[Service]\\n{exec}\\n[Install]\\nWantedBy=multi-user.target\\n\"}}"
+    )
+}
+
+#[test]
+fn deploy_lifecycle() {
+    let Some(f) = fixture(&["web"]) else { return };
+    // A pre-existing file the clan will start managing.
+    f.on("web", "echo admin-owned > /etc/motd.d-test");
+    let base = |extra_files: &str, exec: &str| {
+        format!(
+            "{{\"files\": {{\"/etc/app.conf\": {{\"content\": \"v=1\\n\", \"mode\": \"0600\", \"owner\": \"alice\"}}, \
+              \"/etc/motd.d-test\": {{\"content\": \"clan\\n\"}}{extra_files}}}, \
+             \"units\": {{\"app.service\": {}}}, \
+             \"users\": {{\"alice\": {{\"home\": \"/home/alice\", \"shell\": \"/bin/sh\"}}}}}}",
+            unit(exec)
+        )
+    };
+    f.configure(
+        "web",
+        &base(
+            ", \"/etc/dropped\": {\"content\": \"x\"}",
+            "ExecStart=/bin/sleep 1000",
+        ),
+    );
+
+    // Dry run: reports, changes nothing.
+    let dry = f.update_ok(&["--dry-run"]);
+    assert!(dry.contains("file /etc/hello"), "{dry}");
+    assert!(dry.contains("user alice"), "{dry}");
+    assert!(dry.contains("unit (start) app.service"), "{dry}");
+    assert!(dry.contains("file (keep aside) /etc/motd.d-test"), "{dry}");
+    assert_eq!(f.on("web", "test -e /etc/hello").status.code(), Some(1));
+
+    let first = f.update_ok(&[]);
+    assert!(first.contains("confirmed"), "{first}");
+    assert_eq!(f.stdout_on("web", "cat /etc/hello"), "Hello from web");
+    assert_eq!(
+        f.stdout_on("web", "getent passwd alice | cut -d: -f6,7"),
+        "/home/alice:/bin/sh"
+    );
+    assert_eq!(
+        f.stdout_on("web", "stat -c %U:%a /etc/app.conf"),
+        "alice:600"
+    );
+    assert_eq!(
+        f.stdout_on("web", "cat /etc/motd.d-test.clan-orig"),
+        "admin-owned"
+    );
+    assert_eq!(f.stdout_on("web", "cat /etc/motd.d-test"), "clan");
+    assert_eq!(
+        f.stdout_on("web", "systemctl is-active app.service"),
+        "active"
+    );
+    let pid = f.stdout_on("web", "systemctl show -P MainPID app.service");
+
+    // Nothing changed: the machine is not touched.
+    let again = f.update_ok(&[]);
+    assert!(again.contains("done: unchanged"), "{again}");
+    assert_eq!(
+        f.stdout_on("web", "systemctl show -P MainPID app.service"),
+        pid
+    );
+
+    // Changing the unit restarts it; dropping files removes them; the original comes back.
+    f.configure("web", &base("", "ExecStart=/bin/sleep 2000"));
+    let second = f.update_ok(&[]);
+    assert!(second.contains("unit restarted"), "{second}");
+    assert_ne!(
+        f.stdout_on("web", "systemctl show -P MainPID app.service"),
+        pid
+    );
+    assert_eq!(f.on("web", "test -e /etc/dropped").status.code(), Some(1));
+    assert_eq!(f.stdout_on("web", "cat /etc/motd.d-test"), "clan");
+
+    // History and rollback.
+    let generations = f
+        .clan(&["machines", "generations", "web"])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&generations.stdout).into_owned();
+    assert!(generations.status.success(), "{}", stderr(&generations));
+    assert_eq!(
+        table.lines().filter(|l| l.contains("deploy")).count(),
+        2,
+        "{table}"
+    );
+    let rollback = f.clan(&["machines", "rollback", "web"]).output().unwrap();
+    assert!(rollback.status.success(), "{}", stderr(&rollback));
+    assert_eq!(f.stdout_on("web", "cat /etc/dropped"), "x");
+    assert!(f
+        .stdout_on("web", "systemctl cat app.service")
+        .contains("sleep 1000"));
+}
+
+#[test]
+fn deploy_faults() {
+    let Some(f) = fixture(&["db"]) else { return };
+    f.configure(
+        "db",
+        &format!(
+            "{{\"units\": {{\"good.service\": {}}}}}",
+            unit("ExecStart=/bin/sleep 1000")
+        ),
+    );
+    f.update_ok(&[]);
+
+    // A unit that fails to start: the previous generation comes back, the failure is reported.
+    f.configure(
+        "db",
+        &format!(
+            "{{\"units\": {{\"good.service\": {}, \"bad.service\": {}}}, \"files\": {{\"/etc/new\": {{\"content\": \"n\"}}}}}}",
+            unit("ExecStart=/bin/sleep 1000"),
+            unit("Type=oneshot\\nExecStart=/bin/false")
+        ),
+    );
+    let failed = f.update(&[]);
+    assert_eq!(failed.status.code(), Some(1));
+    let text = stderr(&failed);
+    assert!(
+        text.contains("bad.service") && text.contains("restored"),
+        "{text}"
+    );
+    assert_eq!(f.on("db", "test -e /etc/new").status.code(), Some(1));
+    assert_eq!(
+        f.on("db", "test -e /etc/systemd/system/bad.service")
+            .status
+            .code(),
+        Some(1)
+    );
+    assert_eq!(
+        f.stdout_on("db", "systemctl is-active good.service"),
+        "active"
+    );
+
+    // The deployer killed during the upload: the machine is unchanged. An `ssh` wrapper holds
+    // the generation's stream after its first bytes, so the kill lands mid-upload.
+    let wrapper = f.clan.path().join("bin");
+    std::fs::create_dir_all(&wrapper).unwrap();
+    std::fs::write(
+        wrapper.join("ssh"),
+        "#!/bin/sh\ncase \"$*\" in\n  *\"'receive'\"*) { head -c 100; sleep 60; cat; } | /usr/bin/ssh \"$@\" ;;\n  *) exec /usr/bin/ssh \"$@\" ;;\nesac\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        wrapper.join("ssh"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let before = f.stdout_on("db", "cat /var/lib/clan/state.json");
+    f.configure(
+        "db",
+        "{\"files\": {\"/etc/interrupted\": {\"content\": \"i\"}}}",
+    );
+    let path = format!(
+        "{}:{}",
+        wrapper.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut child = f
+        .clan(&["machines", "update", "--no-magic-rollback"])
+        .env("PATH", path)
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !f.on("db", "pgrep -f 'agent receive'").status.success() {
+        assert!(Instant::now() < deadline, "the upload never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", child.id())])
+        .status()
+        .unwrap();
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while f.on("db", "pgrep -f 'agent receive'").status.success() {
+        assert!(Instant::now() < deadline, "the receiving agent never ended");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        f.on("db", "test -e /etc/interrupted").status.code(),
+        Some(1)
+    );
+    assert_eq!(f.stdout_on("db", "cat /var/lib/clan/state.json"), before);
+    assert_eq!(
+        f.stdout_on("db", "ls /var/lib/clan/generations | grep -c tmp"),
+        "0"
+    );
+
+    // Connection cut after activation: the machine reverts by itself within the timeout.
+    f.configure(
+        "db",
+        "{\"files\": {\"/etc/unconfirmed\": {\"content\": \"u\"}}}",
+    );
+    let mut child = f
+        .clan(&["machines", "update", "--confirm-timeout", "4"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while f.on("db", "test -e /etc/unconfirmed").status.code() != Some(0) {
+        assert!(Instant::now() < deadline, "never activated");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    f.testbed.link_down("db").unwrap();
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+    std::thread::sleep(Duration::from_secs(5));
+    f.testbed.link_up("db").unwrap();
+    assert_eq!(
+        f.on("db", "test -e /etc/unconfirmed").status.code(),
+        Some(1)
+    );
+    let generations = f.clan(&["machines", "generations", "db"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&generations.stdout).contains("magic-rollback"));
+
+    // Two deploys of the same machine at once never interleave: both end well or one says why.
+    f.configure(
+        "db",
+        "{\"files\": {\"/etc/concurrent\": {\"content\": \"c\"}}}",
+    );
+    let spawn = || {
+        f.clan(&["machines", "update", "--lock-timeout", "30"])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    for output in [&a, &b] {
+        assert!(
+            output.status.success() || stderr(output).contains("busy"),
+            "{}",
+            stderr(output)
+        );
+    }
+    assert_eq!(f.stdout_on("db", "cat /etc/concurrent"), "c");
+}
+
+#[test]
+fn fleet_with_unreachable_machines_and_clear_errors() {
+    let names = ["m1", "m2", "m3", "m4", "m5", "m6"];
+    let Some(mut f) = fixture(&names) else { return };
+    f.testbed.stop("m2").unwrap();
+    f.testbed.link_down("m5").unwrap();
+    let output = f.update(&["--jobs", "6", "--json"]);
+    assert_eq!(output.status.code(), Some(1));
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    let ended = |event: &str| -> Vec<String> {
+        let mut machines: Vec<String> = events
+            .iter()
+            .filter(|e| e["event"] == event)
+            .map(|e| e["machine"].as_str().unwrap().to_owned())
+            .collect();
+        machines.sort();
+        machines
+    };
+    assert_eq!(ended("failed"), ["m2", "m5"]);
+    assert_eq!(ended("done"), ["m1", "m3", "m4", "m6"]);
+    for name in ["m1", "m3", "m4", "m6"] {
+        assert_eq!(
+            f.stdout_on(name, "cat /etc/hello"),
+            format!("Hello from {name}")
+        );
+    }
+    // The text form names the failures in its summary.
+    let text = f.update(&["m2", "m5", "m1"]);
+    assert_eq!(text.status.code(), Some(1));
+    assert!(
+        stderr(&text).contains("2 of 3 machines failed: m2, m5"),
+        "{}",
+        stderr(&text)
+    );
+    assert!(String::from_utf8_lossy(&text.stdout).contains("FAILED (connect)"));
+
+    // Unknown machine: a usage error with a suggestion.
+    let unknown = f.update(&["m7"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(stderr(&unknown).contains("m7"), "{}", stderr(&unknown));
+
+    // Host key mismatch and permission denied, each explained.
+    let config = f.clan.path().join("bad_ssh_config");
+    let known = f.clan.path().join("known_hosts");
+    let m1 = f.testbed.machine("m1").unwrap().address;
+    std::fs::write(&known, format!("{m1} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n")).unwrap();
+    let write_config = |identity: &Path, known: &Path| {
+        std::fs::write(
+            &config,
+            format!(
+                "Host *\n  User root\n  IdentityFile {}\n  IdentitiesOnly yes\n  UserKnownHostsFile {}\n  BatchMode yes\n",
+                identity.display(),
+                known.display()
+            ),
+        )
+        .unwrap();
+    };
+    write_config(&f.testbed.admin_key(), &known);
+    let mismatch = f
+        .clan(&["machines", "update", "m1", "--host-key-check", "strict"])
+        .env("CLAN_SSH_CONFIG", &config)
+        .output()
+        .unwrap();
+    assert_eq!(mismatch.status.code(), Some(1));
+    assert!(
+        stderr(&mismatch).contains("host key"),
+        "{}",
+        stderr(&mismatch)
+    );
+
+    let stranger = f.clan.path().join("stranger");
+    let keygen = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&stranger)
+        .status()
+        .unwrap();
+    assert!(keygen.success());
+    write_config(&stranger, &PathBuf::from("/dev/null"));
+    let denied = f
+        .clan(&["machines", "update", "m1", "--host-key-check", "none"])
+        .env("CLAN_SSH_CONFIG", &config)
+        .output()
+        .unwrap();
+    assert_eq!(denied.status.code(), Some(1));
+    assert!(
+        stderr(&denied).contains("Permission denied"),
+        "{}",
+        stderr(&denied)
+    );
+    assert!(
+        stderr(&denied).contains("authorized_keys"),
+        "{}",
+        stderr(&denied)
+    );
+
+    // A machine with no target host: the fallback name does not resolve, the hint says what to set.
+    let toml = std::fs::read_to_string(f.clan.path().join("clan.toml")).unwrap();
+    std::fs::write(
+        f.clan.path().join("clan.toml"),
+        format!("{toml}\n[machines.lost]\n"),
+    )
+    .unwrap();
+    let lost = f.update(&["lost"]);
+    assert_eq!(lost.status.code(), Some(1));
+    assert!(stderr(&lost).contains("lost.invalid"), "{}", stderr(&lost));
+    assert!(
+        stderr(&lost).contains("deploy.targetHost"),
+        "{}",
+        stderr(&lost)
+    );
+}
