@@ -124,6 +124,12 @@ fn peak_rss_mib() -> Option<f64> {
 }
 
 fn main() {
+    // For timing the `clan` binary on the same clan (BENCHMARKS.md): write it and stop.
+    if let Some(dir) = std::env::var_os("CLAN_EVAL_BENCH_WRITE_TO") {
+        std::fs::create_dir_all(&dir).unwrap();
+        write_clan(Path::new(&dir));
+        return;
+    }
     let clan = tempfile::tempdir().unwrap();
     write_clan(clan.path());
 

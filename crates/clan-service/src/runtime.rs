@@ -24,6 +24,8 @@ use crate::error::Error;
 /// instructions. Generous for any real service, small enough that a loop fails in a second.
 const STEP_BUDGET: u64 = 20_000_000;
 const CHECK_PERIOD: u64 = 1_000;
+/// Calls that share one temporary starlark heap.
+const CALLS_PER_HEAP: usize = 32;
 
 /// What a service says about itself.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -243,40 +245,48 @@ impl Service {
         calls: &[InstanceCall<'_>],
         shared: &Shared<'_>,
     ) -> Result<Vec<CallOutput>, Error> {
-        Module::with_temp_heap(|module| {
-            let frozen_heap = module.frozen_heap();
-            let meta = attach(&shared.meta.0, frozen_heap);
-            let vars = attach(&shared.vars.0, frozen_heap);
-            let exports = attach(&shared.exports.0, frozen_heap);
-            let heap = module.heap();
-            calls
-                .iter()
-                .map(|call| {
-                    let Some(function) = self
-                        .roles
-                        .get(call.role)
-                        .and_then(|role| role.per_instance.as_ref())
-                    else {
-                        return Ok(CallOutput::default());
-                    };
-                    let ctx = heap.alloc(AllocStruct([
-                        ("instance", heap.alloc(call.instance)),
-                        ("role", heap.alloc(call.role.as_str())),
-                        ("machine", heap.alloc(call.machine)),
-                        ("settings", heap.alloc(call.settings)),
-                        ("roles", attach(&call.roles.0, frozen_heap)),
-                        ("meta", meta),
-                        ("vars", vars),
-                        ("exports", exports),
-                    ]));
-                    let what = format!(
-                        "roles[\"{}\"][\"perInstance\"] for instance `{}` on machine {}",
-                        call.role, call.instance, call.machine["name"]
-                    );
-                    self.call(&module, attach(function, frozen_heap), ctx, &what)
-                })
-                .collect()
-        })
+        let mut outputs = Vec::with_capacity(calls.len());
+        // A fresh heap per chunk: starlark collects no garbage inside a temporary heap, so one
+        // heap for a thousand calls would hold every intermediate value until the end.
+        for chunk in calls.chunks(CALLS_PER_HEAP) {
+            outputs.extend(Module::with_temp_heap(|module| {
+                let frozen_heap = module.frozen_heap();
+                let meta = attach(&shared.meta.0, frozen_heap);
+                let vars = attach(&shared.vars.0, frozen_heap);
+                let exports = attach(&shared.exports.0, frozen_heap);
+                let heap = module.heap();
+                chunk
+                    .iter()
+                    .map(|call| {
+                        let Some(function) = self
+                            .roles
+                            .get(call.role)
+                            .and_then(|role| role.per_instance.as_ref())
+                        else {
+                            return Ok(CallOutput::default());
+                        };
+                        let ctx = heap.alloc(AllocStruct([
+                            ("instance", heap.alloc(call.instance)),
+                            ("role", heap.alloc(call.role.as_str())),
+                            ("machine", heap.alloc(call.machine)),
+                            ("settings", heap.alloc(call.settings)),
+                            ("roles", attach(&call.roles.0, frozen_heap)),
+                            ("meta", meta),
+                            ("vars", vars),
+                            ("exports", exports),
+                        ]));
+                        let what = || {
+                            format!(
+                                "roles[\"{}\"][\"perInstance\"] for instance `{}` on machine {}",
+                                call.role, call.instance, call.machine["name"]
+                            )
+                        };
+                        self.call(&module, attach(function, frozen_heap), ctx, &what)
+                    })
+                    .collect::<Result<Vec<_>, Error>>()
+            })?);
+        }
+        Ok(outputs)
     }
 
     /// Calls `per_machine` once, when the service defines it.
@@ -298,8 +308,10 @@ impl Service {
                 ("vars", attach(&shared.vars.0, frozen_heap)),
                 ("exports", attach(&shared.exports.0, frozen_heap)),
             ]));
-            self.call(&module, attach(function, frozen_heap), ctx, "per_machine")
-                .map(Some)
+            self.call(&module, attach(function, frozen_heap), ctx, &|| {
+                "per_machine".to_owned()
+            })
+            .map(Some)
         })
     }
 
@@ -308,17 +320,17 @@ impl Service {
         module: &Module<'v>,
         function: Value<'v>,
         ctx: Value<'v>,
-        what: &str,
+        what: &dyn Fn() -> String,
     ) -> Result<CallOutput, Error> {
         let steps = Cell::new(0);
         let result = {
             let mut eval = budgeted_evaluator(module, &steps);
             eval.eval_function(function, &[ctx], &[])
-                .map_err(|error| classify(self.name(), what, &steps, error))?
+                .map_err(|error| classify(self.name(), &what(), &steps, error))?
         };
         let shape = |message: String| Error::Shape {
             service: self.name().to_owned(),
-            message: format!("{what} returned {message}"),
+            message: format!("{} returned {message}", what()),
             hint: Some(
                 "return a dict with any of `config`, `exports`, `instanceExports`".to_owned(),
             ),
