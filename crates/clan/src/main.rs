@@ -63,7 +63,19 @@ enum Command {
     Agent(commands::agent::Args),
 }
 
+/// A closed stdout (`clan … | head`) ends the program quietly, as for any Unix tool, instead of
+/// making every `println!` panic. Rust ignores SIGPIPE by default; this restores the default.
+#[allow(unsafe_code)]
+fn restore_sigpipe() {
+    // SAFETY: called first thing in main, before any other thread exists; SIG_DFL is a valid
+    // disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
+    restore_sigpipe();
     let cli = Cli::parse();
     let context = commands::Context {
         clan_dir: cli.flake,
