@@ -119,10 +119,16 @@ pub enum Error {
     Vars {
         machine: String,
         #[source]
-        source: clan_vars::Error,
+        source: Box<clan_vars::Error>,
     },
     #[error(transparent)]
-    Eval(#[from] clan_eval::Error),
+    Eval(Box<clan_eval::Error>),
+}
+
+impl From<clan_eval::Error> for Error {
+    fn from(error: clan_eval::Error) -> Self {
+        Error::Eval(Box::new(error))
+    }
 }
 
 impl Error {

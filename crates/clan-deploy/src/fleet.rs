@@ -170,7 +170,7 @@ fn plan_machine(
     };
     let vars_error = |source| Error::Vars {
         machine: name.clone(),
-        source,
+        source: Box::new(source),
     };
     let machine_name: clan_secrets::MachineName = name
         .parse()

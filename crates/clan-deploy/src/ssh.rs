@@ -149,8 +149,7 @@ impl SshHost {
     fn ssh_error(&self, stderr: &str) -> Error {
         let detail = stderr
             .lines()
-            .filter(|line| !line.trim().is_empty() && !line.starts_with("@@@"))
-            .last()
+            .rfind(|line| !line.trim().is_empty() && !line.starts_with("@@@"))
             .unwrap_or("ssh failed without a message")
             .to_owned();
         Error::Ssh {

@@ -398,6 +398,7 @@ fn fleet_with_unreachable_machines_and_clear_errors() {
     let unknown = f.update(&["m7"]);
     assert_eq!(unknown.status.code(), Some(2));
     assert!(stderr(&unknown).contains("m7"), "{}", stderr(&unknown));
+    assert!(stderr(&unknown).contains("hint:"), "{}", stderr(&unknown));
 
     // Host key mismatch and permission denied, each explained.
     let config = f.clan.path().join("bad_ssh_config");

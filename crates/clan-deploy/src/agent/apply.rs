@@ -125,6 +125,9 @@ impl Changes {
     }
 }
 
+/// Unit name → (content, enabled, restart on change).
+type Units = BTreeMap<String, (Vec<u8>, bool, bool)>;
+
 /// Decrypted secrets of a generation, by `<generator>/<file>`.
 type Secrets = BTreeMap<String, clan_secrets::Plaintext>;
 
@@ -241,7 +244,7 @@ pub fn apply(
     let mut changes = Changes::default();
     let manifest = &new.manifest;
     let live = paths.is_live();
-    if !live && !(manifest.users.is_empty() && manifest.groups.is_empty()) {
+    if !live && (!manifest.users.is_empty() || !manifest.groups.is_empty()) {
         return Err(AgentError::Step(
             "users and groups can only be applied to the running system".into(),
         ));
@@ -417,27 +420,26 @@ pub fn apply(
     }
 
     // Units.
-    let units =
-        |generation: &Stored| -> Result<BTreeMap<String, (Vec<u8>, bool, bool)>, AgentError> {
-            let mut units = BTreeMap::new();
-            for (name, unit) in &generation.manifest.units {
-                units.insert(
-                    name.clone(),
-                    (
-                        generation.blob(&unit.blob)?,
-                        unit.enabled,
-                        unit.restart_on_change,
-                    ),
-                );
-            }
-            if live && !generation.manifest.secrets.is_empty() {
-                units.insert(
-                    SECRETS_UNIT.to_owned(),
-                    (secrets_unit(agent).into_bytes(), true, false),
-                );
-            }
-            Ok(units)
-        };
+    let units = |generation: &Stored| -> Result<Units, AgentError> {
+        let mut units = BTreeMap::new();
+        for (name, unit) in &generation.manifest.units {
+            units.insert(
+                name.clone(),
+                (
+                    generation.blob(&unit.blob)?,
+                    unit.enabled,
+                    unit.restart_on_change,
+                ),
+            );
+        }
+        if live && !generation.manifest.secrets.is_empty() {
+            units.insert(
+                SECRETS_UNIT.to_owned(),
+                (secrets_unit(agent).into_bytes(), true, false),
+            );
+        }
+        Ok(units)
+    };
     let (new_units, old_units) = (units(new)?, units(old)?);
     let removed: Vec<&str> = old_units
         .keys()

@@ -147,15 +147,23 @@ impl Agent {
         if final_dir.is_dir() {
             return Ok(());
         }
-        let temp = generations.join(format!("{id}.tmp"));
+        // Per process: two deploys of the same generation at once must not share a temp dir.
+        let temp = generations.join(format!("{id}.tmp.{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&temp);
-        store::create_dir(&temp.join("blobs"), 0o700)?;
-        for (key, blob) in &received.blobs {
-            store::write_private(&temp.join("blobs").join(key), blob)?;
+        let written = (|| {
+            store::create_dir(&temp.join("blobs"), 0o700)?;
+            for (key, blob) in &received.blobs {
+                store::write_private(&temp.join("blobs").join(key), blob)?;
+            }
+            store::write_private(&temp.join("manifest.json"), &received.manifest_bytes)?;
+            std::fs::rename(&temp, &final_dir).map_err(AgentError::io("renaming", &temp))
+        })();
+        let _ = std::fs::remove_dir_all(&temp);
+        match written {
+            // Another upload of the same generation won the rename.
+            Err(_) if final_dir.join("manifest.json").is_file() => Ok(()),
+            other => other,
         }
-        store::write_private(&temp.join("manifest.json"), &received.manifest_bytes)?;
-        std::fs::rename(&temp, &final_dir).map_err(AgentError::io("renaming", &temp))?;
-        Ok(())
     }
 
     /// Installs the machine's age key read from `input` (0600, atomically).
@@ -193,6 +201,15 @@ impl Agent {
         let _lock = self.lock_when_idle(options.lock_timeout, on_wait)?;
         let mut state = State::load(&self.paths)?;
         let previous = state.current.clone();
+        if previous.as_deref() == Some(id) {
+            // Another deploy of this very generation got here first and was confirmed.
+            return Ok(Activation {
+                generation: id.to_owned(),
+                previous,
+                changes: Changes::default(),
+                confirm_by: None,
+            });
+        }
         let old = self.stored_or_empty(previous.as_deref())?;
         let changes = self.switch(&mut state, &new, &old, "deploy")?;
         let confirm_by = match options.confirm_timeout {
@@ -301,7 +318,7 @@ impl Agent {
             id,
         ];
         if Path::new("/run/systemd/system").is_dir() {
-            let unit = format!("clan-confirm-{}-{}", short(id), store::now());
+            let unit = format!("clan-confirm-{}-{}", short(id), std::process::id());
             let mut argv = vec!["systemd-run", "--quiet", "--collect", "--unit", &unit, "--"];
             argv.extend(waiter);
             system::run(&argv, None).map(drop)

@@ -23,8 +23,7 @@ fn image() -> tempfile::TempDir {
 }
 
 fn config(files: &[(&str, &str)]) -> MachineConfig {
-    let mut config = MachineConfig::default();
-    config.files = files
+    let files = files
         .iter()
         .map(|(path, content)| {
             (
@@ -39,7 +38,10 @@ fn config(files: &[(&str, &str)]) -> MachineConfig {
             )
         })
         .collect::<BTreeMap<_, _>>();
-    config
+    MachineConfig {
+        files,
+        ..MachineConfig::default()
+    }
 }
 
 fn store(agent: &Agent, config: &MachineConfig) -> String {
