@@ -12,8 +12,8 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 keygen='ssh-keygen -q -t ed25519 -N "" -C "" -f "$out"/ssh.id_ed25519'
-password='tr -dc "a-zA-Z0-9" < /dev/urandom | head -c 24 > "$out"/password'
-shared='tr -dc "a-zA-Z0-9" < /dev/urandom | head -c 32 > "$out"/token'
+password='head -c 18 /dev/urandom | base64 > "$out"/password'
+shared='head -c 24 /dev/urandom | base64 > "$out"/token'
 
 # --- the clan --------------------------------------------------------------------------
 mkdir -p "$work/clan" "$work/home"
@@ -32,8 +32,8 @@ def per_machine(ctx):
     return {"config": {"generators": {
         "ssh": {"files": {"ssh.id_ed25519": {}, "ssh.id_ed25519.pub": {"secret": False}},
                 "runtimeInputs": ["ssh-keygen"], "script": '$keygen'},
-        "password": {"files": {"password": {}}, "runtimeInputs": ["tr", "head"], "script": '$password'},
-        "token": {"share": True, "files": {"token": {}}, "runtimeInputs": ["tr", "head"], "script": '$shared'},
+        "password": {"files": {"password": {}}, "runtimeInputs": ["head", "base64"], "script": '$password'},
+        "token": {"share": True, "files": {"token": {}}, "runtimeInputs": ["head", "base64"], "script": '$shared'},
     }}}
 STAR
 done
@@ -55,17 +55,25 @@ for i in $(seq -w 1 "$machines"); do
 done
 printf 'out=%s; mkdir -p "$out"\n%s\n' "$work/floor/out/shared/token" "$shared" > "$work/floor/shared-token.sh"
 
+cp -a "$work/clan" "$work/clan-nosandbox"
 now() { date +%s.%N; }
 start=$(now)
 ls "$work"/floor/*.sh | xargs -P2 -n1 bash
 floor=$(echo "$(now) - $start" | bc)
 
 start=$(now)
-echo '{}' | "$clan" vars generate --prompt-values - 2> "$work/clan.log"
+echo "{}" | "$clan" vars generate --prompt-values - 2> "$work/clan.log" || { tail -20 "$work/clan.log"; exit 1; }
 ours=$(echo "$(now) - $start" | bc)
+
+cd "$work/clan-nosandbox"
+start=$(now)
+echo "{}" | "$clan" vars generate --no-sandbox --prompt-values - 2> "$work/clan.log" || { tail -20 "$work/clan.log"; exit 1; }
+nosandbox=$(echo "$(now) - $start" | bc)
 
 count=$(find vars -name secret | wc -l)
 printf 'machines=%s generator runs=%s secrets=%s\n' "$machines" "$(ls "$work"/floor/*.sh | wc -l)" "$count"
 printf 'floor (xargs -P2 bash, no sandbox, no encryption): %.2f s\n' "$floor"
 printf 'clan vars generate (bwrap, sops, machine keys, commit): %.2f s\n' "$ours"
-printf 'ratio: %.2f\n' "$(echo "$ours / $floor" | bc -l)"
+printf 'clan vars generate --no-sandbox: %.2f s\n' "$nosandbox"
+printf 'ratio: %.2f (--no-sandbox: %.2f)\n' "$(echo "$ours / $floor" | bc -l)" "$(echo "$nosandbox / $floor" | bc -l)"
+uptime

@@ -110,16 +110,6 @@ impl Plan {
         }
         Ok(requests)
     }
-
-    /// Whether anything of the plan stores secrets (and so needs an admin key).
-    pub fn needs_secrets(&self, graph: &Graph) -> bool {
-        self.order.iter().any(|key| {
-            graph.get(key).is_some_and(|generator| {
-                generator.files().values().any(|file| file.secret)
-                    || !generator.dependencies.is_empty()
-            })
-        })
-    }
 }
 
 fn utf8(value: Plaintext) -> zeroize::Zeroizing<String> {
@@ -130,7 +120,7 @@ fn utf8(value: Plaintext) -> zeroize::Zeroizing<String> {
 #[derive(Clone, Debug)]
 pub struct RunOptions {
     pub confinement: Confinement,
-    /// Scripts running at once; defaults to the number of cores.
+    /// Scripts running at once (the CLI uses the number of cores).
     pub jobs: usize,
 }
 
@@ -231,9 +221,10 @@ fn ensure_machine_keys(
             machines.extend(generator.deploy_targets(file));
         }
     }
+    let known = store.sops().machines()?;
     let missing: Vec<&MachineName> = machines
         .into_iter()
-        .filter(|m| !store.sops().machines().is_ok_and(|all| all.contains(m)))
+        .filter(|m| !known.contains(m))
         .collect();
     let results: Mutex<Vec<Result<Option<clan_secrets::Changes>, Error>>> = Mutex::default();
     let next = std::sync::atomic::AtomicUsize::new(0);

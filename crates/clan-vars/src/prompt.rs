@@ -64,16 +64,14 @@ impl Answers {
             reason,
         };
         // Parse into zeroizing strings only; serde_json's Value would leave copies around.
-        let parsed: BTreeMap<String, BTreeMap<String, Zeroizing<String>>> = serde_json::from_slice(
-            json,
-        )
-        .map_err(|error| {
-            malformed(format!(
+        let parsed: BTreeMap<String, BTreeMap<String, Zeroizing<String>>> =
+            serde_json::from_slice(json).map_err(|error| {
+                malformed(format!(
                 "expected {{\"<generator>\": {{\"<prompt>\": \"<value>\"}}}} (line {}, column {})",
                 error.line(),
                 error.column()
             ))
-        })?;
+            })?;
         for request in requests {
             let name = &request.generator.name;
             let specific = match &request.generator.placement {

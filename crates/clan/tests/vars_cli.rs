@@ -146,7 +146,10 @@ impl Clan {
                 let meta = path.symlink_metadata().unwrap();
                 let name = path.strip_prefix(root).unwrap().display().to_string();
                 if meta.is_symlink() {
-                    out.push((name, std::fs::read_link(&path).unwrap().display().to_string()));
+                    out.push((
+                        name,
+                        std::fs::read_link(&path).unwrap().display().to_string(),
+                    ));
                 } else if meta.is_dir() {
                     walk(root, &path, out);
                 } else {
@@ -161,7 +164,10 @@ impl Clan {
     }
 
     fn commits(&self) -> usize {
-        self.git(&["rev-list", "--count", "HEAD"]).trim().parse().unwrap()
+        self.git(&["rev-list", "--count", "HEAD"])
+            .trim()
+            .parse()
+            .unwrap()
     }
 }
 
@@ -193,11 +199,21 @@ fn builtin_generators_run_for_real_in_one_commit() {
     assert_eq!(private.code, 0, "{}", private.stderr);
     assert!(private.stdout.contains("OPENSSH PRIVATE KEY"));
     // The password was hashed by openssl inside the sandbox; deploy=false keeps web01 out.
-    let hash = clan.run(&["vars", "get", "web01", "user-password-alice/user-password-hash"], b"");
+    let hash = clan.run(
+        &[
+            "vars",
+            "get",
+            "web01",
+            "user-password-alice/user-password-hash",
+        ],
+        b"",
+    );
     assert!(hash.stdout.starts_with("$6$"), "{}", hash.stdout);
     let password_dir = "vars/per-machine/web01/user-password-alice/user-password";
     assert!(!clan.exists(&format!("{password_dir}/machines/web01")));
-    assert!(!clan.read(&format!("{password_dir}/secret")).contains("correct horse"));
+    assert!(!clan
+        .read(&format!("{password_dir}/secret"))
+        .contains("correct horse"));
 
     // Public values reach evaluation: the sshd client config sees the host key.
     let list = clan.run(&["vars", "list", "web01"], b"");
@@ -219,7 +235,10 @@ fn builtin_generators_run_for_real_in_one_commit() {
     let snapshot = clan.read("vars/per-machine/web02/openssh/ssh.id_ed25519.pub/value");
     let run = clan.generate(&["web01", "-g", "openssh"], "{}");
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_ne!(clan.read("vars/per-machine/web01/openssh/ssh.id_ed25519.pub/value"), public);
+    assert_ne!(
+        clan.read("vars/per-machine/web01/openssh/ssh.id_ed25519.pub/value"),
+        public
+    );
     assert_eq!(
         clan.read("vars/per-machine/web02/openssh/ssh.id_ed25519.pub/value"),
         snapshot
@@ -242,8 +261,14 @@ fn dependencies_shared_generators_and_validation() {
     let run = clan.generate(&[], ALICE);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let root = clan.read("vars/shared/ca/root/value");
-    assert_eq!(clan.read("vars/per-machine/web01/leaf/cert/value"), format!("{root}-leaf"));
-    assert_eq!(clan.read("vars/per-machine/web02/leaf/cert/value"), format!("{root}-leaf"));
+    assert_eq!(
+        clan.read("vars/per-machine/web01/leaf/cert/value"),
+        format!("{root}-leaf")
+    );
+    assert_eq!(
+        clan.read("vars/per-machine/web02/leaf/cert/value"),
+        format!("{root}-leaf")
+    );
     // sha256 of `"v1"`, as Nix's `hashString "sha256" (toJSON "v1")`.
     assert_eq!(
         clan.read("vars/per-machine/web01/leaf/.validation-hash"),
@@ -254,7 +279,10 @@ fn dependencies_shared_generators_and_validation() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     let new_root = clan.read("vars/shared/ca/root/value");
     assert_ne!(new_root, root);
-    assert_eq!(clan.read("vars/per-machine/web02/leaf/cert/value"), format!("{new_root}-leaf"));
+    assert_eq!(
+        clan.read("vars/per-machine/web02/leaf/cert/value"),
+        format!("{new_root}-leaf")
+    );
     // A changed validation value forces regeneration of that machine's leaf only.
     let web02_cert = clan.read("vars/per-machine/web02/leaf/cert/value");
     let web01_hash = clan.read("vars/per-machine/web01/leaf/.validation-hash");
@@ -263,8 +291,14 @@ fn dependencies_shared_generators_and_validation() {
     assert_eq!(clan.run(&["vars", "check", "web01"], b"").code, 1);
     let run = clan.generate(&[], "{}");
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_ne!(clan.read("vars/per-machine/web01/leaf/.validation-hash"), web01_hash);
-    assert_eq!(clan.read("vars/per-machine/web02/leaf/cert/value"), web02_cert);
+    assert_ne!(
+        clan.read("vars/per-machine/web01/leaf/.validation-hash"),
+        web01_hash
+    );
+    assert_eq!(
+        clan.read("vars/per-machine/web02/leaf/cert/value"),
+        web02_cert
+    );
 }
 
 #[test]
@@ -280,18 +314,34 @@ fn a_failing_script_stores_nothing_and_shows_its_stderr() {
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(run.stderr.contains("boom: no entropy"), "{}", run.stderr);
     assert!(
-        run.stderr.contains("generator `bad` (machine `web01`) failed (exit status: 3)"),
+        run.stderr
+            .contains("generator `bad` (machine `web01`) failed (exit status: 3)"),
         "{}",
         run.stderr
     );
-    assert!(run.stderr.contains("did not write declared file `y`"), "{}", run.stderr);
-    assert!(run.stderr.contains("dependency `bad (machine `web01`)` failed"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("did not write declared file `y`"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("dependency `bad (machine `web01`)` failed"),
+        "{}",
+        run.stderr
+    );
     for generator in ["bad", "lazy", "after"] {
-        assert!(!clan.exists(&format!("vars/per-machine/web01/{generator}")), "{generator}");
+        assert!(
+            !clan.exists(&format!("vars/per-machine/web01/{generator}")),
+            "{generator}"
+        );
     }
     // The others were stored and committed; nothing is left in staging.
     assert!(clan.exists("vars/per-machine/web01/openssh/ssh.id_ed25519/secret"));
-    assert!(clan.git(&["status", "--porcelain", "vars"]).trim().is_empty());
+    assert!(clan
+        .git(&["status", "--porcelain", "vars"])
+        .trim()
+        .is_empty());
     let vars: Vec<_> = std::fs::read_dir(clan.root().join("vars"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -316,7 +366,9 @@ fn cycles_and_conflicting_shared_definitions_are_refused() {
     let run = clan.generate(&[], ALICE);
     assert_eq!(run.code, 2);
     assert!(
-        run.stderr.contains("`web01` and `web02` define shared generator `s` differently (they differ in: script)"),
+        run.stderr.contains(
+            "`web01` and `web02` define shared generator `s` differently (they differ in: script)"
+        ),
         "{}",
         run.stderr
     );
@@ -329,7 +381,11 @@ fn prompts_are_required_without_a_terminal_and_never_leak() {
     let before = clan.commits();
     let run = clan.run(&["vars", "generate"], b"");
     assert_eq!(run.code, 2);
-    assert!(run.stderr.contains("no value for prompt `user-password`"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("no value for prompt `user-password`"),
+        "{}",
+        run.stderr
+    );
     assert!(run.stderr.contains("--prompt-values"), "{}", run.stderr);
     assert!(!clan.exists("vars"));
     assert!(!clan.exists("sops/machines"));
@@ -337,10 +393,21 @@ fn prompts_are_required_without_a_terminal_and_never_leak() {
 
     let answers = clan.dir.path().join("answers.json");
     std::fs::write(&answers, ALICE).unwrap();
-    let run = clan.run(&["vars", "generate", "--prompt-values", answers.to_str().unwrap()], b"");
+    let run = clan.run(
+        &[
+            "vars",
+            "generate",
+            "--prompt-values",
+            answers.to_str().unwrap(),
+        ],
+        b"",
+    );
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(!run.stderr.contains("correct horse"));
-    let password = clan.run(&["vars", "get", "web01", "user-password-alice/user-password"], b"");
+    let password = clan.run(
+        &["vars", "get", "web01", "user-password-alice/user-password"],
+        b"",
+    );
     assert_eq!(password.stdout, "correct horse");
     let log = clan.git(&["log", "-p", "--all"]);
     assert!(!log.contains("correct horse"));
@@ -383,11 +450,24 @@ fn killed_mid_run_leaves_every_var_old_or_new() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(ALICE.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(ALICE.as_bytes())
+        .unwrap();
     // Wait until the slow script runs, i.e. the other generators are staged or running.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !Command::new("pgrep").args(["-f", "sleep 30"]).status().unwrap().success() {
-        assert!(std::time::Instant::now() < deadline, "the slow generator never started");
+    while !Command::new("pgrep")
+        .args(["-f", "sleep 30"])
+        .status()
+        .unwrap()
+        .success()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slow generator never started"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     child.kill().unwrap();
@@ -400,16 +480,25 @@ fn killed_mid_run_leaves_every_var_old_or_new() {
         .collect();
     assert_eq!(after, before);
     // The next run cleans up and completes.
-    let run = clan.run(&["vars", "generate", "--prompt-values", "-", "web02"], ALICE.as_bytes());
+    let run = clan.run(
+        &["vars", "generate", "--prompt-values", "-", "web02"],
+        ALICE.as_bytes(),
+    );
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(!clan.snapshot().iter().any(|(p, _)| p.starts_with("vars/.staging-")));
+    assert!(!clan
+        .snapshot()
+        .iter()
+        .any(|(p, _)| p.starts_with("vars/.staging-")));
 }
 
 #[test]
 fn set_get_export_import_and_fix() {
     let clan = Clan::new();
     assert_eq!(clan.generate(&[], ALICE).code, 0);
-    let run = clan.run(&["vars", "set", "web02", "openssh/ssh.id_ed25519"], b"not really a key");
+    let run = clan.run(
+        &["vars", "set", "web02", "openssh/ssh.id_ed25519"],
+        b"not really a key",
+    );
     assert_eq!(run.code, 0, "{}", run.stderr);
     let got = clan.run(&["vars", "get", "web02", "openssh/ssh.id_ed25519"], b"");
     assert_eq!(got.stdout, "not really a key");
@@ -420,8 +509,14 @@ fn set_get_export_import_and_fix() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     use std::os::unix::fs::PermissionsExt;
     let exported = dump.join("per-machine/web02/openssh/ssh.id_ed25519");
-    assert_eq!(std::fs::read_to_string(&exported).unwrap(), "not really a key");
-    assert_eq!(exported.metadata().unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::read_to_string(&exported).unwrap(),
+        "not really a key"
+    );
+    assert_eq!(
+        exported.metadata().unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     assert_eq!(dump.metadata().unwrap().permissions().mode() & 0o777, 0o700);
 
     std::fs::write(&exported, "imported").unwrap();
@@ -438,7 +533,11 @@ fn set_get_export_import_and_fix() {
     .unwrap();
     let check = clan.run(&["vars", "check", "web01"], b"");
     assert_eq!(check.code, 1);
-    assert!(check.stderr.contains("no recipient link `machines/web01`"), "{}", check.stderr);
+    assert!(
+        check.stderr.contains("no recipient link `machines/web01`"),
+        "{}",
+        check.stderr
+    );
     assert_eq!(clan.run(&["vars", "fix", "web01"], b"").code, 0);
     assert_eq!(clan.run(&["vars", "check", "web01"], b"").code, 0);
 }
@@ -464,14 +563,26 @@ fn missing_bubblewrap_suggests_no_sandbox() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(ALICE.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(ALICE.as_bytes())
+            .unwrap();
         child.wait_with_output().unwrap()
     };
     let output = run(&[]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2));
-    assert!(stderr.contains("bubblewrap (`bwrap`) is not installed"), "{stderr}");
+    assert!(
+        stderr.contains("bubblewrap (`bwrap`) is not installed"),
+        "{stderr}"
+    );
     assert!(stderr.contains("--no-sandbox"), "{stderr}");
     let output = run(&["--no-sandbox"]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

@@ -188,9 +188,8 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
             };
             let options = RunOptions {
                 confinement: Confinement::detect(!no_sandbox)?,
-                jobs: jobs.unwrap_or_else(|| {
-                    std::thread::available_parallelism().map_or(1, |n| n.get())
-                }),
+                jobs: jobs
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
             };
             generate(&session, &selection, prompt_values.as_deref(), &options)
         }
@@ -467,7 +466,12 @@ fn keygen(context: &Context, user: Option<UserName>) -> anyhow::Result<ExitCode>
         None => std::env::var("USER")
             .ok()
             .and_then(|name| name.parse().ok())
-            .ok_or_else(|| hinted("cannot tell your user name from $USER", "pass `--user <name>`"))?,
+            .ok_or_else(|| {
+                hinted(
+                    "cannot tell your user name from $USER",
+                    "pass `--user <name>`",
+                )
+            })?,
     };
     let _lock = lock(&clan_dir)?;
     let store = VarsStore::new(&clan_dir);
