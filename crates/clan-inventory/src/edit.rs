@@ -342,7 +342,9 @@ impl Editor {
         Err(self.invalid(
             format!("{section}.{name}"),
             format!("{kind} `{name}` already exists"),
-            Some(format!("pick another name, or `clan {section} delete {name}` first")),
+            Some(format!(
+                "pick another name, or `clan {section} delete {name}` first"
+            )),
         ))
     }
 

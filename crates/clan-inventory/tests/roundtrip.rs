@@ -9,19 +9,27 @@ fn name() -> impl Strategy<Value = String> {
 }
 
 fn settings() -> impl Strategy<Value = Value> {
-    prop::collection::btree_map("[a-zA-Z]{1,8}", prop_oneof![
-        any::<bool>().prop_map(Value::from),
-        any::<i32>().prop_map(Value::from),
-        "[ -~]{0,12}".prop_map(Value::from),
-        prop::collection::vec("[a-z]{0,5}", 0..3).prop_map(|items| json!(items)),
-    ], 0..4)
+    prop::collection::btree_map(
+        "[a-zA-Z]{1,8}",
+        prop_oneof![
+            any::<bool>().prop_map(Value::from),
+            any::<i32>().prop_map(Value::from),
+            "[ -~]{0,12}".prop_map(Value::from),
+            prop::collection::vec("[a-z]{0,5}", 0..3).prop_map(|items| json!(items)),
+        ],
+        0..4,
+    )
     .prop_map(|map| Value::Object(map.into_iter().collect()))
 }
 
 fn inventory() -> impl Strategy<Value = Inventory> {
     let machines = prop::collection::btree_map(
         name(),
-        (prop::collection::vec(name(), 0..3), prop::option::of("[a-z@.0-9]{1,20}"), 0..3u8),
+        (
+            prop::collection::vec(name(), 0..3),
+            prop::option::of("[a-z@.0-9]{1,20}"),
+            0..3u8,
+        ),
         0..5,
     );
     let instances = prop::collection::btree_map(name(), (name(), settings(), settings()), 0..4);
@@ -31,7 +39,10 @@ fn inventory() -> impl Strategy<Value = Inventory> {
             .into_iter()
             .map(|(name, (tags, target, class))| {
                 let class = ["linux", "nixos", "darwin"][class as usize];
-                (name, json!({"tags": tags, "machineClass": class, "deploy": {"targetHost": target}}))
+                (
+                    name,
+                    json!({"tags": tags, "machineClass": class, "deploy": {"targetHost": target}}),
+                )
             })
             .collect();
         let instances: serde_json::Map<String, Value> = instances
@@ -41,11 +52,16 @@ fn inventory() -> impl Strategy<Value = Inventory> {
                 if let Some(first) = machine_names.first() {
                     role["machines"] = json!({first: {"settings": machine_settings}});
                 }
-                (name, json!({"module": {"name": service}, "roles": {"default": role}}))
+                (
+                    name,
+                    json!({"module": {"name": service}, "roles": {"default": role}}),
+                )
             })
             .collect();
-        serde_json::from_value(json!({"meta": {"name": clan_name}, "machines": machines, "instances": instances}))
-            .expect("generated inventories are valid")
+        serde_json::from_value(
+            json!({"meta": {"name": clan_name}, "machines": machines, "instances": instances}),
+        )
+        .expect("generated inventories are valid")
     })
 }
 
