@@ -266,7 +266,7 @@ roles.client.tags = ["all"]
     assert!(!desk
         .config
         .files
-        .contains_key("/etc/ssh/sshd_config.d/clan.conf"));
+        .contains_key("/etc/ssh/sshd_config.d/00-clan.conf"));
 }
 
 #[test]

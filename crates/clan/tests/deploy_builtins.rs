@@ -252,14 +252,8 @@ fn builtin_services_deploy_with_vars_and_secrets() {
     std::fs::write(&known_hosts, format!("{} {var_host_key}\n", f.address())).unwrap();
     assert_ne!(f.presented_host_key(), var_host_key);
     assert!(!f.login(&known_hosts, "true").status.success());
-    // The testbed image names its own ed25519 HostKey in `sshd_config.d/clan-testbed.conf`,
-    // which sorts before the service's `clan.conf`; HostKey lines add up and sshd presents the
-    // first key of a type, so that line would shadow the clan key. Drop it (sshd only rereads
-    // its config on the reload the deploy triggers).
-    assert!(f
-        .on("sed -i '/^HostKey/d' /etc/ssh/sshd_config.d/clan-testbed.conf")
-        .status
-        .success());
+    // The testbed names its own ed25519 HostKey in `sshd_config.d/clan-testbed.conf`; the
+    // service's `00-clan.conf` sorts first, and sshd presents the first key of a type.
 
     // The deploy changes the host key, so the confirming connection cannot check it against
     // the testbed's known_hosts.
@@ -282,7 +276,7 @@ fn builtin_services_deploy_with_vars_and_secrets() {
     assert_eq!(f.presented_host_key(), var_host_key);
     let login = f.login(
         &known_hosts,
-        "id -un && cat /etc/ssh/sshd_config.d/clan.conf",
+        "id -un && cat /etc/ssh/sshd_config.d/00-clan.conf",
     );
     assert!(login.status.success(), "login with the test key failed");
     assert!(stdout(&login).starts_with("root\n"), "{}", stdout(&login));
