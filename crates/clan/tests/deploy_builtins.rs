@@ -92,16 +92,6 @@ impl Fixture {
         assert!(status.success(), "git {args:?}");
     }
 
-    /// A command on the machine through the testbed's ssh config (the testbed admin key).
-    fn on(&self, command: &str) -> Output {
-        self.testbed
-            .ssh_command(MACHINE)
-            .unwrap()
-            .arg(command)
-            .output()
-            .unwrap()
-    }
-
     /// Logs in as root with only the test's own key, trusting only `known_hosts`.
     fn login(&self, known_hosts: &Path, command: &str) -> Output {
         run(Command::new("ssh")
