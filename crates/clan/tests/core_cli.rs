@@ -373,3 +373,29 @@ fn outside_a_clan_the_error_says_how_to_make_one() {
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(stderr.contains("hint: run `clan init <dir>`"), "{stderr}");
 }
+
+#[test]
+fn the_demo_evaluates_a_throwaway_fleet() {
+    let output = Command::new(env!("CARGO_BIN_EXE_clan"))
+        .args(["demo", "--no-deploy"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        stdout.contains("4 machines, 4 service instances"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("/etc/hello on laptop: Hello laptop from laptop"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("/etc/hello on web01:  Hi from web01"),
+        "{stdout}"
+    );
+}

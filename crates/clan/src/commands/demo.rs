@@ -1,5 +1,8 @@
 //! `clan demo`: the main job on a built-in default. Creates a throwaway clan with several
-//! machines and service instances, evaluates it and prints the fleet.
+//! machines and service instances, evaluates it and prints the fleet; where this host can run
+//! the testbed (root, systemd-nspawn, debootstrap) it also starts the machines as local
+//! containers, generates their vars and deploys them, running the same `clan` commands a user
+//! would, then stops the machines again.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,7 +17,13 @@ pub struct Args {
     /// Where to create the demo clan (default: a temporary directory, removed afterwards).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Only evaluate: do not start test machines and deploy to them.
+    #[arg(long)]
+    no_deploy: bool,
 }
+
+/// The demo user's password, answered to the `users` service's prompt.
+const DEMO_PASSWORD: &str = "demo-password";
 
 const MACHINES: &[(&str, &[&str])] = &[
     ("web01", &["web"]),
@@ -33,12 +42,17 @@ pub fn run(args: Args, _context: &Context) -> anyhow::Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| temporary.as_ref().expect("made above").path().to_owned());
     std::fs::create_dir_all(&dir)?;
+    let testbed = if args.no_deploy {
+        None
+    } else {
+        start_testbed(&dir)
+    };
     eprintln!("creating a demo clan in {}", dir.display());
     clan_inventory::write_atomically(
         &dir.join(clan_inventory::CLAN_TOML),
         clan_inventory::new_clan_toml("demo", "clan").as_bytes(),
     )?;
-    declare_fleet(&dir)?;
+    declare_fleet(&dir, testbed.as_ref())?;
 
     let fleet = clan_eval::Fleet::open_with_cache(&dir, &dir.join(".cache"))?;
     println!(
@@ -96,6 +110,9 @@ pub fn run(args: Args, _context: &Context) -> anyhow::Result<ExitCode> {
         "/etc/hello on web01:  {}",
         web01.config.files["/etc/hello"].content.trim_end()
     );
+    if let Some(testbed) = &testbed {
+        deploy(&dir, testbed)?;
+    }
     if args.dir.is_some() {
         eprintln!(
             "\nthe demo clan stays in {}; try `clan -C {} machines show web01`",
@@ -106,15 +123,127 @@ pub fn run(args: Args, _context: &Context) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The demo's machines and instances, written through the same editor the CLI uses.
-fn declare_fleet(dir: &std::path::Path) -> anyhow::Result<()> {
+/// Starts one test machine per demo machine, or says why it cannot and returns None.
+fn start_testbed(dir: &std::path::Path) -> Option<clan_testbed::Testbed> {
+    let missing_tool = ["bwrap", "ssh-keygen", "openssl"].into_iter().find(|tool| {
+        !std::env::var_os("PATH")
+            .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(tool).is_file()))
+    });
+    let started = match (clan_testbed::check_host(), missing_tool) {
+        (Err(reason), _) => Err(reason.to_string()),
+        (Ok(()), Some(tool)) => Err(format!("`{tool}` is not installed")),
+        (Ok(()), None) => {
+            eprintln!(
+                "starting {} test machines (systemd-nspawn containers with sshd)",
+                MACHINES.len()
+            );
+            let mut options = clan_testbed::Options::named(
+                dir.join("testbed"),
+                MACHINES.iter().map(|(name, _)| *name),
+            );
+            options.progress = |message| eprintln!("  {message}");
+            clan_testbed::Testbed::up(&options).map_err(|error| error.to_string())
+        }
+    };
+    match started {
+        Ok(testbed) => Some(testbed),
+        Err(reason) => {
+            eprintln!("not deploying: {reason}");
+            eprintln!("hint: as root, `apt-get install $(grep -v '^#' .ci/apt-packages)` lets the demo deploy to local test machines");
+            None
+        }
+    }
+}
+
+/// Generates the demo clan's vars and deploys every machine, as a user would.
+fn deploy(dir: &std::path::Path, testbed: &clan_testbed::Testbed) -> anyhow::Result<()> {
+    let answers = dir.join("demo-answers.json");
+    clan_inventory::write_atomically(
+        &answers,
+        format!("{{\"user-password-alice\": {{\"user-password\": \"{DEMO_PASSWORD}\"}}}}")
+            .as_bytes(),
+    )?;
+    let clan = |args: &[&str]| -> anyhow::Result<()> {
+        eprintln!("\n$ clan {}", args.join(" "));
+        let status = std::process::Command::new(std::env::current_exe()?)
+            .args(args)
+            .env("CLAN_DIR", dir)
+            .env("SOPS_AGE_KEY_FILE", dir.join("admin.age"))
+            .env("CLAN_SSH_CONFIG", testbed.ssh_config())
+            .env("CLAN_CACHE_DIR", dir.join(".cache"))
+            .env("CLAN_NO_COMMIT", "1")
+            .status()?;
+        anyhow::ensure!(status.success(), "`clan {}` failed", args.join(" "));
+        Ok(())
+    };
+    clan(&["vars", "keygen", "--user", "admin"])?;
+    clan(&[
+        "vars",
+        "generate",
+        "--prompt-values",
+        &answers.display().to_string(),
+    ])?;
+    // The deploy installs each machine's clan-generated host key, so the confirming connection
+    // cannot check it against the key the machine had before.
+    clan(&["machines", "update", "--host-key-check", "none"])?;
+    // Log in trusting only the host key clan generated for web01: the machine now presents it.
+    let web01 = testbed.machine("web01")?;
+    let host_key = std::fs::read_to_string(
+        dir.join("vars/per-machine/web01/openssh/ssh.id_ed25519.pub/value"),
+    )?;
+    let known_hosts = dir.join("demo-known-hosts");
+    std::fs::write(
+        &known_hosts,
+        format!("{} {}\n", web01.address, host_key.trim()),
+    )?;
+    let output = std::process::Command::new("ssh")
+        .arg("-F")
+        .arg(testbed.ssh_config())
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
+        .args([
+            "-o",
+            "StrictHostKeyChecking=yes",
+            &web01.ssh_target(),
+            "cat",
+            "/etc/hello",
+        ])
+        .output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "ssh to web01 failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    println!(
+        "\ndeployed; web01 presents its clan host key and says: {}",
+        String::from_utf8_lossy(&output.stdout).trim_end()
+    );
+    eprintln!("stopping the test machines");
+    Ok(())
+}
+
+/// The demo's machines and instances, written through the same editor the CLI uses; with a
+/// testbed, each machine's deploy target is its container.
+fn declare_fleet(
+    dir: &std::path::Path,
+    testbed: Option<&clan_testbed::Testbed>,
+) -> anyhow::Result<()> {
     let mut editor = Editor::open(dir)?;
     for (name, tags) in MACHINES {
         let tags: Vec<_> = tags
             .iter()
             .map(|tag| tag.parse())
             .collect::<Result<_, _>>()?;
-        editor.add_machine(&name.parse()?, &tags, MachineClass::Linux, None, None)?;
+        let target = testbed
+            .map(|testbed| testbed.machine(name).map(|machine| machine.ssh_target()))
+            .transpose()?;
+        editor.add_machine(
+            &name.parse()?,
+            &tags,
+            MachineClass::Linux,
+            target.as_deref(),
+            None,
+        )?;
     }
     let add = |editor: &mut Editor,
                instance: &str,
