@@ -794,17 +794,7 @@ impl SopsDir {
             &link,
             &Self::member_dir(member.kind(), member.name()),
         )?;
-        let mut changes = Changes::new(format!(
-            "secrets: add {} {} to {}",
-            member.kind().noun(),
-            member.name(),
-            display_secret(dir)
-        ));
-        changes.push(link);
-        if self.rekey_dir(dir, identities)? {
-            changes.push(dir.join("secret"));
-        }
-        Ok(changes)
+        self.membership_changed("add", "to", dir, member, link, identities)
     }
 
     /// Takes `member`'s link away from the secret in `dir` and re-keys it; refuses when
@@ -831,8 +821,21 @@ impl SopsDir {
         )?;
         self.unlink(&link)?;
         remove_empty_dirs(&self.abs(&dir.join(member.kind().dir())), &self.abs(dir));
+        self.membership_changed("remove", "from", dir, member, link, identities)
+    }
+
+    /// Re-keys the secret in `dir` after `member`'s `link` was added or removed, and records it.
+    fn membership_changed(
+        &self,
+        verb: &str,
+        preposition: &str,
+        dir: &Path,
+        member: &Member,
+        link: PathBuf,
+        identities: &Identities,
+    ) -> Result<Changes, Error> {
         let mut changes = Changes::new(format!(
-            "secrets: remove {} {} from {}",
+            "secrets: {verb} {} {} {preposition} {}",
             member.kind().noun(),
             member.name(),
             display_secret(dir)
