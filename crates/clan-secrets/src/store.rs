@@ -337,16 +337,8 @@ impl SopsDir {
                 name: member.name().to_owned(),
             });
         }
-        let path = Self::member_dir(member.kind(), member.name()).join("key.json");
-        write_key_file(&self.clan_dir, &path, keys)?;
-        let mut changes = Changes::new(format!(
-            "secrets: add {} {}",
-            member.kind().noun(),
-            member.name()
-        ));
-        changes.push(path);
-        let report = self.rekey_affected(&member, identities, &mut changes)?;
-        Ok((changes, report))
+        let message = format!("secrets: add {} {}", member.kind().noun(), member.name());
+        self.write_keys(&member, keys, message, identities)
     }
 
     /// Adds keys to a user and re-keys its secrets.
@@ -360,12 +352,8 @@ impl SopsDir {
         self.require(&member)?;
         let mut all = self.keys_of(MemberKind::User, user.as_str())?;
         all.extend(keys.iter().cloned());
-        let path = Self::member_dir(MemberKind::User, user.as_str()).join("key.json");
-        write_key_file(&self.clan_dir, &path, &all)?;
-        let mut changes = Changes::new(format!("secrets: add key(s) for user {user}"));
-        changes.push(path);
-        let report = self.rekey_affected(&member, identities, &mut changes)?;
-        Ok((changes, report))
+        let message = format!("secrets: add key(s) for user {user}");
+        self.write_keys(&member, &all, message, identities)
     }
 
     /// Removes keys from a user (refusing to remove the last one) and re-keys its secrets.
@@ -394,11 +382,23 @@ impl SopsDir {
                 user: user.to_string(),
             });
         }
-        let path = Self::member_dir(MemberKind::User, user.as_str()).join("key.json");
-        write_key_file(&self.clan_dir, &path, &remaining)?;
-        let mut changes = Changes::new(format!("secrets: remove key(s) for user {user}"));
+        let message = format!("secrets: remove key(s) for user {user}");
+        self.write_keys(&member, &remaining, message, identities)
+    }
+
+    /// Writes `member`'s key.json with `keys` and re-keys every secret it can read.
+    fn write_keys(
+        &self,
+        member: &Member,
+        keys: &[Recipient],
+        message: String,
+        identities: &Identities,
+    ) -> Result<(Changes, RekeyReport), Error> {
+        let path = Self::member_dir(member.kind(), member.name()).join("key.json");
+        write_key_file(&self.clan_dir, &path, keys)?;
+        let mut changes = Changes::new(message);
         changes.push(path);
-        let report = self.rekey_affected(&member, identities, &mut changes)?;
+        let report = self.rekey_affected(member, identities, &mut changes)?;
         Ok((changes, report))
     }
 
