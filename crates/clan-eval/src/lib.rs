@@ -54,11 +54,7 @@ impl Fleet {
                 });
             }
         }
-        let loaded = clan_inventory::load_with_toml(dir, &inputs.clan_toml)?;
-        let services = load_services(dir)?;
-        let machine_modules = load_machine_modules(dir, &loaded)?;
-        let (summary, machines) =
-            evaluate::evaluate(&loaded, &services, &machine_modules, &inputs.vars)?;
+        let (summary, machines) = evaluate_dir(dir, &inputs.clan_toml, &inputs.vars)?;
         entry.store(&summary, &machines)?;
         Ok(Fleet {
             summary,
@@ -103,6 +99,23 @@ impl Fleet {
                 .collect(),
         }
     }
+}
+
+/// Evaluates the clan in `dir` as if its clan.toml held `clan_toml`, without the cache: an
+/// edit checks itself with this before clan.toml is written.
+pub fn check_with_toml(dir: &Path, clan_toml: &str) -> Result<(), Error> {
+    evaluate_dir(dir, clan_toml, &read_public_vars(dir)?).map(drop)
+}
+
+fn evaluate_dir(
+    dir: &Path,
+    clan_toml: &str,
+    vars: &serde_json::Value,
+) -> Result<(FleetSummary, Vec<EvaluatedMachine>), Error> {
+    let loaded = clan_inventory::load_with_toml(dir, clan_toml)?;
+    let services = load_services(dir)?;
+    let machine_modules = load_machine_modules(dir, &loaded)?;
+    evaluate::evaluate(&loaded, &services, &machine_modules, vars)
 }
 
 /// The files evaluation depends on, read once, and their hash.

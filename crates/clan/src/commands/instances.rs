@@ -113,7 +113,7 @@ impl FromStr for Setting {
 
 pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
     let dir = clan_dir(context)?;
-    let (message, mut editor) = match args.command {
+    let (message, editor) = match args.command {
         Command::List { json } => {
             let fleet = clan_eval::Fleet::open(&dir)?;
             if json {
@@ -196,8 +196,7 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
         }
     };
     // Evaluate before saving so a setting the role's schema refuses leaves clan.toml untouched.
-    let staged = tempfile::tempdir()?;
-    editor = check_by_evaluating(&dir, editor, staged.path())?;
+    clan_eval::check_with_toml(&dir, &editor.to_toml())?;
     editor.save()?;
     commit(&dir, &[clan_inventory::CLAN_TOML], &message)?;
     eprintln!("{message}");
@@ -219,47 +218,6 @@ fn apply_settings(
         )?;
     }
     Ok(())
-}
-
-/// Evaluates the edited clan in a scratch copy of its inventory, so service and schema errors
-/// surface before clan.toml is written.
-fn check_by_evaluating(
-    dir: &std::path::Path,
-    editor: Editor,
-    scratch: &std::path::Path,
-) -> anyhow::Result<Editor> {
-    let text = editor.to_toml();
-    std::fs::write(scratch.join(clan_inventory::CLAN_TOML), &text)?;
-    for optional in [
-        clan_inventory::INVENTORY_JSON,
-        clan_eval::SERVICES_DIR,
-        "machines",
-        "vars",
-    ] {
-        let source = dir.join(optional);
-        if source.exists() {
-            std::os::unix::fs::symlink(&source, scratch.join(optional))?;
-        }
-    }
-    let cache = scratch.join(".cache");
-    clan_eval::Fleet::open_with_cache(scratch, &cache)
-        .map_err(|error| relocate(error, scratch, dir))?;
-    Ok(editor)
-}
-
-/// Errors from the scratch evaluation name the real clan's files.
-fn relocate(
-    error: clan_eval::Error,
-    scratch: &std::path::Path,
-    dir: &std::path::Path,
-) -> anyhow::Error {
-    let message = error
-        .to_string()
-        .replace(&scratch.display().to_string(), &dir.display().to_string());
-    match error.hint() {
-        Some(hint) => crate::report::hinted(message, hint),
-        None => anyhow!(message),
-    }
 }
 
 fn describe_target(target: &RoleTarget) -> String {
