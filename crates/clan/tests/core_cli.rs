@@ -352,7 +352,7 @@ fn two_services_writing_one_file_differently_name_both() {
 }
 
 #[test]
-fn the_schema_validates_the_issue_example() {
+fn schema_inventory_prints_the_clan_toml_schema() {
     let clan = Clan::new();
     let schema: serde_json::Value =
         serde_json::from_str(&clan.ok(&["schema", "inventory"])).unwrap();
