@@ -21,6 +21,7 @@ mod store;
 
 use std::fmt;
 
+pub use age::secrecy::SecretString;
 pub use error::Error;
 pub use keys::{
     append_generated_identity, generate_identity, AdminKey, Identities, KeySources, Recipient,

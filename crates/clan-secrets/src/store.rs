@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Component, Path, PathBuf};
 
-use age::secrecy::ExposeSecret;
+use age::secrecy::{ExposeSecret, SecretString};
 
 use crate::fsutil::{entry_names, remove_empty_dirs, symlink_relative, write_atomic};
 use crate::keys::{generate_identity, Identities, Recipient};
@@ -849,9 +849,8 @@ impl SopsDir {
 
     // ---- machine keys --------------------------------------------------------------------
 
-    /// Creates machine `machine`'s age key unless it has one: the private key as secret
-    /// `<machine>-age.key` (for the admin and `groups`), the public key in
-    /// `sops/machines/<machine>/key.json`. Returns `None` when the machine already has a key.
+    /// Creates machine `machine`'s age key unless it has one (see
+    /// [`SopsDir::write_machine_key`]). Returns `None` when the machine already has a key.
     pub fn ensure_machine_key(
         &self,
         machine: &MachineName,
@@ -862,6 +861,21 @@ impl SopsDir {
             return Ok(None);
         }
         let (text, public) = generate_identity();
+        self.write_machine_key(machine, &text, &public, groups, admin)
+            .map(Some)
+    }
+
+    /// Stores a new age key of `machine` made by [`generate_identity`]: the private key as
+    /// secret `<machine>-age.key` (for the admin and `groups`), the public key in
+    /// `sops/machines/<machine>/key.json`.
+    pub fn write_machine_key(
+        &self,
+        machine: &MachineName,
+        text: &SecretString,
+        public: &Recipient,
+        groups: &[GroupName],
+        admin: &Admin,
+    ) -> Result<Changes, Error> {
         let private_line = text
             .expose_secret()
             .lines()
@@ -870,10 +884,10 @@ impl SopsDir {
         let name: SecretName = format!("{machine}-age.key").parse()?;
         let members: Vec<Member> = groups.iter().cloned().map(Member::Group).collect();
         let mut changes = self.set_secret(&name, private_line.as_bytes(), &members, admin)?;
-        let (added, _) = self.add_machine(machine, &public, false, &admin.identities)?;
+        let (added, _) = self.add_machine(machine, public, false, &admin.identities)?;
         changes.paths.extend(added.paths);
         changes.message = format!("secrets: create age key for machine {machine}");
-        Ok(Some(changes))
+        Ok(changes)
     }
 
     /// The machine's private key from `sops/secrets/<machine>-age.key`, as identities.

@@ -9,7 +9,7 @@ clan=${1:-target-vars/release/clan}
 clan=$(realpath "$clan")
 machines=${2:-200}
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+trap '[ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
 
 keygen='ssh-keygen -q -t ed25519 -N "" -C "" -f "$out"/ssh.id_ed25519'
 password='head -c 18 /dev/urandom | base64 > "$out"/password'
@@ -45,35 +45,42 @@ git init -q && git add -A && git commit -qm init
 "$clan" show >/dev/null # evaluate once, as any earlier command would have
 
 # --- the floor: the same scripts, xargs -P2 bash, no sandbox, no encryption --------------
-mkdir -p "$work/floor"
-for i in $(seq -w 1 "$machines"); do
-  for g in ssh password; do
-    script="$work/floor/m$i-$g.sh"
-    body=$([ $g = ssh ] && echo "$keygen" || echo "$password")
-    printf 'out=%s; mkdir -p "$out"\n%s\n' "$work/floor/out/m$i/$g" "$body" > "$script"
+# Written for every round (each round writes into fresh directories).
+rounds=${ROUNDS:-3}
+for r in $(seq 1 "$rounds"); do
+  mkdir -p "$work/floor$r"
+  for i in $(seq -w 1 "$machines"); do
+    for g in ssh password; do
+      body=$([ $g = ssh ] && echo "$keygen" || echo "$password")
+      printf 'out=%s; mkdir -p "$out"\n%s\n' "$work/floor$r/out/m$i/$g" "$body" > "$work/floor$r/m$i-$g.sh"
+    done
   done
+  printf 'out=%s; mkdir -p "$out"\n%s\n' "$work/floor$r/out/shared/token" "$shared" > "$work/floor$r/shared-token.sh"
+  cp -a "$work/clan" "$work/clan$r"
+  cp -a "$work/clan" "$work/clan-nosandbox$r"
 done
-printf 'out=%s; mkdir -p "$out"\n%s\n' "$work/floor/out/shared/token" "$shared" > "$work/floor/shared-token.sh"
 
-cp -a "$work/clan" "$work/clan-nosandbox"
+# --- rounds: floor, ours, ours without sandbox; nothing is deleted until the end ------------
 now() { date +%s.%N; }
-start=$(now)
-ls "$work"/floor/*.sh | xargs -P2 -n1 bash
-floor=$(echo "$(now) - $start" | bc)
+timed() { local start; start=$(now); "$@"; echo "$(now) - $start" | bc; }
+generate() {
+  cd "$1" && echo "{}" | "$clan" vars generate "${@:2}" --prompt-values - >/dev/null 2> "$work/clan.log" \
+    || { tail -20 "$work/clan.log" >&2; exit 1; }
+}
+floor_runs=() our_runs=() nosandbox_runs=()
+for r in $(seq 1 "$rounds"); do
+  floor_runs+=("$(timed sh -c "ls '$work/floor$r'/*.sh | xargs -P2 -n1 bash")")
+  our_runs+=("$(timed generate "$work/clan$r")")
+  nosandbox_runs+=("$(timed generate "$work/clan-nosandbox$r" --no-sandbox)")
+done
+median() { printf '%s\n' "$@" | sort -n | sed -n "$(( ($# + 1) / 2 ))p"; }
+floor=$(median "${floor_runs[@]}") ours=$(median "${our_runs[@]}") nosandbox=$(median "${nosandbox_runs[@]}")
 
-start=$(now)
-echo "{}" | "$clan" vars generate --prompt-values - 2> "$work/clan.log" || { tail -20 "$work/clan.log"; exit 1; }
-ours=$(echo "$(now) - $start" | bc)
-
-cd "$work/clan-nosandbox"
-start=$(now)
-echo "{}" | "$clan" vars generate --no-sandbox --prompt-values - 2> "$work/clan.log" || { tail -20 "$work/clan.log"; exit 1; }
-nosandbox=$(echo "$(now) - $start" | bc)
-
-count=$(find vars -name secret | wc -l)
-printf 'machines=%s generator runs=%s secrets=%s\n' "$machines" "$(ls "$work"/floor/*.sh | wc -l)" "$count"
-printf 'floor (xargs -P2 bash, no sandbox, no encryption): %.2f s\n' "$floor"
-printf 'clan vars generate (bwrap, sops, machine keys, commit): %.2f s\n' "$ours"
-printf 'clan vars generate --no-sandbox: %.2f s\n' "$nosandbox"
+count=$(find "$work/clan1/vars" -name secret | wc -l)
+printf 'machines=%s generator runs=%s secrets=%s rounds=%s (median of each)\n' \
+  "$machines" "$(ls "$work"/floor1/*.sh | wc -l)" "$count" "$rounds"
+printf 'floor (xargs -P2 bash, no sandbox, no encryption): %.2f s  [%s]\n' "$floor" "${floor_runs[*]}"
+printf 'clan vars generate (bwrap, sops, machine keys, commit): %.2f s  [%s]\n' "$ours" "${our_runs[*]}"
+printf 'clan vars generate --no-sandbox: %.2f s  [%s]\n' "$nosandbox" "${nosandbox_runs[*]}"
 printf 'ratio: %.2f (--no-sandbox: %.2f)\n' "$(echo "$ours / $floor" | bc -l)" "$(echo "$nosandbox / $floor" | bc -l)"
-uptime
+uptime; [ -z "${KEEP:-}" ] || echo "kept $work"

@@ -8,16 +8,15 @@
 //! cleanly: running scripts are left to finish or die, nothing is stored.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
-use clan_secrets::{Admin, MachineName, Member, Plaintext};
+use clan_secrets::{Admin, MachineName, Member, Plaintext, Recipient, SecretString};
 
 use crate::graph::{FleetGenerator, GeneratorKey, Graph, Placement};
 use crate::prompt::{Answers, PromptRequest};
-use crate::sandbox::{self, Confinement};
+use crate::sandbox::{self, Confinement, Runner};
 use crate::store::{validation_hash, Output, Recipients, Staging, VarsStore};
 use crate::Error;
 
@@ -151,12 +150,18 @@ pub fn run(
     let mut report = Report::default();
     store.remove_stale_staging()?;
     let recipients = Recipients::new(store.sops(), admin.user.clone())?;
-    ensure_machine_keys(graph, store, plan, &recipients, admin, &mut report)?;
+    let new_keys = new_machine_keys(graph, store, plan, &recipients)?;
     let bash = sandbox::which("bash").ok_or_else(|| Error::MissingTool {
         placement: "every generator".into(),
         generator: "*".into(),
         tool: "bash".into(),
     })?;
+    let tools = plan.order.iter().flat_map(|key| {
+        let generator = graph.get(key).expect("planned from the graph");
+        generator.definition.runtime_inputs.iter()
+    });
+    let resolved: Vec<PathBuf> = tools.filter_map(|tool| sandbox::which(tool)).collect();
+    let extra_dirs = sandbox::extra_dirs(&resolved);
     let staging = Staging::new(store.clan_dir())?;
     let interrupted = Arc::new(AtomicBool::new(false));
     let signals = [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM]
@@ -173,9 +178,17 @@ pub fn run(
         staging: &staging,
         confinement: &options.confinement,
         bash: &bash,
+        extra_dirs: &extra_dirs,
         interrupted: &interrupted,
     };
-    let results = schedule(&context, &plan.order, options.jobs.max(1));
+    // Machine keys are written (and synced) while the scripts run; generators already
+    // encrypt to their public halves.
+    let (results, written) = std::thread::scope(|scope| {
+        let writer = scope.spawn(|| write_machine_keys(store, &recipients, admin, &new_keys));
+        let results = schedule(&context, &plan.order, options.jobs.max(1));
+        (results, writer.join().expect("key writer does not panic"))
+    });
+    report.changed.extend(written?);
     for id in signals {
         signal_hook::low_level::unregister(id);
     }
@@ -204,16 +217,21 @@ pub fn run(
     Ok(report)
 }
 
-/// Creates the age keys of machines that will receive secrets and have none yet, in
-/// parallel (their writes are synced one by one, which the file system batches).
-fn ensure_machine_keys(
-    graph: &Graph,
+/// A new machine key, not yet stored.
+struct NewMachineKey<'a> {
+    machine: &'a MachineName,
+    text: SecretString,
+    public: Recipient,
+}
+
+/// Makes (in memory) the age keys of machines that will receive secrets and have none yet,
+/// and lets `recipients` encrypt to them already.
+fn new_machine_keys<'a>(
+    graph: &'a Graph,
     store: &VarsStore,
     plan: &Plan,
     recipients: &Recipients<'_>,
-    admin: &Admin,
-    report: &mut Report,
-) -> Result<(), Error> {
+) -> Result<Vec<NewMachineKey<'a>>, Error> {
     let mut machines: BTreeSet<&MachineName> = BTreeSet::new();
     for key in &plan.order {
         let generator = graph.get(key).expect("planned from the graph");
@@ -222,34 +240,50 @@ fn ensure_machine_keys(
         }
     }
     let known = store.sops().machines()?;
-    let missing: Vec<&MachineName> = machines
-        .into_iter()
-        .filter(|m| !known.contains(m))
-        .collect();
-    let results: Mutex<Vec<Result<Option<clan_secrets::Changes>, Error>>> = Mutex::default();
+    let mut keys = Vec::new();
+    for machine in machines.into_iter().filter(|m| !known.contains(m)) {
+        let (text, public) = clan_secrets::generate_identity();
+        recipients.remember_machine(machine, public.clone());
+        keys.push(NewMachineKey {
+            machine,
+            text,
+            public,
+        });
+    }
+    Ok(keys)
+}
+
+/// Stores `keys`, in parallel (their writes are synced one by one, which the file system
+/// batches). Returns the paths written.
+fn write_machine_keys(
+    store: &VarsStore,
+    recipients: &Recipients<'_>,
+    admin: &Admin,
+    keys: &[NewMachineKey<'_>],
+) -> Result<Vec<PathBuf>, Error> {
+    let results: Mutex<Vec<Result<clan_secrets::Changes, Error>>> = Mutex::default();
     let next = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|scope| {
-        for _ in 0..missing.len().min(16) {
+        for _ in 0..keys.len().min(16) {
             scope.spawn(|| loop {
                 let index = next.fetch_add(1, Ordering::Relaxed);
-                let Some(machine) = missing.get(index) else {
+                let Some(key) = keys.get(index) else {
                     break;
                 };
-                let groups = recipients.groups_of(machine);
+                let groups = recipients.groups_of(key.machine);
                 let result = store
                     .sops()
-                    .ensure_machine_key(machine, &groups, admin)
+                    .write_machine_key(key.machine, &key.text, &key.public, &groups, admin)
                     .map_err(Error::from);
                 results.lock().expect("not poisoned").push(result);
             });
         }
     });
+    let mut paths = Vec::new();
     for result in results.into_inner().expect("not poisoned") {
-        if let Some(changes) = result? {
-            report.changed.extend(changes.paths);
-        }
+        paths.extend(result?.paths);
     }
-    Ok(())
+    Ok(paths)
 }
 
 /// A shared secret deployed to machines must be readable by every machine declaring it;
@@ -301,6 +335,8 @@ struct Context<'a> {
     staging: &'a Staging,
     confinement: &'a Confinement,
     bash: &'a Path,
+    /// Directories of the run's tools that a sandbox must see besides the system ones.
+    extra_dirs: &'a [PathBuf],
     interrupted: &'a AtomicBool,
 }
 
@@ -346,47 +382,50 @@ fn schedule(
     let wake = Condvar::new();
     std::thread::scope(|scope| {
         for _ in 0..jobs.min(order.len()) {
-            scope.spawn(|| loop {
-                let (i, dependency_values) = {
-                    let mut state = queue.lock().expect("not poisoned");
-                    let i = loop {
-                        if state.remaining == 0 || context.interrupted.load(Ordering::SeqCst) {
-                            wake.notify_all();
-                            return;
-                        }
-                        if let Some(i) = state.ready.pop_front() {
-                            break i;
-                        }
-                        state = wake.wait(state).expect("not poisoned");
-                    };
-                    let generator = context.graph.get(&order[i]).expect("planned");
-                    let mut values = BTreeMap::new();
-                    let mut failed = None;
-                    for dependency in &generator.dependencies {
-                        match index.get(dependency).map(|&d| &state.results[d]) {
-                            Some(Some(Ok(done))) => {
-                                values.insert(dependency.clone(), Arc::clone(&done.values));
+            scope.spawn(|| {
+                let mut runner = Runner::new(context.confinement, context.bash, context.extra_dirs);
+                loop {
+                    let (i, dependency_values) = {
+                        let mut state = queue.lock().expect("not poisoned");
+                        let i = loop {
+                            if state.remaining == 0 || context.interrupted.load(Ordering::SeqCst) {
+                                wake.notify_all();
+                                return;
                             }
-                            Some(_) => failed = Some(dependency),
-                            None => {}
-                        }
-                    }
-                    if let Some(dependency) = failed {
-                        let error = Error::DependencyFailed {
-                            placement: order[i].placement.to_string(),
-                            generator: order[i].name.clone(),
-                            dependency: dependency.to_string(),
+                            if let Some(i) = state.ready.pop_front() {
+                                break i;
+                            }
+                            state = wake.wait(state).expect("not poisoned");
                         };
-                        finish(&mut state, &dependents, i, Err(error));
-                        wake.notify_all();
-                        continue;
-                    }
-                    (i, values)
-                };
-                let result = execute(context, &order[i], dependency_values);
-                let mut state = queue.lock().expect("not poisoned");
-                finish(&mut state, &dependents, i, result);
-                wake.notify_all();
+                        let generator = context.graph.get(&order[i]).expect("planned");
+                        let mut values = BTreeMap::new();
+                        let mut failed = None;
+                        for dependency in &generator.dependencies {
+                            match index.get(dependency).map(|&d| &state.results[d]) {
+                                Some(Some(Ok(done))) => {
+                                    values.insert(dependency.clone(), Arc::clone(&done.values));
+                                }
+                                Some(_) => failed = Some(dependency),
+                                None => {}
+                            }
+                        }
+                        if let Some(dependency) = failed {
+                            let error = Error::DependencyFailed {
+                                placement: order[i].placement.to_string(),
+                                generator: order[i].name.clone(),
+                                dependency: dependency.to_string(),
+                            };
+                            finish(&mut state, &dependents, i, Err(error));
+                            wake.notify_all();
+                            continue;
+                        }
+                        (i, values)
+                    };
+                    let result = execute(context, &mut runner, &order[i], dependency_values);
+                    let mut state = queue.lock().expect("not poisoned");
+                    finish(&mut state, &dependents, i, result);
+                    wake.notify_all();
+                }
             });
         }
     });
@@ -422,6 +461,7 @@ fn write_private(path: &Path, content: &[u8]) -> Result<(), Error> {
 /// Runs one generator and stages its outputs.
 fn execute(
     context: &Context<'_>,
+    runner: &mut Runner<'_>,
     key: &GeneratorKey,
     mut dependency_values: BTreeMap<GeneratorKey, Values>,
 ) -> Result<Done, Error> {
@@ -441,22 +481,16 @@ fn execute(
             dependency_values.insert(dependency.clone(), values);
         }
     }
-    let work = tempfile::Builder::new()
-        .prefix("clan-vars-")
-        .tempdir()
-        .map_err(Error::io("create", std::env::temp_dir()))?;
-    let work_path = work.path();
+    let job = runner
+        .job()
+        .map_err(Error::io("create scratch space for", key.dir()))?;
     let make_dir = |path: &Path| std::fs::create_dir(path).map_err(Error::io("create", path));
-    for dir in ["in", "out", "prompts"] {
-        make_dir(&work_path.join(dir))?;
-    }
-    sandbox::identity_files(work_path).map_err(Error::io("write", work_path))?;
     write_private(
-        &work_path.join("script"),
+        &job.dir().join("script"),
         generator.definition.script.as_bytes(),
     )?;
     for (dependency, values) in &dependency_values {
-        let dir = work_path.join("in").join(&dependency.name);
+        let dir = job.inputs().join(&dependency.name);
         make_dir(&dir)?;
         for (file, value) in values.iter() {
             write_private(&dir.join(file), value.expose())?;
@@ -471,26 +505,20 @@ fn execute(
                 generator: key.name.clone(),
                 prompt: name.clone(),
             })?;
-        write_private(&work_path.join("prompts").join(name), value.as_bytes())?;
+        write_private(&job.prompts().join(name), value.as_bytes())?;
     }
-    let out = work_path.join("out");
-    let env: Vec<(&str, OsString)> = vec![
-        ("out", out.clone().into()),
-        ("in", work_path.join("in").into()),
-        ("prompts", work_path.join("prompts").into()),
-    ];
-    let output = context
-        .confinement
-        .run(context.bash, work_path, &tools, &env)
+    let finished = runner
+        .run(&job, &tools)
         .map_err(Error::io("run the script of", key.dir()))?;
-    if !output.status.success() {
+    if !finished.success {
         return Err(Error::ScriptFailed {
             placement,
             generator: key.name.clone(),
-            status: output.status.to_string(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            status: finished.status,
+            stderr: finished.stderr,
         });
     }
+    let out = job.out();
     let files = generator.files();
     let mut values = BTreeMap::new();
     for name in files.keys() {
@@ -525,7 +553,7 @@ fn execute(
         };
         values.insert(name.clone(), value);
     }
-    drop(work);
+    drop(job);
     let accesses = files
         .iter()
         .filter(|(_, file)| file.secret)

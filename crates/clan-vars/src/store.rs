@@ -213,6 +213,14 @@ impl<'a> Recipients<'a> {
             .collect()
     }
 
+    /// Makes `machine`'s key known before it is stored (it is being written meanwhile).
+    pub(crate) fn remember_machine(&self, machine: &MachineName, key: Recipient) {
+        self.keys
+            .lock()
+            .expect("not poisoned")
+            .insert((MemberKind::Machine, machine.to_string()), vec![key]);
+    }
+
     fn keys_of(&self, kind: MemberKind, name: &str) -> Result<Vec<Recipient>, Error> {
         let cache_key = (kind, name.to_owned());
         if let Some(keys) = self.keys.lock().expect("not poisoned").get(&cache_key) {

@@ -350,6 +350,40 @@ fn a_failing_script_stores_nothing_and_shows_its_stderr() {
 }
 
 #[test]
+fn scripts_sharing_a_sandbox_leave_nothing_to_the_next() {
+    let clan = Clan::new();
+    // One worker, so every script runs in the same long-lived sandbox, one after another.
+    clan.machine_generators(
+        "web01",
+        r#"{"first": {"files": {"x": {"secret": False}},
+                      "script": "echo left > /tmp/leak; (sleep 1000 &); echo x > $out/x"},
+            "second": {"dependencies": ["first"],
+                       "files": {"tmp": {"secret": False}, "sleepers": {"secret": False}},
+                       "script": "ls -A /tmp > $out/tmp; (grep -lx sleep /proc/[0-9]*/comm || true) | wc -l > $out/sleepers"},
+            "killer": {"files": {"x": {}}, "script": "kill -9 -1; echo x > $out/x"},
+            "survivor": {"files": {"x": {"secret": False}}, "script": "echo ok > $out/x"}}"#,
+    );
+    let run = clan.generate(&["--jobs", "1"], ALICE);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let get = |var: &str| clan.run(&["vars", "get", "web01", var], b"").stdout;
+    assert_eq!(get("second/tmp"), "", "files in /tmp outlived their script");
+    assert_eq!(
+        get("second/sleepers").trim(),
+        "0",
+        "a process outlived its script"
+    );
+    // A script that kills the sandbox fails alone; the next one gets a fresh sandbox.
+    assert!(
+        run.stderr
+            .contains("the sandbox ended while the script ran"),
+        "{}",
+        run.stderr
+    );
+    assert!(!clan.exists("vars/per-machine/web01/killer"));
+    assert_eq!(get("survivor/x"), "ok\n");
+}
+
+#[test]
 fn cycles_and_conflicting_shared_definitions_are_refused() {
     let clan = Clan::new();
     clan.machine_generators(
