@@ -65,6 +65,8 @@ pub struct MachineDeploy {
     pub generation: Generation,
     /// The machine's age private key, uploaded when the machine lacks it.
     pub age_key: Option<zeroize::Zeroizing<String>>,
+    /// The SSH host key the generation installs, trusted for this machine's connections.
+    pub host_key: Option<String>,
 }
 
 /// Runs every stage for one machine; errors carry the stage they happened in.

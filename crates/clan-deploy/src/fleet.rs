@@ -110,6 +110,15 @@ fn run_one(
         generation: id.clone(),
     });
     let mut host = SshHost::new(&machine, target.clone(), ssh.clone(), control_dir, slot);
+    if let Some(key) = &work.host_key {
+        if let Err(error) = host.trust_host_key(key) {
+            return finish(
+                Some(target.to_string()),
+                Some(id),
+                Err((Stage::Resolve, error)),
+            );
+        }
+    }
     let result = deploy(&mut host as &mut dyn Host, &work, options, &|event| {
         emit(event)
     });
@@ -214,6 +223,7 @@ fn plan_machine(
         MachineDeploy {
             generation,
             age_key,
+            host_key: clan_vars::ssh_host_key(clan_dir, &machine_name, &machine.config),
         },
     ))
 }
@@ -222,6 +232,7 @@ fn plan_machine(
 /// (`machines generations`, `machines rollback`).
 pub fn connect(
     fleet: &clan_eval::Fleet,
+    clan_dir: &Path,
     name: &str,
     ssh: &SshOptions,
     target_override: Option<&str>,
@@ -238,6 +249,12 @@ pub fn connect(
         )?,
     };
     let mut host = SshHost::new(name, target, ssh.clone(), control_dir, 0);
+    let machine_name: Option<clan_secrets::MachineName> = name.parse().ok();
+    let host_key =
+        machine_name.and_then(|m| clan_vars::ssh_host_key(clan_dir, &m, &machine.config));
+    if let Some(key) = host_key {
+        host.trust_host_key(&key)?;
+    }
     host.connect()?;
     Ok(host)
 }

@@ -107,6 +107,8 @@ pub struct SshHost {
     target: Target,
     options: SshOptions,
     control_path: PathBuf,
+    /// Host keys trusted besides the user's known_hosts (see [`SshHost::trust_host_key`]).
+    known_hosts: Option<PathBuf>,
     master: Option<Child>,
 }
 
@@ -124,16 +126,73 @@ impl SshHost {
             target,
             options,
             control_path: control_dir.path().join(slot.to_string()),
+            known_hosts: None,
             master: None,
         }
     }
 
+    /// Also accepts `key` (an OpenSSH public key line) from this host: the host key a deploy
+    /// installs, so that connections after the activation (the confirmation, later runs)
+    /// recognise the machine. The key goes into a run-private known-hosts file listed with
+    /// the system ones; the user's own known_hosts is neither read differently nor written.
+    pub fn trust_host_key(&mut self, key: &str) -> Result<(), Error> {
+        if self.options.host_key_check == HostKeyCheck::None {
+            return Ok(());
+        }
+        // ssh looks the key up under the host name its configuration resolves to.
+        let resolved = Command::new("ssh")
+            .args(self.options.base_args(&self.target))
+            .arg("-G")
+            .arg(self.target.destination())
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| Error::Spawn {
+                program: "ssh".into(),
+                source,
+            })?;
+        let settings = String::from_utf8_lossy(&resolved.stdout);
+        let setting = |name: &str| {
+            settings
+                .lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+                .map(str::to_owned)
+        };
+        let port: u16 = setting("port")
+            .and_then(|port| port.parse().ok())
+            .or(self.target.port)
+            .unwrap_or(22);
+        let mut hosts = vec![self.target.host.clone()];
+        hosts.extend(setting("hostname").filter(|name| *name != self.target.host));
+        let patterns: Vec<String> = hosts
+            .iter()
+            .map(|host| match port {
+                22 => host.clone(),
+                port => format!("[{host}]:{port}"),
+            })
+            .collect();
+        let path = self.control_path.with_extension("known_hosts");
+        std::fs::write(&path, format!("{} {key}\n", patterns.join(","))).map_err(|source| {
+            Error::Io {
+                context: "writing",
+                path: path.clone(),
+                source,
+            }
+        })?;
+        self.known_hosts = Some(path);
+        Ok(())
+    }
+
     fn command(&self, control: &[String]) -> Command {
         let mut command = Command::new("ssh");
-        command
-            .args(self.options.base_args(&self.target))
-            .args(control)
-            .arg(self.target.destination());
+        command.args(self.options.base_args(&self.target));
+        if let Some(known_hosts) = &self.known_hosts {
+            // OpenSSH accepts a host key found in any of the files it reads.
+            command.arg("-o").arg(format!(
+                "GlobalKnownHostsFile=/etc/ssh/ssh_known_hosts /etc/ssh/ssh_known_hosts2 {}",
+                known_hosts.display()
+            ));
+        }
+        command.args(control).arg(self.target.destination());
         command
     }
 

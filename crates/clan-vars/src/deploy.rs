@@ -83,3 +83,31 @@ pub fn machine_age_key(
     let name: SecretName = format!("{machine}-age.key").parse()?;
     Ok(SopsDir::new(clan_dir).get_secret(&name, identities)?)
 }
+
+/// The generator and file holding a machine's SSH host public key: the built-in sshd
+/// service's, named as clan-core names it.
+const SSH_HOST_KEY: (&str, &str) = ("openssh", "ssh.id_ed25519.pub");
+
+/// The SSH host public key (`ssh-ed25519 AAAA…`) the machine presents once `config` is
+/// deployed, when the config declares the sshd host-key generator and it has been generated.
+pub fn ssh_host_key(
+    clan_dir: &Path,
+    machine: &MachineName,
+    config: &MachineConfig,
+) -> Option<String> {
+    let (generator, file) = SSH_HOST_KEY;
+    let definition = config.generators.get(generator)?;
+    let placement = if definition.share {
+        Placement::Shared
+    } else {
+        Placement::PerMachine(machine.clone())
+    };
+    let key = GeneratorKey {
+        placement,
+        name: generator.to_owned(),
+    };
+    let value = VarsStore::new(clan_dir).read_public(&key, file).ok()?;
+    let value = String::from_utf8(value).ok()?;
+    let value = value.trim();
+    (value.starts_with("ssh-") && !value.contains('\n')).then(|| value.to_owned())
+}

@@ -245,15 +245,16 @@ fn builtin_services_deploy_with_vars_and_secrets() {
     // The testbed names its own ed25519 HostKey in `sshd_config.d/clan-testbed.conf`; the
     // service's `00-clan.conf` sorts first, and sshd presents the first key of a type.
 
-    // The deploy changes the host key, so the confirming connection cannot check it against
-    // the testbed's known_hosts.
+    // Host keys are checked (trust on first use records the testbed's own key in the
+    // deployer's ~/.ssh/known_hosts). The deploy changes the key; the confirming connection
+    // still recognises the machine because the deploy trusts the key it installs.
     let output = run(&mut f.clan(&[
         "machines",
         "update",
         "--confirm-timeout",
         "10",
         "--host-key-check",
-        "none",
+        "tofu",
     ]));
     assert!(output.status.success(), "deploy failed");
     assert!(
@@ -290,15 +291,24 @@ fn builtin_services_deploy_with_vars_and_secrets() {
     ));
     assert_eq!(secrets, "root 600", "{secrets}");
 
-    // A second run changes nothing and keeps the key.
+    // A second run, checking strictly (known_hosts still holds the testbed's old key),
+    // changes nothing and keeps the key; so does `generations`.
     let again = run(&mut f.clan(&[
         "machines",
         "update",
         "--confirm-timeout",
         "10",
         "--host-key-check",
-        "none",
+        "strict",
     ]));
     assert!(again.status.success(), "second deploy failed");
+    let generations = run(&mut f.clan(&[
+        "machines",
+        "generations",
+        MACHINE,
+        "--host-key-check",
+        "strict",
+    ]));
+    assert!(generations.status.success(), "generations failed");
     assert_eq!(f.presented_host_key(), var_host_key);
 }

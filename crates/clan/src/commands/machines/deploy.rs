@@ -183,6 +183,7 @@ pub fn generations(args: GenerationsArgs, dir: &Path) -> anyhow::Result<ExitCode
     let control_dir = ControlDir::new()?;
     let host = clan_deploy::fleet::connect(
         &fleet,
+        dir,
         &args.machine,
         &args.ssh.options(),
         args.ssh.target_host.as_deref(),
@@ -224,6 +225,7 @@ pub fn rollback(args: RollbackArgs, dir: &Path) -> anyhow::Result<ExitCode> {
     let control_dir = ControlDir::new()?;
     let host = clan_deploy::fleet::connect(
         &fleet,
+        dir,
         &args.machine,
         &args.ssh.options(),
         args.ssh.target_host.as_deref(),
