@@ -10,7 +10,8 @@
 # Usage (as root, from the repo):  bench/deploy.sh [N]        (default N=50)
 # Env: CLAN_BIN (default target/release/clan; a stripped copy is what runs and is uploaded),
 #      BENCH_DIR (default /tmp/deploybench), VENV (default /tmp/deploybench-venv),
-#      JOBS (default 10: clan --jobs and ansible -f), KEEP=1 keeps the testbed running.
+#      JOBS (default 50: clan --jobs and ansible -f; pyinfra always connects to all at once),
+#      TOOLS (default "clan ansible pyinfra": which tools run), KEEP=1 keeps the testbed running.
 set -euo pipefail
 
 N=${1:-50}
@@ -18,7 +19,8 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 CLAN_BIN=${CLAN_BIN:-$REPO/target/release/clan}
 BENCH_DIR=${BENCH_DIR:-/tmp/deploybench}
 VENV=${VENV:-/tmp/deploybench-venv}
-JOBS=${JOBS:-10}
+JOBS=${JOBS:-50}
+TOOLS=${TOOLS:-clan ansible pyinfra}
 STATE=$BENCH_DIR/testbed
 CLANDIR=$BENCH_DIR/clan
 RESULTS=$BENCH_DIR/results.txt
@@ -88,7 +90,7 @@ UNIT_B='[Unit]\nDescription=bench b\n[Service]\nExecStart=/bin/sleep infinity\n[
 # clan: a clan-local Starlark service.
 rm -rf "$CLANDIR"; mkdir -p "$CLANDIR/services/bench"
 cat > "$CLANDIR/services/bench/service.star" <<STAR
-manifest = {"name": "bench", "description": "deploy benchmark: 20 files, 2 units, 1 user"}
+manifest = {"name": "bench", "description": "deploy benchmark: 20 files, 5 secrets, 2 units, 1 user"}
 
 def _bench(ctx):
     name = ctx.machine["name"]
@@ -100,8 +102,16 @@ def _bench(ctx):
             content += "revision = %d\n" % rev
         num = ("0" if i < 10 else "") + str(i)  # no %02d in starlark-rust
         files["/etc/bench-clan/file-%s.conf" % num] = {"content": content}
+    generators = {}
+    for i in range(1, 6):
+        generators["bench-secret-%d" % i] = {
+            "files": {"secret": {}},
+            "runtimeInputs": ["head", "base64"],
+            "script": "head -c 32 /dev/urandom | base64 > \$out/secret",
+        }
     return {"config": {
         "files": files,
+        "generators": generators,
         "units": {
             "bench-clan-a.service": {"content": "$UNIT_A"},
             "bench-clan-b.service": {"content": "$UNIT_B"},
@@ -129,6 +139,12 @@ write_clan_toml() {  # $1: revision of $CHANGED's file-01
     } > "$CLANDIR/clan.toml"
 }
 write_clan_toml 1
+export SOPS_AGE_KEY_FILE=$BENCH_DIR/admin.age
+rm -f "$SOPS_AGE_KEY_FILE"
+CLAN_DIR=$CLANDIR "$CLAN" vars keygen --user bench >/dev/null
+t0=$(now)
+echo '{}' | CLAN_DIR=$CLANDIR XDG_CACHE_HOME=$BENCH_DIR/cache "$CLAN" vars generate --prompt-values - >/dev/null
+record clan "vars generate (5x$N)" "$(echo "$(now) - $t0" | bc)"
 clan_update() {  # $1: JSON event log
     CLAN_DIR=$CLANDIR CLAN_SSH_CONFIG=$SSHCFG XDG_CACHE_HOME=$BENCH_DIR/cache \
         "$CLAN" machines update --json --jobs "$JOBS" > "$1"
@@ -214,6 +230,7 @@ pyinfra_run() {
 # --- run -------------------------------------------------------------------------------------
 timed() {  # tool label logfile command...
     local tool=$1 label=$2 out=$3; shift 3
+    case " $TOOLS " in *" $tool "*) ;; *) return 0 ;; esac
     local t0 rc=0; t0=$(now)
     "$@" "$out" || rc=$?
     local dt; dt=$(echo "$(now) - $t0" | bc)
@@ -253,6 +270,8 @@ PY
 
 # Checks that everything arrived.
 log "checks"
+on_all 'echo "clan secrets in /run/clan/secrets: $(ls /run/clan/secrets/bench-secret-*/secret 2>/dev/null | wc -l)"' \
+    | awk '{$1=""; print}' | sort | uniq -c | tee -a "$RESULTS" >&2
 on_all 'for t in clan ansible pyinfra; do n=$(ls /etc/bench-$t | wc -l); a=$(systemctl is-active bench-$t-a bench-$t-b | tr "\n" ,); u=$(id -u bench$t >/dev/null 2>&1 && echo user || echo NOUSER); echo "$t files=$n units=$a $u"; done' \
     | awk '{print $2, $3, $4, $5}' | sort | uniq -c | tee -a "$RESULTS" >&2
 cat "$RESULTS"
