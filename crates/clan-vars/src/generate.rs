@@ -210,6 +210,15 @@ pub fn run(
             staging.swap_in(&path, &key.dir())?;
             report.changed.push(key.dir());
             report.generated.push(key.clone());
+            // A generator whose `share` changed was generated anew at its new place; its
+            // vars at the old place go (as in clan-core).
+            for old in graph.other_placements(key) {
+                let dir = store.clan_dir().join(old.dir());
+                if dir.exists() {
+                    std::fs::remove_dir_all(&dir).map_err(Error::io("remove", &dir))?;
+                    report.changed.push(old.dir());
+                }
+            }
         }
         staging.sync()?;
     }

@@ -253,6 +253,32 @@ impl Graph {
         Ok(graph)
     }
 
+    /// Where the generator at `key` was stored before its `share` setting changed: the
+    /// other placement (`vars/shared/<g>`, or `vars/per-machine/<m>/<g>` of each machine
+    /// declaring it), unless the clan still declares a generator there.
+    pub fn other_placements(&self, key: &GeneratorKey) -> Vec<GeneratorKey> {
+        let Some(generator) = self.get(key) else {
+            return Vec::new();
+        };
+        let placements = match &key.placement {
+            Placement::PerMachine(_) => vec![Placement::Shared],
+            Placement::Shared => generator
+                .machines
+                .iter()
+                .cloned()
+                .map(Placement::PerMachine)
+                .collect(),
+        };
+        placements
+            .into_iter()
+            .map(|placement| GeneratorKey {
+                placement,
+                name: key.name.clone(),
+            })
+            .filter(|other| self.get(other).is_none())
+            .collect()
+    }
+
     pub fn get(&self, key: &GeneratorKey) -> Option<&FleetGenerator> {
         self.generators.get(key)
     }

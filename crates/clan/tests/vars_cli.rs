@@ -302,6 +302,47 @@ fn dependencies_shared_generators_and_validation() {
 }
 
 #[test]
+fn switching_share_regenerates_at_the_new_place_and_removes_the_old() {
+    let clan = Clan::new();
+    let declare = |share: &str| {
+        for machine in ["web01", "web02"] {
+            clan.machine_generators(
+                machine,
+                &format!(
+                    r#"{{"token": {{"share": {share}, "files": {{"t": {{"secret": False}}}},
+                         "script": "head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \\n' > $out/t"}}}}"#
+                ),
+            );
+        }
+    };
+    declare("False");
+    assert_eq!(clan.generate(&["-g", "token"], ALICE).code, 0);
+    assert!(clan.exists("vars/per-machine/web01/token/t/value"));
+    assert!(clan.exists("vars/per-machine/web02/token/t/value"));
+
+    declare("True");
+    let run = clan.generate(&["-g", "token"], ALICE);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(clan.exists("vars/shared/token/t/value"));
+    assert!(!clan.exists("vars/per-machine/web01/token"));
+    assert!(!clan.exists("vars/per-machine/web02/token"));
+    assert!(
+        clan.git(&["status", "--porcelain", "vars"]).trim().is_empty(),
+        "not committed"
+    );
+    assert!(!clan.git(&["ls-files"]).contains("per-machine/web01/token"));
+
+    declare("False");
+    assert_eq!(clan.generate(&["-g", "token"], ALICE).code, 0);
+    assert!(clan.exists("vars/per-machine/web01/token/t/value"));
+    assert!(!clan.exists("vars/shared/token"));
+    assert!(
+        clan.git(&["status", "--porcelain", "vars"]).trim().is_empty(),
+        "not committed"
+    );
+}
+
+#[test]
 fn a_failing_script_stores_nothing_and_shows_its_stderr() {
     let clan = Clan::new();
     clan.machine_generators(
@@ -445,6 +486,114 @@ fn prompts_are_required_without_a_terminal_and_never_leak() {
     assert_eq!(password.stdout, "correct horse");
     let log = clan.git(&["log", "-p", "--all"]);
     assert!(!log.contains("correct horse"));
+}
+
+/// Output of a process on a terminal (util-linux `script` provides the pseudo-terminal),
+/// collected while it runs.
+struct Terminal {
+    child: std::process::Child,
+    input: std::process::ChildStdin,
+    screen: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Terminal {
+    fn start(command: Command) -> Terminal {
+        use std::io::Read;
+        use std::os::unix::ffi::OsStrExt;
+        let mut line = Vec::new();
+        line.extend_from_slice(b"exec");
+        for word in std::iter::once(command.get_program()).chain(command.get_args()) {
+            line.extend_from_slice(b" '");
+            for &byte in word.as_bytes() {
+                match byte {
+                    b'\'' => line.extend_from_slice(b"'\\''"),
+                    byte => line.push(byte),
+                }
+            }
+            line.push(b'\'');
+        }
+        let mut script = Command::new("script");
+        script.args(["-q", "-e", "-c"]);
+        script
+            .arg(std::ffi::OsStr::from_bytes(&line))
+            .arg("/dev/null");
+        for (key, value) in command.get_envs() {
+            match value {
+                Some(value) => script.env(key, value),
+                None => script.env_remove(key),
+            };
+        }
+        let mut child = script
+            .env("SHELL", "/bin/sh")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("script (util-linux) runs");
+        let input = child.stdin.take().unwrap();
+        let mut output = child.stdout.take().unwrap();
+        let screen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let shown = std::sync::Arc::clone(&screen);
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            while let Ok(n @ 1..) = output.read(&mut buffer) {
+                shown
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buffer[..n]));
+            }
+        });
+        Terminal {
+            child,
+            input,
+            screen,
+        }
+    }
+
+    /// Waits until the screen shows `text` `times` times (a guard against hanging, not a
+    /// speed check).
+    fn wait_for(&self, text: &str, times: usize) {
+        for _ in 0..600 {
+            if self.screen.lock().unwrap().matches(text).count() >= times {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("never showed {text:?}: {}", self.screen.lock().unwrap());
+    }
+
+    fn type_in(&mut self, keys: &[u8]) {
+        self.input.write_all(keys).unwrap();
+        self.input.flush().unwrap();
+    }
+}
+
+#[test]
+fn multiline_hidden_prompts_are_read_to_ctrl_d_without_echo() {
+    let clan = Clan::new();
+    clan.machine_generators(
+        "web01",
+        r#"{"tls": {"prompts": {"pem": {"type": "multiline-hidden", "description": "TLS key"}},
+                    "files": {"key": {}},
+                    "script": "cp $prompts/pem $out/key"}}"#,
+    );
+    let mut terminal = Terminal::start(clan.command(&["vars", "generate", "web01", "-g", "tls"]));
+    let pem = b"-----BEGIN KEY-----\nc2VjcmV0IGxpbmUgb25l\n-----END KEY-----\n";
+    terminal.wait_for("finish with Ctrl-D", 1);
+    terminal.type_in(pem);
+    terminal.type_in(b"\x04");
+    terminal.wait_for("Again, to confirm", 1);
+    terminal.type_in(pem);
+    terminal.type_in(b"\x04");
+    let status = terminal.child.wait().unwrap();
+    let screen = terminal.screen.lock().unwrap().clone();
+    assert!(status.success(), "{screen}");
+    assert!(
+        !screen.contains("c2VjcmV0"),
+        "the secret was echoed: {screen}"
+    );
+    let stored = clan.run(&["vars", "get", "web01", "tls/key"], b"");
+    assert_eq!(stored.stdout.as_bytes(), pem);
 }
 
 #[test]

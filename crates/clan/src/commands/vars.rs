@@ -364,9 +364,8 @@ fn ask_remaining(requests: &[PromptRequest], answers: &mut Answers) -> anyhow::R
         };
         let title = format!("{key} — {label}");
         let value = match request.prompt.kind {
-            clan_config::PromptType::Hidden | clan_config::PromptType::MultilineHidden => {
-                ask_hidden_twice(&title)?
-            }
+            clan_config::PromptType::Hidden => ask_hidden_twice(&title, false)?,
+            clan_config::PromptType::MultilineHidden => ask_hidden_twice(&title, true)?,
             clan_config::PromptType::Line => {
                 eprint!("{title}: ");
                 let mut line = Zeroizing::new(String::new());
@@ -385,10 +384,19 @@ fn ask_remaining(requests: &[PromptRequest], answers: &mut Answers) -> anyhow::R
     Ok(())
 }
 
-fn ask_hidden_twice(title: &str) -> anyhow::Result<Zeroizing<String>> {
+/// Asks for a secret on the terminal without echoing it, twice; `multiline` reads until
+/// Ctrl-D instead of one line.
+fn ask_hidden_twice(title: &str, multiline: bool) -> anyhow::Result<Zeroizing<String>> {
+    let ask = |prompt: &str| -> std::io::Result<Zeroizing<String>> {
+        if multiline {
+            read_hidden_until_eof(prompt)
+        } else {
+            rpassword::prompt_password(format!("{prompt}: ")).map(Zeroizing::new)
+        }
+    };
     for _ in 0..3 {
-        let first = Zeroizing::new(rpassword::prompt_password(format!("{title}: "))?);
-        let second = Zeroizing::new(rpassword::prompt_password("Again, to confirm: ")?);
+        let first = ask(title)?;
+        let second = ask("Again, to confirm")?;
         if first == second {
             return Ok(first);
         }
@@ -398,6 +406,23 @@ fn ask_hidden_twice(title: &str) -> anyhow::Result<Zeroizing<String>> {
         "the two entries differed three times",
         "run `clan vars generate` again",
     ))
+}
+
+/// Reads the terminal until Ctrl-D with echo off (newlines still echo, to show progress).
+fn read_hidden_until_eof(prompt: &str) -> std::io::Result<Zeroizing<String>> {
+    use rustix::termios::{tcgetattr, tcsetattr, LocalModes, OptionalActions};
+    let stdin = std::io::stdin();
+    let saved = tcgetattr(&stdin)?;
+    let mut quiet = saved.clone();
+    quiet.local_modes.remove(LocalModes::ECHO);
+    quiet.local_modes.insert(LocalModes::ECHONL);
+    tcsetattr(&stdin, OptionalActions::Now, &quiet)?;
+    // Only now: whatever is typed after the prompt appears is not echoed.
+    eprintln!("{prompt} (hidden; finish with Ctrl-D on an empty line):");
+    let mut text = Zeroizing::new(String::new());
+    let read = stdin.lock().read_to_string(&mut text);
+    tcsetattr(&stdin, OptionalActions::Now, &saved)?;
+    read.map(|_| text)
 }
 
 fn list(session: &Session, machine: &MachineName, json: bool) -> anyhow::Result<ExitCode> {
@@ -448,7 +473,7 @@ fn list(session: &Session, machine: &MachineName, json: bool) -> anyhow::Result<
 fn read_value(id: &str) -> anyhow::Result<Plaintext> {
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
-        let value = ask_hidden_twice(&format!("Value of var {id}"))?;
+        let value = ask_hidden_twice(&format!("Value of var {id}"), false)?;
         return Ok(Plaintext::new(value.as_bytes().to_vec()));
     }
     let mut value = Zeroizing::new(Vec::new());
