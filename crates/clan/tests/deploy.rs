@@ -2,6 +2,8 @@
 //! each test checks the outcome inside the containers. Tests skip with the reason when the
 //! host cannot run a testbed (not root, a tool missing).
 
+mod support;
+
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -65,7 +67,7 @@ impl Fixture {
     }
 
     fn clan(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_clan"));
+        let mut command = Command::new(support::clan_binary());
         command
             .args(args)
             .env("CLAN_DIR", self.clan.path())
@@ -357,11 +359,18 @@ fn deploy_faults() {
 
 #[test]
 fn fleet_with_unreachable_machines_and_clear_errors() {
-    let names = ["m1", "m2", "m3", "m4", "m5", "m6"];
+    let names: Vec<String> = (1..=50).map(|i| format!("m{i:02}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let Some(mut f) = fixture(&names) else { return };
-    f.testbed.stop("m2").unwrap();
-    f.testbed.link_down("m5").unwrap();
-    let output = f.update(&["--jobs", "6", "--json"]);
+    // 5 of 50 unreachable: three stopped, two with their link down.
+    let unreachable = ["m07", "m19", "m26", "m33", "m44"];
+    for name in ["m07", "m19", "m33"] {
+        f.testbed.stop(name).unwrap();
+    }
+    for name in ["m26", "m44"] {
+        f.testbed.link_down(name).unwrap();
+    }
+    let output = f.update(&["--jobs", "50", "--json"]);
     assert_eq!(output.status.code(), Some(1));
     let events: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
         .lines()
@@ -376,34 +385,39 @@ fn fleet_with_unreachable_machines_and_clear_errors() {
         machines.sort();
         machines
     };
-    assert_eq!(ended("failed"), ["m2", "m5"]);
-    assert_eq!(ended("done"), ["m1", "m3", "m4", "m6"]);
-    for name in ["m1", "m3", "m4", "m6"] {
+    let reachable: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|name| !unreachable.contains(name))
+        .collect();
+    assert_eq!(ended("failed"), unreachable);
+    assert_eq!(ended("done"), reachable);
+    for name in &reachable {
         assert_eq!(
             f.stdout_on(name, "cat /etc/hello"),
             format!("Hello from {name}")
         );
     }
-    // The text form names the failures in its summary.
-    let text = f.update(&["m2", "m5", "m1"]);
+    // The text form's summary names the five.
+    let text = f.update(&["--jobs", "50"]);
     assert_eq!(text.status.code(), Some(1));
     assert!(
-        stderr(&text).contains("2 of 3 machines failed: m2, m5"),
+        stderr(&text).contains("5 of 50 machines failed: m07, m19, m26, m33, m44"),
         "{}",
         stderr(&text)
     );
     assert!(String::from_utf8_lossy(&text.stdout).contains("FAILED (connect)"));
 
     // Unknown machine: a usage error with a suggestion.
-    let unknown = f.update(&["m7"]);
+    let unknown = f.update(&["m51"]);
     assert_eq!(unknown.status.code(), Some(2));
-    assert!(stderr(&unknown).contains("m7"), "{}", stderr(&unknown));
+    assert!(stderr(&unknown).contains("m51"), "{}", stderr(&unknown));
     assert!(stderr(&unknown).contains("hint:"), "{}", stderr(&unknown));
 
     // Host key mismatch and permission denied, each explained.
     let config = f.clan.path().join("bad_ssh_config");
     let known = f.clan.path().join("known_hosts");
-    let m1 = f.testbed.machine("m1").unwrap().address;
+    let m1 = f.testbed.machine("m01").unwrap().address;
     std::fs::write(&known, format!("{m1} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n")).unwrap();
     let write_config = |identity: &Path, known: &Path| {
         std::fs::write(
@@ -418,7 +432,7 @@ fn fleet_with_unreachable_machines_and_clear_errors() {
     };
     write_config(&f.testbed.admin_key(), &known);
     let mismatch = f
-        .clan(&["machines", "update", "m1", "--host-key-check", "strict"])
+        .clan(&["machines", "update", "m01", "--host-key-check", "strict"])
         .env("CLAN_SSH_CONFIG", &config)
         .output()
         .unwrap();
@@ -438,7 +452,7 @@ fn fleet_with_unreachable_machines_and_clear_errors() {
     assert!(keygen.success());
     write_config(&stranger, &PathBuf::from("/dev/null"));
     let denied = f
-        .clan(&["machines", "update", "m1", "--host-key-check", "none"])
+        .clan(&["machines", "update", "m01", "--host-key-check", "none"])
         .env("CLAN_SSH_CONFIG", &config)
         .output()
         .unwrap();

@@ -4,6 +4,8 @@
 //! the host key sshd presents are all checked inside the machine. Skips with the reason when
 //! the host cannot run a testbed (not root, a tool missing).
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -49,7 +51,7 @@ impl Fixture {
     }
 
     fn clan(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_clan"));
+        let mut command = Command::new(support::clan_binary());
         command
             .args(args)
             .env_remove("SOPS_AGE_KEY")

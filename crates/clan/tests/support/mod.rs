@@ -1,0 +1,37 @@
+//! Shared by the deploy tests: the clan binary they run, which every deploy also uploads to
+//! each test machine as its agent. The test build carries its symbols (about 110 MB); a copy
+//! without them is a third of that, which keeps a fifty-machine deploy cheap. Without
+//! `strip` (binutils) the binary itself is used.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+pub fn clan_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let original = PathBuf::from(env!("CARGO_BIN_EXE_clan"));
+        let metadata = std::fs::metadata(&original).expect("the clan binary is built");
+        let modified = metadata
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |t| t.as_nanos());
+        // Named after the build it comes from, so a rebuild makes a new copy.
+        let copy = original.with_file_name(format!("clan-agent-{}-{modified}", metadata.len()));
+        if copy.exists() {
+            return copy;
+        }
+        let partial = copy.with_extension(format!("partial-{}", std::process::id()));
+        let stripped = std::process::Command::new("strip")
+            .arg("-o")
+            .arg(&partial)
+            .arg(&original)
+            .status()
+            .is_ok_and(|status| status.success());
+        if !stripped || std::fs::rename(&partial, &copy).is_err() {
+            let _ = std::fs::remove_file(&partial);
+            return original;
+        }
+        copy
+    })
+}
