@@ -160,7 +160,9 @@ pub fn run(
         let generator = graph.get(key).expect("planned from the graph");
         generator.definition.runtime_inputs.iter()
     });
-    let resolved: Vec<PathBuf> = tools.filter_map(|tool| sandbox::which(tool)).collect();
+    let resolved: Vec<PathBuf> = tools
+        .filter_map(|tool| sandbox::runtime_input(tool))
+        .collect();
     let extra_dirs = sandbox::extra_dirs(&resolved);
     let staging = Staging::new(store.clan_dir())?;
     let interrupted = Arc::new(AtomicBool::new(false));
@@ -478,11 +480,13 @@ fn execute(
     let placement = key.placement.to_string();
     let mut tools = Vec::new();
     for tool in &generator.definition.runtime_inputs {
-        tools.push(sandbox::which(tool).ok_or_else(|| Error::MissingTool {
-            placement: placement.clone(),
-            generator: key.name.clone(),
-            tool: tool.clone(),
-        })?);
+        tools.push(
+            sandbox::runtime_input(tool).ok_or_else(|| Error::MissingTool {
+                placement: placement.clone(),
+                generator: key.name.clone(),
+                tool: tool.clone(),
+            })?,
+        );
     }
     for dependency in &generator.dependencies {
         if !dependency_values.contains_key(dependency) {

@@ -71,6 +71,18 @@ pub fn which(program: &str) -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
+/// Where a generator's `runtimeInputs` entry is: `clan` is this very program (so generators
+/// of the built-in services work however clan was started), anything else is looked up on
+/// the process `PATH`.
+pub(crate) fn runtime_input(tool: &str) -> Option<PathBuf> {
+    if tool == "clan" {
+        if let Ok(program) = std::env::current_exe() {
+            return Some(program);
+        }
+    }
+    which(tool)
+}
+
 impl Confinement {
     /// Bubblewrap when `sandbox`, after checking that it can create its namespaces here.
     pub fn detect(sandbox: bool) -> Result<Confinement, Error> {

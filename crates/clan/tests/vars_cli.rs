@@ -327,7 +327,9 @@ fn switching_share_regenerates_at_the_new_place_and_removes_the_old() {
     assert!(!clan.exists("vars/per-machine/web01/token"));
     assert!(!clan.exists("vars/per-machine/web02/token"));
     assert!(
-        clan.git(&["status", "--porcelain", "vars"]).trim().is_empty(),
+        clan.git(&["status", "--porcelain", "vars"])
+            .trim()
+            .is_empty(),
         "not committed"
     );
     assert!(!clan.git(&["ls-files"]).contains("per-machine/web01/token"));
@@ -337,9 +339,37 @@ fn switching_share_regenerates_at_the_new_place_and_removes_the_old() {
     assert!(clan.exists("vars/per-machine/web01/token/t/value"));
     assert!(!clan.exists("vars/shared/token"));
     assert!(
-        clan.git(&["status", "--porcelain", "vars"]).trim().is_empty(),
+        clan.git(&["status", "--porcelain", "vars"])
+            .trim()
+            .is_empty(),
         "not committed"
     );
+}
+
+#[test]
+fn the_clan_tool_is_this_clan_even_off_path() {
+    // The built-in data-mesher generators call `clan`; it need not be installed.
+    let clan = Clan::new();
+    clan.machine_generators(
+        "web01",
+        r#"{"self": {"files": {"v": {"secret": False}}, "runtimeInputs": ["clan"],
+                     "script": "clan --version > $out/v"}}"#,
+    );
+    let run = clan.run(
+        &[
+            "vars",
+            "generate",
+            "web01",
+            "-g",
+            "self",
+            "--prompt-values",
+            "-",
+        ],
+        b"{}",
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let version = clan.run(&["vars", "get", "web01", "self/v"], b"").stdout;
+    assert_eq!(version.trim(), concat!("clan ", env!("CARGO_PKG_VERSION")));
 }
 
 #[test]
