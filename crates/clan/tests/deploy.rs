@@ -408,6 +408,33 @@ fn fleet_with_unreachable_machines_and_clear_errors() {
     );
     assert!(String::from_utf8_lossy(&text.stdout).contains("FAILED (connect)"));
 
+    // `--tags`: only the machines with every given tag.
+    let toml_path = f.clan.path().join("clan.toml");
+    let toml = std::fs::read_to_string(&toml_path).unwrap();
+    let toml = ["m03", "m04"].iter().fold(toml, |toml, name| {
+        toml.replace(
+            &format!("[machines.{name}]\n"),
+            &format!("[machines.{name}]\ntags = [\"web\"]\n"),
+        )
+    });
+    std::fs::write(&toml_path, toml).unwrap();
+    let tagged = f.update(&["--tags", "web", "--json"]);
+    assert_eq!(tagged.status.code(), Some(0), "{}", stderr(&tagged));
+    let done: Vec<String> = String::from_utf8_lossy(&tagged.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == "done")
+        .map(|e| e["machine"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(done, ["m03", "m04"]);
+    let untagged = f.update(&["--tags", "db"]);
+    assert_eq!(untagged.status.code(), Some(2));
+    assert!(
+        stderr(&untagged).contains("no machine has the tags db"),
+        "{}",
+        stderr(&untagged)
+    );
+
     // Unknown machine: a usage error with a suggestion.
     let unknown = f.update(&["m51"]);
     assert_eq!(unknown.status.code(), Some(2));

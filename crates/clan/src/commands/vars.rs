@@ -85,7 +85,10 @@ struct Session {
 
 impl Session {
     fn open(context: &Context) -> anyhow::Result<Session> {
-        let clan_dir = super::clan_dir(context)?;
+        Session::at(super::clan_dir(context)?)
+    }
+
+    fn at(clan_dir: PathBuf) -> anyhow::Result<Session> {
         let fleet = clan_eval::Fleet::open(&clan_dir)?;
         let machines = fleet.machines()?;
         let mut generators = Vec::new();
@@ -188,8 +191,7 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
             };
             let options = RunOptions {
                 confinement: Confinement::detect(!no_sandbox)?,
-                jobs: jobs
-                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+                jobs: jobs.unwrap_or_else(cores),
             };
             generate(&session, &selection, prompt_values.as_deref(), &options)
         }
@@ -262,6 +264,38 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Generates what `machines` still miss (and what depends on it), as `vars generate` does:
+/// prompts first, one commit. Quiet when nothing is missing; generators that fail are
+/// reported and the machines needing them fail later, alone.
+pub fn generate_missing(
+    clan_dir: &Path,
+    machines: &[MachineName],
+    prompt_values: Option<&Path>,
+    sandbox: bool,
+) -> anyhow::Result<()> {
+    let session = Session::at(clan_dir.to_path_buf())?;
+    let selection = Selection {
+        machines: machines.to_vec(),
+        generator: None,
+        regenerate: false,
+    };
+    if Plan::new(&session.graph, &session.store, &selection)?
+        .order
+        .is_empty()
+    {
+        return Ok(());
+    }
+    let options = RunOptions {
+        confinement: Confinement::detect(sandbox)?,
+        jobs: cores(),
+    };
+    generate(&session, &selection, prompt_values, &options).map(drop)
 }
 
 fn generate(

@@ -14,7 +14,8 @@ use clan_deploy::events::Event;
 use clan_deploy::ssh::{ControlDir, HostKeyCheck, SshOptions};
 
 use crate::commands::output::{print_json, print_table};
-use crate::report::EXIT_FAILED;
+
+use crate::report::{hinted, EXIT_FAILED};
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum HostKeyArg {
@@ -58,6 +59,16 @@ impl SshArgs {
 pub struct UpdateArgs {
     /// Machines to deploy (default: all).
     machines: Vec<String>,
+    /// Only machines with this tag (repeat: all of them); with names, those of the names.
+    #[arg(long = "tags", value_name = "TAG", num_args = 1..)]
+    tags: Vec<String>,
+    /// JSON file with answers to the prompts of vars still to generate (see `clan vars
+    /// generate --help`); `-` reads stdin.
+    #[arg(long, value_name = "FILE")]
+    prompt_values: Option<PathBuf>,
+    /// Run vars generator scripts without bubblewrap.
+    #[arg(long)]
+    no_sandbox: bool,
     /// How many machines are deployed at once.
     #[arg(long, short = 'j', default_value_t = 10)]
     jobs: usize,
@@ -103,8 +114,26 @@ pub struct RollbackArgs {
 
 pub fn update(args: UpdateArgs, dir: &Path) -> anyhow::Result<ExitCode> {
     let fleet = clan_eval::Fleet::open(dir)?;
-    let jobs =
-        clan_deploy::fleet::jobs(&fleet, dir, &args.machines, args.ssh.target_host.as_deref())?;
+    let machines = selected_machines(&fleet, &args.machines, &args.tags)?;
+    for name in &machines {
+        fleet.machine(name)?;
+    }
+    if !args.dry_run {
+        // Vars first, for every selected machine, all prompts before anything runs; a machine
+        // whose vars still fail to generate then fails alone, at resolve.
+        let selection: Vec<clan_secrets::MachineName> = machines
+            .iter()
+            .map(|name| name.parse())
+            .collect::<Result<_, _>>()?;
+        crate::commands::vars::generate_missing(
+            dir,
+            &selection,
+            args.prompt_values.as_deref(),
+            !args.no_sandbox,
+        )?;
+    }
+    let fleet = clan_eval::Fleet::open(dir)?;
+    let jobs = clan_deploy::fleet::jobs(&fleet, dir, &machines, args.ssh.target_host.as_deref())?;
     let options = DeployOptions {
         agent: AgentBinary::current()?,
         confirm_timeout: (!args.no_magic_rollback)
@@ -176,6 +205,38 @@ pub fn update(args: UpdateArgs, dir: &Path) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The machines `names` and `tags` select: all when both are empty; with tags, those having
+/// every tag (among `names` when given). Unknown names are left for the deploy to report.
+fn selected_machines(
+    fleet: &clan_eval::Fleet,
+    names: &[String],
+    tags: &[String],
+) -> anyhow::Result<Vec<String>> {
+    let all = &fleet.summary.machines;
+    let candidates: Vec<String> = if names.is_empty() {
+        all.keys().cloned().collect()
+    } else {
+        names.to_vec()
+    };
+    if tags.is_empty() {
+        return Ok(candidates);
+    }
+    let selected: Vec<String> = candidates
+        .into_iter()
+        .filter(|name| {
+            all.get(name)
+                .is_some_and(|machine| tags.iter().all(|tag| machine.tags.contains(tag)))
+        })
+        .collect();
+    if selected.is_empty() {
+        return Err(hinted(
+            format!("no machine has the tags {}", tags.join(", ")),
+            "`clan machines list --tags TAG` shows which machines have a tag",
+        ));
+    }
+    Ok(selected)
 }
 
 pub fn generations(args: GenerationsArgs, dir: &Path) -> anyhow::Result<ExitCode> {
