@@ -420,12 +420,13 @@ fn fleet_with_unreachable_machines_and_clear_errors() {
     std::fs::write(&toml_path, toml).unwrap();
     let tagged = f.update(&["--tags", "web", "--json"]);
     assert_eq!(tagged.status.code(), Some(0), "{}", stderr(&tagged));
-    let done: Vec<String> = String::from_utf8_lossy(&tagged.stdout)
+    let mut done: Vec<String> = String::from_utf8_lossy(&tagged.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|e| e["event"] == "done")
         .map(|e| e["machine"].as_str().unwrap().to_owned())
         .collect();
+    done.sort();
     assert_eq!(done, ["m03", "m04"]);
     let untagged = f.update(&["--tags", "db"]);
     assert_eq!(untagged.status.code(), Some(2));
