@@ -480,13 +480,12 @@ fn execute(
     let placement = key.placement.to_string();
     let mut tools = Vec::new();
     for tool in &generator.definition.runtime_inputs {
-        tools.push(
-            sandbox::runtime_input(tool).ok_or_else(|| Error::MissingTool {
-                placement: placement.clone(),
-                generator: key.name.clone(),
-                tool: tool.clone(),
-            })?,
-        );
+        let path = sandbox::runtime_input(tool).ok_or_else(|| Error::MissingTool {
+            placement: placement.clone(),
+            generator: key.name.clone(),
+            tool: tool.clone(),
+        })?;
+        tools.push((tool.clone(), path));
     }
     for dependency in &generator.dependencies {
         if !dependency_values.contains_key(dependency) {

@@ -222,9 +222,32 @@ impl<'a> Runner<'a> {
         Ok(job)
     }
 
-    /// Runs `job`'s `script` file with `tools` (resolved paths) reachable on `PATH`.
-    pub(crate) fn run(&mut self, job: &Job, tools: &[PathBuf]) -> std::io::Result<Finished> {
-        let path = search_path(tools);
+    /// Runs `job`'s `script` file with `tools` (names and resolved paths) reachable on
+    /// `PATH` under their names.
+    pub(crate) fn run(
+        &mut self,
+        job: &Job,
+        tools: &[(String, PathBuf)],
+    ) -> std::io::Result<Finished> {
+        // A tool whose file has another name (`clan` when this program is, say, a test
+        // build) is reached through a link named after it.
+        let scratch = job.dir().parent().expect("jobs live in the scratch dir");
+        let aliases = scratch.join("tools");
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for (name, tool) in tools {
+            let named = tool.file_name().is_some_and(|file| file == name.as_str());
+            if named || name.contains('/') {
+                dirs.extend(tool.parent().map(Path::to_path_buf));
+                continue;
+            }
+            let alias = aliases.join(name);
+            if alias.symlink_metadata().is_err() {
+                std::fs::create_dir_all(&aliases)?;
+                std::os::unix::fs::symlink(tool, &alias)?;
+            }
+            dirs.insert(0, aliases.clone());
+        }
+        let path = search_path(&dirs);
         match self.confinement {
             Confinement::None => {
                 let output = Command::new(self.bash)
@@ -342,11 +365,11 @@ fn scratch_base() -> PathBuf {
 }
 
 /// `PATH` for a script: its tools' directories, then `/usr/bin` and `/bin`.
-fn search_path(tools: &[PathBuf]) -> OsString {
+fn search_path(tool_dirs: &[PathBuf]) -> OsString {
     let mut dirs: Vec<&Path> = Vec::new();
-    for dir in tools
+    for dir in tool_dirs
         .iter()
-        .filter_map(|tool| tool.parent())
+        .map(PathBuf::as_path)
         .chain([Path::new("/usr/bin"), Path::new("/bin")])
     {
         if !dirs.contains(&dir) {

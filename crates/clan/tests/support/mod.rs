@@ -32,6 +32,15 @@ pub fn clan_binary() -> &'static Path {
             let _ = std::fs::remove_file(&partial);
             return original;
         }
+        // Copies of earlier builds are of no more use.
+        let dir = copy.parent().expect("in the target directory");
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let stale = name.to_string_lossy().starts_with("clan-agent-") && entry.path() != copy;
+            if stale {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
         copy
     })
 }
