@@ -314,15 +314,15 @@ impl<'a> Runner<'a> {
     fn start(&self, bwrap: &Path, scratch: &Path) -> std::io::Result<Sandbox> {
         let mut command = Command::new(bwrap);
         command.args(["--unshare-all", "--die-with-parent", "--new-session"]);
-        for dir in SYSTEM_DIRS
-            .iter()
-            .map(Path::new)
-            .chain(self.extra_dirs.iter().map(PathBuf::as_path))
-        {
+        for dir in SYSTEM_DIRS.iter().map(Path::new) {
+            command.arg("--ro-bind-try").arg(dir).arg(dir);
+        }
+        command.args(["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]);
+        // After the fresh /tmp, which would hide a tool directory below it.
+        for dir in self.extra_dirs {
             command.arg("--ro-bind-try").arg(dir).arg(dir);
         }
         command
-            .args(["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"])
             .arg("--ro-bind")
             .arg(scratch.join("passwd"))
             .arg("/etc/passwd")
