@@ -62,7 +62,8 @@ done
 
 # --- rounds: floor, ours, ours without sandbox; nothing is deleted until the end ------------
 now() { date +%s.%N; }
-timed() { local start; start=$(now); "$@"; echo "$(now) - $start" | bc; }
+# Each measurement starts from a synced file system, so none pays for the previous one's writes.
+timed() { local start; sync; start=$(now); "$@"; echo "$(now) - $start" | bc; }
 generate() {
   cd "$1" && echo "{}" | "$clan" vars generate "${@:2}" --prompt-values - >/dev/null 2> "$work/clan.log" \
     || { tail -20 "$work/clan.log" >&2; exit 1; }
