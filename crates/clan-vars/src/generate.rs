@@ -1,7 +1,9 @@
 //! `vars generate`: choosing what runs, listing the prompts it needs (all asked before
-//! anything runs), then running the scripts on a small pool of workers in dependency order,
-//! encrypting in-process into a staging directory, and swapping each finished generator in
-//! at the end — after one `syncfs` — so that an interrupted run stores nothing half.
+//! anything runs), then running the scripts on a small pool of workers in dependency order
+//! (each worker with its own sandbox, see [`crate::sandbox`]), encrypting in-process into a
+//! staging directory, and swapping each finished generator in at the end — after one
+//! `syncfs` — so that an interrupted run stores nothing half. Machine keys the run needs are
+//! made first, in memory, and written while the scripts run.
 //!
 //! A generator that fails, omits a declared file, or depends on one that failed stores
 //! nothing; the others of the run are stored. SIGINT and SIGTERM during the run stop it
