@@ -3,7 +3,7 @@
 //! namespaces or the host file system beyond the read-only system directories — or, with
 //! `--no-sandbox`, unconfined.
 //!
-//! Each worker of a run owns a [`Runner`]: private scratch space on tmpfs (so script inputs
+//! Each worker of a run owns a `Runner`: private scratch space on tmpfs (so script inputs
 //! and outputs, secrets among them, never reach a disk) holding one directory per job. With
 //! bubblewrap, the runner starts one sandbox and runs its jobs in it one after another; between
 //! jobs every process left in the sandbox is killed and its `/tmp` emptied. Setting up a
