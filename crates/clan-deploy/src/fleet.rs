@@ -168,15 +168,7 @@ fn plan_machine(
             class: machine.summary.class.clone(),
         });
     }
-    let target = match target_override {
-        Some(text) => Target::parse(name, text, "--target-host")?,
-        None => crate::target::resolve(
-            name,
-            machine.summary.target_host.as_deref(),
-            &fleet.summary.exports,
-            &fleet.summary.meta.domain,
-        )?,
-    };
+    let target = machine_target(fleet, machine, target_override)?;
     let vars_error = |source| Error::Vars {
         machine: name.clone(),
         source: Box::new(source),
@@ -228,6 +220,25 @@ fn plan_machine(
     ))
 }
 
+/// Where `machine` is reached: `--target-host` when given, else as [`crate::target::resolve`]
+/// decides from the clan.
+fn machine_target(
+    fleet: &clan_eval::Fleet,
+    machine: &clan_eval::EvaluatedMachine,
+    target_override: Option<&str>,
+) -> Result<Target, Error> {
+    let name = &machine.summary.name;
+    match target_override {
+        Some(text) => Target::parse(name, text, "--target-host"),
+        None => crate::target::resolve(
+            name,
+            machine.summary.target_host.as_deref(),
+            &fleet.summary.exports,
+            &fleet.summary.meta.domain,
+        ),
+    }
+}
+
 /// A connected SSH host for one machine of `fleet`, for commands outside a fleet run
 /// (`machines generations`, `machines rollback`).
 pub fn connect(
@@ -239,15 +250,7 @@ pub fn connect(
     control_dir: &ControlDir,
 ) -> Result<SshHost, Error> {
     let machine = fleet.machine(name)?;
-    let target = match target_override {
-        Some(text) => Target::parse(name, text, "--target-host")?,
-        None => crate::target::resolve(
-            name,
-            machine.summary.target_host.as_deref(),
-            &fleet.summary.exports,
-            &fleet.summary.meta.domain,
-        )?,
-    };
+    let target = machine_target(fleet, &machine, target_override)?;
     let mut host = SshHost::new(name, target, ssh.clone(), control_dir, 0);
     let machine_name: Option<clan_secrets::MachineName> = name.parse().ok();
     let host_key =

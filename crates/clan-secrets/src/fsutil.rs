@@ -44,7 +44,7 @@ pub(crate) fn write_atomic(path: &Path, content: &[u8]) -> Result<(), Error> {
 }
 
 /// `to` relative to the directory `from` (both relative to the same root, no `..`).
-pub(crate) fn relative_path(from: &Path, to: &Path) -> PathBuf {
+pub fn relative_path(from: &Path, to: &Path) -> PathBuf {
     let from: Vec<Component> = from.components().collect();
     let to: Vec<Component> = to.components().collect();
     let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();

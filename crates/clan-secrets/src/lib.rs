@@ -23,6 +23,7 @@ use std::fmt;
 
 pub use age::secrecy::SecretString;
 pub use error::Error;
+pub use fsutil::relative_path;
 pub use keys::{
     append_generated_identity, generate_identity, AdminKey, Identities, KeySources, Recipient,
 };

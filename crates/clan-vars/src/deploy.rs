@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use clan_config::MachineConfig;
 use clan_secrets::{Identities, MachineName, Plaintext, SecretName, SopsDir};
 
-use crate::graph::{stored_files, GeneratorKey, Placement};
+use crate::graph::{stored_files, GeneratorKey};
 use crate::store::VarsStore;
 use crate::Error;
 
@@ -38,15 +38,7 @@ pub fn deployable_secrets(
     let store = VarsStore::new(clan_dir);
     let mut secrets = Vec::new();
     for (name, definition) in &config.generators {
-        let placement = if definition.share {
-            Placement::Shared
-        } else {
-            Placement::PerMachine(machine.clone())
-        };
-        let key = GeneratorKey {
-            placement,
-            name: name.clone(),
-        };
+        let key = GeneratorKey::declared(machine, name, definition);
         for (file_name, file) in stored_files(definition) {
             if !(file.secret && file.deploy) {
                 continue;
@@ -97,15 +89,7 @@ pub fn ssh_host_key(
 ) -> Option<String> {
     let (generator, file) = SSH_HOST_KEY;
     let definition = config.generators.get(generator)?;
-    let placement = if definition.share {
-        Placement::Shared
-    } else {
-        Placement::PerMachine(machine.clone())
-    };
-    let key = GeneratorKey {
-        placement,
-        name: generator.to_owned(),
-    };
+    let key = GeneratorKey::declared(machine, generator, definition);
     let value = VarsStore::new(clan_dir).read_public(&key, file).ok()?;
     let value = String::from_utf8(value).ok()?;
     let value = value.trim();

@@ -47,6 +47,19 @@ pub struct GeneratorKey {
 }
 
 impl GeneratorKey {
+    /// Where generator `name`, as `machine` declares it (`share` or not), is stored.
+    pub fn declared(machine: &MachineName, name: &str, definition: &Generator) -> GeneratorKey {
+        let placement = if definition.share {
+            Placement::Shared
+        } else {
+            Placement::PerMachine(machine.clone())
+        };
+        GeneratorKey {
+            placement,
+            name: name.to_owned(),
+        }
+    }
+
     /// `vars/shared/<name>` or `vars/per-machine/<machine>/<name>`, relative to the clan.
     pub fn dir(&self) -> PathBuf {
         self.placement.dir().join(&self.name)
@@ -160,16 +173,10 @@ impl Graph {
                 for file in definition.files.keys().chain(definition.prompts.keys()) {
                     check_name("file or prompt", file, name)?;
                 }
-                let placement = if definition.share {
+                if definition.share {
                     shared_names.insert(name.clone());
-                    Placement::Shared
-                } else {
-                    Placement::PerMachine(machine.clone())
-                };
-                let key = GeneratorKey {
-                    placement,
-                    name: name.clone(),
-                };
+                }
+                let key = GeneratorKey::declared(machine, name, definition);
                 graph
                     .by_machine
                     .entry(machine.clone())
@@ -230,18 +237,9 @@ impl Graph {
                         name: dependency.clone(),
                     });
                 }
-                let placement = if definition.share {
-                    Placement::Shared
-                } else {
-                    Placement::PerMachine(machine.clone())
-                };
-                let key = GeneratorKey {
-                    placement,
-                    name: name.clone(),
-                };
                 graph
                     .generators
-                    .get_mut(&key)
+                    .get_mut(&GeneratorKey::declared(machine, name, definition))
                     .expect("inserted above")
                     .dependencies = resolved;
             }

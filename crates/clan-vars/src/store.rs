@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use clan_config::GeneratorFile;
@@ -430,7 +430,7 @@ fn stage_file(staged: &Path, live: &Path, output: &Output<'_>) -> Result<(), Err
     for (kind, name) in &access.links {
         let link_dir = staged.join(kind.dir());
         create_dir(&link_dir)?;
-        let target = relative_path(
+        let target = clan_secrets::relative_path(
             &live.join(kind.dir()),
             &Path::new("sops").join(kind.dir()).join(name),
         );
@@ -441,21 +441,6 @@ fn stage_file(staged: &Path, live: &Path, output: &Output<'_>) -> Result<(), Err
     let sops = clan_secrets::encrypt(output.value.expose(), &access.keys)
         .map_err(|source| Error::Encrypt { path, source })?;
     write_new(&staged.join("secret"), &sops.to_bytes(), 0o600)
-}
-
-/// `to` relative to the directory `from` (both relative to the clan directory, without `..`).
-fn relative_path(from: &Path, to: &Path) -> PathBuf {
-    let from: Vec<Component> = from.components().collect();
-    let to: Vec<Component> = to.components().collect();
-    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
-    let mut out = PathBuf::new();
-    for _ in common..from.len() {
-        out.push("..");
-    }
-    for part in &to[common..] {
-        out.push(part);
-    }
-    out
 }
 
 #[cfg(test)]
@@ -477,14 +462,14 @@ mod tests {
     #[test]
     fn links_point_from_the_live_location() {
         assert_eq!(
-            relative_path(
+            clan_secrets::relative_path(
                 Path::new("vars/per-machine/m/g/f/machines"),
                 Path::new("sops/machines/m")
             ),
             Path::new("../../../../../../sops/machines/m")
         );
         assert_eq!(
-            relative_path(
+            clan_secrets::relative_path(
                 Path::new("vars/shared/g/f/users"),
                 Path::new("sops/users/a")
             ),

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use clan_testbed::{check_host, Error, Options, Testbed};
+use clan_testbed::Testbed;
 
 /// A testbed of `names` plus a clan directory whose machines target them.
 struct Fixture {
@@ -19,21 +19,7 @@ struct Fixture {
 }
 
 fn fixture(names: &[&str]) -> Option<Fixture> {
-    if let Err(reason) = check_host() {
-        eprintln!("skipping: {reason}");
-        return None;
-    }
-    let state = tempfile::tempdir().expect("state dir");
-    let mut options = Options::named(state.path(), names.iter().copied());
-    options.progress = |message| eprintln!("{message}");
-    let testbed = match Testbed::up(&options) {
-        Ok(testbed) => testbed,
-        Err(error @ Error::ToolMissing { .. }) => {
-            eprintln!("skipping: {error}");
-            return None;
-        }
-        Err(error) => panic!("testbed up: {error}"),
-    };
+    let (state, testbed) = support::testbed(names)?;
     let clan = tempfile::tempdir().expect("clan dir");
     let mut toml = String::from("[meta]\nname = \"test\"\ndomain = \"invalid\"\n\n");
     for machine in testbed.machines() {

@@ -10,7 +10,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use clan_testbed::{check_host, Error, Options, Testbed};
+use clan_testbed::Testbed;
 
 const MACHINE: &str = "srv";
 const PASSWORD: &str = "correct horse battery";
@@ -141,21 +141,7 @@ fn fixture() -> Option<Fixture> {
 }
 
 fn fixture_of(machines: &[&str]) -> Option<Fixture> {
-    if let Err(reason) = check_host() {
-        eprintln!("skipping: {reason}");
-        return None;
-    }
-    let state = tempfile::tempdir().expect("state dir");
-    let mut options = Options::named(state.path(), machines.iter().copied());
-    options.progress = |message| eprintln!("{message}");
-    let testbed = match Testbed::up(&options) {
-        Ok(testbed) => testbed,
-        Err(error @ Error::ToolMissing { .. }) => {
-            eprintln!("skipping: {error}");
-            return None;
-        }
-        Err(error) => panic!("testbed up: {error}"),
-    };
+    let (state, testbed) = support::testbed(machines)?;
     for tool in ["ssh-keygen", "ssh-keyscan", "openssl", "git", "bwrap"] {
         let found = Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])

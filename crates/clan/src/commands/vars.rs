@@ -85,11 +85,13 @@ struct Session {
 
 impl Session {
     fn open(context: &Context) -> anyhow::Result<Session> {
-        Session::at(super::clan_dir(context)?)
+        let clan_dir = super::clan_dir(context)?;
+        let fleet = clan_eval::Fleet::open(&clan_dir)?;
+        Session::of(clan_dir, &fleet)
     }
 
-    fn at(clan_dir: PathBuf) -> anyhow::Result<Session> {
-        let fleet = clan_eval::Fleet::open(&clan_dir)?;
+    /// The vars of `fleet`, the clan evaluated from `clan_dir`.
+    fn of(clan_dir: PathBuf, fleet: &clan_eval::Fleet) -> anyhow::Result<Session> {
         let machines = fleet.machines()?;
         let mut generators = Vec::new();
         for machine in &machines {
@@ -193,7 +195,11 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
                 confinement: Confinement::detect(!no_sandbox)?,
                 jobs: jobs.unwrap_or_else(cores),
             };
-            generate(&session, &selection, prompt_values.as_deref(), &options)
+            let ran = generate(&session, &selection, prompt_values.as_deref(), &options)?;
+            Ok(ran.unwrap_or_else(|| {
+                eprintln!("all vars are up to date");
+                ExitCode::SUCCESS
+            }))
         }
         VarsCommand::Check { machine } => {
             let session = Session::open(context)?;
@@ -272,43 +278,38 @@ fn cores() -> usize {
 
 /// Generates what `machines` still miss (and what depends on it), as `vars generate` does:
 /// prompts first, one commit. Quiet when nothing is missing; generators that fail are
-/// reported and the machines needing them fail later, alone.
+/// reported and the machines needing them fail later, alone. Returns whether anything ran.
 pub fn generate_missing(
     clan_dir: &Path,
+    fleet: &clan_eval::Fleet,
     machines: &[MachineName],
     prompt_values: Option<&Path>,
     sandbox: bool,
-) -> anyhow::Result<()> {
-    let session = Session::at(clan_dir.to_path_buf())?;
+) -> anyhow::Result<bool> {
+    let session = Session::of(clan_dir.to_path_buf(), fleet)?;
     let selection = Selection {
         machines: machines.to_vec(),
         generator: None,
         regenerate: false,
     };
-    if Plan::new(&session.graph, &session.store, &selection)?
-        .order
-        .is_empty()
-    {
-        return Ok(());
-    }
     let options = RunOptions {
         confinement: Confinement::detect(sandbox)?,
         jobs: cores(),
     };
-    generate(&session, &selection, prompt_values, &options).map(drop)
+    Ok(generate(&session, &selection, prompt_values, &options)?.is_some())
 }
 
+/// Runs what `selection` needs under the clan lock; `None` when nothing is missing.
 fn generate(
     session: &Session,
     selection: &Selection,
     prompt_values: Option<&Path>,
     options: &RunOptions,
-) -> anyhow::Result<ExitCode> {
+) -> anyhow::Result<Option<ExitCode>> {
     let _lock = session.lock()?;
     let plan = Plan::new(&session.graph, &session.store, selection)?;
     if plan.order.is_empty() {
-        eprintln!("all vars are up to date");
-        return Ok(ExitCode::SUCCESS);
+        return Ok(None);
     }
     let admin = session.admin()?;
     let mut answers = Answers::default();
@@ -353,11 +354,11 @@ fn generate(
             eprintln!("hint: {hint}");
         }
     }
-    Ok(if report.failed.is_empty() {
+    Ok(Some(if report.failed.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_FAILED)
-    })
+    }))
 }
 
 fn read_prompt_values(path: &Path) -> anyhow::Result<(Zeroizing<Vec<u8>>, String)> {

@@ -1,10 +1,33 @@
-//! Shared by the deploy tests: the clan binary they run, which every deploy also uploads to
-//! each test machine as its agent. The test build carries its symbols (about 110 MB); a copy
+//! Shared by the deploy tests: starting the test machines (or saying why they cannot run
+//! here), and the clan binary they run, which every deploy also uploads to each test machine
+//! as its agent. The test build carries its symbols (about 110 MB); a copy
 //! without them is a third of that, which keeps a fifty-machine deploy cheap. Without
 //! `strip` (binutils) the binary itself is used.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+
+use clan_testbed::{check_host, Error, Options, Testbed};
+
+/// Test machines named `names` and their state directory; `None` (after saying why) when
+/// this host cannot run them (not root, a tool missing).
+pub fn testbed(names: &[&str]) -> Option<(tempfile::TempDir, Testbed)> {
+    if let Err(reason) = check_host() {
+        eprintln!("skipping: {reason}");
+        return None;
+    }
+    let state = tempfile::tempdir().expect("state dir");
+    let mut options = Options::named(state.path(), names.iter().copied());
+    options.progress = |message| eprintln!("{message}");
+    match Testbed::up(&options) {
+        Ok(testbed) => Some((state, testbed)),
+        Err(error @ Error::ToolMissing { .. }) => {
+            eprintln!("skipping: {error}");
+            None
+        }
+        Err(error) => panic!("testbed up: {error}"),
+    }
+}
 
 pub fn clan_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();

@@ -11,7 +11,7 @@ use std::time::Duration;
 use clan_deploy::agent::{Activation, HistoryEntry};
 use clan_deploy::deploy::{run_agent, AgentBinary, DeployOptions};
 use clan_deploy::events::Event;
-use clan_deploy::ssh::{ControlDir, HostKeyCheck, SshOptions};
+use clan_deploy::ssh::{ControlDir, HostKeyCheck, SshHost, SshOptions};
 
 use crate::commands::output::{print_json, print_table};
 
@@ -118,21 +118,27 @@ pub fn update(args: UpdateArgs, dir: &Path) -> anyhow::Result<ExitCode> {
     for name in &machines {
         fleet.machine(name)?;
     }
-    if !args.dry_run {
-        // Vars first, for every selected machine, all prompts before anything runs; a machine
-        // whose vars still fail to generate then fails alone, at resolve.
+    // Vars first, for every selected machine, all prompts before anything runs; a machine
+    // whose vars still fail to generate then fails alone, at resolve. New public vars can
+    // change the machines' configuration, so the clan is evaluated again then.
+    let generated = !args.dry_run && {
         let selection: Vec<clan_secrets::MachineName> = machines
             .iter()
             .map(|name| name.parse())
             .collect::<Result<_, _>>()?;
         crate::commands::vars::generate_missing(
             dir,
+            &fleet,
             &selection,
             args.prompt_values.as_deref(),
             !args.no_sandbox,
-        )?;
-    }
-    let fleet = clan_eval::Fleet::open(dir)?;
+        )?
+    };
+    let fleet = if generated {
+        clan_eval::Fleet::open(dir)?
+    } else {
+        fleet
+    };
     let jobs = clan_deploy::fleet::jobs(&fleet, dir, &machines, args.ssh.target_host.as_deref())?;
     let options = DeployOptions {
         agent: AgentBinary::current()?,
@@ -239,17 +245,24 @@ fn selected_machines(
     Ok(selected)
 }
 
-pub fn generations(args: GenerationsArgs, dir: &Path) -> anyhow::Result<ExitCode> {
+/// A connection to one machine, for commands outside a fleet run, and its control directory
+/// (bound first, so that the host, dropped first, closes before the directory goes).
+fn connect(dir: &Path, machine: &str, ssh: &SshArgs) -> anyhow::Result<(ControlDir, SshHost)> {
     let fleet = clan_eval::Fleet::open(dir)?;
     let control_dir = ControlDir::new()?;
     let host = clan_deploy::fleet::connect(
         &fleet,
         dir,
-        &args.machine,
-        &args.ssh.options(),
-        args.ssh.target_host.as_deref(),
+        machine,
+        &ssh.options(),
+        ssh.target_host.as_deref(),
         &control_dir,
     )?;
+    Ok((control_dir, host))
+}
+
+pub fn generations(args: GenerationsArgs, dir: &Path) -> anyhow::Result<ExitCode> {
+    let (_control_dir, host) = connect(dir, &args.machine, &args.ssh)?;
     #[derive(serde::Deserialize, serde::Serialize)]
     struct Generations {
         current: Option<String>,
@@ -282,16 +295,7 @@ pub fn generations(args: GenerationsArgs, dir: &Path) -> anyhow::Result<ExitCode
 }
 
 pub fn rollback(args: RollbackArgs, dir: &Path) -> anyhow::Result<ExitCode> {
-    let fleet = clan_eval::Fleet::open(dir)?;
-    let control_dir = ControlDir::new()?;
-    let host = clan_deploy::fleet::connect(
-        &fleet,
-        dir,
-        &args.machine,
-        &args.ssh.options(),
-        args.ssh.target_host.as_deref(),
-        &control_dir,
-    )?;
+    let (_control_dir, host) = connect(dir, &args.machine, &args.ssh)?;
     let mut words = vec!["rollback"];
     if let Some(to) = &args.to {
         words.extend(["--to", to]);
