@@ -86,6 +86,9 @@ pub fn deploy(
         argv
     };
 
+    if options.dry_run {
+        return dry_run(host, job, &call, emit).map_err(|e| (Stage::Activate, e));
+    }
     let status = match agent_json::<Status>(host, &call(&["status"]), Input::None) {
         Err(AgentCall::Missing) => {
             upload_agent(host, &options.agent).map_err(|e| (Stage::Upload, e))?;
@@ -101,10 +104,7 @@ pub fn deploy(
             other.map_err(|e| (Stage::Connect, e.into_error(&machine, "clan agent status")))?
         }
     };
-    if status.current.as_deref() == Some(id.as_str())
-        && status.pending.is_none()
-        && !options.dry_run
-    {
+    if status.current.as_deref() == Some(id.as_str()) && status.pending.is_none() {
         return Ok(Outcome::Unchanged);
     }
     if !status.stored.contains(&id) {
@@ -116,16 +116,6 @@ pub fn deploy(
             what: "generation",
             bytes: bundle.len() as u64,
         });
-    }
-    if options.dry_run {
-        let changes = agent_json::<Changes>(host, &call(&["diff", &id]), Input::None)
-            .map_err(|e| (Stage::Activate, e.into_error(&machine, "clan agent diff")))?;
-        emit(Event::DryRun {
-            machine,
-            generation: id,
-            changes,
-        });
-        return Ok(Outcome::DryRun);
     }
     if !job.generation.manifest.secrets.is_empty() && !status.has_key {
         let key = job.age_key.as_ref().ok_or_else(|| {
@@ -176,11 +166,49 @@ pub fn deploy(
         generation: id.clone(),
         changes: activation.changes,
     });
-    if activation.confirm_by.is_some() {
+    if let (Some(_), Some(timeout)) = (activation.confirm_by, options.confirm_timeout) {
         // A new connection: proves the machine is still reachable after activation.
-        let output = host
-            .run_fresh(&call(&["confirm", &id]))
-            .map_err(|e| (Stage::Confirm, e))?;
+        let output = match host.run_fresh(&call(&["confirm", &id])) {
+            Ok(output) => output,
+            Err(cut_off) => {
+                let previous = activation
+                    .previous
+                    .as_deref()
+                    .map_or("none (nothing managed)", crate::agent::short);
+                emit(Event::Message {
+                    machine: machine.clone(),
+                    message: format!(
+                        "the new generation cut off SSH access ({cut_off}); the machine returns \
+                         to generation {previous} within {} s",
+                        timeout.as_secs().max(1)
+                    ),
+                });
+                let reason = match await_revert(host, &call(&["status"]), &id, timeout) {
+                    Some(current) => {
+                        let now = current.as_deref().map_or("none", crate::agent::short);
+                        emit(Event::Message {
+                            machine: machine.clone(),
+                            message: format!(
+                                "reconnected: the machine is back on generation {now}"
+                            ),
+                        });
+                        format!("it cut off SSH access; the machine reverted to generation {now} by itself")
+                    }
+                    None => format!(
+                        "it cut off SSH access; the machine reverts to generation {previous} by \
+                         itself, but could not be reached again to confirm that"
+                    ),
+                };
+                return Err((
+                    Stage::Confirm,
+                    Error::NotConfirmed {
+                        machine,
+                        generation: crate::agent::short(&id).to_owned(),
+                        reason,
+                    },
+                ));
+            }
+        };
         if !output.success() {
             return Err((
                 Stage::Confirm,
@@ -197,6 +225,70 @@ pub fn deploy(
         });
     }
     Ok(Outcome::Activated)
+}
+
+/// After a confirmation could not reach the machine: waits out its confirmation window,
+/// then reconnects (for up to half a minute) until the machine reports a current generation
+/// other than `id`. Returns that generation, or `None` when the machine stays unreachable
+/// or still runs `id`.
+fn await_revert(
+    host: &dyn Host,
+    status: &[String],
+    id: &str,
+    timeout: Duration,
+) -> Option<Option<String>> {
+    std::thread::sleep(timeout + Duration::from_secs(2));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(output) = host.run_fresh(status) {
+            if let Ok(status) = serde_json::from_slice::<Status>(&output.stdout) {
+                if status.current.as_deref() != Some(id) {
+                    return Some(status.current);
+                }
+            }
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// What deploying `job` would change, with nothing written to the machine: the agent of
+/// this build (or else the machine's newest one) compares the generation, sent on stdin and
+/// held in memory, with what is active; a machine with no agent gets the whole generation
+/// listed as new.
+fn dry_run(
+    host: &dyn Host,
+    job: &MachineDeploy,
+    call: &dyn Fn(&[&str]) -> Vec<String>,
+    emit: &dyn Fn(Event),
+) -> Result<Outcome, Error> {
+    let machine = host.machine().to_owned();
+    let id = &job.generation.id;
+    let bundle = job.generation.bundle();
+    let diff = |argv: Vec<String>| agent_json::<Changes>(host, &argv, Input::Bytes(&bundle));
+    let mut latest = vec![LATEST_AGENT.to_owned(), "agent".to_owned()];
+    latest.extend(["diff", "--stdin", id.as_str()].map(str::to_owned));
+    let (changes, first_deploy) = match diff(call(&["diff", "--stdin", id])) {
+        Ok(changes) => (changes, false),
+        Err(AgentCall::Missing) => match diff(latest) {
+            Ok(changes) => (changes, false),
+            // No agent at all (or one too old to compare without storing): a first deploy.
+            Err(AgentCall::Missing | AgentCall::Failed(_)) => {
+                (Changes::first_deploy(&job.generation.manifest), true)
+            }
+            Err(other) => return Err(other.into_error(&machine, "clan agent diff")),
+        },
+        Err(other) => return Err(other.into_error(&machine, "clan agent diff")),
+    };
+    emit(Event::DryRun {
+        machine,
+        generation: id.clone(),
+        changes,
+        first_deploy,
+    });
+    Ok(Outcome::DryRun)
 }
 
 /// Streams the agent binary to its path on the machine (temp name, then rename), after

@@ -144,8 +144,9 @@ impl Error {
                      be intercepting the connection"
                 ),
                 SshFailure::HostKeyUnknown => format!(
-                    "the host key of `{machine}` is not known: add it to known_hosts, or pass \
-                     `--host-key-check tofu` to trust it on first use"
+                    "the host key of `{machine}` is not known (first contact): compare its \
+                     fingerprint with the machine's and pass `--host-key-check ask` to be asked, \
+                     or `tofu` to trust it on first use"
                 ),
                 SshFailure::PermissionDenied => format!(
                     "the key offered was refused: load the admin key into ssh-agent or set \

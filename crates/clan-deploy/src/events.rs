@@ -68,6 +68,8 @@ pub enum Event {
         machine: String,
         generation: String,
         changes: Changes,
+        /// The machine has no clan agent yet: everything is listed as new.
+        first_deploy: bool,
     },
     Confirm {
         machine: String,
@@ -120,8 +122,19 @@ impl Event {
             }
             Event::Message { message, .. } => vec![message.clone()],
             Event::Activate { changes, .. } => vec![format!("activated: {}", changes.summary())],
-            Event::DryRun { changes, .. } => {
+            Event::DryRun {
+                changes,
+                first_deploy,
+                ..
+            } => {
                 let mut lines = vec![format!("would change: {}", changes.summary())];
+                if *first_deploy {
+                    lines.push(
+                        "first deploy: the machine has no clan agent yet, so everything is new \
+                         (files already on it are kept aside when it is deployed)"
+                            .to_owned(),
+                    );
+                }
                 let lists = [
                     ("group", &changes.groups_created),
                     ("user", &changes.users_created),

@@ -239,25 +239,50 @@ fn machine_target(
     }
 }
 
-/// A connected SSH host for one machine of `fleet`, for commands outside a fleet run
-/// (`machines generations`, `machines rollback`).
-pub fn connect(
-    fleet: &clan_eval::Fleet,
-    clan_dir: &Path,
-    name: &str,
-    ssh: &SshOptions,
-    target_override: Option<&str>,
-    control_dir: &ControlDir,
-) -> Result<SshHost, Error> {
-    let machine = fleet.machine(name)?;
-    let target = machine_target(fleet, &machine, target_override)?;
-    let mut host = SshHost::new(name, target, ssh.clone(), control_dir, 0);
-    let machine_name: Option<clan_secrets::MachineName> = name.parse().ok();
-    let host_key =
-        machine_name.and_then(|m| clan_vars::ssh_host_key(clan_dir, &m, &machine.config));
-    if let Some(key) = host_key {
-        host.trust_host_key(&key)?;
+/// How one machine of a clan is reached: where to connect, and the clan-generated host key
+/// it presents once deployed (trusted besides the user's known_hosts).
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Route {
+    pub machine: String,
+    pub target: Target,
+    pub host_key: Option<String>,
+}
+
+impl Route {
+    /// The route to machine `name` of `fleet`; `target_override` is `--target-host`.
+    pub fn of(
+        fleet: &clan_eval::Fleet,
+        clan_dir: &Path,
+        name: &str,
+        target_override: Option<&str>,
+    ) -> Result<Route, Error> {
+        let machine = fleet.machine(name)?;
+        let target = machine_target(fleet, &machine, target_override)?;
+        let machine_name: Option<clan_secrets::MachineName> = name.parse().ok();
+        let host_key =
+            machine_name.and_then(|m| clan_vars::ssh_host_key(clan_dir, &m, &machine.config));
+        Ok(Route {
+            machine: name.to_owned(),
+            target,
+            host_key,
+        })
     }
-    host.connect()?;
-    Ok(host)
+
+    /// A connected SSH host for this route, for commands outside a fleet run (`clan ssh`,
+    /// `machines generations`, `machines rollback`).
+    pub fn connect(&self, ssh: &SshOptions, control_dir: &ControlDir) -> Result<SshHost, Error> {
+        let mut host = SshHost::new(
+            &self.machine,
+            self.target.clone(),
+            ssh.clone(),
+            control_dir,
+            0,
+        );
+        if let Some(key) = &self.host_key {
+            host.trust_host_key(key)?;
+        }
+        host.connect()?;
+        Ok(host)
+    }
 }

@@ -109,7 +109,22 @@ pub struct SshHost {
     control_path: PathBuf,
     /// Host keys trusted besides the user's known_hosts (see [`SshHost::trust_host_key`]).
     known_hosts: Option<PathBuf>,
+    /// Whether the first connection fell back to the user's policy because the machine does
+    /// not present the clan host key yet (a fresh machine).
+    first_contact: bool,
     master: Option<Child>,
+}
+
+/// Held while a connection may ask the user about an unknown host key, so that prompts of a
+/// fleet run come one machine at a time.
+static HOST_KEY_PROMPT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// What `ssh -G` says about a destination: the settings host keys are looked up by.
+struct Resolved {
+    /// The names ssh looks the host key up under (`host`, `[host]:port`).
+    patterns: Vec<String>,
+    /// The known-hosts files ssh reads, user ones first.
+    known_hosts_files: Vec<PathBuf>,
 }
 
 impl SshHost {
@@ -127,6 +142,7 @@ impl SshHost {
             options,
             control_path: control_dir.path().join(slot.to_string()),
             known_hosts: None,
+            first_contact: false,
             master: None,
         }
     }
@@ -135,14 +151,30 @@ impl SshHost {
     /// installs, so that connections after the activation (the confirmation, later runs)
     /// recognise the machine. The key goes into a run-private known-hosts file listed with
     /// the system ones; the user's own known_hosts is neither read differently nor written.
+    /// A fresh machine still presenting its original key is met under the user's policy
+    /// instead (see [`Host::connect`]).
     pub fn trust_host_key(&mut self, key: &str) -> Result<(), Error> {
         if self.options.host_key_check == HostKeyCheck::None {
             return Ok(());
         }
-        // ssh looks the key up under the host name its configuration resolves to.
-        let resolved = Command::new("ssh")
+        let resolved = self.resolve()?;
+        let path = self.control_path.with_extension("known_hosts");
+        std::fs::write(&path, format!("{} {key}\n", resolved.patterns.join(","))).map_err(
+            |source| Error::Io {
+                context: "writing",
+                path: path.clone(),
+                source,
+            },
+        )?;
+        self.known_hosts = Some(path);
+        Ok(())
+    }
+
+    /// Asks `ssh -G` how it would connect to the target.
+    fn resolve(&self) -> Result<Resolved, Error> {
+        let output = Command::new("ssh")
             .args(self.options.base_args(&self.target))
-            .arg("-G")
+            .args(["-G", "--"])
             .arg(self.target.destination())
             .stdin(Stdio::null())
             .output()
@@ -150,49 +182,71 @@ impl SshHost {
                 program: "ssh".into(),
                 source,
             })?;
-        let settings = String::from_utf8_lossy(&resolved.stdout);
-        let setting = |name: &str| {
-            settings
-                .lines()
-                .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-                .map(str::to_owned)
-        };
-        let port: u16 = setting("port")
-            .and_then(|port| port.parse().ok())
-            .or(self.target.port)
-            .unwrap_or(22);
-        let mut hosts = vec![self.target.host.clone()];
-        hosts.extend(setting("hostname").filter(|name| *name != self.target.host));
-        let patterns: Vec<String> = hosts
-            .iter()
-            .map(|host| match port {
-                22 => host.clone(),
-                port => format!("[{host}]:{port}"),
-            })
-            .collect();
-        let path = self.control_path.with_extension("known_hosts");
-        std::fs::write(&path, format!("{} {key}\n", patterns.join(","))).map_err(|source| {
-            Error::Io {
-                context: "writing",
-                path: path.clone(),
-                source,
+        let settings = String::from_utf8_lossy(&output.stdout);
+        Ok(resolved_settings(&settings, &self.target))
+    }
+
+    /// Whether any of the user's or the system's known-hosts files has an entry for the
+    /// target, whatever its key.
+    fn host_is_known(&self) -> Result<bool, Error> {
+        let resolved = self.resolve()?;
+        for file in &resolved.known_hosts_files {
+            if Some(file) == self.known_hosts.as_ref() || !file.is_file() {
+                continue;
             }
-        })?;
-        self.known_hosts = Some(path);
-        Ok(())
+            for pattern in &resolved.patterns {
+                let found = Command::new("ssh-keygen")
+                    .arg("-F")
+                    .arg(pattern)
+                    .arg("-f")
+                    .arg(file)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .map_err(|source| Error::Spawn {
+                        program: "ssh-keygen".into(),
+                        source,
+                    })?;
+                if found.success() {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
     }
 
     fn command(&self, control: &[String]) -> Command {
         let mut command = Command::new("ssh");
         command.args(self.options.base_args(&self.target));
-        if let Some(known_hosts) = &self.known_hosts {
+        if let Some(known_hosts) = self.known_hosts.as_ref().filter(|_| !self.first_contact) {
             // OpenSSH accepts a host key found in any of the files it reads.
             command.arg("-o").arg(format!(
                 "GlobalKnownHostsFile=/etc/ssh/ssh_known_hosts /etc/ssh/ssh_known_hosts2 {}",
                 known_hosts.display()
             ));
         }
-        command.args(control).arg(self.target.destination());
+        command
+            .args(control)
+            .arg("--")
+            .arg(self.target.destination());
+        command
+    }
+
+    /// A command over a connection of its own (no ControlMaster), trusting the clan host key
+    /// again: after an activation the machine presents it.
+    fn fresh_command(&self) -> Command {
+        let mut command = Command::new("ssh");
+        command.args(self.options.base_args(&self.target));
+        if let Some(known_hosts) = &self.known_hosts {
+            command.arg("-o").arg(format!(
+                "GlobalKnownHostsFile=/etc/ssh/ssh_known_hosts /etc/ssh/ssh_known_hosts2 {}",
+                known_hosts.display()
+            ));
+        }
+        command
+            .args(["-o", "ControlMaster=no", "-o", "ControlPath=none", "--"])
+            .arg(self.target.destination());
         command
     }
 
@@ -225,17 +279,29 @@ impl SshHost {
         }
         Ok(output)
     }
-}
 
-impl Host for SshHost {
-    fn machine(&self) -> &str {
-        &self.machine
+    /// A login shell, or `command` (a command line for the machine's shell, as `ssh` takes
+    /// it), over the open connection with this terminal attached; `tty` requests a
+    /// terminal for a command (`ssh -t`). Returns the remote exit code (255 when ssh itself
+    /// failed, as ssh reports it).
+    pub fn session(&self, command: Option<&str>, tty: bool) -> Result<i32, Error> {
+        let mut control = self.control_args();
+        if tty {
+            control.push("-t".into());
+        }
+        let mut ssh = self.command(&control);
+        if let Some(command) = command {
+            ssh.arg(command);
+        }
+        let status = ssh.status().map_err(|source| Error::Spawn {
+            program: "ssh".into(),
+            source,
+        })?;
+        Ok(status.code().unwrap_or(255))
     }
 
-    fn connect(&mut self) -> Result<(), Error> {
-        if self.master.is_some() {
-            return Ok(());
-        }
+    /// Starts the ControlMaster and waits until its socket exists.
+    fn open_master(&mut self) -> Result<(), Error> {
         let log = self.control_path.with_extension("log");
         let log_file = std::fs::File::create(&log).map_err(|source| Error::Io {
             context: "creating",
@@ -281,6 +347,84 @@ impl Host for SshHost {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+}
+
+/// Reads `ssh -G` output: the host-key lookup names and the known-hosts files.
+fn resolved_settings(settings: &str, target: &Target) -> Resolved {
+    let setting = |name: &str| {
+        settings
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .map(str::to_owned)
+    };
+    let port: u16 = setting("port")
+        .and_then(|port| port.parse().ok())
+        .or(target.port)
+        .unwrap_or(22);
+    let mut hosts = vec![target.host.clone()];
+    for name in [setting("hostname"), setting("hostkeyalias")]
+        .into_iter()
+        .flatten()
+    {
+        if !hosts.contains(&name) {
+            hosts.push(name);
+        }
+    }
+    let patterns = hosts
+        .iter()
+        .map(|host| match port {
+            22 => host.clone(),
+            port => format!("[{host}]:{port}"),
+        })
+        .collect();
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let known_hosts_files = ["userknownhostsfile", "globalknownhostsfile"]
+        .into_iter()
+        .filter_map(setting)
+        .flat_map(|files| {
+            files
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .map(|file| match (file.strip_prefix("~/"), &home) {
+            (Some(rest), Some(home)) => home.join(rest),
+            _ => PathBuf::from(file),
+        })
+        .collect();
+    Resolved {
+        patterns,
+        known_hosts_files,
+    }
+}
+
+impl Host for SshHost {
+    fn machine(&self) -> &str {
+        &self.machine
+    }
+
+    /// Opens the ControlMaster. With a clan host key to trust, a machine that answers with
+    /// another key while the user's known-hosts files know nothing of it is a fresh machine
+    /// (not yet deployed): the connection is made again under the user's own first-contact
+    /// policy (`ask` prompts, `tofu` records, `strict` refuses). A key that differs from one
+    /// the user knows stays a mismatch.
+    fn connect(&mut self) -> Result<(), Error> {
+        if self.master.is_some() {
+            return Ok(());
+        }
+        let _prompt = (self.options.host_key_check == HostKeyCheck::Ask)
+            .then(|| HOST_KEY_PROMPT.lock().unwrap_or_else(|p| p.into_inner()));
+        match self.open_master() {
+            Err(Error::Ssh {
+                failure: SshFailure::HostKeyMismatch,
+                ..
+            }) if self.known_hosts.is_some() && !self.host_is_known()? => {
+                self.first_contact = true;
+                self.open_master()
+            }
+            other => other,
+        }
+    }
 
     fn run(&self, argv: &[String], input: Input<'_>) -> Result<RemoteOutput, Error> {
         let mut command = self.command(&self.control_args());
@@ -289,12 +433,7 @@ impl Host for SshHost {
     }
 
     fn run_fresh(&self, argv: &[String]) -> Result<RemoteOutput, Error> {
-        let mut command = self.command(&[
-            "-o".into(),
-            "ControlMaster=no".into(),
-            "-o".into(),
-            "ControlPath=none".into(),
-        ]);
+        let mut command = self.fresh_command();
         command.arg(command_line(argv));
         self.finish(run_with_input(command, Input::None)?)
     }

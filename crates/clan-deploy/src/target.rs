@@ -47,7 +47,12 @@ impl Target {
         if host.is_empty() {
             return Err(invalid("empty host"));
         }
-        // A host that looks like an option would be read as one by ssh.
+        // A user or host that looks like an option would be read as one by ssh.
+        if user.as_deref().is_some_and(|user| {
+            user.starts_with('-') || user.chars().any(|c| c.is_whitespace() || c.is_control())
+        }) {
+            return Err(invalid("not a user name"));
+        }
         if host.starts_with('-') || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(invalid("not a host name or address"));
         }
@@ -173,7 +178,9 @@ mod tests {
             "h:0",
             "h:x",
             "-oProxyCommand=x",
+            "-oProxyCommand=touch /tmp/x@h",
             "a b",
+            "ro ot@h",
             "[::1",
         ] {
             assert!(Target::parse("m", bad, "x").is_err(), "{bad}");

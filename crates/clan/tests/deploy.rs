@@ -58,6 +58,8 @@ impl Fixture {
             .args(args)
             .env("CLAN_DIR", self.clan.path())
             .env("CLAN_SSH_CONFIG", self.testbed.ssh_config())
+            // The machines are fresh, their host keys unknown: trust them on first use.
+            .env("CLAN_HOST_KEY_CHECK", "tofu")
             .env("XDG_CACHE_HOME", self.clan.path().join(".cache"));
         command
     }

@@ -21,11 +21,17 @@ use super::system::{self, Accounts};
 use super::AgentError;
 use crate::generation::{fill_template, Manifest};
 
-/// A generation stored on the machine.
+/// A generation stored on the machine (or, for a dry run, held in memory only).
 pub struct Stored {
     pub id: String,
     pub manifest: Manifest,
-    dir: PathBuf,
+    blobs: Blobs,
+}
+
+/// Where a generation's blobs are.
+enum Blobs {
+    Dir(PathBuf),
+    Memory(BTreeMap<String, Vec<u8>>),
 }
 
 impl Stored {
@@ -47,8 +53,17 @@ impl Stored {
         Ok(Stored {
             id: id.to_owned(),
             manifest,
-            dir,
+            blobs: Blobs::Dir(dir.join("blobs")),
         })
+    }
+
+    /// A received bundle kept in memory: what a dry run compares without storing anything.
+    pub fn in_memory(received: crate::generation::Received) -> Stored {
+        Stored {
+            id: received.id,
+            manifest: received.manifest,
+            blobs: Blobs::Memory(received.blobs),
+        }
     }
 
     /// The state before any generation: nothing managed.
@@ -56,13 +71,21 @@ impl Stored {
         Stored {
             id: String::new(),
             manifest: Manifest::default(),
-            dir: PathBuf::new(),
+            blobs: Blobs::Memory(BTreeMap::new()),
         }
     }
 
     fn blob(&self, key: &str) -> Result<Vec<u8>, AgentError> {
-        let path = self.dir.join("blobs").join(key);
-        fs::read(&path).map_err(AgentError::io("reading", &path))
+        match &self.blobs {
+            Blobs::Dir(dir) => {
+                let path = dir.join(key);
+                fs::read(&path).map_err(AgentError::io("reading", &path))
+            }
+            Blobs::Memory(blobs) => blobs
+                .get(key)
+                .cloned()
+                .ok_or_else(|| AgentError::Corrupt(format!("the generation has no blob `{key}`"))),
+        }
     }
 }
 
@@ -95,6 +118,22 @@ pub struct Changes {
 }
 
 impl Changes {
+    /// Everything `manifest` manages, as new: what a first deploy does to a machine that has
+    /// never had a generation (files already there are only found on the machine itself).
+    pub fn first_deploy(manifest: &Manifest) -> Changes {
+        let packages: std::collections::BTreeSet<&String> =
+            manifest.packages.values().flatten().collect();
+        Changes {
+            groups_created: manifest.groups.keys().cloned().collect(),
+            users_created: manifest.users.keys().cloned().collect(),
+            packages_installed: packages.into_iter().cloned().collect(),
+            secrets_changed: manifest.secrets.keys().cloned().collect(),
+            files_written: manifest.files.keys().cloned().collect(),
+            units_started: manifest.units.keys().cloned().collect(),
+            ..Changes::default()
+        }
+    }
+
     /// One line: `2 files written, 1 unit restarted`, or `no changes`.
     pub fn summary(&self) -> String {
         let parts: Vec<String> = [
@@ -132,12 +171,13 @@ type Units = BTreeMap<String, (Vec<u8>, bool, bool)>;
 type Secrets = BTreeMap<String, clan_secrets::Plaintext>;
 
 /// The boot-time unit that decrypts the current generation's secrets again (tmpfs is empty
-/// after a reboot).
+/// after a reboot) and restarts the waiter of a generation still awaiting confirmation.
 pub const SECRETS_UNIT: &str = "clan-secrets.service";
 
 fn secrets_unit(agent: &Path) -> String {
     format!(
-        "# Written by clan: decrypts the current generation's secrets into /run/clan/secrets.\n\
+        "# Written by clan: decrypts the current generation's secrets into /run/clan/secrets\n\
+         # and resumes a confirmation a reboot interrupted.\n\
          [Unit]\nDescription=clan secrets\nDefaultDependencies=no\n\
          After=local-fs.target\nBefore=sysinit.target\n\n\
          [Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=\"{}\" agent decrypt-secrets\n\n\
@@ -432,7 +472,9 @@ pub fn apply(
                 ),
             );
         }
-        if live && !generation.manifest.secrets.is_empty() {
+        // Every live generation has it: besides secrets, it resumes a confirmation that a
+        // reboot interrupted.
+        if live && !generation.id.is_empty() {
             units.insert(
                 SECRETS_UNIT.to_owned(),
                 (secrets_unit(agent).into_bytes(), true, false),

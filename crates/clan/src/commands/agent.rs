@@ -26,8 +26,13 @@ enum Command {
     Receive { generation: String },
     /// Install the machine's age key read from stdin.
     InstallKey,
-    /// What activating a stored generation would change.
-    Diff { generation: String },
+    /// What activating a stored generation would change (with --stdin: of the generation
+    /// read from stdin, which is not stored).
+    Diff {
+        generation: String,
+        #[arg(long)]
+        stdin: bool,
+    },
     /// Activate a stored generation.
     Activate {
         generation: String,
@@ -66,7 +71,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Status => print_json(&agent.status()?)?,
         Command::Receive { generation } => agent.receive(&generation, std::io::stdin().lock())?,
         Command::InstallKey => agent.install_key(std::io::stdin().lock())?,
-        Command::Diff { generation } => print_json(&agent.diff(&generation)?)?,
+        Command::Diff { generation, stdin } => {
+            let changes = if stdin {
+                agent.diff_bundle(&generation, std::io::stdin().lock())?
+            } else {
+                agent.diff(&generation)?
+            };
+            print_json(&changes)?
+        }
         Command::Activate {
             generation,
             confirm_timeout,

@@ -11,6 +11,7 @@ use std::time::Duration;
 use clan_deploy::agent::{Activation, HistoryEntry};
 use clan_deploy::deploy::{run_agent, AgentBinary, DeployOptions};
 use clan_deploy::events::Event;
+use clan_deploy::fleet::Route;
 use clan_deploy::ssh::{ControlDir, HostKeyCheck, SshHost, SshOptions};
 
 use crate::commands::output::{print_json, print_table};
@@ -29,19 +30,21 @@ enum HostKeyArg {
 /// How to reach machines.
 #[derive(clap::Args)]
 pub struct SshArgs {
-    /// How unknown or changed host keys are treated (`tofu`: trust on first use).
-    #[arg(long, value_enum, default_value = "ask")]
+    /// How host keys of machines met for the first time are treated: `ask` prompts on the
+    /// terminal, `tofu` records them, `strict` refuses them, `none` checks nothing (throwaway
+    /// machines only). A changed key is always refused, except under `none`.
+    #[arg(long, value_enum, default_value = "ask", env = "CLAN_HOST_KEY_CHECK")]
     host_key_check: HostKeyArg,
     /// An ssh_config file used instead of ~/.ssh/config (e.g. a testbed's).
     #[arg(long, env = "CLAN_SSH_CONFIG")]
     ssh_config: Option<PathBuf>,
     /// Connect to `[user@]host[:port]` instead of the machine's target.
     #[arg(long)]
-    target_host: Option<String>,
+    pub target_host: Option<String>,
 }
 
 impl SshArgs {
-    fn options(&self) -> SshOptions {
+    pub fn options(&self) -> SshOptions {
         SshOptions {
             config: self.ssh_config.clone(),
             host_key_check: match self.host_key_check {
@@ -59,9 +62,8 @@ impl SshArgs {
 pub struct UpdateArgs {
     /// Machines to deploy (default: all).
     machines: Vec<String>,
-    /// Only machines with this tag (repeat: all of them); with names, those of the names.
-    #[arg(long = "tags", value_name = "TAG", num_args = 1..)]
-    tags: Vec<String>,
+    #[command(flatten)]
+    tags: super::TagsArg,
     /// JSON file with answers to the prompts of vars still to generate (see `clan vars
     /// generate --help`); `-` reads stdin.
     #[arg(long, value_name = "FILE")]
@@ -114,9 +116,12 @@ pub struct RollbackArgs {
 
 pub fn update(args: UpdateArgs, dir: &Path) -> anyhow::Result<ExitCode> {
     let fleet = clan_eval::Fleet::open(dir)?;
-    let machines = selected_machines(&fleet, &args.machines, &args.tags)?;
-    for name in &machines {
-        fleet.machine(name)?;
+    let machines = fleet.select_machines(&args.machines, &args.tags.tags)?;
+    if args.ssh.target_host.is_some() && machines.len() != 1 {
+        return Err(hinted(format!(
+            "--target-host is one machine's address, but {} machines are selected",
+            machines.len()
+        ), "name exactly one machine, e.g. `clan machines update web01 --target-host root@203.0.113.4`"));
     }
     // Vars first, for every selected machine, all prompts before anything runs; a machine
     // whose vars still fail to generate then fails alone, at resolve. New public vars can
@@ -213,51 +218,13 @@ pub fn update(args: UpdateArgs, dir: &Path) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// The machines `names` and `tags` select: all when both are empty; with tags, those having
-/// every tag (among `names` when given). Unknown names are left for the deploy to report.
-fn selected_machines(
-    fleet: &clan_eval::Fleet,
-    names: &[String],
-    tags: &[String],
-) -> anyhow::Result<Vec<String>> {
-    let all = &fleet.summary.machines;
-    let candidates: Vec<String> = if names.is_empty() {
-        all.keys().cloned().collect()
-    } else {
-        names.to_vec()
-    };
-    if tags.is_empty() {
-        return Ok(candidates);
-    }
-    let selected: Vec<String> = candidates
-        .into_iter()
-        .filter(|name| {
-            all.get(name)
-                .is_some_and(|machine| tags.iter().all(|tag| machine.tags.contains(tag)))
-        })
-        .collect();
-    if selected.is_empty() {
-        return Err(hinted(
-            format!("no machine has the tags {}", tags.join(", ")),
-            "`clan machines list --tags TAG` shows which machines have a tag",
-        ));
-    }
-    Ok(selected)
-}
-
 /// A connection to one machine, for commands outside a fleet run, and its control directory
 /// (bound first, so that the host, dropped first, closes before the directory goes).
-fn connect(dir: &Path, machine: &str, ssh: &SshArgs) -> anyhow::Result<(ControlDir, SshHost)> {
+pub fn connect(dir: &Path, machine: &str, ssh: &SshArgs) -> anyhow::Result<(ControlDir, SshHost)> {
     let fleet = clan_eval::Fleet::open(dir)?;
+    let route = Route::of(&fleet, dir, machine, ssh.target_host.as_deref())?;
     let control_dir = ControlDir::new()?;
-    let host = clan_deploy::fleet::connect(
-        &fleet,
-        dir,
-        machine,
-        &ssh.options(),
-        ssh.target_host.as_deref(),
-        &control_dir,
-    )?;
+    let host = route.connect(&ssh.options(), &control_dir)?;
     Ok((control_dir, host))
 }
 
