@@ -276,7 +276,10 @@ fn dry_run(
             Ok(changes) => (changes, false),
             // No agent at all (or one too old to compare without storing): a first deploy.
             Err(AgentCall::Missing | AgentCall::Failed(_)) => {
-                (Changes::first_deploy(&job.generation.manifest), true)
+                let mut changes = Changes::first_deploy(&job.generation.manifest);
+                let paths: Vec<&String> = job.generation.manifest.files.keys().collect();
+                changes.files_kept_aside = existing_paths(host, &paths)?;
+                (changes, true)
             }
             Err(other) => return Err(other.into_error(&machine, "clan agent diff")),
         },
@@ -289,6 +292,32 @@ fn dry_run(
         first_deploy,
     });
     Ok(Outcome::DryRun)
+}
+
+/// Those of `paths` that exist on the machine (without an agent: a fixed shell loop over the
+/// paths as positional parameters).
+fn existing_paths(host: &dyn Host, paths: &[&String]) -> Result<Vec<String>, Error> {
+    if paths.is_empty() {
+        return Ok(Vec::new());
+    }
+    let script = r#"for p; do if [ -e "$p" ] || [ -L "$p" ]; then printf '%s\0' "$p"; fi; done"#;
+    let mut argv: Vec<String> = ["sh", "-c", script, "sh"].map(str::to_owned).to_vec();
+    argv.extend(paths.iter().map(|p| p.to_string()));
+    let output = host.run(&argv, Input::None)?;
+    if !output.success() {
+        return Err(Error::Remote {
+            machine: host.machine().to_owned(),
+            command: "looking for files a first deploy would keep aside".into(),
+            status: output.status(),
+            stderr: output.stderr,
+        });
+    }
+    Ok(output
+        .stdout
+        .split(|b| *b == 0)
+        .filter(|p| !p.is_empty())
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .collect())
 }
 
 /// Streams the agent binary to its path on the machine (temp name, then rename), after

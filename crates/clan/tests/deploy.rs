@@ -93,6 +93,38 @@ impl Fixture {
             .unwrap()
     }
 
+    /// How many magic rollbacks `machine`'s history records.
+    fn magic_rollbacks(&self, machine: &str) -> usize {
+        let output = self
+            .clan(&["machines", "generations", machine])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout)
+            .matches("magic-rollback")
+            .count()
+    }
+
+    /// Starts a deploy and kills it as soon as `path` appears on `machine` (activated, not
+    /// yet confirmed).
+    fn activate_then_kill_deployer(&self, machine: &str, path: &str) {
+        let mut child = self
+            .clan(&["machines", "update", "--confirm-timeout", "8"])
+            .process_group(0)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.on(machine, &format!("test -e {path}")).status.code() != Some(0) {
+            assert!(Instant::now() < deadline, "never activated");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", child.id())])
+            .status()
+            .unwrap();
+        child.wait().unwrap();
+    }
+
     fn stdout_on(&self, machine: &str, command: &str) -> String {
         let output = self.on(machine, command);
         String::from_utf8_lossy(&output.stdout).trim().to_owned()
@@ -137,7 +169,10 @@ fn deploy_lifecycle() {
     assert!(dry.contains("user alice"), "{dry}");
     assert!(dry.contains("unit (start) app.service"), "{dry}");
     assert!(dry.contains("file (keep aside) /etc/motd.d-test"), "{dry}");
+    assert!(dry.contains("first deploy"), "{dry}");
     assert_eq!(f.on("web", "test -e /etc/hello").status.code(), Some(1));
+    // Not even the agent or the generation went to the machine.
+    assert_eq!(f.on("web", "test -e /var/lib/clan").status.code(), Some(1));
 
     let first = f.update_ok(&[]);
     assert!(first.contains("confirmed"), "{first}");
@@ -170,7 +205,15 @@ fn deploy_lifecycle() {
     );
 
     // Changing the unit restarts it; dropping files removes them; the original comes back.
+    // A dry run first compares on the machine without storing the new generation.
     f.configure("web", &base("", "ExecStart=/bin/sleep 2000"));
+    let stored = || f.stdout_on("web", "ls /var/lib/clan/generations");
+    let before = stored();
+    let dry = f.update_ok(&["--dry-run"]);
+    assert!(dry.contains("unit (restart) app.service"), "{dry}");
+    assert!(dry.contains("file (remove) /etc/dropped"), "{dry}");
+    assert!(!dry.contains("first deploy"), "{dry}");
+    assert_eq!(stored(), before, "a dry run stored a generation");
     let second = f.update_ok(&[]);
     assert!(second.contains("unit restarted"), "{second}");
     assert_ne!(
@@ -202,7 +245,9 @@ fn deploy_lifecycle() {
 
 #[test]
 fn deploy_faults() {
-    let Some(f) = fixture(&["db"]) else { return };
+    let Some(mut f) = fixture(&["db"]) else {
+        return;
+    };
     f.configure(
         "db",
         &format!(
@@ -295,32 +340,70 @@ fn deploy_faults() {
         "0"
     );
 
-    // Connection cut after activation: the machine reverts by itself within the timeout.
+    // A generation that cuts off SSH access (its unit stops sshd; sessions already open
+    // survive, as with a firewall that drops new connections): the confirmation cannot get
+    // in, the deployer says so, the machine reverts by itself within the timeout (stopping
+    // the unit starts sshd again), and the deployer reconnects to see it.
     f.configure(
         "db",
-        "{\"files\": {\"/etc/unconfirmed\": {\"content\": \"u\"}}}",
+        &format!(
+            "{{\"files\": {{\"/etc/unconfirmed\": {{\"content\": \"u\"}}}}, \"units\": {{\"cut-off.service\": {}}}}}",
+            unit("Type=oneshot\\nRemainAfterExit=yes\\nExecStart=/bin/systemctl stop ssh.service\\nExecStop=/bin/systemctl start ssh.service")
+        ),
     );
-    let mut child = f
-        .clan(&["machines", "update", "--confirm-timeout", "4"])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while f.on("db", "test -e /etc/unconfirmed").status.code() != Some(0) {
-        assert!(Instant::now() < deadline, "never activated");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    f.testbed.link_down("db").unwrap();
-    let status = child.wait().unwrap();
-    assert!(!status.success());
-    std::thread::sleep(Duration::from_secs(5));
-    f.testbed.link_up("db").unwrap();
+    let output = f.update(&[]);
+    assert_eq!(output.status.code(), Some(1));
+    let text = stderr(&output);
+    assert!(
+        text.contains("cut off SSH access") && text.contains("returns to generation"),
+        "{text}"
+    );
+    assert!(text.contains("back on generation"), "{text}");
     assert_eq!(
         f.on("db", "test -e /etc/unconfirmed").status.code(),
         Some(1)
     );
     let generations = f.clan(&["machines", "generations", "db"]).output().unwrap();
     assert!(String::from_utf8_lossy(&generations.stdout).contains("magic-rollback"));
+
+    // The deployer dies right after an activation, and so does the machine's waiter (stopped
+    // for good): past the deadline the stale confirmation blocks nothing, and the next deploy
+    // first puts the unconfirmed generation back.
+    f.configure("db", "{\"files\": {\"/etc/orphan\": {\"content\": \"o\"}}}");
+    f.activate_then_kill_deployer("db", "/etc/orphan");
+    let before = f.magic_rollbacks("db");
+    f.on("db", "systemctl stop 'clan-confirm-*'");
+    std::thread::sleep(Duration::from_secs(9));
+    assert_eq!(
+        f.stdout_on("db", "cat /etc/orphan"),
+        "o",
+        "nothing reverted it yet"
+    );
+    f.configure("db", "{\"files\": {\"/etc/after\": {\"content\": \"a\"}}}");
+    f.update_ok(&[]);
+    assert_eq!(f.on("db", "test -e /etc/orphan").status.code(), Some(1));
+    assert_eq!(f.stdout_on("db", "cat /etc/after"), "a");
+    assert_eq!(f.magic_rollbacks("db"), before + 1);
+
+    // A reboot inside the confirmation window: the machine comes back up, resumes waiting,
+    // and reverts when no confirmation comes.
+    f.configure(
+        "db",
+        "{\"files\": {\"/etc/rebooted\": {\"content\": \"r\"}}}",
+    );
+    f.activate_then_kill_deployer("db", "/etc/rebooted");
+    f.testbed.stop("db").unwrap();
+    f.testbed.start("db").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while f.on("db", "test -e /etc/rebooted").status.code() != Some(1) {
+        assert!(
+            Instant::now() < deadline,
+            "the rebooted machine kept the generation"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(f.stdout_on("db", "cat /etc/after"), "a");
+    assert_eq!(f.magic_rollbacks("db"), before + 2);
 
     // Two deploys of the same machine at once never interleave: both end well or one says why.
     f.configure(
