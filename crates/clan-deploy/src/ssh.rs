@@ -105,6 +105,9 @@ impl ControlDir {
 pub struct SshHost {
     machine: String,
     target: Target,
+    /// Where the ControlMaster connects: `target`, or the same host on its fallback port when
+    /// the machine did not answer on the target's (not deployed with its sshd port yet).
+    master_target: Target,
     options: SshOptions,
     control_path: PathBuf,
     /// Host keys trusted besides the user's known_hosts (see [`SshHost::trust_host_key`]).
@@ -138,6 +141,7 @@ impl SshHost {
     ) -> SshHost {
         SshHost {
             machine: machine.to_owned(),
+            master_target: target.clone(),
             target,
             options,
             control_path: control_dir.path().join(slot.to_string()),
@@ -157,25 +161,28 @@ impl SshHost {
         if self.options.host_key_check == HostKeyCheck::None {
             return Ok(());
         }
-        let resolved = self.resolve()?;
+        let mut patterns = self.resolve(&self.target)?.patterns;
+        if let Some(port) = self.target.fallback_port {
+            patterns.extend(self.resolve(&self.target.on_port(port))?.patterns);
+        }
         let path = self.control_path.with_extension("known_hosts");
-        std::fs::write(&path, format!("{} {key}\n", resolved.patterns.join(","))).map_err(
-            |source| Error::Io {
+        std::fs::write(&path, format!("{} {key}\n", patterns.join(","))).map_err(|source| {
+            Error::Io {
                 context: "writing",
                 path: path.clone(),
                 source,
-            },
-        )?;
+            }
+        })?;
         self.known_hosts = Some(path);
         Ok(())
     }
 
-    /// Asks `ssh -G` how it would connect to the target.
-    fn resolve(&self) -> Result<Resolved, Error> {
+    /// Asks `ssh -G` how it would connect to `target`.
+    fn resolve(&self, target: &Target) -> Result<Resolved, Error> {
         let output = Command::new("ssh")
-            .args(self.options.base_args(&self.target))
+            .args(self.options.base_args(target))
             .args(["-G", "--"])
-            .arg(self.target.destination())
+            .arg(target.destination())
             .stdin(Stdio::null())
             .output()
             .map_err(|source| Error::Spawn {
@@ -183,13 +190,13 @@ impl SshHost {
                 source,
             })?;
         let settings = String::from_utf8_lossy(&output.stdout);
-        Ok(resolved_settings(&settings, &self.target))
+        Ok(resolved_settings(&settings, target))
     }
 
     /// Whether any of the user's or the system's known-hosts files has an entry for the
     /// target, whatever its key.
     fn host_is_known(&self) -> Result<bool, Error> {
-        let resolved = self.resolve()?;
+        let resolved = self.resolve(&self.master_target)?;
         for file in &resolved.known_hosts_files {
             if Some(file) == self.known_hosts.as_ref() || !file.is_file() {
                 continue;
@@ -216,38 +223,32 @@ impl SshHost {
         Ok(false)
     }
 
-    fn command(&self, control: &[String]) -> Command {
+    /// `ssh` to `target` with the run's options and `extra` before the destination; with
+    /// `trust_clan_key`, the clan host key counts as known too.
+    fn ssh(&self, target: &Target, trust_clan_key: bool, extra: &[String]) -> Command {
         let mut command = Command::new("ssh");
-        command.args(self.options.base_args(&self.target));
-        if let Some(known_hosts) = self.known_hosts.as_ref().filter(|_| !self.first_contact) {
+        command.args(self.options.base_args(target));
+        if let Some(known_hosts) = self.known_hosts.as_ref().filter(|_| trust_clan_key) {
             // OpenSSH accepts a host key found in any of the files it reads.
             command.arg("-o").arg(format!(
                 "GlobalKnownHostsFile=/etc/ssh/ssh_known_hosts /etc/ssh/ssh_known_hosts2 {}",
                 known_hosts.display()
             ));
         }
-        command
-            .args(control)
-            .arg("--")
-            .arg(self.target.destination());
+        command.args(extra).arg("--").arg(target.destination());
         command
     }
 
-    /// A command over a connection of its own (no ControlMaster), trusting the clan host key
-    /// again: after an activation the machine presents it.
+    /// A command over the ControlMaster (or starting it, with `control`).
+    fn command(&self, control: &[String]) -> Command {
+        self.ssh(&self.master_target, !self.first_contact, control)
+    }
+
+    /// A command over a connection of its own (no ControlMaster), to the target's own port
+    /// and trusting the clan host key again: after an activation the machine presents both.
     fn fresh_command(&self) -> Command {
-        let mut command = Command::new("ssh");
-        command.args(self.options.base_args(&self.target));
-        if let Some(known_hosts) = &self.known_hosts {
-            command.arg("-o").arg(format!(
-                "GlobalKnownHostsFile=/etc/ssh/ssh_known_hosts /etc/ssh/ssh_known_hosts2 {}",
-                known_hosts.display()
-            ));
-        }
-        command
-            .args(["-o", "ControlMaster=no", "-o", "ControlPath=none", "--"])
-            .arg(self.target.destination());
-        command
+        let extra = ["-o", "ControlMaster=no", "-o", "ControlPath=none"].map(str::to_owned);
+        self.ssh(&self.target, true, &extra)
     }
 
     fn control_args(&self) -> Vec<String> {
@@ -414,7 +415,20 @@ impl Host for SshHost {
         }
         let _prompt = (self.options.host_key_check == HostKeyCheck::Ask)
             .then(|| HOST_KEY_PROMPT.lock().unwrap_or_else(|p| p.into_inner()));
-        match self.open_master() {
+        let opened = match (self.open_master(), self.target.fallback_port) {
+            (
+                Err(Error::Ssh {
+                    failure: SshFailure::Unreachable,
+                    ..
+                }),
+                Some(port),
+            ) => {
+                self.master_target = self.target.on_port(port);
+                self.open_master()
+            }
+            (other, _) => other,
+        };
+        match opened {
             Err(Error::Ssh {
                 failure: SshFailure::HostKeyMismatch,
                 ..
@@ -458,6 +472,7 @@ mod tests {
             host: "10.0.0.1".into(),
             port,
             source: "test".into(),
+            fallback_port: None,
         }
     }
 

@@ -309,6 +309,39 @@ fn builtin_services_deploy_with_vars_and_secrets() {
     ]));
     assert!(generations.status.success(), "generations failed");
     assert_eq!(f.presented_host_key(), var_host_key);
+
+    // sshd's port: the deploy reaches the machine where it listens (22), the machine then
+    // listens on 2222 only, the confirmation and every later command follow it.
+    f.clan_ok(&["instances", "set", "ssh", "server.port=2222"]);
+    let strict_update = [
+        "machines",
+        "update",
+        "--confirm-timeout",
+        "10",
+        "--host-key-check",
+        "strict",
+    ];
+    let moved = run(&mut f.clan(&strict_update));
+    assert!(moved.status.success(), "deploy of the new port failed");
+    assert!(String::from_utf8_lossy(&moved.stderr).contains("confirmed"));
+    let listens = |port: u16| {
+        let address = std::net::SocketAddr::new(f.address().parse().unwrap(), port);
+        std::net::TcpStream::connect_timeout(&address, std::time::Duration::from_secs(3)).is_ok()
+    };
+    assert!(listens(2222), "sshd does not listen on 2222");
+    assert!(!listens(22), "sshd still listens on 22");
+    let again = run(&mut f.clan(&strict_update));
+    assert!(again.status.success(), "deploy on the new port failed");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("unchanged"));
+    let ssh = run(&mut f.clan(&[
+        "ssh",
+        MACHINE,
+        "--host-key-check",
+        "strict",
+        "--",
+        "hostname",
+    ]));
+    assert_eq!(stdout(&ssh), MACHINE);
 }
 
 #[test]
