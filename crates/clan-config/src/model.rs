@@ -61,9 +61,16 @@ pub struct Unit {
     pub content: String,
     #[serde(default = "yes")]
     pub enabled: bool,
-    /// Restart the unit when its content or a file it depends on changes.
+    /// Restart the unit when its content, or a file in `restart_triggers`, changes.
     #[serde(default = "yes")]
     pub restart_on_change: bool,
+    /// Files (managed paths, or secrets under `/run/clan/secrets/`) the unit reads: a change
+    /// to one restarts it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restart_triggers: Vec<String>,
+    /// Files whose change reloads the unit (`systemctl reload-or-restart`) instead.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reload_triggers: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

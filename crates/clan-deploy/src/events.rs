@@ -146,6 +146,7 @@ impl Event {
                     ("file (keep aside)", &changes.files_kept_aside),
                     ("unit (start)", &changes.units_started),
                     ("unit (restart)", &changes.units_restarted),
+                    ("unit (reload)", &changes.units_reloaded),
                     ("unit (stop)", &changes.units_stopped),
                 ];
                 for (what, items) in lists {

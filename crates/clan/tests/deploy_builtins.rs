@@ -402,6 +402,33 @@ fn data_mesher_deploys_and_its_members_find_each_other() {
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
     assert_eq!(seen, (1, 1), "peers seen by (hub, laptop)");
+
+    // A changed setting changes dm.toml, and the daemon is restarted to read it: the local
+    // API moves to the new port, where `clan mesher status` (reading dm.toml) finds it.
+    let pid = || {
+        stdout(&on(
+            "laptop",
+            "systemctl show -P MainPID data-mesher.service",
+        ))
+    };
+    let before = pid();
+    f.clan_ok(&["instances", "set", "mesh", "default.httpPort=7332"]);
+    let output = run(&mut f.clan(&["machines", "update", "laptop", "--host-key-check", "strict"]));
+    assert!(output.status.success(), "redeploy failed");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("unit restarted"),
+        "the daemon was not restarted"
+    );
+    assert_ne!(pid(), before);
+    let mut found = 0;
+    for _ in 0..60 {
+        found = peers("laptop");
+        if found == 1 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert_eq!(found, 1, "the daemon does not answer on its new port");
 }
 
 /// A fresh machine whose host key the deployer has never seen, with the sshd service (which

@@ -19,7 +19,7 @@ use zeroize::Zeroizing;
 use super::store::{create_dir, Paths};
 use super::system::{self, Accounts};
 use super::AgentError;
-use crate::generation::{fill_template, Manifest};
+use crate::generation::{fill_template, Manifest, SECRETS_ROOT};
 
 /// A generation stored on the machine (or, for a dry run, held in memory only).
 pub struct Stored {
@@ -114,6 +114,8 @@ pub struct Changes {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub units_restarted: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub units_reloaded: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub units_stopped: Vec<String>,
 }
 
@@ -147,6 +149,7 @@ impl Changes {
             (self.files_kept_aside.len(), "file kept aside"),
             (self.units_started.len(), "unit started"),
             (self.units_restarted.len(), "unit restarted"),
+            (self.units_reloaded.len(), "unit reloaded"),
             (self.units_stopped.len(), "unit stopped"),
         ]
         .into_iter()
@@ -164,8 +167,17 @@ impl Changes {
     }
 }
 
-/// Unit name → (content, enabled, restart on change).
-type Units = BTreeMap<String, (Vec<u8>, bool, bool)>;
+/// What activation does with one unit.
+struct UnitPlan {
+    content: Vec<u8>,
+    enabled: bool,
+    restart_on_change: bool,
+    restart_triggers: Vec<String>,
+    reload_triggers: Vec<String>,
+}
+
+/// Unit name → plan.
+type Units = BTreeMap<String, UnitPlan>;
 
 /// Decrypted secrets of a generation, by `<generator>/<file>`.
 type Secrets = BTreeMap<String, clan_secrets::Plaintext>;
@@ -465,11 +477,13 @@ pub fn apply(
         for (name, unit) in &generation.manifest.units {
             units.insert(
                 name.clone(),
-                (
-                    generation.blob(&unit.blob)?,
-                    unit.enabled,
-                    unit.restart_on_change,
-                ),
+                UnitPlan {
+                    content: generation.blob(&unit.blob)?,
+                    enabled: unit.enabled,
+                    restart_on_change: unit.restart_on_change,
+                    restart_triggers: unit.restart_triggers.clone(),
+                    reload_triggers: unit.reload_triggers.clone(),
+                },
             );
         }
         // Every live generation has it: besides secrets, it resumes a confirmation that a
@@ -477,7 +491,13 @@ pub fn apply(
         if live && !generation.id.is_empty() {
             units.insert(
                 SECRETS_UNIT.to_owned(),
-                (secrets_unit(agent).into_bytes(), true, false),
+                UnitPlan {
+                    content: secrets_unit(agent).into_bytes(),
+                    enabled: true,
+                    restart_on_change: false,
+                    restart_triggers: Vec::new(),
+                    reload_triggers: Vec::new(),
+                },
             );
         }
         Ok(units)
@@ -503,7 +523,7 @@ pub fn apply(
         )?;
     }
     let mut written = Vec::new();
-    for (name, (content, _, _)) in &new_units {
+    for (name, UnitPlan { content, .. }) in &new_units {
         let managed = old_units.contains_key(name);
         let mut unit_changes = Changes::default();
         let root = Some(0);
@@ -528,7 +548,10 @@ pub fn apply(
         system::systemctl("daemon-reload", &[])?;
     }
     for name in written {
-        let (_, enabled, restart_on_change) = new_units[name];
+        let Some(plan) = new_units.get(name) else {
+            continue;
+        };
+        let (enabled, restart_on_change) = (plan.enabled, plan.restart_on_change);
         let is_new = !old_units.contains_key(name);
         if !enabled || name == SECRETS_UNIT {
             if !dry_run && live && enabled {
@@ -546,6 +569,45 @@ pub fn apply(
         if !dry_run && live {
             system::systemctl("enable", &[name])?;
             let verb = if is_new { "start" } else { "restart" };
+            system::systemctl(verb, &[name]).map_err(|error| {
+                AgentError::Step(format!("unit `{name}` failed to {verb}: {error}"))
+            })?;
+        }
+    }
+    // Units whose own file did not change but whose inputs did.
+    let touched: std::collections::BTreeSet<String> = changes
+        .files_written
+        .iter()
+        .cloned()
+        .chain(
+            changes
+                .secrets_changed
+                .iter()
+                .map(|secret| format!("{SECRETS_ROOT}{secret}")),
+        )
+        .collect();
+    let mut input_changed = Vec::new();
+    for (name, plan) in &new_units {
+        let already =
+            changes.units_started.contains(name) || changes.units_restarted.contains(name);
+        if already || !plan.enabled || !old_units.contains_key(name) {
+            continue;
+        }
+        let hit = |triggers: &[String]| triggers.iter().any(|t| touched.contains(t));
+        if hit(&plan.restart_triggers) {
+            input_changed.push((name.as_str(), "restart"));
+        } else if hit(&plan.reload_triggers) {
+            input_changed.push((name.as_str(), "reload-or-restart"));
+        }
+    }
+    for (name, verb) in input_changed {
+        let list = if verb == "restart" {
+            &mut changes.units_restarted
+        } else {
+            &mut changes.units_reloaded
+        };
+        list.push(name.to_owned());
+        if !dry_run && live {
             system::systemctl(verb, &[name]).map_err(|error| {
                 AgentError::Step(format!("unit `{name}` failed to {verb}: {error}"))
             })?;

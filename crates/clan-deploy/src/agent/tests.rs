@@ -175,3 +175,44 @@ fn truncated_uploads_store_nothing() {
         Err(AgentError::UnknownGeneration(_))
     ));
 }
+
+#[test]
+fn units_restart_or_reload_when_a_declared_input_changes() {
+    let root = image();
+    let agent = Agent::new(root.path());
+    let generation = |app: &str, other: &str| {
+        let mut config = config(&[("/etc/app.conf", app), ("/etc/other.conf", other)]);
+        let unit = |restart: &[&str], reload: &[&str]| clan_config::Unit {
+            content: "[Service]\nExecStart=/bin/true\n".into(),
+            enabled: true,
+            restart_on_change: true,
+            restart_triggers: restart.iter().map(|p| p.to_string()).collect(),
+            reload_triggers: reload.iter().map(|p| p.to_string()).collect(),
+        };
+        config
+            .units
+            .insert("app.service".into(), unit(&["/etc/app.conf"], &[]));
+        config
+            .units
+            .insert("other.service".into(), unit(&[], &["/etc/other.conf"]));
+        config
+            .units
+            .insert("bystander.service".into(), unit(&[], &[]));
+        store(&agent, &config)
+    };
+    let first = generation("a=1\n", "o=1\n");
+    agent.activate(&first, &NO_MAGIC, || {}).unwrap();
+
+    let app_changed = generation("a=2\n", "o=1\n");
+    let changes = agent
+        .activate(&app_changed, &NO_MAGIC, || {})
+        .unwrap()
+        .changes;
+    assert_eq!(changes.units_restarted, ["app.service"]);
+    assert!(changes.units_reloaded.is_empty());
+
+    let other_changed = generation("a=2\n", "o=2\n");
+    let changes = agent.diff(&other_changed).unwrap();
+    assert!(changes.units_restarted.is_empty());
+    assert_eq!(changes.units_reloaded, ["other.service"]);
+}
