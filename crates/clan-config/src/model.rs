@@ -201,6 +201,10 @@ pub struct State {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Firewall {
+    /// Turn the machine's firewall on: new inbound connections are dropped except to these
+    /// ports and SSH (see `clan_deploy::firewall`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub enable: bool,
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub tcp: BTreeSet<u16>,
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
@@ -209,7 +213,7 @@ pub struct Firewall {
 
 impl Firewall {
     fn is_empty(&self) -> bool {
-        self.tcp.is_empty() && self.udp.is_empty()
+        !self.enable && self.tcp.is_empty() && self.udp.is_empty()
     }
 }
 

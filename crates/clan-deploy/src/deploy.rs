@@ -167,62 +167,71 @@ pub fn deploy(
         changes: activation.changes,
     });
     if let (Some(_), Some(timeout)) = (activation.confirm_by, options.confirm_timeout) {
-        // A new connection: proves the machine is still reachable after activation.
-        let output = match host.run_fresh(&call(&["confirm", &id])) {
-            Ok(output) => output,
-            Err(cut_off) => {
-                let previous = activation
-                    .previous
-                    .as_deref()
-                    .map_or("none (nothing managed)", crate::agent::short);
-                emit(Event::Message {
+        let previous = activation
+            .previous
+            .as_deref()
+            .map_or("none (nothing managed)", crate::agent::short)
+            .to_owned();
+        let say = |message: String| {
+            emit(Event::Message {
+                machine: machine.clone(),
+                message,
+            })
+        };
+        let cut_off = |why: &str| {
+            say(format!(
+                "the new generation cut off SSH access ({why}); the machine returns to \
+                 generation {previous} within {} s",
+                timeout.as_secs().max(1)
+            ))
+        };
+        let not_confirmed = |reason: String| {
+            Err((
+                Stage::Confirm,
+                Error::NotConfirmed {
                     machine: machine.clone(),
-                    message: format!(
-                        "the new generation cut off SSH access ({cut_off}); the machine returns \
-                         to generation {previous} within {} s",
-                        timeout.as_secs().max(1)
-                    ),
-                });
+                    generation: crate::agent::short(&id).to_owned(),
+                    reason,
+                },
+            ))
+        };
+        // A new connection: proves the machine is still reachable after activation.
+        match host.run_fresh(&call(&["confirm", &id])) {
+            Ok(output) if output.success() => emit(Event::Confirm {
+                machine: machine.clone(),
+                generation: id.clone(),
+            }),
+            // It got in only once the machine had reverted by itself.
+            Ok(output) if output.code == Some(i32::from(crate::agent::EXIT_REVERTED)) => {
+                cut_off("the confirmation got in only after the deadline");
+                say(format!(
+                    "reconnected: the machine is back on generation {previous}"
+                ));
+                return not_confirmed(format!(
+                    "it cut off SSH access; the machine reverted to generation {previous} by itself"
+                ));
+            }
+            Ok(output) => return not_confirmed(agent_message(&output)),
+            Err(error) => {
+                cut_off(&error.to_string());
                 let reason = match await_revert(host, &call(&["status"]), &id, timeout) {
                     Some(current) => {
                         let now = current.as_deref().map_or("none", crate::agent::short);
-                        emit(Event::Message {
-                            machine: machine.clone(),
-                            message: format!(
-                                "reconnected: the machine is back on generation {now}"
-                            ),
-                        });
-                        format!("it cut off SSH access; the machine reverted to generation {now} by itself")
+                        say(format!(
+                            "reconnected: the machine is back on generation {now}"
+                        ));
+                        format!(
+                            "it cut off SSH access; the machine reverted to generation {now} by itself"
+                        )
                     }
                     None => format!(
                         "it cut off SSH access; the machine reverts to generation {previous} by \
                          itself, but could not be reached again to confirm that"
                     ),
                 };
-                return Err((
-                    Stage::Confirm,
-                    Error::NotConfirmed {
-                        machine,
-                        generation: crate::agent::short(&id).to_owned(),
-                        reason,
-                    },
-                ));
+                return not_confirmed(reason);
             }
-        };
-        if !output.success() {
-            return Err((
-                Stage::Confirm,
-                Error::NotConfirmed {
-                    machine,
-                    generation: crate::agent::short(&id).to_owned(),
-                    reason: agent_message(&output),
-                },
-            ));
         }
-        emit(Event::Confirm {
-            machine,
-            generation: id,
-        });
     }
     Ok(Outcome::Activated)
 }

@@ -127,6 +127,7 @@ impl Generation {
         config: &MachineConfig,
         secrets: &[SecretFile<'_>],
     ) -> Result<Generation, InvalidConfig> {
+        let config = &crate::firewall::with_firewall(config)?;
         let mut blobs = BTreeMap::new();
         let mut add_blob = |content: &[u8]| {
             let key = hash(content);

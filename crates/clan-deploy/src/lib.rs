@@ -6,7 +6,8 @@
 //!
 //! Modules: [`target`] picks where to connect, [`ssh`] is the transport (one ControlMaster per
 //! machine per run) behind the [`host::Host`] trait, [`quote`] is the one place argv becomes a
-//! shell string, [`generation`] builds and serialises generations, [`deploy`] runs the stages
+//! shell string, [`generation`] builds and serialises generations (with [`firewall`]'s rule
+//! set when the machine's firewall is on), [`deploy`] runs the stages
 //! for one machine and [`fleet`] for many, reporting [`events::Event`]s. [`agent`] is the machine
 //! side (`clan agent …`).
 //!
@@ -17,6 +18,7 @@ pub mod agent;
 pub mod deploy;
 mod error;
 pub mod events;
+pub mod firewall;
 pub mod fleet;
 pub mod generation;
 pub mod host;

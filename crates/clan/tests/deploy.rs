@@ -583,3 +583,101 @@ fn fleet_with_unreachable_machines_and_clear_errors() {
         stderr(&lost)
     );
 }
+
+/// Whether a TCP connection to `port` on `address` is accepted within two seconds.
+fn accepts(address: std::net::Ipv4Addr, port: u16) -> bool {
+    let address = std::net::SocketAddr::from((address, port));
+    std::net::TcpStream::connect_timeout(&address, Duration::from_secs(2)).is_ok()
+}
+
+/// A socket unit on `port` (systemd itself listens) and its service template.
+fn listener(port: u16) -> serde_json::Value {
+    serde_json::json!({
+        format!("listen{port}.socket"): {"content": format!(
+            "[Unit]\nDescription=listener\n[Socket]\nListenStream={port}\nAccept=yes\n[Install]\nWantedBy=sockets.target\n"
+        )},
+        format!("listen{port}@.service"): {"content": "[Service]\nExecStart=/bin/true\nStandardInput=socket\n", "enabled": false},
+    })
+}
+
+/// The firewall: declared ports open and others dropped, SSH always reachable, a changed
+/// port list applied on the next deploy, other tables untouched, everything gone when it is
+/// turned off; and a rule set that locks the deployer out reverted by magic rollback.
+#[test]
+fn firewall_opens_declared_ports_only_and_a_lockout_reverts() {
+    let Some(f) = fixture(&["fw"]) else { return };
+    let address = f.testbed.machine("fw").unwrap().address;
+    f.on("fw", "nft add table inet theirs");
+    let mut units = listener(8080);
+    units
+        .as_object_mut()
+        .unwrap()
+        .extend(listener(8081).as_object().unwrap().clone());
+    let deploy = |firewall: serde_json::Value, extra: &[&str]| {
+        let config = serde_json::json!({"units": units, "firewall": firewall});
+        let starlark = config
+            .to_string()
+            .replace("false", "False")
+            .replace("true", "True");
+        f.configure("fw", &starlark);
+        f.update(extra)
+    };
+    let tables = || f.stdout_on("fw", "nft list tables");
+
+    assert!(
+        deploy(serde_json::json!({"enable": true, "tcp": [8080]}), &[])
+            .status
+            .success()
+    );
+    assert!(accepts(address, 8080), "a declared port is dropped");
+    assert!(!accepts(address, 8081), "an undeclared port is open");
+    assert!(accepts(address, 22), "SSH is dropped");
+    assert!(tables().contains("table inet clan"), "{}", tables());
+    assert!(tables().contains("table inet theirs"), "{}", tables());
+
+    assert!(
+        deploy(serde_json::json!({"enable": true, "tcp": [8081]}), &[])
+            .status
+            .success()
+    );
+    assert!(!accepts(address, 8080), "a dropped port stays open");
+    assert!(accepts(address, 8081));
+
+    assert!(deploy(serde_json::json!({"tcp": [8081]}), &[])
+        .status
+        .success());
+    assert!(accepts(address, 8080) && accepts(address, 8081));
+    assert!(!tables().contains("table inet clan"), "{}", tables());
+    assert!(tables().contains("table inet theirs"), "{}", tables());
+
+    // sshd also listens on 2222, which the deployer uses; a firewall that does not declare
+    // it drops the confirmation's new connection (the open one survives): magic rollback.
+    let sshd = serde_json::json!({
+        "files": {"/etc/ssh/sshd_config.d/01-ports.conf": {"content": "Port 22\nPort 2222\n"}},
+        "units": {"ports-reload.service": {
+            "content": "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/systemctl reload-or-restart ssh.service\n[Install]\nWantedBy=multi-user.target\n",
+            "restartTriggers": ["/etc/ssh/sshd_config.d/01-ports.conf"],
+        }},
+    });
+    let with_sshd = |firewall: serde_json::Value| {
+        let mut config = sshd.clone();
+        config["firewall"] = firewall;
+        let starlark = config
+            .to_string()
+            .replace("false", "False")
+            .replace("true", "True");
+        f.configure("fw", &starlark);
+    };
+    with_sshd(serde_json::json!({}));
+    f.update_ok(&[]);
+    assert!(accepts(address, 2222), "sshd does not listen on 2222");
+    with_sshd(serde_json::json!({"enable": true}));
+    let target = format!("root@{address}:2222");
+    let locked = f.update(&["fw", "--target-host", &target]);
+    assert_eq!(locked.status.code(), Some(1));
+    let text = stderr(&locked);
+    assert!(text.contains("cut off SSH access"), "{text}");
+    assert!(text.contains("back on generation"), "{text}");
+    assert!(!tables().contains("table inet clan"), "{}", tables());
+    assert!(accepts(address, 2222));
+}

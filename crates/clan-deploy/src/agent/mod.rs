@@ -22,6 +22,9 @@ pub use store::{HistoryEntry, Paths};
 use apply::Stored;
 use store::{Lock, Pending, State};
 
+/// The exit code of `clan agent confirm` when the generation was already reverted.
+pub const EXIT_REVERTED: u8 = 3;
+
 /// How many generations stay on disk besides the current one.
 const KEEP_GENERATIONS: usize = 10;
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clan_deploy::agent::{ActivateOptions, Agent};
+use clan_deploy::agent::{ActivateOptions, Agent, AgentError};
 
 use super::output::print_json;
 
@@ -94,7 +94,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             })?;
             print_json(&activation)?;
         }
-        Command::Confirm { generation } => agent.confirm(&generation)?,
+        Command::Confirm { generation } => match agent.confirm(&generation) {
+            Err(error @ AgentError::Reverted(_)) => {
+                eprintln!("error: {error}");
+                return Ok(ExitCode::from(clan_deploy::agent::EXIT_REVERTED));
+            }
+            other => other?,
+        },
         Command::AwaitConfirm { generation } => agent.await_confirm(&generation)?,
         Command::Rollback { to, lock_timeout } => {
             print_json(&agent.rollback(to.as_deref(), Duration::from_secs(lock_timeout))?)?;
