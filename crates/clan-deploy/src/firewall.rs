@@ -57,7 +57,7 @@ pub fn with_firewall(config: &MachineConfig) -> Result<MachineConfig, InvalidCon
             reload_triggers: vec![RULES_PATH.to_owned()],
         },
     );
-    for family in ["debian"] {
+    for family in ["debian", "fedora", "arch"] {
         config
             .packages
             .entry(family.to_owned())
