@@ -121,6 +121,8 @@ pub enum Error {
         #[source]
         source: Box<clan_vars::Error>,
     },
+    #[error("machine `{machine}`: its vars cannot be generated: {reason}")]
+    VarsMissing { machine: String, reason: String },
     #[error(transparent)]
     Eval(Box<clan_eval::Error>),
 }
@@ -190,7 +192,8 @@ impl Error {
             | Error::InvalidTarget { machine, .. }
             | Error::Protocol { machine, .. }
             | Error::InvalidConfig { machine, .. }
-            | Error::Vars { machine, .. } => Some(machine),
+            | Error::Vars { machine, .. }
+            | Error::VarsMissing { machine, .. } => Some(machine),
             _ => None,
         }
     }

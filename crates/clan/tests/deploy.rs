@@ -681,3 +681,42 @@ fn firewall_opens_declared_ports_only_and_a_lockout_reverts() {
     assert!(!tables().contains("table inet clan"), "{}", tables());
     assert!(accepts(address, 2222));
 }
+
+/// A machine whose vars need an answer nobody gave (no terminal, no --prompt-values) fails
+/// alone; the others deploy.
+#[test]
+fn a_machine_missing_prompt_answers_fails_alone() {
+    let Some(f) = fixture(&["asks", "free"]) else {
+        return;
+    };
+    let toml_path = f.clan.path().join("clan.toml");
+    let toml = std::fs::read_to_string(&toml_path).unwrap();
+    std::fs::write(
+        &toml_path,
+        format!(
+            "{toml}\n[instances.people]\nmodule.name = \"users\"\n\
+             roles.default.machines.asks = {{}}\nroles.default.settings.user = \"alice\"\n"
+        ),
+    )
+    .unwrap();
+    let output = f.update(&["--json"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let failed = events
+        .iter()
+        .find(|e| e["event"] == "failed")
+        .expect("a failure");
+    assert_eq!(failed["machine"], "asks");
+    let error = failed["error"].as_str().unwrap();
+    assert!(
+        error.contains("user-password") && error.contains("--prompt-values"),
+        "{error}"
+    );
+    assert!(events
+        .iter()
+        .any(|e| e["event"] == "done" && e["machine"] == "free"));
+    assert_eq!(f.stdout_on("free", "cat /etc/hello"), "Hello from free");
+}

@@ -126,7 +126,9 @@ pub fn update(args: UpdateArgs, dir: &Path) -> anyhow::Result<ExitCode> {
     // Vars first, for every selected machine, all prompts before anything runs; a machine
     // whose vars still fail to generate then fails alone, at resolve. New public vars can
     // change the machines' configuration, so the clan is evaluated again then.
-    let generated = !args.dry_run && {
+    let (generated, unanswered) = if args.dry_run {
+        (false, Default::default())
+    } else {
         let selection: Vec<clan_secrets::MachineName> = machines
             .iter()
             .map(|name| name.parse())
@@ -144,7 +146,16 @@ pub fn update(args: UpdateArgs, dir: &Path) -> anyhow::Result<ExitCode> {
     } else {
         fleet
     };
-    let jobs = clan_deploy::fleet::jobs(&fleet, dir, &machines, args.ssh.target_host.as_deref())?;
+    let mut jobs =
+        clan_deploy::fleet::jobs(&fleet, dir, &machines, args.ssh.target_host.as_deref())?;
+    for job in &mut jobs {
+        if let Some(reason) = unanswered.get(&job.machine) {
+            job.plan = Err(clan_deploy::Error::VarsMissing {
+                machine: job.machine.clone(),
+                reason: reason.clone(),
+            });
+        }
+    }
     let options = DeployOptions {
         agent: AgentBinary::current()?,
         confirm_timeout: (!args.no_magic_rollback)
