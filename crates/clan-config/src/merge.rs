@@ -43,6 +43,7 @@ impl MachineConfig {
                 source,
             )?;
             owners.insert("state", &mut merged.state, config.state, source)?;
+            owners.insert("secret", &mut merged.secrets, config.secrets, source)?;
             for (family, packages) in config.packages {
                 merged.packages.entry(family).or_default().extend(packages);
             }

@@ -34,6 +34,10 @@ pub struct MachineConfig {
     pub state: BTreeMap<String, State>,
     #[serde(default, skip_serializing_if = "Firewall::is_empty")]
     pub firewall: Firewall,
+    /// Who may read clan secrets set for this machine (`clan secrets set NAME --machine m`),
+    /// by secret name; those without an entry are root's alone.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, SecretAccess>,
     /// Free-form NixOS options, for `nixos` machines.
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub nixos: Value,
@@ -196,6 +200,19 @@ pub struct State {
     pub pre_restore_command: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub post_restore_command: Option<String>,
+}
+
+/// Owner, group and mode of a clan secret on the machine (`/run/secrets/<name>`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SecretAccess {
+    #[serde(default = "root")]
+    pub owner: String,
+    #[serde(default = "root")]
+    pub group: String,
+    /// Octal permission bits.
+    #[serde(default = "secret_mode")]
+    pub mode: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

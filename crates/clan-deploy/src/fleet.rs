@@ -176,8 +176,12 @@ fn plan_machine(
     let machine_name: clan_secrets::MachineName = name
         .parse()
         .map_err(|e: clan_secrets::Error| vars_error(e.into()))?;
-    let deployable = clan_vars::deployable_secrets(clan_dir, &machine_name, &machine.config)
+    let mut deployable = clan_vars::deployable_secrets(clan_dir, &machine_name, &machine.config)
         .map_err(vars_error)?;
+    deployable.extend(
+        clan_vars::machine_clan_secrets(clan_dir, &machine_name, &machine.config)
+            .map_err(vars_error)?,
+    );
     let secrets = deployable
         .iter()
         .map(|secret| {

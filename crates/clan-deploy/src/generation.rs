@@ -128,6 +128,13 @@ impl Generation {
         secrets: &[SecretFile<'_>],
     ) -> Result<Generation, InvalidConfig> {
         let config = &crate::firewall::with_firewall(config)?;
+        // `@…` names clan secrets among the machine's secrets (see `clan_vars::CLAN_SECRETS`).
+        if let Some(name) = config.generators.keys().find(|name| name.starts_with('@')) {
+            return Err(invalid(
+                format!("generator `{name}`"),
+                "generator names cannot start with `@`",
+            ));
+        }
         let mut blobs = BTreeMap::new();
         let mut add_blob = |content: &[u8]| {
             let key = hash(content);

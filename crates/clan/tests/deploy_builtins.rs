@@ -532,3 +532,59 @@ fn first_contact_follows_the_host_key_policy() {
     assert!(route["hostKey"].as_str().unwrap().contains(&var_key));
     assert_eq!(recorded().lines().count(), 1, "{}", recorded());
 }
+
+/// `clan secrets set NAME --machine m` puts the secret on m at /run/secrets/NAME, root-only
+/// unless the machine's configuration names an owner, and a new value is deployed again.
+#[test]
+fn clan_secrets_for_a_machine_reach_it() {
+    let Some(f) = fixture() else { return };
+    let toml = format!(
+        "[meta]\nname = \"test\"\ndomain = \"invalid\"\n\n\
+         [machines.{MACHINE}]\ndeploy.targetHost = \"root@{}\"\n",
+        f.address(),
+    );
+    std::fs::write(f.clan.path().join("clan.toml"), toml).unwrap();
+    let config_dir = f.clan.path().join("machines").join(MACHINE);
+    std::fs::create_dir_all(&config_dir).unwrap();
+    std::fs::write(
+        config_dir.join("config.star"),
+        "def per_machine(ctx):\n    return {\"config\": {\"secrets\": {\"api-token\": {\"owner\": \"nobody\", \"mode\": \"0440\"}}}}\n",
+    )
+    .unwrap();
+    f.git(&["init", "-q"]);
+    f.git(&["add", "-A"]);
+    f.git(&["commit", "-q", "-m", "init"]);
+    f.clan_ok(&["vars", "keygen", "--user", "admin"]);
+    let set = |name: &str, value: &str, extra: &[&str]| {
+        let mut command = f.clan(&["secrets", "set", name]);
+        command.args(extra).stdin(std::process::Stdio::piped());
+        let mut child = command.spawn().unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), value.as_bytes()).unwrap();
+        assert!(child.wait().unwrap().success(), "secrets set {name}");
+    };
+    // The machine has no sops key yet: setting a secret for it makes one.
+    set("db-password", "first value", &["--machine", MACHINE]);
+    set("api-token", "token", &["--machine", MACHINE]);
+    set("admins-only", "not for machines", &[]);
+
+    let deploy = || {
+        let output = run(&mut f.clan(&["machines", "update", "--host-key-check", "tofu"]));
+        assert!(output.status.success(), "deploy failed");
+    };
+    deploy();
+    let on = |command: &str| stdout(&run(f.testbed.ssh_command(MACHINE).unwrap().arg(command)));
+    assert_eq!(on("cat /run/secrets/db-password"), "first value");
+    assert_eq!(
+        on("stat -c '%U %G %a' /run/secrets/db-password"),
+        "root root 400"
+    );
+    assert_eq!(on("stat -c '%U %a' /run/secrets/api-token"), "nobody 440");
+    assert_eq!(
+        on("test -e /run/secrets/admins-only || echo absent"),
+        "absent"
+    );
+
+    set("db-password", "second value", &["--machine", MACHINE]);
+    deploy();
+    assert_eq!(on("cat /run/secrets/db-password"), "second value");
+}

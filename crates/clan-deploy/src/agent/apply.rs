@@ -232,10 +232,9 @@ pub fn install_secrets(
     old: &Stored,
     dry_run: bool,
 ) -> Result<(), AgentError> {
-    let root = paths.secrets_dir();
     let mut changed = Vec::new();
     for (name, entry) in &generation.manifest.secrets {
-        let path = root.join(name);
+        let (root, path) = secret_path(paths, name);
         let (uid, gid) = owner_ids(
             accounts,
             &entry.owner,
@@ -258,7 +257,7 @@ pub fn install_secrets(
         if !generation.manifest.secrets.contains_key(name) {
             changed.push(name.clone());
             if !dry_run {
-                super::store::remove_if_present(&root.join(name))?;
+                super::store::remove_if_present(&secret_path(paths, name).1)?;
             }
         }
     }
@@ -267,6 +266,22 @@ pub fn install_secrets(
     }
     Ok(())
 }
+
+/// Where secret `name` of a manifest goes, and the directory it lives in: clan secrets
+/// (`@secrets/<name>`) at `/run/secrets/<name>`, secret vars at
+/// `/run/clan/secrets/<generator>/<file>`.
+fn secret_path(paths: &Paths, name: &str) -> (PathBuf, PathBuf) {
+    match name.strip_prefix(CLAN_SECRETS_PREFIX) {
+        Some(secret) => {
+            let root = paths.on_machine("/run/secrets");
+            (root.clone(), root.join(secret))
+        }
+        None => (paths.secrets_dir(), paths.secrets_dir().join(name)),
+    }
+}
+
+/// How clan secrets are named in a manifest (see `clan_vars::CLAN_SECRETS`).
+const CLAN_SECRETS_PREFIX: &str = "@secrets/";
 
 fn owner_ids(
     accounts: &Accounts,
