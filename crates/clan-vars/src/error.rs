@@ -57,6 +57,12 @@ pub enum Error {
     #[error("unknown machine `{machine}`")]
     UnknownMachine { machine: String },
 
+    #[error("`{}` is a link or not a directory: clan does not remove anything through it", path.display())]
+    LinkedPath { path: PathBuf },
+
+    #[error("forgetting machine `{machine}` re-keys the secrets it could read, which needs your admin key")]
+    NoAdminKeyToForget { machine: String },
+
     #[error("no generator `{generator}` on {}", machines.join(", "))]
     UnknownGenerator {
         generator: String,
@@ -177,6 +183,12 @@ impl Error {
             }
             Error::Cycle { .. } => "remove one of the dependencies in the cycle".to_owned(),
             Error::UnknownMachine { .. } => "`clan machines list` shows the machines".to_owned(),
+            Error::LinkedPath { .. } => {
+                "replace the link by a real directory (a commit may have planted it)".to_owned()
+            }
+            Error::NoAdminKeyToForget { .. } => {
+                "set SOPS_AGE_KEY_FILE to your age key (`clan vars keygen` makes one)".to_owned()
+            }
             Error::UnknownGenerator { .. } | Error::UnknownFile { .. } => {
                 "`clan vars list <machine>` shows the generators and their files".to_owned()
             }

@@ -155,13 +155,37 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
         Command::Delete { name } => {
             let mut editor = Editor::open(&dir)?;
             editor.remove_machine(&name)?;
+            // Its vars and keys go too, and what it could read is re-keyed without it.
+            let machine: clan_secrets::MachineName = name.as_str().parse()?;
+            let identities =
+                clan_secrets::Identities::discover(&clan_secrets::KeySources::from_env()).ok();
+            let store = clan_vars::VarsStore::new(&dir);
+            let forgotten = clan_vars::ops::forget_machine(&store, &machine, identities.as_ref())?;
             editor.save()?;
-            commit(
-                &dir,
-                &[clan_inventory::CLAN_TOML],
-                &format!("machines: delete {name}"),
-            )?;
-            eprintln!("deleted machine `{name}`");
+            let mut paths: Vec<String> = vec![clan_inventory::CLAN_TOML.to_owned()];
+            paths.extend(
+                forgotten
+                    .changes
+                    .paths
+                    .iter()
+                    .map(|p| p.display().to_string()),
+            );
+            let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
+            commit(&dir, &paths, &format!("machines: delete {name}"))?;
+            for (path, error) in forgotten.report.iter().flat_map(|r| &r.failed) {
+                eprintln!("error: could not re-key `{}`: {error}", path.display());
+            }
+            eprintln!(
+                "deleted machine `{name}`{}",
+                if forgotten.changes.paths.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " and its vars and keys ({} paths)",
+                        forgotten.changes.paths.len()
+                    )
+                }
+            );
         }
         Command::Update(args) => return deploy::update(args, &dir),
         Command::Generations(args) => return deploy::generations(args, &dir),

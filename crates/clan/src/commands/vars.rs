@@ -4,7 +4,7 @@
 //! never from arguments. Mutations hold the clan lock and are committed to git (one commit
 //! per command) unless `CLAN_NO_COMMIT=1`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -214,7 +214,20 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
             for problem in &problems {
                 eprintln!("{}: {}", problem.var, problem.message);
             }
-            eprintln!("hint: `clan vars generate {machine}` creates missing vars, `clan vars fix {machine}` re-encrypts secrets");
+            let remedies: BTreeSet<ops::Remedy> = problems.iter().map(|p| p.remedy).collect();
+            for remedy in remedies {
+                eprintln!(
+                    "hint: run {}",
+                    match remedy {
+                        ops::Remedy::Generate =>
+                            format!("`clan vars generate {machine}` (missing or outdated vars)"),
+                        ops::Remedy::Fix => format!(
+                            "`clan vars fix {machine}` (secrets not encrypted to exactly who \
+                             should read them)"
+                        ),
+                    }
+                );
+            }
             Ok(ExitCode::from(EXIT_FAILED))
         }
         VarsCommand::Fix { machine } => {
