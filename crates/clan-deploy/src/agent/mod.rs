@@ -208,7 +208,7 @@ impl Agent {
         &self,
         id: &str,
         options: &ActivateOptions,
-        on_wait: impl FnOnce(),
+        on_wait: impl FnOnce(&str),
     ) -> Result<Activation, AgentError> {
         let new = Stored::load(&self.paths, id)?;
         let _lock = self.lock_when_idle(options.lock_timeout, on_wait)?;
@@ -260,15 +260,15 @@ impl Agent {
     fn lock_when_idle(
         &self,
         timeout: Duration,
-        on_wait: impl FnOnce(),
+        on_wait: impl FnOnce(&str),
     ) -> Result<Lock, AgentError> {
         let deadline = std::time::Instant::now() + timeout;
         let mut on_wait = Some(on_wait);
         loop {
             let remaining = deadline.saturating_duration_since(std::time::Instant::now());
-            let lock = Lock::acquire(&self.paths, remaining, || {
+            let lock = Lock::acquire(&self.paths, remaining, |holder| {
                 if let Some(f) = on_wait.take() {
-                    f();
+                    f(holder);
                 }
             })?;
             match Pending::load(&self.paths)? {
@@ -280,15 +280,19 @@ impl Agent {
                 }
                 Some(pending) if remaining.is_zero() => {
                     return Err(AgentError::Busy(format!(
-                        "generation {} of another deploy awaits confirmation (until unix time {})",
+                        "generation {} of another deploy awaits confirmation for {} s more",
                         short(&pending.generation),
-                        pending.deadline
+                        pending.deadline.saturating_sub(store::now())
                     )))
                 }
-                Some(_) => {
+                Some(pending) => {
                     drop(lock);
                     if let Some(f) = on_wait.take() {
-                        f();
+                        f(&format!(
+                            "generation {} awaits confirmation for {} s more",
+                            short(&pending.generation),
+                            pending.deadline.saturating_sub(store::now())
+                        ));
                     }
                     std::thread::sleep(Duration::from_millis(100));
                 }
@@ -363,7 +367,7 @@ impl Agent {
 
     /// Confirms generation `id`: the deployer reached the machine afresh after activation.
     pub fn confirm(&self, id: &str) -> Result<(), AgentError> {
-        let _lock = Lock::acquire(&self.paths, Duration::from_secs(30), || {})?;
+        let _lock = Lock::acquire(&self.paths, Duration::from_secs(30), |_| {})?;
         match Pending::load(&self.paths)? {
             Some(pending) if pending.generation == id && store::now() < pending.deadline => {
                 Pending::clear(&self.paths)
@@ -387,7 +391,7 @@ impl Agent {
                 _ => return Ok(()),
             };
             if store::now() >= pending.deadline {
-                let _lock = Lock::acquire(&self.paths, Duration::from_secs(600), || {})?;
+                let _lock = Lock::acquire(&self.paths, Duration::from_secs(600), |_| {})?;
                 return match Pending::load(&self.paths)? {
                     Some(pending) if pending.generation == id => self.revert_unconfirmed(&pending),
                     _ => Ok(()),
@@ -425,7 +429,7 @@ impl Agent {
         to: Option<&str>,
         lock_timeout: Duration,
     ) -> Result<Activation, AgentError> {
-        let _lock = self.lock_when_idle(lock_timeout, || {})?;
+        let _lock = self.lock_when_idle(lock_timeout, |_| {})?;
         let mut state = State::load(&self.paths)?;
         let target = match to {
             Some(wanted) => state

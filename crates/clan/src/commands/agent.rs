@@ -89,8 +89,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 confirm_timeout: (!no_magic_rollback).then(|| Duration::from_secs(confirm_timeout)),
                 lock_timeout: Duration::from_secs(lock_timeout),
             };
-            let activation = agent.activate(&generation, &options, || {
-                eprintln!("waiting for another deploy of this machine to finish");
+            let activation = agent.activate(&generation, &options, |holder| {
+                eprintln!("waiting for another deploy of this machine to finish ({holder})");
             })?;
             print_json(&activation)?;
         }
