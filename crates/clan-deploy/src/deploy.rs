@@ -78,6 +78,13 @@ pub fn deploy(
 ) -> Result<Outcome, (Stage, Error)> {
     let machine = host.machine().to_owned();
     let id = job.generation.id.clone();
+    let stage = |stage: Stage| {
+        emit(Event::Stage {
+            machine: machine.clone(),
+            stage,
+        })
+    };
+    stage(Stage::Connect);
     host.connect().map_err(|e| (Stage::Connect, e))?;
     let agent = options.agent.remote_path();
     let call = |words: &[&str]| -> Vec<String> {
@@ -91,6 +98,7 @@ pub fn deploy(
     }
     let status = match agent_json::<Status>(host, &call(&["status"]), Input::None) {
         Err(AgentCall::Missing) => {
+            stage(Stage::Upload);
             upload_agent(host, &options.agent).map_err(|e| (Stage::Upload, e))?;
             emit(Event::Upload {
                 machine: machine.clone(),
@@ -108,6 +116,7 @@ pub fn deploy(
         return Ok(Outcome::Unchanged);
     }
     if !status.stored.contains(&id) {
+        stage(Stage::Upload);
         let bundle = job.generation.bundle();
         agent_ok(host, &call(&["receive", &id]), Input::Bytes(&bundle))
             .map_err(|e| (Stage::Upload, e.into_error(&machine, "clan agent receive")))?;
@@ -150,6 +159,7 @@ pub fn deploy(
         Some(seconds) => words.extend(["--confirm-timeout", seconds.as_str()]),
         None => words.push("--no-magic-rollback"),
     }
+    stage(Stage::Activate);
     let activation = agent_json::<Activation>(host, &call(&words), Input::None).map_err(|e| {
         let error = match e {
             AgentCall::Failed(output) => Error::Activation {
@@ -195,6 +205,7 @@ pub fn deploy(
                 },
             ))
         };
+        stage(Stage::Confirm);
         // A new connection: proves the machine is still reachable after activation.
         match host.run_fresh(&call(&["confirm", &id])) {
             Ok(output) if output.success() => emit(Event::Confirm {

@@ -54,6 +54,11 @@ pub enum Event {
         what: &'static str,
         bytes: u64,
     },
+    /// A stage begins (no line for people; it tells where a machine stands).
+    Stage {
+        machine: String,
+        stage: Stage,
+    },
     /// Something worth telling a person (waiting for a lock, …).
     Message {
         machine: String,
@@ -91,11 +96,20 @@ pub enum Event {
     },
 }
 
+fn outcome_word(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Unchanged => "unchanged",
+        Outcome::Activated => "activated",
+        Outcome::DryRun => "dry run",
+    }
+}
+
 impl Event {
     pub fn machine(&self) -> &str {
         match self {
             Event::Resolve { machine, .. }
             | Event::Upload { machine, .. }
+            | Event::Stage { machine, .. }
             | Event::Message { machine, .. }
             | Event::Activate { machine, .. }
             | Event::DryRun { machine, .. }
@@ -103,6 +117,30 @@ impl Event {
             | Event::Done { machine, .. }
             | Event::Failed { machine, .. } => machine,
         }
+    }
+
+    /// Where the machine stands after this event, for a run that is interrupted.
+    pub fn standing(&self) -> Option<String> {
+        Some(match self {
+            Event::Resolve { target, .. } => format!("about to connect to {target}"),
+            Event::Stage { stage, .. } => match stage {
+                Stage::Resolve => "working out what to deploy".to_owned(),
+                Stage::Connect => "connecting; nothing changed on it".to_owned(),
+                Stage::Upload => "uploading; nothing changed on it yet".to_owned(),
+                Stage::Activate => "activating; it finishes activation by itself".to_owned(),
+                Stage::Confirm => "activated, not confirmed: it returns to its previous \
+                                   generation by itself"
+                    .to_owned(),
+            },
+            Event::Activate { .. } => "activated, not confirmed: it returns to its previous \
+                                       generation by itself"
+                .to_owned(),
+            Event::Confirm { .. } => "confirmed".to_owned(),
+            Event::DryRun { .. } => "dry run done".to_owned(),
+            Event::Done { outcome, .. } => format!("done ({})", outcome_word(*outcome)),
+            Event::Failed { stage, .. } => format!("failed ({stage})"),
+            Event::Upload { .. } | Event::Message { .. } => return None,
+        })
     }
 
     /// The lines a person sees, each to be prefixed with `[machine] `.
@@ -120,6 +158,7 @@ impl Event {
             Event::Upload { what, bytes, .. } => {
                 vec![format!("uploaded {what} ({})", human_bytes(*bytes))]
             }
+            Event::Stage { .. } => Vec::new(),
             Event::Message { message, .. } => vec![message.clone()],
             Event::Activate { changes, .. } => vec![format!("activated: {}", changes.summary())],
             Event::DryRun {
@@ -161,11 +200,7 @@ impl Event {
                 ..
             } => vec![format!(
                 "done: {} in {:.1} s",
-                match outcome {
-                    Outcome::Unchanged => "unchanged",
-                    Outcome::Activated => "activated",
-                    Outcome::DryRun => "dry run",
-                },
+                outcome_word(*outcome),
                 *elapsed_ms as f64 / 1000.0
             )],
             Event::Failed {

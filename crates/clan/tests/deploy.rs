@@ -720,3 +720,52 @@ fn a_machine_missing_prompt_answers_fails_alone() {
         .any(|e| e["event"] == "done" && e["machine"] == "free"));
     assert_eq!(f.stdout_on("free", "cat /etc/hello"), "Hello from free");
 }
+
+/// Ctrl-C in the middle of an activation: the deployer says where the machine stands and
+/// exits 130; the machine finishes the activation and, unconfirmed, reverts by itself.
+#[test]
+fn ctrl_c_says_where_each_machine_stands() {
+    let Some(f) = fixture(&["slow"]) else { return };
+    f.update_ok(&[]);
+    let before = f.magic_rollbacks("slow");
+    f.configure(
+        "slow",
+        &format!(
+            "{{\"files\": {{\"/etc/slow-marker\": {{\"content\": \"s\"}}}}, \"units\": {{\"slow.service\": {}}}}}",
+            unit("Type=oneshot\\nRemainAfterExit=yes\\nExecStart=/bin/sleep 4")
+        ),
+    );
+    let child = f
+        .clan(&["machines", "update", "--confirm-timeout", "5"])
+        .process_group(0)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while f.on("slow", "test -e /etc/slow-marker").status.code() != Some(0) {
+        assert!(Instant::now() < deadline, "never started activating");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // As a terminal does: the whole foreground process group gets SIGINT.
+    Command::new("kill")
+        .args(["-INT", "--", &format!("-{}", child.id())])
+        .status()
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(130));
+    let text = stderr(&output);
+    assert!(text.contains("where each machine stands"), "{text}");
+    assert!(text.contains("[slow] activating"), "{text}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while f.magic_rollbacks("slow") == before {
+        assert!(
+            Instant::now() < deadline,
+            "the machine did not revert by itself"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(
+        f.on("slow", "test -e /etc/slow-marker").status.code(),
+        Some(1)
+    );
+}

@@ -65,8 +65,28 @@ enum Command {
     DecryptSecrets,
 }
 
+/// Keeps a command that changes the machine running when the deployer's SSH session goes
+/// away (Ctrl-C on the admin side, a cut link): SIGHUP and SIGPIPE only set a flag, so an
+/// activation or rollback always runs to its end (and, unconfirmed, reverts by itself).
+fn outlive_the_session() -> anyhow::Result<()> {
+    let ignored = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGHUP, signal_hook::consts::SIGPIPE] {
+        signal_hook::flag::register(signal, std::sync::Arc::clone(&ignored))?;
+    }
+    Ok(())
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let agent = Agent::new(&args.root);
+    if matches!(
+        args.command,
+        Command::Activate { .. }
+            | Command::Rollback { .. }
+            | Command::Receive { .. }
+            | Command::Confirm { .. }
+    ) {
+        outlive_the_session()?;
+    }
     match args.command {
         Command::Status => print_json(&agent.status()?)?,
         Command::Receive { generation } => agent.receive(&generation, std::io::stdin().lock())?,

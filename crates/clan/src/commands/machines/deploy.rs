@@ -2,10 +2,11 @@
 //! events as `[machine] …` lines on stderr (or JSON lines on stdout with `--json`) and a
 //! summary table; exit 1 when any machine failed.
 
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clan_deploy::agent::{Activation, HistoryEntry};
@@ -165,7 +166,15 @@ pub fn update(args: UpdateArgs, dir: &Path) -> anyhow::Result<ExitCode> {
     };
     let json = args.json;
     let out = Mutex::new(());
+    let standing: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
+    report_interruption(Arc::clone(&standing))?;
     let emit = |event: Event| {
+        if let Some(now) = event.standing() {
+            standing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(event.machine().to_owned(), now);
+        }
         let _guard = out.lock();
         if json {
             let mut stdout = std::io::stdout().lock();
@@ -227,6 +236,25 @@ pub fn update(args: UpdateArgs, dir: &Path) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// On Ctrl-C (or SIGTERM) during a fleet run: says where each machine stands, then ends the
+/// run with 130. The machines are safe either way: an activation runs to its end on the
+/// machine, and one that is not confirmed reverts by itself.
+fn report_interruption(standing: Arc<Mutex<BTreeMap<String, String>>>) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            let standing = standing.lock().unwrap_or_else(|p| p.into_inner());
+            eprintln!("\ninterrupted; where each machine stands:");
+            for (machine, now) in standing.iter() {
+                eprintln!("[{machine}] {now}");
+            }
+            std::process::exit(130);
+        }
+    });
+    Ok(())
 }
 
 /// A connection to one machine, for commands outside a fleet run, and its control directory
