@@ -9,6 +9,7 @@ use crate::agent::{Activation, Changes, Status};
 use crate::events::{Event, Outcome, Stage};
 use crate::generation::Generation;
 use crate::host::{Host, Input, RemoteOutput};
+use crate::relay::{Delivery, Relay};
 use crate::{Error, STATE_DIR};
 
 /// The agent executable to upload and the name it gets on machines.
@@ -17,6 +18,8 @@ pub struct AgentBinary {
     pub path: PathBuf,
     /// `clan-<version>-<first 12 hex of its sha256>`: a rebuilt binary is a new agent.
     pub name: String,
+    /// Its SHA-256 in hex, which each machine checks before installing it.
+    pub digest: String,
 }
 
 impl AgentBinary {
@@ -40,7 +43,18 @@ impl AgentBinary {
         Ok(AgentBinary {
             path: path.to_path_buf(),
             name: format!("clan-{}-{}", env!("CARGO_PKG_VERSION"), &digest[..12]),
+            digest,
         })
+    }
+
+    /// The gzip-compressed agent (what travels to machines), made once per build in the
+    /// user's cache directory (`…/clan/agents/<name>.gz`).
+    pub fn compressed(&self) -> Result<PathBuf, Error> {
+        let eval = clan_eval::cache_root();
+        let cache = eval
+            .parent()
+            .map_or_else(|| eval.join("agents"), |base| base.join("agents"));
+        crate::relay::compress_into(&self.path, &cache, &self.name)
     }
 
     /// Where the agent lives on machines.
@@ -74,6 +88,7 @@ pub fn deploy(
     host: &mut dyn Host,
     job: &MachineDeploy,
     options: &DeployOptions,
+    relay: &Relay,
     emit: &dyn Fn(Event),
 ) -> Result<Outcome, (Stage, Error)> {
     let machine = host.machine().to_owned();
@@ -99,11 +114,18 @@ pub fn deploy(
     let status = match agent_json::<Status>(host, &call(&["status"]), Input::None) {
         Err(AgentCall::Missing) => {
             stage(Stage::Upload);
-            upload_agent(host, &options.agent).map_err(|e| (Stage::Upload, e))?;
+            let delivery = relay
+                .deliver(host, &options.agent)
+                .map_err(|e| (Stage::Upload, e))?;
+            let (bytes, from) = match delivery {
+                Delivery::FromAdmin { bytes } => (bytes, None),
+                Delivery::FromPeer { machine } => (0, Some(machine)),
+            };
             emit(Event::Upload {
                 machine: machine.clone(),
                 what: "agent",
-                bytes: std::fs::metadata(&options.agent.path).map_or(0, |m| m.len()),
+                bytes,
+                from,
             });
             agent_json::<Status>(host, &call(&["status"]), Input::None)
                 .map_err(|e| (Stage::Upload, e.into_error(&machine, "clan agent status")))?
@@ -124,6 +146,7 @@ pub fn deploy(
             machine: machine.clone(),
             what: "generation",
             bytes: bundle.len() as u64,
+            from: None,
         });
     }
     if !job.generation.manifest.secrets.is_empty() && !status.has_key {
@@ -338,37 +361,6 @@ fn existing_paths(host: &dyn Host, paths: &[&String]) -> Result<Vec<String>, Err
         .filter(|p| !p.is_empty())
         .map(|p| String::from_utf8_lossy(p).into_owned())
         .collect())
-}
-
-/// Streams the agent binary to its path on the machine (temp name, then rename), after
-/// checking the machine's architecture matches.
-fn upload_agent(host: &dyn Host, agent: &AgentBinary) -> Result<(), Error> {
-    // A fixed script; the path and architecture arrive as positional parameters.
-    let script = r#"set -e; umask 022
-[ "$(uname -m)" = "$2" ] || { echo "the machine is $(uname -m) but this clan binary is $2; install clan for the machine's architecture" >&2; exit 3; }
-mkdir -p "${1%/*}"; cat > "$1.tmp.$$"; chmod 0755 "$1.tmp.$$"; mv -f "$1.tmp.$$" "$1"
-ln -sfn "$1" "${1%/*}/clan""#;
-    let argv: Vec<String> = [
-        "sh",
-        "-c",
-        script,
-        "sh",
-        &agent.remote_path(),
-        std::env::consts::ARCH,
-    ]
-    .map(str::to_owned)
-    .to_vec();
-    let output = host.run(&argv, Input::File(&agent.path))?;
-    if output.success() {
-        Ok(())
-    } else {
-        Err(Error::Remote {
-            machine: host.machine().to_owned(),
-            command: "upload of the clan agent".into(),
-            status: output.status(),
-            stderr: output.stderr,
-        })
-    }
 }
 
 /// How an agent call went wrong.

@@ -52,7 +52,11 @@ pub enum Event {
         machine: String,
         /// `agent` or `generation`.
         what: &'static str,
+        /// Bytes the admin sent (0 when another machine passed it on).
         bytes: u64,
+        /// The machine it came from, when not from the admin.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        from: Option<String>,
     },
     /// A stage begins (no line for people; it tells where a machine stands).
     Stage {
@@ -155,6 +159,11 @@ impl Event {
                 "deploying generation {} to {target} (from {source})",
                 short(generation)
             )],
+            Event::Upload {
+                what,
+                from: Some(peer),
+                ..
+            } => vec![format!("got {what} from {peer}")],
             Event::Upload { what, bytes, .. } => {
                 vec![format!("uploaded {what} ({})", human_bytes(*bytes))]
             }

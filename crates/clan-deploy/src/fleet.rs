@@ -10,6 +10,7 @@ use crate::deploy::{deploy, DeployOptions, MachineDeploy};
 use crate::events::{Event, Outcome, Stage};
 use crate::generation::{Generation, SecretFile};
 use crate::host::Host;
+use crate::relay::Relay;
 use crate::ssh::{ControlDir, SshHost, SshOptions};
 use crate::target::Target;
 use crate::Error;
@@ -39,6 +40,7 @@ pub fn run(
     emit: &(dyn Fn(Event) + Sync),
 ) -> Result<Vec<MachineResult>, Error> {
     let control_dir = ControlDir::new()?;
+    let relay = Relay::default();
     let total = jobs.len();
     let queue: Mutex<VecDeque<(usize, Job)>> = Mutex::new(jobs.into_iter().enumerate().collect());
     let results: Mutex<Vec<(usize, MachineResult)>> = Mutex::new(Vec::with_capacity(total));
@@ -49,7 +51,7 @@ pub fn run(
                 else {
                     break;
                 };
-                let result = run_one(slot, job, ssh, options, &control_dir, emit);
+                let result = run_one(slot, job, ssh, options, &control_dir, &relay, emit);
                 results
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -68,6 +70,7 @@ fn run_one(
     ssh: &SshOptions,
     options: &DeployOptions,
     control_dir: &ControlDir,
+    relay: &Relay,
     emit: &(dyn Fn(Event) + Sync),
 ) -> MachineResult {
     let start = Instant::now();
@@ -119,9 +122,13 @@ fn run_one(
             );
         }
     }
-    let result = deploy(&mut host as &mut dyn Host, &work, options, &|event| {
-        emit(event)
-    });
+    let result = deploy(
+        &mut host as &mut dyn Host,
+        &work,
+        options,
+        relay,
+        &|event| emit(event),
+    );
     drop(host);
     finish(Some(target.to_string()), Some(id), result)
 }

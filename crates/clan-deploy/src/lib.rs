@@ -6,7 +6,8 @@
 //!
 //! Modules: [`target`] picks where to connect, [`ssh`] is the transport (one ControlMaster per
 //! machine per run) behind the [`host::Host`] trait, [`quote`] is the one place argv becomes a
-//! shell string, [`generation`] builds and serialises generations (with [`firewall`]'s rule
+//! shell string, [`relay`] gets the agent to every machine with the admin's uplink carrying it
+//! once, [`generation`] builds and serialises generations (with [`firewall`]'s rule
 //! set when the machine's firewall is on), [`deploy`] runs the stages
 //! for one machine and [`fleet`] for many, reporting [`events::Event`]s. [`agent`] is the machine
 //! side (`clan agent …`).
@@ -23,6 +24,7 @@ pub mod fleet;
 pub mod generation;
 pub mod host;
 pub mod quote;
+pub mod relay;
 pub mod ssh;
 pub mod target;
 

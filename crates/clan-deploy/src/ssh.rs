@@ -446,6 +446,17 @@ impl Host for SshHost {
         self.finish(run_with_input(command, input)?)
     }
 
+    /// Over a connection of its own, so that it outlives this host's ControlMaster.
+    fn spawn(&self, argv: &[String]) -> Result<Child, Error> {
+        let mut command = self.fresh_command();
+        command.arg(command_line(argv));
+        crate::host::spawn_piped(command)
+    }
+
+    fn address(&self) -> &str {
+        &self.target.host
+    }
+
     fn run_fresh(&self, argv: &[String]) -> Result<RemoteOutput, Error> {
         let mut command = self.fresh_command();
         command.arg(command_line(argv));

@@ -372,6 +372,15 @@ fn deploy_faults() {
     f.configure("db", "{\"files\": {\"/etc/orphan\": {\"content\": \"o\"}}}");
     f.activate_then_kill_deployer("db", "/etc/orphan");
     let before = f.magic_rollbacks("db");
+    // Its waiter starts at the end of the activation, which runs on without the deployer.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while f
+        .stdout_on("db", "systemctl list-units --no-legend 'clan-confirm-*'")
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "no waiter ever started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     f.on("db", "systemctl stop 'clan-confirm-*'");
     std::thread::sleep(Duration::from_secs(9));
     assert_eq!(
@@ -768,4 +777,78 @@ fn ctrl_c_says_where_each_machine_stands() {
         f.on("slow", "test -e /etc/slow-marker").status.code(),
         Some(1)
     );
+}
+
+/// The agent's upload events of a `--json` run: (machine, bytes the admin sent, from whom).
+fn agent_uploads(output: &Output) -> Vec<(String, u64, Option<String>)> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == "upload" && e["what"] == "agent")
+        .map(|e| {
+            (
+                e["machine"].as_str().unwrap_or_default().to_owned(),
+                e["bytes"].as_u64().unwrap_or_default(),
+                e["from"].as_str().map(str::to_owned),
+            )
+        })
+        .collect()
+}
+
+/// A first deploy sends the agent from the admin once (compressed); the other machines get
+/// it from the first over their own network. A machine that cannot reach the first gets it
+/// from the admin.
+#[test]
+fn the_agent_leaves_the_admin_once() {
+    let Some(f) = fixture(&["r1", "r2", "r3", "r4"]) else {
+        return;
+    };
+    // r4 cannot open connections to the others, except SSH.
+    let others: Vec<String> = ["r1", "r2", "r3"]
+        .iter()
+        .map(|m| f.testbed.machine(m).unwrap().address.to_string())
+        .collect();
+    let blocked = f.on(
+        "r4",
+        &format!(
+            "nft add table inet block && nft add chain inet block out '{{ type filter hook output priority 0; policy accept; }}' && nft add rule inet block out ct state new ip daddr {{ {} }} tcp dport != 22 reject",
+            others.join(", ")
+        ),
+    );
+    assert!(blocked.status.success(), "{}", stderr(&blocked));
+    // One at a time, so r1 is the one the admin uploads to first.
+    let output = f.update(&["--jobs", "1", "--json"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let mut uploads = agent_uploads(&output);
+    uploads.sort();
+    let binary = std::fs::metadata(support::clan_binary()).unwrap().len();
+    let (r1, r2, r3, r4) = (&uploads[0], &uploads[1], &uploads[2], &uploads[3]);
+    assert_eq!(uploads.len(), 4, "{uploads:?}");
+    assert!(
+        r1.1 > 0 && r1.1 < binary / 2,
+        "{r1:?}: compressed, from the admin"
+    );
+    for peer in [r2, r3] {
+        assert_eq!((peer.1, peer.2.as_deref()), (0, Some("r1")), "{peer:?}");
+    }
+    assert_eq!(
+        (r4.1, r4.2.as_deref()),
+        (r1.1, None),
+        "r4 fell back to the admin"
+    );
+    for machine in ["r1", "r2", "r3", "r4"] {
+        assert_eq!(
+            f.stdout_on(machine, "cat /etc/hello"),
+            format!("Hello from {machine}")
+        );
+    }
+    // The server lived as long as the run.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while f.on("r1", "pgrep -f '[a]gent serve-file'").status.code() != Some(1) {
+        assert!(
+            Instant::now() < deadline,
+            "the agent server outlived the run"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

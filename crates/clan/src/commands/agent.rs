@@ -61,6 +61,10 @@ enum Command {
     },
     /// The generation history, as JSON.
     Generations,
+    /// Serve a file (the compressed agent) to the other machines of a deploy, until the
+    /// session ends; prints `listening <port>` first.
+    #[command(hide = true)]
+    ServeFile { path: PathBuf },
     /// Decrypt the current generation's secrets into /run/clan/secrets (run at boot).
     DecryptSecrets,
 }
@@ -124,6 +128,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::AwaitConfirm { generation } => agent.await_confirm(&generation)?,
         Command::Rollback { to, lock_timeout } => {
             print_json(&agent.rollback(to.as_deref(), Duration::from_secs(lock_timeout))?)?;
+        }
+        Command::ServeFile { path } => {
+            clan_deploy::relay::serve_file(&path, std::io::stdin(), std::io::stdout().lock())?
         }
         Command::Generations => {
             let (current, history) = agent.generations()?;

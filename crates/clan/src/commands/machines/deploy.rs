@@ -167,7 +167,7 @@ pub fn update(args: UpdateArgs, dir: &Path) -> anyhow::Result<ExitCode> {
     let json = args.json;
     let out = Mutex::new(());
     let standing: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
-    report_interruption(Arc::clone(&standing))?;
+    let interrupted = report_interruption(Arc::clone(&standing))?;
     let emit = |event: Event| {
         if let Some(now) = event.standing() {
             standing
@@ -189,6 +189,12 @@ pub fn update(args: UpdateArgs, dir: &Path) -> anyhow::Result<ExitCode> {
         }
     };
     let results = clan_deploy::fleet::run(jobs, &args.ssh.options(), &options, args.jobs, &emit)?;
+    if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
+        // The interruption's own report ends the process; no summary after it.
+        loop {
+            std::thread::park();
+        }
+    }
     let failed = results.iter().filter(|r| r.result.is_err()).count();
     if !json {
         let mut rows = vec![vec![
@@ -241,8 +247,15 @@ pub fn update(args: UpdateArgs, dir: &Path) -> anyhow::Result<ExitCode> {
 /// On Ctrl-C (or SIGTERM) during a fleet run: says where each machine stands, then ends the
 /// run with 130. The machines are safe either way: an activation runs to its end on the
 /// machine, and one that is not confirmed reverts by itself.
-fn report_interruption(standing: Arc<Mutex<BTreeMap<String, String>>>) -> anyhow::Result<()> {
+/// Returns the flag the signal sets at once, before the report is printed.
+fn report_interruption(
+    standing: Arc<Mutex<BTreeMap<String, String>>>,
+) -> anyhow::Result<Arc<std::sync::atomic::AtomicBool>> {
     use signal_hook::consts::{SIGINT, SIGTERM};
+    let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&interrupted))?;
+    }
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
     std::thread::spawn(move || {
         if signals.forever().next().is_some() {
@@ -254,7 +267,7 @@ fn report_interruption(standing: Arc<Mutex<BTreeMap<String, String>>>) -> anyhow
             std::process::exit(130);
         }
     });
-    Ok(())
+    Ok(interrupted)
 }
 
 /// A connection to one machine, for commands outside a fleet run, and its control directory
