@@ -291,14 +291,15 @@ fn builtin_services_deploy_with_vars_and_secrets() {
 
     // A second run, checking strictly (known_hosts still holds the testbed's old key),
     // changes nothing and keeps the key; so does `generations`.
-    let again = run(&mut f.clan(&[
+    let strict_update = [
         "machines",
         "update",
         "--confirm-timeout",
         "10",
         "--host-key-check",
         "strict",
-    ]));
+    ];
+    let again = run(&mut f.clan(&strict_update));
     assert!(again.status.success(), "second deploy failed");
     let generations = run(&mut f.clan(&[
         "machines",
@@ -313,14 +314,6 @@ fn builtin_services_deploy_with_vars_and_secrets() {
     // sshd's port: the deploy reaches the machine where it listens (22), the machine then
     // listens on 2222 only, the confirmation and every later command follow it.
     f.clan_ok(&["instances", "set", "ssh", "server.port=2222"]);
-    let strict_update = [
-        "machines",
-        "update",
-        "--confirm-timeout",
-        "10",
-        "--host-key-check",
-        "strict",
-    ];
     let moved = run(&mut f.clan(&strict_update));
     assert!(moved.status.success(), "deploy of the new port failed");
     assert!(String::from_utf8_lossy(&moved.stderr).contains("confirmed"));
