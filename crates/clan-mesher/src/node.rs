@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::swarm::{ConnectionId, DialError, NetworkBehaviour, SwarmEvent};
 use libp2p::{identify, ping, Multiaddr, PeerId, Swarm};
 use rand::seq::SliceRandom;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -108,6 +109,25 @@ pub struct Status {
     pub files: usize,
     pub root: Summary,
     pub metrics: Metrics,
+    /// The bootstrap addresses and how dialling them goes: why a node has no peers.
+    pub bootstrap: Vec<BootstrapStatus>,
+}
+
+/// One bootstrap address as the node sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootstrapStatus {
+    pub address: Multiaddr,
+    /// A connection to it is open (it may not have proved membership yet).
+    pub connected: bool,
+    /// Why the last dial failed, until one succeeds.
+    pub error: Option<String>,
+}
+
+/// A bootstrap address, the peer last reached there and the last dial failure.
+struct Bootstrap {
+    address: Multiaddr,
+    reached: Option<PeerId>,
+    error: Option<String>,
 }
 
 // Publish is the common command; boxing the record would only add an allocation.
@@ -297,8 +317,13 @@ impl Mesher {
             bootstrap: settings
                 .bootstrap
                 .into_iter()
-                .map(|address| (address, None))
+                .map(|address| Bootstrap {
+                    address,
+                    reached: None,
+                    error: None,
+                })
                 .collect(),
+            bootstrap_dials: HashMap::new(),
             changes: changes_tx,
             listen_addrs,
         };
@@ -445,8 +470,9 @@ struct Node {
     fetch_queue: VecDeque<FileName>,
     inflight_fetches: usize,
     outbound: HashMap<OutboundRequestId, Outbound>,
-    /// Bootstrap addresses and the peer last reached there.
-    bootstrap: Vec<(Multiaddr, Option<PeerId>)>,
+    bootstrap: Vec<Bootstrap>,
+    /// Dials in flight to bootstrap addresses (index into `bootstrap`).
+    bootstrap_dials: HashMap<ConnectionId, usize>,
     changes: watch::Sender<u64>,
     listen_addrs: Vec<Multiaddr>,
 }
@@ -508,6 +534,17 @@ impl Node {
                     files: self.store.index().len(),
                     root: self.store.index().root(),
                     metrics: self.metrics.clone(),
+                    bootstrap: self
+                        .bootstrap
+                        .iter()
+                        .map(|entry| BootstrapStatus {
+                            address: entry.address.clone(),
+                            connected: entry
+                                .reached
+                                .is_some_and(|peer| self.swarm.is_connected(&peer)),
+                            error: entry.error.clone(),
+                        })
+                        .collect(),
                 });
             }
             Command::Dial { address } => {
@@ -670,17 +707,20 @@ impl Node {
                 peer_id,
                 endpoint,
                 num_established,
+                connection_id,
                 ..
             } => {
+                self.bootstrap_dials.remove(&connection_id);
                 if self.banned.contains(&peer_id) {
                     let _ = self.swarm.disconnect_peer_id(peer_id);
                     return;
                 }
                 if endpoint.is_dialer() {
                     let remote = endpoint.get_remote_address();
-                    for (address, reached) in &mut self.bootstrap {
-                        if without_peer_id(address) == without_peer_id(remote) {
-                            *reached = Some(peer_id);
+                    for entry in &mut self.bootstrap {
+                        if without_peer_id(&entry.address) == without_peer_id(remote) {
+                            entry.reached = Some(peer_id);
+                            entry.error = None;
                         }
                     }
                 }
@@ -696,6 +736,15 @@ impl Node {
                 ..
             } => {
                 self.peers.remove(&peer_id);
+            }
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                error,
+                ..
+            } => {
+                if let Some(index) = self.bootstrap_dials.remove(&connection_id) {
+                    self.bootstrap[index].error = Some(dial_failure(&error));
+                }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Mesh(event)) => self.on_mesh_event(event),
             _ => {}
@@ -1099,22 +1148,53 @@ impl Node {
 
     /// Dials every bootstrap address whose peer is not connected.
     fn redial(&mut self) {
-        let mut dials = Vec::new();
-        for (address, reached) in &self.bootstrap {
-            let known = reached.or_else(|| peer_id_of(address));
-            if known
-                .is_some_and(|peer| self.swarm.is_connected(&peer) || self.banned.contains(&peer))
+        for index in 0..self.bootstrap.len() {
+            let entry = &self.bootstrap[index];
+            let known = entry.reached.or_else(|| peer_id_of(&entry.address));
+            let dialing = self.bootstrap_dials.values().any(|i| *i == index);
+            if dialing
+                || known.is_some_and(|peer| {
+                    self.swarm.is_connected(&peer) || self.banned.contains(&peer)
+                })
             {
                 continue;
             }
-            dials.push(address.clone());
-        }
-        for address in dials {
-            if let Err(error) = self.swarm.dial(address.clone()) {
-                tracing::debug!(%address, %error, "bootstrap dial failed");
+            let options = DialOpts::unknown_peer_id()
+                .address(entry.address.clone())
+                .build();
+            let connection = options.connection_id();
+            match self.swarm.dial(options) {
+                Ok(()) => {
+                    self.bootstrap_dials.insert(connection, index);
+                }
+                Err(error) => {
+                    tracing::debug!(address = %entry.address, %error, "bootstrap dial failed");
+                    self.bootstrap[index].error = Some(error.to_string());
+                }
             }
         }
     }
+}
+
+/// Why a dial failed, in a few words: the innermost cause of each transport attempt
+/// (`Connection refused (os error 111)`) rather than libp2p's nested rendering.
+fn dial_failure(error: &DialError) -> String {
+    if let DialError::Transport(attempts) = error {
+        let reasons: Vec<String> = attempts
+            .iter()
+            .map(|(_, error)| {
+                let mut cause: &dyn std::error::Error = error;
+                while let Some(source) = cause.source() {
+                    cause = source;
+                }
+                cause.to_string()
+            })
+            .collect();
+        if !reasons.is_empty() {
+            return reasons.join("; ");
+        }
+    }
+    error.to_string()
 }
 
 fn peer_id_of(address: &Multiaddr) -> Option<PeerId> {
