@@ -357,15 +357,26 @@ pub fn apply(
             }
             Some(account) => {
                 let shell_differs = user.shell.as_ref().is_some_and(|s| *s != account.shell);
-                let missing_groups = user.groups.iter().any(|g| {
-                    !accounts
+                let member_of = |group: &String| {
+                    accounts
                         .groups
-                        .get(g)
+                        .get(group)
                         .is_some_and(|(_, members)| members.contains(name))
-                });
-                if shell_differs || missing_groups {
+                };
+                let missing_groups = user.groups.iter().any(|g| !member_of(g));
+                // Groups an earlier generation gave the user and this one no longer lists;
+                // groups joined by other means stay.
+                let left: Vec<&String> = old
+                    .manifest
+                    .users
+                    .get(name)
+                    .into_iter()
+                    .flat_map(|previous| &previous.groups)
+                    .filter(|g| !user.groups.contains(g) && member_of(g))
+                    .collect();
+                if shell_differs || missing_groups || !left.is_empty() {
                     changes.users_modified.push(name.clone());
-                    if !dry_run {
+                    if !dry_run && (shell_differs || missing_groups) {
                         let mut argv = vec!["usermod"];
                         if let Some(shell) = &user.shell {
                             argv.extend(["-s", shell.as_str()]);
@@ -375,6 +386,9 @@ pub fn apply(
                         }
                         argv.extend(["--", name.as_str()]);
                         system::run(&argv, None)?;
+                    }
+                    for group in left.into_iter().filter(|_| !dry_run) {
+                        system::run(&["gpasswd", "-d", name, "--", group], None)?;
                     }
                 }
             }

@@ -1,0 +1,353 @@
+//! Built-in settings deployed for real on testbed machines and observed inside them: users'
+//! groups and shells (changed by a second deploy, a removed group left), one shared password
+//! on two machines, sshd's password logins on and off (an actual password login), and Data
+//! Mesher members finding their bootstrap peer at its network address with no extra peers
+//! configured, `clan mesher status` saying why while the peer is still missing. Skips with
+//! the reason when the host cannot run a testbed (not root, a tool missing).
+
+mod support;
+
+use std::process::{Command, Output};
+
+use clan_testbed::Testbed;
+
+const PASSWORD: &str = "correct horse battery";
+
+struct Fixture {
+    /// Admin age key, prompt answers, caches: kept out of the clan directory.
+    work: tempfile::TempDir,
+    clan: tempfile::TempDir,
+    testbed: Testbed,
+    _state: tempfile::TempDir,
+}
+
+fn run(command: &mut Command) -> Output {
+    let output = command.output().expect("command runs");
+    eprintln!(
+        "{:?}:\n{}{}",
+        command,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+impl Fixture {
+    /// Test machines `names`, an empty clan with `clan_toml` committed and an admin key;
+    /// `None` when the host cannot run them.
+    fn new(names: &[&str], clan_toml: impl Fn(&Testbed) -> String) -> Option<Self> {
+        let (state, testbed) = support::testbed(names)?;
+        let work = tempfile::tempdir().expect("work dir");
+        for sub in ["home", "cache"] {
+            std::fs::create_dir(work.path().join(sub)).unwrap();
+        }
+        let f = Fixture {
+            work,
+            clan: tempfile::tempdir().expect("clan dir"),
+            testbed,
+            _state: state,
+        };
+        f.write_clan_toml(&clan_toml(&f.testbed));
+        f.git(&["init", "-q"]);
+        f.git(&["add", "clan.toml"]);
+        f.git(&["commit", "-q", "-m", "init"]);
+        f.clan_ok(&["vars", "keygen", "--user", "admin"]);
+        Some(f)
+    }
+
+    fn address(&self, machine: &str) -> String {
+        self.testbed.machine(machine).unwrap().address.to_string()
+    }
+
+    fn write_clan_toml(&self, toml: &str) {
+        std::fs::write(self.clan.path().join("clan.toml"), toml).unwrap();
+    }
+
+    fn clan(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(support::clan_binary());
+        command
+            .args(args)
+            .env_remove("SOPS_AGE_KEY")
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("CLAN_NO_COMMIT")
+            .env("CLAN_DIR", self.clan.path())
+            .env("SOPS_AGE_KEY_FILE", self.work.path().join("admin.age"))
+            .env("CLAN_SSH_CONFIG", self.testbed.ssh_config())
+            .env("HOME", self.work.path().join("home"))
+            .env("XDG_CACHE_HOME", self.work.path().join("cache"))
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_AUTHOR_NAME", "test")
+            .env("GIT_AUTHOR_EMAIL", "test@example.org")
+            .env("GIT_COMMITTER_NAME", "test")
+            .env("GIT_COMMITTER_EMAIL", "test@example.org");
+        command
+    }
+
+    fn clan_ok(&self, args: &[&str]) -> String {
+        let output = run(&mut self.clan(args));
+        assert!(output.status.success(), "clan {args:?} failed");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    fn git(&self, args: &[&str]) {
+        let output = run(self
+            .clan(&[])
+            .get_envs()
+            .fold(Command::new("git"), |mut command, (key, value)| {
+                match value {
+                    Some(value) => command.env(key, value),
+                    None => command.env_remove(key),
+                };
+                command
+            })
+            .args(args)
+            .current_dir(self.clan.path()));
+        assert!(output.status.success(), "git {args:?}");
+    }
+
+    /// Deploys `machines` (all when empty); `tofu` for first contact with fresh machines.
+    fn deploy(&self, machines: &[&str], host_key_check: &str) {
+        let mut args = vec!["machines", "update"];
+        args.extend(machines);
+        args.extend([
+            "--confirm-timeout",
+            "10",
+            "--host-key-check",
+            host_key_check,
+        ]);
+        self.clan_ok(&args);
+    }
+
+    /// `command` run by root on `machine`, through the testbed's own way in.
+    fn on(&self, machine: &str, command: &str) -> String {
+        stdout(&run(self
+            .testbed
+            .ssh_command(machine)
+            .unwrap()
+            .arg(command)))
+    }
+
+    /// Whether `user` logs in to `machine` with `password` (password authentication only;
+    /// the password reaches sshpass through its environment, not argv).
+    fn password_login(&self, machine: &str, user: &str, password: &str) -> bool {
+        let output = run(Command::new("sshpass")
+            .arg("-e")
+            .args(["ssh", "-F", "/dev/null"])
+            .args(["-o", "StrictHostKeyChecking=no"])
+            .args(["-o", "UserKnownHostsFile=/dev/null"])
+            .args(["-o", "PubkeyAuthentication=no"])
+            .args([
+                "-o",
+                "PreferredAuthentications=password,keyboard-interactive",
+            ])
+            .args(["-o", "NumberOfPasswordPrompts=1"])
+            .args(["-o", "ConnectTimeout=5"])
+            .arg("--")
+            .arg(format!("{user}@{}", self.address(machine)))
+            .arg("id -un")
+            .env("SSHPASS", password));
+        output.status.success() && stdout(&output) == user
+    }
+}
+
+fn installed(tool: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        eprintln!("skipping: `{tool}` is not installed");
+    }
+    found
+}
+
+fn users_toml(testbed: &Testbed, groups: &str, shell: &str, password_logins: bool) -> String {
+    let address = |m: &str| testbed.machine(m).unwrap().address;
+    format!(
+        "[meta]\nname = \"test\"\ndomain = \"invalid\"\n\n\
+         [machines.one]\ndeploy.targetHost = \"root@{}\"\n\n\
+         [machines.two]\ndeploy.targetHost = \"root@{}\"\n\n\
+         [instances.people]\nmodule.name = \"users\"\nroles.default.tags = [\"all\"]\n\
+         roles.default.settings = {{ user = \"alice\", groups = {groups}, shell = \"{shell}\", share = true }}\n\n\
+         [instances.ssh]\nmodule.name = \"sshd\"\nroles.server.tags = [\"all\"]\n\
+         roles.server.machines.one.settings.passwordAuthentication = {password_logins}\n",
+        address("one"),
+        address("two"),
+    )
+}
+
+/// users `groups`, `shell` and `share`, and sshd `passwordAuthentication`, on two machines:
+/// set, observed, changed by a second deploy and observed again.
+#[test]
+fn user_groups_shell_shared_password_and_password_logins_reach_the_machines() {
+    if !["openssl", "git", "bwrap", "sshpass"]
+        .iter()
+        .all(|t| installed(t))
+    {
+        return;
+    }
+    let Some(f) = Fixture::new(&["one", "two"], |testbed| {
+        users_toml(testbed, "[\"adm\", \"users\"]", "/bin/sh", true)
+    }) else {
+        return;
+    };
+    // One prompt for the shared generator, whichever machine asks; never in argv.
+    let answers = f.work.path().join("answers.json");
+    std::fs::write(
+        &answers,
+        format!("{{\"user-password-alice\": {{\"user-password\": \"{PASSWORD}\"}}}}"),
+    )
+    .unwrap();
+    let answers = answers.to_str().unwrap();
+    f.clan_ok(&["vars", "generate", "--prompt-values", answers]);
+    f.deploy(&[], "tofu");
+
+    for machine in ["one", "two"] {
+        let groups = f.on(machine, "id -nG alice");
+        let groups: Vec<&str> = groups.split_whitespace().collect();
+        assert!(groups.contains(&"adm"), "{machine}: {groups:?}");
+        assert!(groups.contains(&"users"), "{machine}: {groups:?}");
+        assert_eq!(
+            f.on(machine, "getent passwd alice | cut -d: -f7"),
+            "/bin/sh",
+            "{machine}"
+        );
+    }
+    // share: one hash, stored once, on both machines.
+    let hash = |machine: &str| f.on(machine, "getent shadow alice | cut -d: -f2");
+    let shared = hash("one");
+    assert!(shared.starts_with("$6$"), "{shared}");
+    assert_eq!(hash("two"), shared);
+    assert!(f
+        .clan
+        .path()
+        .join("vars/shared/user-password-alice")
+        .is_dir());
+    assert!(!f
+        .clan
+        .path()
+        .join("vars/per-machine/one/user-password-alice")
+        .exists());
+    // passwordAuthentication: sshd's effective setting, and a real login with the password.
+    let effective = |machine: &str| f.on(machine, "sshd -T | grep -i '^passwordauthentication '");
+    assert_eq!(effective("one"), "passwordauthentication yes");
+    assert_eq!(effective("two"), "passwordauthentication no");
+    assert!(
+        f.password_login("one", "alice", PASSWORD),
+        "password login on one"
+    );
+    assert!(
+        !f.password_login("one", "alice", "wrong"),
+        "wrong password accepted"
+    );
+    assert!(
+        !f.password_login("two", "alice", PASSWORD),
+        "password login on two"
+    );
+
+    // Second deploy: alice leaves `adm`, gets bash; password logins are off again.
+    f.write_clan_toml(&users_toml(&f.testbed, "[\"users\"]", "/bin/bash", false));
+    f.git(&["commit", "-q", "-am", "fewer groups, bash, no passwords"]);
+    f.deploy(&[], "strict");
+    for machine in ["one", "two"] {
+        let groups = f.on(machine, "id -nG alice");
+        let groups: Vec<&str> = groups.split_whitespace().collect();
+        assert!(!groups.contains(&"adm"), "{machine}: {groups:?}");
+        assert!(groups.contains(&"users"), "{machine}: {groups:?}");
+        assert_eq!(
+            f.on(machine, "getent passwd alice | cut -d: -f7"),
+            "/bin/bash",
+            "{machine}"
+        );
+        assert_eq!(hash(machine), shared, "{machine}");
+    }
+    assert_eq!(effective("one"), "passwordauthentication no");
+    assert!(
+        !f.password_login("one", "alice", PASSWORD),
+        "password login still on"
+    );
+}
+
+/// Polls `check` (the first mesher exchange takes a moment); a hang guard, not a timing
+/// assertion.
+fn eventually(mut check: impl FnMut() -> bool) -> bool {
+    for _ in 0..120 {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    false
+}
+
+/// Data Mesher with the internet service and no `extraBootstrapPeers`: the laptop dials the
+/// hub at the hub's `peer` address (the hub has no deploy target; the internet service names
+/// its address) on the hub's own port and interface. Before the hub runs, the laptop's
+/// `clan mesher status` names the unreachable hub; afterwards both see each other.
+#[test]
+fn data_mesher_members_find_their_bootstrap_peer_at_its_network_address() {
+    if !["openssl", "git", "bwrap"].iter().all(|t| installed(t)) {
+        return;
+    }
+    let Some(f) = Fixture::new(&["hub", "laptop"], |testbed| {
+        let hub = testbed.machine("hub").unwrap().address;
+        let laptop = testbed.machine("laptop").unwrap().address;
+        format!(
+            "[meta]\nname = \"test\"\ndomain = \"invalid\"\n\n\
+             [machines.hub]\n\n\
+             [machines.laptop]\ndeploy.targetHost = \"root@{laptop}\"\n\n\
+             [instances.net]\nmodule.name = \"internet\"\nroles.default.tags = [\"all\"]\n\
+             roles.default.machines.hub.settings.host = \"{hub}\"\n\n\
+             [instances.mesh]\nmodule.name = \"data-mesher\"\n\
+             roles.bootstrap.machines.hub.settings = {{ port = 7950, interfaces = [\"{hub}\"] }}\n\
+             roles.default.machines.laptop = {{}}\n\
+             roles.default.settings = {{ pushPullInterval = \"10s\", namespaces = [\"facts\"] }}\n"
+        )
+    }) else {
+        return;
+    };
+    let hub = f.address("hub");
+    let status = |machine: &str| -> serde_json::Value {
+        let text = f.on(machine, "/var/lib/clan/bin/clan mesher status --json");
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
+    };
+    let peers = |machine: &str| status(machine)["peers"].as_array().map_or(0, Vec::len);
+
+    // The laptop alone: its status names the hub's address, which refuses.
+    f.deploy(&["laptop"], "tofu");
+    let config = f.on("laptop", "cat /etc/data-mesher/dm.toml");
+    assert!(
+        config.contains(&format!("bootstrap_peers = [\"{hub}:7950\"]")),
+        "{config}"
+    );
+    assert!(config.contains("push_pull_interval = \"10s\""), "{config}");
+    assert!(config.contains("namespaces = [\"facts\"]"), "{config}");
+    let dialled = format!("/ip4/{hub}/tcp/7950");
+    assert!(
+        eventually(|| status("laptop")["bootstrap"][0]["error"].is_string()),
+        "no dial failure reported"
+    );
+    let text = f.on("laptop", "/var/lib/clan/bin/clan mesher status");
+    assert!(
+        text.contains(&format!(
+            "no peers: none of the bootstrap peers is reachable: {dialled}: "
+        )),
+        "{text}"
+    );
+
+    // With the hub deployed (reached through its peer address), each sees the other, the
+    // hub listening only where its settings say.
+    f.deploy(&["hub"], "tofu");
+    let listening = status("hub")["listen_addrs"].clone();
+    assert_eq!(listening, serde_json::json!([dialled]), "hub listens on");
+    assert!(
+        eventually(|| (peers("hub"), peers("laptop")) == (1, 1)),
+        "the members do not see each other"
+    );
+    assert!(status("laptop")["no_peers"].is_null());
+    assert_eq!(status("laptop")["bootstrap"][0]["connected"], true);
+}
