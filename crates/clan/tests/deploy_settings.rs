@@ -174,14 +174,17 @@ fn users_toml(testbed: &Testbed, groups: &str, shell: &str, password_logins: boo
          [instances.people]\nmodule.name = \"users\"\nroles.default.tags = [\"all\"]\n\
          roles.default.settings = {{ user = \"alice\", groups = {groups}, shell = \"{shell}\", share = true }}\n\n\
          [instances.ssh]\nmodule.name = \"sshd\"\nroles.server.tags = [\"all\"]\n\
-         roles.server.machines.one.settings.passwordAuthentication = {password_logins}\n",
+         roles.server.machines.one.settings.passwordAuthentication = {password_logins}\n\n\
+         [instances.hello]\nmodule.name = \"hello-world\"\nroles.default.tags = [\"all\"]\n\
+         roles.default.settings.greeting = \"Salut\"\n",
         address("one"),
         address("two"),
     )
 }
 
-/// users `groups`, `shell` and `share`, and sshd `passwordAuthentication`, on two machines:
-/// set, observed, changed by a second deploy and observed again.
+/// users `groups`, `shell` and `share`, sshd `passwordAuthentication` and hello-world
+/// `greeting`, on two machines: set, observed, changed by a second deploy and observed again.
+/// A group or shell the machine lacks fails the deploy, naming it, and changes nothing.
 #[test]
 fn user_groups_shell_shared_password_and_password_logins_reach_the_machines() {
     if !["openssl", "git", "bwrap", "sshpass"]
@@ -215,6 +218,10 @@ fn user_groups_shell_shared_password_and_password_logins_reach_the_machines() {
             f.on(machine, "getent passwd alice | cut -d: -f7"),
             "/bin/sh",
             "{machine}"
+        );
+        assert_eq!(
+            f.on(machine, "cat /etc/hello"),
+            format!("Salut from {machine}")
         );
     }
     // share: one hash, stored once, on both machines.
@@ -270,6 +277,31 @@ fn user_groups_shell_shared_password_and_password_logins_reach_the_machines() {
         !f.password_login("one", "alice", PASSWORD),
         "password login still on"
     );
+
+    // Valid names the machine does not have: refused there, before any account changes.
+    for (groups, shell, refusal) in [
+        (
+            "[\"users\", \"nosuchgroup\"]",
+            "/bin/bash",
+            "user `alice`: group `nosuchgroup` does not exist on the machine",
+        ),
+        (
+            "[\"users\"]",
+            "/usr/bin/nosuchshell",
+            "user `alice`: shell `/usr/bin/nosuchshell` does not exist on the machine",
+        ),
+    ] {
+        f.write_clan_toml(&users_toml(&f.testbed, groups, shell, false));
+        f.git(&["commit", "-q", "-am", "something the machine lacks"]);
+        let output = run(&mut f.clan(&["machines", "update", "one", "--host-key-check", "strict"]));
+        assert_eq!(output.status.code(), Some(1), "the deploy did not fail");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(refusal), "{stderr}");
+        assert_eq!(
+            f.on("one", "getent passwd alice | cut -d: -f7"),
+            "/bin/bash"
+        );
+    }
 }
 
 /// Polls `check` (the first mesher exchange takes a moment); a hang guard, not a timing

@@ -303,8 +303,55 @@ pub fn apply(
     }
     let secrets = decrypt_secrets(paths, new)?;
 
+    // Packages first: they may bring the groups and shells the users below need.
+    // Only the list for this machine's distribution family applies.
+    let family = system::distro_family(paths);
+    if let Some(wanted) = manifest.packages.get(&family).filter(|w| !w.is_empty()) {
+        if family != "debian" || !live {
+            return Err(AgentError::Step(format!(
+                "installing packages on `{family}` is not supported yet (only Debian and its derivatives)"
+            )));
+        }
+        let missing: Vec<&str> = wanted
+            .iter()
+            .map(String::as_str)
+            .filter(|p| !system::dpkg_installed(p))
+            .collect();
+        if !missing.is_empty() {
+            changes.packages_installed = missing.iter().map(|p| p.to_string()).collect();
+            if !dry_run {
+                let mut argv = vec!["apt-get", "install", "-y", "--no-install-recommends"];
+                argv.extend(&missing);
+                system::run(&argv, None)?;
+            }
+        }
+    }
+
     // Groups and users.
     let accounts = Accounts::read(paths);
+    // Checked before any account changes (in a dry run the packages are not there yet):
+    // useradd would take a shell that is not there, and a missing group would stop it
+    // halfway.
+    for (name, user) in manifest.users.iter().filter(|_| !dry_run) {
+        if let Some(group) = user
+            .groups
+            .iter()
+            .find(|g| !accounts.groups.contains_key(*g) && !manifest.groups.contains_key(*g))
+        {
+            return Err(AgentError::Step(format!(
+                "user `{name}`: group `{group}` does not exist on the machine"
+            )));
+        }
+        if let Some(shell) = user
+            .shell
+            .as_ref()
+            .filter(|shell| !paths.on_machine(shell).is_file())
+        {
+            return Err(AgentError::Step(format!(
+                "user `{name}`: shell `{shell}` does not exist on the machine (install its package)"
+            )));
+        }
+    }
     for (name, group) in &manifest.groups {
         if !accounts.groups.contains_key(name) {
             changes.groups_created.push(name.clone());
@@ -404,29 +451,6 @@ pub fn apply(
                     let line = Zeroizing::new(format!("{name}:{hash}\n"));
                     system::run(&["chpasswd", "-e"], Some(line.as_bytes()))?;
                 }
-            }
-        }
-    }
-
-    // Packages: only the list for this machine's distribution family applies.
-    let family = system::distro_family(paths);
-    if let Some(wanted) = manifest.packages.get(&family).filter(|w| !w.is_empty()) {
-        if family != "debian" || !live {
-            return Err(AgentError::Step(format!(
-                "installing packages on `{family}` is not supported yet (only Debian and its derivatives)"
-            )));
-        }
-        let missing: Vec<&str> = wanted
-            .iter()
-            .map(String::as_str)
-            .filter(|p| !system::dpkg_installed(p))
-            .collect();
-        if !missing.is_empty() {
-            changes.packages_installed = missing.iter().map(|p| p.to_string()).collect();
-            if !dry_run {
-                let mut argv = vec!["apt-get", "install", "-y", "--no-install-recommends"];
-                argv.extend(&missing);
-                system::run(&argv, None)?;
             }
         }
     }
