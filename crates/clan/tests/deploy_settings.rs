@@ -2,7 +2,8 @@
 //! groups and shells (changed by a second deploy, a removed group left), one shared password
 //! on two machines, sshd's password logins on and off (an actual password login), and Data
 //! Mesher members finding their bootstrap peer at its network address with no extra peers
-//! configured, `clan mesher status` saying why while the peer is still missing. Skips with
+//! configured, `clan mesher status` saying why while the peer is still missing, and a file
+//! that the `files` setting allows replicating between them. Skips with
 //! the reason when the host cannot run a testbed (not root, a tool missing).
 
 mod support;
@@ -382,4 +383,32 @@ fn data_mesher_members_find_their_bootstrap_peer_at_its_network_address() {
     );
     assert!(status("laptop")["no_peers"].is_null());
     assert_eq!(status("laptop")["bootstrap"][0]["connected"], true);
+
+    // `files`: a key the laptop made may sign `zone` once the setting lists it, and what it
+    // publishes reaches the hub.
+    let clan = "/var/lib/clan/bin/clan mesher";
+    let signer = f.on(
+        "laptop",
+        &format!("{clan} generate signing-key --out /root/signing.key"),
+    );
+    let publish = format!(
+        "echo 'example.org. IN A 10.0.0.1' | {clan} file update zone - --signing-key /root/signing.key"
+    );
+    let refused = run(f.testbed.ssh_command("laptop").unwrap().arg(&publish));
+    assert!(!refused.status.success(), "published without being allowed");
+    for role in ["default", "bootstrap"] {
+        let setting = format!("{role}.files={{\"zone\": [\"{signer}\"]}}");
+        f.clan_ok(&["instances", "set", "mesh", &setting]);
+    }
+    f.deploy(&[], "strict");
+    assert!(
+        eventually(|| (peers("hub"), peers("laptop")) == (1, 1)),
+        "the restarted members do not see each other"
+    );
+    let published = run(f.testbed.ssh_command("laptop").unwrap().arg(&publish));
+    assert!(published.status.success(), "publishing failed");
+    assert!(
+        eventually(|| f.on("hub", &format!("{clan} file get zone")) == "example.org. IN A 10.0.0.1"),
+        "the file did not reach the hub"
+    );
 }
