@@ -8,166 +8,61 @@
 
 mod support;
 
-use std::process::{Command, Output};
+use std::process::Command;
 
-use clan_testbed::Testbed;
+use support::fixture::{run, stdout, Fixture};
 
 const PASSWORD: &str = "correct horse battery";
 
-struct Fixture {
-    /// Admin age key, prompt answers, caches: kept out of the clan directory.
-    work: tempfile::TempDir,
-    clan: tempfile::TempDir,
-    testbed: Testbed,
-    _state: tempfile::TempDir,
+/// Test machines `names` with `clan_toml` committed and an admin age key; `None` when the
+/// host cannot run them or lacks one of `tools`.
+fn clan_on(
+    names: &[&str],
+    tools: &[&str],
+    clan_toml: impl Fn(&Fixture) -> String,
+) -> Option<Fixture> {
+    let f = Fixture::new(names, tools)?;
+    f.commit_clan_toml(&clan_toml(&f), "init");
+    f.clan_ok(&["vars", "keygen", "--user", "admin"]);
+    Some(f)
 }
 
-fn run(command: &mut Command) -> Output {
-    let output = command.output().expect("command runs");
-    eprintln!(
-        "{:?}:\n{}{}",
-        command,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
+/// Deploys `machines` (all when empty); `tofu` for first contact with fresh machines.
+fn deploy(f: &Fixture, machines: &[&str], host_key_check: &str) {
+    let mut args = vec!["machines", "update"];
+    args.extend(machines);
+    args.extend([
+        "--confirm-timeout",
+        "10",
+        "--host-key-check",
+        host_key_check,
+    ]);
+    f.clan_ok(&args);
 }
 
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+/// Whether `user` logs in to `machine` with `password` (password authentication only; the
+/// password reaches sshpass through its environment, not argv).
+fn password_login(f: &Fixture, machine: &str, user: &str, password: &str) -> bool {
+    let output = run(Command::new("sshpass")
+        .arg("-e")
+        .args(["ssh", "-F", "/dev/null"])
+        .args(["-o", "StrictHostKeyChecking=no"])
+        .args(["-o", "UserKnownHostsFile=/dev/null"])
+        .args(["-o", "PubkeyAuthentication=no"])
+        .args([
+            "-o",
+            "PreferredAuthentications=password,keyboard-interactive",
+        ])
+        .args(["-o", "NumberOfPasswordPrompts=1"])
+        .args(["-o", "ConnectTimeout=5"])
+        .arg("--")
+        .arg(format!("{user}@{}", f.address_of(machine)))
+        .arg("id -un")
+        .env("SSHPASS", password));
+    output.status.success() && stdout(&output) == user
 }
 
-impl Fixture {
-    /// Test machines `names`, an empty clan with `clan_toml` committed and an admin key;
-    /// `None` when the host cannot run them.
-    fn new(names: &[&str], clan_toml: impl Fn(&Testbed) -> String) -> Option<Self> {
-        let (state, testbed) = support::testbed(names)?;
-        let work = tempfile::tempdir().expect("work dir");
-        for sub in ["home", "cache"] {
-            std::fs::create_dir(work.path().join(sub)).unwrap();
-        }
-        let f = Fixture {
-            work,
-            clan: tempfile::tempdir().expect("clan dir"),
-            testbed,
-            _state: state,
-        };
-        f.write_clan_toml(&clan_toml(&f.testbed));
-        f.git(&["init", "-q"]);
-        f.git(&["add", "clan.toml"]);
-        f.git(&["commit", "-q", "-m", "init"]);
-        f.clan_ok(&["vars", "keygen", "--user", "admin"]);
-        Some(f)
-    }
-
-    fn address(&self, machine: &str) -> String {
-        self.testbed.machine(machine).unwrap().address.to_string()
-    }
-
-    fn write_clan_toml(&self, toml: &str) {
-        std::fs::write(self.clan.path().join("clan.toml"), toml).unwrap();
-    }
-
-    fn clan(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(support::clan_binary());
-        command
-            .args(args)
-            .env_remove("SOPS_AGE_KEY")
-            .env_remove("XDG_CONFIG_HOME")
-            .env_remove("CLAN_NO_COMMIT")
-            .env("CLAN_DIR", self.clan.path())
-            .env("SOPS_AGE_KEY_FILE", self.work.path().join("admin.age"))
-            .env("CLAN_SSH_CONFIG", self.testbed.ssh_config())
-            .env("HOME", self.work.path().join("home"))
-            .env("XDG_CACHE_HOME", self.work.path().join("cache"))
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_AUTHOR_NAME", "test")
-            .env("GIT_AUTHOR_EMAIL", "test@example.org")
-            .env("GIT_COMMITTER_NAME", "test")
-            .env("GIT_COMMITTER_EMAIL", "test@example.org");
-        command
-    }
-
-    fn clan_ok(&self, args: &[&str]) -> String {
-        let output = run(&mut self.clan(args));
-        assert!(output.status.success(), "clan {args:?} failed");
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-
-    fn git(&self, args: &[&str]) {
-        let output = run(self
-            .clan(&[])
-            .get_envs()
-            .fold(Command::new("git"), |mut command, (key, value)| {
-                match value {
-                    Some(value) => command.env(key, value),
-                    None => command.env_remove(key),
-                };
-                command
-            })
-            .args(args)
-            .current_dir(self.clan.path()));
-        assert!(output.status.success(), "git {args:?}");
-    }
-
-    /// Deploys `machines` (all when empty); `tofu` for first contact with fresh machines.
-    fn deploy(&self, machines: &[&str], host_key_check: &str) {
-        let mut args = vec!["machines", "update"];
-        args.extend(machines);
-        args.extend([
-            "--confirm-timeout",
-            "10",
-            "--host-key-check",
-            host_key_check,
-        ]);
-        self.clan_ok(&args);
-    }
-
-    /// `command` run by root on `machine`, through the testbed's own way in.
-    fn on(&self, machine: &str, command: &str) -> String {
-        stdout(&run(self
-            .testbed
-            .ssh_command(machine)
-            .unwrap()
-            .arg(command)))
-    }
-
-    /// Whether `user` logs in to `machine` with `password` (password authentication only;
-    /// the password reaches sshpass through its environment, not argv).
-    fn password_login(&self, machine: &str, user: &str, password: &str) -> bool {
-        let output = run(Command::new("sshpass")
-            .arg("-e")
-            .args(["ssh", "-F", "/dev/null"])
-            .args(["-o", "StrictHostKeyChecking=no"])
-            .args(["-o", "UserKnownHostsFile=/dev/null"])
-            .args(["-o", "PubkeyAuthentication=no"])
-            .args([
-                "-o",
-                "PreferredAuthentications=password,keyboard-interactive",
-            ])
-            .args(["-o", "NumberOfPasswordPrompts=1"])
-            .args(["-o", "ConnectTimeout=5"])
-            .arg("--")
-            .arg(format!("{user}@{}", self.address(machine)))
-            .arg("id -un")
-            .env("SSHPASS", password));
-        output.status.success() && stdout(&output) == user
-    }
-}
-
-fn installed(tool: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        eprintln!("skipping: `{tool}` is not installed");
-    }
-    found
-}
-
-fn users_toml(testbed: &Testbed, groups: &str, shell: &str, password_logins: bool) -> String {
-    let address = |m: &str| testbed.machine(m).unwrap().address;
+fn users_toml(f: &Fixture, groups: &str, shell: &str, password_logins: bool) -> String {
     format!(
         "[meta]\nname = \"test\"\ndomain = \"invalid\"\n\n\
          [machines.one]\ndeploy.targetHost = \"root@{}\"\n\n\
@@ -178,8 +73,8 @@ fn users_toml(testbed: &Testbed, groups: &str, shell: &str, password_logins: boo
          roles.server.machines.one.settings.passwordAuthentication = {password_logins}\n\n\
          [instances.hello]\nmodule.name = \"hello-world\"\nroles.default.tags = [\"all\"]\n\
          roles.default.settings.greeting = \"Salut\"\n",
-        address("one"),
-        address("two"),
+        f.address_of("one"),
+        f.address_of("two"),
     )
 }
 
@@ -188,14 +83,9 @@ fn users_toml(testbed: &Testbed, groups: &str, shell: &str, password_logins: boo
 /// A group or shell the machine lacks fails the deploy, naming it, and changes nothing.
 #[test]
 fn user_groups_shell_shared_password_and_password_logins_reach_the_machines() {
-    if !["openssl", "git", "bwrap", "sshpass"]
-        .iter()
-        .all(|t| installed(t))
-    {
-        return;
-    }
-    let Some(f) = Fixture::new(&["one", "two"], |testbed| {
-        users_toml(testbed, "[\"adm\", \"users\"]", "/bin/sh", true)
+    let tools = ["openssl", "git", "bwrap", "sshpass"];
+    let Some(f) = clan_on(&["one", "two"], &tools, |f| {
+        users_toml(f, "[\"users\", \"adm\"]", "/bin/sh", true)
     }) else {
         return;
     };
@@ -208,7 +98,7 @@ fn user_groups_shell_shared_password_and_password_logins_reach_the_machines() {
     .unwrap();
     let answers = answers.to_str().unwrap();
     f.clan_ok(&["vars", "generate", "--prompt-values", answers]);
-    f.deploy(&[], "tofu");
+    deploy(&f, &[], "tofu");
 
     for machine in ["one", "two"] {
         let groups = f.on(machine, "id -nG alice");
@@ -245,22 +135,22 @@ fn user_groups_shell_shared_password_and_password_logins_reach_the_machines() {
     assert_eq!(effective("one"), "passwordauthentication yes");
     assert_eq!(effective("two"), "passwordauthentication no");
     assert!(
-        f.password_login("one", "alice", PASSWORD),
+        password_login(&f, "one", "alice", PASSWORD),
         "password login on one"
     );
     assert!(
-        !f.password_login("one", "alice", "wrong"),
+        !password_login(&f, "one", "alice", "wrong"),
         "wrong password accepted"
     );
     assert!(
-        !f.password_login("two", "alice", PASSWORD),
+        !password_login(&f, "two", "alice", PASSWORD),
         "password login on two"
     );
 
     // Second deploy: alice leaves `adm`, gets bash; password logins are off again.
-    f.write_clan_toml(&users_toml(&f.testbed, "[\"users\"]", "/bin/bash", false));
-    f.git(&["commit", "-q", "-am", "fewer groups, bash, no passwords"]);
-    f.deploy(&[], "strict");
+    let toml = users_toml(&f, "[\"users\"]", "/bin/bash", false);
+    f.commit_clan_toml(&toml, "fewer groups, bash, no passwords");
+    deploy(&f, &[], "strict");
     for machine in ["one", "two"] {
         let groups = f.on(machine, "id -nG alice");
         let groups: Vec<&str> = groups.split_whitespace().collect();
@@ -275,7 +165,7 @@ fn user_groups_shell_shared_password_and_password_logins_reach_the_machines() {
     }
     assert_eq!(effective("one"), "passwordauthentication no");
     assert!(
-        !f.password_login("one", "alice", PASSWORD),
+        !password_login(&f, "one", "alice", PASSWORD),
         "password login still on"
     );
 
@@ -292,8 +182,10 @@ fn user_groups_shell_shared_password_and_password_logins_reach_the_machines() {
             "user `alice`: shell `/usr/bin/nosuchshell` does not exist on the machine",
         ),
     ] {
-        f.write_clan_toml(&users_toml(&f.testbed, groups, shell, false));
-        f.git(&["commit", "-q", "-am", "something the machine lacks"]);
+        f.commit_clan_toml(
+            &users_toml(&f, groups, shell, false),
+            "what the machine lacks",
+        );
         let output = run(&mut f.clan(&["machines", "update", "one", "--host-key-check", "strict"]));
         assert_eq!(output.status.code(), Some(1), "the deploy did not fail");
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -323,12 +215,8 @@ fn eventually(mut check: impl FnMut() -> bool) -> bool {
 /// `clan mesher status` names the unreachable hub; afterwards both see each other.
 #[test]
 fn data_mesher_members_find_their_bootstrap_peer_at_its_network_address() {
-    if !["openssl", "git", "bwrap"].iter().all(|t| installed(t)) {
-        return;
-    }
-    let Some(f) = Fixture::new(&["hub", "laptop"], |testbed| {
-        let hub = testbed.machine("hub").unwrap().address;
-        let laptop = testbed.machine("laptop").unwrap().address;
+    let Some(f) = clan_on(&["hub", "laptop"], &["openssl", "git", "bwrap"], |f| {
+        let (hub, laptop) = (f.address_of("hub"), f.address_of("laptop"));
         format!(
             "[meta]\nname = \"test\"\ndomain = \"invalid\"\n\n\
              [machines.hub]\n\n\
@@ -343,7 +231,7 @@ fn data_mesher_members_find_their_bootstrap_peer_at_its_network_address() {
     }) else {
         return;
     };
-    let hub = f.address("hub");
+    let hub = f.address_of("hub");
     let status = |machine: &str| -> serde_json::Value {
         let text = f.on(machine, "/var/lib/clan/bin/clan mesher status --json");
         serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
@@ -351,7 +239,7 @@ fn data_mesher_members_find_their_bootstrap_peer_at_its_network_address() {
     let peers = |machine: &str| status(machine)["peers"].as_array().map_or(0, Vec::len);
 
     // The laptop alone: its status names the hub's address, which refuses.
-    f.deploy(&["laptop"], "tofu");
+    deploy(&f, &["laptop"], "tofu");
     let config = f.on("laptop", "cat /etc/data-mesher/dm.toml");
     assert!(
         config.contains(&format!("bootstrap_peers = [\"{hub}:7950\"]")),
@@ -374,7 +262,7 @@ fn data_mesher_members_find_their_bootstrap_peer_at_its_network_address() {
 
     // With the hub deployed (reached through its peer address), each sees the other, the
     // hub listening only where its settings say.
-    f.deploy(&["hub"], "tofu");
+    deploy(&f, &["hub"], "tofu");
     let listening = status("hub")["listen_addrs"].clone();
     assert_eq!(listening, serde_json::json!([dialled]), "hub listens on");
     assert!(
@@ -400,7 +288,7 @@ fn data_mesher_members_find_their_bootstrap_peer_at_its_network_address() {
         let setting = format!("{role}.files={{\"zone\": [\"{signer}\"]}}");
         f.clan_ok(&["instances", "set", "mesh", &setting]);
     }
-    f.deploy(&[], "strict");
+    deploy(&f, &[], "strict");
     assert!(
         eventually(|| (peers("hub"), peers("laptop")) == (1, 1)),
         "the restarted members do not see each other"
