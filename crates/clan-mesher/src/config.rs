@@ -221,6 +221,7 @@ impl Config {
             state_dir: self.state_dir.clone(),
             listen: self.listen.clone(),
             bootstrap: self.bootstrap.clone(),
+            unresolved_bootstrap: self.unresolved_bootstrap.clone(),
             push_pull_interval: self.push_pull_interval,
             http: self.http.clone(),
         })
@@ -237,8 +238,8 @@ impl Config {
 }
 
 /// A bootstrap peer: a multiaddr (`/ip4/…/tcp/…[/p2p/…]`) or `host:port`, resolved now. A
-/// host name that does not resolve (yet) is skipped with a warning rather than stopping the
-/// node: the other peers still bring it up to date.
+/// host name that does not resolve (yet) gives no address and a warning rather than stopping
+/// the node: the node keeps trying it, and the other peers still bring it up to date.
 fn bootstrap_addresses(text: &str) -> Result<Vec<Multiaddr>, String> {
     if text.starts_with('/') {
         return text
@@ -255,13 +256,13 @@ fn bootstrap_addresses(text: &str) -> Result<Vec<Multiaddr>, String> {
     match std::net::ToSocketAddrs::to_socket_addrs(text) {
         Ok(addresses) => Ok(addresses.map(|a| tcp_multiaddr(a.ip(), a.port())).collect()),
         Err(error) => {
-            tracing::warn!(peer = text, %error, "bootstrap peer does not resolve; skipping it");
+            tracing::warn!(peer = text, %error, "bootstrap peer does not resolve (yet); trying again later");
             Ok(Vec::new())
         }
     }
 }
 
-fn tcp_multiaddr(ip: IpAddr, port: u16) -> Multiaddr {
+pub(crate) fn tcp_multiaddr(ip: IpAddr, port: u16) -> Multiaddr {
     let mut address = Multiaddr::empty();
     address.push(match ip {
         IpAddr::V4(v4) => Protocol::Ip4(v4),

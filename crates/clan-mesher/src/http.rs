@@ -152,6 +152,7 @@ async fn route(method: &str, path: &str, body: &[u8], handle: &Handle) -> Reply 
                     "connected": b.connected,
                     "error": b.error,
                 })).collect::<Vec<_>>(),
+                "unresolved_bootstrap": status.unresolved_bootstrap,
             })),
             None => Reply::text(503, "mesher stopped"),
         },

@@ -58,6 +58,9 @@ pub struct Settings {
     pub listen: Vec<Multiaddr>,
     /// Peers to connect to and keep reconnecting to.
     pub bootstrap: Vec<Multiaddr>,
+    /// Bootstrap peers as `host:port` whose host does not resolve yet: retried until it does
+    /// (name service may come up after the daemon), then dialled like the others.
+    pub unresolved_bootstrap: Vec<String>,
     /// Anti-entropy interval.
     pub push_pull_interval: Duration,
     /// Loopback addresses for the HTTP API; empty for none.
@@ -111,6 +114,8 @@ pub struct Status {
     pub metrics: Metrics,
     /// The bootstrap addresses and how dialling them goes: why a node has no peers.
     pub bootstrap: Vec<BootstrapStatus>,
+    /// Bootstrap `host:port`s that have not resolved yet.
+    pub unresolved_bootstrap: Vec<String>,
 }
 
 /// One bootstrap address as the node sees it.
@@ -147,6 +152,10 @@ enum Command {
     },
     Status {
         reply: oneshot::Sender<Status>,
+    },
+    Resolved {
+        peer: String,
+        addresses: Vec<Multiaddr>,
     },
     Dial {
         address: Multiaddr,
@@ -275,7 +284,7 @@ impl Mesher {
             changes,
             shutdown,
         };
-        let mut http_servers = Vec::new();
+        let mut helpers = Vec::new();
         for address in &settings.http {
             let listener = tokio::net::TcpListener::bind(address)
                 .await
@@ -283,7 +292,7 @@ impl Mesher {
                     address: *address,
                     source,
                 })?;
-            if http_servers.is_empty() {
+            if helpers.is_empty() {
                 let bound = listener.local_addr().map_err(|source| MesherError::Http {
                     address: *address,
                     source,
@@ -300,7 +309,13 @@ impl Mesher {
                     source,
                 })?;
             }
-            http_servers.push(tokio::spawn(crate::http::serve(listener, handle.clone())));
+            helpers.push(tokio::spawn(crate::http::serve(listener, handle.clone())));
+        }
+        for peer in &settings.unresolved_bootstrap {
+            helpers.push(tokio::spawn(resolve_later(
+                peer.clone(),
+                handle.commands.clone(),
+            )));
         }
         let mut node = Node {
             swarm,
@@ -324,6 +339,7 @@ impl Mesher {
                 })
                 .collect(),
             bootstrap_dials: HashMap::new(),
+            unresolved: settings.unresolved_bootstrap,
             changes: changes_tx,
             listen_addrs,
         };
@@ -331,7 +347,7 @@ impl Mesher {
         let interval = settings.push_pull_interval;
         let task = tokio::spawn(async move {
             let result = node.run(command_rx, shutdown_rx, interval).await;
-            http_servers.iter().for_each(tokio::task::JoinHandle::abort);
+            helpers.iter().for_each(tokio::task::JoinHandle::abort);
             result
         });
         Ok(Self { handle, task })
@@ -473,6 +489,7 @@ struct Node {
     bootstrap: Vec<Bootstrap>,
     /// Dials in flight to bootstrap addresses (index into `bootstrap`).
     bootstrap_dials: HashMap<ConnectionId, usize>,
+    unresolved: Vec<String>,
     changes: watch::Sender<u64>,
     listen_addrs: Vec<Multiaddr>,
 }
@@ -545,7 +562,19 @@ impl Node {
                             error: entry.error.clone(),
                         })
                         .collect(),
+                    unresolved_bootstrap: self.unresolved.clone(),
                 });
+            }
+            Command::Resolved { peer, addresses } => {
+                tracing::info!(%peer, "bootstrap peer resolves now");
+                self.unresolved.retain(|p| *p != peer);
+                self.bootstrap
+                    .extend(addresses.into_iter().map(|address| Bootstrap {
+                        address,
+                        reached: None,
+                        error: None,
+                    }));
+                self.redial();
             }
             Command::Dial { address } => {
                 if let Err(error) = self.swarm.dial(address.clone()) {
@@ -1173,6 +1202,25 @@ impl Node {
                 }
             }
         }
+    }
+}
+
+/// Resolves a bootstrap `host:port` that did not resolve at start, retrying with a growing
+/// pause (up to half a minute), and hands its addresses to the node.
+async fn resolve_later(peer: String, commands: mpsc::Sender<Command>) {
+    let mut pause = Duration::from_secs(1);
+    loop {
+        tokio::time::sleep(pause).await;
+        if let Ok(found) = tokio::net::lookup_host(peer.clone()).await {
+            let addresses: Vec<Multiaddr> = found
+                .map(|a| crate::config::tcp_multiaddr(a.ip(), a.port()))
+                .collect();
+            if !addresses.is_empty() {
+                let _ = commands.send(Command::Resolved { peer, addresses }).await;
+                return;
+            }
+        }
+        pause = (pause * 2).min(Duration::from_secs(30));
     }
 }
 

@@ -1,10 +1,11 @@
 //! Built-in settings deployed for real on testbed machines and observed inside them: users'
-//! groups and shells (changed by a second deploy, a removed group left), one shared password
-//! on two machines, sshd's password logins on and off (an actual password login), and Data
-//! Mesher members finding their bootstrap peer at its network address with no extra peers
-//! configured, `clan mesher status` saying why while the peer is still missing, and a file
-//! that the `files` setting allows replicating between them. Skips with
-//! the reason when the host cannot run a testbed (not root, a tool missing).
+//! groups and shells (changed by a second deploy, a removed group left, a missing one
+//! refused), one shared password on two machines, sshd's password logins on and off (an
+//! actual password login), hello-world's greeting, and Data Mesher members finding their
+//! bootstrap peer with no extra peers configured, at its network address or by a name that
+//! resolves only later, `clan mesher status` saying why while the peer is missing, and a file
+//! that the `files` setting allows replicating between them. Skips with the reason when the
+//! host cannot run a testbed (not root, a tool missing).
 
 mod support;
 
@@ -298,5 +299,68 @@ fn data_mesher_members_find_their_bootstrap_peer_at_its_network_address() {
     assert!(
         eventually(|| f.on("hub", &format!("{clan} file get zone")) == "example.org. IN A 10.0.0.1"),
         "the file did not reach the hub"
+    );
+}
+
+/// A bootstrap machine known by name only (no deploy target, no network service: members
+/// dial `<machine>.<domain>`): while the name does not resolve on the laptop, its
+/// `clan mesher status` says so; once the name resolves there (an admin's hosts entry),
+/// the running daemon dials it without a restart.
+#[test]
+fn data_mesher_dials_a_bootstrap_host_name_once_it_resolves() {
+    let Some(f) = clan_on(&["hub", "laptop"], &["openssl", "git", "bwrap"], |f| {
+        format!(
+            "[meta]\nname = \"test\"\ndomain = \"mesh.test\"\n\n\
+             [machines.hub]\n\n\
+             [machines.laptop]\ndeploy.targetHost = \"root@{}\"\n\n\
+             [instances.mesh]\nmodule.name = \"data-mesher\"\n\
+             roles.bootstrap.machines.hub = {{}}\nroles.default.machines.laptop = {{}}\n",
+            f.address_of("laptop")
+        )
+    }) else {
+        return;
+    };
+    let hub = f.address_of("hub");
+    let target = format!("root@{hub}");
+    f.clan_ok(&[
+        "machines",
+        "update",
+        "hub",
+        "--target-host",
+        &target,
+        "--confirm-timeout",
+        "10",
+        "--host-key-check",
+        "tofu",
+    ]);
+    deploy(&f, &["laptop"], "tofu");
+    let config = f.on("laptop", "cat /etc/data-mesher/dm.toml");
+    assert!(
+        config.contains("bootstrap_peers = [\"hub.mesh.test:7946\"]"),
+        "{config}"
+    );
+    let text = f.on("laptop", "/var/lib/clan/bin/clan mesher status");
+    assert!(
+        text.contains("no peers: none of the bootstrap peers is reachable: hub.mesh.test:7946: does not resolve (yet)"),
+        "{text}"
+    );
+
+    f.on(
+        "laptop",
+        &format!("echo '{hub} hub.mesh.test' >> /etc/hosts"),
+    );
+    let status = || -> serde_json::Value {
+        let text = f.on("laptop", "/var/lib/clan/bin/clan mesher status --json");
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
+    };
+    assert!(
+        eventually(|| status()["peers"].as_array().is_some_and(|p| p.len() == 1)),
+        "the laptop never reached the hub by name"
+    );
+    let status = status();
+    assert_eq!(status["unresolved_bootstrap"], serde_json::json!([]));
+    assert_eq!(
+        status["bootstrap"][0]["address"],
+        format!("/ip4/{hub}/tcp/7946")
     );
 }

@@ -479,7 +479,6 @@ fn status(args: &ListArgs) -> anyhow::Result<ExitCode> {
     let peers = status["peers"].as_array().map_or(0, Vec::len);
     let no_peers = (peers == 0).then(|| why_no_peers(&config, &status));
     if args.json {
-        status["unresolved_bootstrap"] = serde_json::json!(config.unresolved_bootstrap);
         status["no_peers"] = serde_json::json!(no_peers);
         println!("{}", serde_json::to_string_pretty(&status)?);
         return Ok(ExitCode::SUCCESS);
@@ -503,19 +502,17 @@ fn status(args: &ListArgs) -> anyhow::Result<ExitCode> {
 /// Why a running daemon has no peers: nothing to dial, or each bootstrap peer and what
 /// happened when dialling it.
 fn why_no_peers(config: &Config, status: &serde_json::Value) -> String {
-    let dialled = status["bootstrap"]
-        .as_array()
-        .map_or(&[][..], Vec::as_slice);
-    if dialled.is_empty() && config.unresolved_bootstrap.is_empty() {
+    let list = |key: &str| status[key].as_array().map_or(&[][..], Vec::as_slice);
+    let (dialled, unresolved) = (list("bootstrap"), list("unresolved_bootstrap"));
+    if dialled.is_empty() && unresolved.is_empty() {
         return format!(
             "no bootstrap peers are configured (`cluster.bootstrap_peers` in `{}`) and no other node has connected",
             config.path.display()
         );
     }
-    let mut reasons: Vec<String> = config
-        .unresolved_bootstrap
+    let mut reasons: Vec<String> = unresolved
         .iter()
-        .map(|peer| format!("{peer}: does not resolve"))
+        .map(|peer| format!("{}: does not resolve (yet)", peer.as_str().unwrap_or("?")))
         .collect();
     for peer in dialled {
         let address = peer["address"].as_str().unwrap_or("?");
