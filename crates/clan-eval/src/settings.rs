@@ -168,4 +168,32 @@ mod tests {
         let typo = compiled.complete(json!({"greting": "x"})).err().unwrap();
         assert_eq!(typo.hint.as_deref(), Some("did you mean `greeting`?"));
     }
+
+    #[test]
+    fn formats_are_checked_and_a_refusal_quotes_the_settings_description() {
+        let schema = json!({"type": "object", "properties": {
+            "listen": {"type": "array", "items": {"type": "string", "format": "ip-address"},
+                       "description": "Addresses to listen on"},
+            "admin": {"type": "string", "format": "email"}
+        }});
+        let compiled = SettingsSchema::compile(&schema).unwrap();
+        assert!(compiled
+            .complete(json!({"listen": ["10.0.0.1", "fd00::1"], "admin": "a@example.org"}))
+            .is_ok());
+        let refused = compiled
+            .complete(json!({"listen": ["eth0"]}))
+            .err()
+            .unwrap();
+        assert_eq!(refused.key, "listen.0");
+        assert!(
+            refused.message.contains("\"ip-address\""),
+            "{}",
+            refused.message
+        );
+        assert_eq!(
+            refused.hint.as_deref(),
+            Some("`listen`: Addresses to listen on")
+        );
+        assert!(compiled.complete(json!({"admin": "nobody"})).is_err());
+    }
 }
