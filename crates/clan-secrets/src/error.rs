@@ -57,13 +57,6 @@ pub enum Error {
 
     #[error("`{}` exists but is not a symlink", path.display())]
     NotALink { path: PathBuf },
-
-    #[error("git {action} failed in `{}`: {message}", dir.display())]
-    Git {
-        action: &'static str,
-        dir: PathBuf,
-        message: String,
-    },
 }
 
 fn describe_holders(holders: &[String]) -> String {

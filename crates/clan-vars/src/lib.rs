@@ -31,7 +31,6 @@ mod deploy;
 mod error;
 pub mod generate;
 mod graph;
-mod lock;
 pub mod ops;
 mod prompt;
 pub mod sandbox;
@@ -41,7 +40,6 @@ pub use deploy::{deployable_secrets, machine_age_key, ssh_host_key, DeployableSe
 pub use error::Error;
 pub use generate::{Plan, Report, RunOptions, Selection};
 pub use graph::{stored_files, FleetGenerator, GeneratorKey, Graph, Placement};
-pub use lock::ClanLock;
 pub use prompt::{Answers, PromptRequest};
 pub use sandbox::Confinement;
 pub use store::{validation_hash, VarsStore, VALIDATION_HASH};

@@ -2,11 +2,11 @@
 
 use std::process::ExitCode;
 
-use clan_inventory::{Editor, MachineClass, MachineName, TagName};
+use clan_inventory::{Editor, MachineClass, MachineName, TagName, CLAN_TOML};
 
 mod deploy;
 
-use super::output::{commit, print_json, print_table};
+use super::output::{print_json, print_table};
 use super::{clan_dir, Context};
 
 #[derive(clap::Args)]
@@ -82,6 +82,7 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
             target_host,
             description,
         } => {
+            let change = super::change::begin(&dir, &[CLAN_TOML])?;
             let mut editor = Editor::open(&dir)?;
             editor.add_machine(
                 &name,
@@ -91,11 +92,7 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
                 description.as_deref(),
             )?;
             editor.save()?;
-            commit(
-                &dir,
-                &[clan_inventory::CLAN_TOML],
-                &format!("machines: create {name}"),
-            )?;
+            change.commit(&[CLAN_TOML.into()], &format!("machines: create {name}"))?;
             eprintln!("created machine `{name}`");
         }
         Command::List { tags, json } => {
@@ -147,14 +144,11 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Delete { name } => {
+            let change = super::change::begin(&dir, &[CLAN_TOML])?;
             let mut editor = Editor::open(&dir)?;
             editor.remove_machine(&name)?;
             editor.save()?;
-            commit(
-                &dir,
-                &[clan_inventory::CLAN_TOML],
-                &format!("machines: delete {name}"),
-            )?;
+            change.commit(&[CLAN_TOML.into()], &format!("machines: delete {name}"))?;
             eprintln!("deleted machine `{name}`");
         }
         Command::Update(args) => return deploy::update(args, &dir),

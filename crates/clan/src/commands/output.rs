@@ -1,10 +1,6 @@
-//! Small printing helpers shared by the commands: JSON to stdout, aligned tables, and the
-//! git commit that follows every change to the clan.
+//! Small printing helpers shared by the commands: JSON to stdout, aligned tables.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
-
-use anyhow::Context as _;
 
 /// Prints `value` as pretty JSON on stdout.
 pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
@@ -38,16 +34,5 @@ pub fn print_table(rows: &[Vec<String>]) -> anyhow::Result<()> {
         }
         writeln!(stdout, "{}", line.trim_end())?;
     }
-    Ok(())
-}
-
-/// Commits `paths` of the clan with `message`, unless `CLAN_NO_COMMIT=1`.
-pub fn commit(clan_dir: &Path, paths: &[&str], message: &str) -> anyhow::Result<()> {
-    if std::env::var_os("CLAN_NO_COMMIT").is_some_and(|value| value == "1") {
-        return Ok(());
-    }
-    let paths: Vec<PathBuf> = paths.iter().map(PathBuf::from).collect();
-    clan_secrets::git::commit_paths(clan_dir, &paths, message)
-        .context("committing the change to git")?;
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! `git::commit_paths` against real git: the commit holds exactly the given paths as they
+//! `ClanLock::commit` against real git: the commit holds exactly the given paths as they
 //! are in the work tree (new, changed, deleted, symlinks, executable bits, odd names), the
 //! index agrees with it afterwards, and unrelated changes stay uncommitted.
 
@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use clan_secrets::git::commit_paths;
+use clan_git::ClanLock;
 
 fn git(dir: &Path, args: &[&str]) -> String {
     let output = Command::new("git")
@@ -43,6 +43,10 @@ fn write(dir: &Path, path: &str, content: &str) {
 
 fn paths(list: &[&str]) -> Vec<PathBuf> {
     list.iter().map(PathBuf::from).collect()
+}
+
+fn commit_paths(dir: &Path, paths: &[PathBuf], message: &str) -> Result<bool, clan_git::Error> {
+    ClanLock::acquire(dir, "clan test", true, |_, _| {})?.commit(paths, message)
 }
 
 #[test]
