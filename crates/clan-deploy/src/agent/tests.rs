@@ -175,3 +175,10 @@ fn truncated_uploads_store_nothing() {
         Err(AgentError::UnknownGeneration(_))
     ));
 }
+
+#[test]
+fn short_ids_cut_any_text_on_a_character_boundary() {
+    assert_eq!(super::short("0123456789abcdef"), "0123456789ab");
+    assert_eq!(super::short("ééééééééééééé"), "éééééééééééé");
+    assert_eq!(super::short("abc"), "abc");
+}
