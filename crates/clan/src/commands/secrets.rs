@@ -358,7 +358,7 @@ fn run_key(
 ) -> anyhow::Result<ExitCode> {
     match command {
         KeyCommand::Generate { new } => {
-            let identities = Identities::discover(sources)?;
+            let identities = Identities::discover_before_generating(sources)?;
             if !identities.public_keys().is_empty() && !new {
                 for key in identities.public_keys() {
                     eprintln!("age key {} is already set ({})", key.recipient, key.source);

@@ -127,6 +127,16 @@ impl Clan {
         self.dir.path().join("clan")
     }
 
+    /// `$HOME` of the commands.
+    pub fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    /// The admin's age key file (`SOPS_AGE_KEY_FILE` of the commands).
+    pub fn key(&self) -> &std::path::Path {
+        &self.key
+    }
+
     pub fn write(&self, path: &str, content: &str) {
         let path = self.root().join(path);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
