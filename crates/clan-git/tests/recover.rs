@@ -3,40 +3,20 @@
 //! is cleared by the next command taking the lock, and its own commit then works.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use clan_git::{ClanLock, Recovered};
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let output = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
+mod repo;
 
-fn repo() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    git(dir.path(), &["init", "-q", "-b", "main"]);
-    git(dir.path(), &["config", "user.name", "test"]);
-    git(dir.path(), &["config", "user.email", "test@example.org"]);
+use repo::{git, write};
+
+/// A repository with a first commit of `clan.toml`.
+fn clan() -> tempfile::TempDir {
+    let dir = repo::repo();
     write(dir.path(), "clan.toml", "[meta]\n");
     git(dir.path(), &["add", "clan.toml"]);
     git(dir.path(), &["commit", "-q", "-m", "init"]);
     dir
-}
-
-fn write(dir: &Path, path: &str, content: &str) {
-    let path = dir.join(path);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, content).unwrap();
 }
 
 fn lock(dir: &Path, command: &str) -> ClanLock {
@@ -49,7 +29,7 @@ fn status(dir: &Path) -> String {
 
 #[test]
 fn changes_of_a_command_that_died_before_committing_are_committed_by_the_next() {
-    let dir = repo();
+    let dir = clan();
     let root = dir.path();
     {
         let first = lock(root, "clan secrets set a");
@@ -105,7 +85,7 @@ fn changes_of_a_command_that_died_before_committing_are_committed_by_the_next() 
 
 #[test]
 fn a_helper_ref_and_lock_files_of_a_killed_git_are_cleared() {
-    let dir = repo();
+    let dir = clan();
     let root = dir.path();
     let head = git(root, &["rev-parse", "HEAD"]);
     git(
@@ -146,7 +126,7 @@ fn a_helper_ref_and_lock_files_of_a_killed_git_are_cleared() {
 
 #[test]
 fn an_index_behind_its_branch_is_brought_in_step() {
-    let dir = repo();
+    let dir = clan();
     let root = dir.path();
     let lock = lock(root, "clan vars generate");
     lock.begin(&[Path::new("vars")]).unwrap();
@@ -165,7 +145,7 @@ fn an_index_behind_its_branch_is_brought_in_step() {
 
 #[test]
 fn without_committing_nothing_is_journaled_or_committed() {
-    let dir = repo();
+    let dir = clan();
     let root = dir.path();
     let lock = ClanLock::acquire(root, "clan machines create a", false, |_, _| {}).unwrap();
     lock.begin(&[Path::new("clan.toml")]).unwrap();

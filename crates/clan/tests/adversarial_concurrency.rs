@@ -190,29 +190,7 @@ fn a_mix_of_editors_keeps_every_edit() {
 #[test]
 fn a_waiting_command_says_who_holds_the_lock() {
     let clan = Clan::new(&[]);
-    clan.write(
-        "machines/web01/config.star",
-        "def per_machine(ctx):\n    return {\"config\": {\"generators\": {\"pw\": {\"prompts\": {\"p\": {}}, \"files\": {\"p\": {}}, \"script\": \"cp $prompts/p $out/p\"}}}}\n",
-    );
-    clan.git(&["add", "machines"]);
-    clan.git(&["commit", "-q", "-m", "a generator with a prompt"]);
-    clan.ok(&["machines", "create", "web01"], b"");
-    // Holds the lock while it reads its prompt answers from stdin.
-    let mut holder = clan
-        .command(&["vars", "generate", "--prompt-values", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lock = clan.root().join(".git/clan.lock");
-    let pid = format!("pid {}\n", holder.id());
-    while !std::fs::read_to_string(&lock)
-        .unwrap_or_default()
-        .starts_with(&pid)
-    {
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    let mut holder = clan.hold_lock();
     let mut waiter = clan.spawn(&["machines", "create", "web02"], b"");
     let line = read_stderr_until(&mut waiter, "waiting for the clan lock");
     assert!(line.contains(&format!("(PID {})", holder.id())), "{line}");

@@ -4,6 +4,8 @@
 
 mod crash_support;
 
+use std::ffi::OsStr;
+
 use crash_support::Clan;
 
 /// A clan with secret `s`, and the admin's key copied to the user config file too.
@@ -17,58 +19,49 @@ fn clan_with_fallback_key() -> Clan {
     clan
 }
 
+/// `clan secrets get s` with `variable=value`: its exit code, stdout and stderr.
+fn get_with(clan: &Clan, variable: &str, value: &OsStr) -> (Option<i32>, Vec<u8>, String) {
+    let output = clan
+        .command(&["secrets", "get", "s"])
+        .env(variable, value)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output.status.code(), output.stdout, stderr)
+}
+
 #[test]
 fn a_missing_sops_age_key_file_is_an_error_naming_it() {
     let clan = clan_with_fallback_key();
     let missing = clan.home().join("typo/keys.txt");
-    let output = clan
-        .command(&["secrets", "get", "s"])
-        .env("SOPS_AGE_KEY_FILE", &missing)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(
-        output.stdout.is_empty(),
-        "nothing decrypted with another key"
+    let (code, stdout, stderr) = get_with(&clan, "SOPS_AGE_KEY_FILE", missing.as_os_str());
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stdout.is_empty(), "nothing decrypted with another key");
+    let named = format!(
+        "SOPS_AGE_KEY_FILE is set to `{}`, which does not exist",
+        missing.display()
     );
-    assert!(
-        stderr.contains(&format!(
-            "SOPS_AGE_KEY_FILE is set to `{}`, which does not exist",
-            missing.display()
-        )),
-        "{stderr}"
-    );
+    assert!(stderr.contains(&named), "{stderr}");
     assert!(
         stderr.contains("hint: point SOPS_AGE_KEY_FILE at"),
         "{stderr}"
     );
     // Without the variable, the user config file is used.
-    assert_eq!(
-        clan.command(&["secrets", "get", "s"])
-            .env_remove("SOPS_AGE_KEY_FILE")
-            .output()
-            .unwrap()
-            .stdout,
-        b"value"
-    );
+    let fallback = clan
+        .command(&["secrets", "get", "s"])
+        .env_remove("SOPS_AGE_KEY_FILE")
+        .output()
+        .unwrap();
+    assert_eq!(fallback.stdout, b"value");
 }
 
 #[test]
 fn a_sops_age_key_that_does_not_parse_is_an_error_naming_it() {
     let clan = clan_with_fallback_key();
     for value in ["AGE-SECRET-KEY-1GARBAGE", "# only a comment", "not a key"] {
-        let output = clan
-            .command(&["secrets", "get", "s"])
-            .env("SOPS_AGE_KEY", value)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(2), "{value}: {stderr}");
-        assert!(
-            output.stdout.is_empty(),
-            "{value}: decrypted with another key"
-        );
+        let (code, stdout, stderr) = get_with(&clan, "SOPS_AGE_KEY", OsStr::new(value));
+        assert_eq!(code, Some(2), "{value}: {stderr}");
+        assert!(stdout.is_empty(), "{value}: decrypted with another key");
         assert!(stderr.contains("SOPS_AGE_KEY"), "{value}: {stderr}");
         assert!(
             !stderr.contains("GARBAGE"),
@@ -82,13 +75,8 @@ fn a_key_file_that_holds_no_key_is_an_error_naming_it() {
     let clan = clan_with_fallback_key();
     let empty = clan.home().join("empty.txt");
     std::fs::write(&empty, "").unwrap();
-    let output = clan
-        .command(&["secrets", "get", "s"])
-        .env("SOPS_AGE_KEY_FILE", &empty)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    let (code, _, stderr) = get_with(&clan, "SOPS_AGE_KEY_FILE", empty.as_os_str());
+    assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("SOPS_AGE_KEY_FILE (`"), "{stderr}");
     assert!(
         stderr.contains("empty.txt`) holds no age identity"),
@@ -100,12 +88,8 @@ fn a_key_file_that_holds_no_key_is_an_error_naming_it() {
         .env("SOPS_AGE_KEY_FILE", &empty)
         .output()
         .unwrap();
-    assert!(
-        generated.status.success(),
-        "{}",
-        String::from_utf8_lossy(&generated.stderr)
-    );
-    assert!(std::fs::read_to_string(&empty)
-        .unwrap()
-        .contains("AGE-SECRET-KEY-"));
+    let stderr = String::from_utf8_lossy(&generated.stderr);
+    assert!(generated.status.success(), "{stderr}");
+    let key = std::fs::read_to_string(&empty).unwrap();
+    assert!(key.contains("AGE-SECRET-KEY-"));
 }

@@ -320,6 +320,36 @@ impl Clan {
         std::fs::remove_dir_all(&export).unwrap();
     }
 
+    /// Starts a `vars generate` that holds the clan lock until its stdin (prompt answers,
+    /// `{"pw": {"p": "…"}}`) is closed, and returns once it holds it. Adds machine `holder`
+    /// with the prompting generator.
+    pub fn hold_lock(&self) -> Child {
+        self.write(
+            "machines/holder/config.star",
+            "def per_machine(ctx):\n    return {\"config\": {\"generators\": {\"pw\": {\"prompts\": {\"p\": {}}, \"files\": {\"p\": {}}, \"script\": \"cp $prompts/p $out/p\"}}}}\n",
+        );
+        self.git(&["add", "machines"]);
+        self.git(&["commit", "-q", "-m", "a generator with a prompt"]);
+        self.ok(&["machines", "create", "holder"], b"");
+        let holder = self
+            .command(&["vars", "generate", "--prompt-values", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = format!("pid {}\n", holder.id());
+        while !self.lock_record().starts_with(&pid) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        holder
+    }
+
+    /// What the clan lock file says about its (last) holder.
+    pub fn lock_record(&self) -> String {
+        std::fs::read_to_string(self.root().join(".git/clan.lock")).unwrap_or_default()
+    }
+
     /// `vars check` passes for every machine.
     pub fn assert_vars_valid(&self, context: &str) {
         for machine in &self.machines {
