@@ -104,7 +104,11 @@ impl ClanLock {
         commits: bool,
         waiting: impl FnOnce(&Path, Option<Holder>) + Send,
     ) -> Result<ClanLock, Error> {
-        let repo = Repo::discover(clan_dir)?;
+        let repo = match Repo::discover(clan_dir) {
+            // Without git nothing can be committed; that only matters when committing.
+            Err(Error::Git { .. }) if !commits => None,
+            found => found?,
+        };
         let path = match &repo {
             Some(repo) => repo.common_dir.join("clan.lock"),
             None => clan_dir.join(".clan.lock"),

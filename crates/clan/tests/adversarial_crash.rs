@@ -4,7 +4,7 @@
 //! same command, which must succeed and leave the repository committed and consistent; and
 //! the states the issue found stuck (a kill between the vars swap and the commit, a stale
 //! `refs/clan/pending-commit`, a lock file of a killed git, a killed lock holder) recovered
-//! by the next run.
+//! by the next run; and without git, no change that would then stay uncommitted.
 
 mod crash_support;
 
@@ -175,4 +175,29 @@ fn a_killed_lock_holder_does_not_block() {
 
 fn strings(words: &[&str]) -> Vec<String> {
     words.iter().map(|w| w.to_string()).collect()
+}
+
+#[test]
+fn without_git_a_change_is_made_only_when_not_committing() {
+    let clan = Clan::new(&[]);
+    let no_git = clan.home().join("empty-path");
+    std::fs::create_dir_all(&no_git).unwrap();
+    let failed = clan
+        .command(&["machines", "create", "web01"])
+        .env("PATH", &no_git)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert_eq!(failed.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("git rev-parse failed"), "{stderr}");
+    assert!(!clan.read("clan.toml").contains("web01"), "nothing changed");
+    let uncommitted = clan
+        .command(&["machines", "create", "web01"])
+        .env("PATH", &no_git)
+        .env("CLAN_NO_COMMIT", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&uncommitted.stderr);
+    assert!(uncommitted.status.success(), "{stderr}");
+    assert!(clan.read("clan.toml").contains("web01"));
 }
