@@ -262,6 +262,11 @@ fn commit_journal(lock: &ClanLock, repo: &Repo, done: &mut Vec<Recovered>) -> Re
     for path in &scope {
         remove_temporaries(&repo.top, path, done)?;
     }
+    // Most journals left behind are of commands that failed before changing anything;
+    // asking git is much cheaper than building a commit of the whole scope.
+    if unchanged(repo, &scope)? {
+        return remove_journal(repo);
+    }
     let message = format!(
         "clan: commit what the interrupted `{command}` changed\n\n\
          It stopped before committing; `{}` found its changes and committed them.",
@@ -271,6 +276,18 @@ fn commit_journal(lock: &ClanLock, repo: &Repo, done: &mut Vec<Recovered>) -> Re
         done.push(Recovered::Committed { command });
     }
     remove_journal(repo)
+}
+
+/// Whether `scope` (relative to the top of the work tree) is as committed, in the work
+/// tree and in the index.
+fn unchanged(repo: &Repo, scope: &[PathBuf]) -> Result<bool, Error> {
+    let mut args: Vec<&OsStr> = ["status", "--porcelain", "-z", "--untracked-files=all", "--"]
+        .iter()
+        .map(OsStr::new)
+        .collect();
+    args.extend(scope.iter().map(|path| path.as_os_str()));
+    let status = succeeded("status", &repo.top, git(&repo.top, "status", &args)?)?;
+    Ok(status.stdout.is_empty())
 }
 
 /// Removes the temporary files of atomic writes at or under `path` (relative to `top`),

@@ -17,14 +17,28 @@ pub struct Change {
 
 /// Takes the clan lock for a change of `scope` (paths relative to the clan directory).
 pub fn begin(clan_dir: &Path, scope: &[&str]) -> anyhow::Result<Change> {
-    let lock = lock(clan_dir)?;
-    let scope: Vec<&Path> = scope.iter().map(Path::new).collect();
-    lock.begin(&scope)
-        .context("recording the change about to be made")?;
-    Ok(Change { lock })
+    let change = lock(clan_dir)?;
+    change.begin(scope)?;
+    Ok(change)
+}
+
+/// Takes the clan lock for a command that may find nothing to change; it calls
+/// [`Change::begin`] before it changes anything.
+pub fn lock(clan_dir: &Path) -> anyhow::Result<Change> {
+    Ok(Change {
+        lock: acquire(clan_dir)?,
+    })
 }
 
 impl Change {
+    /// Records that `scope` (paths relative to the clan directory) is about to change.
+    pub fn begin(&self, scope: &[&str]) -> anyhow::Result<()> {
+        let scope: Vec<&Path> = scope.iter().map(Path::new).collect();
+        self.lock
+            .begin(&scope)
+            .context("recording the change about to be made")
+    }
+
     /// Commits `paths` (relative to the clan directory) with `message`.
     pub fn commit(&self, paths: &[PathBuf], message: &str) -> anyhow::Result<()> {
         self.lock
@@ -38,12 +52,12 @@ impl Change {
 /// command changed but did not commit, so that it is not reported as done.
 pub fn recover_if_interrupted(clan_dir: &Path) -> anyhow::Result<()> {
     if clan_git::interrupted(clan_dir)? {
-        drop(lock(clan_dir)?);
+        drop(acquire(clan_dir)?);
     }
     Ok(())
 }
 
-fn lock(clan_dir: &Path) -> anyhow::Result<ClanLock> {
+fn acquire(clan_dir: &Path) -> anyhow::Result<ClanLock> {
     let commits = std::env::var_os("CLAN_NO_COMMIT").is_none_or(|value| value != "1");
     let lock = ClanLock::acquire(
         clan_dir,

@@ -289,7 +289,7 @@ fn generate(
     prompt_values: Option<&Path>,
     options: &RunOptions,
 ) -> anyhow::Result<Option<ExitCode>> {
-    let lock = session.lock()?;
+    let lock = change::lock(session.store.clan_dir())?;
     let plan = Plan::new(&session.graph, &session.store, selection)?;
     if plan.order.is_empty() {
         return Ok(None);
@@ -304,6 +304,7 @@ fn generate(
         }
         ask_remaining(&requests, &mut answers)?;
     }
+    lock.begin(VARS_SCOPE)?;
     let report = clan_vars::generate::run(
         &session.graph,
         &session.store,
