@@ -1,9 +1,9 @@
-//! The one way a command changes the clan. [`begin`] takes the clan lock (saying, after a
-//! second of waiting, who holds it), clears what interrupted commands left behind (committing
-//! their uncommitted changes), and records the scope about to change, so that a crash
-//! before [`Change::commit`] is recovered by the next run. Everything the command reads from
-//! the clan to change it must be read after [`begin`]. `CLAN_NO_COMMIT=1` turns committing
-//! (and the journal) off.
+//! The one way a command changes the clan. [`lock`] takes the clan lock (saying, after a
+//! second of waiting, who holds it) and clears what interrupted commands left behind
+//! (committing their uncommitted changes); [`Change::begin`] records the scope about to
+//! change, so that a crash before [`Change::commit`] is recovered by the next run ([`begin`]
+//! does both). Everything the command reads from the clan to change it must be read after
+//! [`lock`]. `CLAN_NO_COMMIT=1` turns committing (and the journal) off.
 
 use std::path::{Path, PathBuf};
 

@@ -56,6 +56,14 @@ pub struct Clan {
     key: PathBuf,
     real_git: PathBuf,
     pub machines: Vec<String>,
+    /// The clan binary run (the deploy tests use a stripped copy, which is uploaded).
+    pub binary: PathBuf,
+    /// More environment for every command.
+    pub env: Vec<(String, PathBuf)>,
+    /// Kill what a killed run left running instead of waiting for it to finish (for
+    /// processes that never finish on their own); records what each such run left.
+    pub kill_orphans: bool,
+    pub orphaned: std::cell::RefCell<Vec<Vec<String>>>,
 }
 
 /// How a run ended: `code` is `None` when it was killed.
@@ -97,6 +105,10 @@ impl Clan {
             dir,
             real_git,
             machines: machines.iter().map(|m| m.to_string()).collect(),
+            binary: PathBuf::from(env!("CARGO_BIN_EXE_clan")),
+            env: Vec::new(),
+            kill_orphans: false,
+            orphaned: Default::default(),
         };
         let mut init = clan.command(&[]);
         init.args(["init", "--name", "test"]).arg(clan.root());
@@ -188,8 +200,9 @@ impl Clan {
 
     /// `clan --flake <clan> args…` in a process group of its own.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_clan"));
+        let mut command = Command::new(&self.binary);
         self.env(&mut command).process_group(0);
+        command.envs(self.env.iter().map(|(key, value)| (key, value)));
         if !args.is_empty() {
             command.arg("--flake").arg(self.root()).args(args);
         }
@@ -271,8 +284,15 @@ impl Clan {
             send_kill(pid, *group);
         }
         let run = finish(child);
+        if self.kill_orphans && run.code.is_none() {
+            let left = group_members(pid);
+            if !left.is_empty() {
+                self.orphaned.borrow_mut().push(left);
+                send_kill(pid, true);
+            }
+        }
         // Orphans (a git clan started, a generator script) finish before the next run.
-        while group_alive(pid) {
+        while !group_members(pid).is_empty() {
             std::thread::sleep(Duration::from_millis(5));
         }
         run
@@ -413,10 +433,35 @@ fn send_kill(pid: u32, group: bool) {
     };
 }
 
-/// Whether any process of the group `pid` leads is still alive.
-fn group_alive(pid: u32) -> bool {
-    rustix::process::Pid::from_raw(pid as i32)
-        .is_some_and(|pid| rustix::process::test_kill_process_group(pid).is_ok())
+/// The command lines of the processes of the group `pid` leads that still run (a zombie
+/// waiting for its new parent to reap it does not).
+fn group_members(pid: u32) -> Vec<String> {
+    let Ok(processes) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let group = pid.to_string();
+    let running = |process: &std::fs::DirEntry| {
+        let Ok(stat) = std::fs::read_to_string(process.path().join("stat")) else {
+            return false;
+        };
+        // `pid (comm) state ppid pgrp …`; comm may hold anything but the last `)`.
+        let Some((_, fields)) = stat.rsplit_once(')') else {
+            return false;
+        };
+        let fields: Vec<&str> = fields.split_whitespace().collect();
+        matches!(fields.as_slice(), [state, _, g, ..] if *state != "Z" && *g == group)
+    };
+    processes
+        .flatten()
+        .filter(running)
+        .map(|process| {
+            let line = std::fs::read(process.path().join("cmdline")).unwrap_or_default();
+            String::from_utf8_lossy(&line)
+                .replace('\0', " ")
+                .trim()
+                .to_owned()
+        })
+        .collect()
 }
 
 fn which(tool: &str) -> Option<PathBuf> {
