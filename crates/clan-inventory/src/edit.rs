@@ -449,10 +449,16 @@ fn json_to_toml(value: &Value) -> Option<Item> {
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
+/// The temporary file is named `.<name>.tmp-<random>`, which the recovery after a crash
+/// knows to remove (`clan_git::is_temporary`).
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
     let write = || -> std::io::Result<()> {
-        let mut file = tempfile::NamedTempFile::new_in(dir)?;
+        let mut file = tempfile::Builder::new()
+            .prefix(&format!(".{name}.tmp-"))
+            .rand_bytes(12)
+            .tempfile_in(dir)?;
         file.write_all(bytes)?;
         file.as_file().sync_all()?;
         file.persist(path).map_err(|error| error.error)?;

@@ -52,18 +52,23 @@ pub enum Error {
     #[error("failed to read age keys from {source_name}: {reason}")]
     KeyFile { source_name: String, reason: String },
 
+    #[error("{variable} is set to `{}`, which does not exist", path.display())]
+    KeyFileMissing {
+        variable: &'static str,
+        path: PathBuf,
+    },
+
+    #[error("{variable}{} holds no age identity", path.as_ref().map(|p| format!(" (`{}`)", p.display())).unwrap_or_default())]
+    NoIdentity {
+        variable: &'static str,
+        path: Option<PathBuf>,
+    },
+
     #[error("malformed key file `{}`: {reason}", path.display())]
     KeyJson { path: PathBuf, reason: String },
 
     #[error("`{}` exists but is not a symlink", path.display())]
     NotALink { path: PathBuf },
-
-    #[error("git {action} failed in `{}`: {message}", dir.display())]
-    Git {
-        action: &'static str,
-        dir: PathBuf,
-        message: String,
-    },
 }
 
 fn describe_holders(holders: &[String]) -> String {
@@ -117,6 +122,15 @@ impl Error {
             }
             Error::NoRecipientsLeft { .. } => {
                 "remove those secrets first, or give someone else access to them".to_owned()
+            }
+            Error::KeyFileMissing { variable, .. } => format!(
+                "point {variable} at your age key file or unset it; `clan secrets key generate` creates a new key there"
+            ),
+            Error::NoIdentity { path: None, variable } => {
+                format!("set {variable} to your age secret key (AGE-SECRET-KEY-…) or unset it")
+            }
+            Error::NoIdentity { variable, .. } => {
+                format!("point {variable} at a file holding your age secret key, or unset it")
             }
             Error::NoAdminKey { .. } => {
                 "run `clan secrets key generate`, or set SOPS_AGE_KEY_FILE to your age key file"

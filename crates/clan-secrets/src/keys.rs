@@ -109,7 +109,9 @@ impl Identities {
         Ok(identities)
     }
 
-    fn add_text(&mut self, text: &str, source: &str) -> Result<(), String> {
+    /// Adds the keys of a key file's `text`; returns how many it holds.
+    fn add_text(&mut self, text: &str, source: &str) -> Result<usize, String> {
+        let mut found = 0;
         let mut announced: Option<Recipient> = None;
         for (index, line) in text.lines().enumerate() {
             let line = line.trim();
@@ -118,6 +120,7 @@ impl Identities {
                 if let Some(recipient) = comment_recipient(comment) {
                     announced = Some(recipient.clone());
                     self.add_public(recipient, source);
+                    found += 1;
                 }
                 continue;
             }
@@ -128,6 +131,7 @@ impl Identities {
                     })?;
                     self.add_identity(identity, source);
                     announced = None;
+                    found += 1;
                 } else if word.starts_with("AGE-PLUGIN-") {
                     if announced.take().is_none() {
                         return Err(format!(
@@ -140,7 +144,7 @@ impl Identities {
                 }
             }
         }
-        Ok(())
+        Ok(found)
     }
 
     fn add_public(&mut self, recipient: Recipient, source: &str) {
@@ -165,25 +169,55 @@ impl Identities {
     }
 
     /// Finds the admin's identities the way sops does: every one of `SOPS_AGE_KEY`,
-    /// `SOPS_AGE_KEY_FILE` and the user config file that is present. A missing file is not an
-    /// error; an unreadable or malformed one is.
+    /// `SOPS_AGE_KEY_FILE` and the user config file that is present. A key given explicitly
+    /// must be there: `SOPS_AGE_KEY_FILE` naming a missing file, or either variable holding
+    /// no identity, is an error naming it (never a silent fall back to another key). The
+    /// user config file may be missing; an unreadable or malformed file is an error.
     pub fn discover(sources: &KeySources) -> Result<Self, crate::Error> {
+        Self::discover_with(sources, false)
+    }
+
+    /// [`Identities::discover`] before a key is generated: `SOPS_AGE_KEY_FILE`, where the
+    /// new key goes, may be missing or empty, and when it is set the user config file does
+    /// not count (a key there is not the one asked for).
+    pub fn discover_before_generating(sources: &KeySources) -> Result<Self, crate::Error> {
+        Self::discover_with(sources, true)
+    }
+
+    fn discover_with(sources: &KeySources, generating: bool) -> Result<Self, crate::Error> {
         let mut identities = Identities::default();
         if let Some(value) = &sources.sops_age_key {
-            identities
+            let found = identities
                 .add_text(value.expose_secret(), "SOPS_AGE_KEY")
                 .map_err(|reason| crate::Error::KeyFile {
                     source_name: "SOPS_AGE_KEY".into(),
                     reason,
                 })?;
+            if found == 0 {
+                return Err(crate::Error::NoIdentity {
+                    variable: "SOPS_AGE_KEY",
+                    path: None,
+                });
+            }
         }
-        for path in [&sources.sops_age_key_file, &sources.user_key_file]
-            .into_iter()
-            .flatten()
-        {
+        let explicit = sources.sops_age_key_file.iter().map(|path| (path, true));
+        let default = sources
+            .user_key_file
+            .iter()
+            .filter(|_| !(generating && sources.sops_age_key_file.is_some()))
+            .map(|path| (path, false));
+        for (path, explicit) in explicit.chain(default) {
             let text = match std::fs::read_to_string(path) {
                 Ok(text) => zeroize::Zeroizing::new(text),
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                    if explicit && !generating {
+                        return Err(crate::Error::KeyFileMissing {
+                            variable: "SOPS_AGE_KEY_FILE",
+                            path: path.clone(),
+                        });
+                    }
+                    continue;
+                }
                 Err(source) => {
                     return Err(crate::Error::Io {
                         action: "read",
@@ -193,12 +227,19 @@ impl Identities {
                 }
             };
             let name = path.display().to_string();
-            identities
-                .add_text(&text, &name)
-                .map_err(|reason| crate::Error::KeyFile {
-                    source_name: name.clone(),
-                    reason,
-                })?;
+            let found =
+                identities
+                    .add_text(&text, &name)
+                    .map_err(|reason| crate::Error::KeyFile {
+                        source_name: name.clone(),
+                        reason,
+                    })?;
+            if explicit && !generating && found == 0 {
+                return Err(crate::Error::NoIdentity {
+                    variable: "SOPS_AGE_KEY_FILE",
+                    path: Some(path.clone()),
+                });
+            }
         }
         Ok(identities)
     }
@@ -349,6 +390,75 @@ pub fn append_generated_identity(path: &Path) -> Result<Recipient, crate::Error>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A user config file holding a valid key, which an explicit key must never fall back to.
+    fn with_default_key(dir: &Path) -> KeySources {
+        let (text, _) = crate::generate_identity();
+        let user = dir.join("keys.txt");
+        std::fs::write(&user, text.expose_secret()).unwrap();
+        KeySources {
+            sops_age_key: None,
+            sops_age_key_file: None,
+            user_key_file: Some(user),
+        }
+    }
+
+    #[test]
+    fn an_explicit_key_file_that_is_missing_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nowhere.txt");
+        let sources = KeySources {
+            sops_age_key_file: Some(missing.clone()),
+            ..with_default_key(dir.path())
+        };
+        let error = Identities::discover(&sources).unwrap_err();
+        assert!(
+            matches!(&error, crate::Error::KeyFileMissing { variable: "SOPS_AGE_KEY_FILE", path } if *path == missing),
+            "{error:?}"
+        );
+        let message = error.to_string();
+        assert!(message.contains("SOPS_AGE_KEY_FILE") && message.contains("nowhere.txt"));
+        // Where a new key is about to be written, missing is expected, and the key in the
+        // user config file is not the one asked for.
+        let found = Identities::discover_before_generating(&sources).unwrap();
+        assert!(found.is_empty());
+    }
+
+    #[test]
+    fn explicit_keys_holding_no_identity_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.txt");
+        std::fs::write(&empty, "# nothing here\n").unwrap();
+        let sources = KeySources {
+            sops_age_key_file: Some(empty.clone()),
+            ..with_default_key(dir.path())
+        };
+        assert!(matches!(
+            Identities::discover(&sources),
+            Err(crate::Error::NoIdentity { variable: "SOPS_AGE_KEY_FILE", path: Some(path) }) if path == empty
+        ));
+        let sources = KeySources {
+            sops_age_key: Some(SecretString::from("  ".to_owned())),
+            ..with_default_key(dir.path())
+        };
+        assert!(matches!(
+            Identities::discover(&sources),
+            Err(crate::Error::NoIdentity {
+                variable: "SOPS_AGE_KEY",
+                path: None
+            })
+        ));
+        let sources = KeySources {
+            sops_age_key: Some(SecretString::from("AGE-SECRET-KEY-1NOTAKEY".to_owned())),
+            ..with_default_key(dir.path())
+        };
+        let error = Identities::discover(&sources).unwrap_err().to_string();
+        assert!(error.contains("SOPS_AGE_KEY"), "{error}");
+        assert!(
+            !error.contains("NOTAKEY"),
+            "the value is not echoed: {error}"
+        );
+    }
 
     const FIXTURE_KEY: &str =
         "AGE-SECRET-KEY-1UCXEUJH6JXF8LFKWFHDM4N9AQE2CCGQZGXLUNV4TKR5KY0KC8FDQ2TY4NX";

@@ -9,11 +9,10 @@
 //! print, prompt, read the process environment except in [`KeySources::from_env`], spawn a
 //! process per secret, or hold plaintext outside [`Plaintext`] (zeroized, redacted `Debug`).
 //! Every file it writes is created `0600` and renamed into place. Committing to git is left
-//! to the caller ([`git::commit_paths`] is a helper for it), using the [`Changes`] returned.
+//! to the caller (`clan-git`), using the [`Changes`] returned.
 
 mod error;
 mod fsutil;
-pub mod git;
 mod keys;
 mod names;
 pub mod sops;

@@ -131,9 +131,6 @@ pub enum Error {
     #[error("interrupted; nothing of the unfinished generators was stored")]
     Interrupted,
 
-    #[error("another clan process is changing this clan (lock `{}` is held)", path.display())]
-    Locked { path: PathBuf },
-
     #[error("`{}` already exists", path.display())]
     Exists { path: PathBuf },
 }
@@ -203,7 +200,6 @@ impl Error {
             Error::PromptMissing { generator, prompt, .. } => format!(
                 "run on a terminal, or pass `--prompt-values FILE` holding {{\"{generator}\": {{\"{prompt}\": \"…\"}}}}"
             ),
-            Error::Locked { .. } => "wait for the other clan command to finish".to_owned(),
             Error::Interrupted => "run `clan vars generate` again".to_owned(),
             Error::Exists { .. } => "pick a path that does not exist yet".to_owned(),
             _ => return None,

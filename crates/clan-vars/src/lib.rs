@@ -31,7 +31,6 @@ mod deploy;
 mod error;
 pub mod generate;
 mod graph;
-mod lock;
 pub mod ops;
 mod prompt;
 pub mod sandbox;
@@ -44,7 +43,6 @@ pub use deploy::{
 pub use error::Error;
 pub use generate::{Plan, Report, RunOptions, Selection};
 pub use graph::{stored_files, FleetGenerator, GeneratorKey, Graph, Placement};
-pub use lock::ClanLock;
 pub use prompt::{Answers, PromptRequest};
 pub use sandbox::Confinement;
 pub use store::{validation_hash, VarsStore, VALIDATION_HASH};

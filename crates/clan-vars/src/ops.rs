@@ -428,7 +428,7 @@ pub struct Keygen {
 /// is found, and the sops user `user` with its public keys unless a user already has one.
 pub fn keygen(store: &VarsStore, sources: &KeySources, user: &UserName) -> Result<Keygen, Error> {
     let mut done = Keygen::default();
-    let mut identities = Identities::discover(sources)?;
+    let mut identities = Identities::discover_before_generating(sources)?;
     if identities.public_keys().is_empty() {
         let path =
             sources

@@ -57,6 +57,9 @@ fn hint_for(error: &anyhow::Error) -> Option<String> {
         if let Some(error) = cause.downcast_ref::<clan_vars::Error>() {
             return error.hint();
         }
+        if let Some(error) = cause.downcast_ref::<clan_git::Error>() {
+            return error.hint();
+        }
         None
     })
 }

@@ -241,7 +241,10 @@ pub fn install_secrets(
             &entry.group,
             &format!("secret `{name}`"),
         )?;
-        let value = &secrets[name];
+        // Decrypted from the same manifest, but a missing one must not panic the agent.
+        let value = secrets
+            .get(name)
+            .ok_or_else(|| AgentError::Secret(format!("secret `{name}` was not decrypted")))?;
         let differs = old.manifest.secrets.get(name).map(|e| &e.blob) != Some(&entry.blob)
             || !matches_on_disk(&path, value.expose(), uid, gid, entry.mode);
         if differs {
@@ -576,7 +579,16 @@ pub fn apply(
         )?;
     }
     let mut written = Vec::new();
-    for (name, UnitPlan { content, .. }) in &new_units {
+    for (
+        name,
+        UnitPlan {
+            content,
+            enabled,
+            restart_on_change,
+            ..
+        },
+    ) in &new_units
+    {
         let managed = old_units.contains_key(name);
         let mut unit_changes = Changes::default();
         let root = Some(0);
@@ -591,7 +603,7 @@ pub fn apply(
             &mut unit_changes,
             dry_run,
         )? {
-            written.push(name.as_str());
+            written.push((name.as_str(), *enabled, *restart_on_change));
         }
         changes
             .files_kept_aside
@@ -600,11 +612,7 @@ pub fn apply(
     if !dry_run && live && !(written.is_empty() && removed.is_empty()) {
         system::systemctl("daemon-reload", &[])?;
     }
-    for name in written {
-        let Some(plan) = new_units.get(name) else {
-            continue;
-        };
-        let (enabled, restart_on_change) = (plan.enabled, plan.restart_on_change);
+    for (name, enabled, restart_on_change) in written {
         let is_new = !old_units.contains_key(name);
         if !enabled || name == SECRETS_UNIT {
             if !dry_run && live && enabled {

@@ -531,9 +531,10 @@ fn describe_restore(old: &Stored, error: Option<AgentError>) -> String {
     }
 }
 
-/// The first 12 characters of a generation id, for people.
+/// The first 12 characters of a generation id, for people. Ids also come from machines'
+/// answers, so any text is cut on a character boundary.
 pub fn short(id: &str) -> &str {
-    &id[..id.len().min(12)]
+    id.char_indices().nth(12).map_or(id, |(end, _)| &id[..end])
 }
 
 #[cfg(test)]

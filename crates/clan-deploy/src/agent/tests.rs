@@ -219,3 +219,10 @@ fn units_restart_or_reload_when_a_declared_input_changes() {
     assert!(changes.units_restarted.is_empty());
     assert_eq!(changes.units_reloaded, ["other.service"]);
 }
+
+#[test]
+fn short_ids_cut_any_text_on_a_character_boundary() {
+    assert_eq!(super::short("0123456789abcdef"), "0123456789ab");
+    assert_eq!(super::short("ééééééééééééé"), "éééééééééééé");
+    assert_eq!(super::short("abc"), "abc");
+}

@@ -22,10 +22,7 @@ pub struct Args {
 pub fn run(args: Args, _context: &Context) -> anyhow::Result<ExitCode> {
     let clan_toml = args.dir.join(clan_inventory::CLAN_TOML);
     if clan_toml.exists() {
-        return Err(crate::report::hinted(
-            format!("`{}` already exists", clan_toml.display()),
-            "pick another directory; `clan show` describes the existing clan",
-        ));
+        return Err(exists(&clan_toml));
     }
     let name = match args.name {
         Some(name) => name,
@@ -39,18 +36,30 @@ pub fn run(args: Args, _context: &Context) -> anyhow::Result<ExitCode> {
     };
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("creating `{}`", args.dir.display()))?;
+    git_init(&args.dir)?;
+    let change = super::change::begin(&args.dir, &[clan_inventory::CLAN_TOML])?;
+    // Again under the lock: another `clan init` may have been quicker.
+    if clan_toml.exists() {
+        return Err(exists(&clan_toml));
+    }
     clan_inventory::write_atomically(
         &clan_toml,
         clan_inventory::new_clan_toml(&name, &args.domain).as_bytes(),
     )?;
-    git_init(&args.dir)?;
-    super::output::commit(&args.dir, &[clan_inventory::CLAN_TOML], "clan init")?;
+    change.commit(&[clan_inventory::CLAN_TOML.into()], "clan init")?;
     eprintln!("created clan `{name}` in {}", args.dir.display());
     eprintln!(
         "next: cd {} && clan machines create <name>",
         args.dir.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+fn exists(clan_toml: &std::path::Path) -> anyhow::Error {
+    crate::report::hinted(
+        format!("`{}` already exists", clan_toml.display()),
+        "pick another directory; `clan show` describes the existing clan",
+    )
 }
 
 /// `git init`, and a repository-local identity when the user has none, so commits work.

@@ -5,10 +5,13 @@ use std::process::ExitCode;
 use std::str::FromStr;
 
 use anyhow::anyhow;
-use clan_inventory::{Editor, InstanceName, RoleName, RoleTarget, ServiceName, SettingScope};
+use clan_inventory::{
+    Editor, InstanceName, RoleName, RoleTarget, ServiceName, SettingScope, CLAN_TOML,
+};
 use serde_json::Value;
 
-use super::output::{commit, print_json, print_table};
+use super::change::Change;
+use super::output::{print_json, print_table};
 use super::{clan_dir, Context};
 
 #[derive(clap::Args)]
@@ -113,7 +116,7 @@ impl FromStr for Setting {
 
 pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
     let dir = clan_dir(context)?;
-    let (message, editor) = match args.command {
+    let (message, (change, editor)) = match args.command {
         Command::List { json } => {
             let fleet = clan_eval::Fleet::open(&dir)?;
             if json {
@@ -146,32 +149,35 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
             roles,
             settings,
         } => {
-            let mut editor = Editor::open(&dir)?;
+            let (change, mut editor) = edit(&dir)?;
             editor.add_instance(&name, &service)?;
             for member in &roles {
                 editor.add_role_member(&name, &member.role, &member.target)?;
             }
             apply_settings(&mut editor, &name, &settings)?;
-            (format!("instances: create {name} ({service})"), editor)
+            (
+                format!("instances: create {name} ({service})"),
+                (change, editor),
+            )
         }
         Command::Delete { name } => {
-            let mut editor = Editor::open(&dir)?;
+            let (change, mut editor) = edit(&dir)?;
             editor.remove_instance(&name)?;
-            (format!("instances: delete {name}"), editor)
+            (format!("instances: delete {name}"), (change, editor))
         }
         Command::Add {
             instance,
             role,
             target,
         } => {
-            let mut editor = Editor::open(&dir)?;
+            let (change, mut editor) = edit(&dir)?;
             editor.add_role_member(&instance, &role, &target)?;
             (
                 format!(
                     "instances: add {} to {instance}/{role}",
                     describe_target(&target)
                 ),
-                editor,
+                (change, editor),
             )
         }
         Command::Remove {
@@ -179,28 +185,37 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
             role,
             target,
         } => {
-            let mut editor = Editor::open(&dir)?;
+            let (change, mut editor) = edit(&dir)?;
             editor.remove_role_member(&instance, &role, &target)?;
             (
                 format!(
                     "instances: remove {} from {instance}/{role}",
                     describe_target(&target)
                 ),
-                editor,
+                (change, editor),
             )
         }
         Command::Set { instance, settings } => {
-            let mut editor = Editor::open(&dir)?;
+            let (change, mut editor) = edit(&dir)?;
             apply_settings(&mut editor, &instance, &settings)?;
-            (format!("instances: set settings of {instance}"), editor)
+            (
+                format!("instances: set settings of {instance}"),
+                (change, editor),
+            )
         }
     };
     // Evaluate before saving so a setting the role's schema refuses leaves clan.toml untouched.
     clan_eval::check_with_toml(&dir, &editor.to_toml())?;
     editor.save()?;
-    commit(&dir, &[clan_inventory::CLAN_TOML], &message)?;
+    change.commit(&[CLAN_TOML.into()], &message)?;
     eprintln!("{message}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Takes the clan lock, then reads clan.toml for editing.
+fn edit(dir: &std::path::Path) -> anyhow::Result<(Change, Editor)> {
+    let change = super::change::begin(dir, &[CLAN_TOML])?;
+    Ok((change, Editor::open(dir)?))
 }
 
 fn apply_settings(

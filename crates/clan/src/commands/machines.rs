@@ -2,13 +2,13 @@
 
 use std::process::ExitCode;
 
-use clan_inventory::{Editor, MachineClass, MachineName, TagName};
+use clan_inventory::{Editor, MachineClass, MachineName, TagName, CLAN_TOML};
 
 mod deploy;
 
 pub use deploy::{connect, SshArgs};
 
-use super::output::{commit, print_json, print_table};
+use super::output::{print_json, print_table};
 use super::{clan_dir, Context};
 
 #[derive(clap::Args)]
@@ -93,6 +93,7 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
             target_host,
             description,
         } => {
+            let change = super::change::begin(&dir, &[CLAN_TOML])?;
             let mut editor = Editor::open(&dir)?;
             editor.add_machine(
                 &name,
@@ -102,11 +103,7 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
                 description.as_deref(),
             )?;
             editor.save()?;
-            commit(
-                &dir,
-                &[clan_inventory::CLAN_TOML],
-                &format!("machines: create {name}"),
-            )?;
+            change.commit(&[CLAN_TOML.into()], &format!("machines: create {name}"))?;
             eprintln!("created machine `{name}`");
         }
         Command::List { tags, json } => {
@@ -153,6 +150,8 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Delete { name } => {
+            // Its vars and keys go too, so vars/ and sops/ may change as well.
+            let change = super::change::begin(&dir, &[CLAN_TOML, "vars", "sops"])?;
             let mut editor = Editor::open(&dir)?;
             editor.remove_machine(&name)?;
             // Its vars and keys go too, and what it could read is re-keyed without it.
@@ -162,16 +161,9 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
             let store = clan_vars::VarsStore::new(&dir);
             let forgotten = clan_vars::ops::forget_machine(&store, &machine, identities.as_ref())?;
             editor.save()?;
-            let mut paths: Vec<String> = vec![clan_inventory::CLAN_TOML.to_owned()];
-            paths.extend(
-                forgotten
-                    .changes
-                    .paths
-                    .iter()
-                    .map(|p| p.display().to_string()),
-            );
-            let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
-            commit(&dir, &paths, &format!("machines: delete {name}"))?;
+            let mut paths = vec![std::path::PathBuf::from(CLAN_TOML)];
+            paths.extend(forgotten.changes.paths.iter().cloned());
+            change.commit(&paths, &format!("machines: delete {name}"))?;
             for (path, error) in forgotten.report.iter().flat_map(|r| &r.failed) {
                 eprintln!("error: could not re-key `{}`: {error}", path.display());
             }

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 pub mod agent;
+mod change;
 pub mod demo;
 pub mod init;
 pub mod inspect;

@@ -1,6 +1,6 @@
 //! `clan secrets …`: clan-core's secrets commands (key, users, machines, groups, set, get,
-//! list, remove, rename) plus `audit`, over the `clan-secrets` library. Mutations are
-//! committed to git unless `CLAN_NO_COMMIT=1`. Secret values come from stdin or a hidden
+//! list, remove, rename) plus `audit`, over the `clan-secrets` library. Mutations hold the
+//! clan lock and are committed to git unless `CLAN_NO_COMMIT=1`. Secret values come from stdin or a hidden
 //! prompt, never from arguments.
 
 use std::io::{IsTerminal, Read, Write};
@@ -14,7 +14,11 @@ use clan_secrets::{
 };
 use clap::{Parser, Subcommand};
 
+use super::change::{self, Change};
 use super::Context;
+
+/// What a secrets command may change: the sops tree, and the secret vars it re-keys.
+const SECRETS_SCOPE: &[&str] = &["sops", "vars"];
 use crate::report::{hinted, EXIT_FAILED};
 
 #[derive(Parser)]
@@ -217,26 +221,29 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
             let session = Session::open(context, sources)?;
             let admin = session.admin()?;
             let value = read_value(&secret)?;
-            // A machine of the clan without a sops key yet gets one, as vars do.
-            let mut created = Vec::new();
-            for machine in &machines {
-                if session.is_clan_machine(machine) {
-                    if let Some(changes) = session.store.ensure_machine_key(machine, &[], &admin)? {
-                        created.extend(changes.paths);
-                    }
-                }
-            }
+            let clan_machines: Vec<MachineName> = machines
+                .iter()
+                .filter(|machine| session.is_clan_machine(machine))
+                .cloned()
+                .collect();
             let members: Vec<Member> = users
                 .into_iter()
                 .map(Member::User)
                 .chain(machines.into_iter().map(Member::Machine))
                 .chain(groups.into_iter().map(Member::Group))
                 .collect();
-            let mut changes = session
-                .store
-                .set_secret(&secret, &value, &members, &admin)?;
-            changes.paths.extend(created);
-            session.finish(changes, None)
+            session.change(|store| {
+                // A machine of the clan without a sops key yet gets one, as vars do.
+                let mut created = Vec::new();
+                for machine in &clan_machines {
+                    if let Some(changes) = store.ensure_machine_key(machine, &[], &admin)? {
+                        created.extend(changes.paths);
+                    }
+                }
+                let mut changes = store.set_secret(&secret, &value, &members, &admin)?;
+                changes.paths.extend(created);
+                Ok(changes)
+            })
         }
         SecretsCommand::Get { secret } => {
             let session = Session::open(context, sources)?;
@@ -258,13 +265,11 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
         }
         SecretsCommand::Remove { secret } => {
             let session = Session::open(context, sources)?;
-            let changes = session.store.remove_secret(&secret)?;
-            session.finish(changes, None)
+            session.change(|store| Ok(store.remove_secret(&secret)?))
         }
         SecretsCommand::Rename { secret, new_name } => {
             let session = Session::open(context, sources)?;
-            let changes = session.store.rename_secret(&secret, &new_name)?;
-            session.finish(changes, None)
+            session.change(|store| Ok(store.rename_secret(&secret, &new_name)?))
         }
         SecretsCommand::Audit { json } => audit(&Session::open(context, sources)?, json),
     }
@@ -301,7 +306,26 @@ impl Session {
             .admin(self.identities()?, &self.sources.describe())?)
     }
 
-    /// Commits `changes`, reports secrets that could not be re-keyed, picks the exit code.
+    /// Runs `operation` under the clan lock, then [`Session::finish`]es.
+    fn change(
+        &self,
+        operation: impl FnOnce(&SopsDir) -> anyhow::Result<Changes>,
+    ) -> anyhow::Result<ExitCode> {
+        let change = change::begin(self.store.clan_dir(), SECRETS_SCOPE)?;
+        let changes = operation(&self.store)?;
+        self.finish(&change, changes, None)
+    }
+
+    /// Runs a re-keying `operation` under the clan lock, then [`Session::finish`]es.
+    fn rekey(
+        &self,
+        operation: impl FnOnce(&SopsDir) -> anyhow::Result<(Changes, RekeyReport)>,
+    ) -> anyhow::Result<ExitCode> {
+        let change = change::begin(self.store.clan_dir(), SECRETS_SCOPE)?;
+        let (changes, report) = operation(&self.store)?;
+        self.finish(&change, changes, Some(report))
+    }
+
     /// Whether `machine` is declared in the clan's inventory.
     fn is_clan_machine(&self, machine: &MachineName) -> bool {
         clan_inventory::load(self.store.clan_dir()).is_ok_and(|loaded| {
@@ -313,7 +337,13 @@ impl Session {
         })
     }
 
-    fn finish(&self, changes: Changes, report: Option<RekeyReport>) -> anyhow::Result<ExitCode> {
+    /// Commits `changes`, reports secrets that could not be re-keyed, picks the exit code.
+    fn finish(
+        &self,
+        change: &Change,
+        changes: Changes,
+        report: Option<RekeyReport>,
+    ) -> anyhow::Result<ExitCode> {
         for path in &changes.paths {
             eprintln!("changed {}", path.display());
         }
@@ -328,23 +358,12 @@ impl Session {
                 eprintln!("hint: {hint}");
             }
         }
-        if std::env::var_os("CLAN_NO_COMMIT").is_none_or(|v| v != "1") {
-            clan_secrets::git::commit_paths(
-                self.store.clan_dir(),
-                &changes.paths,
-                &changes.message,
-            )
-            .context("committing the change")?;
-        }
+        change.commit(&changes.paths, &changes.message)?;
         Ok(if failed.is_empty() {
             ExitCode::SUCCESS
         } else {
             ExitCode::from(EXIT_FAILED)
         })
-    }
-
-    fn finish_rekey(&self, (changes, report): (Changes, RekeyReport)) -> anyhow::Result<ExitCode> {
-        self.finish(changes, Some(report))
     }
 }
 
@@ -366,7 +385,7 @@ fn run_key(
 ) -> anyhow::Result<ExitCode> {
     match command {
         KeyCommand::Generate { new } => {
-            let identities = Identities::discover(sources)?;
+            let identities = Identities::discover_before_generating(sources)?;
             if !identities.public_keys().is_empty() && !new {
                 for key in identities.public_keys() {
                     eprintln!("age key {} is already set ({})", key.recipient, key.source);
@@ -412,12 +431,14 @@ fn run_key(
         KeyCommand::Update => {
             let session = Session::open(context, KeySources::from_env())?;
             let identities = session.identities()?;
-            let report = session.store.update_keys(&identities)?;
-            let changes = Changes {
-                paths: report.changed.clone(),
-                message: "secrets: update with new keys".into(),
-            };
-            session.finish(changes, Some(report))
+            session.rekey(|store| {
+                let report = store.update_keys(&identities)?;
+                let changes = Changes {
+                    paths: report.changed.clone(),
+                    message: "secrets: update with new keys".into(),
+                };
+                Ok((changes, report))
+            })
         }
     }
 }
@@ -472,7 +493,7 @@ fn run_users(command: UsersCommand, session: &Session) -> anyhow::Result<ExitCod
         UsersCommand::Add { user, keys, force } => {
             let keys = parse_keys(keys)?;
             let identities = Identities::discover(&session.sources)?;
-            session.finish_rekey(store.add_user(&user, &keys, force, &identities)?)
+            session.rekey(|store| Ok(store.add_user(&user, &keys, force, &identities)?))
         }
         UsersCommand::Get { user } => {
             let keys = store.keys_of(clan_secrets::MemberKind::User, user.as_str())?;
@@ -490,33 +511,31 @@ fn run_users(command: UsersCommand, session: &Session) -> anyhow::Result<ExitCod
             println!("{}", serde_json::to_string_pretty(&keys)?);
             Ok(ExitCode::SUCCESS)
         }
-        UsersCommand::Remove { user } => {
-            session.finish_rekey(store.remove_member(&Member::User(user), &session.identities()?)?)
-        }
+        UsersCommand::Remove { user } => session
+            .rekey(|store| Ok(store.remove_member(&Member::User(user), &session.identities()?)?)),
         UsersCommand::AddKey { user, keys } => {
             let keys = parse_keys(keys)?;
-            session.finish_rekey(store.add_user_keys(&user, &keys, &session.identities()?)?)
+            session.rekey(|store| Ok(store.add_user_keys(&user, &keys, &session.identities()?)?))
         }
         UsersCommand::RemoveKey { user, keys } => {
             let keys = parse_keys(keys)?;
-            session.finish_rekey(store.remove_user_keys(&user, &keys, &session.identities()?)?)
+            session
+                .rekey(|store| Ok(store.remove_user_keys(&user, &keys, &session.identities()?)?))
         }
-        UsersCommand::AddSecret { user, secret } => {
-            let changes = store.allow(
+        UsersCommand::AddSecret { user, secret } => session.change(|store| {
+            Ok(store.allow(
                 &SopsDir::secret_dir(&secret),
                 &Member::User(user),
                 &session.identities()?,
-            )?;
-            session.finish(changes, None)
-        }
-        UsersCommand::RemoveSecret { user, secret } => {
-            let changes = store.disallow(
+            )?)
+        }),
+        UsersCommand::RemoveSecret { user, secret } => session.change(|store| {
+            Ok(store.disallow(
                 &SopsDir::secret_dir(&secret),
                 &Member::User(user),
                 &session.identities()?,
-            )?;
-            session.finish(changes, None)
-        }
+            )?)
+        }),
     }
 }
 
@@ -540,7 +559,7 @@ fn run_machines(command: MachinesCommand, session: &Session) -> anyhow::Result<E
                 ));
             };
             let identities = Identities::discover(&session.sources)?;
-            session.finish_rekey(store.add_machine(&machine, key, force, &identities)?)
+            session.rekey(|store| Ok(store.add_machine(&machine, key, force, &identities)?))
         }
         MachinesCommand::Get { machine } => print_lines(
             store
@@ -548,24 +567,23 @@ fn run_machines(command: MachinesCommand, session: &Session) -> anyhow::Result<E
                 .iter()
                 .map(Recipient::as_str),
         ),
-        MachinesCommand::Remove { machine } => session
-            .finish_rekey(store.remove_member(&Member::Machine(machine), &session.identities()?)?),
-        MachinesCommand::AddSecret { machine, secret } => {
-            let changes = store.allow(
+        MachinesCommand::Remove { machine } => session.rekey(|store| {
+            Ok(store.remove_member(&Member::Machine(machine), &session.identities()?)?)
+        }),
+        MachinesCommand::AddSecret { machine, secret } => session.change(|store| {
+            Ok(store.allow(
                 &SopsDir::secret_dir(&secret),
                 &Member::Machine(machine),
                 &session.identities()?,
-            )?;
-            session.finish(changes, None)
-        }
-        MachinesCommand::RemoveSecret { machine, secret } => {
-            let changes = store.disallow(
+            )?)
+        }),
+        MachinesCommand::RemoveSecret { machine, secret } => session.change(|store| {
+            Ok(store.disallow(
                 &SopsDir::secret_dir(&secret),
                 &Member::Machine(machine),
                 &session.identities()?,
-            )?;
-            session.finish(changes, None)
-        }
+            )?)
+        }),
     }
 }
 
@@ -573,12 +591,13 @@ fn run_groups(command: GroupsCommand, session: &Session) -> anyhow::Result<ExitC
     let store = &session.store;
     let membership = |group: GroupName, member: Member, add: bool| -> anyhow::Result<ExitCode> {
         let identities = session.identities()?;
-        let result = if add {
-            store.group_add(&group, &member, &identities)?
-        } else {
-            store.group_remove(&group, &member, &identities)?
-        };
-        session.finish_rekey(result)
+        session.rekey(|store| {
+            Ok(if add {
+                store.group_add(&group, &member, &identities)?
+            } else {
+                store.group_remove(&group, &member, &identities)?
+            })
+        })
     };
     match command {
         GroupsCommand::List => {
@@ -606,22 +625,20 @@ fn run_groups(command: GroupsCommand, session: &Session) -> anyhow::Result<ExitC
         }
         GroupsCommand::AddUser { group, user } => membership(group, Member::User(user), true),
         GroupsCommand::RemoveUser { group, user } => membership(group, Member::User(user), false),
-        GroupsCommand::AddSecret { group, secret } => {
-            let changes = store.allow(
+        GroupsCommand::AddSecret { group, secret } => session.change(|store| {
+            Ok(store.allow(
                 &SopsDir::secret_dir(&secret),
                 &Member::Group(group),
                 &session.identities()?,
-            )?;
-            session.finish(changes, None)
-        }
-        GroupsCommand::RemoveSecret { group, secret } => {
-            let changes = store.disallow(
+            )?)
+        }),
+        GroupsCommand::RemoveSecret { group, secret } => session.change(|store| {
+            Ok(store.disallow(
                 &SopsDir::secret_dir(&secret),
                 &Member::Group(group),
                 &session.identities()?,
-            )?;
-            session.finish(changes, None)
-        }
+            )?)
+        }),
     }
 }
 

@@ -12,13 +12,13 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clan_secrets::{Admin, Identities, KeySources, MachineName, Plaintext, SopsDir, UserName};
 use clan_vars::{
-    ops, Answers, ClanLock, Confinement, Graph, Plan, PromptRequest, RunOptions, Selection,
-    VarsStore,
+    ops, Answers, Confinement, Graph, Plan, PromptRequest, RunOptions, Selection, VarsStore,
 };
 use clap::{Parser, Subcommand};
 use zeroize::Zeroizing;
 
-use super::output::{commit, print_json, print_table};
+use super::change::{self, Change};
+use super::output::{print_json, print_table};
 use super::Context;
 use crate::report::{hinted, EXIT_FAILED};
 
@@ -145,32 +145,14 @@ impl Session {
             .admin(self.identities()?, &self.sources.describe())?)
     }
 
-    /// Takes the clan lock, then removes what an interrupted run left in staging.
-    fn lock(&self) -> anyhow::Result<ClanLock> {
-        let lock = lock(self.store.clan_dir())?;
-        self.store.remove_stale_staging()?;
-        Ok(lock)
+    /// Takes the clan lock for a change of vars (and the sops keys they need).
+    fn lock(&self) -> anyhow::Result<Change> {
+        change::begin(self.store.clan_dir(), VARS_SCOPE)
     }
 }
 
-fn lock(clan_dir: &Path) -> anyhow::Result<ClanLock> {
-    match ClanLock::try_acquire(clan_dir) {
-        Err(clan_vars::Error::Locked { path }) => {
-            eprintln!(
-                "waiting for another clan process to finish (lock `{}`)",
-                path.display()
-            );
-            Ok(ClanLock::acquire(clan_dir)?)
-        }
-        other => Ok(other?),
-    }
-}
-
-fn commit_changes(clan_dir: &Path, paths: &[PathBuf], message: &str) -> anyhow::Result<()> {
-    let paths: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-    let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
-    commit(clan_dir, &paths, message)
-}
+/// What a vars command may change.
+const VARS_SCOPE: &[&str] = &["vars", "sops"];
 
 pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
     match args.command {
@@ -205,6 +187,7 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
         VarsCommand::Check { machine } => {
             let session = Session::open(context)?;
             session.machine(&machine)?;
+            change::recover_if_interrupted(session.store.clan_dir())?;
             let admin = session.admin()?;
             let problems = ops::check(&session.graph, &session.store, &machine, &admin.user)?;
             if problems.is_empty() {
@@ -233,10 +216,10 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
         VarsCommand::Fix { machine } => {
             let session = Session::open(context)?;
             session.machine(&machine)?;
-            let _lock = session.lock()?;
+            let lock = session.lock()?;
             let admin = session.admin()?;
             let changes = ops::fix(&session.graph, &session.store, &machine, &admin)?;
-            commit_changes(session.store.clan_dir(), &changes.paths, &changes.message)?;
+            lock.commit(&changes.paths, &changes.message)?;
             Ok(ExitCode::SUCCESS)
         }
         VarsCommand::List { machine, json } => {
@@ -263,9 +246,9 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
             let var = ops::find(&session.graph, &machine, &var)?;
             let admin = session.admin()?;
             let value = read_value(&var.id())?;
-            let _lock = session.lock()?;
+            let lock = session.lock()?;
             let changes = ops::set(&session.graph, &session.store, &var, &value, &admin)?;
-            commit_changes(session.store.clan_dir(), &changes.paths, &changes.message)?;
+            lock.commit(&changes.paths, &changes.message)?;
             Ok(ExitCode::SUCCESS)
         }
         VarsCommand::Export { directory } => {
@@ -278,9 +261,9 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
         VarsCommand::Import { directory } => {
             let session = Session::open(context)?;
             let admin = session.admin()?;
-            let _lock = session.lock()?;
+            let lock = session.lock()?;
             let changes = ops::import(&session.graph, &session.store, &directory, &admin)?;
-            commit_changes(session.store.clan_dir(), &changes.paths, &changes.message)?;
+            lock.commit(&changes.paths, &changes.message)?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -381,7 +364,7 @@ fn generate(
     prompt_values: Option<&Path>,
     options: &RunOptions,
 ) -> anyhow::Result<Option<ExitCode>> {
-    let _lock = session.lock()?;
+    let lock = change::lock(session.store.clan_dir())?;
     let plan = Plan::new(&session.graph, &session.store, selection)?;
     if plan.order.is_empty() {
         return Ok(None);
@@ -396,6 +379,7 @@ fn generate(
         }
         ask_remaining(&requests, &mut answers)?;
     }
+    lock.begin(VARS_SCOPE)?;
     let report = clan_vars::generate::run(
         &session.graph,
         &session.store,
@@ -404,7 +388,6 @@ fn generate(
         &admin,
         options,
     )?;
-    let clan_dir = session.store.clan_dir();
     let names: Vec<String> = report.generated.iter().map(|k| k.name.clone()).collect();
     let mut unique = names.clone();
     unique.sort();
@@ -418,7 +401,7 @@ fn generate(
             report.generated.len()
         )
     };
-    commit_changes(clan_dir, &report.changed, &message)?;
+    lock.commit(&report.changed, &message)?;
     if report.interrupted {
         return Err(clan_vars::Error::Interrupted.into());
     }
@@ -608,7 +591,7 @@ fn keygen(context: &Context, user: Option<UserName>) -> anyhow::Result<ExitCode>
                 )
             })?,
     };
-    let _lock = lock(&clan_dir)?;
+    let lock = change::begin(&clan_dir, &["sops"])?;
     let store = VarsStore::new(&clan_dir);
     let done = ops::keygen(&store, &KeySources::from_env(), &user)?;
     match &done.created {
@@ -618,7 +601,7 @@ fn keygen(context: &Context, user: Option<UserName>) -> anyhow::Result<ExitCode>
     match &done.user_added {
         Some(changes) => {
             eprintln!("added sops user `{user}`");
-            commit_changes(&clan_dir, &changes.paths, &changes.message)?;
+            lock.commit(&changes.paths, &changes.message)?;
         }
         None => {
             let sops = SopsDir::new(&clan_dir);

@@ -1,48 +1,22 @@
-//! `git::commit_paths` against real git: the commit holds exactly the given paths as they
+//! `ClanLock::commit` against real git: the commit holds exactly the given paths as they
 //! are in the work tree (new, changed, deleted, symlinks, executable bits, odd names), the
 //! index agrees with it afterwards, and unrelated changes stay uncommitted.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use clan_secrets::git::commit_paths;
+use clan_git::ClanLock;
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let output = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "test")
-        .env("GIT_AUTHOR_EMAIL", "test@example.org")
-        .env("GIT_COMMITTER_NAME", "test")
-        .env("GIT_COMMITTER_EMAIL", "test@example.org")
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
+mod repo;
 
-fn repo() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    git(dir.path(), &["init", "-q", "-b", "main"]);
-    git(dir.path(), &["config", "user.name", "test"]);
-    git(dir.path(), &["config", "user.email", "test@example.org"]);
-    dir
-}
-
-fn write(dir: &Path, path: &str, content: &str) {
-    let path = dir.join(path);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, content).unwrap();
-}
+use repo::{git, repo, write};
 
 fn paths(list: &[&str]) -> Vec<PathBuf> {
     list.iter().map(PathBuf::from).collect()
+}
+
+fn commit_paths(dir: &Path, paths: &[PathBuf], message: &str) -> Result<bool, clan_git::Error> {
+    ClanLock::acquire(dir, "clan test", true, |_, _| {})?.commit(paths, message)
 }
 
 #[test]

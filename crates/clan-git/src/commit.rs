@@ -1,59 +1,35 @@
 //! Committing what an operation changed: only the given paths, with the operation's message.
-//! The caller decides whether to commit at all (clan skips it when `CLAN_NO_COMMIT=1`).
+//! Called under the clan lock only ([`crate::ClanLock::commit`]).
 //!
 //! A commit is written with `git fast-import` — one pack instead of a loose object per file
 //! and directory, which is most of the cost when `vars generate` adds thousands of files —
 //! and the index is then brought up to date with `git add`. Like clan-core (`git commit
 //! --no-verify`) no pre-commit hook runs. When a plain `git commit` would behave differently
 //! (commits are to be signed, or HEAD is detached) it is used instead.
+//!
+//! Every step can be interrupted: the commit is built under a ref of its own
+//! (`refs/clan/commit-<pid>-<nanos>`, removed by the next run if it stays), the branch moves in
+//! one transaction, and the index is brought in step even when the branch did not need to
+//! move (an earlier run may have died between the two).
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
-use std::io::Write;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 
+use crate::git::{git, git_error, git_with_input, succeeded, trim_newline};
 use crate::Error;
 
-fn git(dir: &Path, action: &'static str, args: &[&OsStr]) -> Result<Output, Error> {
-    Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|error| git_error(action, dir, error.to_string()))
-}
-
-fn git_error(action: &'static str, dir: &Path, message: String) -> Error {
-    Error::Git {
-        action,
-        dir: dir.to_path_buf(),
-        message,
-    }
-}
-
-/// Fails with git's own message unless `output` is a success.
-fn succeeded(action: &'static str, dir: &Path, output: Output) -> Result<Output, Error> {
-    if output.status.success() {
-        return Ok(output);
-    }
-    let message = String::from_utf8_lossy(&output.stderr).trim().to_owned();
-    Err(git_error(action, dir, message))
-}
-
-/// Stages and commits `paths` (relative to `clan_dir`, deleted ones included) with `message`.
-/// Returns `false` without doing anything when `clan_dir` is not in a git work tree or
-/// nothing changed.
-pub fn commit_paths(clan_dir: &Path, paths: &[PathBuf], message: &str) -> Result<bool, Error> {
-    let location = git(
-        clan_dir,
-        "rev-parse",
-        &["rev-parse".as_ref(), "--show-prefix".as_ref()],
-    )?;
-    if !location.status.success() || paths.is_empty() {
+/// Stages and commits `paths` (relative to `clan_dir`, which is at `prefix` in its work
+/// tree; deleted ones included) with `message`. Returns whether a commit was made.
+pub(crate) fn commit_paths(
+    clan_dir: &Path,
+    prefix: &[u8],
+    paths: &[PathBuf],
+    message: &str,
+) -> Result<bool, Error> {
+    if paths.is_empty() {
         return Ok(false);
     }
     // Paths that neither exist nor are known to git (created and removed again) would make
@@ -78,7 +54,6 @@ pub fn commit_paths(clan_dir: &Path, paths: &[PathBuf], message: &str) -> Result
     let Some(target) = fast_import_target(clan_dir)? else {
         return plain_commit(clan_dir, &pathspecs, message);
     };
-    let prefix = trim_newline(&location.stdout);
     let read_error = |error: std::io::Error| git_error("read", clan_dir, error.to_string());
     let mut stream = target.header(message);
     let mut files: BTreeSet<Vec<u8>> = BTreeSet::new();
@@ -92,11 +67,10 @@ pub fn commit_paths(clan_dir: &Path, paths: &[PathBuf], message: &str) -> Result
         append_file(&mut stream, clan_dir, prefix, file).map_err(read_error)?;
     }
     fast_import(clan_dir, &stream)?;
-    if !target.advance(clan_dir, message)? {
-        return Ok(false);
-    }
+    let moved = target.advance(clan_dir, message)?;
     // The index follows the commit: every file now there, and every entry under the paths
-    // that no longer exists.
+    // that no longer exists. Also when the branch did not move: it may have moved in a run
+    // that died before this step.
     let listed = git(
         clan_dir,
         "ls-files",
@@ -122,10 +96,11 @@ pub fn commit_paths(clan_dir: &Path, paths: &[PathBuf], message: &str) -> Result
         &list,
     )?;
     succeeded("update-index", clan_dir, updated)?;
-    Ok(true)
+    Ok(moved)
 }
 
-/// Collects the files and symlinks at or under `path` (relative to `dir`), relative to `dir`.
+/// Collects the files and symlinks at or under `path` (relative to `dir`), relative to `dir`;
+/// never a half-written temporary file.
 fn walk(dir: &Path, path: &Path, files: &mut BTreeSet<Vec<u8>>) -> std::io::Result<()> {
     let full = dir.join(path);
     let metadata = match full.symlink_metadata() {
@@ -139,7 +114,7 @@ fn walk(dir: &Path, path: &Path, files: &mut BTreeSet<Vec<u8>>) -> std::io::Resu
     }
     for entry in std::fs::read_dir(&full)? {
         let name = entry?.file_name();
-        if name != ".git" {
+        if name != ".git" && !crate::is_temporary(&name) {
             walk(dir, &path.join(name), files)?;
         }
     }
@@ -177,6 +152,8 @@ fn plain_commit(clan_dir: &Path, pathspecs: &[&OsStr], message: &str) -> Result<
 
 /// Where and as whom a fast-import commit goes.
 struct Target {
+    /// The helper ref fast-import writes the commit to until it is known to change something.
+    pending: String,
     branch: Vec<u8>,
     /// The branch has a commit to build on (it is not yet born otherwise).
     born: bool,
@@ -184,14 +161,11 @@ struct Target {
     committer: Vec<u8>,
 }
 
-/// Where fast-import puts the commit until it is known to change something.
-const PENDING: &str = "refs/clan/pending-commit";
-
 impl Target {
     fn header(&self, message: &str) -> Vec<u8> {
         let mut stream = Vec::new();
         stream.extend_from_slice(b"commit ");
-        stream.extend_from_slice(PENDING.as_bytes());
+        stream.extend_from_slice(self.pending.as_bytes());
         stream.extend_from_slice(b"\nauthor ");
         stream.extend_from_slice(&self.author);
         stream.extend_from_slice(b"\ncommitter ");
@@ -210,9 +184,10 @@ impl Target {
     /// transaction that fails if the branch moved meanwhile) and drops the pending ref.
     /// Returns whether the branch moved.
     fn advance(&self, clan_dir: &Path, message: &str) -> Result<bool, Error> {
-        let mut revisions = vec![PENDING.to_owned(), format!("{PENDING}^{{tree}}")];
+        let pending = &self.pending;
+        let mut revisions = vec![pending.clone(), format!("{pending}^{{tree}}")];
         if self.born {
-            revisions.extend([format!("{PENDING}^1"), format!("{PENDING}^1^{{tree}}")]);
+            revisions.extend([format!("{pending}^1"), format!("{pending}^1^{{tree}}")]);
         }
         let mut args: Vec<&OsStr> = vec!["rev-parse".as_ref()];
         args.extend(revisions.iter().map(OsStr::new));
@@ -227,7 +202,7 @@ impl Target {
             _ => return Err(git_error("rev-parse", clan_dir, parsed.clone())),
         };
         let moves = !transaction.is_empty();
-        transaction.push_str(&format!("delete {PENDING}\n"));
+        transaction.push_str(&format!("delete {pending}\n"));
         let subject = message.lines().next().unwrap_or_default();
         let reason = format!("commit: {subject}");
         let updated = git_with_input(
@@ -285,7 +260,15 @@ fn fast_import_target(clan_dir: &Path) -> Result<Option<Target>, Error> {
     )?
     .status
     .success();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.subsec_nanos());
     Ok(Some(Target {
+        pending: format!(
+            "{}commit-{}-{nanos}",
+            crate::recover::REFS,
+            std::process::id()
+        ),
         branch,
         born,
         author,
@@ -346,41 +329,6 @@ fn append_quoted(stream: &mut Vec<u8>, path: &[u8]) {
 fn fast_import(clan_dir: &Path, stream: &[u8]) -> Result<(), Error> {
     let imported = git_with_input(clan_dir, "fast-import", &["fast-import", "--quiet"], stream)?;
     succeeded("fast-import", clan_dir, imported).map(drop)
-}
-
-/// Runs git with `input` on its standard input.
-fn git_with_input(
-    dir: &Path,
-    action: &'static str,
-    args: &[&str],
-    input: &[u8],
-) -> Result<Output, Error> {
-    let spawn_error = |error: std::io::Error| git_error(action, dir, error.to_string());
-    let mut child = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(spawn_error)?;
-    let mut stdin = child.stdin.take().expect("piped");
-    // Written from a thread so that git's output cannot fill its pipe while we write.
-    let output = std::thread::scope(|scope| {
-        let writer = scope.spawn(move || stdin.write_all(input));
-        let output = child.wait_with_output();
-        (writer.join().expect("writer does not panic"), output)
-    });
-    match output {
-        (_, Err(error)) => Err(spawn_error(error)),
-        (Err(error), Ok(output)) if output.status.success() => Err(spawn_error(error)),
-        (_, Ok(output)) => Ok(output),
-    }
-}
-
-fn trim_newline(bytes: &[u8]) -> &[u8] {
-    bytes.strip_suffix(b"\n").unwrap_or(bytes)
 }
 
 #[cfg(test)]

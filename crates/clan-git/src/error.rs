@@ -1,0 +1,50 @@
+//! Errors of the lock, the commits and the recovery; each names the file or directory.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot {action} `{}`", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("git {action} failed in `{}`: {message}", dir.display())]
+    Git {
+        action: &'static str,
+        dir: PathBuf,
+        message: String,
+    },
+
+    #[error("`{}` is not a journal written by clan", path.display())]
+    Journal { path: PathBuf },
+}
+
+impl Error {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io {
+            action,
+            path,
+            source,
+        }
+    }
+
+    /// What the user can do about this error, when there is something.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Error::Git { .. } => Some("see git's message above; `git status` shows the state of the repository".to_owned()),
+            Error::Journal { path } => Some(format!(
+                "something other than clan wrote `{}`; remove it and commit the clan's changes by hand",
+                path.display()
+            )),
+            Error::Io { .. } => None,
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! The one way a command changes the clan. [`lock`] takes the clan lock (saying, after a
+//! second of waiting, who holds it) and clears what interrupted commands left behind
+//! (committing their uncommitted changes); [`Change::begin`] records the scope about to
+//! change, so that a crash before [`Change::commit`] is recovered by the next run ([`begin`]
+//! does both). Everything the command reads from the clan to change it must be read after
+//! [`lock`]. `CLAN_NO_COMMIT=1` turns committing (and the journal) off.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use clan_git::ClanLock;
+
+/// Held while the command changes the clan; dropping it releases the lock.
+pub struct Change {
+    lock: ClanLock,
+}
+
+/// Takes the clan lock for a change of `scope` (paths relative to the clan directory).
+pub fn begin(clan_dir: &Path, scope: &[&str]) -> anyhow::Result<Change> {
+    let change = lock(clan_dir)?;
+    change.begin(scope)?;
+    Ok(change)
+}
+
+/// Takes the clan lock for a command that may find nothing to change; it calls
+/// [`Change::begin`] before it changes anything.
+pub fn lock(clan_dir: &Path) -> anyhow::Result<Change> {
+    Ok(Change {
+        lock: acquire(clan_dir)?,
+    })
+}
+
+impl Change {
+    /// Records that `scope` (paths relative to the clan directory) is about to change.
+    pub fn begin(&self, scope: &[&str]) -> anyhow::Result<()> {
+        let scope: Vec<&Path> = scope.iter().map(Path::new).collect();
+        self.lock
+            .begin(&scope)
+            .context("recording the change about to be made")
+    }
+
+    /// Commits `paths` (relative to the clan directory) with `message`.
+    pub fn commit(&self, paths: &[PathBuf], message: &str) -> anyhow::Result<()> {
+        self.lock
+            .commit(paths, message)
+            .context("committing the change to git")?;
+        Ok(())
+    }
+}
+
+/// For commands that only report the clan's state: first commits what an interrupted
+/// command changed but did not commit, so that it is not reported as done.
+pub fn recover_if_interrupted(clan_dir: &Path) -> anyhow::Result<()> {
+    if clan_git::interrupted(clan_dir)? {
+        drop(acquire(clan_dir)?);
+    }
+    Ok(())
+}
+
+fn acquire(clan_dir: &Path) -> anyhow::Result<ClanLock> {
+    let commits = std::env::var_os("CLAN_NO_COMMIT").is_none_or(|value| value != "1");
+    let lock = ClanLock::acquire(
+        clan_dir,
+        &command_line(),
+        commits,
+        |path, holder| match holder {
+            Some(holder) => eprintln!("waiting for the clan lock `{}`: {holder}", path.display()),
+            None => eprintln!(
+                "waiting for another clan process to release the clan lock `{}`",
+                path.display()
+            ),
+        },
+    )?;
+    // Vars staging directories of a killed run go first: the recovery may commit `vars/`.
+    clan_vars::VarsStore::new(clan_dir).remove_stale_staging()?;
+    for recovered in lock
+        .recover()
+        .context("recovering from an interrupted command")?
+    {
+        eprintln!("recovered: {recovered}");
+    }
+    Ok(lock)
+}
+
+/// How this process is shown to others waiting for the lock: `clan` and its arguments
+/// (which never hold a secret).
+fn command_line() -> String {
+    let mut words = vec!["clan".to_owned()];
+    words.extend(
+        std::env::args_os()
+            .skip(1)
+            .map(|arg| arg.to_string_lossy().into_owned()),
+    );
+    words.join(" ")
+}
