@@ -82,10 +82,13 @@ pub struct ControlDir {
 }
 
 impl ControlDir {
+    /// A new directory `/tmp/clan-ssh-<pid>-…`; those of earlier runs that died without
+    /// removing theirs (a SIGKILL) go first.
     pub fn new() -> Result<ControlDir, Error> {
+        remove_stale_control_dirs();
         // Short paths: a unix socket path must fit in 108 bytes.
         let dir = tempfile::Builder::new()
-            .prefix("clan-ssh-")
+            .prefix(&format!("clan-ssh-{}-", std::process::id()))
             .tempdir_in("/tmp")
             .map_err(|source| Error::Io {
                 context: "creating a private directory in",
@@ -97,6 +100,34 @@ impl ControlDir {
 
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+}
+
+/// Removes this user's `/tmp/clan-ssh-<pid>-…` directories whose process is gone.
+fn remove_stale_control_dirs() {
+    use std::os::unix::fs::MetadataExt as _;
+    let uid = rustix::process::getuid().as_raw();
+    let Ok(entries) = std::fs::read_dir("/tmp") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("clan-ssh-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let ours = entry
+            .metadata()
+            .is_ok_and(|m| m.is_dir() && m.uid() == uid && !entry.path().is_symlink());
+        let alive = rustix::process::Pid::from_raw(pid)
+            .is_some_and(|pid| rustix::process::test_kill_process(pid).is_ok());
+        if ours && !alive {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 
@@ -301,7 +332,9 @@ impl SshHost {
         Ok(status.code().unwrap_or(255))
     }
 
-    /// Starts the ControlMaster and waits until its socket exists.
+    /// Starts the ControlMaster and waits until its socket exists. Its session reads the
+    /// stdin it gets from this process until EOF: when clan ends, even by SIGKILL, the pipe
+    /// closes, the session ends and the master with it (nothing is left running).
     fn open_master(&mut self) -> Result<(), Error> {
         let log = self.control_path.with_extension("log");
         let log_file = std::fs::File::create(&log).map_err(|source| Error::Io {
@@ -311,14 +344,15 @@ impl SshHost {
         })?;
         let mut command = self.command(&[
             "-M".into(),
-            "-N".into(),
+            "-T".into(),
             "-o".into(),
             "ControlPersist=no".into(),
             "-o".into(),
             format!("ControlPath={}", self.control_path.display()),
         ]);
         command
-            .stdin(Stdio::null())
+            .arg("exec cat > /dev/null")
+            .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log_file));
         let mut child = command.spawn().map_err(|source| Error::Spawn {

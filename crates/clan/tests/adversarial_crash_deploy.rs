@@ -3,9 +3,8 @@
 //! against a real test machine (a systemd-nspawn container with sshd); after each, the next
 //! deploy must succeed and the machine must hold that trial's configuration. Skips with the
 //! reason when the host cannot run a testbed (not root, a tool missing).
-//!
-//! Known: a killed deploy leaves its ssh ControlMaster running; the trials kill it (and
-//! count how often) rather than wait for it.
+//! Nothing a killed deploy started may outlive it by more than a moment (its ssh
+//! ControlMaster ends with it).
 
 mod crash_support;
 mod support;
@@ -20,7 +19,7 @@ fn machines_update_killed_anywhere_is_recovered_by_the_next_run() {
     let mut clan = Clan::new(&[]);
     clan.binary = support::clan_binary().to_path_buf();
     clan.env = vec![("CLAN_SSH_CONFIG".into(), testbed.ssh_config())];
-    // A killed deploy leaves its ssh ControlMaster (`ssh -M -N`) running for good.
+    // What a killed deploy leaves running is recorded (and killed), and must be nothing.
     clan.kill_orphans = true;
     let machine = &testbed.machines()[0];
     clan.ok(
@@ -68,9 +67,26 @@ fn machines_update_killed_anywhere_is_recovered_by_the_next_run() {
         );
         clan.ok(&["machines", "generations", "victim"], b"");
     });
+    // The control directories of killed runs are removed by the next run.
+    let stale: Vec<String> = std::fs::read_dir("/tmp")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|name| {
+            name.strip_prefix("clan-ssh-")
+                .and_then(|rest| rest.split('-').next())
+                .and_then(|pid| pid.parse::<u32>().ok())
+                .is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+        })
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "control directories of dead runs: {stale:?}"
+    );
     let orphaned = clan.orphaned.borrow();
-    eprintln!(
-        "machines update: {} of {} killed runs left processes running: {orphaned:?}",
+    assert!(
+        orphaned.is_empty(),
+        "{} of {} killed runs left processes running: {orphaned:?}",
         orphaned.len(),
         tally.killed
     );

@@ -60,8 +60,9 @@ pub struct Clan {
     pub binary: PathBuf,
     /// More environment for every command.
     pub env: Vec<(String, PathBuf)>,
-    /// Kill what a killed run left running instead of waiting for it to finish (for
-    /// processes that never finish on their own); records what each such run left.
+    /// Kill what a killed run left running five seconds later instead of waiting for it to
+    /// finish (for processes that might never finish on their own); records what each such
+    /// run left.
     pub kill_orphans: bool,
     pub orphaned: std::cell::RefCell<Vec<Vec<String>>>,
 }
@@ -285,6 +286,11 @@ impl Clan {
         }
         let run = finish(child);
         if self.kill_orphans && run.code.is_none() {
+            // What ends by itself once clan is gone gets a moment to do so.
+            let grace = std::time::Instant::now() + Duration::from_secs(5);
+            while !group_members(pid).is_empty() && std::time::Instant::now() < grace {
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let left = group_members(pid);
             if !left.is_empty() {
                 self.orphaned.borrow_mut().push(left);
