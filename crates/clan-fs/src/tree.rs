@@ -128,6 +128,14 @@ impl Tree {
         Tree { fd, path }
     }
 
+    /// A second handle on the same directory.
+    pub fn try_clone(&self) -> Result<Tree, Error> {
+        Ok(Tree {
+            fd: self.dir(&[])?,
+            path: self.path.clone(),
+        })
+    }
+
     /// The same tree, named `path` in messages (say, empty: paths relative to it).
     pub fn shown_as(self, path: impl Into<PathBuf>) -> Tree {
         Tree {

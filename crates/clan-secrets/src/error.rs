@@ -58,6 +58,10 @@ pub enum Error {
     #[error("`{}` exists but is not a symlink", path.display())]
     NotALink { path: PathBuf },
 
+    /// A path in the clan directory that is a link, FIFO, device or too large, or I/O on it.
+    #[error(transparent)]
+    Fs(#[from] clan_fs::Error),
+
     #[error("git {action} failed in `{}`: {message}", dir.display())]
     Git {
         action: &'static str,

@@ -16,6 +16,28 @@ pub enum Error {
     #[error(transparent)]
     Secrets(#[from] clan_secrets::Error),
 
+    /// A path of the clan, an import directory or scratch space that is a link, FIFO, device
+    /// or too large, or I/O on it.
+    #[error(transparent)]
+    Fs(#[from] clan_fs::Error),
+
+    #[error("generator `{generator}` ({placement}) wrote `{file}`, which is not a regular file")]
+    BadOutput {
+        placement: String,
+        generator: String,
+        file: String,
+        source: Box<clan_fs::Error>,
+    },
+
+    #[error(
+        "generator `{generator}` ({placement}) did not finish within {seconds} s and was killed"
+    )]
+    TimedOut {
+        placement: String,
+        generator: String,
+        seconds: u64,
+    },
+
     #[error("failed to encrypt `{}`", path.display())]
     Encrypt {
         path: PathBuf,
@@ -130,6 +152,9 @@ pub enum Error {
 
     #[error("`{}` already exists", path.display())]
     Exists { path: PathBuf },
+
+    #[error("scratch directory `{}` is not private to this user (owned by another, or readable by others)", path.display())]
+    UnsafeScratch { path: PathBuf },
 }
 
 fn stderr_block(stderr: &str) -> String {
@@ -185,6 +210,11 @@ impl Error {
                 format!("install the package that provides `{tool}`")
             }
             Error::NoSandbox { .. } => "install bubblewrap (Debian package `bubblewrap`), or pass `--no-sandbox` to run generator scripts unconfined".to_owned(),
+            Error::Fs(_) => "the clan directory must hold regular files and directories only: remove the link or special file named above (and check who committed it)".to_owned(),
+            Error::BadOutput { .. } => "make the script write plain files to `$out`; nothing was stored for it".to_owned(),
+            Error::TimedOut { generator, .. } => format!(
+                "raise the generator's `timeout` (seconds) if `{generator}` needs longer, or fix its script"
+            ),
             Error::ScriptFailed { .. } | Error::FileNotProduced { .. } => {
                 "fix the generator's script; nothing was stored for it".to_owned()
             }
@@ -194,6 +224,10 @@ impl Error {
             Error::Locked { .. } => "wait for the other clan command to finish".to_owned(),
             Error::Interrupted => "run `clan vars generate` again".to_owned(),
             Error::Exists { .. } => "pick a path that does not exist yet".to_owned(),
+            Error::UnsafeScratch { path } => format!(
+                "remove `{}` (someone may have planted it) or set XDG_RUNTIME_DIR to your own 0700 directory",
+                path.display()
+            ),
             _ => return None,
         })
     }
