@@ -42,7 +42,8 @@ impl System {
     }
 
     /// The directory `dir` (absolute on the machine), following only trusted links; missing
-    /// directories are created with `create`'s mode (owned by the agent) when given.
+    /// directories are created (owned by the agent) when `create` is given: `dir` itself with
+    /// that mode, its missing parents `0755`.
     pub fn dir(&self, dir: &Path, create: Option<u32>) -> Result<Tree, Error> {
         let mut pending: VecDeque<OsString> = VecDeque::new();
         push_front(&mut pending, dir);
@@ -110,13 +111,28 @@ impl System {
                     }
                 },
                 Err(Errno::NOENT) if create.is_some() => {
-                    let mode = Mode::from_raw_mode(create.unwrap_or(0o755));
+                    let mode = match pending.is_empty() {
+                        true => create.unwrap_or(0o755),
+                        false => 0o755,
+                    };
+                    let mode = Mode::from_raw_mode(mode);
                     match rustix::fs::mkdirat(current, &part, mode) {
+                        Ok(()) => {
+                            let fd = rustix::fs::openat(current, &part, flags, Mode::empty())
+                                .map_err(|_| Error::UntrustedLink {
+                                    path: self.shown(&next),
+                                })?;
+                            // mkdir's mode went through the umask.
+                            rustix::fs::fchmod(&fd, mode).map_err(|errno| {
+                                Error::io("set the mode of", &self.shown(&next), errno)
+                            })?;
+                            stack.push(fd);
+                            here = next;
+                        }
                         // Created meanwhile: looked at again.
-                        Ok(()) | Err(Errno::EXIST) => {}
+                        Err(Errno::EXIST) => pending.push_front(part),
                         Err(errno) => return Err(Error::io("create", &self.shown(&next), errno)),
                     }
-                    pending.push_front(part);
                 }
                 Err(errno) => return Err(Error::io("open", &self.shown(&next), errno)),
             }

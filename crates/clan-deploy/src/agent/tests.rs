@@ -175,3 +175,75 @@ fn truncated_uploads_store_nothing() {
         Err(AgentError::UnknownGeneration(_))
     ));
 }
+
+/// A non-root user owns a directory above a managed file: what they put there (a link to a
+/// root location, at the directory or at the file) is refused or replaced, never followed.
+#[test]
+fn links_a_user_plants_under_a_managed_path_are_never_followed() {
+    use std::os::unix::fs::{lchown, symlink, MetadataExt as _};
+    if rustix::process::geteuid().as_raw() != 0 {
+        eprintln!("skipped: needs root to own files as another user");
+        return;
+    }
+    let root = image();
+    fs::write(
+        root.path().join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n",
+    )
+    .unwrap();
+    fs::write(root.path().join("etc/group"), "root:x:0:\nalice:x:1000:\n").unwrap();
+    fs::create_dir_all(root.path().join("etc/cron.d")).unwrap();
+    fs::write(root.path().join("etc/shadow"), "root:!:1::::::\n").unwrap();
+    let home = root.path().join("home/alice");
+    fs::create_dir_all(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(1000), Some(1000)).unwrap();
+    let agent = Agent::new(root.path());
+    let app_config = |content: &str| {
+        let mut config = config(&[("/home/alice/.app/config", content)]);
+        let file = config.files.get_mut("/home/alice/.app/config").unwrap();
+        file.owner = "alice".into();
+        file.group = "alice".into();
+        config
+    };
+
+    let first = store(&agent, &app_config("one\n"));
+    agent.activate(&first, &NO_MAGIC, || {}).unwrap();
+    let meta = fs::metadata(home.join(".app/config")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (1000, 1000), "chowned on the fd");
+
+    // alice swaps her directory for a link to /etc/cron.d between deploys.
+    fs::rename(home.join(".app"), home.join(".app-old")).unwrap();
+    symlink("/etc/cron.d", home.join(".app")).unwrap();
+    lchown(home.join(".app"), Some(1000), Some(1000)).unwrap();
+    let second = store(&agent, &app_config("two\n"));
+    let error = agent.diff(&second).unwrap_err();
+    assert!(error.to_string().contains("home/alice/.app"), "{error}");
+    let error = agent.activate(&second, &NO_MAGIC, || {}).unwrap_err();
+    assert!(error.to_string().contains("home/alice/.app`"), "{error}");
+    assert_eq!(
+        fs::read_dir(root.path().join("etc/cron.d"))
+            .unwrap()
+            .count(),
+        0,
+        "nothing written where the link points"
+    );
+
+    // A link at the file itself is replaced by the file, its target left alone.
+    fs::remove_file(home.join(".app")).unwrap();
+    fs::rename(home.join(".app-old"), home.join(".app")).unwrap();
+    fs::remove_file(home.join(".app/config")).unwrap();
+    symlink("/etc/shadow", home.join(".app/config")).unwrap();
+    lchown(home.join(".app/config"), Some(1000), Some(1000)).unwrap();
+    agent.activate(&second, &NO_MAGIC, || {}).unwrap();
+    assert_eq!(
+        read(&root, "/etc/shadow").as_deref(),
+        Some("root:!:1::::::\n")
+    );
+    let meta = fs::symlink_metadata(home.join(".app/config")).unwrap();
+    assert!(meta.is_file());
+    assert_eq!(meta.uid(), 1000);
+    assert_eq!(
+        read(&root, "/home/alice/.app/config").as_deref(),
+        Some("two\n")
+    );
+}
