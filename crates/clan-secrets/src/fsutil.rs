@@ -27,6 +27,17 @@ impl ClanFiles<'_> {
         self.kind(rel) == Some(Kind::File)
     }
 
+    /// Whether `rel` is a regular file; a link at it or above it is an error naming it.
+    pub(crate) fn is_file_checked(&self, rel: &Path) -> Result<bool, Error> {
+        match self.tree()?.kind(rel)? {
+            Some(Kind::Symlink) => Err(clan_fs::Error::Symlink {
+                path: rel.to_path_buf(),
+            }
+            .into()),
+            kind => Ok(kind == Some(Kind::File)),
+        }
+    }
+
     pub(crate) fn is_dir(&self, rel: &Path) -> bool {
         self.kind(rel) == Some(Kind::Directory)
     }
@@ -101,6 +112,23 @@ impl ClanFiles<'_> {
             .into_iter()
             .filter_map(|entry| entry.name.into_string().ok())
             .collect())
+    }
+
+    /// Names of the entries of `dir` that hold members, secrets or vars (directories and
+    /// files), sorted; a link among them is an error naming it (those are never links in
+    /// clan-core's layout).
+    pub(crate) fn dir_names(&self, dir: &Path) -> Result<Vec<String>, Error> {
+        let mut names = Vec::new();
+        for entry in self.tree()?.list(dir)? {
+            if entry.kind == Kind::Symlink {
+                return Err(clan_fs::Error::Symlink {
+                    path: dir.join(&entry.name),
+                }
+                .into());
+            }
+            names.extend(entry.name.into_string().ok());
+        }
+        Ok(names)
     }
 
     /// Removes `dir` if it is empty, and then its parents up to (not including) `stop`.

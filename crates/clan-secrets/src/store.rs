@@ -290,13 +290,16 @@ impl SopsDir {
 
     fn list_members<N: std::str::FromStr>(&self, kind: MemberKind) -> Result<Vec<N>, Error> {
         let dir = Path::new("sops").join(kind.dir());
-        Ok(self
-            .files()
-            .entry_names(&dir)?
-            .into_iter()
-            .filter(|name| self.files().is_file(&dir.join(name).join("key.json")))
-            .filter_map(|name| name.parse().ok())
-            .collect())
+        let mut members = Vec::new();
+        for name in self.files().dir_names(&dir)? {
+            if self
+                .files()
+                .is_file_checked(&dir.join(&name).join("key.json"))?
+            {
+                members.extend(name.parse().ok());
+            }
+        }
+        Ok(members)
     }
 
     /// Adds a user with `keys` (or replaces its keys with `force`) and re-keys its secrets.
@@ -453,7 +456,7 @@ impl SopsDir {
     pub fn groups(&self) -> Result<Vec<Group>, Error> {
         let dir = Path::new("sops/groups");
         let mut groups = Vec::new();
-        for name in self.files().entry_names(dir)? {
+        for name in self.files().dir_names(dir)? {
             let Ok(group) = name.parse::<GroupName>() else {
                 continue;
             };
@@ -570,7 +573,7 @@ impl SopsDir {
         let dir = Path::new("sops/secrets");
         Ok(self
             .files()
-            .entry_names(dir)?
+            .dir_names(dir)?
             .into_iter()
             .filter(|name| self.files().is_file(&dir.join(name).join("secret")))
             .filter_map(|name| name.parse().ok())
@@ -582,12 +585,12 @@ impl SopsDir {
         let mut dirs: Vec<PathBuf> = self.secrets()?.iter().map(Self::secret_dir).collect();
         let shared = Path::new("vars/shared");
         let mut generator_roots = vec![shared.to_path_buf()];
-        for machine in self.files().entry_names(Path::new("vars/per-machine"))? {
+        for machine in self.files().dir_names(Path::new("vars/per-machine"))? {
             generator_roots.push(Path::new("vars/per-machine").join(machine));
         }
         for root in generator_roots {
-            for generator in self.files().entry_names(&root)? {
-                for file in self.files().entry_names(&root.join(&generator))? {
+            for generator in self.files().dir_names(&root)? {
+                for file in self.files().dir_names(&root.join(&generator))? {
                     let dir = root.join(&generator).join(file);
                     if self.files().is_file(&dir.join("secret")) {
                         dirs.push(dir);

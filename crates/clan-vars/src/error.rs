@@ -21,12 +21,14 @@ pub enum Error {
     #[error(transparent)]
     Fs(#[from] clan_fs::Error),
 
-    #[error("generator `{generator}` ({placement}) wrote `{file}`, which is not a regular file")]
+    #[error(
+        "generator `{generator}` ({placement}) wrote `{file}`, which clan does not read: {reason}"
+    )]
     BadOutput {
         placement: String,
         generator: String,
         file: String,
-        source: Box<clan_fs::Error>,
+        reason: Box<clan_fs::Error>,
     },
 
     #[error(

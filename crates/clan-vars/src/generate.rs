@@ -520,7 +520,7 @@ fn execute(
         placement: placement.clone(),
         generator: key.name.clone(),
         file: file.to_owned(),
-        source: Box::new(source),
+        reason: Box::new(source),
     };
     let out = job.outputs().map_err(|source| bad_output("$out", source))?;
     let files = generator.files();

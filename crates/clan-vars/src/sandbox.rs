@@ -44,7 +44,8 @@ const SYSTEM_DIRS: &[&str] = &[
 /// The program a sandbox runs: reads a job directory and its `PATH` (one line each), runs
 /// the job's script with its output in files of the job directory, answers with the exit
 /// status, then kills whatever the script left behind (`kill -1` spares the caller and the
-/// sandbox's init) and empties `/tmp`.
+/// sandbox's init) and empties `/tmp` (staying on its own file system: the scratch space is
+/// mounted below `/tmp` when it lives there).
 const SANDBOX_LOOP: &str = r#"
 shopt -s nullglob dotglob
 while IFS= read -r job && IFS= read -r path; do
@@ -56,7 +57,8 @@ while IFS= read -r job && IFS= read -r path; do
   echo "$?"
   kill -9 -1 2>/dev/null
   left=(/tmp/*)
-  if ((${#left[@]})); then rm -rf -- "${left[@]}"; fi
+  # Not into the scratch space, mounted below /tmp when it lives there.
+  if ((${#left[@]})); then rm -rf --one-file-system -- "${left[@]}" 2>/dev/null; fi
 done
 "#;
 
@@ -146,14 +148,20 @@ impl Scratch {
     fn new() -> Result<Scratch, Error> {
         let parent = scratch_parent()?;
         remove_stale(&parent);
-        let name = format!(
-            "run-{}-{:016x}",
+        let id = format!(
+            "{}-{:016x}",
             std::process::id(),
             rand::rngs::OsRng.next_u64()
         );
-        let tree = parent.create_dir_all(Path::new(&name), 0o700)?;
+        // Locked under a name no cleaner looks at, then given its `run-` name: another run's
+        // cleanup never sees it unlocked.
+        let new = format!(".new-{id}");
+        let name = format!("run-{id}");
+        let tree = parent.create_dir_all(Path::new(&new), 0o700)?;
         rustix::fs::flock(&tree, rustix::fs::FlockOperation::NonBlockingLockExclusive)
             .map_err(|errno| Error::io("lock", tree.path())(errno.into()))?;
+        parent.rename(Path::new(&new), Path::new(&name))?;
+        let tree = tree.shown_as(parent.path().join(&name));
         identity_files(&tree)?;
         Ok(Scratch { parent, name, tree })
     }
@@ -591,9 +599,9 @@ fn identity_files(scratch: &Tree) -> Result<(), Error> {
     let uid = rustix::process::getuid().as_raw();
     let gid = rustix::process::getgid().as_raw();
     let passwd = format!("clan:x:{uid}:{gid}:clan vars:/tmp:/bin/sh\n");
-    scratch.write_new(Path::new("passwd"), passwd.as_bytes(), 0o644)?;
+    scratch.write_new(Path::new("passwd"), passwd.as_bytes(), 0o600)?;
     let group = format!("clan:x:{gid}:\n");
-    scratch.write_new(Path::new("group"), group.as_bytes(), 0o644)?;
+    scratch.write_new(Path::new("group"), group.as_bytes(), 0o600)?;
     Ok(())
 }
 
