@@ -122,10 +122,21 @@ pub fn load(dir: &Path) -> Result<LoadedInventory, Error> {
 
 /// Loads and validates an inventory whose clan.toml text is given (edits check before writing).
 pub fn load_with_toml(dir: &Path, text: &str) -> Result<LoadedInventory, Error> {
-    let inventory = parse_toml(&dir.join(CLAN_TOML), text)?;
+    let json = read(&dir.join(INVENTORY_JSON))?;
+    load_from_texts(dir, text, json.as_deref())
+}
+
+/// Loads and validates an inventory from the texts of clan.toml and inventory.json (which
+/// may come from anyone's repository), as if they were in `dir`.
+pub fn load_from_texts(
+    dir: &Path,
+    clan_toml: &str,
+    inventory_json: Option<&str>,
+) -> Result<LoadedInventory, Error> {
+    let inventory = parse_toml(&dir.join(CLAN_TOML), clan_toml)?;
     let json_path = dir.join(INVENTORY_JSON);
-    let json = read(&json_path)?
-        .map(|text| parse_json(&json_path, &text))
+    let json = inventory_json
+        .map(|text| parse_json(&json_path, text))
         .transpose()?;
     let loaded = merge(dir, inventory, json)?;
     validate(&loaded)?;
