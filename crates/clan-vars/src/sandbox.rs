@@ -41,11 +41,14 @@ const SYSTEM_DIRS: &[&str] = &[
     "/etc/ssl",
 ];
 
+/// Where a sandbox sees the worker's scratch space (wherever it is on the host: below the
+/// host's `/tmp` it would sit in the sandbox's `/tmp`, which is emptied between jobs).
+const SANDBOX_SCRATCH: &str = "/run/clan-scratch";
+
 /// The program a sandbox runs: reads a job directory and its `PATH` (one line each), runs
 /// the job's script with its output in files of the job directory, answers with the exit
 /// status, then kills whatever the script left behind (`kill -1` spares the caller and the
-/// sandbox's init) and empties `/tmp` (staying on its own file system: the scratch space is
-/// mounted below `/tmp` when it lives there).
+/// sandbox's init) and empties `/tmp`.
 const SANDBOX_LOOP: &str = r#"
 shopt -s nullglob dotglob
 while IFS= read -r job && IFS= read -r path; do
@@ -57,8 +60,7 @@ while IFS= read -r job && IFS= read -r path; do
   echo "$?"
   kill -9 -1 2>/dev/null
   left=(/tmp/*)
-  # Not into the scratch space, mounted below /tmp when it lives there.
-  if ((${#left[@]})); then rm -rf --one-file-system -- "${left[@]}" 2>/dev/null; fi
+  if ((${#left[@]})); then rm -rf -- "${left[@]}"; fi
 done
 "#;
 
@@ -380,6 +382,13 @@ impl<'a> Runner<'a> {
         // A tool whose file has another name (`clan` when this program is, say, a test
         // build) is reached through a link named after it.
         let aliases = Path::new("tools");
+        let scratch_root = job.dir().parent().expect("jobs live in the scratch dir");
+        let sandboxed = matches!(self.confinement, Confinement::Bubblewrap(_));
+        // A scratch path as the script sees it.
+        let seen = |path: &Path| match (sandboxed, path.strip_prefix(scratch_root)) {
+            (true, Ok(relative)) => Path::new(SANDBOX_SCRATCH).join(relative),
+            _ => path.to_path_buf(),
+        };
         let mut dirs: Vec<PathBuf> = Vec::new();
         for (name, tool) in tools {
             let named = tool.file_name().is_some_and(|file| file == name.as_str());
@@ -403,7 +412,7 @@ impl<'a> Runner<'a> {
                     .and_then(|_| scratch.symlink(tool, &alias))
                     .map_err(std::io::Error::other)?;
             }
-            dirs.insert(0, scratch.path().join(aliases));
+            dirs.insert(0, seen(&scratch.path().join(aliases)));
         }
         let path = search_path(&dirs);
         match self.confinement {
@@ -457,7 +466,7 @@ impl<'a> Runner<'a> {
                         self.sandbox.insert(sandbox)
                     }
                 };
-                let mut request = job.dir().as_os_str().to_owned();
+                let mut request = seen(job.dir()).into_os_string();
                 request.push("\n");
                 request.push(&path);
                 request.push("\n");
@@ -528,7 +537,7 @@ impl<'a> Runner<'a> {
             .arg("/etc/group")
             .arg("--bind")
             .arg(scratch)
-            .arg(scratch)
+            .arg(SANDBOX_SCRATCH)
             .arg("--chdir")
             .arg("/tmp")
             .arg("--")

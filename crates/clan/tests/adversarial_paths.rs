@@ -9,10 +9,14 @@
 //! outside secret's content appears in no output, file, cache entry or git commit, and (where
 //! the command refuses) that the error names the culprit. Counted in ADVERSARIAL.md.
 
+mod cli;
+
 use std::io::Write;
 use std::os::unix::fs::{symlink, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+use cli::{walk, Run};
 
 /// The outside secret's content: must never show up anywhere clan writes.
 const MARKER: &str = "OUTSIDE-SECRET-7f3a9c";
@@ -29,35 +33,24 @@ const GENERATORS: &str = r#"{
             "script": "echo public > $out/pub; echo private > $out/key"},
 }"#;
 
-struct Clan {
-    dir: tempfile::TempDir,
-}
+/// The clan of these tests, with `cli::Workspace`'s helpers, and `outside/` next to it.
+struct Clan(cli::Workspace);
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn text(&self) -> String {
-        format!("{}\n{}", self.stdout, self.stderr)
+impl std::ops::Deref for Clan {
+    type Target = cli::Workspace;
+    fn deref(&self) -> &cli::Workspace {
+        &self.0
     }
 }
 
 impl Clan {
     /// A committed clan with web01's generators, the admin's key, and `outside/` next to it
-    /// holding `secret` and `victim/keep` (both the marker).
+    /// holding `secret`, `victim/keep` and a `clan.toml` (all with the marker).
     fn new() -> Clan {
-        let clan = Clan {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        for sub in ["clan", "home", "cache", "outside/victim"] {
-            std::fs::create_dir_all(clan.dir.path().join(sub)).unwrap();
-        }
-        let run_dir = clan.dir.path().join("run");
-        std::fs::create_dir(&run_dir).unwrap();
-        std::fs::set_permissions(&run_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let clan = Clan(cli::Workspace::init(CLAN_TOML, |workspace| {
+            workspace.machine_generators("web01", GENERATORS);
+        }));
+        std::fs::create_dir_all(clan.outside().join("victim")).unwrap();
         std::fs::write(clan.outside().join("secret"), MARKER).unwrap();
         std::fs::write(clan.outside().join("victim/keep"), MARKER).unwrap();
         std::fs::write(
@@ -65,40 +58,15 @@ impl Clan {
             format!("# {MARKER}\n{CLAN_TOML}"),
         )
         .unwrap();
-        clan.write("clan.toml", CLAN_TOML);
-        clan.generators(GENERATORS);
-        clan.git(&["init", "-q"]);
-        clan.git(&["add", "-A"]);
-        clan.git(&["commit", "-q", "-m", "init"]);
-        let keygen = clan.run(&["vars", "keygen", "--user", "admin"], b"");
-        assert_eq!(keygen.code, 0, "{}", keygen.stderr);
         clan
-    }
-
-    fn root(&self) -> PathBuf {
-        self.dir.path().join("clan")
     }
 
     fn outside(&self) -> PathBuf {
         self.dir.path().join("outside")
     }
 
-    /// The per-user runtime directory the runs use for scratch (0700, private to the test).
-    fn runtime_dir(&self) -> PathBuf {
-        self.dir.path().join("run")
-    }
-
-    fn write(&self, path: &str, content: &str) {
-        let path = self.root().join(path);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, content).unwrap();
-    }
-
     fn generators(&self, generators: &str) {
-        self.write(
-            "machines/web01/config.star",
-            &format!("def per_machine(ctx):\n    return {{\"config\": {{\"generators\": {generators}}}}}\n"),
-        );
+        self.machine_generators("web01", generators);
     }
 
     /// Replaces whatever is at `rel` by a link to `target`.
@@ -108,61 +76,6 @@ impl Clan {
         let _ = std::fs::remove_dir_all(&path);
         let _ = std::fs::remove_file(&path);
         symlink(target, &path).unwrap();
-    }
-
-    fn env<'a>(&self, command: &'a mut Command) -> &'a mut Command {
-        command
-            .env_remove("SOPS_AGE_KEY")
-            .env_remove("XDG_CONFIG_HOME")
-            .env_remove("CLAN_NO_COMMIT")
-            .env_remove("CLAN_DIR")
-            .env("SOPS_AGE_KEY_FILE", self.dir.path().join("admin.key"))
-            .env("HOME", self.dir.path().join("home"))
-            .env("XDG_CACHE_HOME", self.dir.path().join("cache"))
-            .env("XDG_RUNTIME_DIR", self.runtime_dir())
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_AUTHOR_NAME", "test")
-            .env("GIT_AUTHOR_EMAIL", "test@example.org")
-            .env("GIT_COMMITTER_NAME", "test")
-            .env("GIT_COMMITTER_EMAIL", "test@example.org")
-    }
-
-    fn git(&self, args: &[&str]) -> String {
-        let output = self
-            .env(Command::new("git").args(args))
-            .current_dir(self.root())
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "git {args:?}");
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_clan"));
-        self.env(&mut command)
-            .current_dir(self.dir.path())
-            .arg("--flake")
-            .arg(self.root())
-            .args(args);
-        command
-    }
-
-    fn run(&self, args: &[&str], stdin: &[u8]) -> Run {
-        let mut child = self
-            .command(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // A command that reads no input may be gone before it is written.
-        let _ = child.stdin.take().unwrap().write_all(stdin);
-        let output = child.wait_with_output().unwrap();
-        Run {
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
     }
 
     fn generate(&self, extra: &[&str]) -> Run {
@@ -186,7 +99,8 @@ impl Clan {
             "{case}: the outside changed"
         );
         for run in runs {
-            assert!(!run.text().contains(MARKER), "{case}: leaked in output");
+            let text = format!("{}\n{}", run.stdout, run.stderr);
+            assert!(!text.contains(MARKER), "{case}: leaked in output");
         }
         for dir in [
             self.root(),
@@ -204,35 +118,6 @@ impl Clan {
         let history = self.git(&["log", "--all", "-p", "--binary"]);
         assert!(!history.contains(MARKER), "{case}: leaked into a commit");
     }
-}
-
-/// `(path, content)` of everything below `dir`, not following links (a link shows its target,
-/// a directory `<dir>`), sorted.
-fn walk(dir: &Path) -> Vec<(String, String)> {
-    fn go(root: &Path, dir: &Path, out: &mut Vec<(String, String)>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for entry in entries {
-            let path = entry.unwrap().path();
-            let meta = path.symlink_metadata().unwrap();
-            let name = path.strip_prefix(root).unwrap().display().to_string();
-            if meta.is_symlink() {
-                let target = std::fs::read_link(&path).unwrap();
-                out.push((name, format!("-> {}", target.display())));
-            } else if meta.is_dir() {
-                out.push((name, "<dir>".to_owned()));
-                go(root, &path, out);
-            } else if meta.is_file() {
-                let bytes = std::fs::read(&path).unwrap_or_default();
-                out.push((name, String::from_utf8_lossy(&bytes).into_owned()));
-            }
-        }
-    }
-    let mut out = Vec::new();
-    go(dir, dir, &mut out);
-    out.sort();
-    out
 }
 
 /// What a planted link points at.
