@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Component, Path, PathBuf};
 
@@ -151,21 +151,6 @@ impl System {
             });
         };
         Ok((self.dir(parent, create)?, name.to_owned()))
-    }
-
-    /// What `path` is, not following a final link; `None` when it or a parent is missing.
-    pub fn kind(&self, path: &Path) -> Result<Option<Kind>, Error> {
-        match self.parent(path, None) {
-            Ok((dir, name)) => dir.kind(Path::new(&name)),
-            Err(error) if error.is_not_found() => Ok(None),
-            Err(error) => Err(error),
-        }
-    }
-}
-
-impl AsFd for System {
-    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.root.as_fd()
     }
 }
 

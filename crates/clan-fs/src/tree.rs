@@ -37,20 +37,12 @@ pub struct Entry {
     pub kind: Kind,
 }
 
-impl Entry {
-    /// The name, if it is UTF-8.
-    pub fn name_str(&self) -> Option<&str> {
-        self.name.to_str()
-    }
-}
-
 /// How [`Tree::write`] writes.
 #[derive(Debug, Clone, Copy)]
 pub struct WriteOptions {
     mode: u32,
     owner: Option<u32>,
     group: Option<u32>,
-    durable: bool,
 }
 
 impl WriteOptions {
@@ -60,7 +52,6 @@ impl WriteOptions {
             mode,
             owner: None,
             group: None,
-            durable: true,
         }
     }
 
@@ -68,12 +59,6 @@ impl WriteOptions {
     pub fn owner(mut self, owner: Option<u32>, group: Option<u32>) -> WriteOptions {
         self.owner = owner;
         self.group = group;
-        self
-    }
-
-    /// No `fsync`: the caller syncs the file system itself (`Tree::sync`).
-    pub fn not_durable(mut self) -> WriteOptions {
-        self.durable = false;
         self
     }
 }
@@ -242,6 +227,15 @@ impl Tree {
         Ok((self.dir(dirs)?, name))
     }
 
+    /// [`Tree::parent`], `None` when a directory on the way is missing.
+    fn existing_parent<'p>(&self, rel: &'p Path) -> Result<Option<(OwnedFd, &'p OsStr)>, Error> {
+        match self.parent(rel) {
+            Ok(found) => Ok(Some(found)),
+            Err(error) if error.is_not_found() => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
     /// What `rel` is (not following a final link); `None` when it (or a parent) is missing.
     pub fn kind(&self, rel: &Path) -> Result<Option<Kind>, Error> {
         let parts = components(&self.path, rel)?;
@@ -258,12 +252,6 @@ impl Tree {
             Err(Errno::NOENT) => Ok(None),
             Err(errno) => Err(Error::io("inspect", &self.path.join(rel), errno)),
         }
-    }
-
-    /// Whether `rel` is a regular file (a link to one is not); an error only when a parent is
-    /// not a plain directory.
-    pub fn is_file(&self, rel: &Path) -> Result<bool, Error> {
-        Ok(self.kind(rel)? == Some(Kind::File))
     }
 
     /// Opens the regular file `rel` for reading: never a link, FIFO (without blocking) or
@@ -420,10 +408,8 @@ impl Tree {
     /// Removes the file or link `rel`; whether it existed. A directory is an error.
     pub fn remove_file(&self, rel: &Path) -> Result<bool, Error> {
         let path = self.path.join(rel);
-        let (dir, name) = match self.parent(rel) {
-            Ok(found) => found,
-            Err(error) if error.is_not_found() => return Ok(false),
-            Err(error) => return Err(error),
+        let Some((dir, name)) = self.existing_parent(rel)? else {
+            return Ok(false);
         };
         match rustix::fs::unlinkat(&dir, name, AtFlags::empty()) {
             Ok(()) => Ok(true),
@@ -440,10 +426,8 @@ impl Tree {
     /// whether it existed.
     pub fn remove_all(&self, rel: &Path) -> Result<bool, Error> {
         let path = self.path.join(rel);
-        let (dir, name) = match self.parent(rel) {
-            Ok(found) => found,
-            Err(error) if error.is_not_found() => return Ok(false),
-            Err(error) => return Err(error),
+        let Some((dir, name)) = self.existing_parent(rel)? else {
+            return Ok(false);
         };
         match kind_at(dir.as_fd(), name) {
             Ok(Kind::Directory) => remove_dir_in(&dir, name, &path).map(|()| true),
@@ -459,10 +443,8 @@ impl Tree {
 
     /// Removes the directory `rel` if it is empty; whether it did.
     pub fn remove_empty_dir(&self, rel: &Path) -> Result<bool, Error> {
-        let (dir, name) = match self.parent(rel) {
-            Ok(found) => found,
-            Err(error) if error.is_not_found() => return Ok(false),
-            Err(error) => return Err(error),
+        let Some((dir, name)) = self.existing_parent(rel)? else {
+            return Ok(false);
         };
         Ok(rustix::fs::unlinkat(&dir, name, AtFlags::REMOVEDIR).is_ok())
     }
@@ -571,9 +553,7 @@ pub(crate) fn write_in(
         // After fchown, which clears set-id bits.
         rustix::fs::fchmod(&file, Mode::from_raw_mode(options.mode))
             .map_err(|errno| Error::io("set the mode of", path, errno))?;
-        if options.durable {
-            file.sync_all().map_err(io)?;
-        }
+        file.sync_all().map_err(io)?;
         rustix::fs::renameat(dir, temp, dir, name).map_err(|errno| match errno {
             Errno::ISDIR | Errno::NOTEMPTY | Errno::EXIST => Error::NotAFile {
                 path: path.to_path_buf(),
@@ -586,9 +566,7 @@ pub(crate) fn write_in(
         let _ = rustix::fs::unlinkat(dir, temp, AtFlags::empty());
         return result;
     }
-    if options.durable {
-        rustix::fs::fsync(dir).map_err(|errno| Error::io("sync the directory of", path, errno))?;
-    }
+    rustix::fs::fsync(dir).map_err(|errno| Error::io("sync the directory of", path, errno))?;
     Ok(())
 }
 
