@@ -10,6 +10,6 @@ mod model;
 
 pub use merge::{Conflict, Fragment};
 pub use model::{
-    File, Firewall, Generator, GeneratorFile, Group, MachineConfig, Prompt, PromptType, State,
-    Unit, User, VarRef, SECRET_PLACEHOLDER_PREFIX,
+    File, Firewall, Generator, GeneratorFile, Group, MachineConfig, Prompt, PromptType,
+    SecretAccess, State, Unit, User, VarRef, SECRET_PLACEHOLDER_PREFIX,
 };

@@ -1,6 +1,6 @@
 //! Merging fragments into one MachineConfig. Two sources that set the same file, unit, user,
 //! group, generator or state differently conflict; the error names both. Packages and
-//! firewall ports are unions; NixOS settings merge deeply, conflicting on differing leaves.
+//! firewall ports are unions (and one fragment turning the firewall on turns it on); NixOS settings merge deeply, conflicting on differing leaves.
 
 use std::collections::BTreeMap;
 
@@ -43,9 +43,11 @@ impl MachineConfig {
                 source,
             )?;
             owners.insert("state", &mut merged.state, config.state, source)?;
+            owners.insert("secret", &mut merged.secrets, config.secrets, source)?;
             for (family, packages) in config.packages {
                 merged.packages.entry(family).or_default().extend(packages);
             }
+            merged.firewall.enable |= config.firewall.enable;
             merged.firewall.tcp.extend(&config.firewall.tcp);
             merged.firewall.udp.extend(&config.firewall.udp);
             if !config.nixos.is_null() {

@@ -34,6 +34,10 @@ pub struct MachineConfig {
     pub state: BTreeMap<String, State>,
     #[serde(default, skip_serializing_if = "Firewall::is_empty")]
     pub firewall: Firewall,
+    /// Who may read clan secrets set for this machine (`clan secrets set NAME --machine m`),
+    /// by secret name; those without an entry are root's alone.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, SecretAccess>,
     /// Free-form NixOS options, for `nixos` machines.
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub nixos: Value,
@@ -61,9 +65,16 @@ pub struct Unit {
     pub content: String,
     #[serde(default = "yes")]
     pub enabled: bool,
-    /// Restart the unit when its content or a file it depends on changes.
+    /// Restart the unit when its content, or a file in `restart_triggers`, changes.
     #[serde(default = "yes")]
     pub restart_on_change: bool,
+    /// Files (managed paths, or secrets under `/run/clan/secrets/`) the unit reads: a change
+    /// to one restarts it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restart_triggers: Vec<String>,
+    /// Files whose change reloads the unit (`systemctl reload-or-restart`) instead.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reload_triggers: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -205,9 +216,26 @@ pub struct State {
     pub post_restore_command: Option<String>,
 }
 
+/// Owner, group and mode of a clan secret on the machine (`/run/secrets/<name>`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SecretAccess {
+    #[serde(default = "root")]
+    pub owner: String,
+    #[serde(default = "root")]
+    pub group: String,
+    /// Octal permission bits.
+    #[serde(default = "secret_mode")]
+    pub mode: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Firewall {
+    /// Turn the machine's firewall on: new inbound connections are dropped except to these
+    /// ports and SSH (see `clan_deploy::firewall`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub enable: bool,
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub tcp: BTreeSet<u16>,
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
@@ -216,7 +244,7 @@ pub struct Firewall {
 
 impl Firewall {
     fn is_empty(&self) -> bool {
-        self.tcp.is_empty() && self.udp.is_empty()
+        !self.enable && self.tcp.is_empty() && self.udp.is_empty()
     }
 }
 

@@ -9,6 +9,7 @@ use crate::agent::{Activation, Changes, Status};
 use crate::events::{Event, Outcome, Stage};
 use crate::generation::Generation;
 use crate::host::{Host, Input, RemoteOutput};
+use crate::relay::{Delivery, Relay};
 use crate::{Error, STATE_DIR};
 
 /// The agent executable to upload and the name it gets on machines.
@@ -17,6 +18,8 @@ pub struct AgentBinary {
     pub path: PathBuf,
     /// `clan-<version>-<first 12 hex of its sha256>`: a rebuilt binary is a new agent.
     pub name: String,
+    /// Its SHA-256 in hex, which each machine checks before installing it.
+    pub digest: String,
 }
 
 impl AgentBinary {
@@ -40,7 +43,18 @@ impl AgentBinary {
         Ok(AgentBinary {
             path: path.to_path_buf(),
             name: format!("clan-{}-{}", env!("CARGO_PKG_VERSION"), &digest[..12]),
+            digest,
         })
+    }
+
+    /// The gzip-compressed agent (what travels to machines), made once per build in the
+    /// user's cache directory (`…/clan/agents/<name>.gz`).
+    pub fn compressed(&self) -> Result<PathBuf, Error> {
+        let eval = clan_eval::cache_root();
+        let cache = eval
+            .parent()
+            .map_or_else(|| eval.join("agents"), |base| base.join("agents"));
+        crate::relay::compress_into(&self.path, &cache, &self.name)
     }
 
     /// Where the agent lives on machines.
@@ -74,10 +88,18 @@ pub fn deploy(
     host: &mut dyn Host,
     job: &MachineDeploy,
     options: &DeployOptions,
+    relay: &Relay,
     emit: &dyn Fn(Event),
 ) -> Result<Outcome, (Stage, Error)> {
     let machine = host.machine().to_owned();
     let id = job.generation.id.clone();
+    let stage = |stage: Stage| {
+        emit(Event::Stage {
+            machine: machine.clone(),
+            stage,
+        })
+    };
+    stage(Stage::Connect);
     host.connect().map_err(|e| (Stage::Connect, e))?;
     let agent = options.agent.remote_path();
     let call = |words: &[&str]| -> Vec<String> {
@@ -86,13 +108,24 @@ pub fn deploy(
         argv
     };
 
+    if options.dry_run {
+        return dry_run(host, job, &call, emit).map_err(|e| (Stage::Activate, e));
+    }
     let status = match agent_json::<Status>(host, &call(&["status"]), Input::None) {
         Err(AgentCall::Missing) => {
-            upload_agent(host, &options.agent).map_err(|e| (Stage::Upload, e))?;
+            stage(Stage::Upload);
+            let delivery = relay
+                .deliver(host, &options.agent)
+                .map_err(|e| (Stage::Upload, e))?;
+            let (bytes, from) = match delivery {
+                Delivery::FromAdmin { bytes } => (bytes, None),
+                Delivery::FromPeer { machine } => (0, Some(machine)),
+            };
             emit(Event::Upload {
                 machine: machine.clone(),
                 what: "agent",
-                bytes: std::fs::metadata(&options.agent.path).map_or(0, |m| m.len()),
+                bytes,
+                from,
             });
             agent_json::<Status>(host, &call(&["status"]), Input::None)
                 .map_err(|e| (Stage::Upload, e.into_error(&machine, "clan agent status")))?
@@ -101,13 +134,11 @@ pub fn deploy(
             other.map_err(|e| (Stage::Connect, e.into_error(&machine, "clan agent status")))?
         }
     };
-    if status.current.as_deref() == Some(id.as_str())
-        && status.pending.is_none()
-        && !options.dry_run
-    {
+    if status.current.as_deref() == Some(id.as_str()) && status.pending.is_none() {
         return Ok(Outcome::Unchanged);
     }
     if !status.stored.contains(&id) {
+        stage(Stage::Upload);
         let bundle = job.generation.bundle();
         agent_ok(host, &call(&["receive", &id]), Input::Bytes(&bundle))
             .map_err(|e| (Stage::Upload, e.into_error(&machine, "clan agent receive")))?;
@@ -115,17 +146,8 @@ pub fn deploy(
             machine: machine.clone(),
             what: "generation",
             bytes: bundle.len() as u64,
+            from: None,
         });
-    }
-    if options.dry_run {
-        let changes = agent_json::<Changes>(host, &call(&["diff", &id]), Input::None)
-            .map_err(|e| (Stage::Activate, e.into_error(&machine, "clan agent diff")))?;
-        emit(Event::DryRun {
-            machine,
-            generation: id,
-            changes,
-        });
-        return Ok(Outcome::DryRun);
     }
     if !job.generation.manifest.secrets.is_empty() && !status.has_key {
         let key = job.age_key.as_ref().ok_or_else(|| {
@@ -160,6 +182,7 @@ pub fn deploy(
         Some(seconds) => words.extend(["--confirm-timeout", seconds.as_str()]),
         None => words.push("--no-magic-rollback"),
     }
+    stage(Stage::Activate);
     let activation = agent_json::<Activation>(host, &call(&words), Input::None).map_err(|e| {
         let error = match e {
             AgentCall::Failed(output) => Error::Activation {
@@ -176,58 +199,168 @@ pub fn deploy(
         generation: id.clone(),
         changes: activation.changes,
     });
-    if activation.confirm_by.is_some() {
-        // A new connection: proves the machine is still reachable after activation.
-        let output = host
-            .run_fresh(&call(&["confirm", &id]))
-            .map_err(|e| (Stage::Confirm, e))?;
-        if !output.success() {
-            return Err((
+    if let (Some(_), Some(timeout)) = (activation.confirm_by, options.confirm_timeout) {
+        let previous = activation
+            .previous
+            .as_deref()
+            .map_or("none (nothing managed)", crate::agent::short)
+            .to_owned();
+        let say = |message: String| {
+            emit(Event::Message {
+                machine: machine.clone(),
+                message,
+            })
+        };
+        let cut_off = |why: &str| {
+            say(format!(
+                "the new generation cut off SSH access ({why}); the machine returns to \
+                 generation {previous} within {} s",
+                timeout.as_secs().max(1)
+            ))
+        };
+        let not_confirmed = |reason: String| {
+            Err((
                 Stage::Confirm,
                 Error::NotConfirmed {
-                    machine,
+                    machine: machine.clone(),
                     generation: crate::agent::short(&id).to_owned(),
-                    reason: agent_message(&output),
+                    reason,
                 },
-            ));
+            ))
+        };
+        stage(Stage::Confirm);
+        // A new connection: proves the machine is still reachable after activation.
+        match host.run_fresh(&call(&["confirm", &id])) {
+            Ok(output) if output.success() => emit(Event::Confirm {
+                machine: machine.clone(),
+                generation: id.clone(),
+            }),
+            // It got in only once the machine had reverted by itself.
+            Ok(output) if output.code == Some(i32::from(crate::agent::EXIT_REVERTED)) => {
+                cut_off("the confirmation got in only after the deadline");
+                say(format!(
+                    "reconnected: the machine is back on generation {previous}"
+                ));
+                return not_confirmed(format!(
+                    "it cut off SSH access; the machine reverted to generation {previous} by itself"
+                ));
+            }
+            Ok(output) => return not_confirmed(agent_message(&output)),
+            Err(error) => {
+                cut_off(&error.to_string());
+                let reason = match await_revert(host, &call(&["status"]), &id, timeout) {
+                    Some(current) => {
+                        let now = current.as_deref().map_or("none", crate::agent::short);
+                        say(format!(
+                            "reconnected: the machine is back on generation {now}"
+                        ));
+                        format!(
+                            "it cut off SSH access; the machine reverted to generation {now} by itself"
+                        )
+                    }
+                    None => format!(
+                        "it cut off SSH access; the machine reverts to generation {previous} by \
+                         itself, but could not be reached again to confirm that"
+                    ),
+                };
+                return not_confirmed(reason);
+            }
         }
-        emit(Event::Confirm {
-            machine,
-            generation: id,
-        });
     }
     Ok(Outcome::Activated)
 }
 
-/// Streams the agent binary to its path on the machine (temp name, then rename), after
-/// checking the machine's architecture matches.
-fn upload_agent(host: &dyn Host, agent: &AgentBinary) -> Result<(), Error> {
-    // A fixed script; the path and architecture arrive as positional parameters.
-    let script = r#"set -e; umask 022
-[ "$(uname -m)" = "$2" ] || { echo "the machine is $(uname -m) but this clan binary is $2; install clan for the machine's architecture" >&2; exit 3; }
-mkdir -p "${1%/*}"; cat > "$1.tmp.$$"; chmod 0755 "$1.tmp.$$"; mv -f "$1.tmp.$$" "$1"
-ln -sfn "$1" "${1%/*}/clan""#;
-    let argv: Vec<String> = [
-        "sh",
-        "-c",
-        script,
-        "sh",
-        &agent.remote_path(),
-        std::env::consts::ARCH,
-    ]
-    .map(str::to_owned)
-    .to_vec();
-    let output = host.run(&argv, Input::File(&agent.path))?;
-    if output.success() {
-        Ok(())
-    } else {
-        Err(Error::Remote {
+/// After a confirmation could not reach the machine: waits out its confirmation window,
+/// then reconnects (for up to half a minute) until the machine reports a current generation
+/// other than `id`. Returns that generation, or `None` when the machine stays unreachable
+/// or still runs `id`.
+fn await_revert(
+    host: &dyn Host,
+    status: &[String],
+    id: &str,
+    timeout: Duration,
+) -> Option<Option<String>> {
+    std::thread::sleep(timeout + Duration::from_secs(2));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(output) = host.run_fresh(status) {
+            if let Ok(status) = serde_json::from_slice::<Status>(&output.stdout) {
+                if status.current.as_deref() != Some(id) {
+                    return Some(status.current);
+                }
+            }
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// What deploying `job` would change, with nothing written to the machine: the agent of
+/// this build (or else the machine's newest one) compares the generation, sent on stdin and
+/// held in memory, with what is active; a machine with no agent gets the whole generation
+/// listed as new.
+fn dry_run(
+    host: &dyn Host,
+    job: &MachineDeploy,
+    call: &dyn Fn(&[&str]) -> Vec<String>,
+    emit: &dyn Fn(Event),
+) -> Result<Outcome, Error> {
+    let machine = host.machine().to_owned();
+    let id = &job.generation.id;
+    let bundle = job.generation.bundle();
+    let diff = |argv: Vec<String>| agent_json::<Changes>(host, &argv, Input::Bytes(&bundle));
+    let mut latest = vec![LATEST_AGENT.to_owned(), "agent".to_owned()];
+    latest.extend(["diff", "--stdin", id.as_str()].map(str::to_owned));
+    let (changes, first_deploy) = match diff(call(&["diff", "--stdin", id])) {
+        Ok(changes) => (changes, false),
+        Err(AgentCall::Missing) => match diff(latest) {
+            Ok(changes) => (changes, false),
+            // No agent at all (or one too old to compare without storing): a first deploy.
+            Err(AgentCall::Missing | AgentCall::Failed(_)) => {
+                let mut changes = Changes::first_deploy(&job.generation.manifest);
+                let paths: Vec<&String> = job.generation.manifest.files.keys().collect();
+                changes.files_kept_aside = existing_paths(host, &paths)?;
+                (changes, true)
+            }
+            Err(other) => return Err(other.into_error(&machine, "clan agent diff")),
+        },
+        Err(other) => return Err(other.into_error(&machine, "clan agent diff")),
+    };
+    emit(Event::DryRun {
+        machine,
+        generation: id.clone(),
+        changes,
+        first_deploy,
+    });
+    Ok(Outcome::DryRun)
+}
+
+/// Those of `paths` that exist on the machine (without an agent: a fixed shell loop over the
+/// paths as positional parameters).
+fn existing_paths(host: &dyn Host, paths: &[&String]) -> Result<Vec<String>, Error> {
+    if paths.is_empty() {
+        return Ok(Vec::new());
+    }
+    let script = r#"for p; do if [ -e "$p" ] || [ -L "$p" ]; then printf '%s\0' "$p"; fi; done"#;
+    let mut argv: Vec<String> = ["sh", "-c", script, "sh"].map(str::to_owned).to_vec();
+    argv.extend(paths.iter().map(|p| p.to_string()));
+    let output = host.run(&argv, Input::None)?;
+    if !output.success() {
+        return Err(Error::Remote {
             machine: host.machine().to_owned(),
-            command: "upload of the clan agent".into(),
+            command: "looking for files a first deploy would keep aside".into(),
             status: output.status(),
             stderr: output.stderr,
-        })
+        });
     }
+    Ok(output
+        .stdout
+        .split(|b| *b == 0)
+        .filter(|p| !p.is_empty())
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .collect())
 }
 
 /// How an agent call went wrong.

@@ -121,6 +121,8 @@ pub enum Error {
         #[source]
         source: Box<clan_vars::Error>,
     },
+    #[error("machine `{machine}`: its vars cannot be generated: {reason}")]
+    VarsMissing { machine: String, reason: String },
     #[error(transparent)]
     Eval(Box<clan_eval::Error>),
 }
@@ -144,8 +146,9 @@ impl Error {
                      be intercepting the connection"
                 ),
                 SshFailure::HostKeyUnknown => format!(
-                    "the host key of `{machine}` is not known: add it to known_hosts, or pass \
-                     `--host-key-check tofu` to trust it on first use"
+                    "the host key of `{machine}` is not known (first contact): compare its \
+                     fingerprint with the machine's and pass `--host-key-check ask` to be asked, \
+                     or `tofu` to trust it on first use"
                 ),
                 SshFailure::PermissionDenied => format!(
                     "the key offered was refused: load the admin key into ssh-agent or set \
@@ -189,7 +192,8 @@ impl Error {
             | Error::InvalidTarget { machine, .. }
             | Error::Protocol { machine, .. }
             | Error::InvalidConfig { machine, .. }
-            | Error::Vars { machine, .. } => Some(machine),
+            | Error::Vars { machine, .. }
+            | Error::VarsMissing { machine, .. } => Some(machine),
             _ => None,
         }
     }

@@ -52,7 +52,16 @@ pub enum Event {
         machine: String,
         /// `agent` or `generation`.
         what: &'static str,
+        /// Bytes the admin sent (0 when another machine passed it on).
         bytes: u64,
+        /// The machine it came from, when not from the admin.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        from: Option<String>,
+    },
+    /// A stage begins (no line for people; it tells where a machine stands).
+    Stage {
+        machine: String,
+        stage: Stage,
     },
     /// Something worth telling a person (waiting for a lock, …).
     Message {
@@ -68,6 +77,8 @@ pub enum Event {
         machine: String,
         generation: String,
         changes: Changes,
+        /// The machine has no clan agent yet: everything is listed as new.
+        first_deploy: bool,
     },
     Confirm {
         machine: String,
@@ -89,11 +100,20 @@ pub enum Event {
     },
 }
 
+fn outcome_word(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Unchanged => "unchanged",
+        Outcome::Activated => "activated",
+        Outcome::DryRun => "dry run",
+    }
+}
+
 impl Event {
     pub fn machine(&self) -> &str {
         match self {
             Event::Resolve { machine, .. }
             | Event::Upload { machine, .. }
+            | Event::Stage { machine, .. }
             | Event::Message { machine, .. }
             | Event::Activate { machine, .. }
             | Event::DryRun { machine, .. }
@@ -101,6 +121,30 @@ impl Event {
             | Event::Done { machine, .. }
             | Event::Failed { machine, .. } => machine,
         }
+    }
+
+    /// Where the machine stands after this event, for a run that is interrupted.
+    pub fn standing(&self) -> Option<String> {
+        Some(match self {
+            Event::Resolve { target, .. } => format!("about to connect to {target}"),
+            Event::Stage { stage, .. } => match stage {
+                Stage::Resolve => "working out what to deploy".to_owned(),
+                Stage::Connect => "connecting; nothing changed on it".to_owned(),
+                Stage::Upload => "uploading; nothing changed on it yet".to_owned(),
+                Stage::Activate => "activating; it finishes activation by itself".to_owned(),
+                Stage::Confirm => "activated, not confirmed: it returns to its previous \
+                                   generation by itself"
+                    .to_owned(),
+            },
+            Event::Activate { .. } => "activated, not confirmed: it returns to its previous \
+                                       generation by itself"
+                .to_owned(),
+            Event::Confirm { .. } => "confirmed".to_owned(),
+            Event::DryRun { .. } => "dry run done".to_owned(),
+            Event::Done { outcome, .. } => format!("done ({})", outcome_word(*outcome)),
+            Event::Failed { stage, .. } => format!("failed ({stage})"),
+            Event::Upload { .. } | Event::Message { .. } => return None,
+        })
     }
 
     /// The lines a person sees, each to be prefixed with `[machine] `.
@@ -115,13 +159,30 @@ impl Event {
                 "deploying generation {} to {target} (from {source})",
                 short(generation)
             )],
+            Event::Upload {
+                what,
+                from: Some(peer),
+                ..
+            } => vec![format!("got {what} from {peer}")],
             Event::Upload { what, bytes, .. } => {
                 vec![format!("uploaded {what} ({})", human_bytes(*bytes))]
             }
+            Event::Stage { .. } => Vec::new(),
             Event::Message { message, .. } => vec![message.clone()],
             Event::Activate { changes, .. } => vec![format!("activated: {}", changes.summary())],
-            Event::DryRun { changes, .. } => {
+            Event::DryRun {
+                changes,
+                first_deploy,
+                ..
+            } => {
                 let mut lines = vec![format!("would change: {}", changes.summary())];
+                if *first_deploy {
+                    lines.push(
+                        "first deploy: the machine has no clan agent yet, so everything is new \
+                         (files already on it are kept aside when it is deployed)"
+                            .to_owned(),
+                    );
+                }
                 let lists = [
                     ("group", &changes.groups_created),
                     ("user", &changes.users_created),
@@ -133,6 +194,7 @@ impl Event {
                     ("file (keep aside)", &changes.files_kept_aside),
                     ("unit (start)", &changes.units_started),
                     ("unit (restart)", &changes.units_restarted),
+                    ("unit (reload)", &changes.units_reloaded),
                     ("unit (stop)", &changes.units_stopped),
                 ];
                 for (what, items) in lists {
@@ -147,11 +209,7 @@ impl Event {
                 ..
             } => vec![format!(
                 "done: {} in {:.1} s",
-                match outcome {
-                    Outcome::Unchanged => "unchanged",
-                    Outcome::Activated => "activated",
-                    Outcome::DryRun => "dry run",
-                },
+                outcome_word(*outcome),
                 *elapsed_ms as f64 / 1000.0
             )],
             Event::Failed {

@@ -10,6 +10,7 @@ use crate::deploy::{deploy, DeployOptions, MachineDeploy};
 use crate::events::{Event, Outcome, Stage};
 use crate::generation::{Generation, SecretFile};
 use crate::host::Host;
+use crate::relay::Relay;
 use crate::ssh::{ControlDir, SshHost, SshOptions};
 use crate::target::Target;
 use crate::Error;
@@ -39,6 +40,7 @@ pub fn run(
     emit: &(dyn Fn(Event) + Sync),
 ) -> Result<Vec<MachineResult>, Error> {
     let control_dir = ControlDir::new()?;
+    let relay = Relay::default();
     let total = jobs.len();
     let queue: Mutex<VecDeque<(usize, Job)>> = Mutex::new(jobs.into_iter().enumerate().collect());
     let results: Mutex<Vec<(usize, MachineResult)>> = Mutex::new(Vec::with_capacity(total));
@@ -49,7 +51,7 @@ pub fn run(
                 else {
                     break;
                 };
-                let result = run_one(slot, job, ssh, options, &control_dir, emit);
+                let result = run_one(slot, job, ssh, options, &control_dir, &relay, emit);
                 results
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -68,6 +70,7 @@ fn run_one(
     ssh: &SshOptions,
     options: &DeployOptions,
     control_dir: &ControlDir,
+    relay: &Relay,
     emit: &(dyn Fn(Event) + Sync),
 ) -> MachineResult {
     let start = Instant::now();
@@ -119,9 +122,13 @@ fn run_one(
             );
         }
     }
-    let result = deploy(&mut host as &mut dyn Host, &work, options, &|event| {
-        emit(event)
-    });
+    let result = deploy(
+        &mut host as &mut dyn Host,
+        &work,
+        options,
+        relay,
+        &|event| emit(event),
+    );
     drop(host);
     finish(Some(target.to_string()), Some(id), result)
 }
@@ -176,8 +183,12 @@ fn plan_machine(
     let machine_name: clan_secrets::MachineName = name
         .parse()
         .map_err(|e: clan_secrets::Error| vars_error(e.into()))?;
-    let deployable = clan_vars::deployable_secrets(clan_dir, &machine_name, &machine.config)
+    let mut deployable = clan_vars::deployable_secrets(clan_dir, &machine_name, &machine.config)
         .map_err(vars_error)?;
+    deployable.extend(
+        clan_vars::machine_clan_secrets(clan_dir, &machine_name, &machine.config)
+            .map_err(vars_error)?,
+    );
     let secrets = deployable
         .iter()
         .map(|secret| {
@@ -239,25 +250,50 @@ fn machine_target(
     }
 }
 
-/// A connected SSH host for one machine of `fleet`, for commands outside a fleet run
-/// (`machines generations`, `machines rollback`).
-pub fn connect(
-    fleet: &clan_eval::Fleet,
-    clan_dir: &Path,
-    name: &str,
-    ssh: &SshOptions,
-    target_override: Option<&str>,
-    control_dir: &ControlDir,
-) -> Result<SshHost, Error> {
-    let machine = fleet.machine(name)?;
-    let target = machine_target(fleet, &machine, target_override)?;
-    let mut host = SshHost::new(name, target, ssh.clone(), control_dir, 0);
-    let machine_name: Option<clan_secrets::MachineName> = name.parse().ok();
-    let host_key =
-        machine_name.and_then(|m| clan_vars::ssh_host_key(clan_dir, &m, &machine.config));
-    if let Some(key) = host_key {
-        host.trust_host_key(&key)?;
+/// How one machine of a clan is reached: where to connect, and the clan-generated host key
+/// it presents once deployed (trusted besides the user's known_hosts).
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Route {
+    pub machine: String,
+    pub target: Target,
+    pub host_key: Option<String>,
+}
+
+impl Route {
+    /// The route to machine `name` of `fleet`; `target_override` is `--target-host`.
+    pub fn of(
+        fleet: &clan_eval::Fleet,
+        clan_dir: &Path,
+        name: &str,
+        target_override: Option<&str>,
+    ) -> Result<Route, Error> {
+        let machine = fleet.machine(name)?;
+        let target = machine_target(fleet, &machine, target_override)?;
+        let machine_name: Option<clan_secrets::MachineName> = name.parse().ok();
+        let host_key =
+            machine_name.and_then(|m| clan_vars::ssh_host_key(clan_dir, &m, &machine.config));
+        Ok(Route {
+            machine: name.to_owned(),
+            target,
+            host_key,
+        })
     }
-    host.connect()?;
-    Ok(host)
+
+    /// A connected SSH host for this route, for commands outside a fleet run (`clan ssh`,
+    /// `machines generations`, `machines rollback`).
+    pub fn connect(&self, ssh: &SshOptions, control_dir: &ControlDir) -> Result<SshHost, Error> {
+        let mut host = SshHost::new(
+            &self.machine,
+            self.target.clone(),
+            ssh.clone(),
+            control_dir,
+            0,
+        );
+        if let Some(key) = &self.host_key {
+            host.trust_host_key(key)?;
+        }
+        host.connect()?;
+        Ok(host)
+    }
 }

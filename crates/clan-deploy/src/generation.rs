@@ -56,6 +56,12 @@ pub struct UnitEntry {
     pub blob: String,
     pub enabled: bool,
     pub restart_on_change: bool,
+    /// Paths whose change restarts the unit (see `clan_config::Unit`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restart_triggers: Vec<String>,
+    /// Paths whose change reloads it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reload_triggers: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -121,6 +127,14 @@ impl Generation {
         config: &MachineConfig,
         secrets: &[SecretFile<'_>],
     ) -> Result<Generation, InvalidConfig> {
+        let config = &crate::firewall::with_firewall(config)?;
+        // `@…` names clan secrets among the machine's secrets (see `clan_vars::CLAN_SECRETS`).
+        if let Some(name) = config.generators.keys().find(|name| name.starts_with('@')) {
+            return Err(invalid(
+                format!("generator `{name}`"),
+                "generator names cannot start with `@`",
+            ));
+        }
         let mut blobs = BTreeMap::new();
         let mut add_blob = |content: &[u8]| {
             let key = hash(content);
@@ -175,6 +189,8 @@ impl Generation {
                     blob: add_blob(unit.content.as_bytes()),
                     enabled: unit.enabled,
                     restart_on_change: unit.restart_on_change,
+                    restart_triggers: unit.restart_triggers.clone(),
+                    reload_triggers: unit.reload_triggers.clone(),
                 },
             );
         }
@@ -255,6 +271,20 @@ impl Manifest {
             }
             if !has_blob(&unit.blob) {
                 return Err(invalid(format!("unit `{name}`"), "content missing"));
+            }
+            for trigger in unit.restart_triggers.iter().chain(&unit.reload_triggers) {
+                let secret = trigger.strip_prefix(SECRETS_ROOT);
+                if !self.files.contains_key(trigger)
+                    && !secret.is_some_and(|s| self.secrets.contains_key(s))
+                {
+                    return Err(invalid(
+                        format!("unit `{name}`"),
+                        format!(
+                            "its trigger `{trigger}` is neither a file nor a secret (under \
+                             {SECRETS_ROOT}) of this machine's configuration"
+                        ),
+                    ));
+                }
             }
         }
         for (name, user) in &self.users {
@@ -359,6 +389,9 @@ pub fn fill_template(
     out.extend_from_slice(rest);
     Ok(out)
 }
+
+/// Where the agent decrypts secrets, `<generator>/<file>` below it.
+pub const SECRETS_ROOT: &str = "/run/clan/secrets/";
 
 fn validate_path(path: &str) -> Result<(), String> {
     if !path.starts_with('/') || path.len() < 2 {
@@ -496,6 +529,8 @@ mod tests {
                 content: "[Service]\nExecStart=/bin/true\n".into(),
                 enabled: true,
                 restart_on_change: true,
+                restart_triggers: vec!["/etc/hello".into()],
+                reload_triggers: Vec::new(),
             },
         );
         config
@@ -550,6 +585,11 @@ mod tests {
         file.content = "pw=@clan-secret:db/password@\n".into();
         let error = Generation::build("web", &template, &[]).unwrap_err();
         assert!(error.to_string().contains("db/password"), "{error}");
+        let mut trigger = config();
+        let unit = trigger.units.get_mut("hello.service").unwrap();
+        unit.reload_triggers = vec!["/etc/unmanaged".into()];
+        let error = Generation::build("web", &trigger, &[]).unwrap_err();
+        assert!(error.to_string().contains("/etc/unmanaged"), "{error}");
     }
 
     #[test]

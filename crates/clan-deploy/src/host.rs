@@ -3,7 +3,7 @@
 //! [`LocalHost`] runs the same quoted command line through the local shell, for tests.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 
 use crate::quote::command_line;
 use crate::Error;
@@ -51,6 +51,11 @@ pub trait Host: Send {
     fn run(&self, argv: &[String], input: Input<'_>) -> Result<RemoteOutput, Error>;
     /// Runs `argv` over a new connection, proving the machine can still be reached afresh.
     fn run_fresh(&self, argv: &[String]) -> Result<RemoteOutput, Error>;
+    /// Starts `argv` and returns at once, its stdout piped; its stdin ends when the child is
+    /// killed (which ends its session), whatever happens to the shared connection.
+    fn spawn(&self, argv: &[String]) -> Result<Child, Error>;
+    /// The host name or address the machine is reached at (what other machines may use).
+    fn address(&self) -> &str;
 }
 
 /// Runs commands on this computer through `sh -c`, quoted exactly as for SSH.
@@ -77,6 +82,28 @@ impl Host for LocalHost {
     fn run_fresh(&self, argv: &[String]) -> Result<RemoteOutput, Error> {
         self.run(argv, Input::None)
     }
+
+    fn spawn(&self, argv: &[String]) -> Result<Child, Error> {
+        let mut command = Command::new("sh");
+        command.arg("-c").arg(command_line(argv));
+        spawn_piped(command)
+    }
+
+    fn address(&self) -> &str {
+        "127.0.0.1"
+    }
+}
+
+/// Starts `command` with stdin and stdout piped and stderr discarded. The stdin pipe stays
+/// open with the child: a remote command sees its end when the child goes.
+pub(crate) fn spawn_piped(mut command: Command) -> Result<Child, Error> {
+    let program = command.get_program().to_string_lossy().into_owned();
+    command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|source| Error::Spawn { program, source })
 }
 
 /// Runs `command` to completion, feeding it `input` and capturing its output.

@@ -6,7 +6,9 @@
 //!
 //! Modules: [`target`] picks where to connect, [`ssh`] is the transport (one ControlMaster per
 //! machine per run) behind the [`host::Host`] trait, [`quote`] is the one place argv becomes a
-//! shell string, [`generation`] builds and serialises generations, [`deploy`] runs the stages
+//! shell string, [`relay`] gets the agent to every machine with the admin's uplink carrying it
+//! once, [`generation`] builds and serialises generations (with [`firewall`]'s rule
+//! set when the machine's firewall is on), [`deploy`] runs the stages
 //! for one machine and [`fleet`] for many, reporting [`events::Event`]s. [`agent`] is the machine
 //! side (`clan agent …`).
 //!
@@ -17,10 +19,12 @@ pub mod agent;
 pub mod deploy;
 mod error;
 pub mod events;
+pub mod firewall;
 pub mod fleet;
 pub mod generation;
 pub mod host;
 pub mod quote;
+pub mod relay;
 pub mod ssh;
 pub mod target;
 

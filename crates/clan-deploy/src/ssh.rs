@@ -105,11 +105,29 @@ impl ControlDir {
 pub struct SshHost {
     machine: String,
     target: Target,
+    /// Where the ControlMaster connects: `target`, or the same host on its fallback port when
+    /// the machine did not answer on the target's (not deployed with its sshd port yet).
+    master_target: Target,
     options: SshOptions,
     control_path: PathBuf,
     /// Host keys trusted besides the user's known_hosts (see [`SshHost::trust_host_key`]).
     known_hosts: Option<PathBuf>,
+    /// Whether the first connection fell back to the user's policy because the machine does
+    /// not present the clan host key yet (a fresh machine).
+    first_contact: bool,
     master: Option<Child>,
+}
+
+/// Held while a connection may ask the user about an unknown host key, so that prompts of a
+/// fleet run come one machine at a time.
+static HOST_KEY_PROMPT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// What `ssh -G` says about a destination: the settings host keys are looked up by.
+struct Resolved {
+    /// The names ssh looks the host key up under (`host`, `[host]:port`).
+    patterns: Vec<String>,
+    /// The known-hosts files ssh reads, user ones first.
+    known_hosts_files: Vec<PathBuf>,
 }
 
 impl SshHost {
@@ -123,10 +141,12 @@ impl SshHost {
     ) -> SshHost {
         SshHost {
             machine: machine.to_owned(),
+            master_target: target.clone(),
             target,
             options,
             control_path: control_dir.path().join(slot.to_string()),
             known_hosts: None,
+            first_contact: false,
             master: None,
         }
     }
@@ -135,41 +155,16 @@ impl SshHost {
     /// installs, so that connections after the activation (the confirmation, later runs)
     /// recognise the machine. The key goes into a run-private known-hosts file listed with
     /// the system ones; the user's own known_hosts is neither read differently nor written.
+    /// A fresh machine still presenting its original key is met under the user's policy
+    /// instead (see [`Host::connect`]).
     pub fn trust_host_key(&mut self, key: &str) -> Result<(), Error> {
         if self.options.host_key_check == HostKeyCheck::None {
             return Ok(());
         }
-        // ssh looks the key up under the host name its configuration resolves to.
-        let resolved = Command::new("ssh")
-            .args(self.options.base_args(&self.target))
-            .arg("-G")
-            .arg(self.target.destination())
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|source| Error::Spawn {
-                program: "ssh".into(),
-                source,
-            })?;
-        let settings = String::from_utf8_lossy(&resolved.stdout);
-        let setting = |name: &str| {
-            settings
-                .lines()
-                .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-                .map(str::to_owned)
-        };
-        let port: u16 = setting("port")
-            .and_then(|port| port.parse().ok())
-            .or(self.target.port)
-            .unwrap_or(22);
-        let mut hosts = vec![self.target.host.clone()];
-        hosts.extend(setting("hostname").filter(|name| *name != self.target.host));
-        let patterns: Vec<String> = hosts
-            .iter()
-            .map(|host| match port {
-                22 => host.clone(),
-                port => format!("[{host}]:{port}"),
-            })
-            .collect();
+        let mut patterns = self.resolve(&self.target)?.patterns;
+        if let Some(port) = self.target.fallback_port {
+            patterns.extend(self.resolve(&self.target.on_port(port))?.patterns);
+        }
         let path = self.control_path.with_extension("known_hosts");
         std::fs::write(&path, format!("{} {key}\n", patterns.join(","))).map_err(|source| {
             Error::Io {
@@ -182,18 +177,78 @@ impl SshHost {
         Ok(())
     }
 
-    fn command(&self, control: &[String]) -> Command {
+    /// Asks `ssh -G` how it would connect to `target`.
+    fn resolve(&self, target: &Target) -> Result<Resolved, Error> {
+        let output = Command::new("ssh")
+            .args(self.options.base_args(target))
+            .args(["-G", "--"])
+            .arg(target.destination())
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| Error::Spawn {
+                program: "ssh".into(),
+                source,
+            })?;
+        let settings = String::from_utf8_lossy(&output.stdout);
+        Ok(resolved_settings(&settings, target))
+    }
+
+    /// Whether any of the user's or the system's known-hosts files has an entry for the
+    /// target, whatever its key.
+    fn host_is_known(&self) -> Result<bool, Error> {
+        let resolved = self.resolve(&self.master_target)?;
+        for file in &resolved.known_hosts_files {
+            if Some(file) == self.known_hosts.as_ref() || !file.is_file() {
+                continue;
+            }
+            for pattern in &resolved.patterns {
+                let found = Command::new("ssh-keygen")
+                    .arg("-F")
+                    .arg(pattern)
+                    .arg("-f")
+                    .arg(file)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .map_err(|source| Error::Spawn {
+                        program: "ssh-keygen".into(),
+                        source,
+                    })?;
+                if found.success() {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// `ssh` to `target` with the run's options and `extra` before the destination; with
+    /// `trust_clan_key`, the clan host key counts as known too.
+    fn ssh(&self, target: &Target, trust_clan_key: bool, extra: &[String]) -> Command {
         let mut command = Command::new("ssh");
-        command.args(self.options.base_args(&self.target));
-        if let Some(known_hosts) = &self.known_hosts {
+        command.args(self.options.base_args(target));
+        if let Some(known_hosts) = self.known_hosts.as_ref().filter(|_| trust_clan_key) {
             // OpenSSH accepts a host key found in any of the files it reads.
             command.arg("-o").arg(format!(
                 "GlobalKnownHostsFile=/etc/ssh/ssh_known_hosts /etc/ssh/ssh_known_hosts2 {}",
                 known_hosts.display()
             ));
         }
-        command.args(control).arg(self.target.destination());
+        command.args(extra).arg("--").arg(target.destination());
         command
+    }
+
+    /// A command over the ControlMaster (or starting it, with `control`).
+    fn command(&self, control: &[String]) -> Command {
+        self.ssh(&self.master_target, !self.first_contact, control)
+    }
+
+    /// A command over a connection of its own (no ControlMaster), to the target's own port
+    /// and trusting the clan host key again: after an activation the machine presents both.
+    fn fresh_command(&self) -> Command {
+        let extra = ["-o", "ControlMaster=no", "-o", "ControlPath=none"].map(str::to_owned);
+        self.ssh(&self.target, true, &extra)
     }
 
     fn control_args(&self) -> Vec<String> {
@@ -225,17 +280,29 @@ impl SshHost {
         }
         Ok(output)
     }
-}
 
-impl Host for SshHost {
-    fn machine(&self) -> &str {
-        &self.machine
+    /// A login shell, or `command` (a command line for the machine's shell, as `ssh` takes
+    /// it), over the open connection with this terminal attached; `tty` requests a
+    /// terminal for a command (`ssh -t`). Returns the remote exit code (255 when ssh itself
+    /// failed, as ssh reports it).
+    pub fn session(&self, command: Option<&str>, tty: bool) -> Result<i32, Error> {
+        let mut control = self.control_args();
+        if tty {
+            control.push("-t".into());
+        }
+        let mut ssh = self.command(&control);
+        if let Some(command) = command {
+            ssh.arg(command);
+        }
+        let status = ssh.status().map_err(|source| Error::Spawn {
+            program: "ssh".into(),
+            source,
+        })?;
+        Ok(status.code().unwrap_or(255))
     }
 
-    fn connect(&mut self) -> Result<(), Error> {
-        if self.master.is_some() {
-            return Ok(());
-        }
+    /// Starts the ControlMaster and waits until its socket exists.
+    fn open_master(&mut self) -> Result<(), Error> {
         let log = self.control_path.with_extension("log");
         let log_file = std::fs::File::create(&log).map_err(|source| Error::Io {
             context: "creating",
@@ -281,6 +348,97 @@ impl Host for SshHost {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+}
+
+/// Reads `ssh -G` output: the host-key lookup names and the known-hosts files.
+fn resolved_settings(settings: &str, target: &Target) -> Resolved {
+    let setting = |name: &str| {
+        settings
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .map(str::to_owned)
+    };
+    let port: u16 = setting("port")
+        .and_then(|port| port.parse().ok())
+        .or(target.port)
+        .unwrap_or(22);
+    let mut hosts = vec![target.host.clone()];
+    for name in [setting("hostname"), setting("hostkeyalias")]
+        .into_iter()
+        .flatten()
+    {
+        if !hosts.contains(&name) {
+            hosts.push(name);
+        }
+    }
+    let patterns = hosts
+        .iter()
+        .map(|host| match port {
+            22 => host.clone(),
+            port => format!("[{host}]:{port}"),
+        })
+        .collect();
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let known_hosts_files = ["userknownhostsfile", "globalknownhostsfile"]
+        .into_iter()
+        .filter_map(setting)
+        .flat_map(|files| {
+            files
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .map(|file| match (file.strip_prefix("~/"), &home) {
+            (Some(rest), Some(home)) => home.join(rest),
+            _ => PathBuf::from(file),
+        })
+        .collect();
+    Resolved {
+        patterns,
+        known_hosts_files,
+    }
+}
+
+impl Host for SshHost {
+    fn machine(&self) -> &str {
+        &self.machine
+    }
+
+    /// Opens the ControlMaster. With a clan host key to trust, a machine that answers with
+    /// another key while the user's known-hosts files know nothing of it is a fresh machine
+    /// (not yet deployed): the connection is made again under the user's own first-contact
+    /// policy (`ask` prompts, `tofu` records, `strict` refuses). A key that differs from one
+    /// the user knows stays a mismatch.
+    fn connect(&mut self) -> Result<(), Error> {
+        if self.master.is_some() {
+            return Ok(());
+        }
+        let _prompt = (self.options.host_key_check == HostKeyCheck::Ask)
+            .then(|| HOST_KEY_PROMPT.lock().unwrap_or_else(|p| p.into_inner()));
+        let opened = match (self.open_master(), self.target.fallback_port) {
+            (
+                Err(Error::Ssh {
+                    failure: SshFailure::Unreachable,
+                    ..
+                }),
+                Some(port),
+            ) => {
+                self.master_target = self.target.on_port(port);
+                self.open_master()
+            }
+            (other, _) => other,
+        };
+        match opened {
+            Err(Error::Ssh {
+                failure: SshFailure::HostKeyMismatch,
+                ..
+            }) if self.known_hosts.is_some() && !self.host_is_known()? => {
+                self.first_contact = true;
+                self.open_master()
+            }
+            other => other,
+        }
+    }
 
     fn run(&self, argv: &[String], input: Input<'_>) -> Result<RemoteOutput, Error> {
         let mut command = self.command(&self.control_args());
@@ -288,13 +446,19 @@ impl Host for SshHost {
         self.finish(run_with_input(command, input)?)
     }
 
+    /// Over a connection of its own, so that it outlives this host's ControlMaster.
+    fn spawn(&self, argv: &[String]) -> Result<Child, Error> {
+        let mut command = self.fresh_command();
+        command.arg(command_line(argv));
+        crate::host::spawn_piped(command)
+    }
+
+    fn address(&self) -> &str {
+        &self.target.host
+    }
+
     fn run_fresh(&self, argv: &[String]) -> Result<RemoteOutput, Error> {
-        let mut command = self.command(&[
-            "-o".into(),
-            "ControlMaster=no".into(),
-            "-o".into(),
-            "ControlPath=none".into(),
-        ]);
+        let mut command = self.fresh_command();
         command.arg(command_line(argv));
         self.finish(run_with_input(command, Input::None)?)
     }
@@ -319,6 +483,7 @@ mod tests {
             host: "10.0.0.1".into(),
             port,
             source: "test".into(),
+            fallback_port: None,
         }
     }
 

@@ -14,6 +14,10 @@ pub struct Target {
     pub port: Option<u16>,
     /// Where it came from: `targetHost`, `network <instance>` or `domain`.
     pub source: String,
+    /// The port to try when `port` does not answer: 22, when `port` is the machine's sshd
+    /// setting, which the machine may not have been deployed with yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback_port: Option<u16>,
 }
 
 impl Target {
@@ -47,7 +51,12 @@ impl Target {
         if host.is_empty() {
             return Err(invalid("empty host"));
         }
-        // A host that looks like an option would be read as one by ssh.
+        // A user or host that looks like an option would be read as one by ssh.
+        if user.as_deref().is_some_and(|user| {
+            user.starts_with('-') || user.chars().any(|c| c.is_whitespace() || c.is_control())
+        }) {
+            return Err(invalid("not a user name"));
+        }
         if host.starts_with('-') || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(invalid("not a host name or address"));
         }
@@ -64,7 +73,17 @@ impl Target {
             host: host.to_owned(),
             port,
             source: source.to_owned(),
+            fallback_port: None,
         })
+    }
+
+    /// The same destination on `port`.
+    pub fn on_port(&self, port: u16) -> Target {
+        Target {
+            port: Some(port),
+            fallback_port: None,
+            ..self.clone()
+        }
     }
 
     /// `user@host` as ssh takes it (the port goes to `-p`).
@@ -88,25 +107,48 @@ impl std::fmt::Display for Target {
 
 /// Resolves the target of `machine` from its `deploy.targetHost`, the fleet's network exports
 /// (`instances.<i>.instance.networking.priority`, `instances.<i>.machines.<m>.peer`) and the
-/// clan's domain. `--target-host` given by the user overrides all of them (`explicit`).
+/// clan's domain. A target without a port gets the machine's sshd port
+/// (`instances.<i>.machines.<m>.sshd.port`, exported by the sshd service).
 pub fn resolve(
     machine: &str,
     target_host: Option<&str>,
     exports: &Value,
     domain: &str,
 ) -> Result<Target, Error> {
-    if let Some(text) = target_host.filter(|t| !t.is_empty()) {
-        return Target::parse(machine, text, "targetHost");
-    }
-    if let Some(target) = best_network(machine, exports)? {
-        return Ok(target);
-    }
-    if domain.is_empty() {
+    let mut target = if let Some(text) = target_host.filter(|t| !t.is_empty()) {
+        Target::parse(machine, text, "targetHost")?
+    } else if let Some(target) = best_network(machine, exports)? {
+        target
+    } else if domain.is_empty() {
         return Err(Error::NoTarget {
             machine: machine.to_owned(),
         });
+    } else {
+        Target::parse(machine, &format!("root@{machine}.{domain}"), "domain")?
+    };
+    if target.port.is_none() {
+        if let Some(port) = sshd_port(machine, exports).filter(|port| *port != 22) {
+            target.port = Some(port);
+            target.fallback_port = Some(22);
+        }
     }
-    Target::parse(machine, &format!("root@{machine}.{domain}"), "domain")
+    Ok(target)
+}
+
+/// The port the machine's sshd listens on, as its sshd service exports it.
+fn sshd_port(machine: &str, exports: &Value) -> Option<u16> {
+    exports
+        .get("instances")?
+        .as_object()?
+        .values()
+        .find_map(|instance| {
+            instance
+                .get("machines")?
+                .get(machine)?
+                .pointer("/sshd/port")?
+                .as_u64()
+        })
+        .and_then(|port| u16::try_from(port).ok())
 }
 
 /// The peer export of the network instance with the highest priority that lists `machine`.
@@ -173,11 +215,26 @@ mod tests {
             "h:0",
             "h:x",
             "-oProxyCommand=x",
+            "-oProxyCommand=touch /tmp/x@h",
             "a b",
+            "ro ot@h",
             "[::1",
         ] {
             assert!(Target::parse("m", bad, "x").is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_sshd_port_fills_a_target_without_one() {
+        let exports = json!({"instances": {
+            "ssh": {"instance": {}, "machines": {"web": {"sshd": {"port": 2222}}, "db": {"sshd": {"port": 22}}}},
+        }});
+        let t = resolve("web", Some("root@1.2.3.4"), &exports, "clan").unwrap();
+        assert_eq!((t.port, t.fallback_port), (Some(2222), Some(22)));
+        let t = resolve("web", Some("root@1.2.3.4:2200"), &exports, "clan").unwrap();
+        assert_eq!((t.port, t.fallback_port), (Some(2200), None));
+        let t = resolve("db", None, &exports, "clan").unwrap();
+        assert_eq!((t.port, t.fallback_port), (None, None));
     }
 
     #[test]
@@ -195,6 +252,7 @@ mod tests {
         assert_eq!(t.source, "network net");
         let t = resolve("db", None, &exports, "clan").unwrap();
         assert_eq!(t.to_string(), "root@db.clan");
+        assert_eq!(t.fallback_port, None);
         assert!(matches!(
             resolve("db", None, &json!({}), ""),
             Err(Error::NoTarget { .. })

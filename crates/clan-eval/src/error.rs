@@ -34,6 +34,8 @@ pub enum Error {
     },
     #[error("unknown machine `{name}`")]
     UnknownMachine { name: String, hint: Option<String> },
+    #[error("no machine has the tags {}", tags.join(", "))]
+    NoMachineWithTags { tags: Vec<String> },
 }
 
 impl Error {
@@ -42,6 +44,11 @@ impl Error {
             Self::Inventory(error) => error.hint(),
             Self::Service(error) => error.hint(),
             Self::Invalid { hint, .. } | Self::UnknownMachine { hint, .. } => hint.clone(),
+            Self::NoMachineWithTags { .. } => Some(
+                "`clan machines list` shows each machine's tags (`all` and the class name are \
+                 implied)"
+                    .to_owned(),
+            ),
             Self::Conflict { .. } => Some(
                 "make the two services agree, or drop one of them from this machine".to_owned(),
             ),

@@ -34,6 +34,13 @@ pub struct MachineSummary {
     pub roles: Vec<Membership>,
 }
 
+impl MachineSummary {
+    /// Whether the machine carries `tag`: a declared one, `all`, or its class name.
+    pub fn has_tag(&self, tag: &str) -> bool {
+        tag == "all" || tag == self.class || self.tags.iter().any(|t| t == tag)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Membership {
     pub instance: String,

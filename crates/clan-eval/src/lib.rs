@@ -66,15 +66,51 @@ impl Fleet {
     }
 
     /// One machine, fully evaluated.
-    pub fn machine(&self, name: &str) -> Result<EvaluatedMachine, Error> {
-        let unknown = || Error::UnknownMachine {
+    /// The machines a command is about: `names` (all machines when empty), narrowed to those
+    /// carrying every tag in `tags` (computed tags included). Every name must exist; tags
+    /// that select nothing are an error.
+    pub fn select_machines(&self, names: &[String], tags: &[String]) -> Result<Vec<String>, Error> {
+        let machines = &self.summary.machines;
+        for name in names {
+            if !machines.contains_key(name) {
+                return Err(self.unknown_machine(name));
+            }
+        }
+        let candidates: Vec<&String> = if names.is_empty() {
+            machines.keys().collect()
+        } else {
+            names.iter().collect()
+        };
+        let selected: Vec<String> = candidates
+            .into_iter()
+            .filter(|name| {
+                machines
+                    .get(name.as_str())
+                    .is_some_and(|machine| tags.iter().all(|tag| machine.has_tag(tag)))
+            })
+            .cloned()
+            .collect();
+        if selected.is_empty() && !tags.is_empty() {
+            return Err(Error::NoMachineWithTags {
+                tags: tags.to_vec(),
+            });
+        }
+        Ok(selected)
+    }
+
+    fn unknown_machine(&self, name: &str) -> Error {
+        Error::UnknownMachine {
             name: name.to_owned(),
             hint: clan_inventory::did_you_mean(
                 name,
                 self.summary.machines.keys().map(String::as_str),
             )
             .or_else(|| Some("`clan machines list` shows the machines".to_owned())),
-        };
+        }
+    }
+
+    pub fn machine(&self, name: &str) -> Result<EvaluatedMachine, Error> {
+        let unknown = || self.unknown_machine(name);
         if let Some(machines) = &self.evaluated {
             return machines
                 .iter()

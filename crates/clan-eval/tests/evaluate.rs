@@ -293,11 +293,11 @@ roles.default.machines.nas.settings = { host = "nas.example.net", port = 2222, u
     let peer = |name: &str| exports["machines"][name]["peer"].clone();
     assert_eq!(
         peer("vps"),
-        json!({"hosts": [{"plain": "203.0.113.4"}], "port": 22, "user": "root"})
+        json!({"hosts": [{"plain": "203.0.113.4"}], "user": "root"})
     );
     assert_eq!(
         peer("home"),
-        json!({"hosts": [{"plain": "home.example.org"}], "port": 22, "user": "root"})
+        json!({"hosts": [{"plain": "home.example.org"}], "user": "root"})
     );
     assert_eq!(
         peer("nas"),

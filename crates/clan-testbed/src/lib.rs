@@ -34,6 +34,7 @@ use serde::Serialize;
 pub use error::{Error, Result};
 pub use net::MAX_MACHINES;
 pub use options::{validate_name, Options};
+pub use process::{install_packages, missing_packages, Tool, HOST_TOOLS};
 pub use rootfs::{default_cache_dir, DEFAULT_CACHE_DIR};
 pub use testbed::{check_host, Testbed};
 

@@ -124,6 +124,8 @@ pub(crate) fn nspawn_command(
             "--console=read-only",
         ])
         .args(["--resolv-conf=off", "--timezone=off"])
+        // A real machine's root may change its network: firewalls, tunnels.
+        .arg("--capability=CAP_NET_ADMIN")
         .arg(format!("--network-namespace-path=/run/netns/{netns}"))
         .arg(format!("--machine={name}"));
     command

@@ -24,6 +24,10 @@ pub struct Options {
     pub detach: bool,
     /// How long machines may take until their sshd answers; `None` scales with the count.
     pub boot_timeout: Option<Duration>,
+    /// Write the machines' host keys into the testbed's `known_hosts` up front. Off by
+    /// default: like a real server, a fresh machine's key is unknown to the deployer, whose
+    /// first contact follows its own policy.
+    pub trust_host_keys: bool,
     /// Receives progress messages (the one slow step is building the root filesystem).
     pub progress: fn(&str),
 }
@@ -43,6 +47,7 @@ impl Options {
             extra_packages: Vec::new(),
             detach: false,
             boot_timeout: None,
+            trust_host_keys: false,
             progress: |_| {},
         }
     }

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 
 /// A host program the harness needs, and the Debian package providing it.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Tool {
+pub struct Tool {
     pub name: &'static str,
     pub package: &'static str,
 }
@@ -40,6 +40,44 @@ pub(crate) const SETSID: Tool = Tool {
     name: "setsid",
     package: "util-linux",
 };
+
+/// Every program a testbed runs on the host, building its root filesystem included.
+pub const HOST_TOOLS: &[Tool] = &[IP, NSPAWN, SSH_KEYGEN, SSH, SETSID, DEBOOTSTRAP];
+
+/// Where `debian-archive-keyring` puts the key `debootstrap` checks the archive with.
+const ARCHIVE_KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
+
+/// The Debian packages that would provide the missing ones among `tools` (and the archive
+/// keyring a root filesystem build needs), each once, in order.
+pub fn missing_packages(tools: &[Tool]) -> Vec<&'static str> {
+    let mut packages = Vec::new();
+    let keyring = (!Path::new(ARCHIVE_KEYRING).is_file()).then_some("debian-archive-keyring");
+    let missing = tools.iter().filter(|tool| find(tool.name).is_none());
+    for package in missing.map(|tool| tool.package).chain(keyring) {
+        if !packages.contains(&package) {
+            packages.push(package);
+        }
+    }
+    packages
+}
+
+/// Installs `packages` from the distribution's archive with `apt-get` (root only).
+pub fn install_packages(packages: &[&str]) -> Result<()> {
+    if packages.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        return Err(Error::NotRoot);
+    }
+    run(Command::new("apt-get")
+        .args(["-qq", "update"])
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    run(Command::new("apt-get")
+        .args(["-qq", "install", "-y", "--no-install-recommends"])
+        .args(packages)
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    Ok(())
+}
 
 /// Fails with an install hint when `tool` is not on `PATH` (or in the sbin directories, which
 /// a non-login root shell may lack).

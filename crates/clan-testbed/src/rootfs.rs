@@ -13,9 +13,9 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 use crate::process::{self, DEBOOTSTRAP};
 
-/// What a deployed machine needs beyond minbase: systemd as init, sshd, D-Bus for
-/// `systemctl`/`hostnamectl`, `ip`, `ps`, and rsync for uploads. `useradd`, `apt` and `dpkg`
-/// are part of minbase already.
+/// What a deployed machine needs beyond minbase, as a standard Debian server has it: systemd
+/// as init, sshd, D-Bus for `systemctl`/`hostnamectl`, `ip`, `ps`, rsync for uploads and
+/// nftables for firewalls. `useradd`, `apt` and `dpkg` are part of minbase already.
 pub(crate) const BASE_PACKAGES: &[&str] = &[
     "systemd-sysv",
     "dbus",
@@ -23,6 +23,7 @@ pub(crate) const BASE_PACKAGES: &[&str] = &[
     "iproute2",
     "procps",
     "rsync",
+    "nftables",
 ];
 
 /// Bump when [`prepare`] changes, so caches built by an older recipe are rebuilt.

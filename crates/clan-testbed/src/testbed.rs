@@ -91,7 +91,12 @@ impl Testbed {
         };
         // From here on, an early return drops `testbed`, which tears down what exists.
         testbed.state.save(&testbed.state_dir)?;
-        testbed.create_machines(network, &options.machines, &admin_public_key)?;
+        testbed.create_machines(
+            network,
+            &options.machines,
+            &admin_public_key,
+            options.trust_host_keys,
+        )?;
         let names: Vec<String> = options.machines.clone();
         for name in &names {
             testbed.spawn(name)?;
@@ -195,11 +200,29 @@ impl Testbed {
         self.log_dir().join(format!("{name}.log"))
     }
 
-    /// `ssh -F <ssh_config> <name>`, ready for the remote command as further arguments.
+    /// The `known_hosts` that `ssh_config` names: the deployer's, empty at first unless the
+    /// testbed was started with [`Options::trust_host_keys`].
+    pub fn known_hosts(&self) -> PathBuf {
+        self.state_dir.join("known_hosts")
+    }
+
+    /// The harness's own way into machine `name` (`ssh -F <ssh_config> <name>` without
+    /// host-key checking), ready for the remote command as further arguments. It is how tests
+    /// observe a machine, not how a deployer reaches it: it keeps working while deploys change
+    /// host keys, and it never writes the deployer's known_hosts.
     pub fn ssh_command(&self, name: &str) -> Result<Command> {
         self.machine(name)?;
         let mut command = process::command(SSH);
-        command.arg("-F").arg(self.ssh_config()).arg(name);
+        command.arg("-F").arg(self.ssh_config());
+        for option in [
+            "StrictHostKeyChecking=no",
+            "UserKnownHostsFile=/dev/null",
+            "GlobalKnownHostsFile=/dev/null",
+            "BatchMode=yes",
+        ] {
+            command.arg("-o").arg(option);
+        }
+        command.arg("--").arg(name);
         Ok(command)
     }
 
@@ -289,6 +312,7 @@ impl Testbed {
         network: Network,
         names: &[String],
         admin_public_key: &str,
+        trust_host_keys: bool,
     ) -> Result<()> {
         let planned: Vec<Machine> = (0u8..)
             .zip(names)
@@ -318,10 +342,15 @@ impl Testbed {
                 &hosts,
             )?);
         }
-        let known_hosts = self.state_dir.join("known_hosts");
+        // The deployer's known_hosts: empty, as for a server never contacted, unless asked.
+        let known_hosts = self.known_hosts();
         let entries: Vec<(&Machine, String)> = planned.iter().zip(host_keys).collect();
-        fs::write(&known_hosts, ssh::render_known_hosts(&entries))
-            .map_err(Error::io("writing", &known_hosts))?;
+        let text = if trust_host_keys {
+            ssh::render_known_hosts(&entries)
+        } else {
+            String::new()
+        };
+        fs::write(&known_hosts, text).map_err(Error::io("writing", &known_hosts))?;
         let config = self.ssh_config();
         let text = ssh::render_config(&planned, &self.admin_key(), &known_hosts);
         fs::write(&config, text).map_err(Error::io("writing", &config))?;

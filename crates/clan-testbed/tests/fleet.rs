@@ -153,14 +153,29 @@ fn three_machines_boot_with_their_names_and_separate_disks_and_down_removes_them
             .next(),
         Some(beta.address.to_string().as_str())
     );
+    // Like a server never contacted, nothing is known of its host key until the first login
+    // under the caller's policy records it.
+    let known_hosts = std::fs::read_to_string(testbed.known_hosts()).expect("known_hosts");
+    assert_eq!(known_hosts, "", "a fresh testbed trusts no host key");
     let output = std::process::Command::new("ssh")
         .arg("-F")
         .arg(testbed.ssh_config())
+        .args([
+            "-o",
+            "StrictHostKeyChecking=accept-new",
+            "-o",
+            "BatchMode=yes",
+        ])
         .arg(beta.ssh_target())
         .arg("hostname")
         .output()
         .expect("ssh runs");
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "beta");
+    let known_hosts = std::fs::read_to_string(testbed.known_hosts()).expect("known_hosts");
+    assert!(
+        known_hosts.starts_with(&format!("{} ssh-ed25519 ", beta.address)),
+        "{known_hosts}"
+    );
 
     let network = network_identity(&testbed);
     let pids: Vec<u32> = testbed

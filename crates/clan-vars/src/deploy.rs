@@ -65,6 +65,44 @@ pub fn deployable_secrets(
     Ok(secrets)
 }
 
+/// Where the deploy puts clan secrets (`sops/secrets/<name>`) on a machine: the generator
+/// part of their [`DeployableSecret`], which no vars generator can be named.
+pub const CLAN_SECRETS: &str = "@secrets";
+
+/// The clan secrets `machine` can decrypt, directly or through a group (set with `clan secrets
+/// set NAME --machine m`), as secrets to deploy to `/run/secrets/<name>` with the owner,
+/// group and mode `config.secrets` gives them (root-only by default).
+pub fn machine_clan_secrets(
+    clan_dir: &Path,
+    machine: &MachineName,
+    config: &MachineConfig,
+) -> Result<Vec<DeployableSecret>, Error> {
+    let sops = SopsDir::new(clan_dir);
+    let mut secrets = Vec::new();
+    for name in sops.secrets()? {
+        let dir = SopsDir::secret_dir(&name);
+        let (holders, _) = sops.holders(&dir)?;
+        let holds = holders.iter().any(|holder| {
+            holder.kind == clan_secrets::MemberKind::Machine && holder.name == machine.as_str()
+        });
+        if !holds {
+            continue;
+        }
+        let access = config.secrets.get(name.as_str());
+        secrets.push(DeployableSecret {
+            generator: CLAN_SECRETS.to_owned(),
+            file: name.to_string(),
+            shared: true,
+            sops_path: clan_dir.join(&dir).join("secret"),
+            owner: access.map_or("root", |a| a.owner.as_str()).to_owned(),
+            group: access.map_or("root", |a| a.group.as_str()).to_owned(),
+            mode: access.map_or("0400", |a| a.mode.as_str()).to_owned(),
+            needed_for: "services".to_owned(),
+        });
+    }
+    Ok(secrets)
+}
+
 /// The machine's age private key (`AGE-SECRET-KEY-…`), decrypted from
 /// `sops/secrets/<machine>-age.key` with the admin's `identities`, for upload.
 pub fn machine_age_key(

@@ -81,6 +81,9 @@ pub enum Error {
     #[error("unknown machine `{machine}`")]
     UnknownMachine { machine: String },
 
+    #[error("forgetting machine `{machine}` re-keys the secrets it could read, which needs your admin key")]
+    NoAdminKeyToForget { machine: String },
+
     #[error("no generator `{generator}` on {}", machines.join(", "))]
     UnknownGenerator {
         generator: String,
@@ -204,6 +207,9 @@ impl Error {
             }
             Error::Cycle { .. } => "remove one of the dependencies in the cycle".to_owned(),
             Error::UnknownMachine { .. } => "`clan machines list` shows the machines".to_owned(),
+            Error::NoAdminKeyToForget { .. } => {
+                "set SOPS_AGE_KEY_FILE to your age key (`clan vars keygen` makes one)".to_owned()
+            }
             Error::UnknownGenerator { .. } | Error::UnknownFile { .. } => {
                 "`clan vars list <machine>` shows the generators and their files".to_owned()
             }

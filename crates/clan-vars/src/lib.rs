@@ -37,7 +37,10 @@ mod prompt;
 pub mod sandbox;
 mod store;
 
-pub use deploy::{deployable_secrets, machine_age_key, ssh_host_key, DeployableSecret};
+pub use deploy::{
+    deployable_secrets, machine_age_key, machine_clan_secrets, ssh_host_key, DeployableSecret,
+    CLAN_SECRETS,
+};
 pub use error::Error;
 pub use generate::{Plan, Report, RunOptions, Selection};
 pub use graph::{stored_files, FleetGenerator, GeneratorKey, Graph, Placement};

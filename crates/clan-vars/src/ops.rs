@@ -150,6 +150,17 @@ pub fn set(
 pub struct Problem {
     pub var: String,
     pub message: String,
+    /// What repairs it.
+    pub remedy: Remedy,
+}
+
+/// The command that repairs a [`Problem`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Remedy {
+    /// `clan vars generate <machine>`: the var is missing or outdated.
+    Generate,
+    /// `clan vars fix <machine>`: a secret's recipients or links are off.
+    Fix,
 }
 
 /// What is wrong with the vars of `machine`: missing files, outdated validation hashes,
@@ -168,6 +179,7 @@ pub fn check(
             problems.push(Problem {
                 var: key.name.clone(),
                 message: "validation hash is outdated: the generator must run again".into(),
+                remedy: Remedy::Generate,
             });
         }
         for (file, declaration) in generator.files() {
@@ -176,6 +188,7 @@ pub fn check(
                 problems.push(Problem {
                     var: id,
                     message: "missing".into(),
+                    remedy: Remedy::Generate,
                 });
                 continue;
             }
@@ -197,12 +210,14 @@ pub fn check(
                 problems.push(Problem {
                     var: id.clone(),
                     message: format!("not encrypted to {missing}, who should read it"),
+                    remedy: Remedy::Fix,
                 });
             }
             for extra in actual.difference(&expected) {
                 problems.push(Problem {
                     var: id.clone(),
                     message: format!("encrypted to {extra}, who should not read it"),
+                    remedy: Remedy::Fix,
                 });
             }
             for (kind, name) in wanted.links() {
@@ -211,6 +226,7 @@ pub fn check(
                     problems.push(Problem {
                         var: id.clone(),
                         message: format!("no recipient link `{}/{name}`", kind.dir()),
+                        remedy: Remedy::Fix,
                     });
                 }
             }
@@ -403,4 +419,49 @@ pub fn keygen(store: &VarsStore, sources: &KeySources, user: &UserName) -> Resul
         Err(error) => return Err(error.into()),
     }
     Ok(done)
+}
+
+/// What [`forget_machine`] removed and re-keyed.
+pub struct Forgotten {
+    pub changes: Changes,
+    /// Secrets the machine could read that were re-keyed without it (and failures).
+    pub report: Option<clan_secrets::RekeyReport>,
+}
+
+/// Forgets machine `machine` entirely, as `clan machines delete` does: its per-machine vars,
+/// its age key (`sops/secrets/<machine>-age.key`), its sops key and group memberships, with
+/// every secret it could read (shared vars, clan secrets) re-keyed without it. A machine
+/// created again under the same name starts with fresh keys. `identities` are needed only
+/// when there is something to re-key or a key to remove.
+pub fn forget_machine(
+    store: &VarsStore,
+    machine: &MachineName,
+    identities: Option<&Identities>,
+) -> Result<Forgotten, Error> {
+    let sops = store.sops();
+    let mut changes = Changes {
+        paths: Vec::new(),
+        message: format!("machines: forget {machine}: its vars, keys and group memberships"),
+    };
+    let vars = Path::new("vars/per-machine").join(machine.as_str());
+    // A link there is removed as a link (and one above it refused), never followed.
+    if store.tree()?.remove_all(&vars)? {
+        changes.paths.push(vars);
+    }
+    let age_key: clan_secrets::SecretName = format!("{machine}-age.key").parse()?;
+    if sops.secrets()?.contains(&age_key) {
+        changes.paths.extend(sops.remove_secret(&age_key)?.paths);
+    }
+    let member = Member::Machine(machine.clone());
+    let report = if sops.machines()?.contains(machine) {
+        let identities = identities.ok_or(Error::NoAdminKeyToForget {
+            machine: machine.to_string(),
+        })?;
+        let (removed, report) = sops.remove_member(&member, identities)?;
+        changes.paths.extend(removed.paths);
+        Some(report)
+    } else {
+        None
+    };
+    Ok(Forgotten { changes, report })
 }

@@ -42,6 +42,8 @@ enum Command {
     Show(commands::inspect::ShowArgs),
     /// Create, list, show and delete machines.
     Machines(commands::machines::Args),
+    /// Log in to a machine, or run one command on it, reached as deploys reach it.
+    Ssh(commands::ssh::Args),
     /// The services instances can use, and their roles and settings.
     Services(commands::services::Args),
     /// Service instances: create, delete, add or remove role members, set settings.
@@ -86,6 +88,7 @@ fn main() -> ExitCode {
         Command::Show(args) => commands::inspect::show(args, &context),
         Command::Machines(args) => commands::machines::run(args, &context),
         Command::Services(args) => commands::services::run(args, &context),
+        Command::Ssh(args) => commands::ssh::run(args, &context),
         Command::Instances(args) => commands::instances::run(args, &context),
         Command::Select(args) => commands::inspect::select(args, &context),
         Command::Schema(args) => commands::inspect::schema(args),

@@ -49,6 +49,8 @@ fn a_users_link_to_cron_d_is_refused_by_the_agent() {
             .args(["machines", "update", "--confirm-timeout", "5"])
             .env("CLAN_DIR", clan.path())
             .env("CLAN_SSH_CONFIG", testbed.ssh_config())
+            // A fresh machine: its host key is trusted on first use.
+            .env("CLAN_HOST_KEY_CHECK", "tofu")
             .env("XDG_CACHE_HOME", clan.path().join(".cache"))
             .output()
             .unwrap();

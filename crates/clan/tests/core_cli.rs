@@ -399,3 +399,53 @@ fn the_demo_evaluates_a_throwaway_fleet() {
         "{stdout}"
     );
 }
+
+/// Machine selection and targets before any connection: `--tags` means the same in every
+/// command (computed tags `all` and the class included, comma or repeat), `--target-host`
+/// names one machine, a target that would be read as an ssh option never reaches ssh, and a
+/// port nothing listens on fails that machine with a hint.
+#[test]
+fn machine_selection_and_hostile_targets() {
+    let clan = Clan::new();
+    clan.ok(&["machines", "create", "web", "--tags", "http,public"]);
+    clan.ok(&["machines", "create", "db"]);
+    let listed = |tags: &str| -> Vec<String> {
+        let json = clan.ok(&["machines", "list", "--tags", tags, "--json"]);
+        let machines: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+        machines
+            .iter()
+            .map(|m| m["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(listed("all"), ["web", "db"]);
+    assert_eq!(listed("linux"), ["web", "db"]);
+    assert_eq!(listed("http,public"), ["web"]);
+    assert!(clan
+        .error(&["machines", "update", "--tags", "nosuch"])
+        .contains("no machine has the tags nosuch"));
+    assert!(clan
+        .error(&["machines", "update", "--target-host", "root@192.0.2.1"])
+        .contains("2 machines are selected"));
+
+    let marker = clan.path().join("pwned");
+    let hostile = format!("--target-host=-oProxyCommand=touch {}@h", marker.display());
+    let output = clan.run(&["machines", "update", "web", &hostile]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("not a user name"), "{stderr}");
+    assert!(!marker.exists(), "the target reached ssh as an option");
+
+    let output = clan.run(&[
+        "machines",
+        "update",
+        "web",
+        "--target-host",
+        "root@127.0.0.1:1",
+        "--host-key-check",
+        "strict",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("Connection refused"), "{stderr}");
+    assert!(stderr.contains("hint: check that `web` is up"), "{stderr}");
+}

@@ -58,6 +58,8 @@ impl Fixture {
             .args(args)
             .env("CLAN_DIR", self.clan.path())
             .env("CLAN_SSH_CONFIG", self.testbed.ssh_config())
+            // The machines are fresh, their host keys unknown: trust them on first use.
+            .env("CLAN_HOST_KEY_CHECK", "tofu")
             .env("XDG_CACHE_HOME", self.clan.path().join(".cache"));
         command
     }
@@ -89,6 +91,38 @@ impl Fixture {
             .arg(command)
             .output()
             .unwrap()
+    }
+
+    /// How many magic rollbacks `machine`'s history records.
+    fn magic_rollbacks(&self, machine: &str) -> usize {
+        let output = self
+            .clan(&["machines", "generations", machine])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout)
+            .matches("magic-rollback")
+            .count()
+    }
+
+    /// Starts a deploy and kills it as soon as `path` appears on `machine` (activated, not
+    /// yet confirmed).
+    fn activate_then_kill_deployer(&self, machine: &str, path: &str) {
+        let mut child = self
+            .clan(&["machines", "update", "--confirm-timeout", "8"])
+            .process_group(0)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.on(machine, &format!("test -e {path}")).status.code() != Some(0) {
+            assert!(Instant::now() < deadline, "never activated");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", child.id())])
+            .status()
+            .unwrap();
+        child.wait().unwrap();
     }
 
     fn stdout_on(&self, machine: &str, command: &str) -> String {
@@ -135,7 +169,10 @@ fn deploy_lifecycle() {
     assert!(dry.contains("user alice"), "{dry}");
     assert!(dry.contains("unit (start) app.service"), "{dry}");
     assert!(dry.contains("file (keep aside) /etc/motd.d-test"), "{dry}");
+    assert!(dry.contains("first deploy"), "{dry}");
     assert_eq!(f.on("web", "test -e /etc/hello").status.code(), Some(1));
+    // Not even the agent or the generation went to the machine.
+    assert_eq!(f.on("web", "test -e /var/lib/clan").status.code(), Some(1));
 
     let first = f.update_ok(&[]);
     assert!(first.contains("confirmed"), "{first}");
@@ -168,7 +205,15 @@ fn deploy_lifecycle() {
     );
 
     // Changing the unit restarts it; dropping files removes them; the original comes back.
+    // A dry run first compares on the machine without storing the new generation.
     f.configure("web", &base("", "ExecStart=/bin/sleep 2000"));
+    let stored = || f.stdout_on("web", "ls /var/lib/clan/generations");
+    let before = stored();
+    let dry = f.update_ok(&["--dry-run"]);
+    assert!(dry.contains("unit (restart) app.service"), "{dry}");
+    assert!(dry.contains("file (remove) /etc/dropped"), "{dry}");
+    assert!(!dry.contains("first deploy"), "{dry}");
+    assert_eq!(stored(), before, "a dry run stored a generation");
     let second = f.update_ok(&[]);
     assert!(second.contains("unit restarted"), "{second}");
     assert_ne!(
@@ -200,7 +245,9 @@ fn deploy_lifecycle() {
 
 #[test]
 fn deploy_faults() {
-    let Some(f) = fixture(&["db"]) else { return };
+    let Some(mut f) = fixture(&["db"]) else {
+        return;
+    };
     f.configure(
         "db",
         &format!(
@@ -293,32 +340,79 @@ fn deploy_faults() {
         "0"
     );
 
-    // Connection cut after activation: the machine reverts by itself within the timeout.
+    // A generation that cuts off SSH access (its unit stops sshd; sessions already open
+    // survive, as with a firewall that drops new connections): the confirmation cannot get
+    // in, the deployer says so, the machine reverts by itself within the timeout (stopping
+    // the unit starts sshd again), and the deployer reconnects to see it.
     f.configure(
         "db",
-        "{\"files\": {\"/etc/unconfirmed\": {\"content\": \"u\"}}}",
+        &format!(
+            "{{\"files\": {{\"/etc/unconfirmed\": {{\"content\": \"u\"}}}}, \"units\": {{\"cut-off.service\": {}}}}}",
+            unit("Type=oneshot\\nRemainAfterExit=yes\\nExecStart=/bin/systemctl stop ssh.service\\nExecStop=/bin/systemctl start ssh.service")
+        ),
     );
-    let mut child = f
-        .clan(&["machines", "update", "--confirm-timeout", "4"])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while f.on("db", "test -e /etc/unconfirmed").status.code() != Some(0) {
-        assert!(Instant::now() < deadline, "never activated");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    f.testbed.link_down("db").unwrap();
-    let status = child.wait().unwrap();
-    assert!(!status.success());
-    std::thread::sleep(Duration::from_secs(5));
-    f.testbed.link_up("db").unwrap();
+    let output = f.update(&[]);
+    assert_eq!(output.status.code(), Some(1));
+    let text = stderr(&output);
+    assert!(
+        text.contains("cut off SSH access") && text.contains("returns to generation"),
+        "{text}"
+    );
+    assert!(text.contains("back on generation"), "{text}");
     assert_eq!(
         f.on("db", "test -e /etc/unconfirmed").status.code(),
         Some(1)
     );
     let generations = f.clan(&["machines", "generations", "db"]).output().unwrap();
     assert!(String::from_utf8_lossy(&generations.stdout).contains("magic-rollback"));
+
+    // The deployer dies right after an activation, and so does the machine's waiter (stopped
+    // for good): past the deadline the stale confirmation blocks nothing, and the next deploy
+    // first puts the unconfirmed generation back.
+    f.configure("db", "{\"files\": {\"/etc/orphan\": {\"content\": \"o\"}}}");
+    f.activate_then_kill_deployer("db", "/etc/orphan");
+    let before = f.magic_rollbacks("db");
+    // Its waiter starts at the end of the activation, which runs on without the deployer.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while f
+        .stdout_on("db", "systemctl list-units --no-legend 'clan-confirm-*'")
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "no waiter ever started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f.on("db", "systemctl stop 'clan-confirm-*'");
+    std::thread::sleep(Duration::from_secs(9));
+    assert_eq!(
+        f.stdout_on("db", "cat /etc/orphan"),
+        "o",
+        "nothing reverted it yet"
+    );
+    f.configure("db", "{\"files\": {\"/etc/after\": {\"content\": \"a\"}}}");
+    f.update_ok(&[]);
+    assert_eq!(f.on("db", "test -e /etc/orphan").status.code(), Some(1));
+    assert_eq!(f.stdout_on("db", "cat /etc/after"), "a");
+    assert_eq!(f.magic_rollbacks("db"), before + 1);
+
+    // A reboot inside the confirmation window: the machine comes back up, resumes waiting,
+    // and reverts when no confirmation comes.
+    f.configure(
+        "db",
+        "{\"files\": {\"/etc/rebooted\": {\"content\": \"r\"}}}",
+    );
+    f.activate_then_kill_deployer("db", "/etc/rebooted");
+    f.testbed.stop("db").unwrap();
+    f.testbed.start("db").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while f.on("db", "test -e /etc/rebooted").status.code() != Some(1) {
+        assert!(
+            Instant::now() < deadline,
+            "the rebooted machine kept the generation"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(f.stdout_on("db", "cat /etc/after"), "a");
+    assert_eq!(f.magic_rollbacks("db"), before + 2);
 
     // Two deploys of the same machine at once never interleave: both end well or one says why.
     f.configure(
@@ -497,4 +591,264 @@ fn fleet_with_unreachable_machines_and_clear_errors() {
         "{}",
         stderr(&lost)
     );
+}
+
+/// Whether a TCP connection to `port` on `address` is accepted within two seconds.
+fn accepts(address: std::net::Ipv4Addr, port: u16) -> bool {
+    let address = std::net::SocketAddr::from((address, port));
+    std::net::TcpStream::connect_timeout(&address, Duration::from_secs(2)).is_ok()
+}
+
+/// A socket unit on `port` (systemd itself listens) and its service template.
+fn listener(port: u16) -> serde_json::Value {
+    serde_json::json!({
+        format!("listen{port}.socket"): {"content": format!(
+            "[Unit]\nDescription=listener\n[Socket]\nListenStream={port}\nAccept=yes\n[Install]\nWantedBy=sockets.target\n"
+        )},
+        format!("listen{port}@.service"): {"content": "[Service]\nExecStart=/bin/true\nStandardInput=socket\n", "enabled": false},
+    })
+}
+
+/// The firewall: declared ports open and others dropped, SSH always reachable, a changed
+/// port list applied on the next deploy, other tables untouched, everything gone when it is
+/// turned off; and a rule set that locks the deployer out reverted by magic rollback.
+#[test]
+fn firewall_opens_declared_ports_only_and_a_lockout_reverts() {
+    let Some(f) = fixture(&["fw"]) else { return };
+    let address = f.testbed.machine("fw").unwrap().address;
+    f.on("fw", "nft add table inet theirs");
+    let mut units = listener(8080);
+    units
+        .as_object_mut()
+        .unwrap()
+        .extend(listener(8081).as_object().unwrap().clone());
+    let deploy = |firewall: serde_json::Value, extra: &[&str]| {
+        let config = serde_json::json!({"units": units, "firewall": firewall});
+        let starlark = config
+            .to_string()
+            .replace("false", "False")
+            .replace("true", "True");
+        f.configure("fw", &starlark);
+        f.update(extra)
+    };
+    let tables = || f.stdout_on("fw", "nft list tables");
+
+    assert!(
+        deploy(serde_json::json!({"enable": true, "tcp": [8080]}), &[])
+            .status
+            .success()
+    );
+    assert!(accepts(address, 8080), "a declared port is dropped");
+    assert!(!accepts(address, 8081), "an undeclared port is open");
+    assert!(accepts(address, 22), "SSH is dropped");
+    assert!(tables().contains("table inet clan"), "{}", tables());
+    assert!(tables().contains("table inet theirs"), "{}", tables());
+
+    assert!(
+        deploy(serde_json::json!({"enable": true, "tcp": [8081]}), &[])
+            .status
+            .success()
+    );
+    assert!(!accepts(address, 8080), "a dropped port stays open");
+    assert!(accepts(address, 8081));
+
+    assert!(deploy(serde_json::json!({"tcp": [8081]}), &[])
+        .status
+        .success());
+    assert!(accepts(address, 8080) && accepts(address, 8081));
+    assert!(!tables().contains("table inet clan"), "{}", tables());
+    assert!(tables().contains("table inet theirs"), "{}", tables());
+
+    // sshd also listens on 2222, which the deployer uses; a firewall that does not declare
+    // it drops the confirmation's new connection (the open one survives): magic rollback.
+    let sshd = serde_json::json!({
+        "files": {"/etc/ssh/sshd_config.d/01-ports.conf": {"content": "Port 22\nPort 2222\n"}},
+        "units": {"ports-reload.service": {
+            "content": "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/systemctl reload-or-restart ssh.service\n[Install]\nWantedBy=multi-user.target\n",
+            "restartTriggers": ["/etc/ssh/sshd_config.d/01-ports.conf"],
+        }},
+    });
+    let with_sshd = |firewall: serde_json::Value| {
+        let mut config = sshd.clone();
+        config["firewall"] = firewall;
+        let starlark = config
+            .to_string()
+            .replace("false", "False")
+            .replace("true", "True");
+        f.configure("fw", &starlark);
+    };
+    with_sshd(serde_json::json!({}));
+    f.update_ok(&[]);
+    assert!(accepts(address, 2222), "sshd does not listen on 2222");
+    with_sshd(serde_json::json!({"enable": true}));
+    let target = format!("root@{address}:2222");
+    let locked = f.update(&["fw", "--target-host", &target]);
+    assert_eq!(locked.status.code(), Some(1));
+    let text = stderr(&locked);
+    assert!(text.contains("cut off SSH access"), "{text}");
+    assert!(text.contains("back on generation"), "{text}");
+    assert!(!tables().contains("table inet clan"), "{}", tables());
+    assert!(accepts(address, 2222));
+}
+
+/// A machine whose vars need an answer nobody gave (no terminal, no --prompt-values) fails
+/// alone; the others deploy.
+#[test]
+fn a_machine_missing_prompt_answers_fails_alone() {
+    let Some(f) = fixture(&["asks", "free"]) else {
+        return;
+    };
+    let toml_path = f.clan.path().join("clan.toml");
+    let toml = std::fs::read_to_string(&toml_path).unwrap();
+    std::fs::write(
+        &toml_path,
+        format!(
+            "{toml}\n[instances.people]\nmodule.name = \"users\"\n\
+             roles.default.machines.asks = {{}}\nroles.default.settings.user = \"alice\"\n"
+        ),
+    )
+    .unwrap();
+    let output = f.update(&["--json"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let failed = events
+        .iter()
+        .find(|e| e["event"] == "failed")
+        .expect("a failure");
+    assert_eq!(failed["machine"], "asks");
+    let error = failed["error"].as_str().unwrap();
+    assert!(
+        error.contains("user-password") && error.contains("--prompt-values"),
+        "{error}"
+    );
+    assert!(events
+        .iter()
+        .any(|e| e["event"] == "done" && e["machine"] == "free"));
+    assert_eq!(f.stdout_on("free", "cat /etc/hello"), "Hello from free");
+}
+
+/// Ctrl-C in the middle of an activation: the deployer says where the machine stands and
+/// exits 130; the machine finishes the activation and, unconfirmed, reverts by itself.
+#[test]
+fn ctrl_c_says_where_each_machine_stands() {
+    let Some(f) = fixture(&["slow"]) else { return };
+    f.update_ok(&[]);
+    let before = f.magic_rollbacks("slow");
+    f.configure(
+        "slow",
+        &format!(
+            "{{\"files\": {{\"/etc/slow-marker\": {{\"content\": \"s\"}}}}, \"units\": {{\"slow.service\": {}}}}}",
+            unit("Type=oneshot\\nRemainAfterExit=yes\\nExecStart=/bin/sleep 4")
+        ),
+    );
+    let child = f
+        .clan(&["machines", "update", "--confirm-timeout", "5"])
+        .process_group(0)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while f.on("slow", "test -e /etc/slow-marker").status.code() != Some(0) {
+        assert!(Instant::now() < deadline, "never started activating");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // As a terminal does: the whole foreground process group gets SIGINT.
+    Command::new("kill")
+        .args(["-INT", "--", &format!("-{}", child.id())])
+        .status()
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(130));
+    let text = stderr(&output);
+    assert!(text.contains("where each machine stands"), "{text}");
+    assert!(text.contains("[slow] activating"), "{text}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while f.magic_rollbacks("slow") == before {
+        assert!(
+            Instant::now() < deadline,
+            "the machine did not revert by itself"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(
+        f.on("slow", "test -e /etc/slow-marker").status.code(),
+        Some(1)
+    );
+}
+
+/// The agent's upload events of a `--json` run: (machine, bytes the admin sent, from whom).
+fn agent_uploads(output: &Output) -> Vec<(String, u64, Option<String>)> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == "upload" && e["what"] == "agent")
+        .map(|e| {
+            (
+                e["machine"].as_str().unwrap_or_default().to_owned(),
+                e["bytes"].as_u64().unwrap_or_default(),
+                e["from"].as_str().map(str::to_owned),
+            )
+        })
+        .collect()
+}
+
+/// A first deploy sends the agent from the admin once (compressed); the other machines get
+/// it from the first over their own network. A machine that cannot reach the first gets it
+/// from the admin.
+#[test]
+fn the_agent_leaves_the_admin_once() {
+    let Some(f) = fixture(&["r1", "r2", "r3", "r4"]) else {
+        return;
+    };
+    // r4 cannot open connections to the others, except SSH.
+    let others: Vec<String> = ["r1", "r2", "r3"]
+        .iter()
+        .map(|m| f.testbed.machine(m).unwrap().address.to_string())
+        .collect();
+    let blocked = f.on(
+        "r4",
+        &format!(
+            "nft add table inet block && nft add chain inet block out '{{ type filter hook output priority 0; policy accept; }}' && nft add rule inet block out ct state new ip daddr {{ {} }} tcp dport != 22 reject",
+            others.join(", ")
+        ),
+    );
+    assert!(blocked.status.success(), "{}", stderr(&blocked));
+    // One at a time, so r1 is the one the admin uploads to first.
+    let output = f.update(&["--jobs", "1", "--json"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let mut uploads = agent_uploads(&output);
+    uploads.sort();
+    let binary = std::fs::metadata(support::clan_binary()).unwrap().len();
+    let (r1, r2, r3, r4) = (&uploads[0], &uploads[1], &uploads[2], &uploads[3]);
+    assert_eq!(uploads.len(), 4, "{uploads:?}");
+    assert!(
+        r1.1 > 0 && r1.1 < binary / 2,
+        "{r1:?}: compressed, from the admin"
+    );
+    for peer in [r2, r3] {
+        assert_eq!((peer.1, peer.2.as_deref()), (0, Some("r1")), "{peer:?}");
+    }
+    assert_eq!(
+        (r4.1, r4.2.as_deref()),
+        (r1.1, None),
+        "r4 fell back to the admin"
+    );
+    for machine in ["r1", "r2", "r3", "r4"] {
+        assert_eq!(
+            f.stdout_on(machine, "cat /etc/hello"),
+            format!("Hello from {machine}")
+        );
+    }
+    // The server lived as long as the run.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while f.on("r1", "pgrep -f '[a]gent serve-file'").status.code() != Some(1) {
+        assert!(
+            Instant::now() < deadline,
+            "the agent server outlived the run"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -77,17 +77,22 @@ impl Fixture {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
-    fn git(&self, args: &[&str]) {
-        let status = self
-            .clan(&[])
+    /// `program` with the environment `clan` commands get.
+    fn with_clan_env(&self, program: &str) -> Command {
+        self.clan(&[])
             .get_envs()
-            .fold(Command::new("git"), |mut command, (key, value)| {
+            .fold(Command::new(program), |mut command, (key, value)| {
                 match value {
                     Some(value) => command.env(key, value),
                     None => command.env_remove(key),
                 };
                 command
             })
+    }
+
+    fn git(&self, args: &[&str]) {
+        let status = self
+            .with_clan_env("git")
             .args(args)
             .current_dir(self.clan.path())
             .status()
@@ -304,6 +309,39 @@ fn builtin_services_deploy_with_vars_and_secrets() {
     ]));
     assert!(generations.status.success(), "generations failed");
     assert_eq!(f.presented_host_key(), var_host_key);
+
+    // sshd's port: the deploy reaches the machine where it listens (22), the machine then
+    // listens on 2222 only, the confirmation and every later command follow it.
+    f.clan_ok(&["instances", "set", "ssh", "server.port=2222"]);
+    let strict_update = [
+        "machines",
+        "update",
+        "--confirm-timeout",
+        "10",
+        "--host-key-check",
+        "strict",
+    ];
+    let moved = run(&mut f.clan(&strict_update));
+    assert!(moved.status.success(), "deploy of the new port failed");
+    assert!(String::from_utf8_lossy(&moved.stderr).contains("confirmed"));
+    let listens = |port: u16| {
+        let address = std::net::SocketAddr::new(f.address().parse().unwrap(), port);
+        std::net::TcpStream::connect_timeout(&address, std::time::Duration::from_secs(3)).is_ok()
+    };
+    assert!(listens(2222), "sshd does not listen on 2222");
+    assert!(!listens(22), "sshd still listens on 22");
+    let again = run(&mut f.clan(&strict_update));
+    assert!(again.status.success(), "deploy on the new port failed");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("unchanged"));
+    let ssh = run(&mut f.clan(&[
+        "ssh",
+        MACHINE,
+        "--host-key-check",
+        "strict",
+        "--",
+        "hostname",
+    ]));
+    assert_eq!(stdout(&ssh), MACHINE);
 }
 
 #[test]
@@ -337,17 +375,12 @@ fn data_mesher_deploys_and_its_members_find_each_other() {
         "--confirm-timeout",
         "10",
         "--host-key-check",
-        "none",
+        "tofu",
     ]));
     assert!(output.status.success(), "deploy failed");
 
-    let on = |machine: &str, command: &str| {
-        run(Command::new("ssh")
-            .arg("-F")
-            .arg(f.testbed.ssh_config())
-            .arg(machine)
-            .arg(command))
-    };
+    let on =
+        |machine: &str, command: &str| run(f.testbed.ssh_command(machine).unwrap().arg(command));
     for machine in ["hub", "laptop"] {
         let active = on(machine, "systemctl is-active data-mesher.service");
         assert_eq!(stdout(&active), "active", "data-mesher on {machine}");
@@ -369,4 +402,189 @@ fn data_mesher_deploys_and_its_members_find_each_other() {
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
     assert_eq!(seen, (1, 1), "peers seen by (hub, laptop)");
+
+    // A changed setting changes dm.toml, and the daemon is restarted to read it: the local
+    // API moves to the new port, where `clan mesher status` (reading dm.toml) finds it.
+    let pid = || {
+        stdout(&on(
+            "laptop",
+            "systemctl show -P MainPID data-mesher.service",
+        ))
+    };
+    let before = pid();
+    f.clan_ok(&["instances", "set", "mesh", "default.httpPort=7332"]);
+    let output = run(&mut f.clan(&["machines", "update", "laptop", "--host-key-check", "strict"]));
+    assert!(output.status.success(), "redeploy failed");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("unit restarted"),
+        "the daemon was not restarted"
+    );
+    assert_ne!(pid(), before);
+    let mut found = 0;
+    for _ in 0..60 {
+        found = peers("laptop");
+        if found == 1 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert_eq!(found, 1, "the daemon does not answer on its new port");
+}
+
+/// A fresh machine whose host key the deployer has never seen, with the sshd service (which
+/// replaces that key by the clan-generated one): `strict` refuses first contact as unknown
+/// (not as an interception), `ask` prompts once on the terminal, and afterwards `strict`
+/// deploys and `clan ssh` logs in, trusting the clan key. Only ssh itself writes the
+/// deployer's known_hosts.
+#[test]
+fn first_contact_follows_the_host_key_policy() {
+    let Some(f) = fixture() else { return };
+    if !Command::new("script")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        eprintln!("skipping: `script` (util-linux) is not installed");
+        return;
+    }
+    let toml = format!(
+        "[meta]\nname = \"test\"\ndomain = \"invalid\"\n\n\
+         [machines.{MACHINE}]\ndeploy.targetHost = \"root@{}\"\n\n\
+         [instances.ssh]\nmodule.name = \"sshd\"\nroles.server.machines.{MACHINE} = {{}}\n",
+        f.address(),
+    );
+    std::fs::write(f.clan.path().join("clan.toml"), toml).unwrap();
+    f.git(&["init", "-q"]);
+    f.git(&["add", "clan.toml"]);
+    f.git(&["commit", "-q", "-m", "init"]);
+    f.clan_ok(&["vars", "keygen", "--user", "admin"]);
+    f.clan_ok(&["vars", "generate"]);
+    let known_hosts = f.testbed.known_hosts();
+    let recorded = || std::fs::read_to_string(&known_hosts).unwrap();
+    assert_eq!(recorded(), "");
+
+    let strict = run(&mut f.clan(&["machines", "update", "--host-key-check", "strict"]));
+    assert_eq!(strict.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&strict.stderr);
+    assert!(text.contains("is not known"), "{text}");
+    assert!(!text.contains("intercepting"), "{text}");
+    assert_eq!(recorded(), "", "strict wrote known_hosts");
+
+    // `ask` (the default) on a terminal: `script` gives clan a pseudo-terminal, and the
+    // answer to ssh's question is typed once it has had time to ask.
+    let clan = support::clan_binary().display().to_string();
+    let mut script = f.with_clan_env("script");
+    script
+        .env_remove("CLAN_HOST_KEY_CHECK")
+        .args([
+            "-qec",
+            &format!("{clan} machines update --confirm-timeout 10"),
+            "/dev/null",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut child = script.spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"yes\n").unwrap();
+    let ask = child.wait_with_output().unwrap();
+    // The terminal's output (clan's stderr included) is script's stdout.
+    let text = String::from_utf8_lossy(&ask.stdout).into_owned();
+    assert!(ask.status.success(), "ask deploy failed: {text}");
+    assert_eq!(
+        text.matches("Are you sure you want to continue").count(),
+        1,
+        "{text}"
+    );
+    assert!(text.contains("confirmed"), "{text}");
+    // What ssh recorded is the machine's original key, not the clan one clan trusts itself.
+    let var_host_key = std::fs::read_to_string(f.clan.path().join(format!(
+        "vars/per-machine/{MACHINE}/openssh/ssh.id_ed25519.pub/value"
+    )))
+    .unwrap();
+    let var_key = var_host_key.split_whitespace().nth(1).unwrap().to_owned();
+    assert_eq!(recorded().lines().count(), 1, "{}", recorded());
+    assert!(
+        !recorded().contains(&var_key),
+        "clan wrote its key into known_hosts"
+    );
+    assert_eq!(
+        f.presented_host_key().split_whitespace().nth(1),
+        Some(var_key.as_str())
+    );
+
+    // From now on strict checking works: the machine presents the clan key, which is trusted.
+    let again = run(&mut f.clan(&["machines", "update", "--host-key-check", "strict"]));
+    assert!(again.status.success(), "strict redeploy failed");
+    let ssh = run(&mut f.clan(&[
+        "ssh",
+        MACHINE,
+        "--host-key-check",
+        "strict",
+        "--",
+        "cat /etc/hostname; exit 3",
+    ]));
+    assert_eq!(ssh.status.code(), Some(3), "the remote exit code");
+    assert_eq!(stdout(&ssh), MACHINE);
+    let route: serde_json::Value =
+        serde_json::from_str(&f.clan_ok(&["ssh", MACHINE, "--json"])).unwrap();
+    assert_eq!(route["target"]["host"], f.address());
+    assert_eq!(route["target"]["source"], "targetHost");
+    assert!(route["hostKey"].as_str().unwrap().contains(&var_key));
+    assert_eq!(recorded().lines().count(), 1, "{}", recorded());
+}
+
+/// `clan secrets set NAME --machine m` puts the secret on m at /run/secrets/NAME, root-only
+/// unless the machine's configuration names an owner, and a new value is deployed again.
+#[test]
+fn clan_secrets_for_a_machine_reach_it() {
+    let Some(f) = fixture() else { return };
+    let toml = format!(
+        "[meta]\nname = \"test\"\ndomain = \"invalid\"\n\n\
+         [machines.{MACHINE}]\ndeploy.targetHost = \"root@{}\"\n",
+        f.address(),
+    );
+    std::fs::write(f.clan.path().join("clan.toml"), toml).unwrap();
+    let config_dir = f.clan.path().join("machines").join(MACHINE);
+    std::fs::create_dir_all(&config_dir).unwrap();
+    std::fs::write(
+        config_dir.join("config.star"),
+        "def per_machine(ctx):\n    return {\"config\": {\"secrets\": {\"api-token\": {\"owner\": \"nobody\", \"mode\": \"0440\"}}}}\n",
+    )
+    .unwrap();
+    f.git(&["init", "-q"]);
+    f.git(&["add", "-A"]);
+    f.git(&["commit", "-q", "-m", "init"]);
+    f.clan_ok(&["vars", "keygen", "--user", "admin"]);
+    let set = |name: &str, value: &str, extra: &[&str]| {
+        let mut command = f.clan(&["secrets", "set", name]);
+        command.args(extra).stdin(std::process::Stdio::piped());
+        let mut child = command.spawn().unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), value.as_bytes()).unwrap();
+        assert!(child.wait().unwrap().success(), "secrets set {name}");
+    };
+    // The machine has no sops key yet: setting a secret for it makes one.
+    set("db-password", "first value", &["--machine", MACHINE]);
+    set("api-token", "token", &["--machine", MACHINE]);
+    set("admins-only", "not for machines", &[]);
+
+    let deploy = || {
+        let output = run(&mut f.clan(&["machines", "update", "--host-key-check", "tofu"]));
+        assert!(output.status.success(), "deploy failed");
+    };
+    deploy();
+    let on = |command: &str| stdout(&run(f.testbed.ssh_command(MACHINE).unwrap().arg(command)));
+    assert_eq!(on("cat /run/secrets/db-password"), "first value");
+    assert_eq!(
+        on("stat -c '%U %G %a' /run/secrets/db-password"),
+        "root root 400"
+    );
+    assert_eq!(on("stat -c '%U %a' /run/secrets/api-token"), "nobody 440");
+    assert_eq!(
+        on("test -e /run/secrets/admins-only || echo absent"),
+        "absent"
+    );
+
+    set("db-password", "second value", &["--machine", MACHINE]);
+    deploy();
+    assert_eq!(on("cat /run/secrets/db-password"), "second value");
 }

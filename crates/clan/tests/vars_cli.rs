@@ -698,3 +698,142 @@ fn missing_bubblewrap_suggests_no_sandbox() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// `machines delete` forgets the machine: its per-machine vars, its age key, its sops key and
+/// group memberships go (in one commit), the shared secrets it could read are re-keyed
+/// without it, and a machine created again under the name gets fresh keys.
+#[test]
+fn deleting_a_machine_forgets_its_keys_and_rekeys_what_it_could_read() {
+    let clan = Clan::new();
+    clan.write(
+        "clan.toml",
+        &format!(
+            "{CLAN_TOML}\n[instances.team]\nmodule.name = \"users\"\n\
+             roles.default.machines.web01 = {{}}\nroles.default.machines.web02 = {{}}\n\
+             roles.default.settings.user = \"bob\"\nroles.default.settings.share = true\n"
+        ),
+    );
+    clan.git(&["commit", "-qam", "team"]);
+    let answers = r#"{"user-password-alice": {"user-password": "a"}, "user-password-bob": {"user-password": "b"}}"#;
+    let generated = clan.generate(&[], answers);
+    assert_eq!(generated.code, 0, "{}", generated.stderr);
+    let grouped = clan.run(&["secrets", "groups", "add-machine", "ops", "web02"], b"");
+    assert_eq!(grouped.code, 0, "{}", grouped.stderr);
+    let old_key = clan.read("sops/machines/web02/key.json");
+    let old_public = serde_json::from_str::<serde_json::Value>(&old_key).unwrap();
+    let old_public = old_public
+        .pointer("/0/publickey")
+        .or_else(|| old_public.get("publickey"))
+        .and_then(|k| k.as_str())
+        .unwrap()
+        .to_owned();
+    let shared = "vars/shared/user-password-bob/user-password-hash/secret";
+    assert!(clan.read(shared).contains(&old_public));
+
+    let deleted = clan.run(&["machines", "delete", "web02"], b"");
+    assert_eq!(deleted.code, 0, "{}", deleted.stderr);
+    for gone in [
+        "vars/per-machine/web02",
+        "sops/machines/web02",
+        "sops/secrets/web02-age.key",
+        "sops/groups/ops/machines/web02",
+        "vars/shared/user-password-bob/user-password-hash/machines/web02",
+    ] {
+        assert!(!clan.exists(gone), "{gone} is still there");
+    }
+    assert!(!clan.read(shared).contains(&old_public), "not re-keyed");
+    assert!(clan.exists("vars/per-machine/web01"));
+    assert!(!clan.read("clan.toml").contains("[machines.web02]"));
+    assert_eq!(
+        clan.git(&["status", "--porcelain"]),
+        "",
+        "not all committed"
+    );
+    let readable = clan.run(
+        &[
+            "vars",
+            "get",
+            "web01",
+            "user-password-bob/user-password-hash",
+        ],
+        b"",
+    );
+    assert_eq!(readable.code, 0, "{}", readable.stderr);
+
+    let created = clan.run(&["machines", "create", "web02"], b"");
+    assert_eq!(created.code, 0, "{}", created.stderr);
+    let secret = clan.run(&["secrets", "set", "token", "--machine", "web02"], b"t");
+    assert_eq!(secret.code, 0, "{}", secret.stderr);
+    assert_ne!(
+        clan.read("sops/machines/web02/key.json"),
+        old_key,
+        "the old key came back"
+    );
+}
+
+/// A second admin joins the group the machine's secrets are shared with: `vars check` names
+/// what is wrong and what to run, and after `clan vars fix` the second admin reads every
+/// secret var of the machine with their own key.
+#[test]
+fn a_second_admin_reads_every_secret_after_vars_fix() {
+    let clan = Clan::new();
+    let generated = clan.generate(&[], r#"{"user-password-alice": {"user-password": "a"}}"#);
+    assert_eq!(generated.code, 0, "{}", generated.stderr);
+    for args in [
+        ["secrets", "groups", "add-machine", "ops", "web01"].as_slice(),
+        &["secrets", "groups", "add-user", "ops", "admin"],
+    ] {
+        let run = clan.run(args, b"");
+        assert_eq!(run.code, 0, "{args:?}: {}", run.stderr);
+    }
+    let bob_key = clan.dir.path().join("bob.key");
+    let keygen = Command::new("age-keygen")
+        .arg("-o")
+        .arg(&bob_key)
+        .output()
+        .unwrap();
+    assert!(keygen.status.success());
+    let bob_public = String::from_utf8_lossy(&keygen.stderr)
+        .trim()
+        .trim_start_matches("Public key: ")
+        .to_owned();
+    for args in [
+        ["secrets", "users", "add", "bob", bob_public.as_str()].as_slice(),
+        &["secrets", "groups", "add-user", "ops", "bob"],
+    ] {
+        let run = clan.run(args, b"");
+        assert_eq!(run.code, 0, "{args:?}: {}", run.stderr);
+    }
+    let as_bob = |args: &[&str]| {
+        let output = clan
+            .command(args)
+            .env("SOPS_AGE_KEY_FILE", &bob_key)
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let secret_vars = [
+        "openssh/ssh.id_ed25519",
+        "user-password-alice/user-password-hash",
+    ];
+
+    let check = clan.run(&["vars", "check", "web01"], b"");
+    assert_eq!(check.code, 1, "{}", check.stderr);
+    assert!(
+        check.stderr.contains("clan vars fix web01"),
+        "{}",
+        check.stderr
+    );
+    let fix = clan.run(&["vars", "fix", "web01"], b"");
+    assert_eq!(fix.code, 0, "{}", fix.stderr);
+    let check = clan.run(&["vars", "check", "web01"], b"");
+    assert_eq!(check.code, 0, "{}", check.stderr);
+    for var in secret_vars {
+        let (code, stderr) = as_bob(&["vars", "get", "web01", var]);
+        assert_eq!(code, Some(0), "bob cannot read {var}: {stderr}");
+    }
+    assert_eq!(clan.git(&["status", "--porcelain"]), "");
+}

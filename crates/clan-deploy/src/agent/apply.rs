@@ -26,13 +26,19 @@ use zeroize::Zeroizing;
 use super::store::Paths;
 use super::system::{self, Accounts};
 use super::AgentError;
-use crate::generation::{fill_template, Manifest};
+use crate::generation::{fill_template, Manifest, SECRETS_ROOT};
 
-/// A generation stored on the machine.
+/// A generation stored on the machine (or, for a dry run, held in memory only).
 pub struct Stored {
     pub id: String,
     pub manifest: Manifest,
-    dir: PathBuf,
+    blobs: Blobs,
+}
+
+/// Where a generation's blobs are.
+enum Blobs {
+    Dir(PathBuf),
+    Memory(BTreeMap<String, Vec<u8>>),
 }
 
 impl Stored {
@@ -54,8 +60,17 @@ impl Stored {
         Ok(Stored {
             id: id.to_owned(),
             manifest,
-            dir,
+            blobs: Blobs::Dir(dir.join("blobs")),
         })
+    }
+
+    /// A received bundle kept in memory: what a dry run compares without storing anything.
+    pub fn in_memory(received: crate::generation::Received) -> Stored {
+        Stored {
+            id: received.id,
+            manifest: received.manifest,
+            blobs: Blobs::Memory(received.blobs),
+        }
     }
 
     /// The state before any generation: nothing managed.
@@ -63,13 +78,21 @@ impl Stored {
         Stored {
             id: String::new(),
             manifest: Manifest::default(),
-            dir: PathBuf::new(),
+            blobs: Blobs::Memory(BTreeMap::new()),
         }
     }
 
     fn blob(&self, key: &str) -> Result<Vec<u8>, AgentError> {
-        let path = self.dir.join("blobs").join(key);
-        fs::read(&path).map_err(AgentError::io("reading", &path))
+        match &self.blobs {
+            Blobs::Dir(dir) => {
+                let path = dir.join(key);
+                fs::read(&path).map_err(AgentError::io("reading", &path))
+            }
+            Blobs::Memory(blobs) => blobs
+                .get(key)
+                .cloned()
+                .ok_or_else(|| AgentError::Corrupt(format!("the generation has no blob `{key}`"))),
+        }
     }
 }
 
@@ -98,10 +121,28 @@ pub struct Changes {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub units_restarted: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub units_reloaded: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub units_stopped: Vec<String>,
 }
 
 impl Changes {
+    /// Everything `manifest` manages, as new: what a first deploy does to a machine that has
+    /// never had a generation (files already there are only found on the machine itself).
+    pub fn first_deploy(manifest: &Manifest) -> Changes {
+        let packages: std::collections::BTreeSet<&String> =
+            manifest.packages.values().flatten().collect();
+        Changes {
+            groups_created: manifest.groups.keys().cloned().collect(),
+            users_created: manifest.users.keys().cloned().collect(),
+            packages_installed: packages.into_iter().cloned().collect(),
+            secrets_changed: manifest.secrets.keys().cloned().collect(),
+            files_written: manifest.files.keys().cloned().collect(),
+            units_started: manifest.units.keys().cloned().collect(),
+            ..Changes::default()
+        }
+    }
+
     /// One line: `2 files written, 1 unit restarted`, or `no changes`.
     pub fn summary(&self) -> String {
         let parts: Vec<String> = [
@@ -115,6 +156,7 @@ impl Changes {
             (self.files_kept_aside.len(), "file kept aside"),
             (self.units_started.len(), "unit started"),
             (self.units_restarted.len(), "unit restarted"),
+            (self.units_reloaded.len(), "unit reloaded"),
             (self.units_stopped.len(), "unit stopped"),
         ]
         .into_iter()
@@ -132,22 +174,35 @@ impl Changes {
     }
 }
 
-/// Unit name → (content, enabled, restart on change).
-type Units = BTreeMap<String, (Vec<u8>, bool, bool)>;
+/// What activation does with one unit.
+struct UnitPlan {
+    content: Vec<u8>,
+    enabled: bool,
+    restart_on_change: bool,
+    restart_triggers: Vec<String>,
+    reload_triggers: Vec<String>,
+}
 
-/// Where secrets are decrypted to, on the machine (tmpfs).
+/// Unit name → plan.
+type Units = BTreeMap<String, UnitPlan>;
+
+/// Where secret vars are decrypted to, on the machine (tmpfs).
 const SECRETS_DIR: &str = "/run/clan/secrets";
+
+/// Where clan secrets (`clan secrets set --machine`) are decrypted to.
+const CLAN_SECRETS_DIR: &str = "/run/secrets";
 
 /// Decrypted secrets of a generation, by `<generator>/<file>`.
 type Secrets = BTreeMap<String, clan_secrets::Plaintext>;
 
 /// The boot-time unit that decrypts the current generation's secrets again (tmpfs is empty
-/// after a reboot).
+/// after a reboot) and restarts the waiter of a generation still awaiting confirmation.
 pub const SECRETS_UNIT: &str = "clan-secrets.service";
 
 fn secrets_unit(agent: &Path) -> String {
     format!(
-        "# Written by clan: decrypts the current generation's secrets into /run/clan/secrets.\n\
+        "# Written by clan: decrypts the current generation's secrets into /run/clan/secrets\n\
+         # and resumes a confirmation a reboot interrupted.\n\
          [Unit]\nDescription=clan secrets\nDefaultDependencies=no\n\
          After=local-fs.target\nBefore=sysinit.target\n\n\
          [Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=\"{}\" agent decrypt-secrets\n\n\
@@ -191,10 +246,9 @@ pub fn install_secrets(
     dry_run: bool,
 ) -> Result<(), AgentError> {
     let system = paths.system()?;
-    let root = Path::new(SECRETS_DIR);
     let mut changed = Vec::new();
     for (name, entry) in &generation.manifest.secrets {
-        let path = root.join(name);
+        let (root, path) = secret_path(name);
         let (uid, gid) = owner_ids(
             accounts,
             &entry.owner,
@@ -207,7 +261,7 @@ pub fn install_secrets(
         if differs {
             changed.push(name.clone());
             if !dry_run {
-                system.dir(root, Some(0o751))?;
+                system.dir(&root, Some(0o751))?;
                 let (dir, file) = system.parent(&path, Some(0o751))?;
                 let options = WriteOptions::new(entry.mode).owner(uid, gid);
                 dir.write(Path::new(&file), value.expose(), options)?;
@@ -218,7 +272,7 @@ pub fn install_secrets(
         if !generation.manifest.secrets.contains_key(name) {
             changed.push(name.clone());
             if !dry_run {
-                match system.parent(&root.join(name), None) {
+                match system.parent(&secret_path(name).1, None) {
                     Ok((dir, file)) => {
                         dir.remove_file(Path::new(&file))?;
                     }
@@ -233,6 +287,20 @@ pub fn install_secrets(
     }
     Ok(())
 }
+
+/// Where secret `name` of a manifest goes on the machine, and the directory it lives in:
+/// clan secrets (`@secrets/<name>`) at `/run/secrets/<name>`, secret vars at
+/// `/run/clan/secrets/<generator>/<file>`.
+fn secret_path(name: &str) -> (PathBuf, PathBuf) {
+    let (root, relative) = match name.strip_prefix(CLAN_SECRETS_PREFIX) {
+        Some(secret) => (Path::new(CLAN_SECRETS_DIR), secret),
+        None => (Path::new(SECRETS_DIR), name),
+    };
+    (root.to_path_buf(), root.join(relative))
+}
+
+/// How clan secrets are named in a manifest (see `clan_vars::CLAN_SECRETS`).
+const CLAN_SECRETS_PREFIX: &str = "@secrets/";
 
 fn owner_ids(
     accounts: &Accounts,
@@ -443,17 +511,27 @@ pub fn apply(
         for (name, unit) in &generation.manifest.units {
             units.insert(
                 name.clone(),
-                (
-                    generation.blob(&unit.blob)?,
-                    unit.enabled,
-                    unit.restart_on_change,
-                ),
+                UnitPlan {
+                    content: generation.blob(&unit.blob)?,
+                    enabled: unit.enabled,
+                    restart_on_change: unit.restart_on_change,
+                    restart_triggers: unit.restart_triggers.clone(),
+                    reload_triggers: unit.reload_triggers.clone(),
+                },
             );
         }
-        if live && !generation.manifest.secrets.is_empty() {
+        // Every live generation has it: besides secrets, it resumes a confirmation that a
+        // reboot interrupted.
+        if live && !generation.id.is_empty() {
             units.insert(
                 SECRETS_UNIT.to_owned(),
-                (secrets_unit(agent).into_bytes(), true, false),
+                UnitPlan {
+                    content: secrets_unit(agent).into_bytes(),
+                    enabled: true,
+                    restart_on_change: false,
+                    restart_triggers: Vec::new(),
+                    reload_triggers: Vec::new(),
+                },
             );
         }
         Ok(units)
@@ -479,7 +557,7 @@ pub fn apply(
         )?;
     }
     let mut written = Vec::new();
-    for (name, (content, _, _)) in &new_units {
+    for (name, UnitPlan { content, .. }) in &new_units {
         let managed = old_units.contains_key(name);
         let mut unit_changes = Changes::default();
         let root = Some(0);
@@ -504,7 +582,10 @@ pub fn apply(
         system::systemctl("daemon-reload", &[])?;
     }
     for name in written {
-        let (_, enabled, restart_on_change) = new_units[name];
+        let Some(plan) = new_units.get(name) else {
+            continue;
+        };
+        let (enabled, restart_on_change) = (plan.enabled, plan.restart_on_change);
         let is_new = !old_units.contains_key(name);
         if !enabled || name == SECRETS_UNIT {
             if !dry_run && live && enabled {
@@ -522,6 +603,45 @@ pub fn apply(
         if !dry_run && live {
             system::systemctl("enable", &[name])?;
             let verb = if is_new { "start" } else { "restart" };
+            system::systemctl(verb, &[name]).map_err(|error| {
+                AgentError::Step(format!("unit `{name}` failed to {verb}: {error}"))
+            })?;
+        }
+    }
+    // Units whose own file did not change but whose inputs did.
+    let touched: std::collections::BTreeSet<String> = changes
+        .files_written
+        .iter()
+        .cloned()
+        .chain(
+            changes
+                .secrets_changed
+                .iter()
+                .map(|secret| format!("{SECRETS_ROOT}{secret}")),
+        )
+        .collect();
+    let mut input_changed = Vec::new();
+    for (name, plan) in &new_units {
+        let already =
+            changes.units_started.contains(name) || changes.units_restarted.contains(name);
+        if already || !plan.enabled || !old_units.contains_key(name) {
+            continue;
+        }
+        let hit = |triggers: &[String]| triggers.iter().any(|t| touched.contains(t));
+        if hit(&plan.restart_triggers) {
+            input_changed.push((name.as_str(), "restart"));
+        } else if hit(&plan.reload_triggers) {
+            input_changed.push((name.as_str(), "reload-or-restart"));
+        }
+    }
+    for (name, verb) in input_changed {
+        let list = if verb == "restart" {
+            &mut changes.units_restarted
+        } else {
+            &mut changes.units_reloaded
+        };
+        list.push(name.to_owned());
+        if !dry_run && live {
             system::systemctl(verb, &[name]).map_err(|error| {
                 AgentError::Step(format!("unit `{name}` failed to {verb}: {error}"))
             })?;

@@ -22,6 +22,9 @@ pub use store::{HistoryEntry, Paths};
 use apply::Stored;
 use store::{Lock, Pending, State};
 
+/// The exit code of `clan agent confirm` when the generation was already reverted.
+pub const EXIT_REVERTED: u8 = 3;
+
 /// How many generations stay on disk besides the current one.
 const KEEP_GENERATIONS: usize = 10;
 
@@ -187,6 +190,16 @@ impl Agent {
         apply::apply(&self.paths, &new, &old, &self.executable, true)
     }
 
+    /// What activating the generation read from `input` would change, without storing it
+    /// or anything else (a dry run of a generation the machine does not have).
+    pub fn diff_bundle(&self, id: &str, input: impl std::io::Read) -> Result<Changes, AgentError> {
+        let received = crate::generation::read_bundle(BufReader::new(input), id)?;
+        let new = Stored::in_memory(received);
+        let state = State::load(&self.paths)?;
+        let old = self.stored_or_empty(state.current.as_deref())?;
+        apply::apply(&self.paths, &new, &old, &self.executable, true)
+    }
+
     fn stored_or_empty(&self, id: Option<&str>) -> Result<Stored, AgentError> {
         id.map_or_else(|| Ok(Stored::empty()), |id| Stored::load(&self.paths, id))
     }
@@ -198,7 +211,7 @@ impl Agent {
         &self,
         id: &str,
         options: &ActivateOptions,
-        on_wait: impl FnOnce(),
+        on_wait: impl FnOnce(&str),
     ) -> Result<Activation, AgentError> {
         let new = Stored::load(&self.paths, id)?;
         let _lock = self.lock_when_idle(options.lock_timeout, on_wait)?;
@@ -224,7 +237,7 @@ impl Agent {
                     deadline,
                 }
                 .save(&self.paths)?;
-                if let Err(error) = self.spawn_waiter(id) {
+                if let Err(error) = self.spawn_waiter(id, false) {
                     // Without a waiter nothing would revert: undo now rather than hang unprotected.
                     Pending::clear(&self.paths)?;
                     let restored = self.switch(&mut state, &old, &new, "restore");
@@ -250,30 +263,39 @@ impl Agent {
     fn lock_when_idle(
         &self,
         timeout: Duration,
-        on_wait: impl FnOnce(),
+        on_wait: impl FnOnce(&str),
     ) -> Result<Lock, AgentError> {
         let deadline = std::time::Instant::now() + timeout;
         let mut on_wait = Some(on_wait);
         loop {
             let remaining = deadline.saturating_duration_since(std::time::Instant::now());
-            let lock = Lock::acquire(&self.paths, remaining, || {
+            let lock = Lock::acquire(&self.paths, remaining, |holder| {
                 if let Some(f) = on_wait.take() {
-                    f();
+                    f(holder);
                 }
             })?;
             match Pending::load(&self.paths)? {
                 None => return Ok(lock),
+                // Its waiter died (or the machine was off) past the deadline: revert now.
+                Some(pending) if store::now() >= pending.deadline => {
+                    self.revert_unconfirmed(&pending)?;
+                    return Ok(lock);
+                }
                 Some(pending) if remaining.is_zero() => {
                     return Err(AgentError::Busy(format!(
-                        "generation {} of another deploy awaits confirmation (until unix time {})",
+                        "generation {} of another deploy awaits confirmation for {} s more",
                         short(&pending.generation),
-                        pending.deadline
+                        pending.deadline.saturating_sub(store::now())
                     )))
                 }
-                Some(_) => {
+                Some(pending) => {
                     drop(lock);
                     if let Some(f) = on_wait.take() {
-                        f();
+                        f(&format!(
+                            "generation {} awaits confirmation for {} s more",
+                            short(&pending.generation),
+                            pending.deadline.saturating_sub(store::now())
+                        ));
                     }
                     std::thread::sleep(Duration::from_millis(100));
                 }
@@ -308,8 +330,10 @@ impl Agent {
     }
 
     /// Starts `clan agent await-confirm <id>` outside the SSH session: a transient systemd
-    /// unit where systemd runs, else a new session via `setsid`.
-    fn spawn_waiter(&self, id: &str) -> Result<(), AgentError> {
+    /// unit where systemd runs (restarted if it dies), else a new session via `setsid`. At
+    /// boot (`queue_only`) the unit is only queued: waiting for it would wait for the boot
+    /// that waits for us.
+    fn spawn_waiter(&self, id: &str, queue_only: bool) -> Result<(), AgentError> {
         let executable = self.executable.display().to_string();
         let root = self.paths.root.display().to_string();
         let waiter = [
@@ -322,7 +346,19 @@ impl Agent {
         ];
         if Path::new("/run/systemd/system").is_dir() {
             let unit = format!("clan-confirm-{}-{}", short(id), std::process::id());
-            let mut argv = vec!["systemd-run", "--quiet", "--collect", "--unit", &unit, "--"];
+            let mut argv = vec![
+                "systemd-run",
+                "--quiet",
+                "--collect",
+                "--property=Restart=on-failure",
+                "--property=RestartSec=1",
+                "--unit",
+                &unit,
+            ];
+            if queue_only {
+                argv.push("--no-block");
+            }
+            argv.push("--");
             argv.extend(waiter);
             system::run(&argv, None).map(drop)
         } else {
@@ -334,9 +370,16 @@ impl Agent {
 
     /// Confirms generation `id`: the deployer reached the machine afresh after activation.
     pub fn confirm(&self, id: &str) -> Result<(), AgentError> {
-        let _lock = Lock::acquire(&self.paths, Duration::from_secs(30), || {})?;
+        let _lock = Lock::acquire(&self.paths, Duration::from_secs(30), |_| {})?;
         match Pending::load(&self.paths)? {
-            Some(pending) if pending.generation == id => Pending::clear(&self.paths),
+            Some(pending) if pending.generation == id && store::now() < pending.deadline => {
+                Pending::clear(&self.paths)
+            }
+            // Too late, and its waiter has not reverted yet (it died, or is just about to).
+            Some(pending) if pending.generation == id => {
+                self.revert_unconfirmed(&pending)?;
+                Err(AgentError::Reverted(short(id).to_owned()))
+            }
             _ if State::load(&self.paths)?.current.as_deref() == Some(id) => Ok(()),
             _ => Err(AgentError::Reverted(short(id).to_owned())),
         }
@@ -351,29 +394,35 @@ impl Agent {
                 _ => return Ok(()),
             };
             if store::now() >= pending.deadline {
-                let _lock = Lock::acquire(&self.paths, Duration::from_secs(600), || {})?;
-                if Pending::load(&self.paths)?.is_none_or(|p| p.generation != id) {
-                    return Ok(());
-                }
-                let mut state = State::load(&self.paths)?;
-                let current = Stored::load(&self.paths, id)?;
-                let previous = self.stored_or_empty(pending.previous.as_deref())?;
-                let result =
-                    apply::apply(&self.paths, &previous, &current, &self.executable, false);
-                let detail = format!("generation {} was not confirmed in time", short(id));
-                match &pending.previous {
-                    Some(previous) => state.record(previous, "magic-rollback", Some(detail)),
-                    None => {
-                        state.record(id, "failed", Some(detail));
-                        state.current = None;
-                    }
-                }
-                state.save(&self.paths)?;
-                Pending::clear(&self.paths)?;
-                return result.map(drop);
+                let _lock = Lock::acquire(&self.paths, Duration::from_secs(600), |_| {})?;
+                return match Pending::load(&self.paths)? {
+                    Some(pending) if pending.generation == id => self.revert_unconfirmed(&pending),
+                    _ => Ok(()),
+                };
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Puts the generation before the unconfirmed `pending` one back and clears the pending
+    /// confirmation. The caller holds the lock.
+    fn revert_unconfirmed(&self, pending: &Pending) -> Result<(), AgentError> {
+        let id = &pending.generation;
+        let mut state = State::load(&self.paths)?;
+        let current = self.stored_or_empty(Some(id))?;
+        let previous = self.stored_or_empty(pending.previous.as_deref())?;
+        let result = apply::apply(&self.paths, &previous, &current, &self.executable, false);
+        let detail = format!("generation {} was not confirmed in time", short(id));
+        match &pending.previous {
+            Some(previous) => state.record(previous, "magic-rollback", Some(detail)),
+            None => {
+                state.record(id, "failed", Some(detail));
+                state.current = None;
+            }
+        }
+        state.save(&self.paths)?;
+        Pending::clear(&self.paths)?;
+        result.map(drop)
     }
 
     /// Re-activates an earlier generation: `to` (id, id prefix or history number), else the
@@ -383,7 +432,7 @@ impl Agent {
         to: Option<&str>,
         lock_timeout: Duration,
     ) -> Result<Activation, AgentError> {
-        let _lock = self.lock_when_idle(lock_timeout, || {})?;
+        let _lock = self.lock_when_idle(lock_timeout, |_| {})?;
         let mut state = State::load(&self.paths)?;
         let target = match to {
             Some(wanted) => state
@@ -418,8 +467,16 @@ impl Agent {
         Ok((state.current, state.history))
     }
 
-    /// At boot: decrypts the current generation's secrets into `/run/clan/secrets`.
+    /// At boot: decrypts the current generation's secrets into `/run/clan/secrets`. A
+    /// generation still awaiting confirmation (the machine rebooted inside its window, which
+    /// ended its waiter) gets its waiter again, which reverts it unless the confirmation
+    /// comes by the original deadline.
     pub fn decrypt_current_secrets(&self) -> Result<usize, AgentError> {
+        if let Some(pending) = Pending::load(&self.paths)? {
+            if self.paths.is_live() {
+                self.spawn_waiter(&pending.generation, true)?;
+            }
+        }
         let state = State::load(&self.paths)?;
         let Some(current) = state.current else {
             return Ok(0);

@@ -160,18 +160,20 @@ pub struct Lock {
 }
 
 impl Lock {
-    /// Waits up to `timeout` for the lock; `on_wait` is told once that someone else holds it.
+    /// Waits up to `timeout` for the lock; `on_wait` is told once that someone else holds it,
+    /// and who. The holder writes its command, PID and start time into the lock file.
     pub fn acquire(
         paths: &Paths,
         timeout: Duration,
-        on_wait: impl FnOnce(),
+        on_wait: impl FnOnce(&str),
     ) -> Result<Lock, AgentError> {
         let dir = paths.state_dir();
         create_dir(&dir, 0o700)?;
         let path = dir.join("lock");
-        let file = OpenOptions::new()
+        let mut file = OpenOptions::new()
             .create(true)
             .truncate(false)
+            .read(true)
             .write(true)
             .mode(0o600)
             .open(&path)
@@ -180,16 +182,20 @@ impl Lock {
         let mut on_wait = Some(on_wait);
         loop {
             match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-                Ok(()) => return Ok(Lock { _file: file }),
+                Ok(()) => {
+                    record_holder(&mut file);
+                    return Ok(Lock { _file: file });
+                }
                 Err(rustix::io::Errno::WOULDBLOCK) if Instant::now() < deadline => {
                     if let Some(notify) = on_wait.take() {
-                        notify();
+                        notify(&holder(&path));
                     }
                     std::thread::sleep(Duration::from_millis(100));
                 }
                 Err(rustix::io::Errno::WOULDBLOCK) => {
                     return Err(AgentError::Busy(format!(
-                        "another deploy or rollback of this machine is running (waited {} s)",
+                        "another deploy or rollback of this machine is running ({}); waited {} s",
+                        holder(&path),
                         timeout.as_secs()
                     )))
                 }
@@ -198,6 +204,36 @@ impl Lock {
                 }
             }
         }
+    }
+}
+
+/// Writes `<pid> <unix time> <command>` into the held lock file, for whoever waits.
+fn record_holder(file: &mut File) {
+    use std::io::{Seek as _, Write as _};
+    let command: Vec<String> = std::env::args().skip(1).take(3).collect();
+    let line = format!("{} {} {}\n", std::process::id(), now(), command.join(" "));
+    let _ = file.set_len(0);
+    let _ = file.rewind();
+    let _ = file.write_all(line.as_bytes());
+}
+
+/// Who holds the lock at `path` and for how long, from what it recorded.
+fn holder(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut words = text.split_whitespace();
+    match (
+        words.next(),
+        words.next().and_then(|t| t.parse::<u64>().ok()),
+    ) {
+        (Some(pid), Some(since)) => {
+            let command: Vec<&str> = words.collect();
+            format!(
+                "`clan {}`, pid {pid}, for {} s",
+                command.join(" "),
+                now().saturating_sub(since)
+            )
+        }
+        _ => "holder unknown".to_owned(),
     }
 }
 

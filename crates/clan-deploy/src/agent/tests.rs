@@ -76,7 +76,7 @@ fn generations_track_files_keep_originals_and_roll_back() {
     assert_eq!(diff.files_kept_aside, ["/etc/motd"]);
     assert_eq!(read(&root, "/etc/hello"), None, "a dry run changes nothing");
 
-    let activation = agent.activate(&first, &NO_MAGIC, || {}).unwrap();
+    let activation = agent.activate(&first, &NO_MAGIC, |_| {}).unwrap();
     assert_eq!(activation.changes, diff);
     assert_eq!(read(&root, "/etc/hello").as_deref(), Some("hi\n"));
     assert_eq!(
@@ -96,7 +96,7 @@ fn generations_track_files_keep_originals_and_roll_back() {
 
     // The second generation drops /etc/motd (the original comes back) and changes hello.
     let second = store(&agent, &config(&[("/etc/hello", "hello\n")]));
-    let changes = agent.activate(&second, &NO_MAGIC, || {}).unwrap().changes;
+    let changes = agent.activate(&second, &NO_MAGIC, |_| {}).unwrap().changes;
     assert_eq!(changes.files_written, ["/etc/hello"]);
     assert_eq!(changes.files_removed, ["/etc/motd"]);
     assert_eq!(
@@ -125,14 +125,14 @@ fn failed_activation_restores_the_previous_generation() {
     let root = image();
     let agent = Agent::new(root.path());
     let good = store(&agent, &config(&[("/etc/hello", "hi\n")]));
-    agent.activate(&good, &NO_MAGIC, || {}).unwrap();
+    agent.activate(&good, &NO_MAGIC, |_| {}).unwrap();
     // A directory where a file should go makes the second generation fail half-way.
     fs::create_dir_all(root.path().join("srv/blocked")).unwrap();
     let bad = store(
         &agent,
         &config(&[("/etc/hello", "changed\n"), ("/srv/blocked", "x")]),
     );
-    let error = agent.activate(&bad, &NO_MAGIC, || {}).unwrap_err();
+    let error = agent.activate(&bad, &NO_MAGIC, |_| {}).unwrap_err();
     assert!(matches!(error, AgentError::RolledBack { .. }), "{error}");
     assert!(
         error.to_string().contains("directory is in the way"),
@@ -151,13 +151,16 @@ fn a_second_deploy_waits_for_the_lock_and_then_refuses() {
     let root = image();
     let agent = Agent::new(root.path());
     let id = store(&agent, &config(&[("/etc/hello", "hi\n")]));
-    let _held = Lock::acquire(&agent.paths, Duration::from_secs(1), || {}).unwrap();
-    let mut waited = false;
+    let _held = Lock::acquire(&agent.paths, Duration::from_secs(1), |_| {}).unwrap();
+    let mut holder = String::new();
     let error = agent
-        .activate(&id, &NO_MAGIC, || waited = true)
+        .activate(&id, &NO_MAGIC, |who| holder = who.to_owned())
         .unwrap_err();
-    assert!(waited);
+    // Who holds the lock, and since when, is said while waiting and in the refusal.
+    let pid = format!("pid {}", std::process::id());
+    assert!(holder.contains(&pid), "{holder}");
     assert!(matches!(error, AgentError::Busy(_)), "{error}");
+    assert!(error.to_string().contains(&pid), "{error}");
 }
 
 #[test]
@@ -171,7 +174,7 @@ fn truncated_uploads_store_nothing() {
         .is_err());
     assert!(agent.status().unwrap().stored.is_empty());
     assert!(matches!(
-        agent.activate(&generation.id, &NO_MAGIC, || {}),
+        agent.activate(&generation.id, &NO_MAGIC, |_| {}),
         Err(AgentError::UnknownGeneration(_))
     ));
 }
@@ -223,7 +226,7 @@ fn links_a_user_plants_under_a_managed_path_are_never_followed() {
     let agent = Agent::new(root.path());
 
     let first = store(&agent, &app_config("one\n"));
-    agent.activate(&first, &NO_MAGIC, || {}).unwrap();
+    agent.activate(&first, &NO_MAGIC, |_| {}).unwrap();
     let meta = fs::metadata(home.join(".app/config")).unwrap();
     assert_eq!((meta.uid(), meta.gid()), (1000, 1000), "chowned on the fd");
 
@@ -234,7 +237,7 @@ fn links_a_user_plants_under_a_managed_path_are_never_followed() {
     let second = store(&agent, &app_config("two\n"));
     let error = agent.diff(&second).unwrap_err();
     assert!(error.to_string().contains("home/alice/.app"), "{error}");
-    let error = agent.activate(&second, &NO_MAGIC, || {}).unwrap_err();
+    let error = agent.activate(&second, &NO_MAGIC, |_| {}).unwrap_err();
     assert!(error.to_string().contains("home/alice/.app`"), "{error}");
     assert_eq!(
         fs::read_dir(root.path().join("etc/cron.d"))
@@ -250,7 +253,7 @@ fn links_a_user_plants_under_a_managed_path_are_never_followed() {
     fs::remove_file(home.join(".app/config")).unwrap();
     symlink("/etc/shadow", home.join(".app/config")).unwrap();
     lchown(home.join(".app/config"), Some(1000), Some(1000)).unwrap();
-    agent.activate(&second, &NO_MAGIC, || {}).unwrap();
+    agent.activate(&second, &NO_MAGIC, |_| {}).unwrap();
     assert_eq!(
         read(&root, "/etc/shadow").as_deref(),
         Some("root:!:1::::::\n")
@@ -303,7 +306,7 @@ fn racing_a_user_who_swaps_her_directory_never_writes_outside() {
         for trial in 0..trials {
             // Uploaded right before, as a deploy does (activation collects older uploads).
             let generation = store(&agent, &configs[trial % 2]);
-            match agent.activate(&generation, &NO_MAGIC, || {}) {
+            match agent.activate(&generation, &NO_MAGIC, |_| {}) {
                 Ok(_) => written += 1,
                 Err(error) => {
                     assert!(error.to_string().contains("home/alice/.app"), "{error}");
@@ -336,4 +339,45 @@ fn racing_a_user_who_swaps_her_directory_never_writes_outside() {
             }
         }
     }
+}
+
+#[test]
+fn units_restart_or_reload_when_a_declared_input_changes() {
+    let root = image();
+    let agent = Agent::new(root.path());
+    let generation = |app: &str, other: &str| {
+        let mut config = config(&[("/etc/app.conf", app), ("/etc/other.conf", other)]);
+        let unit = |restart: &[&str], reload: &[&str]| clan_config::Unit {
+            content: "[Service]\nExecStart=/bin/true\n".into(),
+            enabled: true,
+            restart_on_change: true,
+            restart_triggers: restart.iter().map(|p| p.to_string()).collect(),
+            reload_triggers: reload.iter().map(|p| p.to_string()).collect(),
+        };
+        config
+            .units
+            .insert("app.service".into(), unit(&["/etc/app.conf"], &[]));
+        config
+            .units
+            .insert("other.service".into(), unit(&[], &["/etc/other.conf"]));
+        config
+            .units
+            .insert("bystander.service".into(), unit(&[], &[]));
+        store(&agent, &config)
+    };
+    let first = generation("a=1\n", "o=1\n");
+    agent.activate(&first, &NO_MAGIC, |_| {}).unwrap();
+
+    let app_changed = generation("a=2\n", "o=1\n");
+    let changes = agent
+        .activate(&app_changed, &NO_MAGIC, |_| {})
+        .unwrap()
+        .changes;
+    assert_eq!(changes.units_restarted, ["app.service"]);
+    assert!(changes.units_reloaded.is_empty());
+
+    let other_changed = generation("a=2\n", "o=2\n");
+    let changes = agent.diff(&other_changed).unwrap();
+    assert!(changes.units_restarted.is_empty());
+    assert_eq!(changes.units_reloaded, ["other.service"]);
 }

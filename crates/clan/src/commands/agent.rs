@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clan_deploy::agent::{ActivateOptions, Agent};
+use clan_deploy::agent::{ActivateOptions, Agent, AgentError};
 
 use super::output::print_json;
 
@@ -26,8 +26,13 @@ enum Command {
     Receive { generation: String },
     /// Install the machine's age key read from stdin.
     InstallKey,
-    /// What activating a stored generation would change.
-    Diff { generation: String },
+    /// What activating a stored generation would change (with --stdin: of the generation
+    /// read from stdin, which is not stored).
+    Diff {
+        generation: String,
+        #[arg(long)]
+        stdin: bool,
+    },
     /// Activate a stored generation.
     Activate {
         generation: String,
@@ -56,17 +61,48 @@ enum Command {
     },
     /// The generation history, as JSON.
     Generations,
+    /// Serve a file (the compressed agent) to the other machines of a deploy, until the
+    /// session ends; prints `listening <port>` first.
+    #[command(hide = true)]
+    ServeFile { path: PathBuf },
     /// Decrypt the current generation's secrets into /run/clan/secrets (run at boot).
     DecryptSecrets,
 }
 
+/// Keeps a command that changes the machine running when the deployer's SSH session goes
+/// away (Ctrl-C on the admin side, a cut link): SIGHUP and SIGPIPE only set a flag, so an
+/// activation or rollback always runs to its end (and, unconfirmed, reverts by itself).
+fn outlive_the_session() -> anyhow::Result<()> {
+    let ignored = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGHUP, signal_hook::consts::SIGPIPE] {
+        signal_hook::flag::register(signal, std::sync::Arc::clone(&ignored))?;
+    }
+    Ok(())
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let agent = Agent::new(&args.root);
+    if matches!(
+        args.command,
+        Command::Activate { .. }
+            | Command::Rollback { .. }
+            | Command::Receive { .. }
+            | Command::Confirm { .. }
+    ) {
+        outlive_the_session()?;
+    }
     match args.command {
         Command::Status => print_json(&agent.status()?)?,
         Command::Receive { generation } => agent.receive(&generation, std::io::stdin().lock())?,
         Command::InstallKey => agent.install_key(std::io::stdin().lock())?,
-        Command::Diff { generation } => print_json(&agent.diff(&generation)?)?,
+        Command::Diff { generation, stdin } => {
+            let changes = if stdin {
+                agent.diff_bundle(&generation, std::io::stdin().lock())?
+            } else {
+                agent.diff(&generation)?
+            };
+            print_json(&changes)?
+        }
         Command::Activate {
             generation,
             confirm_timeout,
@@ -77,15 +113,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 confirm_timeout: (!no_magic_rollback).then(|| Duration::from_secs(confirm_timeout)),
                 lock_timeout: Duration::from_secs(lock_timeout),
             };
-            let activation = agent.activate(&generation, &options, || {
-                eprintln!("waiting for another deploy of this machine to finish");
+            let activation = agent.activate(&generation, &options, |holder| {
+                eprintln!("waiting for another deploy of this machine to finish ({holder})");
             })?;
             print_json(&activation)?;
         }
-        Command::Confirm { generation } => agent.confirm(&generation)?,
+        Command::Confirm { generation } => match agent.confirm(&generation) {
+            Err(error @ AgentError::Reverted(_)) => {
+                eprintln!("error: {error}");
+                return Ok(ExitCode::from(clan_deploy::agent::EXIT_REVERTED));
+            }
+            other => other?,
+        },
         Command::AwaitConfirm { generation } => agent.await_confirm(&generation)?,
         Command::Rollback { to, lock_timeout } => {
             print_json(&agent.rollback(to.as_deref(), Duration::from_secs(lock_timeout))?)?;
+        }
+        Command::ServeFile { path } => {
+            clan_deploy::relay::serve_file(&path, std::io::stdin(), std::io::stdout().lock())?
         }
         Command::Generations => {
             let (current, history) = agent.generations()?;

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clan_inventory::{Editor, MachineClass, RoleTarget, SettingScope};
+use clan_testbed::Tool;
 use serde_json::json;
 
 use super::Context;
@@ -123,16 +124,42 @@ pub fn run(args: Args, _context: &Context) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Starts one test machine per demo machine, or says why it cannot and returns None.
+/// What the demo runs on the host besides the testbed's own tools: the vars sandbox and the
+/// users service's password hashing.
+const DEMO_TOOLS: &[Tool] = &[
+    Tool {
+        name: "bwrap",
+        package: "bubblewrap",
+    },
+    Tool {
+        name: "openssl",
+        package: "openssl",
+    },
+];
+
+/// Starts one test machine per demo machine, or says why it cannot and returns None. As
+/// root, the host packages it needs are installed first (and it says so).
 fn start_testbed(dir: &std::path::Path) -> Option<clan_testbed::Testbed> {
-    let missing_tool = ["bwrap", "ssh-keygen", "openssl"].into_iter().find(|tool| {
-        !std::env::var_os("PATH")
-            .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(tool).is_file()))
-    });
-    let started = match (clan_testbed::check_host(), missing_tool) {
-        (Err(reason), _) => Err(reason.to_string()),
-        (Ok(()), Some(tool)) => Err(format!("`{tool}` is not installed")),
-        (Ok(()), None) => {
+    let tools: Vec<Tool> = clan_testbed::HOST_TOOLS
+        .iter()
+        .chain(DEMO_TOOLS)
+        .copied()
+        .collect();
+    let started = clan_testbed::check_host()
+        .or_else(|error| match error {
+            clan_testbed::Error::ToolMissing { .. } => Ok(()),
+            other => Err(other),
+        })
+        .map_err(|error| error.to_string())
+        .and_then(|()| {
+            let missing = clan_testbed::missing_packages(&tools);
+            if !missing.is_empty() {
+                eprintln!(
+                    "installing what the test machines need on this host: apt-get install {}",
+                    missing.join(" ")
+                );
+                clan_testbed::install_packages(&missing).map_err(|error| error.to_string())?;
+            }
             eprintln!(
                 "starting {} test machines (systemd-nspawn containers with sshd)",
                 MACHINES.len()
@@ -143,13 +170,16 @@ fn start_testbed(dir: &std::path::Path) -> Option<clan_testbed::Testbed> {
             );
             options.progress = |message| eprintln!("  {message}");
             clan_testbed::Testbed::up(&options).map_err(|error| error.to_string())
-        }
-    };
+        });
     match started {
         Ok(testbed) => Some(testbed),
         Err(reason) => {
             eprintln!("not deploying: {reason}");
-            eprintln!("hint: as root, `apt-get install $(grep -v '^#' .ci/apt-packages)` lets the demo deploy to local test machines");
+            eprintln!(
+                "hint: run the demo as root on Debian: it installs what the test machines need \
+                 ({}) and deploys to them",
+                clan_testbed::missing_packages(&tools).join(" ")
+            );
             None
         }
     }
@@ -183,9 +213,9 @@ fn deploy(dir: &std::path::Path, testbed: &clan_testbed::Testbed) -> anyhow::Res
         "--prompt-values",
         &answers.display().to_string(),
     ])?;
-    // The deploy installs each machine's clan-generated host key, so the confirming connection
-    // cannot check it against the key the machine had before.
-    clan(&["machines", "update", "--host-key-check", "none"])?;
+    // The machines are new to us, as a fresh server is: trust on first use records each one's
+    // original host key, the deploy installs its clan-generated one and trusts that after.
+    clan(&["machines", "update", "--host-key-check", "tofu"])?;
     // Log in trusting only the host key clan generated for web01: the machine now presents it.
     let web01 = testbed.machine("web01")?;
     let host_key = std::fs::read_to_string(

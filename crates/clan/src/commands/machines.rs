@@ -6,6 +6,8 @@ use clan_inventory::{Editor, MachineClass, MachineName, TagName};
 
 mod deploy;
 
+pub use deploy::{connect, SshArgs};
+
 use super::output::{commit, print_json, print_table};
 use super::{clan_dir, Context};
 
@@ -34,8 +36,8 @@ enum Command {
     },
     /// List machines, optionally only those with all the given tags.
     List {
-        #[arg(long, value_delimiter = ',')]
-        tags: Vec<String>,
+        #[command(flatten)]
+        tags: TagsArg,
         #[arg(long)]
         json: bool,
     },
@@ -53,6 +55,15 @@ enum Command {
     Generations(deploy::GenerationsArgs),
     /// Re-activate an earlier generation of a machine (default: the previous one).
     Rollback(deploy::RollbackArgs),
+}
+
+/// `--tags`, the same in every command that selects machines.
+#[derive(clap::Args)]
+pub struct TagsArg {
+    /// Only machines with all of these tags (comma-separated or repeated; `all` and the class
+    /// name, e.g. `linux`, are implied tags of every machine).
+    #[arg(long = "tags", value_name = "TAG", value_delimiter = ',', num_args = 1..)]
+    pub tags: Vec<String>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -100,15 +111,10 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
         }
         Command::List { tags, json } => {
             let fleet = clan_eval::Fleet::open(&dir)?;
-            let machines: Vec<_> = fleet
-                .summary
-                .machines
-                .values()
-                .filter(|machine| {
-                    tags.iter().all(|tag| {
-                        tag == "all" || *tag == machine.class || machine.tags.contains(tag)
-                    })
-                })
+            let selected = fleet.select_machines(&[], &tags.tags)?;
+            let machines: Vec<_> = selected
+                .iter()
+                .filter_map(|name| fleet.summary.machines.get(name))
                 .collect();
             if json {
                 print_json(&machines)?;
@@ -149,13 +155,37 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
         Command::Delete { name } => {
             let mut editor = Editor::open(&dir)?;
             editor.remove_machine(&name)?;
+            // Its vars and keys go too, and what it could read is re-keyed without it.
+            let machine: clan_secrets::MachineName = name.as_str().parse()?;
+            let identities =
+                clan_secrets::Identities::discover(&clan_secrets::KeySources::from_env()).ok();
+            let store = clan_vars::VarsStore::new(&dir);
+            let forgotten = clan_vars::ops::forget_machine(&store, &machine, identities.as_ref())?;
             editor.save()?;
-            commit(
-                &dir,
-                &[clan_inventory::CLAN_TOML],
-                &format!("machines: delete {name}"),
-            )?;
-            eprintln!("deleted machine `{name}`");
+            let mut paths: Vec<String> = vec![clan_inventory::CLAN_TOML.to_owned()];
+            paths.extend(
+                forgotten
+                    .changes
+                    .paths
+                    .iter()
+                    .map(|p| p.display().to_string()),
+            );
+            let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
+            commit(&dir, &paths, &format!("machines: delete {name}"))?;
+            for (path, error) in forgotten.report.iter().flat_map(|r| &r.failed) {
+                eprintln!("error: could not re-key `{}`: {error}", path.display());
+            }
+            eprintln!(
+                "deleted machine `{name}`{}",
+                if forgotten.changes.paths.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " and its vars and keys ({} paths)",
+                        forgotten.changes.paths.len()
+                    )
+                }
+            );
         }
         Command::Update(args) => return deploy::update(args, &dir),
         Command::Generations(args) => return deploy::generations(args, &dir),

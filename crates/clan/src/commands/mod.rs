@@ -13,6 +13,7 @@ pub mod mesher;
 mod output;
 pub mod secrets;
 pub mod services;
+pub mod ssh;
 pub mod testbed;
 pub mod vars;
 

@@ -217,15 +217,25 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
             let session = Session::open(context, sources)?;
             let admin = session.admin()?;
             let value = read_value(&secret)?;
+            // A machine of the clan without a sops key yet gets one, as vars do.
+            let mut created = Vec::new();
+            for machine in &machines {
+                if session.is_clan_machine(machine) {
+                    if let Some(changes) = session.store.ensure_machine_key(machine, &[], &admin)? {
+                        created.extend(changes.paths);
+                    }
+                }
+            }
             let members: Vec<Member> = users
                 .into_iter()
                 .map(Member::User)
                 .chain(machines.into_iter().map(Member::Machine))
                 .chain(groups.into_iter().map(Member::Group))
                 .collect();
-            let changes = session
+            let mut changes = session
                 .store
                 .set_secret(&secret, &value, &members, &admin)?;
+            changes.paths.extend(created);
             session.finish(changes, None)
         }
         SecretsCommand::Get { secret } => {
@@ -292,6 +302,17 @@ impl Session {
     }
 
     /// Commits `changes`, reports secrets that could not be re-keyed, picks the exit code.
+    /// Whether `machine` is declared in the clan's inventory.
+    fn is_clan_machine(&self, machine: &MachineName) -> bool {
+        clan_inventory::load(self.store.clan_dir()).is_ok_and(|loaded| {
+            loaded
+                .inventory
+                .machines
+                .keys()
+                .any(|name| name.as_str() == machine.as_str())
+        })
+    }
+
     fn finish(&self, changes: Changes, report: Option<RekeyReport>) -> anyhow::Result<ExitCode> {
         for path in &changes.paths {
             eprintln!("changed {}", path.display());

@@ -4,6 +4,7 @@
 //! never from arguments. Mutations hold the clan lock and are committed to git (one commit
 //! per command) unless `CLAN_NO_COMMIT=1`.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -213,7 +214,20 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
             for problem in &problems {
                 eprintln!("{}: {}", problem.var, problem.message);
             }
-            eprintln!("hint: `clan vars generate {machine}` creates missing vars, `clan vars fix {machine}` re-encrypts secrets");
+            let remedies: BTreeSet<ops::Remedy> = problems.iter().map(|p| p.remedy).collect();
+            for remedy in remedies {
+                eprintln!(
+                    "hint: run {}",
+                    match remedy {
+                        ops::Remedy::Generate =>
+                            format!("`clan vars generate {machine}` (missing or outdated vars)"),
+                        ops::Remedy::Fix => format!(
+                            "`clan vars fix {machine}` (secrets not encrypted to exactly who \
+                             should read them)"
+                        ),
+                    }
+                );
+            }
             Ok(ExitCode::from(EXIT_FAILED))
         }
         VarsCommand::Fix { machine } => {
@@ -278,25 +292,86 @@ fn cores() -> usize {
 
 /// Generates what `machines` still miss (and what depends on it), as `vars generate` does:
 /// prompts first, one commit. Quiet when nothing is missing; generators that fail are
-/// reported and the machines needing them fail later, alone. Returns whether anything ran.
+/// reported and the machines needing them fail later, alone. Without a terminal, machines
+/// whose generators ask for an answer that `prompt_values` lacks are left out: returned by
+/// name with the reason, for the deploy to fail them alone. Also returns whether anything ran.
 pub fn generate_missing(
     clan_dir: &Path,
     fleet: &clan_eval::Fleet,
     machines: &[MachineName],
     prompt_values: Option<&Path>,
     sandbox: bool,
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<(bool, BTreeMap<String, String>)> {
     let session = Session::of(clan_dir.to_path_buf(), fleet)?;
-    let selection = Selection {
+    let mut selection = Selection {
         machines: machines.to_vec(),
         generator: None,
         regenerate: false,
     };
+    let unanswerable = if std::io::stdin().is_terminal() {
+        BTreeMap::new()
+    } else {
+        unanswered_machines(&session, fleet, &selection, prompt_values)?
+    };
+    if !unanswerable.is_empty() {
+        selection
+            .machines
+            .retain(|m| !unanswerable.contains_key(m.as_str()));
+        if selection.machines.is_empty() {
+            return Ok((false, unanswerable));
+        }
+    }
     let options = RunOptions {
         confinement: Confinement::detect(sandbox)?,
         jobs: cores(),
     };
-    Ok(generate(&session, &selection, prompt_values, &options)?.is_some())
+    let ran = generate(&session, &selection, prompt_values, &options)?.is_some();
+    Ok((ran, unanswerable))
+}
+
+/// The machines of `selection` that a generator still to run needs an answer for which
+/// `prompt_values` has none, each with the reason (a shared generator's prompt blocks every
+/// machine using it).
+fn unanswered_machines(
+    session: &Session,
+    fleet: &clan_eval::Fleet,
+    selection: &Selection,
+    prompt_values: Option<&Path>,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let plan = Plan::new(&session.graph, &session.store, selection)?;
+    let mut answers = Answers::default();
+    let admin = session.admin().ok();
+    let requests = plan.prompts(&session.graph, &session.store, admin.as_ref(), &mut answers)?;
+    if let (Some(path), false) = (prompt_values, requests.is_empty()) {
+        let (bytes, name) = read_prompt_values(path)?;
+        answers.fill_from_json(&bytes, &name, &requests)?;
+    }
+    let mut blocked = BTreeMap::new();
+    for request in requests.iter().filter(|r| !answers.contains(r)) {
+        let key = &request.generator;
+        let reason = format!(
+            "generator `{key}` asks for `{}` and no answer is at hand: run `clan vars generate` \
+             on a terminal, or pass the answer with --prompt-values",
+            request.name
+        );
+        let users: Vec<String> = match &key.placement {
+            clan_vars::Placement::PerMachine(machine) => vec![machine.to_string()],
+            clan_vars::Placement::Shared => selection
+                .machines
+                .iter()
+                .filter(|m| {
+                    fleet
+                        .machine(m.as_str())
+                        .is_ok_and(|machine| machine.config.generators.contains_key(&key.name))
+                })
+                .map(ToString::to_string)
+                .collect(),
+        };
+        for machine in users {
+            blocked.entry(machine).or_insert_with(|| reason.clone());
+        }
+    }
+    Ok(blocked)
 }
 
 /// Runs what `selection` needs under the clan lock; `None` when nothing is missing.

@@ -2,15 +2,17 @@
 //! events as `[machine] …` lines on stderr (or JSON lines on stdout with `--json`) and a
 //! summary table; exit 1 when any machine failed.
 
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clan_deploy::agent::{Activation, HistoryEntry};
 use clan_deploy::deploy::{run_agent, AgentBinary, DeployOptions};
 use clan_deploy::events::Event;
+use clan_deploy::fleet::Route;
 use clan_deploy::ssh::{ControlDir, HostKeyCheck, SshHost, SshOptions};
 
 use crate::commands::output::{print_json, print_table};
@@ -29,19 +31,21 @@ enum HostKeyArg {
 /// How to reach machines.
 #[derive(clap::Args)]
 pub struct SshArgs {
-    /// How unknown or changed host keys are treated (`tofu`: trust on first use).
-    #[arg(long, value_enum, default_value = "ask")]
+    /// How host keys of machines met for the first time are treated: `ask` prompts on the
+    /// terminal, `tofu` records them, `strict` refuses them, `none` checks nothing (throwaway
+    /// machines only). A changed key is always refused, except under `none`.
+    #[arg(long, value_enum, default_value = "ask", env = "CLAN_HOST_KEY_CHECK")]
     host_key_check: HostKeyArg,
     /// An ssh_config file used instead of ~/.ssh/config (e.g. a testbed's).
     #[arg(long, env = "CLAN_SSH_CONFIG")]
     ssh_config: Option<PathBuf>,
     /// Connect to `[user@]host[:port]` instead of the machine's target.
     #[arg(long)]
-    target_host: Option<String>,
+    pub target_host: Option<String>,
 }
 
 impl SshArgs {
-    fn options(&self) -> SshOptions {
+    pub fn options(&self) -> SshOptions {
         SshOptions {
             config: self.ssh_config.clone(),
             host_key_check: match self.host_key_check {
@@ -59,9 +63,8 @@ impl SshArgs {
 pub struct UpdateArgs {
     /// Machines to deploy (default: all).
     machines: Vec<String>,
-    /// Only machines with this tag (repeat: all of them); with names, those of the names.
-    #[arg(long = "tags", value_name = "TAG", num_args = 1..)]
-    tags: Vec<String>,
+    #[command(flatten)]
+    tags: super::TagsArg,
     /// JSON file with answers to the prompts of vars still to generate (see `clan vars
     /// generate --help`); `-` reads stdin.
     #[arg(long, value_name = "FILE")]
@@ -114,14 +117,19 @@ pub struct RollbackArgs {
 
 pub fn update(args: UpdateArgs, dir: &Path) -> anyhow::Result<ExitCode> {
     let fleet = clan_eval::Fleet::open(dir)?;
-    let machines = selected_machines(&fleet, &args.machines, &args.tags)?;
-    for name in &machines {
-        fleet.machine(name)?;
+    let machines = fleet.select_machines(&args.machines, &args.tags.tags)?;
+    if args.ssh.target_host.is_some() && machines.len() != 1 {
+        return Err(hinted(format!(
+            "--target-host is one machine's address, but {} machines are selected",
+            machines.len()
+        ), "name exactly one machine, e.g. `clan machines update web01 --target-host root@203.0.113.4`"));
     }
     // Vars first, for every selected machine, all prompts before anything runs; a machine
     // whose vars still fail to generate then fails alone, at resolve. New public vars can
     // change the machines' configuration, so the clan is evaluated again then.
-    let generated = !args.dry_run && {
+    let (generated, unanswered) = if args.dry_run {
+        (false, Default::default())
+    } else {
         let selection: Vec<clan_secrets::MachineName> = machines
             .iter()
             .map(|name| name.parse())
@@ -139,7 +147,16 @@ pub fn update(args: UpdateArgs, dir: &Path) -> anyhow::Result<ExitCode> {
     } else {
         fleet
     };
-    let jobs = clan_deploy::fleet::jobs(&fleet, dir, &machines, args.ssh.target_host.as_deref())?;
+    let mut jobs =
+        clan_deploy::fleet::jobs(&fleet, dir, &machines, args.ssh.target_host.as_deref())?;
+    for job in &mut jobs {
+        if let Some(reason) = unanswered.get(&job.machine) {
+            job.plan = Err(clan_deploy::Error::VarsMissing {
+                machine: job.machine.clone(),
+                reason: reason.clone(),
+            });
+        }
+    }
     let options = DeployOptions {
         agent: AgentBinary::current()?,
         confirm_timeout: (!args.no_magic_rollback)
@@ -149,7 +166,15 @@ pub fn update(args: UpdateArgs, dir: &Path) -> anyhow::Result<ExitCode> {
     };
     let json = args.json;
     let out = Mutex::new(());
+    let standing: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
+    let interrupted = report_interruption(Arc::clone(&standing))?;
     let emit = |event: Event| {
+        if let Some(now) = event.standing() {
+            standing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(event.machine().to_owned(), now);
+        }
         let _guard = out.lock();
         if json {
             let mut stdout = std::io::stdout().lock();
@@ -164,6 +189,12 @@ pub fn update(args: UpdateArgs, dir: &Path) -> anyhow::Result<ExitCode> {
         }
     };
     let results = clan_deploy::fleet::run(jobs, &args.ssh.options(), &options, args.jobs, &emit)?;
+    if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
+        // The interruption's own report ends the process; no summary after it.
+        loop {
+            std::thread::park();
+        }
+    }
     let failed = results.iter().filter(|r| r.result.is_err()).count();
     if !json {
         let mut rows = vec![vec![
@@ -213,51 +244,39 @@ pub fn update(args: UpdateArgs, dir: &Path) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// The machines `names` and `tags` select: all when both are empty; with tags, those having
-/// every tag (among `names` when given). Unknown names are left for the deploy to report.
-fn selected_machines(
-    fleet: &clan_eval::Fleet,
-    names: &[String],
-    tags: &[String],
-) -> anyhow::Result<Vec<String>> {
-    let all = &fleet.summary.machines;
-    let candidates: Vec<String> = if names.is_empty() {
-        all.keys().cloned().collect()
-    } else {
-        names.to_vec()
-    };
-    if tags.is_empty() {
-        return Ok(candidates);
+/// On Ctrl-C (or SIGTERM) during a fleet run: says where each machine stands, then ends the
+/// run with 130. The machines are safe either way: an activation runs to its end on the
+/// machine, and one that is not confirmed reverts by itself.
+/// Returns the flag the signal sets at once, before the report is printed.
+fn report_interruption(
+    standing: Arc<Mutex<BTreeMap<String, String>>>,
+) -> anyhow::Result<Arc<std::sync::atomic::AtomicBool>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&interrupted))?;
     }
-    let selected: Vec<String> = candidates
-        .into_iter()
-        .filter(|name| {
-            all.get(name)
-                .is_some_and(|machine| tags.iter().all(|tag| machine.tags.contains(tag)))
-        })
-        .collect();
-    if selected.is_empty() {
-        return Err(hinted(
-            format!("no machine has the tags {}", tags.join(", ")),
-            "`clan machines list --tags TAG` shows which machines have a tag",
-        ));
-    }
-    Ok(selected)
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            let standing = standing.lock().unwrap_or_else(|p| p.into_inner());
+            eprintln!("\ninterrupted; where each machine stands:");
+            for (machine, now) in standing.iter() {
+                eprintln!("[{machine}] {now}");
+            }
+            std::process::exit(130);
+        }
+    });
+    Ok(interrupted)
 }
 
 /// A connection to one machine, for commands outside a fleet run, and its control directory
 /// (bound first, so that the host, dropped first, closes before the directory goes).
-fn connect(dir: &Path, machine: &str, ssh: &SshArgs) -> anyhow::Result<(ControlDir, SshHost)> {
+pub fn connect(dir: &Path, machine: &str, ssh: &SshArgs) -> anyhow::Result<(ControlDir, SshHost)> {
     let fleet = clan_eval::Fleet::open(dir)?;
+    let route = Route::of(&fleet, dir, machine, ssh.target_host.as_deref())?;
     let control_dir = ControlDir::new()?;
-    let host = clan_deploy::fleet::connect(
-        &fleet,
-        dir,
-        machine,
-        &ssh.options(),
-        ssh.target_host.as_deref(),
-        &control_dir,
-    )?;
+    let host = route.connect(&ssh.options(), &control_dir)?;
     Ok((control_dir, host))
 }
 

@@ -1,0 +1,53 @@
+//! `clan ssh <machine> [-- command…]`: a login or one command on a machine, reached exactly
+//! as deploys reach it (the same target resolution, the same host-key trust).
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use clan_deploy::fleet::Route;
+
+use super::machines::SshArgs;
+use super::output::print_json;
+use super::{clan_dir, Context};
+
+#[derive(clap::Args)]
+#[command(after_help = "Examples:
+  clan ssh web01                                   # a login shell
+  clan ssh web01 -- systemctl is-active sshd       # one command; its exit code is clan's
+  clan ssh web01 -t -- htop                        # a command that needs a terminal
+  clan ssh web01 --json                            # where web01 is reached, without connecting")]
+pub struct Args {
+    /// The machine to reach.
+    machine: String,
+    /// The command to run instead of a login shell. As with ssh, its words are joined with
+    /// spaces and run by the machine's shell.
+    #[arg(last = true, value_name = "COMMAND")]
+    command: Vec<String>,
+    /// Give the command a terminal (as `ssh -t`).
+    #[arg(short = 't', long)]
+    tty: bool,
+    /// Print the machine's route (target, where it came from, the trusted clan host key) as
+    /// JSON instead of connecting.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    ssh: SshArgs,
+}
+
+pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
+    let dir = clan_dir(context)?;
+    if args.json {
+        let fleet = clan_eval::Fleet::open(&dir)?;
+        let route = Route::of(&fleet, &dir, &args.machine, args.ssh.target_host.as_deref())?;
+        print_json(&route)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    session(&dir, &args)
+}
+
+fn session(dir: &Path, args: &Args) -> anyhow::Result<ExitCode> {
+    let (_control_dir, host) = super::machines::connect(dir, &args.machine, &args.ssh)?;
+    let command = (!args.command.is_empty()).then(|| args.command.join(" "));
+    let code = host.session(command.as_deref(), args.tty)?;
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)))
+}
