@@ -11,7 +11,10 @@
 # Env: CLAN_BIN (default target/release/clan; a stripped copy is what runs and is uploaded),
 #      BENCH_DIR (default /tmp/deploybench), VENV (default /tmp/deploybench-venv),
 #      JOBS (default 50: clan --jobs and ansible -f; pyinfra always connects to all at once),
-#      TOOLS (default "clan ansible pyinfra": which tools run), KEEP=1 keeps the testbed running.
+#      TOOLS (default "clan ansible pyinfra": which tools run), KEEP=1 keeps the testbed running,
+#      SHAPE (e.g. 50mbit: the admin's uplink to every machine shaped with tc tbf).
+# Each run also records the bytes the admin sent to the machines (its testbed interface's
+# tx_bytes before and after).
 set -euo pipefail
 
 N=${1:-50}
@@ -67,12 +70,19 @@ teardown() { [ "${KEEP:-0}" = 1 ] || "$CLAN" testbed down --state-dir "$STATE" |
 trap teardown EXIT
 log "starting $N test machines"
 t0=$(now)
-"$CLAN" testbed up -n "$N" --state-dir "$STATE" --json > "$BENCH_DIR/testbed.json"
+"$CLAN" testbed up -n "$N" --state-dir "$STATE" --json --trust-host-keys > "$BENCH_DIR/testbed.json"
 record testbed "up -n $N" "$(echo "$(now) - $t0" | bc)"
 SSHCFG=$STATE/ssh_config
 [ -f "$SSHCFG" ] || SSHCFG=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ssh_config"])' "$BENCH_DIR/testbed.json")
 KEY=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["admin_key"])' "$BENCH_DIR/testbed.json")
 KNOWN=$(dirname "$SSHCFG")/known_hosts
+HOSTIF=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["host_interface"])' "$BENCH_DIR/testbed.json")
+if [ -n "${SHAPE:-}" ]; then
+    log "shaping the admin's uplink ($HOSTIF) to $SHAPE"
+    tc qdisc replace dev "$HOSTIF" root tbf rate "$SHAPE" burst 256kb latency 50ms
+    record shape "$SHAPE on $HOSTIF" 0
+fi
+tx_bytes() { cat "/sys/class/net/$HOSTIF/statistics/tx_bytes"; }
 mapfile -t NAMES < <(python3 -c 'import json,sys; [print(m["name"]) for m in json.load(open(sys.argv[1]))["machines"]]' "$BENCH_DIR/testbed.json")
 mapfile -t ADDRS < <(python3 -c 'import json,sys; [print(m["address"]) for m in json.load(open(sys.argv[1]))["machines"]]' "$BENCH_DIR/testbed.json")
 CHANGED=${NAMES[$(( ${#NAMES[@]} / 2 ))]}   # the machine whose file changes
@@ -231,11 +241,13 @@ pyinfra_run() {
 timed() {  # tool label logfile command...
     local tool=$1 label=$2 out=$3; shift 3
     case " $TOOLS " in *" $tool "*) ;; *) return 0 ;; esac
-    local t0 rc=0; t0=$(now)
+    local t0 rc=0 b0; b0=$(tx_bytes); t0=$(now)
     "$@" "$out" || rc=$?
     local dt; dt=$(echo "$(now) - $t0" | bc)
+    local sent; sent=$(( $(tx_bytes) - b0 ))
     [ "$rc" = 0 ] || { log "$tool $label FAILED (exit $rc), see $out"; tail -20 "$out" >&2; }
     record "$tool" "$label" "$dt"
+    printf '%-12s %-22s %8.1f MiB sent by the admin\n' "$tool" "$label" "$(echo "$sent / 1048576" | bc -l)" | tee -a "$RESULTS" >&2
 }
 timed clan first "$BENCH_DIR/clan-first.jsonl" clan_update
 timed clan unchanged "$BENCH_DIR/clan-unchanged.jsonl" clan_update

@@ -186,76 +186,62 @@ fn compressed_remote_path(agent: &AgentBinary) -> String {
     format!("{}.gz", agent.remote_path())
 }
 
-/// Streams the compressed agent from the admin; the machine checks the architecture and the
-/// SHA-256 before installing it (temp name, then rename) and keeps the compressed copy to
-/// serve. Returns the bytes sent.
-fn upload(host: &dyn Host, agent: &AgentBinary) -> Result<u64, Error> {
-    let compressed = agent.compressed()?;
-    // A fixed script; paths, architecture and digest arrive as positional parameters.
-    let script = r#"set -e; umask 022
+/// Installs the agent on the machine from its compressed form, read from stdin (an upload
+/// from the admin) or, given a host and port (`$4`, `$5`), fetched from the machine serving
+/// it with bash's `/dev/tcp` (nothing to install for it). The architecture (`$2`) and the
+/// SHA-256 (`$3`) are checked before the agent goes to its path (`$1`; temp name, then
+/// rename); an upload keeps the compressed copy, to serve it. A fixed script: everything
+/// variable arrives as a positional parameter.
+const INSTALL: &str = r#"set -e; umask 022
 [ "$(uname -m)" = "$2" ] || { echo "the machine is $(uname -m) but this clan binary is $2; install clan for the machine's architecture" >&2; exit 3; }
 mkdir -p "${1%/*}"; t="$1.tmp.$$"; trap 'rm -f "$t" "$t.gz"' EXIT
-cat > "$t.gz"; gzip -dc < "$t.gz" > "$t"
-echo "$3  $t" | sha256sum -c --status || { echo "the uploaded agent is damaged (SHA-256 differs)" >&2; exit 4; }
-chmod 0755 "$t"; mv -f "$t.gz" "$1.gz"; mv -f "$t" "$1"; ln -sfn "$1" "${1%/*}/clan""#;
-    let argv: Vec<String> = [
-        "sh",
-        "-c",
-        script,
-        "sh",
-        &agent.remote_path(),
-        std::env::consts::ARCH,
-        &agent.digest,
-    ]
-    .map(str::to_owned)
-    .to_vec();
-    let output = host.run(&argv, Input::File(&compressed))?;
-    if !output.success() {
-        return Err(Error::Remote {
-            machine: host.machine().to_owned(),
-            command: "upload of the clan agent".into(),
-            status: output.status(),
-            stderr: output.stderr,
-        });
+if [ -n "$4" ]; then timeout 60 bash -c 'exec 3<>"/dev/tcp/$0/$1" && cat <&3' "$4" "$5" > "$t.gz"; else cat > "$t.gz"; fi
+gzip -dc < "$t.gz" > "$t"
+echo "$3  $t" | sha256sum -c --status || { echo "the agent arrived damaged (its SHA-256 differs)" >&2; exit 4; }
+chmod 0755 "$t"; [ -n "$4" ] || mv -f "$t.gz" "$1.gz"; mv -f "$t" "$1"; ln -sfn "$1" "${1%/*}/clan""#;
+
+/// Runs [`INSTALL`] on the machine, from `source` or else from the admin's upload.
+fn install(host: &dyn Host, agent: &AgentBinary, source: Option<&Source>) -> Result<(), Error> {
+    let compressed;
+    let (input, from, port) = match source {
+        Some(source) => (Input::None, source.host.clone(), source.port.to_string()),
+        None => {
+            compressed = agent.compressed()?;
+            (Input::File(&compressed), String::new(), String::new())
+        }
+    };
+    let mut argv: Vec<String> = ["sh", "-c", INSTALL, "sh"].map(str::to_owned).to_vec();
+    argv.extend([
+        agent.remote_path(),
+        std::env::consts::ARCH.to_owned(),
+        agent.digest.clone(),
+        from,
+        port,
+    ]);
+    let output = host.run(&argv, input)?;
+    if output.success() {
+        return Ok(());
     }
-    Ok(std::fs::metadata(&compressed).map_or(0, |m| m.len()))
+    Err(Error::Remote {
+        machine: host.machine().to_owned(),
+        command: match source {
+            Some(source) => format!("fetching the clan agent from {}", source.machine),
+            None => "upload of the clan agent".into(),
+        },
+        status: output.status(),
+        stderr: output.stderr,
+    })
 }
 
-/// Has the machine fetch the compressed agent from `source` (bash's `/dev/tcp`, so nothing
-/// needs installing), check its SHA-256 and install it.
+/// Uploads the compressed agent from the admin; returns the bytes sent.
+fn upload(host: &dyn Host, agent: &AgentBinary) -> Result<u64, Error> {
+    install(host, agent, None)?;
+    Ok(std::fs::metadata(agent.compressed()?).map_or(0, |m| m.len()))
+}
+
+/// Has the machine fetch the agent from `source`.
 fn fetch(host: &dyn Host, source: &Source, agent: &AgentBinary) -> Result<(), Error> {
-    let script = r#"set -e; umask 022
-[ "$(uname -m)" = "$2" ] || exit 3
-mkdir -p "${1%/*}"; t="$1.tmp.$$"; trap 'rm -f "$t" "$t.gz"' EXIT
-timeout 60 bash -c 'exec 3<>"/dev/tcp/$0/$1" && cat <&3' "$4" "$5" > "$t.gz"
-gzip -dc < "$t.gz" > "$t"
-echo "$3  $t" | sha256sum -c --status
-chmod 0755 "$t"; mv -f "$t" "$1"; ln -sfn "$1" "${1%/*}/clan""#;
-    let port = source.port.to_string();
-    let argv: Vec<String> = [
-        "sh",
-        "-c",
-        script,
-        "sh",
-        &agent.remote_path(),
-        std::env::consts::ARCH,
-        &agent.digest,
-        &source.host,
-        &port,
-    ]
-    .map(str::to_owned)
-    .to_vec();
-    let output = host.run(&argv, Input::None)?;
-    if output.success() {
-        Ok(())
-    } else {
-        Err(Error::Remote {
-            machine: host.machine().to_owned(),
-            command: format!("fetching the clan agent from {}", source.machine),
-            status: output.status(),
-            stderr: output.stderr,
-        })
-    }
+    install(host, agent, Some(source))
 }
 
 /// Compresses `binary` to `cache/<name>.gz` unless it is there already (written to a temp

@@ -180,7 +180,11 @@ fn resolve_instance<'a>(
                     message: format!("machine `{machine_name}`: {}", violation.message),
                     hint: violation.hint,
                 })?;
-            machines_json.insert(machine_name.to_string(), json!({"settings": settings}));
+            // The deploy target lets a member reach the others (data-mesher's bootstrap).
+            machines_json.insert(
+                machine_name.to_string(),
+                json!({"settings": settings, "targetHost": machine.deploy.target_host}),
+            );
             members.push(Member {
                 machine: machine_name,
                 settings,

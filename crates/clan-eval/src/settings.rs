@@ -60,8 +60,17 @@ pub struct Violation {
 }
 
 impl SettingsSchema {
+    /// Compiles `schema`; `format` is checked (the standard formats and `ip-address`, an IPv4
+    /// or IPv6 address), so a setting that a program on the machine would reject can be
+    /// refused here.
     pub fn compile(schema: &Value) -> Result<Self, String> {
-        let validator = jsonschema::validator_for(schema).map_err(|error| error.to_string())?;
+        let validator = jsonschema::options()
+            .should_validate_formats(true)
+            .with_format("ip-address", |text| {
+                text.parse::<std::net::IpAddr>().is_ok()
+            })
+            .build(schema)
+            .map_err(|error| error.to_string())?;
         Ok(Self {
             schema: schema.clone(),
             validator,
@@ -78,14 +87,19 @@ impl SettingsSchema {
                 .trim_start_matches('/')
                 .replace('/', ".");
             let known = self.schema.get("properties").and_then(Value::as_object);
-            let hint = known.map(|known| {
-                let names: Vec<&str> = known.keys().map(String::as_str).collect();
-                let unexpected = error.to_string();
-                unexpected
-                    .split('\'')
-                    .nth(1)
-                    .and_then(|wrong| clan_inventory::did_you_mean(wrong, names.iter().copied()))
-                    .unwrap_or_else(|| format!("settings of this role: {}", names.join(", ")))
+            let described = described_setting(&self.schema, &key);
+            let hint = described.or_else(|| {
+                known.map(|known| {
+                    let names: Vec<&str> = known.keys().map(String::as_str).collect();
+                    let unexpected = error.to_string();
+                    unexpected
+                        .split('\'')
+                        .nth(1)
+                        .and_then(|wrong| {
+                            clan_inventory::did_you_mean(wrong, names.iter().copied())
+                        })
+                        .unwrap_or_else(|| format!("settings of this role: {}", names.join(", ")))
+                })
             });
             return Err(Violation {
                 key,
@@ -95,6 +109,18 @@ impl SettingsSchema {
         }
         Ok(settings)
     }
+}
+
+/// `` `setting`: its description `` for the top-level setting that `key` (`interfaces.0`) lies
+/// in, when the schema describes it: says what a refused value should look like.
+fn described_setting(schema: &Value, key: &str) -> Option<String> {
+    let setting = key.split('.').next().filter(|s| !s.is_empty())?;
+    let description = schema
+        .get("properties")?
+        .get(setting)?
+        .get("description")?
+        .as_str()?;
+    Some(format!("`{setting}`: {description}"))
 }
 
 #[cfg(test)]
@@ -141,5 +167,33 @@ mod tests {
         assert_eq!(wrong_type.key, "port");
         let typo = compiled.complete(json!({"greting": "x"})).err().unwrap();
         assert_eq!(typo.hint.as_deref(), Some("did you mean `greeting`?"));
+    }
+
+    #[test]
+    fn formats_are_checked_and_a_refusal_quotes_the_settings_description() {
+        let schema = json!({"type": "object", "properties": {
+            "listen": {"type": "array", "items": {"type": "string", "format": "ip-address"},
+                       "description": "Addresses to listen on"},
+            "admin": {"type": "string", "format": "email"}
+        }});
+        let compiled = SettingsSchema::compile(&schema).unwrap();
+        assert!(compiled
+            .complete(json!({"listen": ["10.0.0.1", "fd00::1"], "admin": "a@example.org"}))
+            .is_ok());
+        let refused = compiled
+            .complete(json!({"listen": ["eth0"]}))
+            .err()
+            .unwrap();
+        assert_eq!(refused.key, "listen.0");
+        assert!(
+            refused.message.contains("\"ip-address\""),
+            "{}",
+            refused.message
+        );
+        assert_eq!(
+            refused.hint.as_deref(),
+            Some("`listen`: Addresses to listen on")
+        );
+        assert!(compiled.complete(json!({"admin": "nobody"})).is_err());
     }
 }

@@ -808,3 +808,181 @@ fn changing_a_public_var_invalidates_the_cache() {
         Some("srv.clan,srv ssh-ed25519 NEW\n")
     );
 }
+
+// ---- Built-in settings that only the machine could refuse are refused here ----
+
+/// Each value would be accepted by clan.toml's types but fail on the machine (the mesher
+/// daemon refusing dm.toml, useradd refusing the account): evaluation refuses it naming
+/// instance, role, machine and setting, and says what the setting takes.
+#[test]
+fn built_in_settings_the_machine_would_refuse_are_errors_naming_the_setting() {
+    let cases = [
+        (
+            "data-mesher",
+            "pushPullInterval = \"fast\"",
+            "pushPullInterval",
+            "`ms`, `s`",
+        ),
+        (
+            "data-mesher",
+            "pushPullInterval = \"0s\"",
+            "pushPullInterval",
+            "positive",
+        ),
+        (
+            "data-mesher",
+            "pushPullInterval = \"5 s\"",
+            "pushPullInterval",
+            "`ms`, `s`",
+        ),
+        (
+            "data-mesher",
+            "interfaces = [\"eth0\"]",
+            "interfaces.0",
+            "not interface names",
+        ),
+        (
+            "data-mesher",
+            "extraBootstrapPeers = [\"hub\"]",
+            "extraBootstrapPeers.0",
+            "host:port",
+        ),
+        (
+            "data-mesher",
+            "namespaces = [\"../etc\"]",
+            "namespaces.0",
+            "a-z",
+        ),
+        (
+            "data-mesher",
+            "files = { \"Zone\" = [] }",
+            "files",
+            "File name",
+        ),
+        (
+            "data-mesher",
+            "files = { zone = [\"not-a-key\"] }",
+            "files.zone.0",
+            "43 characters",
+        ),
+        ("users", "shell = \"bash\"", "shell", "absolute path"),
+        ("users", "shell = \"/bin/ba sh\"", "shell", "absolute path"),
+        (
+            "users",
+            "groups = [\"Wheel Users\"]",
+            "groups.0",
+            "existing on the machine",
+        ),
+        (
+            "users",
+            "groups = [\"-oops\"]",
+            "groups.0",
+            "existing on the machine",
+        ),
+    ];
+    for (service, setting, key, hint) in cases {
+        let user = if service == "users" {
+            "user = \"alice\"\n"
+        } else {
+            ""
+        };
+        let clan = Clan::new(&format!(
+            "[meta]\nname = \"home\"\n[machines.a]\n\n[instances.it]\nmodule.name = \"{service}\"\n\
+             roles.default.machines.a = {{}}\n[instances.it.roles.default.settings]\n{user}{setting}\n"
+        ));
+        let error = clan.error();
+        let message = error.to_string();
+        assert!(
+            message.contains(&format!("`instances.it.roles.default.settings.{key}`")),
+            "{setting}: {message}"
+        );
+        assert!(message.contains("machine `a`"), "{setting}: {message}");
+        let given = error.hint().unwrap_or_default();
+        assert!(given.contains(hint), "{setting}: hint {given:?}");
+    }
+}
+
+#[test]
+fn built_in_settings_in_their_documented_forms_are_accepted() {
+    let clan = Clan::new(
+        "[meta]\nname = \"home\"\n[machines.a]\n\n\
+         [instances.mesh]\nmodule.name = \"data-mesher\"\nroles.default.machines.a = {}\n\
+         [instances.mesh.roles.default.settings]\npushPullInterval = \"500ms\"\n\
+         interfaces = [\"10.0.0.1\", \"fd00::1\"]\n\
+         extraBootstrapPeers = [\"hub.example.org:7946\", \"/ip4/10.0.0.2/tcp/7946\"]\n\
+         namespaces = [\"facts\"]\nfiles = { \"dns/zone\" = [\"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\"] }\n\n\
+         [instances.people]\nmodule.name = \"users\"\nroles.default.machines.a = {}\n\
+         roles.default.settings = { user = \"alice\", shell = \"/usr/bin/zsh\", groups = [\"adm\", \"_ssh\"] }\n",
+    );
+    let config = file(&clan.fleet(), "a", "/etc/data-mesher/dm.toml").unwrap();
+    assert!(
+        config.contains("push_pull_interval = \"500ms\""),
+        "{config}"
+    );
+    assert!(
+        config.contains("interfaces = [\"10.0.0.1\", \"fd00::1\"]"),
+        "{config}"
+    );
+}
+
+/// Members dial each bootstrap machine where deploys reach it: the `peer` host of the
+/// highest-priority networking instance, else its deploy target's host, else
+/// `<machine>.<domain>`; IPv6 addresses in brackets.
+#[test]
+fn data_mesher_dials_bootstrap_machines_at_their_best_address() {
+    let clan = Clan::new(
+        r#"[meta]
+name = "home"
+domain = "example.org"
+
+[machines.hub]
+deploy.targetHost = "root@203.0.113.1:2222"
+[machines.relay]
+deploy.targetHost = "root@[2001:db8::7]"
+[machines.far]
+[machines.laptop]
+
+[instances.lan]
+module.name = "internet"
+roles.default.machines.hub.settings.host = "10.0.0.1"
+
+[instances.mesh]
+module.name = "data-mesher"
+roles.bootstrap.machines.hub = {}
+roles.bootstrap.machines.relay = {}
+roles.bootstrap.machines.far.settings.port = 7000
+roles.default.machines.laptop = {}
+"#,
+    );
+    let fleet = clan.fleet();
+    let config = file(&fleet, "laptop", "/etc/data-mesher/dm.toml").unwrap();
+    assert!(
+        config.contains(
+            "bootstrap_peers = [\"far.example.org:7000\", \"10.0.0.1:7946\", \"[2001:db8::7]:7946\"]"
+        ),
+        "{config}"
+    );
+    // A bootstrap machine does not dial itself.
+    let hub = file(&fleet, "hub", "/etc/data-mesher/dm.toml").unwrap();
+    assert!(
+        hub.contains("bootstrap_peers = [\"far.example.org:7000\", \"[2001:db8::7]:7946\"]"),
+        "{hub}"
+    );
+
+    // A higher-priority network wins.
+    clan.write(
+        "services/overlay/service.star",
+        &one_role_service(
+            "overlay",
+            false,
+            r#"    return {"exports": {"peer": {"hosts": [{"plain": "hub.overlay"}]}}, "instanceExports": {"networking": {"priority": 3000}}}"#,
+        ),
+    );
+    let toml = std::fs::read_to_string(clan.path().join("clan.toml")).unwrap();
+    clan.write(
+        "clan.toml",
+        &format!("{toml}\n[instances.vpn]\nmodule.name = \"overlay\"\nroles.default.machines.hub = {{}}\n"),
+    );
+    let config = file(&clan.fleet(), "laptop", "/etc/data-mesher/dm.toml").unwrap();
+    assert!(config.contains("\"hub.overlay:7946\""), "{config}");
+}

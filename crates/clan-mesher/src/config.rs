@@ -116,6 +116,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub listen: Vec<Multiaddr>,
     pub bootstrap: Vec<Multiaddr>,
+    /// Bootstrap peers given as `host:port` whose host did not resolve when loaded.
+    pub unresolved_bootstrap: Vec<String>,
     pub push_pull_interval: Duration,
     pub identity_key: PathBuf,
     pub identity_cert: PathBuf,
@@ -146,9 +148,13 @@ impl Config {
             reason: reason.to_owned(),
         };
         let mut bootstrap = Vec::new();
+        let mut unresolved_bootstrap = Vec::new();
         for text in &raw.cluster.bootstrap_peers {
             let addresses = bootstrap_addresses(text)
                 .map_err(|reason| value_error("cluster.bootstrap_peers", text, &reason))?;
+            if addresses.is_empty() {
+                unresolved_bootstrap.push(text.clone());
+            }
             bootstrap.extend(addresses);
         }
         let push_pull_interval =
@@ -197,6 +203,7 @@ impl Config {
             state_dir: base.join(raw.state_dir),
             listen,
             bootstrap,
+            unresolved_bootstrap,
             push_pull_interval,
             identity_key: base.join(raw.cluster.identity_key),
             identity_cert: base.join(raw.cluster.identity_cert),
@@ -214,6 +221,7 @@ impl Config {
             state_dir: self.state_dir.clone(),
             listen: self.listen.clone(),
             bootstrap: self.bootstrap.clone(),
+            unresolved_bootstrap: self.unresolved_bootstrap.clone(),
             push_pull_interval: self.push_pull_interval,
             http: self.http.clone(),
         })
@@ -230,8 +238,8 @@ impl Config {
 }
 
 /// A bootstrap peer: a multiaddr (`/ip4/…/tcp/…[/p2p/…]`) or `host:port`, resolved now. A
-/// host name that does not resolve (yet) is skipped with a warning rather than stopping the
-/// node: the other peers still bring it up to date.
+/// host name that does not resolve (yet) gives no address and a warning rather than stopping
+/// the node: the node keeps trying it, and the other peers still bring it up to date.
 fn bootstrap_addresses(text: &str) -> Result<Vec<Multiaddr>, String> {
     if text.starts_with('/') {
         return text
@@ -248,13 +256,13 @@ fn bootstrap_addresses(text: &str) -> Result<Vec<Multiaddr>, String> {
     match std::net::ToSocketAddrs::to_socket_addrs(text) {
         Ok(addresses) => Ok(addresses.map(|a| tcp_multiaddr(a.ip(), a.port())).collect()),
         Err(error) => {
-            tracing::warn!(peer = text, %error, "bootstrap peer does not resolve; skipping it");
+            tracing::warn!(peer = text, %error, "bootstrap peer does not resolve (yet); trying again later");
             Ok(Vec::new())
         }
     }
 }
 
-fn tcp_multiaddr(ip: IpAddr, port: u16) -> Multiaddr {
+pub(crate) fn tcp_multiaddr(ip: IpAddr, port: u16) -> Multiaddr {
     let mut address = Multiaddr::empty();
     address.push(match ip {
         IpAddr::V4(v4) => Protocol::Ip4(v4),
@@ -320,6 +328,7 @@ port = 7331
         assert_eq!(config.push_pull_interval, Duration::from_millis(500));
         assert_eq!(config.listen[0].to_string(), "/ip4/127.0.0.1/tcp/7946");
         assert_eq!(config.bootstrap.len(), 2);
+        assert!(config.unresolved_bootstrap.is_empty());
         assert_eq!(config.http, vec!["127.0.0.1:7331".parse().unwrap()]);
         assert_eq!(config.policy.files.len(), 1);
     }

@@ -147,6 +147,12 @@ async fn route(method: &str, path: &str, body: &[u8], handle: &Handle) -> Reply 
                 "accepted": status.metrics.accepted,
                 "fetches": status.metrics.fetches,
                 "rejected": status.metrics.rejected.iter().map(|(r, n)| (r.as_str().to_owned(), serde_json::Value::from(*n))).collect::<serde_json::Map<_, _>>(),
+                "bootstrap": status.bootstrap.iter().map(|b| serde_json::json!({
+                    "address": b.address.to_string(),
+                    "connected": b.connected,
+                    "error": b.error,
+                })).collect::<Vec<_>>(),
+                "unresolved_bootstrap": status.unresolved_bootstrap,
             })),
             None => Reply::text(503, "mesher stopped"),
         },

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::swarm::{ConnectionId, DialError, NetworkBehaviour, SwarmEvent};
 use libp2p::{identify, ping, Multiaddr, PeerId, Swarm};
 use rand::seq::SliceRandom;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -57,6 +58,9 @@ pub struct Settings {
     pub listen: Vec<Multiaddr>,
     /// Peers to connect to and keep reconnecting to.
     pub bootstrap: Vec<Multiaddr>,
+    /// Bootstrap peers as `host:port` whose host does not resolve yet: retried until it does
+    /// (name service may come up after the daemon), then dialled like the others.
+    pub unresolved_bootstrap: Vec<String>,
     /// Anti-entropy interval.
     pub push_pull_interval: Duration,
     /// Loopback addresses for the HTTP API; empty for none.
@@ -108,6 +112,27 @@ pub struct Status {
     pub files: usize,
     pub root: Summary,
     pub metrics: Metrics,
+    /// The bootstrap addresses and how dialling them goes: why a node has no peers.
+    pub bootstrap: Vec<BootstrapStatus>,
+    /// Bootstrap `host:port`s that have not resolved yet.
+    pub unresolved_bootstrap: Vec<String>,
+}
+
+/// One bootstrap address as the node sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootstrapStatus {
+    pub address: Multiaddr,
+    /// A connection to it is open (it may not have proved membership yet).
+    pub connected: bool,
+    /// Why the last dial failed, until one succeeds.
+    pub error: Option<String>,
+}
+
+/// A bootstrap address, the peer last reached there and the last dial failure.
+struct Bootstrap {
+    address: Multiaddr,
+    reached: Option<PeerId>,
+    error: Option<String>,
 }
 
 // Publish is the common command; boxing the record would only add an allocation.
@@ -127,6 +152,10 @@ enum Command {
     },
     Status {
         reply: oneshot::Sender<Status>,
+    },
+    Resolved {
+        peer: String,
+        addresses: Vec<Multiaddr>,
     },
     Dial {
         address: Multiaddr,
@@ -255,7 +284,7 @@ impl Mesher {
             changes,
             shutdown,
         };
-        let mut http_servers = Vec::new();
+        let mut helpers = Vec::new();
         for address in &settings.http {
             let listener = tokio::net::TcpListener::bind(address)
                 .await
@@ -263,7 +292,7 @@ impl Mesher {
                     address: *address,
                     source,
                 })?;
-            if http_servers.is_empty() {
+            if helpers.is_empty() {
                 let bound = listener.local_addr().map_err(|source| MesherError::Http {
                     address: *address,
                     source,
@@ -280,7 +309,13 @@ impl Mesher {
                     source,
                 })?;
             }
-            http_servers.push(tokio::spawn(crate::http::serve(listener, handle.clone())));
+            helpers.push(tokio::spawn(crate::http::serve(listener, handle.clone())));
+        }
+        for peer in &settings.unresolved_bootstrap {
+            helpers.push(tokio::spawn(resolve_later(
+                peer.clone(),
+                handle.commands.clone(),
+            )));
         }
         let mut node = Node {
             swarm,
@@ -297,8 +332,14 @@ impl Mesher {
             bootstrap: settings
                 .bootstrap
                 .into_iter()
-                .map(|address| (address, None))
+                .map(|address| Bootstrap {
+                    address,
+                    reached: None,
+                    error: None,
+                })
                 .collect(),
+            bootstrap_dials: HashMap::new(),
+            unresolved: settings.unresolved_bootstrap,
             changes: changes_tx,
             listen_addrs,
         };
@@ -306,7 +347,7 @@ impl Mesher {
         let interval = settings.push_pull_interval;
         let task = tokio::spawn(async move {
             let result = node.run(command_rx, shutdown_rx, interval).await;
-            http_servers.iter().for_each(tokio::task::JoinHandle::abort);
+            helpers.iter().for_each(tokio::task::JoinHandle::abort);
             result
         });
         Ok(Self { handle, task })
@@ -445,8 +486,10 @@ struct Node {
     fetch_queue: VecDeque<FileName>,
     inflight_fetches: usize,
     outbound: HashMap<OutboundRequestId, Outbound>,
-    /// Bootstrap addresses and the peer last reached there.
-    bootstrap: Vec<(Multiaddr, Option<PeerId>)>,
+    bootstrap: Vec<Bootstrap>,
+    /// Dials in flight to bootstrap addresses (index into `bootstrap`).
+    bootstrap_dials: HashMap<ConnectionId, usize>,
+    unresolved: Vec<String>,
     changes: watch::Sender<u64>,
     listen_addrs: Vec<Multiaddr>,
 }
@@ -508,7 +551,30 @@ impl Node {
                     files: self.store.index().len(),
                     root: self.store.index().root(),
                     metrics: self.metrics.clone(),
+                    bootstrap: self
+                        .bootstrap
+                        .iter()
+                        .map(|entry| BootstrapStatus {
+                            address: entry.address.clone(),
+                            connected: entry
+                                .reached
+                                .is_some_and(|peer| self.swarm.is_connected(&peer)),
+                            error: entry.error.clone(),
+                        })
+                        .collect(),
+                    unresolved_bootstrap: self.unresolved.clone(),
                 });
+            }
+            Command::Resolved { peer, addresses } => {
+                tracing::info!(%peer, "bootstrap peer resolves now");
+                self.unresolved.retain(|p| *p != peer);
+                self.bootstrap
+                    .extend(addresses.into_iter().map(|address| Bootstrap {
+                        address,
+                        reached: None,
+                        error: None,
+                    }));
+                self.redial();
             }
             Command::Dial { address } => {
                 if let Err(error) = self.swarm.dial(address.clone()) {
@@ -670,17 +736,20 @@ impl Node {
                 peer_id,
                 endpoint,
                 num_established,
+                connection_id,
                 ..
             } => {
+                self.bootstrap_dials.remove(&connection_id);
                 if self.banned.contains(&peer_id) {
                     let _ = self.swarm.disconnect_peer_id(peer_id);
                     return;
                 }
                 if endpoint.is_dialer() {
                     let remote = endpoint.get_remote_address();
-                    for (address, reached) in &mut self.bootstrap {
-                        if without_peer_id(address) == without_peer_id(remote) {
-                            *reached = Some(peer_id);
+                    for entry in &mut self.bootstrap {
+                        if without_peer_id(&entry.address) == without_peer_id(remote) {
+                            entry.reached = Some(peer_id);
+                            entry.error = None;
                         }
                     }
                 }
@@ -696,6 +765,15 @@ impl Node {
                 ..
             } => {
                 self.peers.remove(&peer_id);
+            }
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                error,
+                ..
+            } => {
+                if let Some(index) = self.bootstrap_dials.remove(&connection_id) {
+                    self.bootstrap[index].error = Some(dial_failure(&error));
+                }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Mesh(event)) => self.on_mesh_event(event),
             _ => {}
@@ -1099,22 +1177,72 @@ impl Node {
 
     /// Dials every bootstrap address whose peer is not connected.
     fn redial(&mut self) {
-        let mut dials = Vec::new();
-        for (address, reached) in &self.bootstrap {
-            let known = reached.or_else(|| peer_id_of(address));
-            if known
-                .is_some_and(|peer| self.swarm.is_connected(&peer) || self.banned.contains(&peer))
+        for index in 0..self.bootstrap.len() {
+            let entry = &self.bootstrap[index];
+            let known = entry.reached.or_else(|| peer_id_of(&entry.address));
+            let dialing = self.bootstrap_dials.values().any(|i| *i == index);
+            if dialing
+                || known.is_some_and(|peer| {
+                    self.swarm.is_connected(&peer) || self.banned.contains(&peer)
+                })
             {
                 continue;
             }
-            dials.push(address.clone());
-        }
-        for address in dials {
-            if let Err(error) = self.swarm.dial(address.clone()) {
-                tracing::debug!(%address, %error, "bootstrap dial failed");
+            let options = DialOpts::unknown_peer_id()
+                .address(entry.address.clone())
+                .build();
+            let connection = options.connection_id();
+            match self.swarm.dial(options) {
+                Ok(()) => {
+                    self.bootstrap_dials.insert(connection, index);
+                }
+                Err(error) => {
+                    tracing::debug!(address = %entry.address, %error, "bootstrap dial failed");
+                    self.bootstrap[index].error = Some(error.to_string());
+                }
             }
         }
     }
+}
+
+/// Resolves a bootstrap `host:port` that did not resolve at start, retrying with a growing
+/// pause (up to half a minute), and hands its addresses to the node.
+async fn resolve_later(peer: String, commands: mpsc::Sender<Command>) {
+    let mut pause = Duration::from_secs(1);
+    loop {
+        tokio::time::sleep(pause).await;
+        if let Ok(found) = tokio::net::lookup_host(peer.clone()).await {
+            let addresses: Vec<Multiaddr> = found
+                .map(|a| crate::config::tcp_multiaddr(a.ip(), a.port()))
+                .collect();
+            if !addresses.is_empty() {
+                let _ = commands.send(Command::Resolved { peer, addresses }).await;
+                return;
+            }
+        }
+        pause = (pause * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// Why a dial failed, in a few words: the innermost cause of each transport attempt
+/// (`Connection refused (os error 111)`) rather than libp2p's nested rendering.
+fn dial_failure(error: &DialError) -> String {
+    if let DialError::Transport(attempts) = error {
+        let reasons: Vec<String> = attempts
+            .iter()
+            .map(|(_, error)| {
+                let mut cause: &dyn std::error::Error = error;
+                while let Some(source) = cause.source() {
+                    cause = source;
+                }
+                cause.to_string()
+            })
+            .collect();
+        if !reasons.is_empty() {
+            return reasons.join("; ");
+        }
+    }
+    error.to_string()
 }
 
 fn peer_id_of(address: &Multiaddr) -> Option<PeerId> {

@@ -34,6 +34,10 @@ pub fn hinted(message: impl Into<String>, hint: impl Into<String>) -> anyhow::Er
 
 /// The first hint any error in the chain offers.
 fn hint_for(error: &anyhow::Error) -> Option<String> {
+    // A `Hinted` given as `.context(…)` is reached through anyhow, not through the chain.
+    if let Some(hinted) = error.downcast_ref::<Hinted>() {
+        return Some(hinted.hint.clone());
+    }
     error.chain().find_map(|cause| {
         if let Some(hinted) = cause.downcast_ref::<Hinted>() {
             return Some(hinted.hint.clone());

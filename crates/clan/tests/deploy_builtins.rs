@@ -10,94 +10,26 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use clan_testbed::Testbed;
+use support::fixture::{run, stdout, Fixture};
 
 const MACHINE: &str = "srv";
 const PASSWORD: &str = "correct horse battery";
 
-struct Fixture {
-    /// Admin age key, test ssh key, prompt answers, caches: kept out of the clan directory.
-    work: tempfile::TempDir,
-    clan: tempfile::TempDir,
-    testbed: Testbed,
-    _state: tempfile::TempDir,
+/// What these tests add to the shared fixture for their one machine [`MACHINE`].
+trait Machine {
+    fn test_key(&self) -> PathBuf;
+    fn address(&self) -> String;
+    fn login(&self, known_hosts: &Path, command: &str) -> Output;
+    fn presented_host_key(&self) -> String;
 }
 
-fn run(command: &mut Command) -> Output {
-    let output = command.output().expect("command runs");
-    eprintln!(
-        "{:?}:\n{}{}",
-        command,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
-}
-
-impl Fixture {
-    fn admin_key(&self) -> PathBuf {
-        self.work.path().join("admin.age")
-    }
-
+impl Machine for Fixture {
     fn test_key(&self) -> PathBuf {
         self.work.path().join("id_ed25519")
     }
 
     fn address(&self) -> String {
-        self.testbed.machine(MACHINE).unwrap().address.to_string()
-    }
-
-    fn clan(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(support::clan_binary());
-        command
-            .args(args)
-            .env_remove("SOPS_AGE_KEY")
-            .env_remove("XDG_CONFIG_HOME")
-            .env_remove("CLAN_NO_COMMIT")
-            .env("CLAN_DIR", self.clan.path())
-            .env("SOPS_AGE_KEY_FILE", self.admin_key())
-            .env("CLAN_SSH_CONFIG", self.testbed.ssh_config())
-            .env("HOME", self.work.path().join("home"))
-            .env("XDG_CACHE_HOME", self.work.path().join("cache"))
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_AUTHOR_NAME", "test")
-            .env("GIT_AUTHOR_EMAIL", "test@example.org")
-            .env("GIT_COMMITTER_NAME", "test")
-            .env("GIT_COMMITTER_EMAIL", "test@example.org");
-        command
-    }
-
-    fn clan_ok(&self, args: &[&str]) -> String {
-        let output = run(&mut self.clan(args));
-        assert!(output.status.success(), "clan {args:?} failed");
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-
-    /// `program` with the environment `clan` commands get.
-    fn with_clan_env(&self, program: &str) -> Command {
-        self.clan(&[])
-            .get_envs()
-            .fold(Command::new(program), |mut command, (key, value)| {
-                match value {
-                    Some(value) => command.env(key, value),
-                    None => command.env_remove(key),
-                };
-                command
-            })
-    }
-
-    fn git(&self, args: &[&str]) {
-        let status = self
-            .with_clan_env("git")
-            .args(args)
-            .current_dir(self.clan.path())
-            .status()
-            .unwrap();
-        assert!(status.success(), "git {args:?}");
+        self.address_of(MACHINE)
     }
 
     /// Logs in as root with only the test's own key, trusting only `known_hosts`.
@@ -146,27 +78,10 @@ fn fixture() -> Option<Fixture> {
 }
 
 fn fixture_of(machines: &[&str]) -> Option<Fixture> {
-    let (state, testbed) = support::testbed(machines)?;
-    for tool in ["ssh-keygen", "ssh-keyscan", "openssl", "git", "bwrap"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !found {
-            eprintln!("skipping: `{tool}` is not installed");
-            return None;
-        }
-    }
-    let work = tempfile::tempdir().expect("work dir");
-    for sub in ["home", "cache"] {
-        std::fs::create_dir(work.path().join(sub)).unwrap();
-    }
-    Some(Fixture {
-        work,
-        clan: tempfile::tempdir().expect("clan dir"),
-        testbed,
-        _state: state,
-    })
+    Fixture::new(
+        machines,
+        &["ssh-keygen", "ssh-keyscan", "openssl", "git", "bwrap"],
+    )
 }
 
 #[test]
@@ -291,14 +206,15 @@ fn builtin_services_deploy_with_vars_and_secrets() {
 
     // A second run, checking strictly (known_hosts still holds the testbed's old key),
     // changes nothing and keeps the key; so does `generations`.
-    let again = run(&mut f.clan(&[
+    let strict_update = [
         "machines",
         "update",
         "--confirm-timeout",
         "10",
         "--host-key-check",
         "strict",
-    ]));
+    ];
+    let again = run(&mut f.clan(&strict_update));
     assert!(again.status.success(), "second deploy failed");
     let generations = run(&mut f.clan(&[
         "machines",
@@ -313,14 +229,6 @@ fn builtin_services_deploy_with_vars_and_secrets() {
     // sshd's port: the deploy reaches the machine where it listens (22), the machine then
     // listens on 2222 only, the confirmation and every later command follow it.
     f.clan_ok(&["instances", "set", "ssh", "server.port=2222"]);
-    let strict_update = [
-        "machines",
-        "update",
-        "--confirm-timeout",
-        "10",
-        "--host-key-check",
-        "strict",
-    ];
     let moved = run(&mut f.clan(&strict_update));
     assert!(moved.status.success(), "deploy of the new port failed");
     assert!(String::from_utf8_lossy(&moved.stderr).contains("confirmed"));

@@ -1,6 +1,6 @@
 //! `clan mesher` as separate processes on loopback: keys and certificates from the CLI, a file
-//! reaching ten daemons, catch-up after a restart, refusals that explain themselves, and
-//! kill -9 in the middle of writes.
+//! reaching ten daemons, catch-up after a restart, refusals that explain themselves, a status
+//! that says why a node has no peers, and kill -9 in the middle of writes.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -44,7 +44,7 @@ struct Node {
 }
 
 impl Fleet {
-    fn node(&self, index: usize, bootstrap: Option<&str>, admin_public: &str) -> Node {
+    fn node(&self, index: usize, bootstrap: &[&str], admin_public: &str) -> Node {
         let dir = self.dir.path().join(format!("node{index}"));
         std::fs::create_dir_all(&dir).unwrap();
         let key = dir.join("id.key");
@@ -73,8 +73,10 @@ impl Fleet {
             .map(|name| format!("{name} = [\"{admin_public}\"]"))
             .collect();
         let bootstrap = bootstrap
+            .iter()
             .map(|address| format!("\"{address}\""))
-            .unwrap_or_default();
+            .collect::<Vec<_>>()
+            .join(", ");
         let config = format!(
             "log_level = \"info\"\nstate_dir = \"state\"\n\n[cluster]\nport = 0\ninterfaces = [\"127.0.0.1\"]\n\
              bootstrap_peers = [{bootstrap}]\npush_pull_interval = \"500ms\"\nidentity_key = \"id.key\"\nidentity_cert = \"id.cert\"\n\n\
@@ -161,6 +163,75 @@ impl Drop for Node {
     }
 }
 
+/// `clan mesher status` says why a node has no peers: nothing to dial; bootstrap peers that
+/// do not resolve or refuse, each named; no daemon answering at all.
+#[test]
+fn status_says_why_a_node_has_no_peers() {
+    let (fleet, admin) = fleet();
+    let mut lonely = fleet.node(0, &[], &admin);
+    let text = clan_ok(&["mesher", "status", "--config", &lonely.config()]);
+    assert!(text.contains("peers: 0\n"), "{text}");
+    assert!(
+        text.contains("no peers: no bootstrap peers are configured (`cluster.bootstrap_peers`"),
+        "{text}"
+    );
+
+    // A port nothing listens on (bound, then released) and a name that cannot resolve.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let stranded = fleet.node(1, &[&closed.to_string(), "nowhere.invalid:7946"], &admin);
+    let dialled = format!("/ip4/127.0.0.1/tcp/{}", closed.port());
+    wait_for("the failed dial is reported", || {
+        stranded.status()["bootstrap"][0]["error"].is_string()
+    });
+    let status = stranded.status();
+    assert_eq!(status["bootstrap"][0]["address"], dialled.as_str());
+    assert_eq!(status["bootstrap"][0]["connected"], false);
+    assert_eq!(status["unresolved_bootstrap"][0], "nowhere.invalid:7946");
+    let text = clan_ok(&["mesher", "status", "--config", &stranded.config()]);
+    let reason = text
+        .lines()
+        .find_map(|line| line.strip_prefix("no peers: "))
+        .unwrap_or_else(|| panic!("no reason given: {text}"));
+    assert!(
+        reason.starts_with("none of the bootstrap peers is reachable: "),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("nowhere.invalid:7946: does not resolve"),
+        "{reason}"
+    );
+    assert!(reason.contains(&format!("{dialled}: ")), "{reason}");
+    assert!(reason.to_lowercase().contains("refused"), "{reason}");
+    assert_eq!(
+        status["no_peers"].as_str(),
+        Some(reason),
+        "--json gives the same reason"
+    );
+
+    // Once a bootstrap peer answers, there is nothing to explain.
+    let seed = lonely.address();
+    let joined = fleet.node(2, &[&seed], &admin);
+    wait_for("the seed is a peer", || {
+        joined.status()["peers"]
+            .as_array()
+            .is_some_and(|p| p.len() == 1)
+    });
+    assert!(joined.status()["no_peers"].is_null());
+
+    lonely.stop();
+    let output = clan(&["mesher", "status", "--config", &lonely.config()]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("error: the mesher daemon is not running: nothing answers on 127.0.0.1:"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("systemctl status data-mesher"), "{stderr}");
+}
+
 fn publish(node: &Node, fleet: &Fleet, name: &str, content: &[u8]) -> Output {
     let path = fleet.dir.path().join(format!("content-{name}"));
     std::fs::write(&path, content).unwrap();
@@ -212,11 +283,11 @@ fn fleet() -> (Fleet, String) {
 #[test]
 fn a_file_published_from_the_cli_reaches_ten_daemons() {
     let (fleet, admin) = fleet();
-    let first = fleet.node(0, None, &admin);
+    let first = fleet.node(0, &[], &admin);
     let seed = first.address();
     let mut nodes = vec![first];
     for i in 1..10 {
-        nodes.push(fleet.node(i, Some(&seed), &admin));
+        nodes.push(fleet.node(i, &[&seed], &admin));
     }
     let output = publish(&nodes[4], &fleet, "zone", b"example.org. IN A 10.0.0.1\n");
     assert!(
@@ -270,9 +341,9 @@ fn clan_mesher_metrics(node: &Node) -> String {
 #[test]
 fn a_restarted_daemon_catches_up_with_one_fetch_per_changed_file() {
     let (fleet, admin) = fleet();
-    let a = fleet.node(0, None, &admin);
+    let a = fleet.node(0, &[], &admin);
     let seed = a.address();
-    let mut b = fleet.node(1, Some(&seed), &admin);
+    let mut b = fleet.node(1, &[&seed], &admin);
     for i in 0..10 {
         assert!(publish(
             &a,
@@ -313,7 +384,7 @@ fn a_restarted_daemon_catches_up_with_one_fetch_per_changed_file() {
 #[test]
 fn refused_uploads_say_why_and_what_to_do() {
     let (fleet, admin) = fleet();
-    let node = fleet.node(0, None, &admin);
+    let node = fleet.node(0, &[], &admin);
     let stranger = fleet.dir.path().join("stranger.key");
     clan_ok(&[
         "mesher",
@@ -385,7 +456,7 @@ fn refused_uploads_say_why_and_what_to_do() {
 #[test]
 fn kill_9_during_writes_never_leaves_a_partial_file() {
     let (fleet, admin) = fleet();
-    let mut node = fleet.node(0, None, &admin);
+    let mut node = fleet.node(0, &[], &admin);
     let files_dir = node.dir.join("state/files").join(&fleet.network_id);
     let mut written: Vec<Vec<u8>> = Vec::new();
     for round in 0..4u8 {

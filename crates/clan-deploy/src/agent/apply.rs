@@ -337,8 +337,55 @@ pub fn apply(
     }
     let secrets = decrypt_secrets(paths, new)?;
 
+    // Packages first: they may bring the groups and shells the users below need.
+    // Only the list for this machine's distribution family applies.
+    let family = system::distro_family(paths);
+    if let Some(wanted) = manifest.packages.get(&family).filter(|w| !w.is_empty()) {
+        if family != "debian" || !live {
+            return Err(AgentError::Step(format!(
+                "installing packages on `{family}` is not supported yet (only Debian and its derivatives)"
+            )));
+        }
+        let missing: Vec<&str> = wanted
+            .iter()
+            .map(String::as_str)
+            .filter(|p| !system::dpkg_installed(p))
+            .collect();
+        if !missing.is_empty() {
+            changes.packages_installed = missing.iter().map(|p| p.to_string()).collect();
+            if !dry_run {
+                let mut argv = vec!["apt-get", "install", "-y", "--no-install-recommends"];
+                argv.extend(&missing);
+                system::run(&argv, None)?;
+            }
+        }
+    }
+
     // Groups and users.
     let accounts = Accounts::read(paths);
+    // Checked before any account changes (in a dry run the packages are not there yet):
+    // useradd would take a shell that is not there, and a missing group would stop it
+    // halfway.
+    for (name, user) in manifest.users.iter().filter(|_| !dry_run) {
+        if let Some(group) = user
+            .groups
+            .iter()
+            .find(|g| !accounts.groups.contains_key(*g) && !manifest.groups.contains_key(*g))
+        {
+            return Err(AgentError::Step(format!(
+                "user `{name}`: group `{group}` does not exist on the machine"
+            )));
+        }
+        if let Some(shell) = user
+            .shell
+            .as_ref()
+            .filter(|shell| !paths.on_machine(shell).is_file())
+        {
+            return Err(AgentError::Step(format!(
+                "user `{name}`: shell `{shell}` does not exist on the machine (install its package)"
+            )));
+        }
+    }
     for (name, group) in &manifest.groups {
         if !accounts.groups.contains_key(name) {
             changes.groups_created.push(name.clone());
@@ -391,15 +438,26 @@ pub fn apply(
             }
             Some(account) => {
                 let shell_differs = user.shell.as_ref().is_some_and(|s| *s != account.shell);
-                let missing_groups = user.groups.iter().any(|g| {
-                    !accounts
+                let member_of = |group: &String| {
+                    accounts
                         .groups
-                        .get(g)
+                        .get(group)
                         .is_some_and(|(_, members)| members.contains(name))
-                });
-                if shell_differs || missing_groups {
+                };
+                let missing_groups = user.groups.iter().any(|g| !member_of(g));
+                // Groups an earlier generation gave the user and this one no longer lists;
+                // groups joined by other means stay.
+                let left: Vec<&String> = old
+                    .manifest
+                    .users
+                    .get(name)
+                    .into_iter()
+                    .flat_map(|previous| &previous.groups)
+                    .filter(|g| !user.groups.contains(g) && member_of(g))
+                    .collect();
+                if shell_differs || missing_groups || !left.is_empty() {
                     changes.users_modified.push(name.clone());
-                    if !dry_run {
+                    if !dry_run && (shell_differs || missing_groups) {
                         let mut argv = vec!["usermod"];
                         if let Some(shell) = &user.shell {
                             argv.extend(["-s", shell.as_str()]);
@@ -409,6 +467,9 @@ pub fn apply(
                         }
                         argv.extend(["--", name.as_str()]);
                         system::run(&argv, None)?;
+                    }
+                    for group in left.into_iter().filter(|_| !dry_run) {
+                        system::run(&["gpasswd", "-d", name, "--", group], None)?;
                     }
                 }
             }
@@ -424,29 +485,6 @@ pub fn apply(
                     let line = Zeroizing::new(format!("{name}:{hash}\n"));
                     system::run(&["chpasswd", "-e"], Some(line.as_bytes()))?;
                 }
-            }
-        }
-    }
-
-    // Packages: only the list for this machine's distribution family applies.
-    let family = system::distro_family(paths);
-    if let Some(wanted) = manifest.packages.get(&family).filter(|w| !w.is_empty()) {
-        if family != "debian" || !live {
-            return Err(AgentError::Step(format!(
-                "installing packages on `{family}` is not supported yet (only Debian and its derivatives)"
-            )));
-        }
-        let missing: Vec<&str> = wanted
-            .iter()
-            .map(String::as_str)
-            .filter(|p| !system::dpkg_installed(p))
-            .collect();
-        if !missing.is_empty() {
-            changes.packages_installed = missing.iter().map(|p| p.to_string()).collect();
-            if !dry_run {
-                let mut argv = vec!["apt-get", "install", "-y", "--no-install-recommends"];
-                argv.extend(&missing);
-                system::run(&argv, None)?;
             }
         }
     }

@@ -82,6 +82,7 @@ impl Net {
             state_dir: self.state_dir(index),
             listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
             bootstrap: bootstrap.to_vec(),
+            unresolved_bootstrap: Vec::new(),
             push_pull_interval: self.interval,
             http: Vec::new(),
         }

@@ -337,10 +337,13 @@ fn call(config: &Config, method: &str, path: &str, body: &[u8]) -> anyhow::Resul
     let address = api(config)?;
     let (status, answer) =
         clan_mesher::http::call(address, method, path, body).map_err(|error| {
-            anyhow::Error::new(error).context(report::hinted(
-                "the mesher daemon is not reachable",
-                "start it with `clan mesher run --config <dm.toml>`",
-            ))
+            anyhow::Error::new(error).context(report::Hinted {
+                message: format!(
+                    "the mesher daemon is not running: nothing answers on {address} (the API of `{}`)",
+                    config.path.display()
+                ),
+                hint: "on a clan machine see `systemctl status data-mesher`; elsewhere start it with `clan mesher run --config <dm.toml>`".into(),
+            })
         })?;
     if status >= 400 {
         let text = String::from_utf8_lossy(&answer).into_owned();
@@ -471,8 +474,12 @@ fn read_content(path: &Path) -> anyhow::Result<Vec<u8>> {
 fn status(args: &ListArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config.config)?;
     let answer = call(&config, "GET", "/v1/status", &[])?;
-    let status: serde_json::Value = serde_json::from_slice(&answer).context("malformed status")?;
+    let mut status: serde_json::Value =
+        serde_json::from_slice(&answer).context("malformed status")?;
+    let peers = status["peers"].as_array().map_or(0, Vec::len);
+    let no_peers = (peers == 0).then(|| why_no_peers(&config, &status));
     if args.json {
+        status["no_peers"] = serde_json::json!(no_peers);
         println!("{}", serde_json::to_string_pretty(&status)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -480,11 +487,46 @@ fn status(args: &ListArgs) -> anyhow::Result<ExitCode> {
     for address in status["listen_addrs"].as_array().into_iter().flatten() {
         println!("listening: {}", address.as_str().unwrap_or("?"));
     }
-    println!("peers: {}", status["peers"].as_array().map_or(0, Vec::len));
+    println!("peers: {peers}");
+    if let Some(reason) = &no_peers {
+        println!("no peers: {reason}");
+    }
     println!("files: {}", status["files"]);
     println!(
         "accepted: {}, fetches: {}",
         status["accepted"], status["fetches"]
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Why a running daemon has no peers: nothing to dial, or each bootstrap peer and what
+/// happened when dialling it.
+fn why_no_peers(config: &Config, status: &serde_json::Value) -> String {
+    let list = |key: &str| status[key].as_array().map_or(&[][..], Vec::as_slice);
+    let (dialled, unresolved) = (list("bootstrap"), list("unresolved_bootstrap"));
+    if dialled.is_empty() && unresolved.is_empty() {
+        return format!(
+            "no bootstrap peers are configured (`cluster.bootstrap_peers` in `{}`) and no other node has connected",
+            config.path.display()
+        );
+    }
+    let mut reasons: Vec<String> = unresolved
+        .iter()
+        .map(|peer| format!("{}: does not resolve (yet)", peer.as_str().unwrap_or("?")))
+        .collect();
+    for peer in dialled {
+        let address = peer["address"].as_str().unwrap_or("?");
+        let state = if peer["connected"].as_bool() == Some(true) {
+            "connected, but it has not proved membership of this network (yet)".to_owned()
+        } else if let Some(error) = peer["error"].as_str() {
+            error.to_owned()
+        } else {
+            "not reached yet".to_owned()
+        };
+        reasons.push(format!("{address}: {state}"));
+    }
+    format!(
+        "none of the bootstrap peers is reachable: {}",
+        reasons.join("; ")
+    )
 }

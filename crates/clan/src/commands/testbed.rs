@@ -56,6 +56,11 @@ struct UpArgs {
     /// Print the testbed as JSON on stdout.
     #[arg(long)]
     json: bool,
+
+    /// Write the machines' host keys into the testbed's known_hosts (for tools that need
+    /// them known up front); by default they are unknown, as a fresh server's are.
+    #[arg(long)]
+    trust_host_keys: bool,
 }
 
 #[derive(clap::Args)]
@@ -83,6 +88,7 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         Options::named(&args.state.state_dir, args.names)
     };
     options.detach = true;
+    options.trust_host_keys = args.trust_host_keys;
     options.progress = |message| eprintln!("{message}");
     let testbed = Testbed::up(&options).map_err(|error| match error {
         clan_testbed::Error::NotRoot => {
@@ -158,6 +164,8 @@ fn print(testbed: &Testbed, json: bool) -> anyhow::Result<()> {
             "ssh_config": testbed.ssh_config(),
             "admin_key": testbed.admin_key(),
             "host_address": testbed.host_address(),
+            "host_interface": testbed.host_interface(),
+            "known_hosts": testbed.known_hosts(),
             "machines": machines,
         });
         println!("{}", serde_json::to_string_pretty(&document)?);

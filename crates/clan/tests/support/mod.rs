@@ -2,7 +2,10 @@
 //! here), and the clan binary they run, which every deploy also uploads to each test machine
 //! as its agent. The test build carries its symbols (about 110 MB); a copy
 //! without them is a third of that, which keeps a fifty-machine deploy cheap. Without
-//! `strip` (binutils) the binary itself is used.
+//! `strip` (binutils) the binary itself is used. [`fixture`] drives a clan directory with
+//! that binary.
+
+pub mod fixture;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

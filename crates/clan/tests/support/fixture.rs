@@ -1,0 +1,140 @@
+//! A clan directory driven by the real `clan` binary against testbed machines: the
+//! environment every command gets (the admin age key, the testbed's ssh_config, a private
+//! HOME and cache, a fixed git identity), git in the clan directory, and each command's
+//! output echoed so that a failing test shows it.
+
+// Each deploy test file uses part of it.
+#![allow(dead_code)]
+
+use std::process::{Command, Output};
+
+use clan_testbed::Testbed;
+
+pub struct Fixture {
+    /// Admin age key, test ssh keys, prompt answers, caches: kept out of the clan directory.
+    pub work: tempfile::TempDir,
+    pub clan: tempfile::TempDir,
+    pub testbed: Testbed,
+    _state: tempfile::TempDir,
+}
+
+/// Runs `command`, echoing what it printed.
+pub fn run(command: &mut Command) -> Output {
+    let output = command.output().expect("command runs");
+    eprintln!(
+        "{:?}:\n{}{}",
+        command,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+impl Fixture {
+    /// Test machines `machines` and empty clan and work directories; `None` (after saying
+    /// why) when the host cannot run them or one of `tools` is not installed.
+    pub fn new(machines: &[&str], tools: &[&str]) -> Option<Self> {
+        let (state, testbed) = super::testbed(machines)?;
+        for tool in tools {
+            let found = Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if !found {
+                eprintln!("skipping: `{tool}` is not installed");
+                return None;
+            }
+        }
+        let work = tempfile::tempdir().expect("work dir");
+        for sub in ["home", "cache"] {
+            std::fs::create_dir(work.path().join(sub)).unwrap();
+        }
+        Some(Fixture {
+            work,
+            clan: tempfile::tempdir().expect("clan dir"),
+            testbed,
+            _state: state,
+        })
+    }
+
+    pub fn admin_key(&self) -> std::path::PathBuf {
+        self.work.path().join("admin.age")
+    }
+
+    /// Machine `name`'s address on the testbed network.
+    pub fn address_of(&self, name: &str) -> String {
+        self.testbed.machine(name).unwrap().address.to_string()
+    }
+
+    pub fn clan(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(super::clan_binary());
+        command
+            .args(args)
+            .env_remove("SOPS_AGE_KEY")
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("CLAN_NO_COMMIT")
+            .env("CLAN_DIR", self.clan.path())
+            .env("SOPS_AGE_KEY_FILE", self.admin_key())
+            .env("CLAN_SSH_CONFIG", self.testbed.ssh_config())
+            .env("HOME", self.work.path().join("home"))
+            .env("XDG_CACHE_HOME", self.work.path().join("cache"))
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_AUTHOR_NAME", "test")
+            .env("GIT_AUTHOR_EMAIL", "test@example.org")
+            .env("GIT_COMMITTER_NAME", "test")
+            .env("GIT_COMMITTER_EMAIL", "test@example.org");
+        command
+    }
+
+    pub fn clan_ok(&self, args: &[&str]) -> String {
+        let output = run(&mut self.clan(args));
+        assert!(output.status.success(), "clan {args:?} failed");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// `program` with the environment `clan` commands get.
+    pub fn with_clan_env(&self, program: &str) -> Command {
+        self.clan(&[])
+            .get_envs()
+            .fold(Command::new(program), |mut command, (key, value)| {
+                match value {
+                    Some(value) => command.env(key, value),
+                    None => command.env_remove(key),
+                };
+                command
+            })
+    }
+
+    pub fn git(&self, args: &[&str]) {
+        let status = self
+            .with_clan_env("git")
+            .args(args)
+            .current_dir(self.clan.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "git {args:?}");
+    }
+
+    /// Writes and commits `clan.toml` (the first call also creates the repository).
+    pub fn commit_clan_toml(&self, toml: &str, message: &str) {
+        std::fs::write(self.clan.path().join("clan.toml"), toml).unwrap();
+        if !self.clan.path().join(".git").exists() {
+            self.git(&["init", "-q"]);
+        }
+        self.git(&["add", "clan.toml"]);
+        self.git(&["commit", "-q", "-m", message]);
+    }
+
+    /// `command` run by root on `machine` through the testbed's own way in; its stdout.
+    pub fn on(&self, machine: &str, command: &str) -> String {
+        stdout(&run(self
+            .testbed
+            .ssh_command(machine)
+            .unwrap()
+            .arg(command)))
+    }
+}
