@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::process::{Command, Output};
+use support::fixture::{run, Fixture};
 
 const MACHINE: &str = "box";
 
@@ -19,54 +19,35 @@ fn config(content: &str) -> String {
     )
 }
 
-fn show(what: &str, output: &Output) {
-    eprintln!(
-        "{what}:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
 #[test]
 fn a_users_link_to_cron_d_is_refused_by_the_agent() {
-    let Some((_state, testbed)) = support::testbed(&[MACHINE]) else {
+    let Some(f) = Fixture::new(&[MACHINE], &[]) else {
         return;
     };
-    let clan = tempfile::tempdir().unwrap();
-    let target = testbed.machine(MACHINE).unwrap().ssh_target();
+    let target = f.testbed.machine(MACHINE).unwrap().ssh_target();
     std::fs::write(
-        clan.path().join("clan.toml"),
+        f.clan.path().join("clan.toml"),
         format!("[meta]\nname = \"t\"\ndomain = \"invalid\"\n\n[machines.{MACHINE}]\ndeploy.targetHost = \"{target}\"\n"),
     )
     .unwrap();
     let configure = |content: &str| {
-        let dir = clan.path().join("machines").join(MACHINE);
+        let dir = f.clan.path().join("machines").join(MACHINE);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("config.star"), config(content)).unwrap();
     };
+    // A fresh machine: its host key is trusted on first use.
     let update = || {
-        let output = Command::new(support::clan_binary())
-            .args(["machines", "update", "--confirm-timeout", "5"])
-            .env("CLAN_DIR", clan.path())
-            .env("CLAN_SSH_CONFIG", testbed.ssh_config())
-            // A fresh machine: its host key is trusted on first use.
-            .env("CLAN_HOST_KEY_CHECK", "tofu")
-            .env("XDG_CACHE_HOME", clan.path().join(".cache"))
-            .output()
-            .unwrap();
-        show("clan machines update", &output);
-        output
+        let args = [
+            "machines",
+            "update",
+            "--confirm-timeout",
+            "5",
+            "--host-key-check",
+            "tofu",
+        ];
+        run(&mut f.clan(&args))
     };
-    let on = |command: &str| {
-        let output = testbed
-            .ssh_command(MACHINE)
-            .unwrap()
-            .arg(command)
-            .output()
-            .unwrap();
-        show(command, &output);
-        String::from_utf8_lossy(&output.stdout).trim().to_owned()
-    };
+    let on = |command: &str| f.on(MACHINE, command);
 
     configure("one\\n");
     assert!(update().status.success(), "first deploy");
