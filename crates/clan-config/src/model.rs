@@ -141,6 +141,20 @@ pub struct Generator {
     /// Commands the script needs on PATH.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub runtime_inputs: Vec<String>,
+    /// Seconds the script may run before it is killed ([`Generator::DEFAULT_TIMEOUT`] when
+    /// unset); not a clan-core setting, which has no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<u64>,
+}
+
+impl Generator {
+    /// Ten minutes: generous for key generation, short of hanging a fleet's run for good.
+    pub const DEFAULT_TIMEOUT: u64 = 600;
+
+    /// The script's time limit in seconds.
+    pub fn timeout_seconds(&self) -> u64 {
+        self.timeout.unwrap_or(Self::DEFAULT_TIMEOUT)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

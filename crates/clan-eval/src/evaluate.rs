@@ -517,28 +517,29 @@ pub fn known_tags(inventory: &Inventory) -> BTreeSet<String> {
         .collect()
 }
 
-/// Reads the public values under `vars/` (files named `value`), for services to use.
+/// Reads the public values under `vars/` (files named `value`), for services to use. A link
+/// anywhere there is an error naming it: its target is never read.
 pub fn read_public_vars(dir: &Path) -> Result<PublicVars, Error> {
+    let tree = crate::files::open(dir)?;
     let mut per_machine = serde_json::Map::new();
-    let machines_dir = dir.join("vars/per-machine");
-    for (machine, machine_dir) in subdirs(&machines_dir)? {
-        per_machine.insert(machine, read_generators(&machine_dir)?);
+    let machines_dir = Path::new("vars/per-machine");
+    for machine in crate::files::subdirs(&tree, machines_dir)? {
+        let generators = read_generators(&tree, &machines_dir.join(&machine))?;
+        per_machine.insert(machine, generators);
     }
-    Ok(json!({"per-machine": per_machine, "shared": read_generators(&dir.join("vars/shared"))?}))
+    let shared = read_generators(&tree, Path::new("vars/shared"))?;
+    Ok(json!({"per-machine": per_machine, "shared": shared}))
 }
 
-fn read_generators(dir: &Path) -> Result<Value, Error> {
+fn read_generators(tree: &clan_fs::Tree, dir: &Path) -> Result<Value, Error> {
     let mut generators = serde_json::Map::new();
-    for (generator, generator_dir) in subdirs(dir)? {
+    for generator in crate::files::subdirs(tree, dir)? {
+        let generator_dir = dir.join(&generator);
         let mut files = serde_json::Map::new();
-        for (file, file_dir) in subdirs(&generator_dir)? {
-            let path = file_dir.join("value");
-            match std::fs::read_to_string(&path) {
-                Ok(value) => {
-                    files.insert(file, Value::String(value));
-                }
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-                Err(source) => return Err(Error::Read { path, source }),
+        for file in crate::files::subdirs(tree, &generator_dir)? {
+            let path = generator_dir.join(&file).join("value");
+            if let Some(value) = crate::files::read_text(tree, &path)? {
+                files.insert(file, Value::String(value));
             }
         }
         if !files.is_empty() {
@@ -546,30 +547,4 @@ fn read_generators(dir: &Path) -> Result<Value, Error> {
         }
     }
     Ok(Value::Object(generators))
-}
-
-/// Sorted `(name, path)` of the directories in `dir`; none when `dir` is missing.
-pub(crate) fn subdirs(dir: &Path) -> Result<Vec<(String, std::path::PathBuf)>, Error> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
-            return Err(Error::Read {
-                path: dir.to_owned(),
-                source,
-            })
-        }
-    };
-    let mut dirs: Vec<_> = entries
-        .filter_map(Result::ok)
-        .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
-        .map(|entry| {
-            (
-                entry.file_name().to_string_lossy().into_owned(),
-                entry.path(),
-            )
-        })
-        .collect();
-    dirs.sort();
-    Ok(dirs)
 }

@@ -10,6 +10,7 @@
 mod cache;
 mod error;
 mod evaluate;
+mod files;
 mod services;
 mod settings;
 
@@ -164,24 +165,23 @@ struct Inputs {
 impl Inputs {
     fn read(dir: &Path) -> Result<Inputs, Error> {
         let mut hash = cache::InputHash::new();
-        let clan_toml_path = dir.join(CLAN_TOML);
-        let clan_toml = std::fs::read_to_string(&clan_toml_path).map_err(|source| Error::Read {
-            path: clan_toml_path,
-            source,
-        })?;
+        let tree = files::open(dir)?;
+        let clan_toml =
+            files::read_text(&tree, Path::new(CLAN_TOML))?.ok_or_else(|| Error::Read {
+                path: dir.join(CLAN_TOML),
+                source: std::io::ErrorKind::NotFound.into(),
+            })?;
         hash.add(CLAN_TOML, clan_toml.as_bytes());
-        let mut optional = vec![(INVENTORY_JSON.to_owned(), dir.join(INVENTORY_JSON))];
+        let mut optional = vec![(INVENTORY_JSON.to_owned(), PathBuf::from(INVENTORY_JSON))];
         for (name, path) in local_service_files(dir)? {
             optional.push((format!("services/{name}"), path));
         }
-        for (name, path) in machine_module_files(dir)? {
+        for (name, path) in machine_module_files(&tree)? {
             optional.push((format!("machines/{name}"), path));
         }
         for (name, path) in optional {
-            match std::fs::read(&path) {
-                Ok(content) => hash.add(&name, &content),
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-                Err(source) => return Err(Error::Read { path, source }),
+            if let Some(content) = files::read_text(&tree, &path)? {
+                hash.add(&name, content.as_bytes());
             }
         }
         let vars = read_public_vars(dir)?;
@@ -194,13 +194,9 @@ impl Inputs {
     }
 }
 
-/// `(machine, path)` of each `machines/<m>/config.star`.
-fn machine_module_files(dir: &Path) -> Result<Vec<(String, PathBuf)>, Error> {
-    Ok(evaluate::subdirs(&dir.join("machines"))?
-        .into_iter()
-        .map(|(name, path)| (name, path.join("config.star")))
-        .filter(|(_, path)| path.is_file())
-        .collect())
+/// `(machine, path)` of each `machines/<m>/config.star`, relative to the clan directory.
+fn machine_module_files(tree: &clan_fs::Tree) -> Result<Vec<(String, PathBuf)>, Error> {
+    files::files_in_subdirs(tree, Path::new("machines"), "config.star")
 }
 
 fn load_machine_modules(
@@ -208,7 +204,8 @@ fn load_machine_modules(
     loaded: &LoadedInventory,
 ) -> Result<BTreeMap<String, Service>, Error> {
     let mut modules = BTreeMap::new();
-    for (machine, path) in machine_module_files(dir)? {
+    let tree = files::open(dir)?;
+    for (machine, path) in machine_module_files(&tree)? {
         if !loaded.inventory.machines.contains_key(machine.as_str()) {
             return Err(Error::Invalid {
                 path: path.clone(),
@@ -222,10 +219,7 @@ fn load_machine_modules(
                 )),
             });
         }
-        let source = std::fs::read_to_string(&path).map_err(|source| Error::Read {
-            path: path.clone(),
-            source,
-        })?;
+        let source = files::read_text(&tree, &path)?.unwrap_or_default();
         let origin = format!("machines/{machine}/config.star");
         modules.insert(
             machine.clone(),

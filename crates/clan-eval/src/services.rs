@@ -28,16 +28,10 @@ pub fn load_services(dir: &Path) -> Result<Services, Error> {
             )?),
         );
     }
+    let tree = crate::files::open(dir)?;
     for (name, path) in local_service_files(dir)? {
-        let source = std::fs::read_to_string(&path).map_err(|source| Error::Read {
-            path: path.clone(),
-            source,
-        })?;
-        let origin = path
-            .strip_prefix(dir)
-            .unwrap_or(&path)
-            .display()
-            .to_string();
+        let source = crate::files::read_text(&tree, &path)?.unwrap_or_default();
+        let origin = path.display().to_string();
         services.insert(
             name.clone(),
             Arc::new(Service::load(&name, &origin, &source)?),
@@ -46,29 +40,9 @@ pub fn load_services(dir: &Path) -> Result<Services, Error> {
     Ok(services)
 }
 
-/// `(name, path)` of each `services/<name>/service.star`, sorted by name.
+/// `(name, path)` of each `services/<name>/service.star`, sorted by name; paths relative to
+/// the clan directory. A link among them is an error.
 pub fn local_service_files(dir: &Path) -> Result<Vec<(String, std::path::PathBuf)>, Error> {
-    let services_dir = dir.join(SERVICES_DIR);
-    let entries = match std::fs::read_dir(&services_dir) {
-        Ok(entries) => entries,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
-            return Err(Error::Read {
-                path: services_dir,
-                source,
-            })
-        }
-    };
-    let mut files: Vec<_> = entries
-        .filter_map(Result::ok)
-        .map(|entry| {
-            (
-                entry.file_name().to_string_lossy().into_owned(),
-                entry.path().join("service.star"),
-            )
-        })
-        .filter(|(_, path)| path.is_file())
-        .collect();
-    files.sort();
-    Ok(files)
+    let tree = crate::files::open(dir)?;
+    crate::files::files_in_subdirs(&tree, Path::new(SERVICES_DIR), "service.star")
 }

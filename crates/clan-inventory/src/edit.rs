@@ -2,7 +2,6 @@
 //! as a whole inventory before anything is written, and written atomically, so a failing
 //! command leaves clan.toml as it was.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -63,9 +62,9 @@ impl Editor {
     /// Opens the clan in `dir` for editing; the current inventory must be valid.
     pub fn open(dir: &Path) -> Result<Self, Error> {
         let path = dir.join(CLAN_TOML);
-        let text = std::fs::read_to_string(&path).map_err(|source| Error::Read {
+        let text = crate::load::read(&path)?.ok_or_else(|| Error::Read {
             path: path.clone(),
-            source,
+            source: std::io::ErrorKind::NotFound.into(),
         })?;
         let loaded = load_with_toml(dir, &text)?;
         let doc = text.parse::<DocumentMut>().map_err(|error| Error::Syntax {
@@ -448,24 +447,14 @@ fn json_to_toml(value: &Value) -> Option<Item> {
     json_to_value(value).map(Item::Value)
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
-/// The temporary file is named `.<name>.tmp-<random>`, which the recovery after a crash
-/// knows to remove (`clan_git::is_temporary`).
+/// Writes `bytes` to `path` atomically (mode 0644) through [`clan_fs`]: a link at `path` is
+/// replaced, never written through.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let write = || -> std::io::Result<()> {
-        let mut file = tempfile::Builder::new()
-            .prefix(&format!(".{name}.tmp-"))
-            .rand_bytes(12)
-            .tempfile_in(dir)?;
-        file.write_all(bytes)?;
-        file.as_file().sync_all()?;
-        file.persist(path).map_err(|error| error.error)?;
-        Ok(())
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
     };
-    write().map_err(|source| Error::Write {
-        path: path.to_owned(),
-        source,
-    })
+    let name = Path::new(path.file_name().unwrap_or_default());
+    clan_fs::Tree::open(dir)?.write(name, bytes, clan_fs::WriteOptions::new(0o644))?;
+    Ok(())
 }

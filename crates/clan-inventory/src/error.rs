@@ -10,6 +10,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// clan.toml or inventory.json is a link (refused: it could point anywhere), a FIFO, a
+    /// device, too large, or unreadable.
+    #[error(transparent)]
+    Fs(#[from] clan_fs::Error),
     #[error("cannot write `{}`", path.display())]
     Write {
         path: PathBuf,
@@ -48,6 +52,10 @@ impl Error {
             Self::Syntax { hint, .. } | Self::Invalid { hint, .. } => hint.clone(),
             Self::DefinedTwice { .. } => Some("remove one of the two definitions".to_owned()),
             Self::NotEditable { path, .. } => Some(format!("edit `{}` instead", path.display())),
+            Self::Fs(_) => Some(
+                "clan.toml and inventory.json must be regular files in the clan directory"
+                    .to_owned(),
+            ),
             Self::Read { .. } | Self::Write { .. } => None,
         }
     }

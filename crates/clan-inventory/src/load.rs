@@ -86,15 +86,28 @@ fn parse_json(path: &Path, text: &str) -> Result<InventoryJson, Error> {
     })
 }
 
-fn read(path: &Path) -> Result<Option<String>, Error> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => Ok(Some(text)),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(Error::Read {
+/// A file of the clan directory (`clan.toml`, `inventory.json`), read as a regular file only:
+/// a link there is refused, never followed.
+pub(crate) fn read(path: &Path) -> Result<Option<String>, Error> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let name = Path::new(path.file_name().unwrap_or_default());
+    let tree = match clan_fs::Tree::open(dir) {
+        Ok(tree) => tree,
+        Err(error) if error.is_not_found() => return Ok(None),
+        Err(error) => return Err(error.into()),
+    };
+    let Some(bytes) = tree.read_optional(name, clan_fs::DEFAULT_LIMIT)? else {
+        return Ok(None);
+    };
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|error| Error::Read {
             path: path.to_owned(),
-            source,
-        }),
-    }
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, error),
+        })
 }
 
 /// Loads and validates the inventory of the clan in `dir`.
@@ -109,10 +122,21 @@ pub fn load(dir: &Path) -> Result<LoadedInventory, Error> {
 
 /// Loads and validates an inventory whose clan.toml text is given (edits check before writing).
 pub fn load_with_toml(dir: &Path, text: &str) -> Result<LoadedInventory, Error> {
-    let inventory = parse_toml(&dir.join(CLAN_TOML), text)?;
+    let json = read(&dir.join(INVENTORY_JSON))?;
+    load_from_texts(dir, text, json.as_deref())
+}
+
+/// Loads and validates an inventory from the texts of clan.toml and inventory.json (which
+/// may come from anyone's repository), as if they were in `dir`.
+pub fn load_from_texts(
+    dir: &Path,
+    clan_toml: &str,
+    inventory_json: Option<&str>,
+) -> Result<LoadedInventory, Error> {
+    let inventory = parse_toml(&dir.join(CLAN_TOML), clan_toml)?;
     let json_path = dir.join(INVENTORY_JSON);
-    let json = read(&json_path)?
-        .map(|text| parse_json(&json_path, &text))
+    let json = inventory_json
+        .map(|text| parse_json(&json_path, text))
         .transpose()?;
     let loaded = merge(dir, inventory, json)?;
     validate(&loaded)?;

@@ -69,6 +69,10 @@ pub enum Error {
 
     #[error("`{}` exists but is not a symlink", path.display())]
     NotALink { path: PathBuf },
+
+    /// A path in the clan directory that is a link, FIFO, device or too large, or I/O on it.
+    #[error(transparent)]
+    Fs(#[from] clan_fs::Error),
 }
 
 fn describe_holders(holders: &[String]) -> String {

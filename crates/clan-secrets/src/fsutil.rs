@@ -1,46 +1,182 @@
-//! File writes as the secrets store needs them: created `0600` before any byte is written,
-//! written to a temporary file in the same directory, synced, then renamed into place.
+//! The clan directory's files as the secrets store needs them, through [`clan_fs`]: no
+//! symbolic link is followed except a recipient link, which is read as a name; writes are
+//! created `0600` before any byte is written, synced and renamed into place. Paths are
+//! relative to the clan directory, and so are the paths in errors.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
-use rand::RngCore;
+use clan_fs::{Kind, Tree, WriteOptions};
 
 use crate::Error;
 
-/// Atomically replaces `path` with `content` (mode 0600), creating parent directories.
-pub(crate) fn write_atomic(path: &Path, content: &[u8]) -> Result<(), Error> {
-    let io = |source| Error::Io {
-        action: "write",
-        path: path.to_path_buf(),
-        source,
-    };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(io)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let temp = dir.join(format!(".{name}.tmp-{:016x}", rand::rngs::OsRng.next_u64()));
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&temp)?;
-        // The mode passed to open is masked by the umask; make sure before writing.
-        file.set_permissions(fs::Permissions::from_mode(0o600))?;
-        file.write_all(content)?;
-        file.sync_all()?;
-        fs::rename(&temp, path)?;
-        fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&temp);
+/// The clan directory, opened per operation (so a moved or replaced clan directory is never
+/// half-used).
+#[derive(Clone, Copy)]
+pub(crate) struct ClanFiles<'a>(pub &'a Path);
+
+impl ClanFiles<'_> {
+    fn tree(&self) -> Result<Tree, Error> {
+        Ok(Tree::open(self.0)?.shown_as(""))
     }
-    result.map_err(io)
+
+    fn kind(&self, rel: &Path) -> Option<Kind> {
+        self.tree().ok()?.kind(rel).ok().flatten()
+    }
+
+    pub(crate) fn is_file(&self, rel: &Path) -> bool {
+        self.kind(rel) == Some(Kind::File)
+    }
+
+    /// Whether `rel` is a regular file; a link at it or above it is an error naming it.
+    pub(crate) fn is_file_checked(&self, rel: &Path) -> Result<bool, Error> {
+        match self.tree()?.kind(rel)? {
+            Some(Kind::Symlink) => Err(clan_fs::Error::Symlink {
+                path: rel.to_path_buf(),
+            }
+            .into()),
+            kind => Ok(kind == Some(Kind::File)),
+        }
+    }
+
+    pub(crate) fn is_dir(&self, rel: &Path) -> bool {
+        self.kind(rel) == Some(Kind::Directory)
+    }
+
+    pub(crate) fn is_symlink(&self, rel: &Path) -> bool {
+        self.kind(rel) == Some(Kind::Symlink)
+    }
+
+    pub(crate) fn exists(&self, rel: &Path) -> bool {
+        self.kind(rel).is_some()
+    }
+
+    /// A regular file's content.
+    pub(crate) fn read(&self, rel: &Path) -> Result<Vec<u8>, Error> {
+        Ok(self.tree()?.read(rel, clan_fs::DEFAULT_LIMIT)?)
+    }
+
+    /// Atomically replaces `rel` with `content` (mode 0600), creating parent directories.
+    pub(crate) fn write_atomic(&self, rel: &Path, content: &[u8]) -> Result<(), Error> {
+        let dir = self
+            .tree()?
+            .create_dir_all(rel.parent().unwrap_or(Path::new("")), 0o755)?;
+        let name = rel.file_name().map(Path::new).unwrap_or(rel);
+        Ok(dir.write(name, content, WriteOptions::new(0o600))?)
+    }
+
+    /// Removes `rel` and what is below it (never through a link).
+    pub(crate) fn remove_all(&self, rel: &Path) -> Result<(), Error> {
+        self.tree()?.remove_all(rel)?;
+        Ok(())
+    }
+
+    /// Removes the file or link `rel`.
+    pub(crate) fn remove_file(&self, rel: &Path) -> Result<(), Error> {
+        self.tree()?.remove_file(rel)?;
+        Ok(())
+    }
+
+    pub(crate) fn rename(&self, from: &Path, to: &Path) -> Result<(), Error> {
+        Ok(self.tree()?.rename(from, to)?)
+    }
+
+    /// A link's target, as data.
+    pub(crate) fn read_link(&self, rel: &Path) -> Result<PathBuf, Error> {
+        Ok(self.tree()?.read_link(rel)?)
+    }
+
+    /// Creates (or replaces) a relative symlink at `link` pointing at `target`.
+    pub(crate) fn symlink_relative(&self, link: &Path, target: &Path) -> Result<(), Error> {
+        let parent = link.parent().unwrap_or(Path::new(""));
+        let tree = self.tree()?;
+        tree.create_dir_all(parent, 0o755)?;
+        match tree.kind(link)? {
+            Some(Kind::Symlink) => {
+                tree.remove_file(link)?;
+            }
+            Some(_) => {
+                return Err(Error::NotALink {
+                    path: link.to_path_buf(),
+                })
+            }
+            None => {}
+        }
+        Ok(tree.symlink(&relative_path(parent, target), link)?)
+    }
+
+    /// Names of the entries of `dir`, sorted; empty if it does not exist.
+    pub(crate) fn entry_names(&self, dir: &Path) -> Result<Vec<String>, Error> {
+        Ok(self
+            .tree()?
+            .list(dir)?
+            .into_iter()
+            .filter_map(|entry| entry.name.into_string().ok())
+            .collect())
+    }
+
+    /// Names of the entries of `dir` that hold members, secrets or vars (directories and
+    /// files), sorted; a link among them is an error naming it (those are never links in
+    /// clan-core's layout).
+    pub(crate) fn dir_names(&self, dir: &Path) -> Result<Vec<String>, Error> {
+        let mut names = Vec::new();
+        for entry in self.tree()?.list(dir)? {
+            if entry.kind == Kind::Symlink {
+                return Err(clan_fs::Error::Symlink {
+                    path: dir.join(&entry.name),
+                }
+                .into());
+            }
+            names.extend(entry.name.into_string().ok());
+        }
+        Ok(names)
+    }
+
+    /// Removes `dir` if it is empty, and then its parents up to (not including) `stop`.
+    pub(crate) fn remove_empty_dirs(&self, dir: &Path, stop: &Path) {
+        let Ok(tree) = self.tree() else {
+            return;
+        };
+        let mut current = dir;
+        while current != stop
+            && current.starts_with(stop)
+            && tree.remove_empty_dir(current).unwrap_or(false)
+        {
+            match current.parent() {
+                Some(parent) => current = parent,
+                None => break,
+            }
+        }
+    }
+}
+
+/// Atomically replaces the file at `path`, outside the clan directory (the user's age key
+/// file), with `content` (mode 0600); a missing directory is created 0700.
+pub(crate) fn write_private_at(path: &Path, content: &[u8]) -> Result<(), Error> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(clan_fs::Error::NotAFile {
+            path: path.to_path_buf(),
+            kind: Kind::Directory,
+        }
+        .into());
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    if !dir.exists() {
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| Error::Io {
+                action: "create",
+                path: dir.to_path_buf(),
+                source,
+            })?;
+    }
+    Ok(Tree::open(dir)?.write(Path::new(name), content, WriteOptions::new(0o600))?)
 }
 
 /// `to` relative to the directory `from` (both relative to the same root, no `..`).
@@ -56,69 +192,6 @@ pub fn relative_path(from: &Path, to: &Path) -> PathBuf {
         out.push(part);
     }
     out
-}
-
-/// Creates (or replaces) a relative symlink at `link` pointing at `target`; both relative to
-/// `root`.
-pub(crate) fn symlink_relative(root: &Path, link: &Path, target: &Path) -> Result<(), Error> {
-    let io = |source| Error::Io {
-        action: "create link",
-        path: link.to_path_buf(),
-        source,
-    };
-    let absolute = root.join(link);
-    let dir = absolute.parent().expect("links live in a directory");
-    fs::create_dir_all(dir).map_err(io)?;
-    let relative = relative_path(link.parent().expect("links live in a directory"), target);
-    match fs::symlink_metadata(&absolute) {
-        Ok(meta) if meta.file_type().is_symlink() => fs::remove_file(&absolute).map_err(io)?,
-        Ok(_) => {
-            return Err(Error::NotALink {
-                path: link.to_path_buf(),
-            })
-        }
-        Err(_) => {}
-    }
-    std::os::unix::fs::symlink(relative, &absolute).map_err(io)
-}
-
-/// Names of the entries of `dir`, sorted; empty if it does not exist.
-pub(crate) fn entry_names(dir: &Path) -> Result<Vec<String>, Error> {
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
-            return Err(Error::Io {
-                action: "list",
-                path: dir.to_path_buf(),
-                source,
-            })
-        }
-    };
-    let mut names = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|source| Error::Io {
-            action: "list",
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        if let Some(name) = entry.file_name().to_str() {
-            names.push(name.to_owned());
-        }
-    }
-    names.sort();
-    Ok(names)
-}
-
-/// Removes `dir` if it is empty, and then its parents up to (not including) `stop`.
-pub(crate) fn remove_empty_dirs(dir: &Path, stop: &Path) {
-    let mut current = dir;
-    while current != stop && current.starts_with(stop) && fs::remove_dir(current).is_ok() {
-        match current.parent() {
-            Some(parent) => current = parent,
-            None => break,
-        }
-    }
 }
 
 #[cfg(test)]
@@ -148,15 +221,18 @@ mod tests {
 
     #[test]
     fn atomic_write_is_private() {
+        use std::os::unix::fs::PermissionsExt as _;
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("a/b/secret");
-        write_atomic(&path, b"one").unwrap();
-        write_atomic(&path, b"two").unwrap();
-        assert_eq!(fs::read(&path).unwrap(), b"two");
+        let files = ClanFiles(dir.path());
+        let rel = Path::new("a/b/secret");
+        files.write_atomic(rel, b"one").unwrap();
+        files.write_atomic(rel, b"two").unwrap();
+        let path = dir.path().join(rel);
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
         assert_eq!(
-            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o600
         );
-        assert_eq!(entry_names(path.parent().unwrap()).unwrap(), ["secret"]);
+        assert_eq!(files.entry_names(Path::new("a/b")).unwrap(), ["secret"]);
     }
 }

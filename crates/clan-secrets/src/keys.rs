@@ -383,7 +383,7 @@ pub fn append_generated_identity(path: &Path) -> Result<Recipient, crate::Error>
         content.push(b'\n');
     }
     content.extend_from_slice(text.expose_secret().as_bytes());
-    crate::fsutil::write_atomic(path, &content)?;
+    crate::fsutil::write_private_at(path, &content)?;
     Ok(recipient)
 }
 

@@ -14,12 +14,11 @@
 //! `vars/…/<file>/` directories are handled by the same functions.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs;
 use std::path::{Component, Path, PathBuf};
 
 use age::secrecy::{ExposeSecret, SecretString};
 
-use crate::fsutil::{entry_names, remove_empty_dirs, symlink_relative, write_atomic};
+use crate::fsutil::ClanFiles;
 use crate::keys::{generate_identity, Identities, Recipient};
 use crate::names::{GroupName, MachineName, SecretName, UserName};
 use crate::sops::{self, SopsError, SopsFile};
@@ -180,8 +179,9 @@ impl SopsDir {
         &self.clan_dir
     }
 
-    fn abs(&self, relative: &Path) -> PathBuf {
-        self.clan_dir.join(relative)
+    /// The clan directory's files, never followed through a link.
+    fn files(&self) -> ClanFiles<'_> {
+        ClanFiles(&self.clan_dir)
     }
 
     fn member_dir(kind: MemberKind, name: &str) -> PathBuf {
@@ -194,10 +194,10 @@ impl SopsDir {
     }
 
     fn exists(&self, member: &Member) -> bool {
-        let dir = self.abs(&Self::member_dir(member.kind(), member.name()));
+        let dir = Self::member_dir(member.kind(), member.name());
         match member.kind() {
-            MemberKind::Group => dir.is_dir(),
-            _ => dir.join("key.json").is_file(),
+            MemberKind::Group => self.files().is_dir(&dir),
+            _ => self.files().is_file(&dir.join("key.json")),
         }
     }
 
@@ -289,12 +289,17 @@ impl SopsDir {
     }
 
     fn list_members<N: std::str::FromStr>(&self, kind: MemberKind) -> Result<Vec<N>, Error> {
-        let dir = self.abs(&Path::new("sops").join(kind.dir()));
-        Ok(entry_names(&dir)?
-            .into_iter()
-            .filter(|name| dir.join(name).join("key.json").is_file())
-            .filter_map(|name| name.parse().ok())
-            .collect())
+        let dir = Path::new("sops").join(kind.dir());
+        let mut members = Vec::new();
+        for name in self.files().dir_names(&dir)? {
+            if self
+                .files()
+                .is_file_checked(&dir.join(&name).join("key.json"))?
+            {
+                members.extend(name.parse().ok());
+            }
+        }
+        Ok(members)
     }
 
     /// Adds a user with `keys` (or replaces its keys with `force`) and re-keys its secrets.
@@ -427,21 +432,17 @@ impl SopsDir {
                 .join(group.name.as_str())
                 .join(member.kind().dir())
                 .join(member.name());
-            if is_symlink(&self.abs(&link)) {
+            if self.files().is_symlink(&link) {
                 self.unlink(&link)?;
                 changes.push(link);
             }
         }
         let dir = Self::member_dir(member.kind(), member.name());
-        fs::remove_dir_all(self.abs(&dir)).map_err(|source| Error::Io {
-            action: "remove",
-            path: dir.clone(),
-            source,
-        })?;
+        self.files().remove_all(&dir)?;
         changes.push(dir);
         for secret in &affected {
             let link = secret.join(member.kind().dir()).join(member.name());
-            if is_symlink(&self.abs(&link)) {
+            if self.files().is_symlink(&link) {
                 self.unlink(&link)?;
                 changes.push(link);
             }
@@ -453,18 +454,20 @@ impl SopsDir {
     // ---- groups --------------------------------------------------------------------------
 
     pub fn groups(&self) -> Result<Vec<Group>, Error> {
-        let dir = self.abs(Path::new("sops/groups"));
+        let dir = Path::new("sops/groups");
         let mut groups = Vec::new();
-        for name in entry_names(&dir)? {
+        for name in self.files().dir_names(dir)? {
             let Ok(group) = name.parse::<GroupName>() else {
                 continue;
             };
-            if !dir.join(&name).is_dir() {
+            if !self.files().is_dir(&dir.join(&name)) {
                 continue;
             }
             groups.push(Group {
-                users: entry_names(&dir.join(&name).join("users"))?,
-                machines: entry_names(&dir.join(&name).join("machines"))?,
+                users: self.files().entry_names(&dir.join(&name).join("users"))?,
+                machines: self
+                    .files()
+                    .entry_names(&dir.join(&name).join("machines"))?,
                 name: group,
             });
         }
@@ -481,11 +484,8 @@ impl SopsDir {
         self.require(member)?;
         let group_dir = Path::new("sops/groups").join(group.as_str());
         let link = group_dir.join(member.kind().dir()).join(member.name());
-        symlink_relative(
-            &self.clan_dir,
-            &link,
-            &Self::member_dir(member.kind(), member.name()),
-        )?;
+        self.files()
+            .symlink_relative(&link, &Self::member_dir(member.kind(), member.name()))?;
         let mut changes = Changes::new(format!(
             "secrets: add {} {} to group {group}",
             member.kind().noun(),
@@ -507,7 +507,7 @@ impl SopsDir {
     ) -> Result<(Changes, RekeyReport), Error> {
         let group_dir = Path::new("sops/groups").join(group.as_str());
         let link = group_dir.join(member.kind().dir()).join(member.name());
-        if !is_symlink(&self.abs(&link)) {
+        if !self.files().is_symlink(&link) {
             return Err(Error::NotFound {
                 kind: member.kind().noun(),
                 name: format!("{} in group {group}", member.name()),
@@ -526,14 +526,14 @@ impl SopsDir {
             member.name()
         ));
         changes.push(link);
-        remove_empty_dirs(
-            &self.abs(&group_dir.join(member.kind().dir())),
-            &self.abs(Path::new("sops/groups")),
+        self.files().remove_empty_dirs(
+            &group_dir.join(member.kind().dir()),
+            Path::new("sops/groups"),
         );
-        if !self.abs(&group_dir).exists() {
+        if !self.files().exists(&group_dir) {
             for secret in &affected {
                 let link = secret.join("groups").join(group.as_str());
-                if is_symlink(&self.abs(&link)) {
+                if self.files().is_symlink(&link) {
                     self.unlink(&link)?;
                     changes.push(link);
                 }
@@ -554,11 +554,7 @@ impl SopsDir {
             holder.via_group.as_deref() == Some(member.name())
         })?;
         let dir = Self::member_dir(MemberKind::Group, member.name());
-        fs::remove_dir_all(self.abs(&dir)).map_err(|source| Error::Io {
-            action: "remove",
-            path: dir.clone(),
-            source,
-        })?;
+        self.files().remove_all(&dir)?;
         let mut changes = Changes::new(format!("secrets: remove group {}", member.name()));
         changes.push(dir);
         for secret in &affected {
@@ -574,10 +570,12 @@ impl SopsDir {
 
     /// The secrets in `sops/secrets` (directories holding a `secret` file).
     pub fn secrets(&self) -> Result<Vec<SecretName>, Error> {
-        let dir = self.abs(Path::new("sops/secrets"));
-        Ok(entry_names(&dir)?
+        let dir = Path::new("sops/secrets");
+        Ok(self
+            .files()
+            .dir_names(dir)?
             .into_iter()
-            .filter(|name| dir.join(name).join("secret").is_file())
+            .filter(|name| self.files().is_file(&dir.join(name).join("secret")))
             .filter_map(|name| name.parse().ok())
             .collect())
     }
@@ -587,14 +585,14 @@ impl SopsDir {
         let mut dirs: Vec<PathBuf> = self.secrets()?.iter().map(Self::secret_dir).collect();
         let shared = Path::new("vars/shared");
         let mut generator_roots = vec![shared.to_path_buf()];
-        for machine in entry_names(&self.abs(Path::new("vars/per-machine")))? {
+        for machine in self.files().dir_names(Path::new("vars/per-machine"))? {
             generator_roots.push(Path::new("vars/per-machine").join(machine));
         }
         for root in generator_roots {
-            for generator in entry_names(&self.abs(&root))? {
-                for file in entry_names(&self.abs(&root.join(&generator)))? {
+            for generator in self.files().dir_names(&root)? {
+                for file in self.files().dir_names(&root.join(&generator))? {
                     let dir = root.join(&generator).join(file);
-                    if self.abs(&dir.join("secret")).is_file() {
+                    if self.files().is_file(&dir.join("secret")) {
                         dirs.push(dir);
                     }
                 }
@@ -635,12 +633,9 @@ impl SopsDir {
         let admin_member = Member::User(admin.user.clone());
         for member in members.iter().chain(std::iter::once(&admin_member)) {
             let link = dir.join(member.kind().dir()).join(member.name());
-            if !is_symlink(&self.abs(&link)) {
-                symlink_relative(
-                    &self.clan_dir,
-                    &link,
-                    &Self::member_dir(member.kind(), member.name()),
-                )?;
+            if !self.files().is_symlink(&link) {
+                self.files()
+                    .symlink_relative(&link, &Self::member_dir(member.kind(), member.name()))?;
                 changes.push(link);
             }
         }
@@ -651,7 +646,7 @@ impl SopsDir {
             path: path.clone(),
             source,
         })?;
-        write_atomic(&self.abs(&path), &file.to_bytes())?;
+        self.files().write_atomic(&path, &file.to_bytes())?;
         changes.push(path);
         Ok(changes)
     }
@@ -663,7 +658,7 @@ impl SopsDir {
         identities: &Identities,
     ) -> Result<Plaintext, Error> {
         let dir = Self::secret_dir(name);
-        if !self.abs(&dir.join("secret")).is_file() {
+        if !self.files().is_file(&dir.join("secret")) {
             return Err(Error::NotFound {
                 kind: "secret",
                 name: name.to_string(),
@@ -692,11 +687,7 @@ impl SopsDir {
     }
 
     fn read_sops_file(&self, path: &Path) -> Result<SopsFile, Error> {
-        let bytes = fs::read(self.abs(path)).map_err(|source| Error::Io {
-            action: "read",
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let bytes = self.files().read(path)?;
         SopsFile::parse(&bytes).map_err(|source| Error::Sops {
             action: "parse",
             path: path.to_path_buf(),
@@ -731,17 +722,13 @@ impl SopsDir {
 
     pub fn remove_secret(&self, name: &SecretName) -> Result<Changes, Error> {
         let dir = Self::secret_dir(name);
-        if !self.abs(&dir).is_dir() {
+        if !self.files().is_dir(&dir) {
             return Err(Error::NotFound {
                 kind: "secret",
                 name: name.to_string(),
             });
         }
-        fs::remove_dir_all(self.abs(&dir)).map_err(|source| Error::Io {
-            action: "remove",
-            path: dir.clone(),
-            source,
-        })?;
+        self.files().remove_all(&dir)?;
         Ok(Changes {
             paths: vec![dir],
             message: format!("secrets: remove {name}"),
@@ -751,23 +738,19 @@ impl SopsDir {
     /// Renames a secret; its relative links stay valid since the depth does not change.
     pub fn rename_secret(&self, from: &SecretName, to: &SecretName) -> Result<Changes, Error> {
         let (old, new) = (Self::secret_dir(from), Self::secret_dir(to));
-        if !self.abs(&old).is_dir() {
+        if !self.files().is_dir(&old) {
             return Err(Error::NotFound {
                 kind: "secret",
                 name: from.to_string(),
             });
         }
-        if fs::symlink_metadata(self.abs(&new)).is_ok() {
+        if self.files().exists(&new) {
             return Err(Error::AlreadyExists {
                 kind: "secret",
                 name: to.to_string(),
             });
         }
-        fs::rename(self.abs(&old), self.abs(&new)).map_err(|source| Error::Io {
-            action: "rename",
-            path: old.clone(),
-            source,
-        })?;
+        self.files().rename(&old, &new)?;
         Ok(Changes {
             paths: vec![old, new],
             message: format!("secrets: rename {from} to {to}"),
@@ -782,18 +765,15 @@ impl SopsDir {
         identities: &Identities,
     ) -> Result<Changes, Error> {
         self.require(member)?;
-        if !self.abs(&dir.join("secret")).is_file() {
+        if !self.files().is_file(&dir.join("secret")) {
             return Err(Error::NotFound {
                 kind: "secret",
                 name: dir.display().to_string(),
             });
         }
         let link = dir.join(member.kind().dir()).join(member.name());
-        symlink_relative(
-            &self.clan_dir,
-            &link,
-            &Self::member_dir(member.kind(), member.name()),
-        )?;
+        self.files()
+            .symlink_relative(&link, &Self::member_dir(member.kind(), member.name()))?;
         self.membership_changed("add", "to", dir, member, link, identities)
     }
 
@@ -806,7 +786,7 @@ impl SopsDir {
         identities: &Identities,
     ) -> Result<Changes, Error> {
         let link = dir.join(member.kind().dir()).join(member.name());
-        if !is_symlink(&self.abs(&link)) {
+        if !self.files().is_symlink(&link) {
             return Err(Error::NotFound {
                 kind: member.kind().noun(),
                 name: format!("{} in {}", member.name(), display_secret(dir)),
@@ -820,7 +800,8 @@ impl SopsDir {
             },
         )?;
         self.unlink(&link)?;
-        remove_empty_dirs(&self.abs(&dir.join(member.kind().dir())), &self.abs(dir));
+        self.files()
+            .remove_empty_dirs(&dir.join(member.kind().dir()), dir);
         self.membership_changed("remove", "from", dir, member, link, identities)
     }
 
@@ -921,7 +902,7 @@ impl SopsDir {
             )?;
         }
         let groups_dir = dir.join("groups");
-        for name in entry_names(&self.abs(&groups_dir))? {
+        for name in self.files().entry_names(&groups_dir)? {
             let link = groups_dir.join(&name);
             match self.resolve_link(&link, MemberKind::Group) {
                 Ok(target) => {
@@ -952,7 +933,7 @@ impl SopsDir {
         holders: &mut Vec<Holder>,
         problems: &mut Vec<Problem>,
     ) -> Result<(), Error> {
-        for name in entry_names(&self.abs(dir))? {
+        for name in self.files().entry_names(dir)? {
             let link = dir.join(&name);
             let target = match self.resolve_link(&link, kind) {
                 Ok(target) => target,
@@ -982,17 +963,18 @@ impl SopsDir {
 
     /// The directory a recipient link points at, relative to the clan directory.
     fn resolve_link(&self, link: &Path, kind: MemberKind) -> Result<PathBuf, String> {
-        let absolute = self.abs(link);
-        let meta = fs::symlink_metadata(&absolute).map_err(|error| error.to_string())?;
-        if !meta.file_type().is_symlink() {
+        if !self.files().is_symlink(link) {
             return Err(
                 "not a symlink (was the repository checked out with core.symlinks=false?)".into(),
             );
         }
-        let target = fs::read_link(&absolute).map_err(|error| error.to_string())?;
+        let target = self
+            .files()
+            .read_link(link)
+            .map_err(|error| error.to_string())?;
         let resolved = normalize(&link.parent().unwrap_or(Path::new("")).join(&target))
             .ok_or_else(|| format!("points outside the clan directory ({})", target.display()))?;
-        if !self.abs(&resolved).exists() {
+        if !self.files().exists(&resolved) {
             return Err(format!("dangling link to `{}`", resolved.display()));
         }
         let parent = resolved
@@ -1039,7 +1021,7 @@ impl SopsDir {
                     },
                 })?;
         if changed {
-            write_atomic(&self.abs(&path), &file.to_bytes())?;
+            self.files().write_atomic(&path, &file.to_bytes())?;
         }
         Ok(changed)
     }
@@ -1059,7 +1041,7 @@ impl SopsDir {
     ) -> RekeyReport {
         let mut report = RekeyReport::default();
         for dir in dirs {
-            if !self.abs(&dir.join("secret")).is_file() {
+            if !self.files().is_file(&dir.join("secret")) {
                 continue;
             }
             match self.rekey_dir(dir, identities) {
@@ -1101,10 +1083,12 @@ impl SopsDir {
         let mut affected = Vec::new();
         for dir in self.all_secret_dirs()? {
             let direct = member.kind() != MemberKind::Group
-                && is_symlink(&self.abs(&dir.join(member.kind().dir()).join(member.name())));
+                && self
+                    .files()
+                    .is_symlink(&dir.join(member.kind().dir()).join(member.name()));
             let via_group = groups
                 .iter()
-                .any(|group| is_symlink(&self.abs(&dir.join("groups").join(group))));
+                .any(|group| self.files().is_symlink(&dir.join("groups").join(group)));
             if direct || via_group {
                 affected.push(dir);
             }
@@ -1195,11 +1179,7 @@ impl SopsDir {
     }
 
     fn unlink(&self, link: &Path) -> Result<(), Error> {
-        fs::remove_file(self.abs(link)).map_err(|source| Error::Io {
-            action: "remove",
-            path: link.to_path_buf(),
-            source,
-        })
+        self.files().remove_file(link)
     }
 }
 
@@ -1219,10 +1199,6 @@ fn error_chain(error: &Error) -> String {
         source = cause.source();
     }
     text
-}
-
-fn is_symlink(path: &Path) -> bool {
-    fs::symlink_metadata(path).is_ok_and(|meta| meta.file_type().is_symlink())
 }
 
 /// Resolves `.` and `..` lexically; `None` if the path climbs above its root.
@@ -1245,11 +1221,7 @@ fn normalize(path: &Path) -> Option<PathBuf> {
 
 /// Reads a `key.json` (object or list form). Only age keys are supported.
 fn read_key_file(clan_dir: &Path, path: &Path) -> Result<Vec<Recipient>, Error> {
-    let bytes = fs::read(clan_dir.join(path)).map_err(|source| Error::Io {
-        action: "read",
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = ClanFiles(clan_dir).read(path)?;
     let bad = |reason: String| Error::KeyJson {
         path: path.to_path_buf(),
         reason,
@@ -1290,7 +1262,7 @@ pub fn write_key_file(clan_dir: &Path, path: &Path, keys: &[Recipient]) -> Resul
         .map(|key| serde_json::json!({ "publickey": key.as_str(), "type": "age" }))
         .collect();
     let text = serde_json::to_string_pretty(&entries).expect("JSON values serialize");
-    write_atomic(&clan_dir.join(path), text.as_bytes())
+    ClanFiles(clan_dir).write_atomic(path, text.as_bytes())
 }
 
 #[cfg(test)]

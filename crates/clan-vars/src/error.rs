@@ -16,6 +16,30 @@ pub enum Error {
     #[error(transparent)]
     Secrets(#[from] clan_secrets::Error),
 
+    /// A path of the clan, an import directory or scratch space that is a link, FIFO, device
+    /// or too large, or I/O on it.
+    #[error(transparent)]
+    Fs(#[from] clan_fs::Error),
+
+    #[error(
+        "generator `{generator}` ({placement}) wrote `{file}`, which clan does not read: {reason}"
+    )]
+    BadOutput {
+        placement: String,
+        generator: String,
+        file: String,
+        reason: Box<clan_fs::Error>,
+    },
+
+    #[error(
+        "generator `{generator}` ({placement}) did not finish within {seconds} s and was killed"
+    )]
+    TimedOut {
+        placement: String,
+        generator: String,
+        seconds: u64,
+    },
+
     #[error("failed to encrypt `{}`", path.display())]
     Encrypt {
         path: PathBuf,
@@ -56,9 +80,6 @@ pub enum Error {
 
     #[error("unknown machine `{machine}`")]
     UnknownMachine { machine: String },
-
-    #[error("`{}` is a link or not a directory: clan does not remove anything through it", path.display())]
-    LinkedPath { path: PathBuf },
 
     #[error("forgetting machine `{machine}` re-keys the secrets it could read, which needs your admin key")]
     NoAdminKeyToForget { machine: String },
@@ -133,6 +154,9 @@ pub enum Error {
 
     #[error("`{}` already exists", path.display())]
     Exists { path: PathBuf },
+
+    #[error("scratch directory `{}` is not private to this user (owned by another, or readable by others)", path.display())]
+    UnsafeScratch { path: PathBuf },
 }
 
 fn stderr_block(stderr: &str) -> String {
@@ -180,9 +204,6 @@ impl Error {
             }
             Error::Cycle { .. } => "remove one of the dependencies in the cycle".to_owned(),
             Error::UnknownMachine { .. } => "`clan machines list` shows the machines".to_owned(),
-            Error::LinkedPath { .. } => {
-                "replace the link by a real directory (a commit may have planted it)".to_owned()
-            }
             Error::NoAdminKeyToForget { .. } => {
                 "set SOPS_AGE_KEY_FILE to your age key (`clan vars keygen` makes one)".to_owned()
             }
@@ -194,6 +215,11 @@ impl Error {
                 format!("install the package that provides `{tool}`")
             }
             Error::NoSandbox { .. } => "install bubblewrap (Debian package `bubblewrap`), or pass `--no-sandbox` to run generator scripts unconfined".to_owned(),
+            Error::Fs(_) => "the clan directory must hold regular files and directories only: remove the link or special file named above (and check who committed it)".to_owned(),
+            Error::BadOutput { .. } => "make the script write plain files to `$out`; nothing was stored for it".to_owned(),
+            Error::TimedOut { generator, .. } => format!(
+                "raise the generator's `timeout` (seconds) if `{generator}` needs longer, or fix its script"
+            ),
             Error::ScriptFailed { .. } | Error::FileNotProduced { .. } => {
                 "fix the generator's script; nothing was stored for it".to_owned()
             }
@@ -202,6 +228,10 @@ impl Error {
             ),
             Error::Interrupted => "run `clan vars generate` again".to_owned(),
             Error::Exists { .. } => "pick a path that does not exist yet".to_owned(),
+            Error::UnsafeScratch { path } => format!(
+                "remove `{}` (someone may have planted it) or set XDG_RUNTIME_DIR to your own 0700 directory",
+                path.display()
+            ),
             _ => return None,
         })
     }

@@ -166,7 +166,9 @@ pub fn run(
         .filter_map(|tool| sandbox::runtime_input(tool))
         .collect();
     let extra_dirs = sandbox::extra_dirs(&resolved);
-    let staging = Staging::new(store.clan_dir())?;
+    let staging = Staging::new(store)?;
+    // Before any script runs: what scripts and clan create in scratch is private.
+    let _umask = sandbox::PrivateUmask::set();
     let interrupted = Arc::new(AtomicBool::new(false));
     let signals = [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM]
         .into_iter()
@@ -217,9 +219,7 @@ pub fn run(
             // A generator whose `share` changed was generated anew at its new place; its
             // vars at the old place go (as in clan-core).
             for old in graph.other_placements(key) {
-                let dir = store.clan_dir().join(old.dir());
-                if dir.exists() {
-                    std::fs::remove_dir_all(&dir).map_err(Error::io("remove", &dir))?;
+                if store.tree()?.remove_all(&old.dir())? {
                     report.changed.push(old.dir());
                 }
             }
@@ -318,12 +318,7 @@ fn share_with_new_machines(
             }
             let dir = generator.key.file_dir(&name);
             for machine in generator.deploy_targets(&file) {
-                let link = store
-                    .clan_dir()
-                    .join(&dir)
-                    .join("machines")
-                    .join(machine.as_str());
-                if link.symlink_metadata().is_ok() {
+                if store.entry_exists(&dir.join("machines").join(machine.as_str())) {
                     continue;
                 }
                 let groups = recipients.groups_of(machine);
@@ -456,21 +451,6 @@ fn finish(state: &mut Queue, dependents: &[Vec<usize>], i: usize, result: Result
     }
 }
 
-/// Writes `content` to a new file only the owner can read.
-fn write_private(path: &Path, content: &[u8]) -> Result<(), Error> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let result = (|| {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)?;
-        file.write_all(content)
-    })();
-    result.map_err(Error::io("write", path))
-}
-
 /// Runs one generator and stages its outputs.
 fn execute(
     context: &Context<'_>,
@@ -495,19 +475,13 @@ fn execute(
             dependency_values.insert(dependency.clone(), values);
         }
     }
-    let job = runner
-        .job()
-        .map_err(Error::io("create scratch space for", key.dir()))?;
-    let make_dir = |path: &Path| std::fs::create_dir(path).map_err(Error::io("create", path));
-    write_private(
-        &job.dir().join("script"),
-        generator.definition.script.as_bytes(),
-    )?;
+    let job = runner.job()?;
+    job.write(Path::new("script"), generator.definition.script.as_bytes())?;
     for (dependency, values) in &dependency_values {
-        let dir = job.inputs().join(&dependency.name);
-        make_dir(&dir)?;
+        let dir = Path::new("in").join(&dependency.name);
+        job.create_dir(&dir)?;
         for (file, value) in values.iter() {
-            write_private(&dir.join(file), value.expose())?;
+            job.write(&dir.join(file), value.expose())?;
         }
     }
     for name in generator.definition.prompts.keys() {
@@ -519,11 +493,19 @@ fn execute(
                 generator: key.name.clone(),
                 prompt: name.clone(),
             })?;
-        write_private(&job.prompts().join(name), value.as_bytes())?;
+        job.write(&Path::new("prompts").join(name), value.as_bytes())?;
     }
+    let seconds = generator.definition.timeout_seconds();
     let finished = runner
-        .run(&job, &tools)
+        .run(&job, &tools, std::time::Duration::from_secs(seconds))
         .map_err(Error::io("run the script of", key.dir()))?;
+    if finished.timed_out {
+        return Err(Error::TimedOut {
+            placement,
+            generator: key.name.clone(),
+            seconds,
+        });
+    }
     if !finished.success {
         return Err(Error::ScriptFailed {
             placement,
@@ -532,13 +514,21 @@ fn execute(
             stderr: finished.stderr,
         });
     }
-    let out = job.out();
+    // Outputs are read only as regular files: a link (`ln -s /etc/shadow $out/f`), FIFO,
+    // device or directory names the generator and the file, and is never opened.
+    let bad_output = |file: &str, source: clan_fs::Error| Error::BadOutput {
+        placement: placement.clone(),
+        generator: key.name.clone(),
+        file: file.to_owned(),
+        reason: Box::new(source),
+    };
+    let out = job.outputs().map_err(|source| bad_output("$out", source))?;
     let files = generator.files();
     let mut values = BTreeMap::new();
     for name in files.keys() {
-        let path = out.join(name);
-        let value = match std::fs::read(&path) {
+        let value = match out.read(Path::new(name), clan_fs::DEFAULT_LIMIT) {
             Ok(bytes) => Plaintext::new(bytes),
+            Err(error) if !error.is_not_found() => return Err(bad_output(name, error)),
             Err(_)
                 if generator
                     .definition
@@ -550,13 +540,12 @@ fn execute(
                 Plaintext::new(answer.as_bytes().to_vec())
             }
             Err(_) => {
-                let mut produced: Vec<String> = std::fs::read_dir(&out)
+                let produced: Vec<String> = out
+                    .list(Path::new(""))
+                    .unwrap_or_default()
                     .into_iter()
-                    .flatten()
-                    .flatten()
-                    .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                    .map(|entry| entry.name.to_string_lossy().into_owned())
                     .collect();
-                produced.sort();
                 return Err(Error::FileNotProduced {
                     placement,
                     generator: key.name.clone(),

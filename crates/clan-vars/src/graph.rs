@@ -156,6 +156,7 @@ fn differences(a: &Generator, b: &Generator) -> Vec<String> {
     differ("validation", a.validation == b.validation);
     differ("script", a.script == b.script);
     differ("runtimeInputs", a.runtime_inputs == b.runtime_inputs);
+    differ("timeout", a.timeout == b.timeout);
     out
 }
 

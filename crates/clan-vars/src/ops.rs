@@ -2,9 +2,9 @@
 //! fix, export, import, and keygen (the admin's age key and sops user).
 
 use std::collections::BTreeSet;
-use std::fs;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+
+use clan_fs::Tree;
 
 use clan_config::GeneratorFile;
 use clan_secrets::{
@@ -128,7 +128,7 @@ pub fn set(
             )
         })
         .transpose()?;
-    let staging = Staging::new(store.clan_dir())?;
+    let staging = Staging::new(store)?;
     let staged = staging.stage_file(
         &var.generator,
         &Output {
@@ -198,7 +198,7 @@ pub fn check(
             let wanted =
                 recipients.access(generator.deploy_targets(&declaration), &generator.machines)?;
             let path = key.file_dir(&file).join("secret");
-            let bytes = fs::read(store.clan_dir().join(&path)).map_err(Error::io("read", &path))?;
+            let bytes = store.tree()?.read(&path, clan_fs::DEFAULT_LIMIT)?;
             let sops = SopsFile::parse(&bytes).map_err(|source| clan_secrets::Error::Sops {
                 action: "parse",
                 path: path.clone(),
@@ -221,12 +221,8 @@ pub fn check(
                 });
             }
             for (kind, name) in wanted.links() {
-                let link = store
-                    .clan_dir()
-                    .join(key.file_dir(&file))
-                    .join(kind.dir())
-                    .join(name);
-                if link.symlink_metadata().is_err() {
+                let link = key.file_dir(&file).join(kind.dir()).join(name);
+                if !store.entry_exists(&link) {
                     problems.push(Problem {
                         var: id.clone(),
                         message: format!("no recipient link `{}/{name}`", kind.dir()),
@@ -261,14 +257,7 @@ pub fn fix(
             let wanted =
                 recipients.access(generator.deploy_targets(&declaration), &generator.machines)?;
             for (kind, name) in wanted.links() {
-                if store
-                    .clan_dir()
-                    .join(&dir)
-                    .join(kind.dir())
-                    .join(name)
-                    .symlink_metadata()
-                    .is_ok()
-                {
+                if store.entry_exists(&dir.join(kind.dir()).join(name)) {
                     continue;
                 }
                 let member = match kind {
@@ -297,27 +286,6 @@ pub fn fix(
     Ok(changes)
 }
 
-fn private_dir(path: &Path) -> Result<(), Error> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
-        .map_err(Error::io("create", path))
-}
-
-fn write_private(path: &Path, content: &[u8]) -> Result<(), Error> {
-    use std::io::Write;
-    let result = (|| {
-        fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)?
-            .write_all(content)
-    })();
-    result.map_err(Error::io("write", path))
-}
-
 /// Writes every generated var of the clan, decrypted, to the new directory `output` (mode
 /// 0700, files 0600) as clan-core's export does: `per-machine/<m>/<generator>/<file>`,
 /// `shared/<generator>/<file>`, with each `.validation-hash`. Returns how many were written.
@@ -332,34 +300,41 @@ pub fn export(
             path: output.to_path_buf(),
         });
     }
-    private_dir(output)?;
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(output)
+            .map_err(Error::io("create", output))?;
+    }
+    let tree = Tree::open(output)?;
     let mut count = 0;
     for generator in graph.iter() {
         let relative = generator.key.dir();
-        let dir = output.join(
-            relative
-                .strip_prefix("vars")
-                .expect("vars live under vars/"),
-        );
+        let dir = relative
+            .strip_prefix("vars")
+            .expect("vars live under vars/");
         for (file, declaration) in generator.files() {
             if !store.exists(&generator.key, &file, declaration.secret) {
                 continue;
             }
             let value = store.read(&generator.key, &file, declaration.secret, identities)?;
-            private_dir(&dir)?;
-            write_private(&dir.join(&file), value.expose())?;
+            tree.create_dir_all(dir, 0o700)?;
+            tree.write_new(&dir.join(&file), value.expose(), 0o600)?;
             count += 1;
         }
         if let Some(hash) = store.stored_validation(&generator.key) {
-            private_dir(&dir)?;
-            write_private(&dir.join(VALIDATION_HASH), hash.as_bytes())?;
+            tree.create_dir_all(dir, 0o700)?;
+            tree.write_new(&dir.join(VALIDATION_HASH), hash.as_bytes(), 0o600)?;
         }
     }
     Ok(count)
 }
 
 /// Reads a directory written by [`export`] back into the clan (each var replaced atomically,
-/// secrets encrypted to their current recipients), restoring the validation hashes.
+/// secrets encrypted to their current recipients), restoring the validation hashes. A link,
+/// FIFO or device anywhere in `input` is an error naming it; nothing is read through it.
 pub fn import(
     graph: &Graph,
     store: &VarsStore,
@@ -370,26 +345,16 @@ pub fn import(
         paths: Vec::new(),
         message: format!("vars: import from {}", input.display()),
     };
+    let tree = Tree::open(input)?;
     for generator in graph.iter() {
         let relative = generator.key.dir();
-        let dir = input.join(
-            relative
-                .strip_prefix("vars")
-                .expect("vars live under vars/"),
-        );
+        let dir = relative
+            .strip_prefix("vars")
+            .expect("vars live under vars/");
         let mut imported = false;
         for (file, declaration) in generator.files() {
-            let path = dir.join(&file);
-            let bytes = match fs::read(&path) {
-                Ok(bytes) => bytes,
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(source) => {
-                    return Err(Error::Io {
-                        action: "read",
-                        path,
-                        source,
-                    })
-                }
+            let Some(bytes) = tree.read_optional(&dir.join(&file), clan_fs::DEFAULT_LIMIT)? else {
+                continue;
             };
             let var = Var {
                 generator: generator.key.clone(),
@@ -402,9 +367,12 @@ pub fn import(
                 .extend(set(graph, store, &var, &Plaintext::new(bytes), admin)?.paths);
             imported = true;
         }
-        let hash_path = dir.join(VALIDATION_HASH);
-        if let (true, Ok(hash)) = (imported, fs::read(&hash_path)) {
-            let staging = Staging::new(store.clan_dir())?;
+        let hash = match imported {
+            true => tree.read_optional(&dir.join(VALIDATION_HASH), 4096)?,
+            false => None,
+        };
+        if let Some(hash) = hash {
+            let staging = Staging::new(store)?;
             let staged = staging.stage_bytes(&hash)?;
             staging.sync()?;
             let target = relative.join(VALIDATION_HASH);
@@ -476,8 +444,8 @@ pub fn forget_machine(
         message: format!("machines: forget {machine}: its vars, keys and group memberships"),
     };
     let vars = Path::new("vars/per-machine").join(machine.as_str());
-    if fs::symlink_metadata(store.clan_dir().join(&vars)).is_ok() {
-        remove_inside(store.clan_dir(), &vars)?;
+    // A link there is removed as a link (and one above it refused), never followed.
+    if store.tree()?.remove_all(&vars)? {
         changes.paths.push(vars);
     }
     let age_key: clan_secrets::SecretName = format!("{machine}-age.key").parse()?;
@@ -496,29 +464,4 @@ pub fn forget_machine(
         None
     };
     Ok(Forgotten { changes, report })
-}
-
-/// Removes `relative` (a file, a directory tree or a link, never what a link points at)
-/// below `clan_dir`, refusing when a directory above it is a link.
-fn remove_inside(clan_dir: &Path, relative: &Path) -> Result<(), Error> {
-    let mut walked = clan_dir.to_path_buf();
-    let parents: Vec<_> = relative
-        .parent()
-        .into_iter()
-        .flat_map(Path::components)
-        .collect();
-    for component in parents {
-        walked.push(component);
-        let linked = fs::symlink_metadata(&walked).map_or(true, |m| !m.is_dir());
-        if linked {
-            return Err(Error::LinkedPath { path: walked });
-        }
-    }
-    let path = clan_dir.join(relative);
-    let result = match fs::symlink_metadata(&path) {
-        Ok(meta) if meta.is_dir() => fs::remove_dir_all(&path),
-        Ok(_) => fs::remove_file(&path),
-        Err(error) => Err(error),
-    };
-    result.map_err(Error::io("remove", path))
 }

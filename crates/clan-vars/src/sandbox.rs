@@ -4,16 +4,26 @@
 //! `--no-sandbox`, unconfined.
 //!
 //! Each worker of a run owns a `Runner`: private scratch space on tmpfs (so script inputs
-//! and outputs, secrets among them, never reach a disk) holding one directory per job. With
+//! and outputs, secrets among them, never reach a disk) holding one directory per job. Scratch
+//! lives in a per-user `0700` directory (`$XDG_RUNTIME_DIR/clan` or `/dev/shm/clan-<uid>`,
+//! refused when it is a link or someone else's); each run's space in it is `0700` and
+//! `flock`ed while the run lives, so the next run removes what a killed one left. Scripts run
+//! under umask `077`, and are killed when they exceed their generator's `timeout`. With
 //! bubblewrap, the runner starts one sandbox and runs its jobs in it one after another; between
 //! jobs every process left in the sandbox is killed and its `/tmp` emptied. Setting up a
 //! sandbox costs as much as a small script, so one per worker instead of one per script is
 //! what keeps `vars generate` near the speed of running the scripts bare.
 
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read as _, Write};
+use std::os::fd::AsFd;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clan_fs::{Kind, Tree};
+use rand::RngCore as _;
 
 use crate::Error;
 
@@ -30,6 +40,10 @@ const SYSTEM_DIRS: &[&str] = &[
     "/etc/ld.so.cache",
     "/etc/ssl",
 ];
+
+/// Where a sandbox sees the worker's scratch space (wherever it is on the host: below the
+/// host's `/tmp` it would sit in the sandbox's `/tmp`, which is emptied between jobs).
+const SANDBOX_SCRATCH: &str = "/run/clan-scratch";
 
 /// The program a sandbox runs: reads a job directory and its `PATH` (one line each), runs
 /// the job's script with its output in files of the job directory, answers with the exit
@@ -124,9 +138,119 @@ pub(crate) fn extra_dirs<'a>(tools: impl IntoIterator<Item = &'a PathBuf>) -> Ve
     dirs
 }
 
-/// One job's directory: `in/`, `out/`, `prompts/` and the script. Removed when dropped.
+/// A run's scratch space: `run-<pid>-<random>` (0700) in the user's scratch directory,
+/// locked while this process lives. Removed when dropped.
+struct Scratch {
+    parent: Tree,
+    name: String,
+    tree: Tree,
+}
+
+impl Scratch {
+    fn new() -> Result<Scratch, Error> {
+        let parent = scratch_parent()?;
+        remove_stale(&parent);
+        let id = format!(
+            "{}-{:016x}",
+            std::process::id(),
+            rand::rngs::OsRng.next_u64()
+        );
+        // Locked under a name no cleaner looks at, then given its `run-` name: another run's
+        // cleanup never sees it unlocked.
+        let new = format!(".new-{id}");
+        let name = format!("run-{id}");
+        let tree = parent.create_dir_all(Path::new(&new), 0o700)?;
+        rustix::fs::flock(&tree, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+            .map_err(|errno| Error::io("lock", tree.path())(errno.into()))?;
+        parent.rename(Path::new(&new), Path::new(&name))?;
+        let tree = tree.shown_as(parent.path().join(&name));
+        identity_files(&tree)?;
+        Ok(Scratch { parent, name, tree })
+    }
+
+    fn path(&self) -> &Path {
+        self.tree.path()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = self.parent.remove_all(Path::new(&self.name));
+    }
+}
+
+/// The user's own scratch directory (see the module documentation).
+fn scratch_parent() -> Result<Tree, Error> {
+    let uid = rustix::process::getuid().as_raw();
+    let private_to_us = |tree: &Tree| {
+        rustix::fs::fstat(tree).is_ok_and(|st| st.st_uid == uid && st.st_mode & 0o077 == 0)
+    };
+    let runtime = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|dir| dir.is_absolute())
+        .and_then(|dir| Tree::open(dir).ok())
+        .filter(private_to_us);
+    let (base, name) = match runtime {
+        Some(base) => (base, "clan".to_owned()),
+        None => {
+            let shm = Tree::open("/dev/shm").or_else(|_| Tree::open(std::env::temp_dir()))?;
+            (shm, format!("clan-{uid}"))
+        }
+    };
+    let parent = base.create_dir_all(Path::new(&name), 0o700)?;
+    if !private_to_us(&parent) {
+        return Err(Error::UnsafeScratch {
+            path: parent.path().to_path_buf(),
+        });
+    }
+    Ok(parent)
+}
+
+/// Removes the scratch spaces of runs that died (their lock is free).
+fn remove_stale(parent: &Tree) {
+    let Ok(entries) = parent.list(Path::new("")) else {
+        return;
+    };
+    for entry in entries {
+        let name = Path::new(&entry.name);
+        if entry.kind != Kind::Directory || !entry.name.to_string_lossy().starts_with("run-") {
+            continue;
+        }
+        let Ok(space) = parent.subtree(name) else {
+            continue;
+        };
+        let free = rustix::fs::flock(&space, rustix::fs::FlockOperation::NonBlockingLockExclusive);
+        if free.is_ok() {
+            let _ = parent.remove_all(name);
+        }
+    }
+}
+
+/// Sets the process umask to `077` while it lives (scripts and everything they create
+/// inherit it), then restores the previous one.
+pub(crate) struct PrivateUmask(rustix::fs::Mode);
+
+impl PrivateUmask {
+    pub(crate) fn set() -> PrivateUmask {
+        PrivateUmask(rustix::process::umask(rustix::fs::Mode::from_raw_mode(
+            0o077,
+        )))
+    }
+}
+
+impl Drop for PrivateUmask {
+    fn drop(&mut self) {
+        rustix::process::umask(self.0);
+    }
+}
+
+/// One job's directory: `in/`, `out/`, `prompts/` and the script (all 0700/0600). Removed
+/// when dropped.
 pub(crate) struct Job {
     dir: PathBuf,
+    tree: Tree,
+    scratch: Tree,
+    name: String,
 }
 
 impl Job {
@@ -142,17 +266,44 @@ impl Job {
     pub(crate) fn prompts(&self) -> PathBuf {
         self.dir.join("prompts")
     }
+
+    /// Writes the new file `rel` (relative to the job directory), mode 0600.
+    pub(crate) fn write(&self, rel: &Path, content: &[u8]) -> Result<(), Error> {
+        Ok(self.tree.write_new(rel, content, 0o600)?)
+    }
+
+    /// Creates the directory `rel` (relative to the job directory), mode 0700.
+    pub(crate) fn create_dir(&self, rel: &Path) -> Result<(), Error> {
+        self.tree.create_dir_all(rel, 0o700)?;
+        Ok(())
+    }
+
+    /// `out/`, as the script left it: a link there (or anywhere in the job) is an error.
+    pub(crate) fn outputs(&self) -> Result<Tree, clan_fs::Error> {
+        self.tree.subtree(Path::new("out"))
+    }
+
+    /// The script's standard error, as much as is readable of it.
+    fn stderr(&self) -> String {
+        let bytes = self
+            .tree
+            .read(Path::new("stderr"), 1 << 20)
+            .unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
 }
 
 impl Drop for Job {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = self.scratch.remove_all(Path::new(&self.name));
     }
 }
 
 /// How a script ended.
 pub(crate) struct Finished {
     pub success: bool,
+    /// It ran longer than its timeout and was killed.
+    pub timed_out: bool,
     /// "exit status N", or why the sandbox gave no status.
     pub status: String,
     pub stderr: String,
@@ -178,7 +329,7 @@ pub(crate) struct Runner<'a> {
     bash: &'a Path,
     /// Tool directories the sandbox must see besides [`SYSTEM_DIRS`].
     extra_dirs: &'a [PathBuf],
-    scratch: Option<tempfile::TempDir>,
+    scratch: Option<Scratch>,
     sandbox: Option<Sandbox>,
     jobs: usize,
 }
@@ -200,39 +351,44 @@ impl<'a> Runner<'a> {
     }
 
     /// A fresh, empty job directory (with `in/`, `out/` and `prompts/`).
-    pub(crate) fn job(&mut self) -> std::io::Result<Job> {
+    pub(crate) fn job(&mut self) -> Result<Job, Error> {
         let scratch = match &self.scratch {
-            Some(scratch) => scratch.path(),
-            None => {
-                let scratch = tempfile::Builder::new()
-                    .prefix("clan-vars-")
-                    .tempdir_in(scratch_base())?;
-                identity_files(scratch.path())?;
-                self.scratch.insert(scratch).path()
-            }
+            Some(scratch) => scratch,
+            None => self.scratch.insert(Scratch::new()?),
         };
         self.jobs += 1;
+        let name = self.jobs.to_string();
+        let tree = scratch.tree.create_dir_all(Path::new(&name), 0o700)?;
         let job = Job {
-            dir: scratch.join(self.jobs.to_string()),
+            dir: scratch.path().join(&name),
+            tree,
+            scratch: scratch.tree.try_clone()?,
+            name,
         };
-        std::fs::create_dir(&job.dir)?;
-        for dir in [job.inputs(), job.out(), job.prompts()] {
-            std::fs::create_dir(dir)?;
+        for dir in ["in", "out", "prompts"] {
+            job.create_dir(Path::new(dir))?;
         }
         Ok(job)
     }
 
     /// Runs `job`'s `script` file with `tools` (names and resolved paths) reachable on
-    /// `PATH` under their names.
+    /// `PATH` under their names; kills it after `timeout`.
     pub(crate) fn run(
         &mut self,
         job: &Job,
         tools: &[(String, PathBuf)],
+        timeout: Duration,
     ) -> std::io::Result<Finished> {
         // A tool whose file has another name (`clan` when this program is, say, a test
         // build) is reached through a link named after it.
-        let scratch = job.dir().parent().expect("jobs live in the scratch dir");
-        let aliases = scratch.join("tools");
+        let aliases = Path::new("tools");
+        let scratch_root = job.dir().parent().expect("jobs live in the scratch dir");
+        let sandboxed = matches!(self.confinement, Confinement::Bubblewrap(_));
+        // A scratch path as the script sees it.
+        let seen = |path: &Path| match (sandboxed, path.strip_prefix(scratch_root)) {
+            (true, Ok(relative)) => Path::new(SANDBOX_SCRATCH).join(relative),
+            _ => path.to_path_buf(),
+        };
         let mut dirs: Vec<PathBuf> = Vec::new();
         for (name, tool) in tools {
             let named = tool.file_name().is_some_and(|file| file == name.as_str());
@@ -240,17 +396,28 @@ impl<'a> Runner<'a> {
                 dirs.extend(tool.parent().map(Path::to_path_buf));
                 continue;
             }
+            let scratch = &self
+                .scratch
+                .as_ref()
+                .expect("jobs come from the scratch")
+                .tree;
             let alias = aliases.join(name);
-            if alias.symlink_metadata().is_err() {
-                std::fs::create_dir_all(&aliases)?;
-                std::os::unix::fs::symlink(tool, &alias)?;
+            if scratch
+                .kind(&alias)
+                .map_err(std::io::Error::other)?
+                .is_none()
+            {
+                scratch
+                    .create_dir_all(aliases, 0o700)
+                    .and_then(|_| scratch.symlink(tool, &alias))
+                    .map_err(std::io::Error::other)?;
             }
-            dirs.insert(0, aliases.clone());
+            dirs.insert(0, seen(&scratch.path().join(aliases)));
         }
         let path = search_path(&dirs);
         match self.confinement {
             Confinement::None => {
-                let output = Command::new(self.bash)
+                let mut child = Command::new(self.bash)
                     .args(["-euo", "pipefail", "script"])
                     .current_dir(job.dir())
                     .env_clear()
@@ -261,11 +428,33 @@ impl<'a> Runner<'a> {
                     .env("prompts", job.prompts())
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
-                    .output()?;
+                    .stderr(Stdio::piped())
+                    // Its own group, so that a timeout kills what it started too.
+                    .process_group(0)
+                    .spawn()?;
+                let mut stderr_pipe = child.stderr.take().expect("piped");
+                let reader = std::thread::spawn(move || {
+                    let mut stderr = Vec::new();
+                    let _ = stderr_pipe.read_to_end(&mut stderr);
+                    stderr
+                });
+                let pid = rustix::process::Pid::from_child(&child);
+                let ended =
+                    match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
+                        Ok(pidfd) => wait_readable(&pidfd, timeout)?,
+                        // No pidfd (kernels before 5.3): no timeout either.
+                        Err(_) => true,
+                    };
+                if !ended {
+                    let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+                }
+                let status = child.wait()?;
+                let stderr = reader.join().unwrap_or_default();
                 Ok(Finished {
-                    success: output.status.success(),
-                    status: output.status.to_string(),
-                    stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+                    success: ended && status.success(),
+                    timed_out: !ended,
+                    status: status.to_string(),
+                    stderr: String::from_utf8_lossy(&stderr).into_owned(),
                 })
             }
             Confinement::Bubblewrap(bwrap) => {
@@ -277,18 +466,33 @@ impl<'a> Runner<'a> {
                         self.sandbox.insert(sandbox)
                     }
                 };
-                let mut request = job.dir().as_os_str().to_owned();
+                let mut request = seen(job.dir()).into_os_string();
                 request.push("\n");
                 request.push(&path);
                 request.push("\n");
                 let mut reply = String::new();
-                let answered = sandbox
+                let sent = sandbox
                     .requests
                     .write_all(request.as_encoded_bytes())
-                    .and_then(|()| sandbox.requests.flush())
-                    .and_then(|()| sandbox.replies.read_line(&mut reply));
-                let stderr = std::fs::read(job.dir().join("stderr")).unwrap_or_default();
-                let stderr = String::from_utf8_lossy(&stderr).into_owned();
+                    .and_then(|()| sandbox.requests.flush());
+                let ended = match sent {
+                    Ok(()) if sandbox.replies.buffer().is_empty() => {
+                        wait_readable(sandbox.replies.get_ref(), timeout)?
+                    }
+                    _ => true,
+                };
+                if !ended {
+                    // Killing the sandbox kills everything in it.
+                    self.sandbox = None;
+                    return Ok(Finished {
+                        success: false,
+                        timed_out: true,
+                        status: "killed after its timeout".into(),
+                        stderr: job.stderr(),
+                    });
+                }
+                let answered = sent.and_then(|()| sandbox.replies.read_line(&mut reply));
+                let stderr = job.stderr();
                 let code = match answered {
                     Ok(_) => reply.trim().parse::<i32>().ok(),
                     Err(_) => None,
@@ -298,12 +502,14 @@ impl<'a> Runner<'a> {
                     self.sandbox = None;
                     return Ok(Finished {
                         success: false,
+                        timed_out: false,
                         status: "the sandbox ended while the script ran".into(),
                         stderr,
                     });
                 };
                 Ok(Finished {
                     success: code == 0,
+                    timed_out: false,
                     status: format!("exit status: {code}"),
                     stderr,
                 })
@@ -331,7 +537,7 @@ impl<'a> Runner<'a> {
             .arg("/etc/group")
             .arg("--bind")
             .arg(scratch)
-            .arg(scratch)
+            .arg(SANDBOX_SCRATCH)
             .arg("--chdir")
             .arg("/tmp")
             .arg("--")
@@ -354,14 +560,27 @@ impl<'a> Runner<'a> {
     }
 }
 
-/// Where scratch space goes: a tmpfs when there is one, so secrets stay in memory.
-fn scratch_base() -> PathBuf {
-    let runtime = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from);
-    runtime
-        .into_iter()
-        .chain([PathBuf::from("/dev/shm")])
-        .find(|dir| dir.is_absolute() && dir.is_dir())
-        .unwrap_or_else(std::env::temp_dir)
+/// Waits until `fd` is readable (a reply, or a process's end on its pidfd); `false` when
+/// `timeout` passed first.
+fn wait_readable(fd: impl AsFd, timeout: Duration) -> std::io::Result<bool> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let left = rustix::event::Timespec {
+            tv_sec: left.as_secs().try_into().unwrap_or(i64::MAX),
+            tv_nsec: left.subsec_nanos().into(),
+        };
+        let mut fds = [rustix::event::PollFd::new(
+            &fd,
+            rustix::event::PollFlags::IN,
+        )];
+        match rustix::event::poll(&mut fds, Some(&left)) {
+            Ok(0) => return Ok(false),
+            Ok(_) => return Ok(true),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(errno) => return Err(errno.into()),
+        }
+    }
 }
 
 /// `PATH` for a script: its tools' directories, then `/usr/bin` and `/bin`.
@@ -385,14 +604,14 @@ fn base_env(home: &Path) -> [(&'static str, OsString); 2] {
 
 /// The `passwd` and `group` files the sandbox sees, naming only the current user, so that
 /// tools that look themselves up (ssh-keygen) work.
-fn identity_files(scratch: &Path) -> std::io::Result<()> {
+fn identity_files(scratch: &Tree) -> Result<(), Error> {
     let uid = rustix::process::getuid().as_raw();
     let gid = rustix::process::getgid().as_raw();
-    std::fs::write(
-        scratch.join("passwd"),
-        format!("clan:x:{uid}:{gid}:clan vars:/tmp:/bin/sh\n"),
-    )?;
-    std::fs::write(scratch.join("group"), format!("clan:x:{gid}:\n"))
+    let passwd = format!("clan:x:{uid}:{gid}:clan vars:/tmp:/bin/sh\n");
+    scratch.write_new(Path::new("passwd"), passwd.as_bytes(), 0o600)?;
+    let group = format!("clan:x:{gid}:\n");
+    scratch.write_new(Path::new("group"), group.as_bytes(), 0o600)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -9,6 +9,9 @@
 //! vars/shared/<generator>/…                                the same, one level up
 //! ```
 //!
+//! Every path is resolved through [`clan_fs`]: a link (or FIFO, device) anywhere under
+//! `vars/` is an error naming it, never followed, read or written through.
+//!
 //! Reading is direct. Writing always goes through a staging directory under
 //! `vars/.staging-<random>/` (same file system): a generator's whole directory (or, for `vars
 //! set`, one file's directory) is built there with its recipient links already pointing where
@@ -16,11 +19,10 @@
 //! var is therefore always entirely old or entirely new, whatever interrupts the process.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+
+use clan_fs::{Kind, Tree};
 
 use clan_config::GeneratorFile;
 use clan_secrets::{Identities, MachineName, MemberKind, Plaintext, Recipient, SopsDir, UserName};
@@ -81,21 +83,35 @@ impl VarsStore {
         &self.sops
     }
 
-    fn abs(&self, relative: &Path) -> PathBuf {
-        self.clan_dir.join(relative)
+    /// The clan directory, opened anew (paths in errors relative to it).
+    pub(crate) fn tree(&self) -> Result<Tree, Error> {
+        Ok(Tree::open(&self.clan_dir)?.shown_as(""))
     }
 
-    /// Whether the file's `value` (public) or `secret` is stored.
+    /// Whether the file's `value` (public) or `secret` is stored as a regular file (a link
+    /// there is not a value).
     pub fn exists(&self, key: &GeneratorKey, file: &str, secret: bool) -> bool {
         let leaf = if secret { "secret" } else { "value" };
-        self.abs(&key.file_dir(file).join(leaf)).is_file()
+        self.tree()
+            .and_then(|tree| Ok(tree.kind(&key.file_dir(file).join(leaf))?))
+            .is_ok_and(|kind| kind == Some(Kind::File))
+    }
+
+    /// Whether `rel` (relative to the clan directory) exists, as anything, links included.
+    pub(crate) fn entry_exists(&self, rel: &Path) -> bool {
+        self.tree()
+            .and_then(|tree| Ok(tree.kind(rel)?))
+            .is_ok_and(|kind| kind.is_some())
     }
 
     /// The validation hash stored for a generator.
     pub fn stored_validation(&self, key: &GeneratorKey) -> Option<String> {
-        fs::read_to_string(self.abs(&key.dir().join(VALIDATION_HASH)))
-            .ok()
-            .map(|text| text.trim().to_owned())
+        let content = self
+            .tree()
+            .ok()?
+            .read(&key.dir().join(VALIDATION_HASH), 4096)
+            .ok()?;
+        Some(String::from_utf8_lossy(&content).trim().to_owned())
     }
 
     /// Whether the stored validation hash matches the definition (both absent counts).
@@ -115,18 +131,16 @@ impl VarsStore {
     /// A public value.
     pub fn read_public(&self, key: &GeneratorKey, file: &str) -> Result<Vec<u8>, Error> {
         let path = key.file_dir(file).join("value");
-        fs::read(self.abs(&path)).map_err(|source| match source.kind() {
-            std::io::ErrorKind::NotFound => Error::Missing {
-                placement: key.placement.to_string(),
-                generator: key.name.clone(),
-                file: file.to_owned(),
-            },
-            _ => Error::Io {
-                action: "read",
-                path,
-                source,
-            },
-        })
+        self.tree()?
+            .read(&path, clan_fs::DEFAULT_LIMIT)
+            .map_err(|error| match error {
+                clan_fs::Error::NotFound { .. } => Error::Missing {
+                    placement: key.placement.to_string(),
+                    generator: key.name.clone(),
+                    file: file.to_owned(),
+                },
+                error => error.into(),
+            })
     }
 
     /// A value, decrypting it when secret.
@@ -152,17 +166,10 @@ impl VarsStore {
 
     /// Removes staging directories that an interrupted run left behind. Call under the lock.
     pub fn remove_stale_staging(&self) -> Result<(), Error> {
-        let vars = self.abs(Path::new("vars"));
-        let Ok(entries) = fs::read_dir(&vars) else {
-            return Ok(());
-        };
-        for entry in entries.flatten() {
-            if entry
-                .file_name()
-                .to_string_lossy()
-                .starts_with(STAGING_PREFIX)
-            {
-                fs::remove_dir_all(entry.path()).map_err(Error::io("remove", entry.path()))?;
+        let tree = self.tree()?;
+        for entry in tree.list(Path::new("vars"))? {
+            if entry.name.to_string_lossy().starts_with(STAGING_PREFIX) {
+                tree.remove_all(&Path::new("vars").join(&entry.name))?;
             }
         }
         Ok(())
@@ -284,26 +291,25 @@ pub(crate) struct Output<'a> {
     pub access: Option<&'a Access>,
 }
 
-/// A staging directory for one run.
+/// A staging directory for one run (`vars/.staging-<random>`, 0700). Staged paths are
+/// relative to the clan directory, like the targets they are swapped in at.
 pub(crate) struct Staging {
-    clan_dir: PathBuf,
+    tree: Tree,
     root: PathBuf,
     next: std::sync::atomic::AtomicUsize,
 }
 
 impl Staging {
-    pub(crate) fn new(clan_dir: &Path) -> Result<Self, Error> {
-        let root = clan_dir.join("vars").join(format!(
+    pub(crate) fn new(store: &VarsStore) -> Result<Self, Error> {
+        let tree = store.tree()?;
+        let root = Path::new("vars").join(format!(
             "{STAGING_PREFIX}{:016x}",
             rand::rngs::OsRng.next_u64()
         ));
-        fs::create_dir_all(clan_dir.join("vars")).map_err(Error::io("create", "vars"))?;
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&root)
-            .map_err(Error::io("create", &root))?;
+        tree.create_dir_all(Path::new("vars"), 0o755)?;
+        tree.create_dir_all(&root, 0o700)?;
         Ok(Staging {
-            clan_dir: clan_dir.to_path_buf(),
+            tree,
             root,
             next: Default::default(),
         })
@@ -323,16 +329,17 @@ impl Staging {
         validation: Option<&str>,
     ) -> Result<PathBuf, Error> {
         let staged = self.fresh();
-        create_dir(&staged)?;
+        self.create_dir(&staged)?;
         for output in outputs {
-            stage_file(
+            self.stage_file_at(
                 &staged.join(output.name),
                 &key.file_dir(output.name),
                 output,
             )?;
         }
         if let Some(hash) = validation {
-            write_new(&staged.join(VALIDATION_HASH), hash.as_bytes(), 0o644)?;
+            self.tree
+                .write_new(&staged.join(VALIDATION_HASH), hash.as_bytes(), 0o644)?;
         }
         Ok(staged)
     }
@@ -344,103 +351,73 @@ impl Staging {
         output: &Output<'_>,
     ) -> Result<PathBuf, Error> {
         let staged = self.fresh();
-        stage_file(&staged, &key.file_dir(output.name), output)?;
+        self.stage_file_at(&staged, &key.file_dir(output.name), output)?;
         Ok(staged)
     }
 
     /// A single file (such as a validation hash), to [`Staging::swap_in`] at its place.
     pub(crate) fn stage_bytes(&self, content: &[u8]) -> Result<PathBuf, Error> {
         let staged = self.fresh();
-        write_new(&staged, content, 0o644)?;
+        self.tree.write_new(&staged, content, 0o644)?;
         Ok(staged)
     }
 
     /// Makes everything staged durable (one `syncfs` instead of one `fsync` per file).
     pub(crate) fn sync(&self) -> Result<(), Error> {
-        let dir = fs::File::open(&self.root).map_err(Error::io("open", &self.root))?;
-        rustix::fs::syncfs(&dir).map_err(|errno| Error::Io {
-            action: "sync",
-            path: self.root.clone(),
-            source: errno.into(),
-        })
+        Ok(self.tree.sync()?)
     }
 
-    /// Replaces `target` (relative to the clan) by `staged` in one step.
+    /// Replaces `target` (relative to the clan) by `staged` in one step. A link committed at
+    /// `target` is exchanged like anything else and removed as a link: whatever it pointed
+    /// at stays untouched.
     pub(crate) fn swap_in(&self, staged: &Path, target: &Path) -> Result<(), Error> {
-        let live = self.clan_dir.join(target);
-        let parent = live.parent().expect("vars live in directories");
-        fs::create_dir_all(parent).map_err(Error::io("create", parent))?;
-        let exchanged = rustix::fs::renameat_with(
-            rustix::fs::CWD,
-            staged,
-            rustix::fs::CWD,
-            &live,
-            rustix::fs::RenameFlags::EXCHANGE,
-        );
-        match exchanged {
-            // `staged` now holds the old content.
-            Ok(()) => fs::remove_dir_all(staged).map_err(Error::io("remove", staged)),
-            Err(rustix::io::Errno::NOENT) => {
-                fs::rename(staged, &live).map_err(Error::io("rename", target))
-            }
-            Err(errno) => Err(Error::Io {
-                action: "replace",
-                path: target.to_path_buf(),
-                source: errno.into(),
-            }),
+        let parent = target.parent().expect("vars live in directories");
+        self.tree.create_dir_all(parent, 0o755)?;
+        if self.tree.kind(target)?.is_none() {
+            return Ok(self.tree.rename(staged, target)?);
         }
+        self.tree.exchange(staged, target)?;
+        // `staged` now holds the old content.
+        self.tree.remove_all(staged)?;
+        Ok(())
+    }
+
+    fn create_dir(&self, rel: &Path) -> Result<(), Error> {
+        self.tree.create_dir_all(rel, 0o755)?;
+        Ok(())
+    }
+
+    /// One file's directory at `staged`, whose links are made valid for `live` (relative to
+    /// the clan directory).
+    fn stage_file_at(&self, staged: &Path, live: &Path, output: &Output<'_>) -> Result<(), Error> {
+        self.create_dir(staged)?;
+        let Some(access) = output.access.filter(|_| output.file.secret) else {
+            self.tree
+                .write_new(&staged.join("value"), output.value.expose(), 0o644)?;
+            return Ok(());
+        };
+        for (kind, name) in &access.links {
+            let link_dir = staged.join(kind.dir());
+            self.create_dir(&link_dir)?;
+            let target = clan_secrets::relative_path(
+                &live.join(kind.dir()),
+                &Path::new("sops").join(kind.dir()).join(name),
+            );
+            self.tree.symlink(&target, &link_dir.join(name))?;
+        }
+        let path = live.join("secret");
+        let sops = clan_secrets::encrypt(output.value.expose(), &access.keys)
+            .map_err(|source| Error::Encrypt { path, source })?;
+        self.tree
+            .write_new(&staged.join("secret"), &sops.to_bytes(), 0o600)?;
+        Ok(())
     }
 }
 
 impl Drop for Staging {
     fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.root);
+        let _ = self.tree.remove_all(&self.root);
     }
-}
-
-fn create_dir(path: &Path) -> Result<(), Error> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(path)
-        .map_err(Error::io("create", path))
-}
-
-/// Creates `path` with `mode` before writing `content` (no sync: see [`Staging::sync`]).
-fn write_new(path: &Path, content: &[u8], mode: u32) -> Result<(), Error> {
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode & 0o600)
-            .open(path)?;
-        file.set_permissions(fs::Permissions::from_mode(mode))?;
-        file.write_all(content)
-    })();
-    result.map_err(Error::io("write", path))
-}
-
-/// One file's directory at `staged`, whose links are made valid for `live` (relative to
-/// the clan directory).
-fn stage_file(staged: &Path, live: &Path, output: &Output<'_>) -> Result<(), Error> {
-    create_dir(staged)?;
-    let Some(access) = output.access.filter(|_| output.file.secret) else {
-        return write_new(&staged.join("value"), output.value.expose(), 0o644);
-    };
-    for (kind, name) in &access.links {
-        let link_dir = staged.join(kind.dir());
-        create_dir(&link_dir)?;
-        let target = clan_secrets::relative_path(
-            &live.join(kind.dir()),
-            &Path::new("sops").join(kind.dir()).join(name),
-        );
-        std::os::unix::fs::symlink(&target, link_dir.join(name))
-            .map_err(Error::io("link", live.join(kind.dir()).join(name)))?;
-    }
-    let path = live.join("secret");
-    let sops = clan_secrets::encrypt(output.value.expose(), &access.keys)
-        .map_err(|source| Error::Encrypt { path, source })?;
-    write_new(&staged.join("secret"), &sops.to_bytes(), 0o600)
 }
 
 #[cfg(test)]
@@ -479,15 +456,20 @@ mod tests {
 
     #[test]
     fn swap_replaces_a_directory_whole() {
+        use std::fs;
         let dir = tempfile::tempdir().unwrap();
-        let staging = Staging::new(dir.path()).unwrap();
+        let store = VarsStore::new(dir.path());
+        let staging = Staging::new(&store).unwrap();
         let target = Path::new("vars/shared/g");
         for round in ["old", "new"] {
             let staged = staging.fresh();
-            create_dir(&staged).unwrap();
-            write_new(&staged.join(round), b"x", 0o644).unwrap();
+            staging.create_dir(&staged).unwrap();
+            staging
+                .tree
+                .write_new(&staged.join(round), b"x", 0o644)
+                .unwrap();
             staging.swap_in(&staged, target).unwrap();
-            assert!(!staged.exists());
+            assert!(!dir.path().join(&staged).exists());
         }
         let names: Vec<_> = fs::read_dir(dir.path().join(target))
             .unwrap()
@@ -496,5 +478,32 @@ mod tests {
         assert_eq!(names, ["new"]);
         drop(staging);
         assert_eq!(fs::read_dir(dir.path().join("vars")).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_committed_link_is_swapped_out_not_followed() {
+        use std::fs;
+        let dir = tempfile::tempdir().unwrap();
+        let clan = dir.path().join("clan");
+        let outside = dir.path().join("outside");
+        fs::create_dir_all(clan.join("vars/per-machine")).unwrap();
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(outside.join("keep"), "precious").unwrap();
+        std::os::unix::fs::symlink(&outside, clan.join("vars/per-machine/m")).unwrap();
+        let store = VarsStore::new(&clan);
+        let staging = Staging::new(&store).unwrap();
+        let staged = staging.stage_bytes(b"x").unwrap();
+        // Through the link: refused, naming it.
+        let error = staging
+            .swap_in(&staged, Path::new("vars/per-machine/m/g"))
+            .unwrap_err();
+        assert!(error.to_string().contains("vars/per-machine/m"), "{error}");
+        // At the link: the link goes, its target stays.
+        let staged = staging.stage_bytes(b"x").unwrap();
+        staging
+            .swap_in(&staged, Path::new("vars/per-machine/m"))
+            .unwrap();
+        assert!(clan.join("vars/per-machine/m").is_file());
+        assert_eq!(fs::read(outside.join("keep")).unwrap(), b"precious");
     }
 }

@@ -2,19 +2,20 @@
 //! in real bubblewrap with real ssh-keygen and openssl (Debian packages `bubblewrap`,
 //! `openssh-client`, `openssl`, `age`), prompt answers through `--prompt-values` only.
 
+mod cli;
+
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
-struct Clan {
-    dir: tempfile::TempDir,
-    key: PathBuf,
-}
+/// The clan of these tests, with `cli::Workspace`'s helpers.
+struct Clan(cli::Workspace);
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
+impl std::ops::Deref for Clan {
+    type Target = cli::Workspace;
+    fn deref(&self) -> &cli::Workspace {
+        &self.0
+    }
 }
 
 const CLAN_TOML: &str = r#"[meta]
@@ -36,92 +37,10 @@ roles.default.settings.user = "alice"
 
 impl Clan {
     fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        for sub in ["clan", "home", "cache"] {
-            std::fs::create_dir(dir.path().join(sub)).unwrap();
-        }
-        let key = dir.path().join("admin.key");
-        let clan = Clan { dir, key };
-        clan.write("clan.toml", CLAN_TOML);
-        clan.git(&["init", "-q"]);
-        clan.git(&["add", "clan.toml"]);
-        clan.git(&["commit", "-q", "-m", "init"]);
-        let keygen = clan.run(&["vars", "keygen", "--user", "admin"], b"");
-        assert_eq!(keygen.code, 0, "{}", keygen.stderr);
-        clan
+        Clan(cli::Workspace::init(CLAN_TOML, |_| {}))
     }
 
-    fn root(&self) -> PathBuf {
-        self.dir.path().join("clan")
-    }
-
-    fn write(&self, path: &str, content: &str) {
-        let path = self.root().join(path);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, content).unwrap();
-    }
-
-    /// `machines/<machine>/config.star` declaring `generators` (a Starlark dict literal).
-    fn machine_generators(&self, machine: &str, generators: &str) {
-        self.write(
-            &format!("machines/{machine}/config.star"),
-            &format!("def per_machine(ctx):\n    return {{\"config\": {{\"generators\": {generators}}}}}\n"),
-        );
-    }
-
-    fn env<'a>(&self, command: &'a mut Command) -> &'a mut Command {
-        command
-            .env_remove("SOPS_AGE_KEY")
-            .env_remove("XDG_CONFIG_HOME")
-            .env_remove("CLAN_NO_COMMIT")
-            .env_remove("CLAN_DIR")
-            .env("SOPS_AGE_KEY_FILE", &self.key)
-            .env("HOME", self.dir.path().join("home"))
-            .env("XDG_CACHE_HOME", self.dir.path().join("cache"))
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_AUTHOR_NAME", "test")
-            .env("GIT_AUTHOR_EMAIL", "test@example.org")
-            .env("GIT_COMMITTER_NAME", "test")
-            .env("GIT_COMMITTER_EMAIL", "test@example.org")
-    }
-
-    fn git(&self, args: &[&str]) -> String {
-        let output = self
-            .env(Command::new("git").args(args))
-            .current_dir(self.root())
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "git {args:?}");
-        String::from_utf8(output.stdout).unwrap()
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_clan"));
-        self.env(&mut command)
-            .arg("--flake")
-            .arg(self.root())
-            .args(args);
-        command
-    }
-
-    fn run(&self, args: &[&str], stdin: &[u8]) -> Run {
-        let mut child = self
-            .command(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(stdin).unwrap();
-        let output = child.wait_with_output().unwrap();
-        Run {
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
-    }
-
-    fn generate(&self, extra: &[&str], answers: &str) -> Run {
+    fn generate(&self, extra: &[&str], answers: &str) -> cli::Run {
         let mut args = vec!["vars", "generate", "--prompt-values", "-"];
         args.extend_from_slice(extra);
         self.run(&args, answers.as_bytes())
@@ -135,32 +54,12 @@ impl Clan {
         std::fs::read_to_string(self.root().join(path)).unwrap()
     }
 
-    /// Every file under `vars/` with its content (links as their target).
+    /// Everything under `vars/` (paths from the clan directory) with its content.
     fn snapshot(&self) -> Vec<(String, String)> {
-        fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, String)>) {
-            let Ok(entries) = std::fs::read_dir(dir) else {
-                return;
-            };
-            for entry in entries {
-                let path = entry.unwrap().path();
-                let meta = path.symlink_metadata().unwrap();
-                let name = path.strip_prefix(root).unwrap().display().to_string();
-                if meta.is_symlink() {
-                    out.push((
-                        name,
-                        std::fs::read_link(&path).unwrap().display().to_string(),
-                    ));
-                } else if meta.is_dir() {
-                    walk(root, &path, out);
-                } else {
-                    out.push((name, std::fs::read_to_string(&path).unwrap_or_default()));
-                }
-            }
-        }
-        let mut out = Vec::new();
-        walk(&self.root(), &self.root().join("vars"), &mut out);
-        out.sort();
-        out
+        cli::walk(&self.root().join("vars"))
+            .into_iter()
+            .map(|(path, content)| (format!("vars/{path}"), content))
+            .collect()
     }
 
     fn commits(&self) -> usize {

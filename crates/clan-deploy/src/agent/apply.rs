@@ -5,18 +5,25 @@
 //! Files are tracked per generation: a path the previous generation managed and the new one
 //! does not is removed; a pre-existing file the clan starts managing is moved aside to
 //! `<path>.clan-orig` (and put back when the clan stops managing the path). Every write is a
-//! temp file in the same directory, owner and mode set, then renamed over the target.
+//! temp file in the same directory, owner and mode set on it (`fchown`, never by path), then
+//! renamed over the target inside the directory's descriptor. Paths are walked with
+//! [`clan_fs::system`]'s policy: a link a non-root user controls (`~/.app` → `/etc/cron.d`)
+//! anywhere in a managed path is refused, never followed.
 
 use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
 use std::fs;
-use std::io::Write as _;
-use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::io::Read as _;
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
+
+use clan_fs::system::System;
+use clan_fs::{Kind, Tree, WriteOptions};
 
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::store::{create_dir, Paths};
+use super::store::Paths;
 use super::system::{self, Accounts};
 use super::AgentError;
 use crate::generation::{fill_template, Manifest, SECRETS_ROOT};
@@ -179,6 +186,12 @@ struct UnitPlan {
 /// Unit name → plan.
 type Units = BTreeMap<String, UnitPlan>;
 
+/// Where secret vars are decrypted to, on the machine (tmpfs).
+const SECRETS_DIR: &str = "/run/clan/secrets";
+
+/// Where clan secrets (`clan secrets set --machine`) are decrypted to.
+const CLAN_SECRETS_DIR: &str = "/run/secrets";
+
 /// Decrypted secrets of a generation, by `<generator>/<file>`.
 type Secrets = BTreeMap<String, clan_secrets::Plaintext>;
 
@@ -232,9 +245,10 @@ pub fn install_secrets(
     old: &Stored,
     dry_run: bool,
 ) -> Result<(), AgentError> {
+    let system = paths.system()?;
     let mut changed = Vec::new();
     for (name, entry) in &generation.manifest.secrets {
-        let (root, path) = secret_path(paths, name);
+        let (root, path) = secret_path(name);
         let (uid, gid) = owner_ids(
             accounts,
             &entry.owner,
@@ -246,13 +260,14 @@ pub fn install_secrets(
             .get(name)
             .ok_or_else(|| AgentError::Secret(format!("secret `{name}` was not decrypted")))?;
         let differs = old.manifest.secrets.get(name).map(|e| &e.blob) != Some(&entry.blob)
-            || !matches_on_disk(&path, value.expose(), uid, gid, entry.mode);
+            || !matches_on_disk(&system, &path, value.expose(), uid, gid, entry.mode);
         if differs {
             changed.push(name.clone());
             if !dry_run {
-                create_dir(&root, 0o751)?;
-                create_dir(path.parent().unwrap_or(&root), 0o751)?;
-                write_atomic(&path, value.expose(), uid, gid, entry.mode)?;
+                system.dir(&root, Some(0o751))?;
+                let (dir, file) = system.parent(&path, Some(0o751))?;
+                let options = WriteOptions::new(entry.mode).owner(uid, gid);
+                dir.write(Path::new(&file), value.expose(), options)?;
             }
         }
     }
@@ -260,7 +275,13 @@ pub fn install_secrets(
         if !generation.manifest.secrets.contains_key(name) {
             changed.push(name.clone());
             if !dry_run {
-                super::store::remove_if_present(&secret_path(paths, name).1)?;
+                match system.parent(&secret_path(name).1, None) {
+                    Ok((dir, file)) => {
+                        dir.remove_file(Path::new(&file))?;
+                    }
+                    Err(error) if error.is_not_found() => {}
+                    Err(error) => return Err(error.into()),
+                }
             }
         }
     }
@@ -270,17 +291,15 @@ pub fn install_secrets(
     Ok(())
 }
 
-/// Where secret `name` of a manifest goes, and the directory it lives in: clan secrets
-/// (`@secrets/<name>`) at `/run/secrets/<name>`, secret vars at
+/// Where secret `name` of a manifest goes on the machine, and the directory it lives in:
+/// clan secrets (`@secrets/<name>`) at `/run/secrets/<name>`, secret vars at
 /// `/run/clan/secrets/<generator>/<file>`.
-fn secret_path(paths: &Paths, name: &str) -> (PathBuf, PathBuf) {
-    match name.strip_prefix(CLAN_SECRETS_PREFIX) {
-        Some(secret) => {
-            let root = paths.on_machine("/run/secrets");
-            (root.clone(), root.join(secret))
-        }
-        None => (paths.secrets_dir(), paths.secrets_dir().join(name)),
-    }
+fn secret_path(name: &str) -> (PathBuf, PathBuf) {
+    let (root, relative) = match name.strip_prefix(CLAN_SECRETS_PREFIX) {
+        Some(secret) => (Path::new(CLAN_SECRETS_DIR), secret),
+        None => (Path::new(SECRETS_DIR), name),
+    };
+    (root.to_path_buf(), root.join(relative))
 }
 
 /// How clan secrets are named in a manifest (see `clan_vars::CLAN_SECRETS`).
@@ -677,23 +696,35 @@ pub fn apply(
     Ok(changes)
 }
 
-/// Whether `path` holds exactly `content` with this owner and mode.
+/// Whether `path` (on the machine) holds exactly `content` with this owner and mode; a link
+/// there, or a refused link above it, does not.
 fn matches_on_disk(
+    system: &System,
     path: &Path,
     content: &[u8],
     uid: Option<u32>,
     gid: Option<u32>,
     mode: u32,
 ) -> bool {
-    let Ok(meta) = fs::symlink_metadata(path) else {
+    let Ok((dir, name)) = system.parent(path, None) else {
         return false;
     };
-    meta.is_file()
-        && meta.mode() & 0o7777 == mode
+    let Ok(file) = dir.open_file(Path::new(&name)) else {
+        return false;
+    };
+    let Ok(meta) = file.metadata() else {
+        return false;
+    };
+    let mut on_disk = Vec::new();
+    meta.mode() & 0o7777 == mode
         && uid.is_none_or(|uid| meta.uid() == uid)
         && gid.is_none_or(|gid| meta.gid() == gid)
         && meta.len() == content.len() as u64
-        && fs::read(path).is_ok_and(|on_disk| on_disk == content)
+        && (&file)
+            .take(meta.len() + 1)
+            .read_to_end(&mut on_disk)
+            .is_ok()
+        && on_disk == content
 }
 
 /// Makes the file at `path` (on the machine) hold `content`; returns whether it changed.
@@ -709,54 +740,62 @@ fn ensure_file(
     changes: &mut Changes,
     dry_run: bool,
 ) -> Result<bool, AgentError> {
-    let target = paths.on_machine(path);
-    if matches_on_disk(&target, content, uid, gid, mode) {
+    let system = paths.system()?;
+    let target = Path::new(path);
+    if matches_on_disk(&system, target, content, uid, gid, mode) {
         return Ok(false);
     }
     changes.files_written.push(path.to_owned());
-    match fs::symlink_metadata(&target) {
-        Ok(meta) if meta.is_dir() => {
+    let found = match system.parent(target, (!dry_run).then_some(0o755)) {
+        Ok(found) => Some(found),
+        // A dry run creates no directories: nothing to keep aside in a missing one.
+        Err(error) if dry_run && error.is_not_found() => None,
+        Err(error) => return Err(error.into()),
+    };
+    let Some((dir, name)) = found else {
+        return Ok(true);
+    };
+    match dir.kind(Path::new(&name))? {
+        Some(Kind::Directory) => {
             return Err(AgentError::Step(format!(
                 "file `{path}`: a directory is in the way"
             )))
         }
-        Ok(_) if !managed => {
+        Some(_) if !managed => {
             changes.files_kept_aside.push(path.to_owned());
             if !dry_run {
-                let aside = free_aside_name(&target);
-                fs::rename(&target, &aside).map_err(AgentError::io("moving aside", &target))?;
+                let aside = free_aside_name(&dir, &name)?;
+                dir.rename(Path::new(&name), Path::new(&aside))?;
             }
         }
         _ => {}
     }
     if !dry_run {
-        if let Some(parent) = target.parent() {
-            fs::create_dir_all(parent).map_err(AgentError::io("creating", parent))?;
-        }
-        write_atomic(&target, content, uid, gid, mode)?;
+        let options = WriteOptions::new(mode).owner(uid, gid);
+        dir.write(Path::new(&name), content, options)?;
     }
     Ok(true)
 }
 
-/// `<path>.clan-orig`, or `.clan-orig.1`, … when that is taken: an original is never lost.
-fn free_aside_name(target: &Path) -> PathBuf {
-    let base = aside_name(target);
-    (1..)
-        .map(|n| {
-            if n == 1 {
-                base.clone()
-            } else {
-                PathBuf::from(format!("{}.{}", base.display(), n - 1))
-            }
-        })
-        .find(|candidate| fs::symlink_metadata(candidate).is_err())
-        .expect("some name is free")
+/// `<name>.clan-orig`, or `.clan-orig.1`, … when that is taken: an original is never lost.
+fn free_aside_name(dir: &Tree, name: &OsStr) -> Result<OsString, AgentError> {
+    let base = aside_name(name);
+    for n in 0.. {
+        let mut candidate = base.clone();
+        if n > 0 {
+            candidate.push(format!(".{n}"));
+        }
+        if dir.kind(Path::new(&candidate))?.is_none() {
+            return Ok(candidate);
+        }
+    }
+    unreachable!("some name is free")
 }
 
-fn aside_name(target: &Path) -> PathBuf {
-    let mut name = target.as_os_str().to_owned();
-    name.push(".clan-orig");
-    PathBuf::from(name)
+fn aside_name(name: &OsStr) -> OsString {
+    let mut aside = name.to_owned();
+    aside.push(".clan-orig");
+    aside
 }
 
 /// Removes a path the clan no longer manages, putting back the original kept aside.
@@ -766,10 +805,14 @@ fn remove_managed(
     changes: &mut Changes,
     dry_run: bool,
 ) -> Result<(), AgentError> {
-    let target = paths.on_machine(path);
-    let exists = fs::symlink_metadata(&target).is_ok();
-    let aside = aside_name(&target);
-    let has_original = fs::symlink_metadata(&aside).is_ok();
+    let (dir, name) = match paths.system()?.parent(Path::new(path), None) {
+        Ok(found) => found,
+        Err(error) if error.is_not_found() => return Ok(()),
+        Err(error) => return Err(error.into()),
+    };
+    let aside = aside_name(&name);
+    let exists = dir.kind(Path::new(&name))?.is_some();
+    let has_original = dir.kind(Path::new(&aside))?.is_some();
     if exists || has_original {
         changes.files_removed.push(path.to_owned());
     }
@@ -777,43 +820,10 @@ fn remove_managed(
         return Ok(());
     }
     if exists {
-        super::store::remove_if_present(&target)?;
+        dir.remove_file(Path::new(&name))?;
     }
     if has_original {
-        fs::rename(&aside, &target).map_err(AgentError::io("restoring", &aside))?;
+        dir.rename(Path::new(&aside), Path::new(&name))?;
     }
-    Ok(())
-}
-
-/// Temp file (0600) in the same directory, owner and mode set, content synced, renamed.
-fn write_atomic(
-    target: &Path,
-    content: &[u8],
-    uid: Option<u32>,
-    gid: Option<u32>,
-    mode: u32,
-) -> Result<(), AgentError> {
-    let dir = target.parent().unwrap_or(Path::new("/"));
-    let mut temp = tempfile::Builder::new()
-        .prefix(".clan-tmp-")
-        .permissions(fs::Permissions::from_mode(0o600))
-        .tempfile_in(dir)
-        .map_err(AgentError::io("creating a temporary file in", dir))?;
-    let file = temp.as_file();
-    rustix::fs::fchown(
-        file,
-        uid.map(rustix::fs::Uid::from_raw),
-        gid.map(rustix::fs::Gid::from_raw),
-    )
-    .map_err(|e| AgentError::io("changing the owner of", target)(e.into()))?;
-    temp.write_all(content)
-        .and_then(|()| {
-            temp.as_file()
-                .set_permissions(fs::Permissions::from_mode(mode))
-        })
-        .and_then(|()| temp.as_file().sync_all())
-        .map_err(AgentError::io("writing", target))?;
-    temp.persist(target)
-        .map_err(|e| AgentError::io("replacing", target)(e.error))?;
     Ok(())
 }

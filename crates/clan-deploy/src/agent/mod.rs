@@ -55,6 +55,9 @@ pub enum AgentError {
     RolledBack { failure: String, restored: String },
     #[error("generation {0} was not confirmed in time and was rolled back")]
     Reverted(String),
+    /// A path refused by the machine policy (a link a non-root user controls), or I/O on it.
+    #[error(transparent)]
+    Fs(#[from] clan_fs::Error),
 }
 
 impl AgentError {

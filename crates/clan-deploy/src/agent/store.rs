@@ -1,11 +1,14 @@
 //! The agent's own state on a machine, under `/var/lib/clan`: stored generations, the history
 //! (`state.json`), the pending confirmation of a magic rollback (`pending.json`), the
-//! per-machine lock and the machine's age key. Every write is a temp file renamed into place.
+//! per-machine lock and the machine's age key. Every write is a temp file renamed into place,
+//! through [`clan_fs::system`] (no link a non-root user controls is followed).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
+
+use clan_fs::system::System;
+use clan_fs::WriteOptions;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -23,6 +26,11 @@ impl Paths {
         Paths {
             root: root.to_path_buf(),
         }
+    }
+
+    /// The machine's file system, walked with the agent's link policy.
+    pub fn system(&self) -> Result<System, AgentError> {
+        Ok(System::open(&self.root)?)
     }
 
     /// Whether this is the running system (daemons, users and packages may be touched).
@@ -49,10 +57,6 @@ impl Paths {
 
     pub fn key_file(&self) -> PathBuf {
         self.state_dir().join("age.key")
-    }
-
-    pub fn secrets_dir(&self) -> PathBuf {
-        self.on_machine("/run/clan/secrets")
     }
 
     pub fn unit_path(&self, unit: &str) -> String {
@@ -239,21 +243,24 @@ pub fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// The host's file system, for the agent's own state (host paths, image root included).
+fn host() -> Result<System, AgentError> {
+    Ok(System::open(Path::new("/"))?)
+}
+
 pub fn create_dir(path: &Path, mode: u32) -> Result<(), AgentError> {
-    if !path.is_dir() {
-        fs::create_dir_all(path).map_err(AgentError::io("creating", path))?;
-        fs::set_permissions(path, fs::Permissions::from_mode(mode))
-            .map_err(AgentError::io("setting the mode of", path))?;
-    }
+    host()?.dir(path, Some(mode))?;
     Ok(())
 }
 
 pub fn remove_if_present(path: &Path) -> Result<(), AgentError> {
-    match fs::remove_file(path) {
-        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
-            Err(AgentError::io("removing", path)(error))
+    match host()?.parent(path, None) {
+        Ok((dir, name)) => {
+            dir.remove_file(Path::new(&name))?;
+            Ok(())
         }
-        _ => Ok(()),
+        Err(error) if error.is_not_found() => Ok(()),
+        Err(error) => Err(error.into()),
     }
 }
 
@@ -274,17 +281,7 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<(), AgentError> {
 
 /// Writes `bytes` to `path` atomically, created 0600 before any byte is written.
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), AgentError> {
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    create_dir(dir, 0o700)?;
-    let mut temp = tempfile::Builder::new()
-        .prefix(".clan-tmp-")
-        .permissions(fs::Permissions::from_mode(0o600))
-        .tempfile_in(dir)
-        .map_err(AgentError::io("creating a temporary file in", dir))?;
-    temp.write_all(bytes)
-        .and_then(|()| temp.as_file().sync_all())
-        .map_err(AgentError::io("writing", path))?;
-    temp.persist(path)
-        .map_err(|e| AgentError::io("replacing", path)(e.error))?;
+    let (dir, name) = host()?.parent(path, Some(0o700))?;
+    dir.write(Path::new(&name), bytes, WriteOptions::new(0o600))?;
     Ok(())
 }

@@ -179,6 +179,168 @@ fn truncated_uploads_store_nothing() {
     ));
 }
 
+/// An image whose `/home/alice` belongs to alice (uid 1000), and a config managing
+/// `/home/alice/.app/config` (owned by alice) with `content`.
+fn alice_image() -> tempfile::TempDir {
+    let root = image();
+    fs::write(
+        root.path().join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n",
+    )
+    .unwrap();
+    fs::write(root.path().join("etc/group"), "root:x:0:\nalice:x:1000:\n").unwrap();
+    fs::create_dir_all(root.path().join("etc/cron.d")).unwrap();
+    fs::write(root.path().join("etc/shadow"), "root:!:1::::::\n").unwrap();
+    let home = root.path().join("home/alice");
+    fs::create_dir_all(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(1000), Some(1000)).unwrap();
+    root
+}
+
+fn app_config(content: &str) -> MachineConfig {
+    let mut config = config(&[("/home/alice/.app/config", content)]);
+    let file = config.files.get_mut("/home/alice/.app/config").unwrap();
+    file.owner = "alice".into();
+    file.group = "alice".into();
+    config
+}
+
+fn is_root() -> bool {
+    let root = rustix::process::geteuid().as_raw() == 0;
+    if !root {
+        eprintln!("skipped: needs root to own files as another user");
+    }
+    root
+}
+
+/// A non-root user owns a directory above a managed file: what they put there (a link to a
+/// root location, at the directory or at the file) is refused or replaced, never followed.
+#[test]
+fn links_a_user_plants_under_a_managed_path_are_never_followed() {
+    use std::os::unix::fs::{lchown, symlink, MetadataExt as _};
+    if !is_root() {
+        return;
+    }
+    let root = alice_image();
+    let home = root.path().join("home/alice");
+    let agent = Agent::new(root.path());
+
+    let first = store(&agent, &app_config("one\n"));
+    agent.activate(&first, &NO_MAGIC, |_| {}).unwrap();
+    let meta = fs::metadata(home.join(".app/config")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (1000, 1000), "chowned on the fd");
+
+    // alice swaps her directory for a link to /etc/cron.d between deploys.
+    fs::rename(home.join(".app"), home.join(".app-old")).unwrap();
+    symlink("/etc/cron.d", home.join(".app")).unwrap();
+    lchown(home.join(".app"), Some(1000), Some(1000)).unwrap();
+    let second = store(&agent, &app_config("two\n"));
+    let error = agent.diff(&second).unwrap_err();
+    assert!(error.to_string().contains("home/alice/.app"), "{error}");
+    let error = agent.activate(&second, &NO_MAGIC, |_| {}).unwrap_err();
+    assert!(error.to_string().contains("home/alice/.app`"), "{error}");
+    assert_eq!(
+        fs::read_dir(root.path().join("etc/cron.d"))
+            .unwrap()
+            .count(),
+        0,
+        "nothing written where the link points"
+    );
+
+    // A link at the file itself is replaced by the file, its target left alone.
+    fs::remove_file(home.join(".app")).unwrap();
+    fs::rename(home.join(".app-old"), home.join(".app")).unwrap();
+    fs::remove_file(home.join(".app/config")).unwrap();
+    symlink("/etc/shadow", home.join(".app/config")).unwrap();
+    lchown(home.join(".app/config"), Some(1000), Some(1000)).unwrap();
+    agent.activate(&second, &NO_MAGIC, |_| {}).unwrap();
+    assert_eq!(
+        read(&root, "/etc/shadow").as_deref(),
+        Some("root:!:1::::::\n")
+    );
+    let meta = fs::symlink_metadata(home.join(".app/config")).unwrap();
+    assert!(meta.is_file());
+    assert_eq!(meta.uid(), 1000);
+    assert_eq!(
+        read(&root, "/home/alice/.app/config").as_deref(),
+        Some("two\n")
+    );
+}
+
+/// alice swaps `~/.app` between her directory and a link to `/etc/cron.d` as fast as she can,
+/// and hardlinks `/etc/shadow` to `~/.app/config`, while deploys run: each either writes into
+/// her directory or is refused, and nothing ever lands outside it.
+#[test]
+fn racing_a_user_who_swaps_her_directory_never_writes_outside() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    if !is_root() {
+        return;
+    }
+    let trials: usize = std::env::var("CLAN_ADVERSARIAL_TRIALS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(20);
+    let root = alice_image();
+    let home = root.path().join("home/alice");
+    fs::create_dir_all(home.join(".app")).unwrap();
+    std::os::unix::fs::chown(home.join(".app"), Some(1000), Some(1000)).unwrap();
+    let agent = Agent::new(root.path());
+    let configs = [app_config("a\n"), app_config("b\n")];
+    let stop = AtomicBool::new(false);
+    let (mut written, mut refused, mut swaps) = (0, 0, 0);
+    std::thread::scope(|scope| {
+        let racer = scope.spawn(|| {
+            let mut swaps = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let _ = fs::rename(home.join(".app"), home.join(".app-real"));
+                let _ = std::os::unix::fs::symlink("/etc/cron.d", home.join(".app"));
+                let _ = fs::remove_file(home.join(".app"));
+                let _ = fs::rename(home.join(".app-real"), home.join(".app"));
+                // A hardlink to a root file at the managed name.
+                let _ = fs::remove_file(home.join(".app/config"));
+                let _ = fs::hard_link(root.path().join("etc/shadow"), home.join(".app/config"));
+                swaps += 1;
+            }
+            swaps
+        });
+        for trial in 0..trials {
+            // Uploaded right before, as a deploy does (activation collects older uploads).
+            let generation = store(&agent, &configs[trial % 2]);
+            match agent.activate(&generation, &NO_MAGIC, |_| {}) {
+                Ok(_) => written += 1,
+                Err(error) => {
+                    assert!(error.to_string().contains("home/alice/.app"), "{error}");
+                    refused += 1
+                }
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        swaps = racer.join().unwrap();
+    });
+    eprintln!("{trials} deploys against {swaps} swaps: {written} written, {refused} refused");
+    assert_eq!(
+        fs::read_dir(root.path().join("etc/cron.d"))
+            .unwrap()
+            .count(),
+        0,
+        "a write went through the link"
+    );
+    assert_eq!(
+        read(&root, "/etc/shadow").as_deref(),
+        Some("root:!:1::::::\n")
+    );
+    // Every file left in alice's home is in her directory, and clan's is hers.
+    for dir in [".app", ".app-real"] {
+        if let Ok(meta) = fs::symlink_metadata(home.join(dir).join("config")) {
+            if meta.is_file()
+                && fs::read(home.join(dir).join("config")).unwrap() != b"root:!:1::::::\n"
+            {
+                assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), 1000);
+            }
+        }
+    }
+}
+
 #[test]
 fn units_restart_or_reload_when_a_declared_input_changes() {
     let root = image();
