@@ -15,6 +15,9 @@ use crate::ssh::{ControlDir, SshHost, SshOptions};
 use crate::target::Target;
 use crate::Error;
 
+/// The largest sops file a deploy reads (secrets are small files).
+const MAX_SECRET_FILE: u64 = 16 << 20;
+
 /// One machine of a run: what to deploy where, or why that could not be worked out.
 pub struct Job {
     pub machine: String,
@@ -192,11 +195,15 @@ fn plan_machine(
     let secrets = deployable
         .iter()
         .map(|secret| {
-            let sops = std::fs::read(&secret.sops_path).map_err(|source| Error::Io {
-                context: "reading",
-                path: secret.sops_path.clone(),
-                source,
-            })?;
+            // Through the clan tree: a link planted at a secret is refused, never followed.
+            let relative = secret.sops_path.strip_prefix(clan_dir).unwrap_or(&secret.sops_path);
+            let sops = clan_fs::Tree::open(clan_dir)
+                .and_then(|tree| tree.read(relative, MAX_SECRET_FILE))
+                .map_err(|source| Error::Io {
+                    context: "reading",
+                    path: secret.sops_path.clone(),
+                    source: std::io::Error::other(source),
+                })?;
             Ok(SecretFile { secret, sops })
         })
         .collect::<Result<Vec<_>, Error>>()?;
