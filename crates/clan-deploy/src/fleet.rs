@@ -43,8 +43,8 @@ pub fn run(
     emit: &(dyn Fn(Event) + Sync),
 ) -> Result<Vec<MachineResult>, Error> {
     let control_dir = ControlDir::new()?;
-    let relay = Relay::default();
     let total = jobs.len();
+    let relay = Relay::for_run(total);
     let queue: Mutex<VecDeque<(usize, Job)>> = Mutex::new(jobs.into_iter().enumerate().collect());
     let results: Mutex<Vec<(usize, MachineResult)>> = Mutex::new(Vec::with_capacity(total));
     std::thread::scope(|scope| {
@@ -196,7 +196,10 @@ fn plan_machine(
         .iter()
         .map(|secret| {
             // Through the clan tree: a link planted at a secret is refused, never followed.
-            let relative = secret.sops_path.strip_prefix(clan_dir).unwrap_or(&secret.sops_path);
+            let relative = secret
+                .sops_path
+                .strip_prefix(clan_dir)
+                .unwrap_or(&secret.sops_path);
             let sops = clan_fs::Tree::open(clan_dir)
                 .and_then(|tree| tree.read(relative, MAX_SECRET_FILE))
                 .map_err(|source| Error::Io {

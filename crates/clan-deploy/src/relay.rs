@@ -56,17 +56,21 @@ pub enum Delivery {
     FromPeer { machine: String },
 }
 
-impl Default for Relay {
-    fn default() -> Self {
+impl Relay {
+    /// The relay of a run deploying `machines` machines: with one, there is nobody to pass
+    /// the agent on to, so it is only uploaded.
+    pub fn for_run(machines: usize) -> Relay {
         Relay {
-            state: Mutex::new(State::Idle),
+            state: Mutex::new(if machines > 1 {
+                State::Idle
+            } else {
+                State::Unavailable
+            }),
             changed: Condvar::new(),
             servers: Mutex::new(Vec::new()),
         }
     }
-}
 
-impl Relay {
     /// Puts `agent` on the machine behind `host`.
     pub fn deliver(&self, host: &dyn Host, agent: &AgentBinary) -> Result<Delivery, Error> {
         match self.role() {

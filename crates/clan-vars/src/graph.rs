@@ -169,6 +169,8 @@ impl Graph {
         let mut graph = Graph::default();
         let mut shared_names = BTreeSet::new();
         for (machine, generators) in &machines {
+            // A machine without generators is still a machine (`vars check` of it is fine).
+            graph.by_machine.entry(machine.clone()).or_default();
             for (name, definition) in generators.iter() {
                 check_name("generator", name, name)?;
                 for file in definition.files.keys().chain(definition.prompts.keys()) {

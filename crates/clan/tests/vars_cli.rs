@@ -837,3 +837,26 @@ fn a_second_admin_reads_every_secret_after_vars_fix() {
     }
     assert_eq!(clan.git(&["status", "--porcelain"]), "");
 }
+
+/// A machine without generators has nothing to check: `vars check` says so, it is no
+/// "unknown machine".
+#[test]
+fn a_machine_without_generators_checks_clean() {
+    let clan = Clan::new();
+    let created = clan.run(&["machines", "create", "bare"], b"");
+    assert_eq!(created.code, 0, "{}", created.stderr);
+    let check = clan.run(&["vars", "check", "bare"], b"");
+    assert_eq!(check.code, 0, "{}", check.stderr);
+    assert!(
+        check.stderr.contains("present and valid"),
+        "{}",
+        check.stderr
+    );
+    let unknown = clan.run(&["vars", "check", "nosuch"], b"");
+    assert_ne!(unknown.code, 0);
+    assert!(
+        unknown.stderr.contains("unknown machine"),
+        "{}",
+        unknown.stderr
+    );
+}
