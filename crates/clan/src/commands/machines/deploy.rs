@@ -169,6 +169,11 @@ pub fn update(args: UpdateArgs, dir: &Path) -> anyhow::Result<ExitCode> {
     let standing: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
     let interrupted = report_interruption(Arc::clone(&standing))?;
     let emit = |event: Event| {
+        // After Ctrl-C, what fails is the interruption's doing (ssh died with it): the report
+        // says where each machine stood when it came.
+        if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         if let Some(now) = event.standing() {
             standing
                 .lock()
