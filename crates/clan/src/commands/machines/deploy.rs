@@ -170,7 +170,11 @@ pub fn update(args: UpdateArgs, dir: &Path) -> anyhow::Result<ExitCode> {
     let interrupted = report_interruption(Arc::clone(&standing))?;
     let emit = |event: Event| {
         // After Ctrl-C, what fails is the interruption's doing (ssh died with it): the report
-        // says where each machine stood when it came.
+        // says where each machine stood when it came. Such a failure can be seen a moment
+        // before clan's own handler runs, so a failure waits that moment first.
+        if matches!(event, Event::Failed { .. }) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
         if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
             return;
         }
