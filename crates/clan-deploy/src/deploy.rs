@@ -183,6 +183,7 @@ pub fn deploy(
         None => words.push("--no-magic-rollback"),
     }
     stage(Stage::Activate);
+    let activated_at = std::time::Instant::now();
     let activation = agent_json::<Activation>(host, &call(&words), Input::None).map_err(|e| {
         let error = match e {
             AgentCall::Failed(output) => Error::Activation {
@@ -197,90 +198,121 @@ pub fn deploy(
     emit(Event::Activate {
         machine: machine.clone(),
         generation: id.clone(),
-        changes: activation.changes,
+        changes: activation.changes.clone(),
     });
     if let (Some(_), Some(timeout)) = (activation.confirm_by, options.confirm_timeout) {
-        let previous = activation
-            .previous
-            .as_deref()
-            .map_or("none (nothing managed)", crate::agent::short)
-            .to_owned();
-        let say = |message: String| {
-            emit(Event::Message {
-                machine: machine.clone(),
-                message,
-            })
-        };
-        let cut_off = |why: &str| {
-            say(format!(
-                "the new generation cut off SSH access ({why}); the machine returns to \
-                 generation {previous} within {} s",
-                timeout.as_secs().max(1)
-            ))
-        };
-        let not_confirmed = |reason: String| {
-            Err((
-                Stage::Confirm,
-                Error::NotConfirmed {
-                    machine: machine.clone(),
-                    generation: crate::agent::short(&id).to_owned(),
-                    reason,
-                },
-            ))
-        };
-        stage(Stage::Confirm);
-        // A new connection: proves the machine is still reachable after activation.
-        match host.run_fresh(&call(&["confirm", &id])) {
-            Ok(output) if output.success() => emit(Event::Confirm {
-                machine: machine.clone(),
-                generation: id.clone(),
-            }),
-            // It got in only once the machine had reverted by itself.
-            Ok(output) if output.code == Some(i32::from(crate::agent::EXIT_REVERTED)) => {
-                cut_off("the confirmation got in only after the deadline");
-                say(format!(
-                    "reconnected: the machine is back on generation {previous}"
-                ));
-                return not_confirmed(format!(
-                    "it cut off SSH access; the machine reverted to generation {previous} by itself"
-                ));
-            }
-            Ok(output) => return not_confirmed(agent_message(&output)),
-            Err(error) => {
-                cut_off(&error.to_string());
-                let reason = match await_revert(host, &call(&["status"]), &id, timeout) {
-                    Some(current) => {
-                        let now = current.as_deref().map_or("none", crate::agent::short);
-                        say(format!(
-                            "reconnected: the machine is back on generation {now}"
-                        ));
-                        format!(
-                            "it cut off SSH access; the machine reverted to generation {now} by itself"
-                        )
-                    }
-                    None => format!(
-                        "it cut off SSH access; the machine reverts to generation {previous} by \
-                         itself, but could not be reached again to confirm that"
-                    ),
-                };
-                return not_confirmed(reason);
-            }
-        }
+        confirm(
+            host,
+            &call,
+            &id,
+            activation.previous.as_deref(),
+            timeout,
+            activated_at,
+            emit,
+        )?;
     }
     Ok(Outcome::Activated)
 }
 
-/// After a confirmation could not reach the machine: waits out its confirmation window,
-/// then reconnects (for up to half a minute) until the machine reports a current generation
-/// other than `id`. Returns that generation, or `None` when the machine stays unreachable
-/// or still runs `id`.
+/// Confirms generation `id` over a new connection (magic rollback). When that connection
+/// cannot get in, says what happened, waits for the machine to revert by itself to
+/// `previous` within `timeout` of `activated_at`, and reconnects to confirm the revert.
+fn confirm(
+    host: &dyn Host,
+    call: &dyn Fn(&[&str]) -> Vec<String>,
+    id: &str,
+    previous: Option<&str>,
+    timeout: Duration,
+    activated_at: std::time::Instant,
+    emit: &dyn Fn(Event),
+) -> Result<(), (Stage, Error)> {
+    let machine = host.machine().to_owned();
+    let previous = previous
+        .map_or("none (nothing managed)", crate::agent::short)
+        .to_owned();
+    let say = |message: String| {
+        emit(Event::Message {
+            machine: machine.clone(),
+            message,
+        })
+    };
+    let cut_off = |why: &str| {
+        say(format!(
+            "the new generation cut off SSH access ({why}); the machine returns to \
+             generation {previous} within {} s",
+            timeout.as_secs().max(1)
+        ))
+    };
+    let not_confirmed = |reason: String| {
+        Err((
+            Stage::Confirm,
+            Error::NotConfirmed {
+                machine: machine.clone(),
+                generation: crate::agent::short(id).to_owned(),
+                reason,
+            },
+        ))
+    };
+    emit(Event::Stage {
+        machine: machine.clone(),
+        stage: Stage::Confirm,
+    });
+    // A new connection: proves the machine is still reachable after activation.
+    match host.run_fresh(&call(&["confirm", id])) {
+        Ok(output) if output.success() => {
+            emit(Event::Confirm {
+                machine: machine.clone(),
+                generation: id.to_owned(),
+            });
+            Ok(())
+        }
+        // It got in only once the machine had reverted by itself.
+        Ok(output) if output.code == Some(i32::from(crate::agent::EXIT_REVERTED)) => {
+            cut_off("the confirmation got in only after the deadline");
+            say(format!(
+                "reconnected: the machine is back on generation {previous}"
+            ));
+            not_confirmed(format!(
+                "it cut off SSH access; the machine reverted to generation {previous} by itself"
+            ))
+        }
+        Ok(output) => not_confirmed(agent_message(&output)),
+        Err(error) => {
+            cut_off(&error.to_string());
+            let window_ends = activated_at + timeout;
+            let reason = match await_revert(host, &call(&["status"]), id, window_ends) {
+                Some(current) => {
+                    let now = current.as_deref().map_or("none", crate::agent::short);
+                    say(format!(
+                        "reconnected: the machine is back on generation {now}"
+                    ));
+                    format!(
+                        "it cut off SSH access; the machine reverted to generation {now} by itself"
+                    )
+                }
+                None => format!(
+                    "it cut off SSH access; the machine reverts to generation {previous} by \
+                     itself, but could not be reached again to confirm that"
+                ),
+            };
+            not_confirmed(reason)
+        }
+    }
+}
+
+/// After a confirmation could not reach the machine: waits for what is left of its
+/// confirmation window (ending by `window_ends`; the failed attempt may have used most of
+/// it), then reconnects (for up to half a minute) until the machine reports a current
+/// generation other than `id`. Returns that generation, or `None` when the machine stays
+/// unreachable or still runs `id`.
 fn await_revert(
     host: &dyn Host,
     status: &[String],
     id: &str,
-    timeout: Duration,
+    window_ends: std::time::Instant,
 ) -> Option<Option<String>> {
-    std::thread::sleep(timeout + Duration::from_secs(2));
+    let margin = Duration::from_secs(2);
+    std::thread::sleep((window_ends + margin).saturating_duration_since(std::time::Instant::now()));
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(output) = host.run_fresh(status) {

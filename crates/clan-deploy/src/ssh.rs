@@ -120,9 +120,8 @@ fn remove_stale_control_dirs() {
         else {
             continue;
         };
-        let ours = entry
-            .metadata()
-            .is_ok_and(|m| m.is_dir() && m.uid() == uid && !entry.path().is_symlink());
+        // `DirEntry::metadata` does not follow a link: a link is never `is_dir`.
+        let ours = entry.metadata().is_ok_and(|m| m.is_dir() && m.uid() == uid);
         let alive = rustix::process::Pid::from_raw(pid)
             .is_some_and(|pid| rustix::process::test_kill_process(pid).is_ok());
         if ours && !alive {
