@@ -75,7 +75,7 @@ impl Relay {
     pub fn deliver(&self, host: &dyn Host, agent: &AgentBinary) -> Result<Delivery, Error> {
         match self.role() {
             Role::Seed => {
-                let bytes = upload(host, agent);
+                let bytes = install(host, agent, None);
                 let served = bytes.as_ref().ok().and_then(|_| self.serve(host, agent));
                 self.set(match served {
                     Some(source) => State::Serving(source),
@@ -83,13 +83,13 @@ impl Relay {
                 });
                 bytes.map(|bytes| Delivery::FromAdmin { bytes })
             }
-            Role::Fetch(source) => match fetch(host, &source, agent) {
-                Ok(()) => Ok(Delivery::FromPeer {
+            Role::Fetch(source) => match install(host, agent, Some(&source)) {
+                Ok(_) => Ok(Delivery::FromPeer {
                     machine: source.machine,
                 }),
-                Err(_) => upload(host, agent).map(|bytes| Delivery::FromAdmin { bytes }),
+                Err(_) => install(host, agent, None).map(|bytes| Delivery::FromAdmin { bytes }),
             },
-            Role::Upload => upload(host, agent).map(|bytes| Delivery::FromAdmin { bytes }),
+            Role::Upload => install(host, agent, None).map(|bytes| Delivery::FromAdmin { bytes }),
         }
     }
 
@@ -204,14 +204,16 @@ gzip -dc < "$t.gz" > "$t"
 echo "$3  $t" | sha256sum -c --status || { echo "the agent arrived damaged (its SHA-256 differs)" >&2; exit 4; }
 chmod 0755 "$t"; [ -n "$4" ] || mv -f "$t.gz" "$1.gz"; mv -f "$t" "$1"; ln -sfn "$1" "${1%/*}/clan""#;
 
-/// Runs [`INSTALL`] on the machine, from `source` or else from the admin's upload.
-fn install(host: &dyn Host, agent: &AgentBinary, source: Option<&Source>) -> Result<(), Error> {
+/// Runs [`INSTALL`] on the machine, from `source` or else from the admin's upload; returns
+/// the bytes the admin sent.
+fn install(host: &dyn Host, agent: &AgentBinary, source: Option<&Source>) -> Result<u64, Error> {
     let compressed;
-    let (input, from, port) = match source {
-        Some(source) => (Input::None, source.host.clone(), source.port.to_string()),
+    let (input, sent, from, port) = match source {
+        Some(source) => (Input::None, 0, source.host.clone(), source.port.to_string()),
         None => {
             compressed = agent.compressed()?;
-            (Input::File(&compressed), String::new(), String::new())
+            let sent = std::fs::metadata(&compressed).map_or(0, |m| m.len());
+            (Input::File(&compressed), sent, String::new(), String::new())
         }
     };
     let mut argv: Vec<String> = ["sh", "-c", INSTALL, "sh"].map(str::to_owned).to_vec();
@@ -224,7 +226,7 @@ fn install(host: &dyn Host, agent: &AgentBinary, source: Option<&Source>) -> Res
     ]);
     let output = host.run(&argv, input)?;
     if output.success() {
-        return Ok(());
+        return Ok(sent);
     }
     Err(Error::Remote {
         machine: host.machine().to_owned(),
@@ -235,17 +237,6 @@ fn install(host: &dyn Host, agent: &AgentBinary, source: Option<&Source>) -> Res
         status: output.status(),
         stderr: output.stderr,
     })
-}
-
-/// Uploads the compressed agent from the admin; returns the bytes sent.
-fn upload(host: &dyn Host, agent: &AgentBinary) -> Result<u64, Error> {
-    install(host, agent, None)?;
-    Ok(std::fs::metadata(agent.compressed()?).map_or(0, |m| m.len()))
-}
-
-/// Has the machine fetch the agent from `source`.
-fn fetch(host: &dyn Host, source: &Source, agent: &AgentBinary) -> Result<(), Error> {
-    install(host, agent, Some(source))
 }
 
 /// Compresses `binary` to `cache/<name>.gz` unless it is there already (written to a temp
