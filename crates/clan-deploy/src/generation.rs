@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, Read};
+use std::path::{Path, PathBuf};
 
 use clan_config::{MachineConfig, SECRET_PLACEHOLDER_PREFIX};
 use serde::{Deserialize, Serialize};
@@ -273,15 +274,17 @@ impl Manifest {
                 return Err(invalid(format!("unit `{name}`"), "content missing"));
             }
             for trigger in unit.restart_triggers.iter().chain(&unit.reload_triggers) {
-                let secret = trigger.strip_prefix(SECRETS_ROOT);
-                if !self.files.contains_key(trigger)
-                    && !secret.is_some_and(|s| self.secrets.contains_key(s))
-                {
+                let is_secret = self
+                    .secrets
+                    .keys()
+                    .any(|secret| secret_machine_path(secret).1 == Path::new(trigger));
+                if !self.files.contains_key(trigger) && !is_secret {
                     return Err(invalid(
                         format!("unit `{name}`"),
                         format!(
                             "its trigger `{trigger}` is neither a file nor a secret (under \
-                             {SECRETS_ROOT}) of this machine's configuration"
+                             {SECRETS_DIR} or {CLAN_SECRETS_DIR}) of this machine's \
+                             configuration"
                         ),
                     ));
                 }
@@ -390,8 +393,24 @@ pub fn fill_template(
     Ok(out)
 }
 
-/// Where the agent decrypts secrets, `<generator>/<file>` below it.
-pub const SECRETS_ROOT: &str = "/run/clan/secrets/";
+/// Where the agent decrypts secret vars, `<generator>/<file>` below it.
+pub const SECRETS_DIR: &str = "/run/clan/secrets";
+/// Where clan secrets (`clan secrets set NAME --machine m`) go, `<name>` below it.
+pub const CLAN_SECRETS_DIR: &str = "/run/secrets";
+
+/// The directory and the path on the machine of secret `name` of a manifest: clan secrets
+/// (`@secrets/<name>`, see `clan_vars::CLAN_SECRETS`) at `/run/secrets/<name>`, secret
+/// vars at `/run/clan/secrets/<generator>/<file>`. The one place that maps them.
+pub fn secret_machine_path(name: &str) -> (PathBuf, PathBuf) {
+    let clan_secret = name
+        .strip_prefix(clan_vars::CLAN_SECRETS)
+        .and_then(|rest| rest.strip_prefix('/'));
+    let (root, relative) = match clan_secret {
+        Some(secret) => (Path::new(CLAN_SECRETS_DIR), secret),
+        None => (Path::new(SECRETS_DIR), name),
+    };
+    (root.to_path_buf(), root.join(relative))
+}
 
 fn validate_path(path: &str) -> Result<(), String> {
     if !path.starts_with('/') || path.len() < 2 {

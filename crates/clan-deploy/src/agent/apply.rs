@@ -26,7 +26,7 @@ use zeroize::Zeroizing;
 use super::store::Paths;
 use super::system::{self, Accounts};
 use super::AgentError;
-use crate::generation::{fill_template, Manifest, SECRETS_ROOT};
+use crate::generation::{fill_template, secret_machine_path, Manifest};
 
 /// A generation stored on the machine (or, for a dry run, held in memory only).
 pub struct Stored {
@@ -186,12 +186,6 @@ struct UnitPlan {
 /// Unit name → plan.
 type Units = BTreeMap<String, UnitPlan>;
 
-/// Where secret vars are decrypted to, on the machine (tmpfs).
-const SECRETS_DIR: &str = "/run/clan/secrets";
-
-/// Where clan secrets (`clan secrets set --machine`) are decrypted to.
-const CLAN_SECRETS_DIR: &str = "/run/secrets";
-
 /// Decrypted secrets of a generation, by `<generator>/<file>`.
 type Secrets = BTreeMap<String, clan_secrets::Plaintext>;
 
@@ -248,7 +242,7 @@ pub fn install_secrets(
     let system = paths.system()?;
     let mut changed = Vec::new();
     for (name, entry) in &generation.manifest.secrets {
-        let (root, path) = secret_path(name);
+        let (root, path) = secret_machine_path(name);
         let (uid, gid) = owner_ids(
             accounts,
             &entry.owner,
@@ -275,7 +269,7 @@ pub fn install_secrets(
         if !generation.manifest.secrets.contains_key(name) {
             changed.push(name.clone());
             if !dry_run {
-                match system.parent(&secret_path(name).1, None) {
+                match system.parent(&secret_machine_path(name).1, None) {
                     Ok((dir, file)) => {
                         dir.remove_file(Path::new(&file))?;
                     }
@@ -290,20 +284,6 @@ pub fn install_secrets(
     }
     Ok(())
 }
-
-/// Where secret `name` of a manifest goes on the machine, and the directory it lives in:
-/// clan secrets (`@secrets/<name>`) at `/run/secrets/<name>`, secret vars at
-/// `/run/clan/secrets/<generator>/<file>`.
-fn secret_path(name: &str) -> (PathBuf, PathBuf) {
-    let (root, relative) = match name.strip_prefix(CLAN_SECRETS_PREFIX) {
-        Some(secret) => (Path::new(CLAN_SECRETS_DIR), secret),
-        None => (Path::new(SECRETS_DIR), name),
-    };
-    (root.to_path_buf(), root.join(relative))
-}
-
-/// How clan secrets are named in a manifest (see `clan_vars::CLAN_SECRETS`).
-const CLAN_SECRETS_PREFIX: &str = "@secrets/";
 
 fn owner_ids(
     accounts: &Accounts,
@@ -663,7 +643,7 @@ pub fn apply(
             changes
                 .secrets_changed
                 .iter()
-                .map(|secret| format!("{SECRETS_ROOT}{secret}")),
+                .map(|secret| secret_machine_path(secret).1.display().to_string()),
         )
         .collect();
     let mut input_changed = Vec::new();
