@@ -57,13 +57,12 @@ pub fn with_firewall(config: &MachineConfig) -> Result<MachineConfig, InvalidCon
             reload_triggers: vec![RULES_PATH.to_owned()],
         },
     );
-    for family in ["debian", "fedora", "arch"] {
-        config
-            .packages
-            .entry(family.to_owned())
-            .or_default()
-            .insert("nftables".to_owned());
-    }
+    // Only where the agent installs packages: elsewhere nftables must already be there.
+    config
+        .packages
+        .entry("debian".to_owned())
+        .or_default()
+        .insert("nftables".to_owned());
     Ok(config)
 }
 
