@@ -20,12 +20,15 @@ use crate::Error;
 /// How long a machine waits for the first one to have the agent before uploading it itself.
 const SEED_WAIT: Duration = Duration::from_secs(120);
 
-/// Where the agent is served during a run.
+/// Where the agent is served during a run, and what the compressed agent served there is:
+/// a fetch reads at most `size` bytes and checks their SHA-256 before decompressing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Source {
     pub machine: String,
     pub host: String,
     pub port: u16,
+    pub size: u64,
+    pub digest: String,
 }
 
 #[derive(Debug)]
@@ -87,7 +90,12 @@ impl Relay {
                 Ok(_) => Ok(Delivery::FromPeer {
                     machine: source.machine,
                 }),
-                Err(_) => install(host, agent, None).map(|bytes| Delivery::FromAdmin { bytes }),
+                // The machines may not reach each other (another network, a firewall on the
+                // source): the rest of the run uploads instead of waiting to fail likewise.
+                Err(_) => {
+                    self.set(State::Unavailable);
+                    install(host, agent, None).map(|bytes| Delivery::FromAdmin { bytes })
+                }
             },
             Role::Upload => install(host, agent, None).map(|bytes| Delivery::FromAdmin { bytes }),
         }
@@ -157,10 +165,14 @@ impl Relay {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(child);
+        let compressed = agent.compressed().ok()?;
+        let bytes = std::fs::read(&compressed).ok()?;
         Some(Source {
             machine: host.machine().to_owned(),
             host: host.address().to_owned(),
             port: port?,
+            size: bytes.len() as u64,
+            digest: crate::generation::hash(&bytes),
         })
     }
 }
@@ -192,14 +204,19 @@ fn compressed_remote_path(agent: &AgentBinary) -> String {
 
 /// Installs the agent on the machine from its compressed form, read from stdin (an upload
 /// from the admin) or, given a host and port (`$4`, `$5`), fetched from the machine serving
-/// it with bash's `/dev/tcp` (nothing to install for it). The architecture (`$2`) and the
-/// SHA-256 (`$3`) are checked before the agent goes to its path (`$1`; temp name, then
-/// rename); an upload keeps the compressed copy, to serve it. A fixed script: everything
-/// variable arrives as a positional parameter.
+/// it with bash's `/dev/tcp` (nothing to install for it): after a connection probe of 5 s,
+/// at most `$6` bytes, whose SHA-256 must be `$7` before anything is decompressed. The
+/// architecture (`$2`) and the agent's SHA-256 (`$3`) are checked before it goes to its path
+/// (`$1`; temp name, then rename); an upload keeps the compressed copy, to serve it. A fixed
+/// script: everything variable arrives as a positional parameter.
 const INSTALL: &str = r#"set -e; umask 022
 [ "$(uname -m)" = "$2" ] || { echo "the machine is $(uname -m) but this clan binary is $2; install clan for the machine's architecture" >&2; exit 3; }
 mkdir -p "${1%/*}"; t="$1.tmp.$$"; trap 'rm -f "$t" "$t.gz"' EXIT
-if [ -n "$4" ]; then timeout 60 bash -c 'exec 3<>"/dev/tcp/$0/$1" && cat <&3' "$4" "$5" > "$t.gz"; else cat > "$t.gz"; fi
+if [ -n "$4" ]; then
+  timeout 5 bash -c ': <>"/dev/tcp/$0/$1"' "$4" "$5"
+  timeout 60 bash -c 'exec 3<>"/dev/tcp/$0/$1" && head -c "$2" <&3' "$4" "$5" "$6" > "$t.gz"
+  echo "$7  $t.gz" | sha256sum -c --status
+else cat > "$t.gz"; fi
 gzip -dc < "$t.gz" > "$t"
 echo "$3  $t" | sha256sum -c --status || { echo "the agent arrived damaged (its SHA-256 differs)" >&2; exit 4; }
 chmod 0755 "$t"; [ -n "$4" ] || mv -f "$t.gz" "$1.gz"; mv -f "$t" "$1"; ln -sfn "$1" "${1%/*}/clan""#;
@@ -208,12 +225,21 @@ chmod 0755 "$t"; [ -n "$4" ] || mv -f "$t.gz" "$1.gz"; mv -f "$t" "$1"; ln -sfn 
 /// the bytes the admin sent.
 fn install(host: &dyn Host, agent: &AgentBinary, source: Option<&Source>) -> Result<u64, Error> {
     let compressed;
-    let (input, sent, from, port) = match source {
-        Some(source) => (Input::None, 0, source.host.clone(), source.port.to_string()),
+    let (input, sent, fetch) = match source {
+        Some(source) => (
+            Input::None,
+            0,
+            [
+                source.host.clone(),
+                source.port.to_string(),
+                source.size.to_string(),
+                source.digest.clone(),
+            ],
+        ),
         None => {
             compressed = agent.compressed()?;
             let sent = std::fs::metadata(&compressed).map_or(0, |m| m.len());
-            (Input::File(&compressed), sent, String::new(), String::new())
+            (Input::File(&compressed), sent, Default::default())
         }
     };
     let mut argv: Vec<String> = ["sh", "-c", INSTALL, "sh"].map(str::to_owned).to_vec();
@@ -221,9 +247,8 @@ fn install(host: &dyn Host, agent: &AgentBinary, source: Option<&Source>) -> Res
         agent.remote_path(),
         std::env::consts::ARCH.to_owned(),
         agent.digest.clone(),
-        from,
-        port,
     ]);
+    argv.extend(fetch);
     let output = host.run(&argv, input)?;
     if output.success() {
         return Ok(sent);
