@@ -90,7 +90,12 @@ pub(crate) fn recover(lock: &ClanLock) -> Result<Vec<Recovered>, Error> {
         return Ok(Vec::new());
     };
     let mut done = Vec::new();
-    remove_stale_git_locks(repo, &mut done)?;
+    // Git lock files nobody holds open are clan's killed git's only when a clan command was
+    // interrupted: a live git closes some of its locks while it works (a `git commit`
+    // waiting in its editor), and those must stay.
+    if journal_path(repo).exists() {
+        remove_stale_git_locks(repo, &mut done)?;
+    }
     remove_stale_refs(repo, &mut done)?;
     if lock.commits {
         commit_journal(lock, repo, &mut done)?;

@@ -93,9 +93,28 @@ fn a_helper_ref_and_lock_files_of_a_killed_git_are_cleared() {
         &["update-ref", "refs/clan/pending-commit", head.trim()],
     );
     let git_dir = root.join(".git");
+    // Without an interrupted clan command, an index.lock nobody holds open may be a live
+    // git's (a `git commit` in its editor closes it): left alone.
+    std::fs::write(git_dir.join("index.lock"), "").unwrap();
+    let untouched = lock(root, "clan vars list").recover().unwrap();
+    assert!(
+        !untouched
+            .iter()
+            .any(|r| matches!(r, Recovered::StaleGitLock { .. })),
+        "{untouched:?}"
+    );
+    assert!(git_dir.join("index.lock").exists());
+    git(
+        root,
+        &["update-ref", "refs/clan/pending-commit", head.trim()],
+    );
     for stale in ["index.lock", "refs/heads/main.lock", "packed-refs.lock"] {
         std::fs::write(git_dir.join(stale), "").unwrap();
     }
+    // A clan command killed while its git ran leaves its journal too.
+    let killed = lock(root, "clan vars generate");
+    killed.begin(&[Path::new("vars")]).unwrap();
+    drop(killed);
     // A lock file some live git holds open is not touched.
     std::fs::write(git_dir.join("HEAD.lock"), "").unwrap();
     let held = std::fs::File::open(git_dir.join("HEAD.lock")).unwrap();

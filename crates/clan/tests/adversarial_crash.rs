@@ -143,6 +143,12 @@ fn a_stale_pending_commit_ref_and_git_lock_files_do_not_block() {
     // What the issue found after a kill: every later committing command failed.
     clan.git(&["update-ref", "refs/clan/pending-commit", head.trim()]);
     std::fs::write(clan.root().join(".git/index.lock"), "").unwrap();
+    // The killed command's journal says it was clan's (the lock is then its git's).
+    std::fs::write(
+        clan.root().join(".git/clan-journal"),
+        b"clan-journal 1\0clan machines create web01\0clan.toml\0",
+    )
+    .unwrap();
     let run = clan.run(&["machines", "create", "web01"], b"");
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert!(
