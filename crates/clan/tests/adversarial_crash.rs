@@ -14,13 +14,12 @@ use crash_support::{kill_trials, Clan, Kill};
 fn vars_generate_killed_anywhere_is_recovered_by_the_next_run() {
     let clan = Clan::new(&["web01", "web02"]);
     clan.ok(&["vars", "generate"], b"");
-    let tally = kill_trials(
+    kill_trials(
         "vars generate",
         &clan,
         |_| (strings(&["vars", "generate", "--regenerate"]), Vec::new()),
         |clan, trial| clan.assert_vars_valid(&format!("vars generate trial {trial}")),
     );
-    assert!(tally.trials >= 1);
 }
 
 #[test]

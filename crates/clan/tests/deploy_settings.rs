@@ -43,6 +43,9 @@ fn deploy(f: &Fixture, machines: &[&str], host_key_check: &str) {
 
 /// Whether `user` logs in to `machine` with `password` (password authentication only; the
 /// password reaches sshpass through its environment, not argv).
+/// Tries a password login as `user` on `machine`: `true` when it got in, `false` when sshd
+/// refused it; anything else (no answer, sshpass trouble) fails the test rather than passing
+/// for a refusal.
 fn password_login(f: &Fixture, machine: &str, user: &str, password: &str) -> bool {
     let output = run(Command::new("sshpass")
         .arg("-e")
@@ -60,7 +63,17 @@ fn password_login(f: &Fixture, machine: &str, user: &str, password: &str) -> boo
         .arg(format!("{user}@{}", f.address_of(machine)))
         .arg("id -un")
         .env("SSHPASS", password));
-    output.status.success() && stdout(&output) == user
+    if output.status.success() {
+        return stdout(&output) == user;
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // sshpass exits 5 for a wrong password; ssh says so when no password method is offered.
+    let refused = output.status.code() == Some(5) || stderr.contains("Permission denied");
+    assert!(
+        refused,
+        "password login to {machine} neither got in nor was refused: {stderr}"
+    );
+    false
 }
 
 fn users_toml(f: &Fixture, groups: &str, shell: &str, password_logins: bool) -> String {

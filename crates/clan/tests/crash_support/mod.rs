@@ -571,5 +571,11 @@ pub fn kill_trials(
         "{name}: {} kill trials survived ({} killed before finishing, {} recoveries reported; {calls} git calls per run, {duration:?})",
         tally.trials, tally.killed, tally.recovered
     );
+    // Trials in which nothing was ever killed would prove nothing.
+    assert!(
+        tally.killed > 0,
+        "{name}: none of {} trials killed the command (seed {seed})",
+        tally.trials
+    );
     tally
 }
