@@ -11,5 +11,5 @@ mod model;
 pub use merge::{Conflict, Fragment};
 pub use model::{
     File, Firewall, Generator, GeneratorFile, Group, MachineConfig, Prompt, PromptType,
-    SecretAccess, State, Unit, User, VarRef, SECRET_PLACEHOLDER_PREFIX,
+    SecretAccess, State, Unit, User, VarRef, CLAN_SECRETS, SECRET_PLACEHOLDER_PREFIX,
 };

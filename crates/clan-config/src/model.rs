@@ -9,6 +9,10 @@ use serde_json::Value;
 /// secret's value; the admin side never sees it in plain text.
 pub const SECRET_PLACEHOLDER_PREFIX: &str = "@clan-secret:";
 
+/// The generator name under which clan secrets (`clan secrets set NAME --machine m`) travel
+/// among a machine's secrets, to `/run/secrets/<name>`: no vars generator can be named so.
+pub const CLAN_SECRETS: &str = "@secrets";
+
 /// The whole declared state of one machine.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]

@@ -5,12 +5,18 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::agent::{Activation, Changes, Status};
 use crate::events::{Event, Outcome, Stage};
-use crate::generation::Generation;
 use crate::host::{Host, Input, RemoteOutput};
 use crate::relay::{Delivery, Relay};
-use crate::{Error, STATE_DIR};
+use crate::Error;
+use clan_generation::reply::{Activation, Changes, Status};
+use clan_generation::Generation;
+use clan_generation::STATE_DIR;
+
+/// The machine binary's file name, beside `clan`.
+const AGENT_FILE: &str = "clan-agent";
+/// Names another agent executable to upload (tests, a cross-built agent).
+pub const AGENT_ENV: &str = "CLAN_AGENT";
 
 /// The agent executable to upload and the name it gets on machines.
 #[derive(Debug, Clone)]
@@ -23,13 +29,22 @@ pub struct AgentBinary {
 }
 
 impl AgentBinary {
-    /// This very executable, which is also the agent (same architecture as the machines).
+    /// The agent built with this executable: `clan-agent` beside it (same build, same
+    /// architecture as the machines), or the one `$CLAN_AGENT` names.
     pub fn current() -> Result<AgentBinary, Error> {
-        let path = std::env::current_exe().map_err(|source| Error::Io {
-            context: "finding the running executable",
-            path: PathBuf::from("/proc/self/exe"),
-            source,
-        })?;
+        let path = match std::env::var_os(AGENT_ENV) {
+            Some(path) => PathBuf::from(path),
+            None => std::env::current_exe()
+                .map_err(|source| Error::Io {
+                    context: "finding the running executable",
+                    path: PathBuf::from("/proc/self/exe"),
+                    source,
+                })?
+                .with_file_name(AGENT_FILE),
+        };
+        if !path.is_file() {
+            return Err(Error::AgentMissing { path });
+        }
         AgentBinary::at(&path)
     }
 
@@ -39,7 +54,7 @@ impl AgentBinary {
             path: path.to_path_buf(),
             source,
         })?;
-        let digest = crate::generation::hash(&bytes);
+        let digest = clan_generation::hash(&bytes);
         Ok(AgentBinary {
             path: path.to_path_buf(),
             name: format!("clan-{}-{}", env!("CARGO_PKG_VERSION"), &digest[..12]),
@@ -188,7 +203,7 @@ pub fn deploy(
         let error = match e {
             AgentCall::Failed(output) => Error::Activation {
                 machine: machine.clone(),
-                generation: crate::agent::short(&id).to_owned(),
+                generation: clan_generation::reply::short(&id).to_owned(),
                 reason: agent_message(&output),
             },
             other => other.into_error(&machine, "clan agent activate"),
@@ -228,7 +243,7 @@ fn confirm(
 ) -> Result<(), (Stage, Error)> {
     let machine = host.machine().to_owned();
     let previous = previous
-        .map_or("none (nothing managed)", crate::agent::short)
+        .map_or("none (nothing managed)", clan_generation::reply::short)
         .to_owned();
     let say = |message: String| {
         emit(Event::Message {
@@ -248,7 +263,7 @@ fn confirm(
             Stage::Confirm,
             Error::NotConfirmed {
                 machine: machine.clone(),
-                generation: crate::agent::short(id).to_owned(),
+                generation: clan_generation::reply::short(id).to_owned(),
                 reason,
             },
         ))
@@ -267,7 +282,7 @@ fn confirm(
             Ok(())
         }
         // It got in only once the machine had reverted by itself.
-        Ok(output) if output.code == Some(i32::from(crate::agent::EXIT_REVERTED)) => {
+        Ok(output) if output.code == Some(i32::from(clan_generation::reply::EXIT_REVERTED)) => {
             cut_off("the confirmation got in only after the deadline");
             say(format!(
                 "reconnected: the machine is back on generation {previous}"
@@ -282,7 +297,9 @@ fn confirm(
             let window_ends = activated_at + timeout;
             let reason = match await_revert(host, &call(&["status"]), id, window_ends) {
                 Some(current) => {
-                    let now = current.as_deref().map_or("none", crate::agent::short);
+                    let now = current
+                        .as_deref()
+                        .map_or("none", clan_generation::reply::short);
                     say(format!(
                         "reconnected: the machine is back on generation {now}"
                     ));
@@ -461,7 +478,8 @@ fn agent_json<T: serde::de::DeserializeOwned>(
     serde_json::from_slice(&output.stdout).map_err(|e| AgentCall::BadOutput(e.to_string()))
 }
 
-/// The newest agent on a machine (`/var/lib/clan/bin/clan`), for commands outside a deploy.
+/// The newest agent on a machine (a link to the last one installed), for commands outside a
+/// deploy; the data-mesher unit runs it too.
 pub const LATEST_AGENT: &str = "/var/lib/clan/bin/clan";
 
 /// Runs `clan agent <words>` with the machine's newest agent and parses its JSON answer.

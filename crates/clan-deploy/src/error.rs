@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use crate::deploy::AGENT_ENV;
+
 /// Why an SSH connection failed, read from OpenSSH's messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -113,8 +115,10 @@ pub enum Error {
     InvalidConfig {
         machine: String,
         #[source]
-        source: crate::generation::InvalidConfig,
+        source: clan_generation::InvalidConfig,
     },
+    #[error("the machine agent `{}` is missing: it is built beside `clan`", path.display())]
+    AgentMissing { path: PathBuf },
     #[error("machine `{machine}`: vars: {source}")]
     Vars {
         machine: String,
@@ -174,6 +178,10 @@ impl Error {
                 "`{machine}` is back on its previous generation; `clan machines generations {machine}` \
                  shows the history"
             )),
+            Error::AgentMissing { .. } => Some(format!(
+                "build both binaries with `cargo build --release -p clan` (not only `cargo run`), \
+                 or point `{AGENT_ENV}` at a clan-agent of this clan's version"
+            )),
             Error::Eval(error) => error.hint(),
             Error::Vars { source, .. } => source.hint(),
             _ => None,
@@ -188,11 +196,11 @@ impl Error {
             | Error::Activation { machine, .. }
             | Error::NotConfirmed { machine, .. }
             | Error::UnsupportedClass { machine, .. }
-            | Error::NoTarget { machine }
-            | Error::InvalidTarget { machine, .. }
             | Error::Protocol { machine, .. }
             | Error::InvalidConfig { machine, .. }
             | Error::Vars { machine, .. }
+            | Error::NoTarget { machine }
+            | Error::InvalidTarget { machine, .. }
             | Error::VarsMissing { machine, .. } => Some(machine),
             _ => None,
         }

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::agent::{short, Changes};
+use clan_generation::reply::{short, Changes};
 
 /// The step a machine was in when it failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

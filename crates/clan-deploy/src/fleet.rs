@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use crate::deploy::{deploy, DeployOptions, MachineDeploy};
 use crate::events::{Event, Outcome, Stage};
-use crate::generation::{Generation, SecretFile};
 use crate::host::Host;
 use crate::relay::Relay;
 use crate::ssh::{ControlDir, SshHost, SshOptions};
 use crate::target::Target;
 use crate::Error;
+use clan_generation::{Generation, SecretFile};
 
 /// The largest sops file a deploy reads (secrets are small files).
 const MAX_SECRET_FILE: u64 = 16 << 20;
@@ -207,7 +207,15 @@ fn plan_machine(
                     path: secret.sops_path.clone(),
                     source: std::io::Error::other(source),
                 })?;
-            Ok(SecretFile { secret, sops })
+            Ok(SecretFile {
+                generator: &secret.generator,
+                file: &secret.file,
+                owner: &secret.owner,
+                group: &secret.group,
+                mode: &secret.mode,
+                needed_for: &secret.needed_for,
+                sops,
+            })
         })
         .collect::<Result<Vec<_>, Error>>()?;
     let generation = Generation::build(name, &machine.config, &secrets).map_err(|source| {

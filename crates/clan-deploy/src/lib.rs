@@ -7,21 +7,17 @@
 //! Modules: [`target`] picks where to connect, [`ssh`] is the transport (one ControlMaster per
 //! machine per run) behind the [`host::Host`] trait, [`quote`] is the one place argv becomes a
 //! shell string, [`relay`] gets the agent to every machine with the admin's uplink carrying it
-//! once, [`generation`] builds and serialises generations (with [`firewall`]'s rule
-//! set when the machine's firewall is on), [`deploy`] runs the stages
-//! for one machine and [`fleet`] for many, reporting [`events::Event`]s. [`agent`] is the machine
-//! side (`clan agent …`).
+//! once, [`deploy`] runs the stages for one machine and [`fleet`] for many, reporting
+//! [`events::Event`]s. The generation format and the agent's replies are `clan_generation`'s
+//! (shared with the machine side, the `clan-agent` binary of crate `clan_agent`).
 //!
 //! It must never put a secret in argv, a log line or a world-readable file, never build a
 //! remote command by string concatenation outside [`quote`], and never panic on input.
 
-pub mod agent;
 pub mod deploy;
 mod error;
 pub mod events;
-pub mod firewall;
 pub mod fleet;
-pub mod generation;
 pub mod host;
 pub mod quote;
 pub mod relay;
@@ -30,5 +26,6 @@ pub mod target;
 
 pub use error::{Error, SshFailure};
 
-/// Where the agent keeps its state on a machine.
-pub const STATE_DIR: &str = "/var/lib/clan";
+pub use clan_generation as generation;
+/// The agent's replies, under the name callers of this crate know them by.
+pub use clan_generation::reply as agent;

@@ -172,7 +172,7 @@ impl Relay {
             host: host.address().to_owned(),
             port: port?,
             size: bytes.len() as u64,
-            digest: crate::generation::hash(&bytes),
+            digest: clan_generation::hash(&bytes),
         })
     }
 }
@@ -288,56 +288,4 @@ pub(crate) fn compress_into(binary: &Path, cache: &Path, name: &str) -> Result<P
     temp.persist(&target)
         .map_err(|error| io("writing", &target)(error.error))?;
     Ok(target)
-}
-
-/// The machine side of the relay (`clan agent serve-file PATH`): serves `path`'s bytes to
-/// every TCP connection, on a port of the system's choosing printed as `listening <port>` on
-/// `out`, until `session` (the admin's SSH session, as stdin) ends or half an hour has
-/// passed. The content is the compressed agent: public, and checked by digest where it
-/// arrives.
-pub fn serve_file(
-    path: &Path,
-    mut session: impl std::io::Read + Send + 'static,
-    mut out: impl std::io::Write,
-) -> Result<(), Error> {
-    let content = std::sync::Arc::new(std::fs::read(path).map_err(|source| Error::Io {
-        context: "reading",
-        path: path.to_path_buf(),
-        source,
-    })?);
-    let listener = std::net::TcpListener::bind("[::]:0")
-        .or_else(|_| std::net::TcpListener::bind("0.0.0.0:0"))
-        .map_err(|source| Error::Io {
-            context: "listening for the agent's other machines with",
-            path: path.to_path_buf(),
-            source,
-        })?;
-    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
-    let _ = writeln!(out, "listening {port}");
-    let _ = out.flush();
-    let until = Instant::now() + Duration::from_secs(1800);
-    let ended = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let watcher = std::sync::Arc::clone(&ended);
-    std::thread::spawn(move || {
-        let _ = std::io::copy(&mut session, &mut std::io::sink());
-        watcher.store(true, std::sync::atomic::Ordering::SeqCst);
-    });
-    let _ = listener.set_nonblocking(true);
-    while Instant::now() < until && !ended.load(std::sync::atomic::Ordering::SeqCst) {
-        match listener.accept() {
-            Ok((mut stream, _)) => {
-                let content = std::sync::Arc::clone(&content);
-                std::thread::spawn(move || {
-                    use std::io::Write as _;
-                    let _ = stream.set_nonblocking(false);
-                    let _ = stream.write_all(&content);
-                });
-            }
-            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(20)),
-        }
-    }
-    Ok(())
 }

@@ -67,7 +67,7 @@ pub fn deployable_secrets(
 
 /// Where the deploy puts clan secrets (`sops/secrets/<name>`) on a machine: the generator
 /// part of their [`DeployableSecret`], which no vars generator can be named.
-pub const CLAN_SECRETS: &str = "@secrets";
+pub use clan_config::CLAN_SECRETS;
 
 /// The clan secrets `machine` can decrypt, directly or through a group (set with `clan secrets
 /// set NAME --machine m`), as secrets to deploy to `/run/secrets/<name>` with the owner,

@@ -53,31 +53,17 @@ enum Command {
     /// Print JSON Schemas (`clan schema inventory` for clan.toml).
     Schema(commands::inspect::SchemaArgs),
     /// Data Mesher: run the daemon, manage its keys and certificates, publish signed files.
-    Mesher(commands::mesher::Args),
+    Mesher(clan_agent::mesher::Args),
     /// Start, inspect and stop local test machines (containers reached over SSH).
     Testbed(commands::testbed::Args),
     /// Manage sops secrets: keys, users, machines, groups, and the secrets themselves.
     Secrets(commands::secrets::Args),
     /// Generate, check, list, get and set vars (generator outputs, public and secret).
     Vars(commands::vars::Args),
-    /// The machine side of deploys (run over SSH by `clan machines update`).
-    #[command(hide = true)]
-    Agent(commands::agent::Args),
-}
-
-/// A closed stdout (`clan … | head`) ends the program quietly, as for any Unix tool, instead of
-/// making every `println!` panic. Rust ignores SIGPIPE by default; this restores the default.
-#[allow(unsafe_code)]
-fn restore_sigpipe() {
-    // SAFETY: called first thing in main, before any other thread exists; SIG_DFL is a valid
-    // disposition for SIGPIPE.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
 }
 
 fn main() -> ExitCode {
-    restore_sigpipe();
+    clan_agent::cli::restore_sigpipe();
     let cli = Cli::parse();
     let context = commands::Context {
         clan_dir: cli.flake,
@@ -92,10 +78,9 @@ fn main() -> ExitCode {
         Command::Instances(args) => commands::instances::run(args, &context),
         Command::Select(args) => commands::inspect::select(args, &context),
         Command::Schema(args) => commands::inspect::schema(args),
-        Command::Mesher(args) => commands::mesher::run(args, &context),
+        Command::Mesher(args) => clan_agent::mesher::run(args),
         Command::Testbed(args) => commands::testbed::run(args, &context),
         Command::Secrets(args) => commands::secrets::run(args, &context),
-        Command::Agent(args) => commands::agent::run(args),
         Command::Vars(args) => commands::vars::run(args, &context),
     };
     match result {

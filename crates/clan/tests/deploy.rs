@@ -825,7 +825,9 @@ fn the_agent_leaves_the_admin_once() {
     assert!(output.status.success(), "{}", stderr(&output));
     let mut uploads = agent_uploads(&output);
     uploads.sort();
-    let binary = std::fs::metadata(support::clan_binary()).unwrap().len();
+    // The agent the deployer uploads: the one beside it.
+    let agent = support::clan_binary().with_file_name("clan-agent");
+    let binary = std::fs::metadata(agent).unwrap().len();
     let (r1, r2, r3, r4) = (&uploads[0], &uploads[1], &uploads[2], &uploads[3]);
     assert_eq!(uploads.len(), 4, "{uploads:?}");
     assert!(

@@ -140,6 +140,14 @@ const DEMO_TOOLS: &[Tool] = &[
 /// Starts one test machine per demo machine, or says why it cannot and returns None. As
 /// root, the host packages it needs are installed first (and it says so).
 fn start_testbed(dir: &std::path::Path) -> Option<clan_testbed::Testbed> {
+    // The deploy uploads `clan-agent`, which `cargo run -p clan` does not build.
+    if let Err(error) = clan_deploy::deploy::AgentBinary::current() {
+        eprintln!("not deploying: {error}");
+        if let Some(hint) = error.hint() {
+            eprintln!("hint: {hint}");
+        }
+        return None;
+    }
     let tools: Vec<Tool> = clan_testbed::HOST_TOOLS
         .iter()
         .chain(DEMO_TOOLS)

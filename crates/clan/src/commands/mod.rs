@@ -3,14 +3,12 @@
 
 use std::path::PathBuf;
 
-pub mod agent;
 mod change;
 pub mod demo;
 pub mod init;
 pub mod inspect;
 pub mod instances;
 pub mod machines;
-pub mod mesher;
 mod output;
 pub mod secrets;
 pub mod services;

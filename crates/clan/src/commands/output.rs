@@ -2,13 +2,7 @@
 
 use std::io::Write;
 
-/// Prints `value` as pretty JSON on stdout.
-pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
-    let mut stdout = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut stdout, value)?;
-    writeln!(stdout)?;
-    Ok(())
-}
+pub use clan_agent::report::print_json;
 
 /// Prints rows as columns separated by two spaces; the header is the first row.
 pub fn print_table(rows: &[Vec<String>]) -> anyhow::Result<()> {

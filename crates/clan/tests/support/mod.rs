@@ -1,8 +1,8 @@
 //! Shared by the deploy tests: starting the test machines (or saying why they cannot run
-//! here), and the clan binary they run, which every deploy also uploads to each test machine
-//! as its agent. The test build carries its symbols (about 110 MB); a copy
-//! without them is a third of that, which keeps a fifty-machine deploy cheap. Without
-//! `strip` (binutils) the binary itself is used. [`fixture`] drives a clan directory with
+//! here), and the clan binary they run with the `clan-agent` every deploy uploads to each test
+//! machine. The test build carries its symbols (about 50 MB for the agent); copies without
+//! them are a third of that, which keeps a fifty-machine deploy cheap. Without `strip`
+//! (binutils) the binaries themselves are used. [`fixture`] drives a clan directory with
 //! that binary.
 
 pub mod fixture;
@@ -32,41 +32,69 @@ pub fn testbed(names: &[&str]) -> Option<(tempfile::TempDir, Testbed)> {
     }
 }
 
+/// The `clan` binary the tests run: a stripped copy, with the stripped `clan-agent` beside
+/// it, where the deployer looks for the agent it uploads.
 pub fn clan_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let original = PathBuf::from(env!("CARGO_BIN_EXE_clan"));
-        let metadata = std::fs::metadata(&original).expect("the clan binary is built");
+    BINARY.get_or_init(|| stripped().join("clan"))
+}
+
+/// A directory holding stripped copies of this build's `clan` and `clan-agent`, named after
+/// the build so that a rebuild makes new ones; the build's own directory without `strip`.
+fn stripped() -> PathBuf {
+    let originals =
+        [env!("CARGO_BIN_EXE_clan"), env!("CARGO_BIN_EXE_clan-agent")].map(PathBuf::from);
+    let build_dir = originals[0]
+        .parent()
+        .expect("in the target directory")
+        .to_path_buf();
+    let mut key = Vec::new();
+    for original in &originals {
+        let metadata = std::fs::metadata(original).expect("the binaries are built");
         let modified = metadata
             .modified()
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0, |t| t.as_nanos());
-        // Named after the build it comes from, so a rebuild makes a new copy.
-        let copy = original.with_file_name(format!("clan-agent-{}-{modified}", metadata.len()));
-        if copy.exists() {
-            return copy;
+        key.push(format!("{}-{modified}", metadata.len()));
+    }
+    let dir = build_dir.join(format!("stripped-{}", key.join("-")));
+    if dir.is_dir() {
+        return dir;
+    }
+    // Test processes run at once: each strips into its own directory, the first rename wins.
+    let partial = build_dir.join(format!("stripped-partial-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&partial);
+    let stripped = std::fs::create_dir(&partial).is_ok()
+        && originals.iter().all(|original| {
+            std::process::Command::new("strip")
+                .arg("-o")
+                .arg(partial.join(original.file_name().expect("a file")))
+                .arg(original)
+                .status()
+                .is_ok_and(|status| status.success())
+        });
+    let renamed = stripped && std::fs::rename(&partial, &dir).is_ok();
+    let _ = std::fs::remove_dir_all(&partial);
+    if !renamed {
+        return if dir.is_dir() { dir } else { build_dir };
+    }
+    // Copies of earlier builds are of no more use.
+    for entry in std::fs::read_dir(&build_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let stale = (name.starts_with("stripped-")
+            && entry.path() != dir
+            && !name.starts_with("stripped-partial-"))
+            || name.starts_with("clan-agent-");
+        if stale {
+            let _ = std::fs::remove_dir_all(entry.path())
+                .or_else(|_| std::fs::remove_file(entry.path()));
         }
-        let partial = copy.with_extension(format!("partial-{}", std::process::id()));
-        let stripped = std::process::Command::new("strip")
-            .arg("-o")
-            .arg(&partial)
-            .arg(&original)
-            .status()
-            .is_ok_and(|status| status.success());
-        if !stripped || std::fs::rename(&partial, &copy).is_err() {
-            let _ = std::fs::remove_file(&partial);
-            return original;
-        }
-        // Copies of earlier builds are of no more use.
-        let dir = copy.parent().expect("in the target directory");
-        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let name = entry.file_name();
-            let stale = name.to_string_lossy().starts_with("clan-agent-") && entry.path() != copy;
-            if stale {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
-        copy
-    })
+    }
+    dir
 }

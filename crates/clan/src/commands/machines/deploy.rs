@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use clan_deploy::agent::{Activation, HistoryEntry};
+use clan_deploy::agent::{Activation, Generations};
 use clan_deploy::deploy::{run_agent, AgentBinary, DeployOptions};
 use clan_deploy::events::Event;
 use clan_deploy::fleet::Route;
@@ -291,11 +291,6 @@ pub fn connect(dir: &Path, machine: &str, ssh: &SshArgs) -> anyhow::Result<(Cont
 
 pub fn generations(args: GenerationsArgs, dir: &Path) -> anyhow::Result<ExitCode> {
     let (_control_dir, host) = connect(dir, &args.machine, &args.ssh)?;
-    #[derive(serde::Deserialize, serde::Serialize)]
-    struct Generations {
-        current: Option<String>,
-        history: Vec<HistoryEntry>,
-    }
     let generations: Generations = run_agent(&host, &["generations"])?;
     if args.json {
         print_json(&generations)?;

@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 
 use clan_config::{File, Firewall, MachineConfig, Unit};
 
-use crate::generation::InvalidConfig;
+use crate::InvalidConfig;
 
 /// The rule set on the machine.
 pub const RULES_PATH: &str = "/etc/clan/firewall.nft";

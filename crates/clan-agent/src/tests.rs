@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use clan_config::{File, MachineConfig};
 
-use super::*;
-use crate::generation::Generation;
+use crate::*;
+use clan_generation::Generation;
 
 fn image() -> tempfile::TempDir {
     let root = tempfile::tempdir().unwrap();
@@ -110,9 +110,13 @@ fn generations_track_files_keep_originals_and_roll_back() {
     assert_eq!(back.generation, first);
     assert_eq!(read(&root, "/etc/hello").as_deref(), Some("hi\n"));
     assert_eq!(read(&root, "/etc/motd").as_deref(), Some("clan motd\n"));
-    let (current, history) = agent.generations().unwrap();
-    assert_eq!(current.as_deref(), Some(first.as_str()));
-    let actions: Vec<&str> = history.iter().map(|e| e.action.as_str()).collect();
+    let generations = agent.generations().unwrap();
+    assert_eq!(generations.current.as_deref(), Some(first.as_str()));
+    let actions: Vec<&str> = generations
+        .history
+        .iter()
+        .map(|e| e.action.as_str())
+        .collect();
     assert_eq!(actions, ["deploy", "deploy", "rollback"]);
     assert_eq!(
         agent.status().unwrap().current.as_deref(),

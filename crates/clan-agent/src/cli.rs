@@ -1,16 +1,60 @@
-//! `clan agent …`: the machine side of deploys, run over SSH by `clan machines update`
-//! from `/var/lib/clan/bin/`. Hidden from help; JSON on stdout for the deployer.
+//! The command line of the machine binary `clan-agent`: `agent …`, the machine side of
+//! deploys, run over SSH by `clan machines update` from `/var/lib/clan/bin/` (JSON on stdout
+//! for the deployer), and `mesher …` ([`crate::mesher`]).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clan_deploy::agent::{ActivateOptions, Agent, AgentError};
+use clan_generation::reply::EXIT_REVERTED;
+use clap::{Parser, Subcommand};
 
-use super::output::print_json;
+use crate::report::print_json;
+use crate::{ActivateOptions, Agent, AgentError};
+
+#[derive(Parser)]
+#[command(
+    name = "clan-agent",
+    version,
+    about = "The machine side of clan: applies the generations `clan machines update` uploads"
+)]
+#[command(propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: TopCommand,
+}
+
+#[derive(Subcommand)]
+enum TopCommand {
+    /// The machine side of deploys (run over SSH by `clan machines update`).
+    Agent(Args),
+    /// Data Mesher: run the daemon, manage its keys and certificates, publish signed files.
+    Mesher(crate::mesher::Args),
+}
+
+/// A closed stdout (`clan … | head`, in either binary) ends the program quietly, as for any Unix tool, instead of
+/// making every `println!` panic. Rust ignores SIGPIPE by default; this restores the default.
+#[allow(unsafe_code)]
+pub fn restore_sigpipe() {
+    // SAFETY: called first thing in main, before any other thread exists; SIG_DFL is a valid
+    // disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// The machine binary's `main`.
+pub fn main() -> ExitCode {
+    restore_sigpipe();
+    let result = match Cli::parse().command {
+        TopCommand::Agent(args) => run(args),
+        TopCommand::Mesher(args) => crate::mesher::run(args),
+    };
+    result.unwrap_or_else(|error| crate::report::print_error(&error, &|_| None))
+}
 
 #[derive(clap::Args)]
-pub struct Args {
+struct Args {
     /// Apply to an image directory instead of the running system (files and unit files only).
     #[arg(long, default_value = "/", global = true, hide = true)]
     root: PathBuf,
@@ -80,7 +124,7 @@ fn outlive_the_session() -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+fn run(args: Args) -> anyhow::Result<ExitCode> {
     let agent = Agent::new(&args.root);
     if matches!(
         args.command,
@@ -121,7 +165,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Confirm { generation } => match agent.confirm(&generation) {
             Err(error @ AgentError::Reverted(_)) => {
                 eprintln!("error: {error}");
-                return Ok(ExitCode::from(clan_deploy::agent::EXIT_REVERTED));
+                return Ok(ExitCode::from(EXIT_REVERTED));
             }
             other => other?,
         },
@@ -130,11 +174,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             print_json(&agent.rollback(to.as_deref(), Duration::from_secs(lock_timeout))?)?;
         }
         Command::ServeFile { path } => {
-            clan_deploy::relay::serve_file(&path, std::io::stdin(), std::io::stdout().lock())?
+            crate::serve::serve_file(&path, std::io::stdin(), std::io::stdout().lock())?
         }
         Command::Generations => {
-            let (current, history) = agent.generations()?;
-            print_json(&serde_json::json!({"current": current, "history": history}))?;
+            print_json(&agent.generations()?)?;
         }
         Command::DecryptSecrets => {
             let count = agent.decrypt_current_secrets()?;

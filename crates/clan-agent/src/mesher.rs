@@ -1,6 +1,8 @@
-//! `clan mesher …`: the Data Mesher daemon (`run`, which only reads `dm.toml` and hands it to
-//! `clan_mesher::Mesher`), key and certificate tools, and file commands that sign locally and
-//! talk to the running daemon over its loopback HTTP API.
+//! `mesher …`, in both binaries (`clan mesher …` on the admin's machine, `clan-agent mesher …`
+//! on clan machines, where the data-mesher unit runs the daemon): the Data Mesher daemon
+//! (`run`, which only reads `dm.toml` and hands it to `clan_mesher::Mesher`), key and
+//! certificate tools, and file commands that sign locally and talk to the running daemon over
+//! its loopback HTTP API.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -11,7 +13,6 @@ use clan_mesher::record::unix_micros_now;
 use clan_mesher::{Certificate, Config, FileName, Mesher, PublicKey, Record, SecretKey};
 use clap::Subcommand;
 
-use super::Context;
 use crate::report;
 
 #[derive(clap::Args)]
@@ -172,7 +173,7 @@ struct ListArgs {
     json: bool,
 }
 
-pub fn run(args: Args, _context: &Context) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         MesherCommand::Run(args) => daemon(&args.config),
         MesherCommand::Generate(command) => generate(command),

@@ -1,12 +1,21 @@
-//! The machine side: `clan agent …`, uploaded by the deploy to `/var/lib/clan/bin/`. It
-//! stores uploaded generations, activates them under a per-machine lock, re-activates the
-//! previous generation when activation fails, and after a successful activation waits (in a
-//! detached transient unit, so the deploying SSH session may die) for the deployer's
-//! confirmation over a fresh connection — reverting by itself when none comes in time.
+//! The machine side of deploys, built as its own small binary (`clan-agent`) that the deploy
+//! uploads to `/var/lib/clan/bin/`. It stores uploaded generations, activates them under a
+//! per-machine lock, re-activates the previous generation when activation fails, and after a
+//! successful activation waits (in a detached transient unit, so the deploying SSH session may
+//! die) for the deployer's confirmation over a fresh connection — reverting by itself when none
+//! comes in time. [`serve`] passes the agent on to the other machines of a run; [`cli`] is the
+//! binary's command line (`agent …` and `mesher …`, the Data Mesher daemon and its tools, which
+//! run on machines too).
 //!
-//! Every command prints JSON on stdout for the deployer and plain messages on stderr.
+//! Every agent command prints JSON on stdout for the deployer ([`clan_generation::reply`]) and
+//! plain messages on stderr. It must never link the evaluator, Starlark or the deployer's
+//! networking: every byte of it crosses the admin's uplink on a first deploy.
 
 mod apply;
+pub mod cli;
+pub mod mesher;
+pub mod report;
+pub mod serve;
 mod store;
 mod system;
 
@@ -14,16 +23,13 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use clan_generation::reply::{short, Activation, Changes, Generations, Status};
 
-pub use apply::{Changes, SECRETS_UNIT};
-pub use store::{HistoryEntry, Paths};
+pub use apply::SECRETS_UNIT;
+pub use store::Paths;
 
 use apply::Stored;
 use store::{Lock, Pending, State};
-
-/// The exit code of `clan agent confirm` when the generation was already reverted.
-pub const EXIT_REVERTED: u8 = 3;
 
 /// How many generations stay on disk besides the current one.
 const KEEP_GENERATIONS: usize = 10;
@@ -50,7 +56,7 @@ pub enum AgentError {
     #[error("state file corrupt: {0}")]
     Corrupt(String),
     #[error("upload refused: {0}")]
-    Bundle(#[from] crate::generation::BundleError),
+    Bundle(#[from] clan_generation::BundleError),
     #[error("{failure}; previous generation {restored}")]
     RolledBack { failure: String, restored: String },
     #[error("generation {0} was not confirmed in time and was rolled back")]
@@ -72,31 +78,6 @@ impl AgentError {
             source,
         }
     }
-}
-
-/// What `clan agent status` reports.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Status {
-    pub version: String,
-    pub current: Option<String>,
-    /// Generations stored on the machine.
-    pub stored: Vec<String>,
-    /// Whether the machine's age key is installed.
-    pub has_key: bool,
-    /// A generation awaiting confirmation.
-    pub pending: Option<String>,
-}
-
-/// What `clan agent activate` and `rollback` report.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Activation {
-    pub generation: String,
-    pub previous: Option<String>,
-    pub changes: Changes,
-    /// Unix time by which `clan agent confirm` must come, with magic rollback.
-    pub confirm_by: Option<u64>,
 }
 
 /// Options of `clan agent activate`.
@@ -146,7 +127,7 @@ impl Agent {
     /// Stores the bundle read from `input` as generation `id`: written to `<id>.tmp`, then
     /// renamed, so an interrupted upload leaves nothing that looks like a generation.
     pub fn receive(&self, id: &str, input: impl std::io::Read) -> Result<(), AgentError> {
-        let received = crate::generation::read_bundle(BufReader::new(input), id)?;
+        let received = clan_generation::read_bundle(BufReader::new(input), id)?;
         let generations = self.paths.generations();
         store::create_dir(&generations, 0o700)?;
         let final_dir = self.paths.generation(id);
@@ -193,7 +174,7 @@ impl Agent {
     /// What activating the generation read from `input` would change, without storing it
     /// or anything else (a dry run of a generation the machine does not have).
     pub fn diff_bundle(&self, id: &str, input: impl std::io::Read) -> Result<Changes, AgentError> {
-        let received = crate::generation::read_bundle(BufReader::new(input), id)?;
+        let received = clan_generation::read_bundle(BufReader::new(input), id)?;
         let new = Stored::in_memory(received);
         let state = State::load(&self.paths)?;
         let old = self.stored_or_empty(state.current.as_deref())?;
@@ -461,10 +442,13 @@ impl Agent {
         })
     }
 
-    /// The history, oldest first.
-    pub fn generations(&self) -> Result<(Option<String>, Vec<HistoryEntry>), AgentError> {
+    /// The current generation and the history, oldest first.
+    pub fn generations(&self) -> Result<Generations, AgentError> {
         let state = State::load(&self.paths)?;
-        Ok((state.current, state.history))
+        Ok(Generations {
+            current: state.current,
+            history: state.history,
+        })
     }
 
     /// At boot: decrypts the current generation's secrets into `/run/clan/secrets`. A
@@ -532,12 +516,6 @@ fn describe_restore(old: &Stored, error: Option<AgentError>) -> String {
         None => format!("{name} restored"),
         Some(error) => format!("{name} could NOT be fully restored: {error}"),
     }
-}
-
-/// The first 12 characters of a generation id, for people. Ids also come from machines'
-/// answers, so any text is cut on a character boundary.
-pub fn short(id: &str) -> &str {
-    id.char_indices().nth(12).map_or(id, |(end, _)| &id[..end])
 }
 
 #[cfg(test)]

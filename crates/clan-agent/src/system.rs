@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 
-use super::store::Paths;
-use super::AgentError;
+use crate::store::Paths;
+use crate::AgentError;
 
 /// A line of `/etc/passwd`.
 #[derive(Debug, Clone, PartialEq)]

@@ -11,9 +11,10 @@ use clan_fs::system::System;
 use clan_fs::WriteOptions;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use clan_generation::reply::HistoryEntry;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-use super::AgentError;
+use crate::AgentError;
 
 /// Where everything lives; `root` is `/` except for image directories (`--root`).
 #[derive(Debug, Clone)]
@@ -44,7 +45,7 @@ impl Paths {
     }
 
     pub fn state_dir(&self) -> PathBuf {
-        self.on_machine(crate::STATE_DIR)
+        self.on_machine(clan_generation::STATE_DIR)
     }
 
     pub fn generations(&self) -> PathBuf {
@@ -70,20 +71,6 @@ impl Paths {
     fn pending_file(&self) -> PathBuf {
         self.state_dir().join("pending.json")
     }
-}
-
-/// One activation in the machine's history.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct HistoryEntry {
-    pub number: u64,
-    pub generation: String,
-    /// Unix seconds.
-    pub time: u64,
-    /// `deploy`, `rollback`, `magic-rollback`, `failed`, `restore`.
-    pub action: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

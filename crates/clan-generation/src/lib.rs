@@ -1,17 +1,26 @@
-//! Generations: everything a machine should be, as a manifest (JSON) plus content-addressed
-//! blobs (file contents, unit files, sops-encrypted secrets). The generation id is the hash of
-//! the manifest, which names every blob by its hash, so an unchanged machine yields the same id
-//! and a re-deploy can stop after one status query.
+//! The generation format, shared by the deployer and the machine-side agent: everything a
+//! machine should be, as a manifest (JSON) plus content-addressed blobs (file contents, unit
+//! files, sops-encrypted secrets). The generation id is the hash of the manifest, which names
+//! every blob by its hash, so an unchanged machine yields the same id and a re-deploy can stop
+//! after one status query.
 //!
 //! The upload form ([`Generation::bundle`]) is a small framed stream: a header line, the
 //! manifest, each blob with its hash and length, and an end marker; [`read_bundle`] verifies
 //! every hash and the id, so a truncated or corrupted upload is refused as a whole.
+//! [`Generation::build`] makes one from a machine's evaluated configuration (with
+//! [`firewall`]'s rule set when its firewall is on); [`reply`] holds what the agent answers.
+//!
+//! This crate is linked into the agent that runs on every machine: it must stay small (no
+//! evaluator, no Starlark, no networking), do no I/O of its own and never panic on input.
+
+pub mod firewall;
+pub mod reply;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
 
-use clan_config::{MachineConfig, SECRET_PLACEHOLDER_PREFIX};
+use clan_config::{MachineConfig, CLAN_SECRETS, SECRET_PLACEHOLDER_PREFIX};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -76,9 +85,16 @@ pub struct SecretEntry {
     pub needed_for: String,
 }
 
-/// A secret var to deploy (from `clan_vars::deployable_secrets`) with its sops file's bytes.
+/// A secret to deploy (a var from `clan_vars::deployable_secrets`, or a clan secret) with its
+/// sops file's bytes.
 pub struct SecretFile<'a> {
-    pub secret: &'a clan_vars::DeployableSecret,
+    pub generator: &'a str,
+    pub file: &'a str,
+    pub owner: &'a str,
+    pub group: &'a str,
+    /// Octal, e.g. `"0400"`.
+    pub mode: &'a str,
+    pub needed_for: &'a str,
     pub sops: Vec<u8>,
 }
 
@@ -129,7 +145,7 @@ impl Generation {
         secrets: &[SecretFile<'_>],
     ) -> Result<Generation, InvalidConfig> {
         let config = &crate::firewall::with_firewall(config)?;
-        // `@…` names clan secrets among the machine's secrets (see `clan_vars::CLAN_SECRETS`).
+        // `@…` names clan secrets among the machine's secrets (see [`CLAN_SECRETS`]).
         if let Some(name) = config.generators.keys().find(|name| name.starts_with('@')) {
             return Err(invalid(
                 format!("generator `{name}`"),
@@ -150,18 +166,18 @@ impl Generation {
             packages: config.packages.clone(),
             ..Manifest::default()
         };
-        for SecretFile { secret, sops } in secrets {
+        for secret in secrets {
             let name = format!("{}/{}", secret.generator, secret.file);
-            let mode = parse_mode(&secret.mode)
+            let mode = parse_mode(secret.mode)
                 .ok_or_else(|| invalid(format!("secret `{name}`"), "mode is not octal"))?;
             manifest.secrets.insert(
                 name,
                 SecretEntry {
-                    blob: add_blob(sops),
-                    owner: secret.owner.clone(),
-                    group: secret.group.clone(),
+                    blob: add_blob(&secret.sops),
+                    owner: secret.owner.to_owned(),
+                    group: secret.group.to_owned(),
                     mode,
-                    needed_for: secret.needed_for.clone(),
+                    needed_for: secret.needed_for.to_owned(),
                 },
             );
         }
@@ -393,17 +409,20 @@ pub fn fill_template(
     Ok(out)
 }
 
+/// Where the agent keeps its state on a machine.
+pub const STATE_DIR: &str = "/var/lib/clan";
+
 /// Where the agent decrypts secret vars, `<generator>/<file>` below it.
 pub const SECRETS_DIR: &str = "/run/clan/secrets";
 /// Where clan secrets (`clan secrets set NAME --machine m`) go, `<name>` below it.
 pub const CLAN_SECRETS_DIR: &str = "/run/secrets";
 
 /// The directory and the path on the machine of secret `name` of a manifest: clan secrets
-/// (`@secrets/<name>`, see `clan_vars::CLAN_SECRETS`) at `/run/secrets/<name>`, secret
+/// (`@secrets/<name>`, see [`CLAN_SECRETS`]) at `/run/secrets/<name>`, secret
 /// vars at `/run/clan/secrets/<generator>/<file>`. The one place that maps them.
 pub fn secret_machine_path(name: &str) -> (PathBuf, PathBuf) {
     let clan_secret = name
-        .strip_prefix(clan_vars::CLAN_SECRETS)
+        .strip_prefix(CLAN_SECRETS)
         .and_then(|rest| rest.strip_prefix('/'));
     let (root, relative) = match clan_secret {
         Some(secret) => (Path::new(CLAN_SECRETS_DIR), secret),

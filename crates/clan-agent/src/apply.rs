@@ -20,13 +20,13 @@ use std::path::{Path, PathBuf};
 use clan_fs::system::System;
 use clan_fs::{Kind, Tree, WriteOptions};
 
-use serde::{Deserialize, Serialize};
+use clan_generation::reply::Changes;
+use clan_generation::{fill_template, secret_machine_path, Manifest};
 use zeroize::Zeroizing;
 
-use super::store::Paths;
-use super::system::{self, Accounts};
-use super::AgentError;
-use crate::generation::{fill_template, secret_machine_path, Manifest};
+use crate::store::Paths;
+use crate::system::{self, Accounts};
+use crate::AgentError;
 
 /// A generation stored on the machine (or, for a dry run, held in memory only).
 pub struct Stored {
@@ -65,7 +65,7 @@ impl Stored {
     }
 
     /// A received bundle kept in memory: what a dry run compares without storing anything.
-    pub fn in_memory(received: crate::generation::Received) -> Stored {
+    pub fn in_memory(received: clan_generation::Received) -> Stored {
         Stored {
             id: received.id,
             manifest: received.manifest,
@@ -92,84 +92,6 @@ impl Stored {
                 .get(key)
                 .cloned()
                 .ok_or_else(|| AgentError::Corrupt(format!("the generation has no blob `{key}`"))),
-        }
-    }
-}
-
-/// What an activation changed (or, in a dry run, would change).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct Changes {
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub groups_created: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub users_created: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub users_modified: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub packages_installed: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub secrets_changed: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub files_written: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub files_removed: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub files_kept_aside: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub units_started: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub units_restarted: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub units_reloaded: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub units_stopped: Vec<String>,
-}
-
-impl Changes {
-    /// Everything `manifest` manages, as new: what a first deploy does to a machine that has
-    /// never had a generation (files already there are only found on the machine itself).
-    pub fn first_deploy(manifest: &Manifest) -> Changes {
-        let packages: std::collections::BTreeSet<&String> =
-            manifest.packages.values().flatten().collect();
-        Changes {
-            groups_created: manifest.groups.keys().cloned().collect(),
-            users_created: manifest.users.keys().cloned().collect(),
-            packages_installed: packages.into_iter().cloned().collect(),
-            secrets_changed: manifest.secrets.keys().cloned().collect(),
-            files_written: manifest.files.keys().cloned().collect(),
-            units_started: manifest.units.keys().cloned().collect(),
-            ..Changes::default()
-        }
-    }
-
-    /// One line: `2 files written, 1 unit restarted`, or `no changes`.
-    pub fn summary(&self) -> String {
-        let parts: Vec<String> = [
-            (self.groups_created.len(), "group created"),
-            (self.users_created.len(), "user created"),
-            (self.users_modified.len(), "user modified"),
-            (self.packages_installed.len(), "package installed"),
-            (self.secrets_changed.len(), "secret changed"),
-            (self.files_written.len(), "file written"),
-            (self.files_removed.len(), "file removed"),
-            (self.files_kept_aside.len(), "file kept aside"),
-            (self.units_started.len(), "unit started"),
-            (self.units_restarted.len(), "unit restarted"),
-            (self.units_reloaded.len(), "unit reloaded"),
-            (self.units_stopped.len(), "unit stopped"),
-        ]
-        .into_iter()
-        .filter(|(n, _)| *n > 0)
-        .map(|(n, what)| {
-            let (noun, verb) = what.split_once(' ').unwrap_or((what, ""));
-            format!("{n} {noun}{} {verb}", if n == 1 { "" } else { "s" })
-        })
-        .collect();
-        if parts.is_empty() {
-            "no changes".to_owned()
-        } else {
-            parts.join(", ")
         }
     }
 }

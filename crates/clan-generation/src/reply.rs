@@ -1,0 +1,141 @@
+//! What the agent prints on stdout and the deployer reads: one definition for both sides.
+//! Every agent command that answers prints one of these as JSON.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Manifest;
+
+/// The exit code of `clan agent confirm` when the generation was already reverted.
+pub const EXIT_REVERTED: u8 = 3;
+
+/// What `clan agent status` reports.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    pub version: String,
+    pub current: Option<String>,
+    /// Generations stored on the machine.
+    pub stored: Vec<String>,
+    /// Whether the machine's age key is installed.
+    pub has_key: bool,
+    /// A generation awaiting confirmation.
+    pub pending: Option<String>,
+}
+
+/// What `clan agent activate` and `rollback` report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Activation {
+    pub generation: String,
+    pub previous: Option<String>,
+    pub changes: Changes,
+    /// Unix time by which `clan agent confirm` must come, with magic rollback.
+    pub confirm_by: Option<u64>,
+}
+
+/// What an activation changed (or, in a dry run, would change).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Changes {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub groups_created: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub users_created: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub users_modified: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub packages_installed: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secrets_changed: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files_written: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files_removed: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files_kept_aside: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub units_started: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub units_restarted: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub units_reloaded: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub units_stopped: Vec<String>,
+}
+
+impl Changes {
+    /// Everything `manifest` manages, as new: what a first deploy does to a machine that has
+    /// never had a generation (files already there are only found on the machine itself).
+    pub fn first_deploy(manifest: &Manifest) -> Changes {
+        let packages: std::collections::BTreeSet<&String> =
+            manifest.packages.values().flatten().collect();
+        Changes {
+            groups_created: manifest.groups.keys().cloned().collect(),
+            users_created: manifest.users.keys().cloned().collect(),
+            packages_installed: packages.into_iter().cloned().collect(),
+            secrets_changed: manifest.secrets.keys().cloned().collect(),
+            files_written: manifest.files.keys().cloned().collect(),
+            units_started: manifest.units.keys().cloned().collect(),
+            ..Changes::default()
+        }
+    }
+
+    /// One line: `2 files written, 1 unit restarted`, or `no changes`.
+    pub fn summary(&self) -> String {
+        let parts: Vec<String> = [
+            (self.groups_created.len(), "group created"),
+            (self.users_created.len(), "user created"),
+            (self.users_modified.len(), "user modified"),
+            (self.packages_installed.len(), "package installed"),
+            (self.secrets_changed.len(), "secret changed"),
+            (self.files_written.len(), "file written"),
+            (self.files_removed.len(), "file removed"),
+            (self.files_kept_aside.len(), "file kept aside"),
+            (self.units_started.len(), "unit started"),
+            (self.units_restarted.len(), "unit restarted"),
+            (self.units_reloaded.len(), "unit reloaded"),
+            (self.units_stopped.len(), "unit stopped"),
+        ]
+        .into_iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| {
+            let (noun, verb) = what.split_once(' ').unwrap_or((what, ""));
+            format!("{n} {noun}{} {verb}", if n == 1 { "" } else { "s" })
+        })
+        .collect();
+        if parts.is_empty() {
+            "no changes".to_owned()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
+/// One activation in the machine's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    pub number: u64,
+    pub generation: String,
+    /// Unix seconds.
+    pub time: u64,
+    /// `deploy`, `rollback`, `magic-rollback`, `failed`, `restore`.
+    pub action: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// What `clan agent generations` reports: the current generation and the history, oldest
+/// first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Generations {
+    pub current: Option<String>,
+    pub history: Vec<HistoryEntry>,
+}
+
+/// The first 12 characters of a generation id, for people. Ids also come from machines'
+/// answers, so any text is cut on a character boundary.
+pub fn short(id: &str) -> &str {
+    id.char_indices().nth(12).map_or(id, |(end, _)| &id[..end])
+}
