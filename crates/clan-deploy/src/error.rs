@@ -82,14 +82,9 @@ pub enum Error {
         "machine `{machine}` has class `{class}`, which `clan machines update` cannot deploy yet"
     )]
     UnsupportedClass { machine: String, class: String },
-    #[error("machine `{machine}`: no target host")]
-    NoTarget { machine: String },
-    #[error("machine `{machine}`: invalid target host `{target}`: {reason}")]
-    InvalidTarget {
-        machine: String,
-        target: String,
-        reason: String,
-    },
+    /// No target for the machine, or an invalid one.
+    #[error(transparent)]
+    Network(#[from] clan_network::Error),
     #[error(
         "machine `{machine}`: the agent answered something unexpected to `{command}`: {reason}"
     )]
@@ -163,9 +158,7 @@ impl Error {
                 ),
                 SshFailure::Other => "run `ssh -v` to the target to see what fails".to_owned(),
             }),
-            Error::NoTarget { machine } => Some(format!(
-                "set `machines.{machine}.deploy.targetHost` in clan.toml, or `meta.domain`"
-            )),
+            Error::Network(error) => error.hint(),
             Error::UnsupportedClass { .. } => {
                 Some("only `linux` machines are deployed by clan for now".to_owned())
             }
@@ -199,9 +192,8 @@ impl Error {
             | Error::Protocol { machine, .. }
             | Error::InvalidConfig { machine, .. }
             | Error::Vars { machine, .. }
-            | Error::NoTarget { machine }
-            | Error::InvalidTarget { machine, .. }
             | Error::VarsMissing { machine, .. } => Some(machine),
+            Error::Network(error) => error.machine(),
             _ => None,
         }
     }

@@ -11,9 +11,12 @@ use crate::events::{Event, Outcome, Stage};
 use crate::host::Host;
 use crate::relay::Relay;
 use crate::ssh::{ControlDir, SshHost, SshOptions};
-use crate::target::Target;
 use crate::Error;
 use clan_generation::{Generation, SecretFile};
+use clan_network::{machine_target, Target};
+
+/// How one machine is reached, under the name callers of this crate know it by.
+pub use clan_network::Route;
 
 /// The largest sops file a deploy reads (secrets are small files).
 const MAX_SECRET_FILE: u64 = 16 << 20;
@@ -247,71 +250,4 @@ fn plan_machine(
             host_key: clan_vars::ssh_host_key(clan_dir, &machine_name, &machine.config),
         },
     ))
-}
-
-/// Where `machine` is reached: `--target-host` when given, else as [`crate::target::resolve`]
-/// decides from the clan.
-fn machine_target(
-    fleet: &clan_eval::Fleet,
-    machine: &clan_eval::EvaluatedMachine,
-    target_override: Option<&str>,
-) -> Result<Target, Error> {
-    let name = &machine.summary.name;
-    match target_override {
-        Some(text) => Target::parse(name, text, "--target-host"),
-        None => crate::target::resolve(
-            name,
-            machine.summary.target_host.as_deref(),
-            &fleet.summary.exports,
-            &fleet.summary.meta.domain,
-        ),
-    }
-}
-
-/// How one machine of a clan is reached: where to connect, and the clan-generated host key
-/// it presents once deployed (trusted besides the user's known_hosts).
-#[derive(Debug, Clone, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Route {
-    pub machine: String,
-    pub target: Target,
-    pub host_key: Option<String>,
-}
-
-impl Route {
-    /// The route to machine `name` of `fleet`; `target_override` is `--target-host`.
-    pub fn of(
-        fleet: &clan_eval::Fleet,
-        clan_dir: &Path,
-        name: &str,
-        target_override: Option<&str>,
-    ) -> Result<Route, Error> {
-        let machine = fleet.machine(name)?;
-        let target = machine_target(fleet, &machine, target_override)?;
-        let machine_name: Option<clan_secrets::MachineName> = name.parse().ok();
-        let host_key =
-            machine_name.and_then(|m| clan_vars::ssh_host_key(clan_dir, &m, &machine.config));
-        Ok(Route {
-            machine: name.to_owned(),
-            target,
-            host_key,
-        })
-    }
-
-    /// A connected SSH host for this route, for commands outside a fleet run (`clan ssh`,
-    /// `machines generations`, `machines rollback`).
-    pub fn connect(&self, ssh: &SshOptions, control_dir: &ControlDir) -> Result<SshHost, Error> {
-        let mut host = SshHost::new(
-            &self.machine,
-            self.target.clone(),
-            ssh.clone(),
-            control_dir,
-            0,
-        );
-        if let Some(key) = &self.host_key {
-            host.trust_host_key(key)?;
-        }
-        host.connect()?;
-        Ok(host)
-    }
 }

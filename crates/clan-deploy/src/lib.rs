@@ -4,9 +4,9 @@
 //! the agent applies it atomically, rolls back on failure, and reverts by itself unless the
 //! deployer confirms over a fresh connection (magic rollback).
 //!
-//! Modules: [`target`] picks where to connect, [`ssh`] is the transport (one ControlMaster per
-//! machine per run) behind the [`host::Host`] trait, [`quote`] is the one place argv becomes a
-//! shell string, [`relay`] gets the agent to every machine with the admin's uplink carrying it
+//! Modules: [`ssh`] is the transport (one ControlMaster per machine per run) to where
+//! `clan_network` says a machine is reached, behind the [`host::Host`] trait, [`quote`] is the
+//! one place argv becomes a shell string, [`relay`] gets the agent to every machine with the admin's uplink carrying it
 //! once, [`deploy`] runs the stages for one machine and [`fleet`] for many, reporting
 //! [`events::Event`]s. The generation format and the agent's replies are `clan_generation`'s
 //! (shared with the machine side, the `clan-agent` binary of crate `clan_agent`).
@@ -22,7 +22,6 @@ pub mod host;
 pub mod quote;
 pub mod relay;
 pub mod ssh;
-pub mod target;
 
 pub use error::{Error, SshFailure};
 

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use crate::host::{run_with_input, Host, Input, RemoteOutput};
 use crate::quote::command_line;
-use crate::target::Target;
 use crate::{Error, SshFailure};
+use clan_network::{Route, Target};
 
 /// How unknown or changed host keys are treated (clan-core's `--host-key-check`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -503,6 +503,29 @@ impl Drop for SshHost {
             let _ = master.kill();
             let _ = master.wait();
         }
+    }
+}
+
+impl SshHost {
+    /// A connected SSH host for `route`, for commands outside a fleet run (`clan ssh`,
+    /// `machines generations`, `machines rollback`).
+    pub fn connect_route(
+        route: &Route,
+        ssh: &SshOptions,
+        control_dir: &ControlDir,
+    ) -> Result<SshHost, Error> {
+        let mut host = SshHost::new(
+            &route.machine,
+            route.target.clone(),
+            ssh.clone(),
+            control_dir,
+            0,
+        );
+        if let Some(key) = &route.host_key {
+            host.trust_host_key(key)?;
+        }
+        host.connect()?;
+        Ok(host)
     }
 }
 

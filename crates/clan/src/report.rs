@@ -19,6 +19,9 @@ fn library_hint(cause: &(dyn std::error::Error + 'static)) -> Option<String> {
     if let Some(error) = cause.downcast_ref::<clan_deploy::Error>() {
         return error.hint();
     }
+    if let Some(error) = cause.downcast_ref::<clan_network::Error>() {
+        return error.hint();
+    }
     if let Some(error) = cause.downcast_ref::<clan_vars::Error>() {
         return error.hint();
     }

@@ -285,7 +285,7 @@ pub fn connect(dir: &Path, machine: &str, ssh: &SshArgs) -> anyhow::Result<(Cont
     let fleet = clan_eval::Fleet::open(dir)?;
     let route = Route::of(&fleet, dir, machine, ssh.target_host.as_deref())?;
     let control_dir = ControlDir::new()?;
-    let host = route.connect(&ssh.options(), &control_dir)?;
+    let host = SshHost::connect_route(&route, &ssh.options(), &control_dir)?;
     Ok((control_dir, host))
 }
 

@@ -1,4 +1,4 @@
-//! Where to connect to deploy a machine: `deploy.targetHost`, else the reachable network with
+//! Where to connect to a machine: `deploy.targetHost`, else the reachable network with
 //! the highest priority among the fleet's exports, else `root@<machine>.<domain>`.
 
 use serde::Serialize;
