@@ -8,7 +8,8 @@
 # also a re-deploy with one file changed on one machine (checked by --json events and mtimes).
 #
 # Usage (as root, from the repo):  bench/deploy.sh [N]        (default N=50)
-# Env: CLAN_BIN (default target/release/clan; a stripped copy is what runs and is uploaded),
+# Env: CLAN_BIN (default target/release/clan; a stripped copy is what runs, and a stripped copy
+#      of the clan-agent beside it is what is uploaded),
 #      BENCH_DIR (default /tmp/deploybench), VENV (default /tmp/deploybench-venv),
 #      JOBS (default 50: clan --jobs and ansible -f; pyinfra always connects to all at once),
 #      TOOLS (default "clan ansible pyinfra": which tools run), KEEP=1 keeps the testbed running,
@@ -44,10 +45,12 @@ if [ ! -x "$VENV/bin/ansible-playbook" ] || [ ! -x "$VENV/bin/pyinfra" ]; then
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q ansible-core pyinfra
 fi
+# The deployer uploads the clan-agent beside it.
 cp "$CLAN_BIN" "$BENCH_DIR/clan-bin"
-strip "$BENCH_DIR/clan-bin"
+cp "$(dirname "$CLAN_BIN")/clan-agent" "$BENCH_DIR/clan-agent"
+strip "$BENCH_DIR/clan-bin" "$BENCH_DIR/clan-agent"
 CLAN=$BENCH_DIR/clan-bin
-log "clan agent binary: $(stat -c %s "$CLAN_BIN") bytes unstripped, $(stat -c %s "$CLAN") stripped (uploaded)"
+log "clan agent binary: $(stat -c %s "$BENCH_DIR/clan-agent") bytes stripped (uploaded, gzip'd: $(gzip -6c "$BENCH_DIR/clan-agent" | wc -c))"
 
 # --- rootfs with python3 ---------------------------------------------------------------------
 SRC=/var/cache/clan-testbed

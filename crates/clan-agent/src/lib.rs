@@ -47,6 +47,12 @@ pub enum AgentError {
     Command { command: String, detail: String },
     #[error("{0}")]
     Step(String),
+    #[error("unit `{unit}` failed to {verb}: {detail}")]
+    Unit {
+        unit: String,
+        verb: String,
+        detail: String,
+    },
     #[error("secrets: {0}")]
     Secret(String),
     #[error("machine busy: {0}")]
