@@ -530,11 +530,10 @@ pub fn apply(
             .files_kept_aside
             .extend(unit_changes.files_kept_aside);
     }
-    if !dry_run && live && !(written.is_empty() && removed.is_empty()) {
-        system::systemctl("daemon-reload", &[])?;
-    }
-    // Collected first, then one systemctl call per verb: each call costs a D-Bus round trip
-    // and `enable` a reload of systemd's units, most of a first activation's time otherwise.
+    let reload = !dry_run && live && !(written.is_empty() && removed.is_empty());
+    // Collected first, then one systemctl call per verb, with one reload of systemd's units
+    // for all (`enable` would reload them once more by itself): each call costs a D-Bus round
+    // trip and each reload a parse of every unit, most of a first activation's time otherwise.
     let (mut enable, mut start, mut restart) = (Vec::new(), Vec::new(), Vec::new());
     for (name, enabled, restart_on_change) in written {
         let is_new = !old_units.contains_key(name);
@@ -555,10 +554,14 @@ pub fn apply(
         }
         enable.push(name);
     }
+    if !enable.is_empty() && !dry_run && live {
+        enable.insert(0, "--no-reload");
+        system::systemctl("enable", &enable)?;
+    }
+    if reload {
+        system::systemctl("daemon-reload", &[])?;
+    }
     if !dry_run && live {
-        if !enable.is_empty() {
-            system::systemctl("enable", &enable)?;
-        }
         systemctl_units("start", &start)?;
         systemctl_units("restart", &restart)?;
     }

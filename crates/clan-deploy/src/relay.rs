@@ -1,15 +1,19 @@
 //! Getting the agent onto every machine of a fleet run while the admin's uplink carries it
-//! about once: the first machine that lacks it gets it from the admin (gzip-compressed), then
-//! serves it for the rest of the run (`clan agent serve-file`, alive only as long as the
-//! admin's SSH session to it), and every other machine fetches it from there over the
-//! machines' own network. Integrity does not rest on that network: each machine checks the
-//! agent's SHA-256, which the admin sends over its authenticated SSH session, before
-//! installing it. A machine that cannot fetch it (another network, a firewall) gets it from
-//! the admin directly.
+//! about once: the first machine that lacks it (the seed) gets it from the admin
+//! (gzip-compressed) and serves it for the rest of the run, alive only as long as the admin's
+//! SSH session to the server, and every other machine fetches it from there over the
+//! machines' own network. The seed serves it while it still arrives ([`STREAM_SERVER`], with
+//! systemd's `systemd-socket-activate`), so the others receive it at the pace of the seed's
+//! upload rather than after it; where that tool is missing, the seed's agent serves it once
+//! installed (`clan agent serve-file`). Integrity does not rest on that network: each machine
+//! checks the agent's SHA-256, which the admin sends over its authenticated SSH session,
+//! before installing it. A machine that cannot fetch it (another network, a firewall) gets it
+//! from the admin directly.
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::Child;
+use std::sync::mpsc::Receiver;
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,6 +23,8 @@ use crate::Error;
 
 /// How long a machine waits for the first one to have the agent before uploading it itself.
 const SEED_WAIT: Duration = Duration::from_secs(120);
+/// How long a server on the seed may take to say where it listens.
+const SERVER_START: Duration = Duration::from_secs(10);
 
 /// Where the agent is served during a run, and what the compressed agent served there is:
 /// a fetch reads at most `size` bytes and checks their SHA-256 before decompressing.
@@ -59,6 +65,15 @@ pub enum Delivery {
     FromPeer { machine: String },
 }
 
+/// Where [`install`] gets the agent from.
+enum From<'a> {
+    /// The admin's upload; on the seed, written to this path as it arrives (served from there).
+    Admin {
+        stream: Option<&'a str>,
+    },
+    Peer(&'a Source),
+}
+
 impl Relay {
     /// The relay of a run deploying `machines` machines: with one, there is nobody to pass
     /// the agent on to, so it is only uploaded.
@@ -76,17 +91,13 @@ impl Relay {
 
     /// Puts `agent` on the machine behind `host`.
     pub fn deliver(&self, host: &dyn Host, agent: &AgentBinary) -> Result<Delivery, Error> {
+        let upload = || {
+            install(host, agent, From::Admin { stream: None })
+                .map(|bytes| Delivery::FromAdmin { bytes })
+        };
         match self.role() {
-            Role::Seed => {
-                let bytes = install(host, agent, None);
-                let served = bytes.as_ref().ok().and_then(|_| self.serve(host, agent));
-                self.set(match served {
-                    Some(source) => State::Serving(source),
-                    None => State::Unavailable,
-                });
-                bytes.map(|bytes| Delivery::FromAdmin { bytes })
-            }
-            Role::Fetch(source) => match install(host, agent, Some(&source)) {
+            Role::Seed => self.seed(host, agent),
+            Role::Fetch(source) => match install(host, agent, From::Peer(&source)) {
                 Ok(_) => Ok(Delivery::FromPeer {
                     machine: source.machine,
                 }),
@@ -94,11 +105,73 @@ impl Relay {
                 // source): the rest of the run uploads instead of waiting to fail likewise.
                 Err(_) => {
                     self.set(State::Unavailable);
-                    install(host, agent, None).map(|bytes| Delivery::FromAdmin { bytes })
+                    upload()
                 }
             },
-            Role::Upload => install(host, agent, None).map(|bytes| Delivery::FromAdmin { bytes }),
+            Role::Upload => upload(),
         }
+    }
+
+    /// The seed's upload, served to the others from the moment the stream server on the seed
+    /// listens (they start fetching then), else by the seed's agent once it is installed.
+    fn seed(&self, host: &dyn Host, agent: &AgentBinary) -> Result<Delivery, Error> {
+        let compressed = compressed_size_and_digest(agent);
+        let (machine, address) = (host.machine().to_owned(), host.address().to_owned());
+        let source = |port: u16| {
+            compressed.as_ref().map(|(size, digest)| Source {
+                machine: machine.clone(),
+                host: address.clone(),
+                port,
+                size: *size,
+                digest: digest.clone(),
+            })
+        };
+        let stream = stream_path(agent);
+        let port = stream_port();
+        let server = compressed.as_ref().and_then(|(size, _)| {
+            let mut argv: Vec<String> = ["sh", "-c", STREAM_SERVER, "sh"]
+                .map(str::to_owned)
+                .to_vec();
+            argv.extend([stream.clone(), port.to_string(), size.to_string()]);
+            // systemd-socket-activate's first words: `Listening on [::]:<port> as 3.`
+            self.start(host, &argv, move |line| {
+                line.starts_with("Listening on").then_some(port)
+            })
+        });
+        let (server, listening) = server.unzip();
+        let (bytes, streamed) = std::thread::scope(|scope| {
+            let announce = listening.map(|listening| {
+                let source = &source;
+                scope.spawn(move || {
+                    let source = source(listening.recv_timeout(SERVER_START).ok().flatten()?)?;
+                    self.set_if_seeding(State::Serving(source.clone()));
+                    Some(source)
+                })
+            });
+            let stream = server.is_some().then_some(stream.as_str());
+            let bytes = install(host, agent, From::Admin { stream });
+            (bytes, announce.and_then(|a| a.join().ok().flatten()))
+        });
+        let stop = || {
+            if let Some(index) = server {
+                self.stop(index);
+            }
+        };
+        match (&bytes, streamed) {
+            (Ok(_), Some(source)) => self.set(State::Serving(source)),
+            (Ok(_), None) => {
+                stop();
+                let served = self.serve(host, agent).and_then(source);
+                self.set(served.map_or(State::Unavailable, State::Serving));
+            }
+            // What the others fetch would never be complete: ending the server ends their
+            // fetches, and they upload instead.
+            (Err(_), _) => {
+                stop();
+                self.set(State::Unavailable);
+            }
+        }
+        bytes.map(|bytes| Delivery::FromAdmin { bytes })
     }
 
     /// Whether this worker seeds, fetches from a source, or uploads itself (after waiting
@@ -134,8 +207,58 @@ impl Relay {
         self.changed.notify_all();
     }
 
-    /// Starts `clan agent serve-file` on the seed, returning where it listens.
-    fn serve(&self, host: &dyn Host, agent: &AgentBinary) -> Option<Source> {
+    /// Sets `new` while the seed is still seeding (the seed decides what follows itself).
+    fn set_if_seeding(&self, new: State) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if matches!(*state, State::Seeding) {
+            *state = new;
+            self.changed.notify_all();
+        }
+    }
+
+    /// Starts the server `argv` on the machine, kept for the run, and reads its first line in
+    /// the background; `port` makes a port of that line. Returns the server's index (for
+    /// [`Relay::stop`]) and where the port arrives.
+    fn start(
+        &self,
+        host: &dyn Host,
+        argv: &[String],
+        port: impl FnOnce(&str) -> Option<u16> + Send + 'static,
+    ) -> Option<(usize, Receiver<Option<u16>>)> {
+        let mut child = host.spawn(argv).ok()?;
+        let stdout = child.stdout.take()?;
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let read = reader
+                .read_line(&mut line)
+                .ok()
+                .and_then(|_| port(line.trim()));
+            let _ = sender.send(read);
+            // Keep the pipe open (the server exits on a broken one) until the session ends.
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        });
+        let mut servers = self.servers.lock().unwrap_or_else(|p| p.into_inner());
+        servers.push(child);
+        Some((servers.len() - 1, receiver))
+    }
+
+    /// Ends the server at `index` (its SSH session, and with it the server).
+    fn stop(&self, index: usize) {
+        if let Some(server) = self
+            .servers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(index)
+        {
+            let _ = server.kill();
+            let _ = server.wait();
+        }
+    }
+
+    /// Starts `clan agent serve-file` on the seed, returning the port it listens on.
+    fn serve(&self, host: &dyn Host, agent: &AgentBinary) -> Option<u16> {
         let argv: Vec<String> = [
             agent.remote_path().as_str(),
             "agent",
@@ -144,36 +267,10 @@ impl Relay {
         ]
         .map(str::to_owned)
         .to_vec();
-        let mut child = host.spawn(&argv).ok()?;
-        let stdout = child.stdout.take()?;
-        // The server's first line is its port; nothing within a few seconds means no server.
-        let (sender, receiver) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let read = reader.read_line(&mut line).map(|_| line);
-            let _ = sender.send(read);
-            // Keep the pipe open (the server exits on a broken one) until the session ends.
-            let _ = std::io::copy(&mut reader, &mut std::io::sink());
-        });
-        let port = receiver
-            .recv_timeout(Duration::from_secs(10))
-            .ok()
-            .and_then(Result::ok)
-            .and_then(|line| line.trim().strip_prefix("listening ")?.parse::<u16>().ok());
-        self.servers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(child);
-        let compressed = agent.compressed().ok()?;
-        let bytes = std::fs::read(&compressed).ok()?;
-        Some(Source {
-            machine: host.machine().to_owned(),
-            host: host.address().to_owned(),
-            port: port?,
-            size: bytes.len() as u64,
-            digest: clan_generation::hash(&bytes),
-        })
+        let (_, listening) = self.start(host, &argv, |line| {
+            line.strip_prefix("listening ")?.parse::<u16>().ok()
+        })?;
+        listening.recv_timeout(SERVER_START).ok().flatten()
     }
 }
 
@@ -202,10 +299,52 @@ fn compressed_remote_path(agent: &AgentBinary) -> String {
     format!("{}.gz", agent.remote_path())
 }
 
+/// Where the seed writes the compressed agent as it arrives, served from there during the
+/// run: a name of this run's own, so that a run never serves another's partial file.
+fn stream_path(agent: &AgentBinary) -> String {
+    format!("{}.gz.stream-{}", agent.remote_path(), run_nonce())
+}
+
+/// A port for the stream server, picked by the admin (`systemd-socket-activate` says nothing
+/// about a port it picks itself): one of the dynamic range, different per run. One that is
+/// taken fails the server's start, and the seed's agent serves instead.
+fn stream_port() -> u16 {
+    49152 + (run_nonce() % 16384) as u16
+}
+
+/// A number that differs between runs (and processes).
+fn run_nonce() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.subsec_nanos());
+    u64::from(nanos) ^ u64::from(std::process::id()).rotate_left(20)
+}
+
+/// The compressed agent's size and SHA-256 (what a fetch checks).
+fn compressed_size_and_digest(agent: &AgentBinary) -> Option<(u64, String)> {
+    let bytes = std::fs::read(agent.compressed().ok()?).ok()?;
+    Some((bytes.len() as u64, clan_generation::hash(&bytes)))
+}
+
+/// The seed's stream server, for the admin's SSH session: creates the file `$1`, which the
+/// seed's upload appends to as it arrives, and serves it on TCP port `$2` to every connection
+/// (`tail -f` from its start, `$3` bytes), until the session (stdin) ends; then removes it. Its output is
+/// systemd-socket-activate's, `Listening on …` first. A fixed script: everything variable
+/// arrives as a positional parameter. The content is the compressed agent: public, and
+/// checked by digest where it arrives.
+pub const STREAM_SERVER: &str = r#"umask 022; mkdir -p "${1%/*}"; : >> "$1"; server=
+if command -v systemd-socket-activate >/dev/null; then
+  systemd-socket-activate -l "$2" -a --inetd sh -c 'tail -c +1 -f -s 0.2 --pid="$PPID" "$0" 2>/dev/null | head -c "$1"' "$1" "$3" 2>&1 &
+  server=$!
+else echo "no systemd-socket-activate"; fi
+cat >/dev/null; [ -z "$server" ] || kill "$server"; rm -f "$1""#;
+
 /// Installs the agent on the machine from its compressed form, read from stdin (an upload
-/// from the admin) or, given a host and port (`$4`, `$5`), fetched from the machine serving
-/// it with bash's `/dev/tcp` (nothing to install for it): after a connection probe of 5 s,
-/// at most `$6` bytes, whose SHA-256 must be `$7` before anything is decompressed. The
+/// from the admin, decompressed as it arrives; on the seed also written to `$8` as it
+/// arrives, for [`STREAM_SERVER`]) or, given a host and port (`$4`, `$5`), fetched from the
+/// machine serving it with bash's `/dev/tcp` (nothing to install for it): after a connection
+/// probe of 5 s, at most `$6` bytes, whose SHA-256 must be `$7` before anything is
+/// decompressed. A fetch may take as long as the seed's upload, which it follows. The
 /// architecture (`$2`) and the agent's SHA-256 (`$3`) are checked before it goes to its path
 /// (`$1`; temp name, then rename); an upload keeps the compressed copy, to serve it. A fixed
 /// script: everything variable arrives as a positional parameter.
@@ -214,19 +353,18 @@ const INSTALL: &str = r#"set -e; umask 022
 mkdir -p "${1%/*}"; t="$1.tmp.$$"; trap 'rm -f "$t" "$t.gz"' EXIT
 if [ -n "$4" ]; then
   timeout 5 bash -c ': <>"/dev/tcp/$0/$1"' "$4" "$5"
-  timeout 60 bash -c 'exec 3<>"/dev/tcp/$0/$1" && head -c "$2" <&3' "$4" "$5" "$6" > "$t.gz"
+  timeout 600 bash -c 'exec 3<>"/dev/tcp/$0/$1" && head -c "$2" <&3' "$4" "$5" "$6" > "$t.gz"
   echo "$7  $t.gz" | sha256sum -c --status
-else cat > "$t.gz"; fi
-gzip -dc < "$t.gz" > "$t"
+  gzip -dc < "$t.gz" > "$t"
+else z=${8:-$t.gz}; [ -n "$8" ] || : > "$z"; tee -a "$z" | gzip -dc > "$t"; fi
 echo "$3  $t" | sha256sum -c --status || { echo "the agent arrived damaged (its SHA-256 differs)" >&2; exit 4; }
-chmod 0755 "$t"; [ -n "$4" ] || mv -f "$t.gz" "$1.gz"; mv -f "$t" "$1"; ln -sfn "$1" "${1%/*}/clan""#;
+chmod 0755 "$t"; [ -n "$4" ] || ln -f "$z" "$1.gz"; mv -f "$t" "$1"; ln -sfn "$1" "${1%/*}/clan""#;
 
-/// Runs [`INSTALL`] on the machine, from `source` or else from the admin's upload; returns
-/// the bytes the admin sent.
-fn install(host: &dyn Host, agent: &AgentBinary, source: Option<&Source>) -> Result<u64, Error> {
+/// Runs [`INSTALL`] on the machine, from `from`; returns the bytes the admin sent.
+fn install(host: &dyn Host, agent: &AgentBinary, from: From<'_>) -> Result<u64, Error> {
     let compressed;
-    let (input, sent, fetch) = match source {
-        Some(source) => (
+    let (input, sent, params) = match &from {
+        From::Peer(source) => (
             Input::None,
             0,
             [
@@ -234,12 +372,15 @@ fn install(host: &dyn Host, agent: &AgentBinary, source: Option<&Source>) -> Res
                 source.port.to_string(),
                 source.size.to_string(),
                 source.digest.clone(),
+                String::new(),
             ],
         ),
-        None => {
+        From::Admin { stream } => {
             compressed = agent.compressed()?;
             let sent = std::fs::metadata(&compressed).map_or(0, |m| m.len());
-            (Input::File(&compressed), sent, Default::default())
+            let mut params: [String; 5] = Default::default();
+            params[4] = stream.unwrap_or_default().to_owned();
+            (Input::File(&compressed), sent, params)
         }
     };
     let mut argv: Vec<String> = ["sh", "-c", INSTALL, "sh"].map(str::to_owned).to_vec();
@@ -248,16 +389,16 @@ fn install(host: &dyn Host, agent: &AgentBinary, source: Option<&Source>) -> Res
         std::env::consts::ARCH.to_owned(),
         agent.digest.clone(),
     ]);
-    argv.extend(fetch);
+    argv.extend(params);
     let output = host.run(&argv, input)?;
     if output.success() {
         return Ok(sent);
     }
     Err(Error::Remote {
         machine: host.machine().to_owned(),
-        command: match source {
-            Some(source) => format!("fetching the clan agent from {}", source.machine),
-            None => "upload of the clan agent".into(),
+        command: match from {
+            From::Peer(source) => format!("fetching the clan agent from {}", source.machine),
+            From::Admin { .. } => "upload of the clan agent".into(),
         },
         status: output.status(),
         stderr: output.stderr,

@@ -334,6 +334,33 @@ impl SshHost {
     /// Starts the ControlMaster and waits until its socket exists. Its session reads the
     /// stdin it gets from this process until EOF: when clan ends, even by SIGKILL, the pipe
     /// closes, the session ends and the master with it (nothing is left running).
+    /// Opens the ControlMaster under the current host-key policy (see [`Host::connect`]).
+    fn open(&mut self) -> Result<(), Error> {
+        let opened = match (self.open_master(), self.target.fallback_port) {
+            (
+                Err(Error::Ssh {
+                    failure: SshFailure::Unreachable,
+                    ..
+                }),
+                Some(port),
+            ) => {
+                self.master_target = self.target.on_port(port);
+                self.open_master()
+            }
+            (other, _) => other,
+        };
+        match opened {
+            Err(Error::Ssh {
+                failure: SshFailure::HostKeyMismatch,
+                ..
+            }) if self.known_hosts.is_some() && !self.host_is_known()? => {
+                self.first_contact = true;
+                self.open_master()
+            }
+            other => other,
+        }
+    }
+
     fn open_master(&mut self) -> Result<(), Error> {
         let log = self.control_path.with_extension("log");
         let log_file = std::fs::File::create(&log).map_err(|source| Error::Io {
@@ -446,31 +473,31 @@ impl Host for SshHost {
         if self.master.is_some() {
             return Ok(());
         }
-        let _prompt = (self.options.host_key_check == HostKeyCheck::Ask)
-            .then(|| HOST_KEY_PROMPT.lock().unwrap_or_else(|p| p.into_inner()));
-        let opened = match (self.open_master(), self.target.fallback_port) {
-            (
-                Err(Error::Ssh {
+        if self.options.host_key_check != HostKeyCheck::Ask {
+            return self.open();
+        }
+        // Only a connection that may ask (a host key, a passphrase, a password) needs the
+        // terminal to itself. Tried in batch mode first, the machines whose keys are known
+        // (most, in most runs) connect in parallel; the others go one at a time as before.
+        self.options.host_key_check = HostKeyCheck::Strict;
+        let batch = self.open();
+        self.options.host_key_check = HostKeyCheck::Ask;
+        match batch {
+            Ok(()) => return Ok(()),
+            // No answer either way: asking would not change that.
+            Err(
+                error @ Error::Ssh {
                     failure: SshFailure::Unreachable,
                     ..
-                }),
-                Some(port),
-            ) => {
-                self.master_target = self.target.on_port(port);
-                self.open_master()
+                },
+            ) => return Err(error),
+            Err(_) => {
+                self.master_target = self.target.clone();
+                self.first_contact = false;
             }
-            (other, _) => other,
-        };
-        match opened {
-            Err(Error::Ssh {
-                failure: SshFailure::HostKeyMismatch,
-                ..
-            }) if self.known_hosts.is_some() && !self.host_is_known()? => {
-                self.first_contact = true;
-                self.open_master()
-            }
-            other => other,
         }
+        let _prompt = HOST_KEY_PROMPT.lock().unwrap_or_else(|p| p.into_inner());
+        self.open()
     }
 
     fn run(&self, argv: &[String], input: Input<'_>) -> Result<RemoteOutput, Error> {

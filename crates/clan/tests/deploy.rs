@@ -848,13 +848,53 @@ fn the_agent_leaves_the_admin_once() {
             format!("Hello from {machine}")
         );
     }
-    // The server lived as long as the run.
+    // The server (streamed while r1 received it) lived as long as the run, and its file
+    // went with it.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while f.on("r1", "pgrep -f '[a]gent serve-file'").status.code() != Some(1) {
+    let server = "pgrep -f '[s]ystemd-socket-activate|[a]gent serve-file'";
+    while f.on("r1", server).status.code() != Some(1) {
         assert!(
             Instant::now() < deadline,
             "the agent server outlived the run"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    assert_eq!(
+        f.stdout_on("r1", "ls /var/lib/clan/bin | grep -c stream || true"),
+        "0"
+    );
+}
+
+/// Without systemd-socket-activate on the first machine (the stream server), its agent
+/// serves the others once it is installed.
+#[test]
+fn without_socket_activation_the_first_machines_agent_serves_the_others() {
+    let Some(f) = fixture(&["s1", "s2"]) else {
+        return;
+    };
+    let hidden = f.on(
+        "s1",
+        "mv \"$(command -v systemd-socket-activate)\" /root/hidden-socket-activate",
+    );
+    assert!(hidden.status.success(), "{}", stderr(&hidden));
+    let output = f.update(&["--jobs", "1", "--json"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let mut uploads = agent_uploads(&output);
+    uploads.sort();
+    assert_eq!(uploads.len(), 2, "{uploads:?}");
+    assert!(
+        uploads[0].1 > 0 && uploads[0].2.is_none(),
+        "{uploads:?}: s1 from the admin"
+    );
+    assert_eq!(
+        (uploads[1].1, uploads[1].2.as_deref()),
+        (0, Some("s1")),
+        "s2 from s1"
+    );
+    assert_eq!(f.stdout_on("s2", "cat /etc/hello"), "Hello from s2");
+    assert_eq!(
+        f.stdout_on("s1", "ls /var/lib/clan/bin | grep -c stream || true"),
+        "0",
+        "the stream file outlived the run"
+    );
 }
