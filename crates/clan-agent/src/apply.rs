@@ -685,9 +685,10 @@ fn ensure_file(
     };
     match dir.kind(Path::new(&name))? {
         Some(Kind::Directory) => {
-            return Err(AgentError::Step(format!(
-                "file `{path}`: a directory is in the way"
-            )))
+            return Err(AgentError::File {
+                path: path.to_owned(),
+                reason: "a directory is in the way".into(),
+            })
         }
         Some(_) if !managed => {
             changes.files_kept_aside.push(path.to_owned());

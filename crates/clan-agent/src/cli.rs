@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clan_generation::reply::EXIT_REVERTED;
+use clan_generation::reply::{Failure, FailureKind, EXIT_REVERTED};
 use clap::{Parser, Subcommand};
 
 use crate::report::print_json;
@@ -47,10 +47,34 @@ pub fn restore_sigpipe() {
 pub fn main() -> ExitCode {
     restore_sigpipe();
     let result = match Cli::parse().command {
-        TopCommand::Agent(args) => run(args),
+        TopCommand::Agent(args) => run(args).inspect_err(|error| print_failure(&failure(error))),
         TopCommand::Mesher(args) => crate::mesher::run(args),
     };
     result.unwrap_or_else(|error| crate::report::print_error(&error, &|_| None))
+}
+
+/// What the deployer gets of a failed `agent` command: the agent's typed failure, or any
+/// other error as kind `other`.
+fn failure(error: &anyhow::Error) -> Failure {
+    match error.downcast_ref::<AgentError>() {
+        Some(error) => error.failure(),
+        None => Failure {
+            kind: FailureKind::Other,
+            message: crate::message_with_causes(error.as_ref()),
+            path: None,
+            unit: None,
+            cause: None,
+        },
+    }
+}
+
+/// Prints `failure` on stdout, one line of JSON, for the deployer (people read stderr).
+fn print_failure(failure: &Failure) {
+    use std::io::Write as _;
+    if let Ok(line) = serde_json::to_string(failure) {
+        // The deployer may be gone (a command that outlives its session): nothing to tell.
+        let _ = writeln!(std::io::stdout(), "{line}");
+    }
 }
 
 #[derive(clap::Args)]
@@ -164,6 +188,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Command::Confirm { generation } => match agent.confirm(&generation) {
             Err(error @ AgentError::Reverted(_)) => {
+                print_failure(&error.failure());
                 eprintln!("error: {error}");
                 return Ok(ExitCode::from(EXIT_REVERTED));
             }

@@ -23,7 +23,9 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clan_generation::reply::{short, Activation, Changes, Generations, Status};
+use clan_generation::reply::{
+    short, Activation, Changes, Failure, FailureKind, Generations, Status,
+};
 
 pub use apply::SECRETS_UNIT;
 pub use store::Paths;
@@ -47,6 +49,9 @@ pub enum AgentError {
     Command { command: String, detail: String },
     #[error("{0}")]
     Step(String),
+    /// A managed file that cannot be put in place.
+    #[error("file `{path}`: {reason}")]
+    File { path: String, reason: String },
     #[error("unit `{unit}` failed to {verb}: {detail}")]
     Unit {
         unit: String,
@@ -64,7 +69,10 @@ pub enum AgentError {
     #[error("upload refused: {0}")]
     Bundle(#[from] clan_generation::BundleError),
     #[error("{failure}; previous generation {restored}")]
-    RolledBack { failure: String, restored: String },
+    RolledBack {
+        failure: Box<AgentError>,
+        restored: String,
+    },
     #[error("generation {0} was not confirmed in time and was rolled back")]
     Reverted(String),
     /// A path refused by the machine policy (a link a non-root user controls), or I/O on it.
@@ -73,6 +81,48 @@ pub enum AgentError {
 }
 
 impl AgentError {
+    /// The failure as the agent reports it to the deployer (see [`Failure`]).
+    pub fn failure(&self) -> Failure {
+        let (kind, path, unit, cause) = match self {
+            AgentError::Io { path, .. } => (FailureKind::Io, Some(path.as_path()), None, None),
+            AgentError::Command { .. } => (FailureKind::Command, None, None, None),
+            AgentError::Step(_) => (FailureKind::Step, None, None, None),
+            AgentError::File { path, .. } => (
+                FailureKind::Path,
+                Some(Path::new(path.as_str())),
+                None,
+                None,
+            ),
+            AgentError::Unit { unit, .. } => (FailureKind::Unit, None, Some(unit.clone()), None),
+            AgentError::Secret(_) => (FailureKind::Secret, None, None, None),
+            AgentError::Busy(_) => (FailureKind::Busy, None, None, None),
+            AgentError::UnknownGeneration(_) => (FailureKind::UnknownGeneration, None, None, None),
+            AgentError::Corrupt(_) => (FailureKind::Corrupt, None, None, None),
+            AgentError::Bundle(_) => (FailureKind::Upload, None, None, None),
+            AgentError::RolledBack { failure, .. } => (
+                FailureKind::RolledBack,
+                None,
+                None,
+                Some(Box::new(failure.failure())),
+            ),
+            AgentError::Reverted(_) => (FailureKind::Reverted, None, None, None),
+            AgentError::Fs(error) => {
+                let kind = match error {
+                    clan_fs::Error::Io { .. } => FailureKind::Io,
+                    _ => FailureKind::Path,
+                };
+                (kind, Some(fs_path(error)), None, None)
+            }
+        };
+        Failure {
+            kind,
+            message: message_with_causes(self),
+            path: path.map(|path| path.display().to_string()),
+            unit,
+            cause,
+        }
+    }
+
     pub(crate) fn io(
         context: &'static str,
         path: &Path,
@@ -229,7 +279,9 @@ impl Agent {
                     Pending::clear(&self.paths)?;
                     let restored = self.switch(&mut state, &old, &new, "restore");
                     return Err(AgentError::RolledBack {
-                        failure: format!("starting the confirmation waiter: {error}"),
+                        failure: Box::new(AgentError::Step(format!(
+                            "starting the confirmation waiter: {error}"
+                        ))),
                         restored: describe_restore(&old, restored.err()),
                     });
                 }
@@ -309,7 +361,7 @@ impl Agent {
                 state.record(&new.id, "failed", Some(failure.to_string()));
                 state.save(&self.paths)?;
                 Err(AgentError::RolledBack {
-                    failure: failure.to_string(),
+                    failure: Box::new(failure),
                     restored: describe_restore(old, restored.err()),
                 })
             }
@@ -510,6 +562,36 @@ impl Agent {
             }
         }
     }
+}
+
+/// The path a file-system error names.
+fn fs_path(error: &clan_fs::Error) -> &Path {
+    use clan_fs::Error::*;
+    match error {
+        Symlink { path }
+        | NotAFile { path, .. }
+        | NotADirectory { path, .. }
+        | NotASymlink { path, .. }
+        | TooLarge { path, .. }
+        | Outside { path, .. }
+        | NotFound { path }
+        | UntrustedLink { path }
+        | Io { path, .. } => path,
+    }
+}
+
+/// `error`'s message followed by those of its sources that it does not already include.
+pub fn message_with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message = format!("{message}: {text}");
+        }
+        source = cause.source();
+    }
+    message
 }
 
 fn describe_restore(old: &Stored, error: Option<AgentError>) -> String {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clan_config::{File, MachineConfig};
 
 use crate::*;
+use clan_generation::reply::FailureKind;
 use clan_generation::Generation;
 
 fn image() -> tempfile::TempDir {
@@ -143,6 +144,19 @@ fn failed_activation_restores_the_previous_generation() {
         "{error}"
     );
     assert!(error.to_string().contains("restored"), "{error}");
+    // What the deployer gets: the rollback, and what caused it.
+    let failure = error.failure();
+    assert_eq!(failure.kind, FailureKind::RolledBack);
+    assert_eq!(failure.message, error.to_string());
+    let cause = failure.cause.expect("the cause travels with it");
+    assert!(
+        cause.message.contains("directory is in the way"),
+        "{cause:?}"
+    );
+    assert_eq!(
+        (cause.kind, cause.path.as_deref()),
+        (FailureKind::Path, Some("/srv/blocked"))
+    );
     assert_eq!(read(&root, "/etc/hello").as_deref(), Some("hi\n"));
     assert_eq!(
         agent.status().unwrap().current.as_deref(),

@@ -9,7 +9,7 @@ use crate::events::{Event, Outcome, Stage};
 use crate::host::{Host, Input, RemoteOutput};
 use crate::relay::{Delivery, Relay};
 use crate::Error;
-use clan_generation::reply::{Activation, Changes, Status};
+use clan_generation::reply::{Activation, Changes, Failure, FailureKind, Status};
 use clan_generation::Generation;
 use clan_generation::STATE_DIR;
 
@@ -26,6 +26,8 @@ pub struct AgentBinary {
     pub name: String,
     /// Its SHA-256 in hex, which each machine checks before installing it.
     pub digest: String,
+    /// Where its compressed form is kept (`agents/` in the user's cache directory).
+    pub cache: PathBuf,
 }
 
 impl AgentBinary {
@@ -55,21 +57,21 @@ impl AgentBinary {
             source,
         })?;
         let digest = clan_generation::hash(&bytes);
+        let eval = clan_eval::cache_root();
         Ok(AgentBinary {
             path: path.to_path_buf(),
             name: format!("clan-{}-{}", env!("CARGO_PKG_VERSION"), &digest[..12]),
             digest,
+            cache: eval
+                .parent()
+                .map_or_else(|| eval.join("agents"), |base| base.join("agents")),
         })
     }
 
-    /// The gzip-compressed agent (what travels to machines), made once per build in the
-    /// user's cache directory (`…/clan/agents/<name>.gz`).
+    /// The gzip-compressed agent (what travels to machines), made once per build in
+    /// [`AgentBinary::cache`] (`<name>.gz`).
     pub fn compressed(&self) -> Result<PathBuf, Error> {
-        let eval = clan_eval::cache_root();
-        let cache = eval
-            .parent()
-            .map_or_else(|| eval.join("agents"), |base| base.join("agents"));
-        crate::relay::compress_into(&self.path, &cache, &self.name)
+        crate::relay::compress_into(&self.path, &self.cache, &self.name)
     }
 
     /// Where the agent lives on machines.
@@ -204,7 +206,7 @@ pub fn deploy(
             AgentCall::Failed(output) => Error::Activation {
                 machine: machine.clone(),
                 generation: clan_generation::reply::short(&id).to_owned(),
-                reason: agent_message(&output),
+                failure: Box::new(agent_failure(&output)),
             },
             other => other.into_error(&machine, "clan agent activate"),
         };
@@ -291,7 +293,7 @@ fn confirm(
                 "it cut off SSH access; the machine reverted to generation {previous} by itself"
             ))
         }
-        Ok(output) => not_confirmed(agent_message(&output)),
+        Ok(output) => not_confirmed(agent_failure(&output).message),
         Err(error) => {
             cut_off(&error.to_string());
             let window_ends = activated_at + timeout;
@@ -430,11 +432,10 @@ impl AgentCall {
                 command: command.to_owned(),
                 reason: "the agent is missing after its upload".into(),
             },
-            AgentCall::Failed(output) => Error::Remote {
+            AgentCall::Failed(output) => Error::Agent {
                 machine: machine.to_owned(),
                 command: command.to_owned(),
-                status: output.status(),
-                stderr: agent_message(&output),
+                failure: Box::new(agent_failure(&output)),
             },
             AgentCall::BadOutput(reason) => Error::Protocol {
                 machine: machine.to_owned(),
@@ -445,18 +446,33 @@ impl AgentCall {
     }
 }
 
-/// The agent's own message from its stderr (`error: …` lines).
-fn agent_message(output: &RemoteOutput) -> String {
+/// The failure a failed agent command reports on stdout. One that reported none (killed, an
+/// agent older than typed failures, the shell failing to start it) is described by its
+/// stderr, as kind `other`.
+fn agent_failure(output: &RemoteOutput) -> Failure {
+    let reported = output
+        .stdout
+        .split(|b| *b == b'\n')
+        .rev()
+        .find_map(|line| serde_json::from_slice::<Failure>(line).ok());
+    if let Some(failure) = reported {
+        return failure;
+    }
     let lines: Vec<&str> = output
         .stderr
         .lines()
-        .map(|l| l.strip_prefix("error: ").unwrap_or(l))
         .filter(|l| !l.trim().is_empty())
         .collect();
-    if lines.is_empty() {
-        format!("the agent failed ({})", output.status())
-    } else {
-        lines.join("; ")
+    Failure {
+        kind: FailureKind::Other,
+        message: if lines.is_empty() {
+            format!("the agent failed ({})", output.status())
+        } else {
+            lines.join("; ")
+        },
+        path: None,
+        unit: None,
+        cause: None,
     }
 }
 
@@ -499,3 +515,4 @@ pub fn run_agent<T: serde::de::DeserializeOwned>(
         other => other.into_error(host.machine(), &command),
     })
 }
+

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use clan_generation::reply::Failure;
+
 use crate::deploy::AGENT_ENV;
 
 /// Why an SSH connection failed, read from OpenSSH's messages.
@@ -66,11 +68,18 @@ pub enum Error {
         status: String,
         stderr: String,
     },
-    #[error("machine `{machine}`: activation of generation {generation} failed: {reason}")]
+    #[error("machine `{machine}`: activation of generation {generation} failed: {failure}")]
     Activation {
         machine: String,
         generation: String,
-        reason: String,
+        failure: Box<Failure>,
+    },
+    /// Another agent command failed; the agent said how.
+    #[error("machine `{machine}`: `{command}` failed on the machine: {failure}")]
+    Agent {
+        machine: String,
+        command: String,
+        failure: Box<Failure>,
     },
     #[error("machine `{machine}`: generation {generation} was not confirmed: {reason}")]
     NotConfirmed {
@@ -181,12 +190,21 @@ impl Error {
         }
     }
 
+    /// The agent's own account of the failure, when the agent failed.
+    pub fn agent_failure(&self) -> Option<&Failure> {
+        match self {
+            Error::Activation { failure, .. } | Error::Agent { failure, .. } => Some(failure),
+            _ => None,
+        }
+    }
+
     /// The stage-independent machine name, when the error is about one machine.
     pub fn machine(&self) -> Option<&str> {
         match self {
             Error::Ssh { machine, .. }
             | Error::Remote { machine, .. }
             | Error::Activation { machine, .. }
+            | Error::Agent { machine, .. }
             | Error::NotConfirmed { machine, .. }
             | Error::UnsupportedClass { machine, .. }
             | Error::Protocol { machine, .. }

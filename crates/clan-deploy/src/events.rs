@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use clan_generation::reply::{short, Changes};
+use clan_generation::reply::{short, Changes, Failure};
 
 /// The step a machine was in when it failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -97,6 +97,9 @@ pub enum Event {
         error: String,
         #[serde(skip_serializing_if = "Option::is_none")]
         hint: Option<String>,
+        /// The agent's typed account, when the agent failed.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        failure: Option<Failure>,
     },
 }
 

@@ -97,6 +97,7 @@ fn run_one(
                 stage: *stage,
                 error: error.to_string(),
                 hint: error.hint(),
+                failure: error.agent_failure().cloned(),
             }),
         }
         MachineResult {

@@ -1,5 +1,6 @@
 //! What the agent prints on stdout and the deployer reads: one definition for both sides.
-//! Every agent command that answers prints one of these as JSON.
+//! Every agent command that answers prints one of these as JSON; one that fails prints a
+//! [`Failure`].
 
 use serde::{Deserialize, Serialize};
 
@@ -139,3 +140,63 @@ pub struct Generations {
 pub fn short(id: &str) -> &str {
     id.char_indices().nth(12).map_or(id, |(end, _)| &id[..end])
 }
+
+/// What a failed agent command prints on stdout instead of its answer (its exit code is not
+/// 0): the failure as the deployer reports it, typed, rather than read from stderr.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Failure {
+    pub kind: FailureKind,
+    /// The whole message, for people.
+    pub message: String,
+    /// The file or directory it is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The systemd unit it is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    /// What went wrong first, when this failure is the agent's answer to it (an activation
+    /// that failed and was rolled back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<Box<Failure>>,
+}
+
+/// The kinds of [`Failure`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureKind {
+    /// Reading or writing a file or directory.
+    Io,
+    /// A path the machine's policy refuses (a link a non-root user controls, not a file).
+    Path,
+    /// A program the agent runs (`useradd`, `apt-get`, …) failed.
+    Command,
+    /// A systemd unit failed to start, restart or reload.
+    Unit,
+    /// A step of the activation could not be done.
+    Step,
+    /// Decrypting or installing secrets.
+    Secret,
+    /// Another deploy holds the machine.
+    Busy,
+    /// The generation named is not on the machine.
+    UnknownGeneration,
+    /// The agent's own state is damaged.
+    Corrupt,
+    /// The uploaded generation was refused.
+    Upload,
+    /// Activation failed and the previous generation was put back (see `cause`).
+    RolledBack,
+    /// The generation was not confirmed in time and was reverted.
+    Reverted,
+    /// Anything else, or an agent that did not say (it was killed, or is too old).
+    Other,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Failure {}

@@ -273,6 +273,23 @@ fn deploy_faults() {
         text.contains("bad.service") && text.contains("restored"),
         "{text}"
     );
+    // The agent reports it typed, and the deployer passes that on: a rollback, caused by
+    // the unit.
+    let failed = f.update(&["--json"]);
+    assert_eq!(failed.status.code(), Some(1));
+    let event = String::from_utf8_lossy(&failed.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["event"] == "failed")
+        .expect("a failed event");
+    let failure = &event["failure"];
+    assert_eq!(failure["kind"], "rolled-back", "{event}");
+    assert_eq!(failure["cause"]["kind"], "unit", "{event}");
+    assert_eq!(failure["cause"]["unit"], "bad.service", "{event}");
+    assert!(
+        failure["message"].as_str().unwrap().contains("restored"),
+        "{event}"
+    );
     assert_eq!(f.on("db", "test -e /etc/new").status.code(), Some(1));
     assert_eq!(
         f.on("db", "test -e /etc/systemd/system/bad.service")
