@@ -516,3 +516,361 @@ pub fn run_agent<T: serde::de::DeserializeOwned>(
     })
 }
 
+#[cfg(test)]
+mod tests {
+    //! The stages over a fake [`Host`]: the machine's answers are scripted per agent command,
+    //! every command is recorded. No root, no machine.
+
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::host::RemoteOutput;
+    use clan_generation::reply::EXIT_REVERTED;
+    use clan_generation::SecretFile;
+
+    type Answer = Box<dyn Fn(&str, usize) -> RemoteOutput + Send>;
+
+    /// A machine whose answer to `agent <word>` (or `install` for the agent's installation,
+    /// `sh` for any other script) is `answer(word, how many times it was asked before)`.
+    struct Fake {
+        answer: Answer,
+        /// (word, input) of each command, in order; `fresh:` marks a new connection.
+        calls: Mutex<Vec<(String, Vec<u8>)>>,
+    }
+
+    impl Fake {
+        fn new(answer: impl Fn(&str, usize) -> RemoteOutput + Send + 'static) -> Fake {
+            Fake {
+                answer: Box::new(answer),
+                calls: Mutex::new(Vec::new()),
+            }
+        }
+
+        fn words(&self) -> Vec<String> {
+            self.calls
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(word, _)| word.clone())
+                .collect()
+        }
+
+        fn input_of(&self, word: &str) -> Option<Vec<u8>> {
+            let calls = self.calls.lock().unwrap();
+            calls
+                .iter()
+                .find(|(w, _)| w == word)
+                .map(|(_, i)| i.clone())
+        }
+
+        fn call(&self, word: String, input: Vec<u8>) -> RemoteOutput {
+            let mut calls = self.calls.lock().unwrap();
+            let before = calls.iter().filter(|(w, _)| *w == word).count();
+            calls.push((word.clone(), input));
+            drop(calls);
+            (self.answer)(&word, before)
+        }
+    }
+
+    fn word_of(argv: &[String]) -> String {
+        match argv {
+            [_, agent, word, ..] if agent == "agent" => word.clone(),
+            [sh, _, script, ..] if sh == "sh" && script == crate::relay::INSTALL => {
+                "install".into()
+            }
+            _ => "sh".into(),
+        }
+    }
+
+    impl Host for Fake {
+        fn machine(&self) -> &str {
+            "m"
+        }
+        fn connect(&mut self) -> Result<(), Error> {
+            Ok(())
+        }
+        fn run(&self, argv: &[String], input: Input<'_>) -> Result<RemoteOutput, Error> {
+            let input = match input {
+                Input::None => Vec::new(),
+                Input::Bytes(bytes) => bytes.to_vec(),
+                Input::File(path) => std::fs::read(path).unwrap(),
+            };
+            Ok(self.call(word_of(argv), input))
+        }
+        fn run_fresh(&self, argv: &[String]) -> Result<RemoteOutput, Error> {
+            Ok(self.call(format!("fresh:{}", word_of(argv)), Vec::new()))
+        }
+        fn spawn(&self, _: &[String]) -> Result<std::process::Child, Error> {
+            Err(Error::Spawn {
+                program: "a server".into(),
+                source: std::io::ErrorKind::Unsupported.into(),
+            })
+        }
+        fn address(&self) -> &str {
+            "127.0.0.1"
+        }
+    }
+
+    fn ok(json: serde_json::Value) -> RemoteOutput {
+        RemoteOutput {
+            code: Some(0),
+            stdout: serde_json::to_vec(&json).unwrap(),
+            stderr: String::new(),
+        }
+    }
+
+    fn exit(code: i32, stdout: &[u8]) -> RemoteOutput {
+        RemoteOutput {
+            code: Some(code),
+            stdout: stdout.to_vec(),
+            stderr: String::new(),
+        }
+    }
+
+    /// A generation with one file and, with `secret`, one secret (so a key is needed).
+    fn job(secret: bool) -> MachineDeploy {
+        let mut config = clan_config::MachineConfig::default();
+        config.files.insert(
+            "/etc/hello".into(),
+            clan_config::File {
+                content: "hi\n".into(),
+                template: false,
+                owner: "root".into(),
+                group: "root".into(),
+                mode: "0644".into(),
+            },
+        );
+        let secrets: Vec<SecretFile<'_>> = secret
+            .then(|| SecretFile {
+                generator: "db",
+                file: "password",
+                owner: "root",
+                group: "root",
+                mode: "0400",
+                needed_for: "services",
+                sops: b"{}".to_vec(),
+            })
+            .into_iter()
+            .collect();
+        MachineDeploy {
+            generation: Generation::build("m", &config, &secrets).unwrap(),
+            age_key: Some(zeroize::Zeroizing::new("AGE-SECRET-KEY-1TEST".into())),
+            host_key: None,
+        }
+    }
+
+    /// The agent to upload: a small file, compressed into a cache of the test's own.
+    fn options(dry_run: bool, cache: &Path) -> DeployOptions {
+        let binary = cache.join("clan-agent");
+        std::fs::write(&binary, b"#!/bin/sh\n").unwrap();
+        let mut agent = AgentBinary::at(&binary).unwrap();
+        agent.cache = cache.to_path_buf();
+        DeployOptions {
+            agent,
+            confirm_timeout: Some(Duration::from_secs(30)),
+            lock_timeout: Duration::from_secs(1),
+            dry_run,
+        }
+    }
+
+    fn status(id: Option<&str>, has_key: bool) -> RemoteOutput {
+        ok(serde_json::json!({
+            "version": "0.1.0", "current": id, "stored": id.into_iter().collect::<Vec<_>>(),
+            "hasKey": has_key, "pending": null,
+        }))
+    }
+
+    fn activation(id: &str) -> RemoteOutput {
+        ok(serde_json::json!({
+            "generation": id, "previous": null, "changes": {"filesWritten": ["/etc/hello"]},
+            "confirmBy": 4_000_000_000u64,
+        }))
+    }
+
+    /// Runs the stages; returns the outcome and the events.
+    fn run(
+        host: &mut Fake,
+        job: &MachineDeploy,
+        dry_run: bool,
+    ) -> (Result<Outcome, (Stage, Error)>, Vec<Event>) {
+        let cache = tempfile::tempdir().unwrap();
+        let events = Mutex::new(Vec::new());
+        let result = deploy(
+            host,
+            job,
+            &options(dry_run, cache.path()),
+            &Relay::for_run(1),
+            &|event| events.lock().unwrap().push(event),
+        );
+        (result, events.into_inner().unwrap())
+    }
+
+    #[test]
+    fn a_machine_running_the_generation_is_left_alone() {
+        let job = job(false);
+        let id = job.generation.id.clone();
+        let mut host = Fake::new(move |word, _| match word {
+            "status" => status(Some(&id), true),
+            other => panic!("unexpected `{other}`"),
+        });
+        let (result, _) = run(&mut host, &job, false);
+        assert!(matches!(result, Ok(Outcome::Unchanged)));
+        assert_eq!(host.words(), ["status"]);
+    }
+
+    #[test]
+    fn a_first_dry_run_uploads_nothing_and_lists_everything_as_new() {
+        let job = job(true);
+        let mut host = Fake::new(|word, _| match word {
+            // No agent at all: the shell's "command not found".
+            "diff" => exit(127, b""),
+            "sh" => exit(0, b"/etc/hello\0"),
+            other => panic!("unexpected `{other}`"),
+        });
+        let (result, events) = run(&mut host, &job, true);
+        assert!(matches!(result, Ok(Outcome::DryRun)));
+        assert_eq!(host.words(), ["diff", "diff", "sh"]);
+        let dry_run = events
+            .iter()
+            .find_map(|event| match event {
+                Event::DryRun {
+                    changes,
+                    first_deploy,
+                    ..
+                } => Some((changes.clone(), *first_deploy)),
+                _ => None,
+            })
+            .expect("a dry-run event");
+        assert!(dry_run.1, "first deploy");
+        assert_eq!(dry_run.0.files_written, ["/etc/hello"]);
+        assert_eq!(dry_run.0.files_kept_aside, ["/etc/hello"]);
+        assert_eq!(dry_run.0.secrets_changed, ["db/password"]);
+    }
+
+    #[test]
+    fn a_missing_agent_is_uploaded_and_a_missing_key_installed() {
+        let job = job(true);
+        let id = job.generation.id.clone();
+        let answer_id = id.clone();
+        let mut host = Fake::new(move |word, before| match (word, before) {
+            ("status", 0) => exit(127, b""),
+            ("status", _) => status(None, false),
+            ("install" | "receive" | "install-key" | "fresh:confirm", _) => exit(0, b""),
+            ("activate", _) => activation(&answer_id),
+            (other, _) => panic!("unexpected `{other}`"),
+        });
+        let (result, events) = run(&mut host, &job, false);
+        assert!(matches!(result, Ok(Outcome::Activated)), "{result:?}");
+        assert_eq!(
+            host.words(),
+            [
+                "status",
+                "install",
+                "status",
+                "receive",
+                "install-key",
+                "activate",
+                "fresh:confirm"
+            ]
+        );
+        assert_eq!(
+            host.input_of("install-key").as_deref(),
+            Some(&b"AGE-SECRET-KEY-1TEST"[..])
+        );
+        assert_eq!(
+            host.input_of("receive"),
+            Some(job.generation.bundle()),
+            "the generation's bundle"
+        );
+        let agent_bytes: Vec<u64> = events
+            .iter()
+            .filter_map(|event| match event {
+                Event::Upload {
+                    what: "agent",
+                    bytes,
+                    from: None,
+                    ..
+                } => Some(*bytes),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            matches!(agent_bytes[..], [bytes] if bytes > 0),
+            "{agent_bytes:?}"
+        );
+        assert!(events
+            .iter()
+            .any(|event| matches!(event, Event::Confirm { generation, .. } if *generation == id)));
+    }
+
+    #[test]
+    fn a_confirmation_that_comes_too_late_is_a_failure_saying_the_machine_reverted() {
+        let job = job(false);
+        let id = job.generation.id.clone();
+        let mut host = Fake::new(move |word, _| match word {
+            "status" => status(None, false),
+            "receive" => exit(0, b""),
+            "activate" => activation(&id),
+            "fresh:confirm" => exit(i32::from(EXIT_REVERTED), b""),
+            other => panic!("unexpected `{other}`"),
+        });
+        let (result, events) = run(&mut host, &job, false);
+        match result {
+            Err((Stage::Confirm, Error::NotConfirmed { reason, .. })) => {
+                assert!(reason.contains("reverted"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let said: Vec<&str> = events
+            .iter()
+            .filter_map(|event| match event {
+                Event::Message { message, .. } => Some(message.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            said.iter().any(|m| m.contains("cut off SSH access")),
+            "{said:?}"
+        );
+    }
+
+    #[test]
+    fn a_failed_activation_carries_the_agents_typed_failure() {
+        let job = job(false);
+        let failure = serde_json::json!({
+            "kind": "rolled-back",
+            "message": "unit `bad.service` failed to start: …; previous generation none restored",
+            "cause": {"kind": "unit", "message": "unit `bad.service` failed to start: …", "unit": "bad.service"},
+        });
+        let mut host = Fake::new(move |word, _| match word {
+            "status" => status(None, false),
+            "receive" => exit(0, b""),
+            "activate" => exit(2, format!("{failure}\n").as_bytes()),
+            other => panic!("unexpected `{other}`"),
+        });
+        let (result, _) = run(&mut host, &job, false);
+        let Err((Stage::Activate, error)) = result else {
+            panic!("{result:?}")
+        };
+        let failure = error.agent_failure().expect("typed");
+        assert_eq!(failure.kind, FailureKind::RolledBack);
+        let cause = failure.cause.as_deref().expect("its cause");
+        assert_eq!(
+            (cause.kind, cause.unit.as_deref()),
+            (FailureKind::Unit, Some("bad.service"))
+        );
+        assert!(error.to_string().contains("restored"), "{error}");
+    }
+
+    #[test]
+    fn an_agent_that_reports_no_failure_is_described_by_its_stderr() {
+        let output = RemoteOutput {
+            code: Some(1),
+            stdout: Vec::new(),
+            stderr: "Segmentation fault\n".into(),
+        };
+        let failure = agent_failure(&output);
+        assert_eq!(failure.kind, FailureKind::Other);
+        assert_eq!(failure.message, "Segmentation fault");
+    }
+}

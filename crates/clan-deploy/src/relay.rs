@@ -348,7 +348,7 @@ cat >/dev/null; [ -z "$server" ] || kill "$server"; rm -f "$1""#;
 /// architecture (`$2`) and the agent's SHA-256 (`$3`) are checked before it goes to its path
 /// (`$1`; temp name, then rename); an upload keeps the compressed copy, to serve it. A fixed
 /// script: everything variable arrives as a positional parameter.
-const INSTALL: &str = r#"set -e; umask 022
+pub(crate) const INSTALL: &str = r#"set -e; umask 022
 [ "$(uname -m)" = "$2" ] || { echo "the machine is $(uname -m) but this clan binary is $2; install clan for the machine's architecture" >&2; exit 3; }
 mkdir -p "${1%/*}"; t="$1.tmp.$$"; trap 'rm -f "$t" "$t.gz"' EXIT
 if [ -n "$4" ]; then
