@@ -51,6 +51,9 @@ pub fn run(
     let queue: Mutex<VecDeque<(usize, Job)>> = Mutex::new(jobs.into_iter().enumerate().collect());
     let results: Mutex<Vec<(usize, MachineResult)>> = Mutex::new(Vec::with_capacity(total));
     std::thread::scope(|scope| {
+        if !options.dry_run {
+            scope.spawn(|| relay.prepare(&options.agent));
+        }
         for _ in 0..concurrency.clamp(1, total.max(1)) {
             scope.spawn(|| loop {
                 let Some((slot, job)) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front()

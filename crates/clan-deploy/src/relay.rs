@@ -54,6 +54,8 @@ pub struct Relay {
     changed: Condvar,
     /// The serving processes (their SSH sessions); ended with the run.
     servers: Mutex<Vec<Child>>,
+    /// The compressed agent, once made (held while it is made, so it is made once).
+    compressed: Mutex<Option<PathBuf>>,
 }
 
 /// How a machine got the agent.
@@ -67,8 +69,10 @@ pub enum Delivery {
 
 /// Where [`install`] gets the agent from.
 enum From<'a> {
-    /// The admin's upload; on the seed, written to this path as it arrives (served from there).
+    /// The admin's upload of `compressed`; on the seed, written to `stream` as it arrives
+    /// (served from there).
     Admin {
+        compressed: &'a Path,
         stream: Option<&'a str>,
     },
     Peer(&'a Source),
@@ -86,14 +90,36 @@ impl Relay {
             }),
             changed: Condvar::new(),
             servers: Mutex::new(Vec::new()),
+            compressed: Mutex::new(None),
         }
+    }
+
+    /// Compresses `agent` ahead of need (when the build is new, that takes longer than
+    /// connecting to the machines, and the first upload would wait for it).
+    pub fn prepare(&self, agent: &AgentBinary) {
+        let _ = self.compressed(agent);
+    }
+
+    /// The compressed agent: [`AgentBinary::compressed`], once per run.
+    fn compressed(&self, agent: &AgentBinary) -> Result<PathBuf, Error> {
+        let mut compressed = self.compressed.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(path) = &*compressed {
+            return Ok(path.clone());
+        }
+        let path = agent.compressed()?;
+        *compressed = Some(path.clone());
+        Ok(path)
     }
 
     /// Puts `agent` on the machine behind `host`.
     pub fn deliver(&self, host: &dyn Host, agent: &AgentBinary) -> Result<Delivery, Error> {
         let upload = || {
-            install(host, agent, From::Admin { stream: None })
-                .map(|bytes| Delivery::FromAdmin { bytes })
+            let compressed = self.compressed(agent)?;
+            let from = From::Admin {
+                compressed: &compressed,
+                stream: None,
+            };
+            install(host, agent, from).map(|bytes| Delivery::FromAdmin { bytes })
         };
         match self.role() {
             Role::Seed => self.seed(host, agent),
@@ -115,7 +141,10 @@ impl Relay {
     /// The seed's upload, served to the others from the moment the stream server on the seed
     /// listens (they start fetching then), else by the seed's agent once it is installed.
     fn seed(&self, host: &dyn Host, agent: &AgentBinary) -> Result<Delivery, Error> {
-        let compressed = compressed_size_and_digest(agent);
+        let path = self
+            .compressed(agent)
+            .inspect_err(|_| self.set(State::Unavailable))?;
+        let compressed = size_and_digest(&path);
         let (machine, address) = (host.machine().to_owned(), host.address().to_owned());
         let source = |port: u16| {
             compressed.as_ref().map(|(size, digest)| Source {
@@ -149,7 +178,11 @@ impl Relay {
                 })
             });
             let stream = server.is_some().then_some(stream.as_str());
-            let bytes = install(host, agent, From::Admin { stream });
+            let from = From::Admin {
+                compressed: &path,
+                stream,
+            };
+            let bytes = install(host, agent, from);
             (bytes, announce.and_then(|a| a.join().ok().flatten()))
         });
         let stop = || {
@@ -321,8 +354,8 @@ fn run_nonce() -> u64 {
 }
 
 /// The compressed agent's size and SHA-256 (what a fetch checks).
-fn compressed_size_and_digest(agent: &AgentBinary) -> Option<(u64, String)> {
-    let bytes = std::fs::read(agent.compressed().ok()?).ok()?;
+fn size_and_digest(compressed: &Path) -> Option<(u64, String)> {
+    let bytes = std::fs::read(compressed).ok()?;
     Some((bytes.len() as u64, clan_generation::hash(&bytes)))
 }
 
@@ -362,7 +395,6 @@ chmod 0755 "$t"; [ -n "$4" ] || ln -f "$z" "$1.gz"; mv -f "$t" "$1"; ln -sfn "$1
 
 /// Runs [`INSTALL`] on the machine, from `from`; returns the bytes the admin sent.
 fn install(host: &dyn Host, agent: &AgentBinary, from: From<'_>) -> Result<u64, Error> {
-    let compressed;
     let (input, sent, params) = match &from {
         From::Peer(source) => (
             Input::None,
@@ -375,12 +407,11 @@ fn install(host: &dyn Host, agent: &AgentBinary, from: From<'_>) -> Result<u64, 
                 String::new(),
             ],
         ),
-        From::Admin { stream } => {
-            compressed = agent.compressed()?;
-            let sent = std::fs::metadata(&compressed).map_or(0, |m| m.len());
+        From::Admin { compressed, stream } => {
+            let sent = std::fs::metadata(compressed).map_or(0, |m| m.len());
             let mut params: [String; 5] = Default::default();
             params[4] = stream.unwrap_or_default().to_owned();
-            (Input::File(&compressed), sent, params)
+            (Input::File(compressed), sent, params)
         }
     };
     let mut argv: Vec<String> = ["sh", "-c", INSTALL, "sh"].map(str::to_owned).to_vec();
