@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::AgentError;
 
-/// The machine side of the relay (`clan agent serve-file PATH`): serves `path`'s bytes to
+/// The machine side of the relay (`clan-agent agent serve-file PATH`): serves `path`'s bytes to
 /// every TCP connection, on a port of the system's choosing printed as `listening <port>` on
 /// `out`, until `session` (the admin's SSH session, as stdin) ends or half an hour has
 /// passed. The content is the compressed agent: public, and checked by digest where it

@@ -5,7 +5,7 @@
 //! machines' own network. The seed serves it while it still arrives ([`STREAM_SERVER`], with
 //! systemd's `systemd-socket-activate`), so the others receive it at the pace of the seed's
 //! upload rather than after it; where that tool is missing, the seed's agent serves it once
-//! installed (`clan agent serve-file`). Integrity does not rest on that network: each machine
+//! installed (`clan-agent agent serve-file`). Integrity does not rest on that network: each machine
 //! checks the agent's SHA-256, which the admin sends over its authenticated SSH session,
 //! before installing it. A machine that cannot fetch it (another network, a firewall) gets it
 //! from the admin directly.
@@ -290,7 +290,7 @@ impl Relay {
         }
     }
 
-    /// Starts `clan agent serve-file` on the seed, returning the port it listens on.
+    /// Starts `clan-agent agent serve-file` on the seed, returning the port it listens on.
     fn serve(&self, host: &dyn Host, agent: &AgentBinary) -> Option<u16> {
         let argv: Vec<String> = [
             agent.remote_path().as_str(),
