@@ -517,7 +517,7 @@ pub fn run_agent<T: serde::de::DeserializeOwned>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! The stages over a fake [`Host`]: the machine's answers are scripted per agent command,
     //! every command is recorded. No root, no machine.
 
@@ -532,21 +532,21 @@ mod tests {
 
     /// A machine whose answer to `agent <word>` (or `install` for the agent's installation,
     /// `sh` for any other script) is `answer(word, how many times it was asked before)`.
-    struct Fake {
+    pub(crate) struct Fake {
         answer: Answer,
         /// (word, input) of each command, in order; `fresh:` marks a new connection.
         calls: Mutex<Vec<(String, Vec<u8>)>>,
     }
 
     impl Fake {
-        fn new(answer: impl Fn(&str, usize) -> RemoteOutput + Send + 'static) -> Fake {
+        pub(crate) fn new(answer: impl Fn(&str, usize) -> RemoteOutput + Send + 'static) -> Fake {
             Fake {
                 answer: Box::new(answer),
                 calls: Mutex::new(Vec::new()),
             }
         }
 
-        fn words(&self) -> Vec<String> {
+        pub(crate) fn words(&self) -> Vec<String> {
             self.calls
                 .lock()
                 .unwrap()
@@ -619,7 +619,7 @@ mod tests {
         }
     }
 
-    fn exit(code: i32, stdout: &[u8]) -> RemoteOutput {
+    pub(crate) fn exit(code: i32, stdout: &[u8]) -> RemoteOutput {
         RemoteOutput {
             code: Some(code),
             stdout: stdout.to_vec(),
@@ -628,7 +628,7 @@ mod tests {
     }
 
     /// A generation with one file and, with `secret`, one secret (so a key is needed).
-    fn job(secret: bool) -> MachineDeploy {
+    pub(crate) fn job(secret: bool) -> MachineDeploy {
         let mut config = clan_config::MachineConfig::default();
         config.files.insert(
             "/etc/hello".into(),
@@ -660,7 +660,7 @@ mod tests {
     }
 
     /// The agent to upload: a small file, compressed into a cache of the test's own.
-    fn options(dry_run: bool, cache: &Path) -> DeployOptions {
+    pub(crate) fn options(dry_run: bool, cache: &Path) -> DeployOptions {
         let binary = cache.join("clan-agent");
         std::fs::write(&binary, b"#!/bin/sh\n").unwrap();
         let mut agent = AgentBinary::at(&binary).unwrap();
@@ -673,7 +673,7 @@ mod tests {
         }
     }
 
-    fn status(id: Option<&str>, has_key: bool) -> RemoteOutput {
+    pub(crate) fn status(id: Option<&str>, has_key: bool) -> RemoteOutput {
         ok(serde_json::json!({
             "version": "0.1.0", "current": id, "stored": id.into_iter().collect::<Vec<_>>(),
             "hasKey": has_key, "pending": null,

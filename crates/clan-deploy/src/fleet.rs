@@ -46,6 +46,28 @@ pub fn run(
     emit: &(dyn Fn(Event) + Sync),
 ) -> Result<Vec<MachineResult>, Error> {
     let control_dir = ControlDir::new()?;
+    let connect = |slot: usize, machine: &str, target: &Target, host_key: Option<&str>| {
+        let mut host = SshHost::new(machine, target.clone(), ssh.clone(), &control_dir, slot);
+        if let Some(key) = host_key {
+            host.trust_host_key(key)?;
+        }
+        Ok(Box::new(host) as Box<dyn Host>)
+    };
+    Ok(run_over(jobs, &connect, options, concurrency, emit))
+}
+
+/// How a run reaches machine `machine` (job `slot`) at `target`, trusting `host_key`.
+type Connect<'a> =
+    dyn Fn(usize, &str, &Target, Option<&str>) -> Result<Box<dyn Host>, Error> + Sync + 'a;
+
+/// [`run`] over the hosts `connect` makes.
+fn run_over(
+    jobs: Vec<Job>,
+    connect: &Connect<'_>,
+    options: &DeployOptions,
+    concurrency: usize,
+    emit: &(dyn Fn(Event) + Sync),
+) -> Vec<MachineResult> {
     let total = jobs.len();
     let relay = Relay::for_run(total);
     let queue: Mutex<VecDeque<(usize, Job)>> = Mutex::new(jobs.into_iter().enumerate().collect());
@@ -60,7 +82,7 @@ pub fn run(
                 else {
                     break;
                 };
-                let result = run_one(slot, job, ssh, options, &control_dir, &relay, emit);
+                let result = run_one(slot, job, connect, options, &relay, emit);
                 results
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -70,15 +92,14 @@ pub fn run(
     });
     let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
     results.sort_by_key(|(slot, _)| *slot);
-    Ok(results.into_iter().map(|(_, r)| r).collect())
+    results.into_iter().map(|(_, r)| r).collect()
 }
 
 fn run_one(
     slot: usize,
     job: Job,
-    ssh: &SshOptions,
+    connect: &Connect<'_>,
     options: &DeployOptions,
-    control_dir: &ControlDir,
     relay: &Relay,
     emit: &(dyn Fn(Event) + Sync),
 ) -> MachineResult {
@@ -122,23 +143,18 @@ fn run_one(
         source: target.source.clone(),
         generation: id.clone(),
     });
-    let mut host = SshHost::new(&machine, target.clone(), ssh.clone(), control_dir, slot);
-    if let Some(key) = &work.host_key {
-        if let Err(error) = host.trust_host_key(key) {
+    let mut host = match connect(slot, &machine, &target, work.host_key.as_deref()) {
+        Ok(host) => host,
+        Err(error) => {
             return finish(
                 Some(target.to_string()),
                 Some(id),
                 Err((Stage::Resolve, error)),
-            );
+            )
         }
-    }
-    let result = deploy(
-        &mut host as &mut dyn Host,
-        &work,
-        options,
-        relay,
-        &|event| emit(event),
-    );
+    };
+    let result = deploy(host.as_mut(), &work, options, relay, &|event| emit(event));
+    // Its connection ends before the result is reported.
     drop(host);
     finish(Some(target.to_string()), Some(id), result)
 }
@@ -254,4 +270,83 @@ fn plan_machine(
             host_key: clan_vars::ssh_host_key(clan_dir, &machine_name, &machine.config),
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The fleet runner over fake hosts (see `deploy::tests`): no root, no machine.
+
+    use super::*;
+    use crate::deploy::tests::{exit, job, options, status, Fake};
+
+    #[test]
+    fn every_machine_is_attempted_and_results_come_in_job_order() {
+        let target = |name: &str| Target::parse(name, "root@192.0.2.1", "test").unwrap();
+        let jobs: Vec<Job> = ["ok", "no-target", "unreachable", "fails"]
+            .into_iter()
+            .map(|name| Job {
+                machine: name.to_owned(),
+                plan: match name {
+                    "no-target" => Err(Error::Network(clan_network::Error::NoTarget {
+                        machine: name.to_owned(),
+                    })),
+                    _ => Ok((target(name), job(false))),
+                },
+            })
+            .collect();
+        let unchanged = jobs[0].plan.as_ref().unwrap().1.generation.id.clone();
+        let connect = |_: usize, machine: &str, _: &Target, _: Option<&str>| {
+            let unchanged = unchanged.clone();
+            match machine {
+                "unreachable" => Err(Error::Ssh {
+                    machine: machine.to_owned(),
+                    target: "root@192.0.2.1".into(),
+                    failure: crate::SshFailure::Unreachable,
+                    detail: "connection timed out".into(),
+                }),
+                "ok" => Ok(Box::new(Fake::new(move |word, _| match word {
+                    "status" => status(Some(&unchanged), false),
+                    other => panic!("unexpected `{other}`"),
+                })) as Box<dyn Host>),
+                _ => Ok(Box::new(Fake::new(|word, _| match word {
+                    "status" => status(None, false),
+                    "receive" => exit(0, b""),
+                    "activate" => exit(2, b""),
+                    other => panic!("unexpected `{other}`"),
+                })) as Box<dyn Host>),
+            }
+        };
+        let cache = tempfile::tempdir().unwrap();
+        let events = Mutex::new(Vec::new());
+        let results = run_over(jobs, &connect, &options(false, cache.path()), 2, &|event| {
+            events.lock().unwrap().push(event)
+        });
+        let summary: Vec<(&str, Result<Outcome, Stage>)> = results
+            .iter()
+            .map(|r| {
+                let result = r.result.as_ref().map(|o| *o).map_err(|(stage, _)| *stage);
+                (r.machine.as_str(), result)
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("ok", Ok(Outcome::Unchanged)),
+                ("no-target", Err(Stage::Resolve)),
+                ("unreachable", Err(Stage::Resolve)),
+                ("fails", Err(Stage::Activate)),
+            ]
+        );
+        let mut failed: Vec<String> = events
+            .into_inner()
+            .unwrap()
+            .into_iter()
+            .filter_map(|event| match event {
+                Event::Failed { machine, .. } => Some(machine),
+                _ => None,
+            })
+            .collect();
+        failed.sort();
+        assert_eq!(failed, ["fails", "no-target", "unreachable"]);
+    }
 }
