@@ -360,6 +360,42 @@ fn schema_inventory_prints_the_clan_toml_schema() {
     assert!(schema.to_string().contains("targetHost"));
 }
 
+/// `cargo run -p clan` builds `clan` alone: a deploy then says how to build the agent it
+/// uploads, before it connects anywhere.
+#[test]
+fn a_deploy_without_the_machine_agent_says_how_to_build_it() {
+    let clan = Clan::new();
+    clan.ok(&[
+        "machines",
+        "create",
+        "m1",
+        "--target-host",
+        "root@192.0.2.1",
+    ]);
+    let missing = clan.path().join("no-such-clan-agent");
+    let output = Command::new(env!("CARGO_BIN_EXE_clan"))
+        .args(["machines", "update"])
+        .current_dir(clan.path())
+        .env("CLAN_CACHE_DIR", clan.cache.path())
+        .env("CLAN_AGENT", &missing)
+        .env_remove("CLAN_DIR")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains(&format!(
+            "the machine agent `{}` is missing",
+            missing.display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("hint: build both binaries with `cargo build --release -p clan`"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn outside_a_clan_the_error_says_how_to_make_one() {
     let dir = tempfile::tempdir().unwrap();
