@@ -237,7 +237,7 @@ pub struct SecretAccess {
 #[serde(deny_unknown_fields)]
 pub struct Firewall {
     /// Turn the machine's firewall on: new inbound connections are dropped except to these
-    /// ports and SSH (see `clan_deploy::firewall`).
+    /// ports and SSH (see `clan_generation::firewall`).
     #[serde(default, skip_serializing_if = "is_false")]
     pub enable: bool,
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
