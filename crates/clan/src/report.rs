@@ -42,6 +42,12 @@ fn hint_for(error: &anyhow::Error) -> Option<String> {
         if let Some(hinted) = cause.downcast_ref::<Hinted>() {
             return Some(hinted.hint.clone());
         }
+        if let Some(error) = cause.downcast_ref::<clan_lib::Error>() {
+            return error.hint();
+        }
+        if let Some(error) = cause.downcast_ref::<clan_lib::mesher::Error>() {
+            return error.hint();
+        }
         if let Some(error) = cause.downcast_ref::<clan_secrets::Error>() {
             return error.hint();
         }

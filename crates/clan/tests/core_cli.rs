@@ -45,6 +45,10 @@ impl Clan {
             .args(args)
             .current_dir(self.path())
             .env("CLAN_CACHE_DIR", self.cache.path())
+            // `clan init` creates the admin's age key: here, not in the real home.
+            .env("SOPS_AGE_KEY_FILE", self.cache.path().join("admin.key"))
+            .env_remove("SOPS_AGE_KEY")
+            .env("USER", "admin")
             .env("NO_COLOR", "1")
             .env_remove("CLAN_DIR")
             .env_remove("CLAN_NO_COMMIT")

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::output::print_json;
 use super::{clan_dir, Context};
@@ -76,45 +76,10 @@ pub struct SelectArgs {
 
 /// Applies a select query to the evaluated clan and prints the result as JSON.
 pub fn select(args: SelectArgs, context: &Context) -> anyhow::Result<ExitCode> {
-    let query = clan_select::parse(&args.query).map_err(|error| {
-        crate::report::hinted(
-            format!("bad select query: {error}\n  {}", error.caret()),
-            "see docs/select.md for the grammar",
-        )
-    })?;
+    let query = clan_lib::select::parse(&args.query)?;
     let dir = clan_dir(context)?;
-    let root = select_root(&dir)?;
-    let result = query.apply(&root).map_err(|error| {
-        crate::report::hinted(error.to_string(), "`clan select '*'` lists the roots")
-    })?;
-    print_json(&result)?;
+    print_json(&clan_lib::select::select(&dir, &query)?)?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// The document `clan select` queries.
-fn select_root(dir: &std::path::Path) -> anyhow::Result<Value> {
-    let fleet = clan_eval::Fleet::open(dir)?;
-    let machines: serde_json::Map<String, Value> = fleet
-        .machines()?
-        .into_iter()
-        .map(|machine| {
-            Ok((
-                machine.summary.name.clone(),
-                serde_json::to_value(&machine)?,
-            ))
-        })
-        .collect::<anyhow::Result<_>>()?;
-    let services: serde_json::Map<String, Value> = clan_eval::load_services(dir)?
-        .iter()
-        .map(|(name, service)| (name.clone(), super::services::describe(service)))
-        .collect();
-    Ok(json!({
-        "meta": fleet.summary.meta,
-        "machines": machines,
-        "instances": fleet.summary.instances,
-        "services": services,
-        "exports": fleet.summary.exports,
-    }))
 }
 
 #[derive(clap::Args)]

@@ -14,8 +14,8 @@ use clan_secrets::{
 };
 use clap::{Parser, Subcommand};
 
-use super::change::{self, Change};
 use super::Context;
+use clan_lib::change::{self, Change};
 
 /// What a secrets command may change: the sops tree, and the secret vars it re-keys.
 const SECRETS_SCOPE: &[&str] = &["sops", "vars"];
@@ -311,7 +311,7 @@ impl Session {
         &self,
         operation: impl FnOnce(&SopsDir) -> anyhow::Result<Changes>,
     ) -> anyhow::Result<ExitCode> {
-        let change = change::begin(self.store.clan_dir(), SECRETS_SCOPE)?;
+        let change = change::begin(self.store.clan_dir(), SECRETS_SCOPE, &super::Terminal)?;
         let changes = operation(&self.store)?;
         self.finish(&change, changes, None)
     }
@@ -321,7 +321,7 @@ impl Session {
         &self,
         operation: impl FnOnce(&SopsDir) -> anyhow::Result<(Changes, RekeyReport)>,
     ) -> anyhow::Result<ExitCode> {
-        let change = change::begin(self.store.clan_dir(), SECRETS_SCOPE)?;
+        let change = change::begin(self.store.clan_dir(), SECRETS_SCOPE, &super::Terminal)?;
         let (changes, report) = operation(&self.store)?;
         self.finish(&change, changes, Some(report))
     }
