@@ -70,6 +70,18 @@ pub enum Error {
         what: &'static str,
         source: serde_json::Error,
     },
+    #[error("refusing a private key on the command line (other processes can read it)")]
+    PrivateKeyGiven,
+    #[error("`{arg}` is neither an age public key nor a key file")]
+    NotAKey { arg: String },
+    #[error("reading keys from {}: {reason}", .path.display())]
+    BadKeyFile { path: PathBuf, reason: String },
+    #[error("no key given")]
+    NoKeyGiven,
+    #[error("a machine has exactly one key")]
+    OneMachineKey,
+    #[error("cannot tell where to write the key")]
+    NoKeyFilePath,
     #[error("reading the prompt values")]
     PromptValues {
         source: Box<dyn std::error::Error + Send + Sync>,
@@ -121,6 +133,17 @@ impl Error {
                     .to_owned(),
             ),
             Error::Mesher(error) => error.hint(),
+            Error::PrivateKeyGiven => {
+                Some("pass the `age1…` public key, or the path of the key file".to_owned())
+            }
+            Error::NotAKey { .. } | Error::OneMachineKey => {
+                Some("pass an `age1…` public key".to_owned())
+            }
+            Error::BadKeyFile { .. } => None,
+            Error::NoKeyGiven => {
+                Some("pass an `age1…` public key, or `--age-key age1…`".to_owned())
+            }
+            Error::NoKeyFilePath => Some("set SOPS_AGE_KEY_FILE or HOME".to_owned()),
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod init;
 pub mod instances;
 pub mod machines;
 pub mod mesher;
+pub mod secrets;
 pub mod select;
 pub mod services;
 pub mod vars;
