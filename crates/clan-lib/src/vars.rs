@@ -526,14 +526,11 @@ pub fn generate_missing(
     })
 }
 
-/// The logged-in user, as clan-core's `getpass.getuser()` tells it: `$LOGNAME`, `$USER`,
-/// `$LNAME`, `$USERNAME`, else the passwd entry of this process's user id.
+/// The logged-in user: `$USER`, else the passwd entry of this process's user id (as
+/// clan-core's `getpass.getuser()` falls back to it).
 pub fn login_user() -> Result<UserName, Error> {
-    let from_env = ["LOGNAME", "USER", "LNAME", "USERNAME"]
-        .iter()
-        .find_map(|key| std::env::var(key).ok().filter(|name| !name.is_empty()));
     let uid = nix::unistd::Uid::current();
-    let name = match from_env {
+    let name = match std::env::var("USER").ok().filter(|name| !name.is_empty()) {
         Some(name) => name,
         None => nix::unistd::User::from_uid(uid)
             .ok()
