@@ -70,6 +70,20 @@ impl Clan {
     }
 }
 
+/// A new age key in `path` (by the real age-keygen); returns its public key.
+fn age_keygen(path: &Path) -> String {
+    let keygen = Command::new("age-keygen")
+        .arg("-o")
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(keygen.status.success());
+    String::from_utf8_lossy(&keygen.stderr)
+        .trim()
+        .trim_start_matches("Public key: ")
+        .to_owned()
+}
+
 const ALICE: &str = r#"{"user-password-alice": {"user-password": "correct horse"}}"#;
 
 #[test]
@@ -787,16 +801,7 @@ fn a_second_admin_reads_every_secret_after_vars_fix() {
         assert_eq!(run.code, 0, "{args:?}: {}", run.stderr);
     }
     let bob_key = clan.dir.path().join("bob.key");
-    let keygen = Command::new("age-keygen")
-        .arg("-o")
-        .arg(&bob_key)
-        .output()
-        .unwrap();
-    assert!(keygen.status.success());
-    let bob_public = String::from_utf8_lossy(&keygen.stderr)
-        .trim()
-        .trim_start_matches("Public key: ")
-        .to_owned();
+    let bob_public = age_keygen(&bob_key);
     for args in [
         ["secrets", "users", "add", "bob", bob_public.as_str()].as_slice(),
         &["secrets", "groups", "add-user", "ops", "bob"],
@@ -891,16 +896,7 @@ fn check_and_fix_without_machines_cover_every_machine() {
 
     // A second admin joins the group both machines are in: every machine's secrets drift.
     let bob_key = clan.dir.path().join("bob.key");
-    let keygen = Command::new("age-keygen")
-        .arg("-o")
-        .arg(&bob_key)
-        .output()
-        .unwrap();
-    assert!(keygen.status.success());
-    let bob_public = String::from_utf8_lossy(&keygen.stderr)
-        .trim()
-        .trim_start_matches("Public key: ")
-        .to_owned();
+    let bob_public = age_keygen(&bob_key);
     for args in [
         ["secrets", "groups", "add-machine", "ops", "web01"].as_slice(),
         &["secrets", "groups", "add-machine", "ops", "web02"],
