@@ -89,9 +89,20 @@ impl Prompter for TerminalPrompter {
             request.prompt.description.clone()
         };
         let title = format!("{} — {label}", request.generator);
+        // A `Hinted` error stays itself inside the library's error, so its hint is shown.
+        let hidden = |multiline| {
+            ask_hidden_twice(&title, multiline).map_err(
+                |error| -> Box<dyn std::error::Error + Send + Sync> {
+                    match error.downcast::<crate::report::Hinted>() {
+                        Ok(hinted) => Box::new(hinted),
+                        Err(error) => error.into(),
+                    }
+                },
+            )
+        };
         Ok(match request.prompt.kind {
-            clan_config::PromptType::Hidden => ask_hidden_twice(&title, false)?,
-            clan_config::PromptType::MultilineHidden => ask_hidden_twice(&title, true)?,
+            clan_config::PromptType::Hidden => hidden(false)?,
+            clan_config::PromptType::MultilineHidden => hidden(true)?,
             clan_config::PromptType::Line => {
                 eprint!("{title}: ");
                 let mut line = Zeroizing::new(String::new());
