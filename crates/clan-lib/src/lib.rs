@@ -1,4 +1,4 @@
-//! The operations every clan front end calls, following clan-core's `clan_lib`: init,
+//! The operations every clan front end calls, following clan-core's `clan_lib`: init, show,
 //! machines, instances and settings, services and their schemas, select, vars, secrets,
 //! deploys (with dry run, generations and rollback) and the Data Mesher client.
 //!
@@ -20,6 +20,7 @@ pub mod mesher;
 pub mod secrets;
 pub mod select;
 pub mod services;
+pub mod show;
 pub mod vars;
 
 pub use dir::find_clan_dir;
