@@ -190,3 +190,37 @@ pub fn rollback(
     }
     Ok(run_agent(&host, &words)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(number: u64, generation: &str, action: &str) -> HistoryEntry {
+        HistoryEntry {
+            number,
+            generation: generation.to_owned(),
+            time: number,
+            action: action.to_owned(),
+            detail: None,
+        }
+    }
+
+    #[test]
+    fn the_current_entry_is_the_last_that_made_the_current_generation_current() {
+        let generations = Generations {
+            current: Some("a".into()),
+            history: vec![
+                entry(1, "a", "deploy"),
+                entry(2, "b", "deploy"),
+                entry(3, "a", "magic-rollback"),
+                entry(4, "a", "failed"),
+            ],
+        };
+        assert_eq!(generations.current_entry(), Some(2));
+        let none = Generations {
+            current: None,
+            history: vec![entry(1, "a", "failed")],
+        };
+        assert_eq!(none.current_entry(), None);
+    }
+}

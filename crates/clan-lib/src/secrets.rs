@@ -325,3 +325,34 @@ pub fn parse_recipients(args: &[String]) -> Result<Vec<Recipient>, Error> {
     }
     Ok(keys)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recipients_come_from_public_keys_or_key_files_never_private_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("keys.txt");
+        let identity = age::x25519::Identity::generate();
+        let public = identity.to_public().to_string();
+        {
+            use age::secrecy::ExposeSecret as _;
+            std::fs::write(&file, format!("{}\n", identity.to_string().expose_secret())).unwrap();
+        }
+        let from_file = parse_recipients(&[file.display().to_string()]).unwrap();
+        assert_eq!(from_file.len(), 1);
+        assert_eq!(from_file[0].as_str(), public);
+        let given = parse_recipients(std::slice::from_ref(&public)).unwrap();
+        assert_eq!(given[0].as_str(), public);
+        assert!(matches!(
+            parse_recipients(&["AGE-SECRET-KEY-1XYZ".into()]),
+            Err(Error::PrivateKeyGiven)
+        ));
+        assert!(matches!(
+            parse_recipients(&["neither".into()]),
+            Err(Error::NotAKey { .. })
+        ));
+        assert!(matches!(parse_recipients(&[]), Err(Error::NoKeyGiven)));
+    }
+}
