@@ -26,6 +26,12 @@ pub struct Changed {
     pub rekey_failures: Vec<(PathBuf, clan_secrets::Error)>,
 }
 
+/// A member with its public keys: a user has one or more, a machine exactly one.
+pub enum Keyed<'a> {
+    User(&'a UserName, &'a [Recipient]),
+    Machine(&'a MachineName, &'a Recipient),
+}
+
 /// The clan's `sops/` tree and where the admin's keys are.
 pub struct Secrets {
     store: SopsDir,
@@ -146,53 +152,40 @@ impl Secrets {
         self.change(progress, |store| Ok(store.rename_secret(secret, new_name)?))
     }
 
-    /// Adds user `user` with `keys` (or replaces its keys with `force`).
-    pub fn add_user(
+    /// Adds a user or a machine with its keys (or replaces them with `force`), re-keying what
+    /// it may read.
+    pub fn add(
         &self,
-        user: &UserName,
-        keys: &[Recipient],
+        keyed: Keyed,
         force: bool,
         progress: &dyn Progress,
     ) -> Result<Changed, Error> {
         let identities = Identities::discover(&self.sources)?;
         self.rekey(progress, |store| {
-            Ok(store.add_user(user, keys, force, &identities)?)
+            Ok(match keyed {
+                Keyed::User(user, keys) => store.add_user(user, keys, force, &identities)?,
+                Keyed::Machine(machine, key) => {
+                    store.add_machine(machine, key, force, &identities)?
+                }
+            })
         })
     }
 
-    /// Adds machine `machine` with its public key (or replaces it with `force`).
-    pub fn add_machine(
-        &self,
-        machine: &MachineName,
-        key: &Recipient,
-        force: bool,
-        progress: &dyn Progress,
-    ) -> Result<Changed, Error> {
-        let identities = Identities::discover(&self.sources)?;
-        self.rekey(progress, |store| {
-            Ok(store.add_machine(machine, key, force, &identities)?)
-        })
-    }
-
-    pub fn add_user_keys(
+    /// Adds `keys` to user `user` (`add`), or removes them (never its last one).
+    pub fn user_keys(
         &self,
         user: &UserName,
         keys: &[Recipient],
+        add: bool,
         progress: &dyn Progress,
     ) -> Result<Changed, Error> {
         self.rekey(progress, |store| {
-            Ok(store.add_user_keys(user, keys, &self.identities()?)?)
-        })
-    }
-
-    pub fn remove_user_keys(
-        &self,
-        user: &UserName,
-        keys: &[Recipient],
-        progress: &dyn Progress,
-    ) -> Result<Changed, Error> {
-        self.rekey(progress, |store| {
-            Ok(store.remove_user_keys(user, keys, &self.identities()?)?)
+            let identities = self.identities()?;
+            Ok(if add {
+                store.add_user_keys(user, keys, &identities)?
+            } else {
+                store.remove_user_keys(user, keys, &identities)?
+            })
         })
     }
 

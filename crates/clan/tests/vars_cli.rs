@@ -871,22 +871,15 @@ fn a_machine_without_generators_checks_clean() {
 #[test]
 fn check_and_fix_without_machines_cover_every_machine() {
     let clan = Clan::new();
-    let check = clan.run(&["vars", "check"], b"");
-    assert_eq!(check.code, 1, "{}", check.stderr);
-    assert!(
-        check.stderr.contains("`clan vars generate web01 web02`"),
-        "{}",
-        check.stderr
-    );
+    let check_fails_hinting = |hint: &str| {
+        let check = clan.run(&["vars", "check"], b"");
+        assert_eq!(check.code, 1, "{}", check.stderr);
+        assert!(check.stderr.contains(hint), "{}", check.stderr);
+    };
+    check_fails_hinting("`clan vars generate web01 web02`");
     let generated = clan.generate(&["web01"], ALICE);
     assert_eq!(generated.code, 0, "{}", generated.stderr);
-    let check = clan.run(&["vars", "check"], b"");
-    assert_eq!(check.code, 1, "{}", check.stderr);
-    assert!(
-        check.stderr.contains("`clan vars generate web02`"),
-        "{}",
-        check.stderr
-    );
+    check_fails_hinting("`clan vars generate web02`");
     assert_eq!(clan.run(&["vars", "check", "web01"], b"").code, 0);
     let generated = clan.generate(&[], "");
     assert_eq!(generated.code, 0, "{}", generated.stderr);
@@ -906,13 +899,7 @@ fn check_and_fix_without_machines_cover_every_machine() {
         let run = clan.run(args, b"");
         assert_eq!(run.code, 0, "{args:?}: {}", run.stderr);
     }
-    let check = clan.run(&["vars", "check"], b"");
-    assert_eq!(check.code, 1, "{}", check.stderr);
-    assert!(
-        check.stderr.contains("`clan vars fix web01 web02`"),
-        "{}",
-        check.stderr
-    );
+    check_fails_hinting("`clan vars fix web01 web02`");
     let fix = clan.run(&["vars", "fix"], b"");
     assert_eq!(fix.code, 0, "{}", fix.stderr);
     assert_eq!(clan.run(&["vars", "check"], b"").code, 0);

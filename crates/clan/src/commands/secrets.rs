@@ -6,7 +6,7 @@ use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clan_lib::secrets::{Changed, KeyGeneration, Secrets};
+use clan_lib::secrets::{Changed, KeyGeneration, Keyed, Secrets};
 use clan_secrets::{
     GroupName, Identities, KeySources, MachineName, Member, Recipient, SecretName, UserName,
 };
@@ -348,7 +348,7 @@ fn run_users(command: UsersCommand, secrets: &Secrets) -> anyhow::Result<ExitCod
         UsersCommand::List => print_lines(store.users()?.iter().map(UserName::as_str)),
         UsersCommand::Add { user, keys, force } => {
             let keys = parse_keys(keys)?;
-            finish(secrets.add_user(&user, &keys, force, &Terminal)?)
+            finish(secrets.add(Keyed::User(&user, &keys), force, &Terminal)?)
         }
         UsersCommand::Get { user } => {
             let keys = store.keys_of(clan_secrets::MemberKind::User, user.as_str())?;
@@ -371,11 +371,11 @@ fn run_users(command: UsersCommand, secrets: &Secrets) -> anyhow::Result<ExitCod
         }
         UsersCommand::AddKey { user, keys } => {
             let keys = parse_keys(keys)?;
-            finish(secrets.add_user_keys(&user, &keys, &Terminal)?)
+            finish(secrets.user_keys(&user, &keys, true, &Terminal)?)
         }
         UsersCommand::RemoveKey { user, keys } => {
             let keys = parse_keys(keys)?;
-            finish(secrets.remove_user_keys(&user, &keys, &Terminal)?)
+            finish(secrets.user_keys(&user, &keys, false, &Terminal)?)
         }
         UsersCommand::AddSecret { user, secret } => {
             finish(secrets.grant(&secret, &Member::User(user), true, &Terminal)?)
@@ -399,7 +399,7 @@ fn run_machines(command: MachinesCommand, secrets: &Secrets) -> anyhow::Result<E
             let [key] = keys.as_slice() else {
                 return Err(clan_lib::Error::OneMachineKey.into());
             };
-            finish(secrets.add_machine(&machine, key, force, &Terminal)?)
+            finish(secrets.add(Keyed::Machine(&machine, key), force, &Terminal)?)
         }
         MachinesCommand::Get { machine } => print_lines(
             store
