@@ -135,6 +135,15 @@ pub struct Generations {
     pub history: Vec<HistoryEntry>,
 }
 
+impl Generations {
+    /// The index in `history` of the entry that made the current generation current.
+    pub fn current_entry(&self) -> Option<usize> {
+        self.history.iter().rposition(|entry| {
+            Some(&entry.generation) == self.current.as_ref() && entry.action != "failed"
+        })
+    }
+}
+
 /// The first 12 characters of a generation id, for people. Ids also come from machines'
 /// answers, so any text is cut on a character boundary.
 pub fn short(id: &str) -> &str {

@@ -13,6 +13,7 @@
 mod atomic;
 pub mod bytes;
 pub mod certificate;
+pub mod client;
 pub mod config;
 pub mod http;
 pub mod index;

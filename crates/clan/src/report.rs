@@ -3,10 +3,16 @@
 
 use std::process::ExitCode;
 
-pub use clan_agent::report::{hinted, EXIT_FAILED};
+pub use clan_agent::report::{hinted, Hinted, EXIT_FAILED};
 
 /// The hint of a library error, if `cause` is one.
 fn library_hint(cause: &(dyn std::error::Error + 'static)) -> Option<String> {
+    if let Some(error) = cause.downcast_ref::<clan_lib::Error>() {
+        return error.hint();
+    }
+    if let Some(error) = cause.downcast_ref::<clan_lib::mesher::Error>() {
+        return error.hint();
+    }
     if let Some(error) = cause.downcast_ref::<clan_secrets::Error>() {
         return error.hint();
     }
