@@ -50,10 +50,8 @@ fn deploy_summary_and_events() {
     };
     // `web` resolves through the testbed's ssh_config, so the target reads the same every run.
     f.commit_clan_toml(
-        &format!(
-            "[meta]\nname = \"test\"\ndomain = \"invalid\"\n\n[machines.web]\ndeploy.targetHost = \"root@web\"\n\n\
-             [instances.hello]\nmodule.name = \"hello-world\"\nroles.default.tags = [\"all\"]\n"
-        ),
+        "[meta]\nname = \"test\"\ndomain = \"invalid\"\n\n[machines.web]\ndeploy.targetHost = \"root@web\"\n\n\
+         [instances.hello]\nmodule.name = \"hello-world\"\nroles.default.tags = [\"all\"]\n",
         "init",
     );
     let mut t = Transcript::default();
