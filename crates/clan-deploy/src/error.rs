@@ -133,9 +133,9 @@ impl From<clan_eval::Error> for Error {
     }
 }
 
-impl Error {
+impl clan_error::Hint for Error {
     /// What the user should do next, when there is something to say.
-    pub fn hint(&self) -> Option<String> {
+    fn hint(&self) -> Option<String> {
         match self {
             Error::Ssh {
                 machine, failure, ..
@@ -180,6 +180,20 @@ impl Error {
         }
     }
 
+    /// Whatever went wrong with one machine (unreachable, a failed activation, an invalid
+    /// configuration for it) is a failure of the run; local I/O is not.
+    fn exit(&self) -> clan_error::Exit {
+        match self {
+            Error::Eval(error) => error.exit(),
+            _ if self.machine().is_some() => clan_error::Exit::Failed,
+            _ => clan_error::Exit::Error,
+        }
+    }
+}
+
+clan_error::register!(Error);
+
+impl Error {
     /// The stage-independent machine name, when the error is about one machine.
     pub fn machine(&self) -> Option<&str> {
         match self {

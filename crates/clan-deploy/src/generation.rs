@@ -525,6 +525,17 @@ pub fn read_bundle(mut reader: impl BufRead, expected_id: &str) -> Result<Receiv
     })
 }
 
+impl clan_error::Hint for BundleError {}
+
+/// A configuration that cannot be deployed fails its validation.
+impl clan_error::Hint for InvalidConfig {
+    fn exit(&self) -> clan_error::Exit {
+        clan_error::Exit::Failed
+    }
+}
+
+clan_error::register!(BundleError, InvalidConfig);
+
 #[cfg(test)]
 mod tests {
     use super::*;

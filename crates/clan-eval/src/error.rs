@@ -38,8 +38,8 @@ pub enum Error {
     NoMachineWithTags { tags: Vec<String> },
 }
 
-impl Error {
-    pub fn hint(&self) -> Option<String> {
+impl clan_error::Hint for Error {
+    fn hint(&self) -> Option<String> {
         match self {
             Self::Inventory(error) => error.hint(),
             Self::Service(error) => error.hint(),
@@ -49,11 +49,25 @@ impl Error {
                  implied)"
                     .to_owned(),
             ),
-            Self::Conflict { .. } => Some(
-                "make the two services agree, or drop one of them from this machine".to_owned(),
-            ),
+            Self::Conflict { conflict, .. } => conflict.hint(),
             Self::Cache { .. } => Some("set XDG_CACHE_HOME to a writable directory".to_owned()),
             Self::Read { .. } => None,
         }
     }
+
+    /// An invalid service result or two services disagreeing is a failed validation; an
+    /// unknown machine or tag on the command line is a usage error.
+    fn exit(&self) -> clan_error::Exit {
+        match self {
+            Self::Inventory(error) => error.exit(),
+            Self::Service(error) => error.exit(),
+            Self::Invalid { .. } | Self::Conflict { .. } => clan_error::Exit::Failed,
+            Self::Read { .. }
+            | Self::Cache { .. }
+            | Self::UnknownMachine { .. }
+            | Self::NoMachineWithTags { .. } => clan_error::Exit::Error,
+        }
+    }
 }
+
+clan_error::register!(Error);

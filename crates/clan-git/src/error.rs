@@ -35,9 +35,11 @@ impl Error {
             source,
         }
     }
+}
 
+impl clan_error::Hint for Error {
     /// What the user can do about this error, when there is something.
-    pub fn hint(&self) -> Option<String> {
+    fn hint(&self) -> Option<String> {
         match self {
             Error::Git { .. } => Some("see git's message above; `git status` shows the state of the repository".to_owned()),
             Error::Journal { path } => Some(format!(
@@ -48,3 +50,5 @@ impl Error {
         }
     }
 }
+
+clan_error::register!(Error);

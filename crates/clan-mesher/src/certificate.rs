@@ -219,6 +219,10 @@ impl Certificate {
     }
 }
 
+impl clan_error::Hint for CertificateError {}
+impl clan_error::Hint for CertificateFileError {}
+clan_error::register!(CertificateError, CertificateFileError);
+
 #[cfg(test)]
 mod tests {
     use super::*;

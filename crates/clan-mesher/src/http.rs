@@ -272,6 +272,21 @@ pub fn call(
     Ok((status, answer[split + 4..].to_vec()))
 }
 
+impl clan_error::Hint for ClientError {
+    fn hint(&self) -> Option<String> {
+        match self {
+            ClientError::Connect { .. } => Some(
+                "on a clan machine see `systemctl status data-mesher`; elsewhere start it with \
+                 `clan mesher run --config <dm.toml>`"
+                    .to_owned(),
+            ),
+            ClientError::Malformed { .. } => None,
+        }
+    }
+}
+
+clan_error::register!(ClientError);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -168,6 +168,9 @@ impl fmt::Debug for SecretKey {
     }
 }
 
+impl clan_error::Hint for KeyError {}
+clan_error::register!(KeyError);
+
 #[cfg(test)]
 mod tests {
     use super::*;

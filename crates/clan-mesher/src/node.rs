@@ -1258,3 +1258,7 @@ fn without_peer_id(address: &Multiaddr) -> Multiaddr {
         .filter(|protocol| !matches!(protocol, Protocol::P2p(_)))
         .collect()
 }
+
+impl clan_error::Hint for MesherError {}
+impl clan_error::Hint for PublishError {}
+clan_error::register!(MesherError, PublishError);

@@ -226,6 +226,9 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
     Ok(())
 }
 
+impl clan_error::Hint for StoreError {}
+clan_error::register!(StoreError);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -114,3 +114,23 @@ impl Error {
         }
     }
 }
+
+impl clan_error::Hint for Error {
+    fn hint(&self) -> Option<String> {
+        match self {
+            Error::NotRoot => Some("run `sudo clan testbed up`".to_owned()),
+            _ => None,
+        }
+    }
+
+    /// A machine that does not boot or whose sshd never answers failed; the rest means the
+    /// testbed could not be driven at all.
+    fn exit(&self) -> clan_error::Exit {
+        match self {
+            Error::BootTimeout { .. } | Error::MachineExited { .. } => clan_error::Exit::Failed,
+            _ => clan_error::Exit::Error,
+        }
+    }
+}
+
+clan_error::register!(Error);

@@ -1,6 +1,6 @@
 //! The errors of this crate. Each names its subject — machine, generator, file, path relative
-//! to the clan directory — and keeps the cause as `source`; [`Error::hint`] says what the user
-//! can do next.
+//! to the clan directory — and keeps the cause as `source`; their `clan_error::Hint` says what the
+//! user can do next.
 
 use std::path::PathBuf;
 
@@ -188,9 +188,11 @@ impl Error {
             source,
         }
     }
+}
 
+impl clan_error::Hint for Error {
     /// What the user can do about this error, when there is something.
-    pub fn hint(&self) -> Option<String> {
+    fn hint(&self) -> Option<String> {
         Some(match self {
             Error::Secrets(error) => return error.hint(),
             Error::SharedConflict { generator, .. } => format!(
@@ -235,4 +237,25 @@ impl Error {
             _ => return None,
         })
     }
+
+    /// Generators that fail, disagree or form a cycle fail the command; a machine, generator
+    /// or file that does not exist, a missing key or tool, or I/O, mean it could not run.
+    fn exit(&self) -> clan_error::Exit {
+        match self {
+            Error::Secrets(error) => error.exit(),
+            Error::BadOutput { .. }
+            | Error::SharedConflict { .. }
+            | Error::UnknownDependency { .. }
+            | Error::SharedDependsOnMachine { .. }
+            | Error::Cycle { .. }
+            | Error::InvalidName { .. }
+            | Error::TimedOut { .. }
+            | Error::ScriptFailed { .. }
+            | Error::FileNotProduced { .. }
+            | Error::DependencyFailed { .. } => clan_error::Exit::Failed,
+            _ => clan_error::Exit::Error,
+        }
+    }
 }
+
+clan_error::register!(Error);

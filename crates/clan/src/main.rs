@@ -79,6 +79,15 @@ fn restore_sigpipe() {
 fn main() -> ExitCode {
     restore_sigpipe();
     let cli = Cli::parse();
+    catching_bugs(|| run(cli))
+}
+
+/// A panic is a bug: the hook has described it; the exit status says so (2, not Rust's 101).
+fn catching_bugs(run: impl FnOnce() -> ExitCode + std::panic::UnwindSafe) -> ExitCode {
+    std::panic::catch_unwind(run).unwrap_or_else(|_| report::print_bug())
+}
+
+fn run(cli: Cli) -> ExitCode {
     let context = commands::Context {
         clan_dir: cli.flake,
     };
@@ -101,5 +110,17 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(error) => report::print_error(&error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bug_exits_with_2() {
+        let code = catching_bugs(|| panic!("a bug"));
+        assert_eq!(code, ExitCode::from(report::EXIT_ERROR));
+        assert_eq!(catching_bugs(|| ExitCode::SUCCESS), ExitCode::SUCCESS);
     }
 }

@@ -1,13 +1,18 @@
-//! Renders errors for people: `error: …`, then each `Caused by: …`, then a `hint: …` when one
-//! of the library errors in the chain knows what the user should do next.
+//! Renders errors for people: `error: …`, then each `Caused by: …` (a cause already in the
+//! message above it is not repeated), then a `hint: …` when an error in the chain knows what
+//! the user should do next; and the exit status the error means. It knows no library: every
+//! library error implements `clan_error::Hint` and registers itself, and [`Hinted`] carries
+//! the hints only the binary can give.
 
 use std::fmt::Display;
 use std::process::ExitCode;
 
+use clan_error::Exit;
+
 /// Exit status for "ran, but something failed" (a machine failed, a check found problems).
-pub const EXIT_FAILED: u8 = 1;
+pub const EXIT_FAILED: u8 = Exit::Failed.code();
 /// Exit status for usage errors and internal errors.
-pub const EXIT_ERROR: u8 = 2;
+pub const EXIT_ERROR: u8 = Exit::Error.code();
 
 /// An error with a hint attached by the binary, for cases the libraries cannot know about.
 #[derive(Debug)]
@@ -24,6 +29,14 @@ impl Display for Hinted {
 
 impl std::error::Error for Hinted {}
 
+impl clan_error::Hint for Hinted {
+    fn hint(&self) -> Option<String> {
+        Some(self.hint.clone())
+    }
+}
+
+clan_error::register!(Hinted);
+
 /// Builds an error whose rendering ends with `hint: …`.
 pub fn hinted(message: impl Into<String>, hint: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(Hinted {
@@ -32,36 +45,29 @@ pub fn hinted(message: impl Into<String>, hint: impl Into<String>) -> anyhow::Er
     })
 }
 
-/// The first hint any error in the chain offers.
-fn hint_for(error: &anyhow::Error) -> Option<String> {
-    // A `Hinted` given as `.context(…)` is reached through anyhow, not through the chain.
-    if let Some(hinted) = error.downcast_ref::<Hinted>() {
-        return Some(hinted.hint.clone());
+/// What `error` prints: the message, each cause once, the hint.
+fn render(error: &anyhow::Error) -> String {
+    let causes = clan_error::causes(error.chain());
+    let mut text = String::new();
+    for (index, cause) in causes.iter().enumerate() {
+        let prefix = if index == 0 {
+            "error: "
+        } else {
+            "  Caused by: "
+        };
+        text.push_str(prefix);
+        text.push_str(cause);
+        text.push('\n');
     }
-    error.chain().find_map(|cause| {
-        if let Some(hinted) = cause.downcast_ref::<Hinted>() {
-            return Some(hinted.hint.clone());
-        }
-        if let Some(error) = cause.downcast_ref::<clan_secrets::Error>() {
-            return error.hint();
-        }
-        if let Some(error) = cause.downcast_ref::<clan_inventory::Error>() {
-            return error.hint();
-        }
-        if let Some(error) = cause.downcast_ref::<clan_eval::Error>() {
-            return error.hint();
-        }
-        if let Some(error) = cause.downcast_ref::<clan_deploy::Error>() {
-            return error.hint();
-        }
-        if let Some(error) = cause.downcast_ref::<clan_vars::Error>() {
-            return error.hint();
-        }
-        if let Some(error) = cause.downcast_ref::<clan_git::Error>() {
-            return error.hint();
-        }
-        None
-    })
+    // A `Hinted` given as `.context(…)` is reached through anyhow, not through the chain.
+    let hint = error
+        .downcast_ref::<Hinted>()
+        .map(|hinted| hinted.hint.clone())
+        .or_else(|| clan_error::hint(error.chain()));
+    if let Some(hint) = hint {
+        text.push_str(&format!("hint: {hint}\n"));
+    }
+    text
 }
 
 /// Prints `error` to stderr and returns the exit code for it.
@@ -69,13 +75,16 @@ pub fn print_error(error: &anyhow::Error) -> ExitCode {
     if is_broken_pipe(error) {
         return ExitCode::SUCCESS;
     }
-    eprintln!("error: {error}");
-    for cause in error.chain().skip(1) {
-        eprintln!("  Caused by: {cause}");
-    }
-    if let Some(hint) = hint_for(error) {
-        eprintln!("hint: {hint}");
-    }
+    eprint!("{}", render(error));
+    ExitCode::from(clan_error::exit(error.chain()).code())
+}
+
+/// The exit code after a panic (a bug), which the panic hook has already described.
+pub fn print_bug() -> ExitCode {
+    eprintln!(
+        "error: clan stopped on an internal error (a bug), described above\n\
+         hint: please report it, with the command you ran"
+    );
     ExitCode::from(EXIT_ERROR)
 }
 
@@ -85,4 +94,41 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
             .downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot load the clan: {source}")]
+    struct Embeds {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn a_cause_is_printed_once() {
+        let io = std::io::Error::other("disk on fire");
+        let error = anyhow::Error::new(Embeds { source: io }).context("machines list");
+        assert_eq!(
+            render(&error),
+            "error: machines list\n  Caused by: cannot load the clan: disk on fire\n"
+        );
+    }
+
+    #[test]
+    fn hints_come_from_contexts_and_from_library_errors() {
+        let error = anyhow::Error::new(std::io::Error::other("x")).context(Hinted {
+            message: "outer".into(),
+            hint: "do this".into(),
+        });
+        assert!(
+            render(&error).ends_with("hint: do this\n"),
+            "{}",
+            render(&error)
+        );
+        let missing = clan_select::select("nosuch", &serde_json::json!({"a": 1})).unwrap_err();
+        let error = anyhow::Error::new(missing).context("select");
+        assert!(render(&error).ends_with("hint: `clan select '*'` lists the roots\n"));
+    }
 }

@@ -46,7 +46,8 @@ impl Session {
         step
     }
 
-    /// A step that must fail with `code`.
+    /// A step that must fail with `code`: 1 when the clan failed a check or validation
+    /// (clan.toml, an edit of it, a service), 2 when the command could not do its job.
     fn fails(&mut self, code: i32, args: &[&str], stdin: &str) -> Step {
         let step = self.clan(args, stdin);
         assert_eq!(step.code, code, "clan {args:?}: {}", step.stderr);
@@ -73,7 +74,7 @@ fn machines_and_instances() {
     s.ok(&["machines", "list", "--tags", "web"], "");
     s.ok(&["machines", "list", "--json"], "");
     s.ok(&["machines", "create", "laptop", "--tags", "desktop"], "");
-    s.fails(2, &["machines", "create", "laptop"], "");
+    s.fails(1, &["machines", "create", "laptop"], "");
     s.fails(2, &["machines", "create", "Bad_Name"], "");
     s.ok(
         &["instances", "create", "hello", "--service", "hello-world"],
@@ -81,8 +82,8 @@ fn machines_and_instances() {
     );
     s.ok(&["instances", "add", "hello", "default", "tag:web"], "");
     s.ok(&["instances", "add", "hello", "default", "db01"], "");
-    s.fails(2, &["instances", "add", "hello", "default", "nosuch"], "");
-    s.fails(2, &["instances", "add", "hello", "nosuchrole", "db01"], "");
+    s.fails(1, &["instances", "add", "hello", "default", "nosuch"], "");
+    s.fails(1, &["instances", "add", "hello", "nosuchrole", "db01"], "");
     s.ok(&["instances", "list"], "");
     s.ok(&["instances", "list", "--json"], "");
     s.ok(&["show"], "");
@@ -109,6 +110,10 @@ fn secrets() {
     s.ok(&["secrets", "rename", "tls", "tls-cert"], "");
     s.ok(&["secrets", "remove", "db-password"], "");
     s.ok(&["secrets", "list"], "");
+    // Not JSON: the parser's message is part of the error above it and printed once.
+    s.workspace
+        .write("sops/secrets/tls-cert/secret", "{not json");
+    s.fails(2, &["secrets", "get", "tls-cert"], "");
     s.fails(2, &["secrets", "get", "nosuch"], "");
     s.fails(2, &["secrets", "set", "../escape"], "x");
     s.fails(2, &["secrets", "set", "x", "--group", "nobody"], "x");
@@ -163,12 +168,12 @@ fn errors_with_hints() {
         "clan.toml",
         "[meta]\nname = \"home\"\n[machines.web01]\ntagz = [\"web\"]\n",
     );
-    s.fails(2, &["machines", "list"], "");
+    s.fails(1, &["machines", "list"], "");
     s.workspace.write(
         "clan.toml",
         "[meta]\nname = \"home\"\n[machines.web01]\n[instances.x]\nmodule.name = \"nosuch\"\n",
     );
-    s.fails(2, &["show"], "");
+    s.fails(1, &["show"], "");
     s.workspace.write("clan.toml", FLEET);
     s.fails(2, &["select", "machines.*.[tags"], "");
     s.fails(2, &["machines", "update", "nosuch"], "");
@@ -315,4 +320,45 @@ fn testbed_without_machines() {
         &["testbed", "down", "--state-dir", &state],
     );
     assert_transcript!("testbed_without_machines", t);
+}
+
+/// One command per exit status: 0 ok; 1 ran and something failed (a check, a validation, a
+/// machine); 2 could not do its job (usage, the environment). A bug (a panic) is 2 as well,
+/// tested beside `main`.
+#[test]
+fn exit_codes_by_category() {
+    let mut s = Session::new(FLEET, |workspace| {
+        workspace.machine_generators("web01", GENERATORS);
+    });
+    s.transcript.note("0: done");
+    s.ok(&["machines", "list"], "");
+    s.transcript.note("1: a check found problems");
+    s.fails(1, &["vars", "check", "web01"], "");
+    s.transcript
+        .note("1: a machine failed (nothing listens on port 1)");
+    s.fails(
+        1,
+        &[
+            "machines",
+            "update",
+            "db01",
+            "--target-host",
+            "root@127.0.0.1:1",
+        ],
+        "",
+    );
+    s.transcript.note("2: usage errors");
+    s.fails(2, &["machines", "show", "nosuch"], "");
+    s.fails(2, &["machines", "frobnicate"], "");
+    s.transcript
+        .note("2: the environment (a key file that is not there)");
+    std::fs::remove_file(s.workspace.dir.path().join("admin.key")).unwrap();
+    s.fails(2, &["secrets", "get", "x"], "");
+    s.transcript.note("1: a validation (clan.toml)");
+    s.workspace.write(
+        "clan.toml",
+        "[meta]\nname = \"home\"\n[machines.web01]\ntags = \"web\"\n",
+    );
+    s.fails(1, &["machines", "list"], "");
+    assert_transcript!("exit_codes_by_category", s.transcript);
 }

@@ -74,6 +74,15 @@ impl AgentError {
     }
 }
 
+/// Whatever fails on the machine fails the deploy.
+impl clan_error::Hint for AgentError {
+    fn exit(&self) -> clan_error::Exit {
+        clan_error::Exit::Failed
+    }
+}
+
+clan_error::register!(AgentError);
+
 /// What `clan agent status` reports.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use clan_error::Hint as _;
 use clan_secrets::{
     Admin, Changes, GroupName, Identities, KeySources, MachineName, Member, Recipient, RekeyReport,
     SecretName, SopsDir, UserName,

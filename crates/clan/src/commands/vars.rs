@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use clan_error::Hint as _;
 use clan_secrets::{Admin, Identities, KeySources, MachineName, Plaintext, SopsDir, UserName};
 use clan_vars::{
     ops, Answers, Confinement, Graph, Plan, PromptRequest, RunOptions, Selection, VarsStore,
