@@ -131,7 +131,7 @@ fn remove_stale_git_locks(repo: &Repo, done: &mut Vec<Recovered>) -> Result<(), 
             continue;
         };
         if metadata.is_file() && !held_open(&metadata) {
-            fs::remove_file(&path).map_err(Error::io("remove", &path))?;
+            fs::remove_file(&path).map_err(clan_error::io("remove", &path))?;
             done.push(Recovered::StaleGitLock { path });
         }
     }
@@ -226,14 +226,14 @@ pub(crate) fn write_journal(lock: &ClanLock, repo: &Repo, scope: &[&Path]) -> Re
         file.sync_data()?;
         fs::rename(&temp, &path)
     };
-    write().map_err(Error::io("write", &path))
+    Ok(write().map_err(clan_error::io("write", &path))?)
 }
 
 pub(crate) fn remove_journal(repo: &Repo) -> Result<(), Error> {
     let path = journal_path(repo);
     match fs::remove_file(&path) {
         Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
-            Err(Error::io("remove", &path)(error))
+            Err(clan_error::io("remove", &path)(error).into())
         }
         _ => Ok(()),
     }
@@ -244,7 +244,7 @@ fn read_journal(path: &Path) -> Result<Option<(String, Vec<PathBuf>)>, Error> {
     let bytes = match fs::read(path) {
         Ok(bytes) => bytes,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(error) => return Err(Error::io("read", path)(error)),
+        Err(error) => return Err(clan_error::io("read", path)(error).into()),
     };
     let mut fields = bytes.split(|&b| b == 0);
     let (Some(JOURNAL_HEADER), Some(command)) = (fields.next(), fields.next()) else {
@@ -320,9 +320,9 @@ fn walk_temporaries(dir: &Path, done: &mut Vec<Recovered>) -> Result<(), Error> 
         Ok(metadata) if metadata.is_dir() => {}
         _ => return Ok(()),
     }
-    let entries = fs::read_dir(dir).map_err(Error::io("list", dir))?;
+    let entries = fs::read_dir(dir).map_err(clan_error::io("list", dir))?;
     for entry in entries {
-        let entry = entry.map_err(Error::io("list", dir))?;
+        let entry = entry.map_err(clan_error::io("list", dir))?;
         let path = entry.path();
         if is_temporary(&entry.file_name()) {
             remove(&path, done)?;
@@ -338,7 +338,7 @@ fn remove(path: &Path, done: &mut Vec<Recovered>) -> Result<(), Error> {
         Ok(metadata) if metadata.is_dir() => fs::remove_dir_all(path),
         _ => fs::remove_file(path),
     };
-    removed.map_err(Error::io("remove", path))?;
+    removed.map_err(clan_error::io("remove", path))?;
     done.push(Recovered::Temporary {
         path: path.to_path_buf(),
     });

@@ -170,11 +170,7 @@ pub(crate) fn write_private_at(path: &Path, content: &[u8]) -> Result<(), Error>
             .recursive(true)
             .mode(0o700)
             .create(dir)
-            .map_err(|source| Error::Io {
-                action: "create",
-                path: dir.to_path_buf(),
-                source,
-            })?;
+            .map_err(clan_error::io("create", dir))?;
     }
     Ok(Tree::open(dir)?.write(Path::new(name), content, WriteOptions::new(0o600))?)
 }

@@ -32,14 +32,9 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    /// A file operation failed.
-    #[error("{action} `{}`", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// A file operation that failed, naming the action and the path.
+    #[error(transparent)]
+    Io(#[from] clan_error::IoError),
 
     /// A machine name a caller gave is not usable.
     #[error("invalid machine name `{name}`: {reason}")]
@@ -100,20 +95,6 @@ pub enum Error {
 
 /// Result with the testbed's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-impl Error {
-    pub(crate) fn io(
-        action: &'static str,
-        path: impl Into<PathBuf>,
-    ) -> impl FnOnce(std::io::Error) -> Error {
-        let path = path.into();
-        move |source| Error::Io {
-            action,
-            path,
-            source,
-        }
-    }
-}
 
 impl clan_error::Hint for Error {
     fn hint(&self) -> Option<String> {

@@ -56,7 +56,7 @@ impl State {
                     state_dir: state_dir.to_path_buf(),
                 })
             }
-            Err(error) => return Err(Error::io("reading", &path)(error)),
+            Err(error) => return Err(clan_error::io("read", &path)(error).into()),
         };
         let state: State = serde_json::from_str(&text).map_err(|source| Error::StateFile {
             path: path.clone(),
@@ -79,15 +79,15 @@ impl State {
             path: path.clone(),
             source,
         })?;
-        fs::write(&temporary, text + "\n").map_err(Error::io("writing", &temporary))?;
-        fs::rename(&temporary, &path).map_err(Error::io("replacing", &path))
+        fs::write(&temporary, text + "\n").map_err(clan_error::io("write", &temporary))?;
+        Ok(fs::rename(&temporary, &path).map_err(clan_error::io("replace", &path))?)
     }
 
     pub fn remove(state_dir: &Path) -> Result<()> {
         let path = state_dir.join(FILE_NAME);
         match fs::remove_file(&path) {
             Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
-                Err(Error::io("removing", &path)(error))
+                Err(clan_error::io("remove", &path)(error).into())
             }
             _ => Ok(()),
         }

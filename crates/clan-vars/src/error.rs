@@ -6,12 +6,9 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("failed to {action} `{}`", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    /// A file operation that failed, naming the action and the path.
+    #[error(transparent)]
+    Io(#[from] clan_error::IoError),
 
     #[error(transparent)]
     Secrets(#[from] clan_secrets::Error),
@@ -173,20 +170,6 @@ fn produced_block(produced: &[String]) -> String {
         " (it wrote no files)".to_owned()
     } else {
         format!(" (it wrote: {})", produced.join(", "))
-    }
-}
-
-impl Error {
-    pub(crate) fn io(
-        action: &'static str,
-        path: impl Into<PathBuf>,
-    ) -> impl FnOnce(std::io::Error) -> Error {
-        let path = path.into();
-        move |source| Error::Io {
-            action,
-            path,
-            source,
-        }
     }
 }
 
