@@ -103,6 +103,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("failed to write `{}`", path.display())]
+    Cache {
+        path: PathBuf,
+        #[source]
+        source: clan_fs::Error,
+    },
     #[error("running `{program}`")]
     Spawn {
         program: String,

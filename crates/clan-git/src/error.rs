@@ -8,6 +8,10 @@ pub enum Error {
     #[error(transparent)]
     Io(#[from] clan_error::IoError),
 
+    /// The journal could not be written atomically.
+    #[error(transparent)]
+    Fs(#[from] clan_fs::Error),
+
     #[error("git {action} failed in `{}`: {message}", dir.display())]
     Git {
         action: &'static str,
@@ -28,7 +32,7 @@ impl clan_error::Hint for Error {
                 "something other than clan wrote `{}`; remove it and commit the clan's changes by hand",
                 path.display()
             )),
-            Error::Io(_) => None,
+            Error::Io(_) | Error::Fs(_) => None,
         }
     }
 }

@@ -11,7 +11,6 @@
 
 use std::ffi::OsStr;
 use std::fs;
-use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -90,6 +89,8 @@ pub(crate) fn recover(lock: &ClanLock) -> Result<Vec<Recovered>, Error> {
         return Ok(Vec::new());
     };
     let mut done = Vec::new();
+    // A journal write killed before its rename.
+    remove_temporaries(&repo.git_dir, Path::new(JOURNAL), &mut done)?;
     // Git lock files nobody holds open are clan's killed git's only when a clan command was
     // interrupted: a live git closes some of its locks while it works (a `git commit`
     // waiting in its editor), and those must stay.
@@ -218,15 +219,8 @@ pub(crate) fn write_journal(lock: &ClanLock, repo: &Repo, scope: &[&Path]) -> Re
         journal.extend_from_slice(path.as_os_str().as_bytes());
         journal.push(0);
     }
-    let path = journal_path(repo);
-    let temp = repo.git_dir.join(format!("{JOURNAL}.new"));
-    let write = || -> std::io::Result<()> {
-        let mut file = fs::File::create(&temp)?;
-        file.write_all(&journal)?;
-        file.sync_data()?;
-        fs::rename(&temp, &path)
-    };
-    Ok(write().map_err(clan_error::io("write", &path))?)
+    let options = clan_fs::WriteOptions::new(0o644);
+    Ok(clan_fs::write_file(&journal_path(repo), &journal, options)?)
 }
 
 pub(crate) fn remove_journal(repo: &Repo) -> Result<(), Error> {

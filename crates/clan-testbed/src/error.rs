@@ -36,6 +36,10 @@ pub enum Error {
     #[error(transparent)]
     Io(#[from] clan_error::IoError),
 
+    /// An atomic write of a state file that failed.
+    #[error(transparent)]
+    Fs(#[from] clan_fs::Error),
+
     /// A machine name a caller gave is not usable.
     #[error("invalid machine name `{name}`: {reason}")]
     InvalidName { name: String, reason: &'static str },

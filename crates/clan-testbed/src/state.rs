@@ -74,13 +74,16 @@ impl State {
 
     pub fn save(&self, state_dir: &Path) -> Result<()> {
         let path = state_dir.join(FILE_NAME);
-        let temporary = state_dir.join(format!(".{FILE_NAME}.tmp"));
         let text = serde_json::to_string_pretty(self).map_err(|source| Error::StateFile {
             path: path.clone(),
             source,
         })?;
-        fs::write(&temporary, text + "\n").map_err(clan_error::io("write", &temporary))?;
-        Ok(fs::rename(&temporary, &path).map_err(clan_error::io("replace", &path))?)
+        let options = clan_fs::WriteOptions::new(0o644);
+        Ok(clan_fs::write_file(
+            &path,
+            (text + "\n").as_bytes(),
+            options,
+        )?)
     }
 
     pub fn remove(state_dir: &Path) -> Result<()> {

@@ -350,10 +350,11 @@ impl Testbed {
         } else {
             String::new()
         };
-        fs::write(&known_hosts, text).map_err(clan_error::io("write", &known_hosts))?;
+        let options = clan_fs::WriteOptions::new(0o644);
+        clan_fs::write_file(&known_hosts, text.as_bytes(), options)?;
         let config = self.ssh_config();
         let text = ssh::render_config(&planned, &self.admin_key(), &known_hosts);
-        fs::write(&config, text).map_err(clan_error::io("write", &config))?;
+        clan_fs::write_file(&config, text.as_bytes(), options)?;
         self.state.save(&self.state_dir)
     }
 
