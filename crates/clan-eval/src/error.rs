@@ -20,6 +20,14 @@ pub enum Error {
         machine: String,
         conflict: clan_config::Conflict,
     },
+    /// A value a service (or the machine's config.star) returned that cannot reach a machine.
+    #[error("machine `{machine}`: {from}: {invalid}")]
+    InvalidConfig {
+        machine: String,
+        /// The fragment's source: `instance `x` (service s, role r)`.
+        from: String,
+        invalid: clan_config::InvalidName,
+    },
     #[error("cannot read `{}`", path.display())]
     Read {
         path: PathBuf,
@@ -50,6 +58,7 @@ impl clan_error::Hint for Error {
                     .to_owned(),
             ),
             Self::Conflict { conflict, .. } => conflict.hint(),
+            Self::InvalidConfig { invalid, .. } => invalid.hint(),
             Self::Cache { .. } => Some("set XDG_CACHE_HOME to a writable directory".to_owned()),
             Self::Read { .. } => None,
         }
@@ -61,7 +70,9 @@ impl clan_error::Hint for Error {
         match self {
             Self::Inventory(error) => error.exit(),
             Self::Service(error) => error.exit(),
-            Self::Invalid { .. } | Self::Conflict { .. } => clan_error::Exit::Failed,
+            Self::Invalid { .. } | Self::Conflict { .. } | Self::InvalidConfig { .. } => {
+                clan_error::Exit::Failed
+            }
             Self::Read { .. }
             | Self::Cache { .. }
             | Self::UnknownMachine { .. }

@@ -362,6 +362,45 @@ fn two_services_writing_one_file_differently_name_both() {
     insta::assert_snapshot!(clan.invalid(&["machines", "show", "web01"]));
 }
 
+/// A unit name, file mode or relative path a service returns is refused by the evaluation
+/// (`clan show`), naming the machine, the instance and the value: never left for a deploy.
+#[test]
+fn bad_names_from_a_service_fail_at_show_naming_instance_machine_and_value() {
+    for (config, expected) in [
+        (
+            r#"{"units": {"my app.service": {"content": ""}}}"#,
+            "`my app.service` is not a systemd unit name",
+        ),
+        (
+            r#"{"files": {"/etc/app.conf": {"content": "", "mode": "0688"}}}"#,
+            "file `/etc/app.conf` mode: `0688` is not an octal file mode",
+        ),
+        (
+            r#"{"files": {"etc/app.conf": {"content": ""}}}"#,
+            "file path: `etc/app.conf` is not an absolute path",
+        ),
+        (
+            r#"{"users": {"alice": {"home": "home/alice"}}}"#,
+            "user `alice` home or shell: `home/alice` is not an absolute path",
+        ),
+    ] {
+        let service = format!(
+            "{SERVICE_HEAD}def run(ctx):\n    return {{\"config\": {config}}}\n\n\
+             roles = {{\"default\": {{\"perInstance\": run}}}}\n"
+        );
+        let stderr = clan_with_service(&service).invalid(&["show"]);
+        assert!(
+            stderr.contains("machine `web01`: instance `x` (service mine, role default): "),
+            "{stderr}"
+        );
+        assert!(stderr.contains(expected), "{stderr}");
+        assert!(
+            stderr.contains("hint: fix the value in the service"),
+            "{stderr}"
+        );
+    }
+}
+
 #[test]
 fn schema_inventory_prints_the_clan_toml_schema() {
     let clan = Clan::new();
