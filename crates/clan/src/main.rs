@@ -28,6 +28,14 @@ struct Cli {
     #[arg(long, short = 'C', global = true, env = "CLAN_DIR")]
     flake: Option<std::path::PathBuf>,
 
+    /// Print only data, errors and questions: no notes, no progress.
+    #[arg(long, short = 'q', global = true, conflicts_with = "verbose")]
+    quiet: bool,
+
+    /// Also print each step of long work (every stage of every machine of a deploy).
+    #[arg(long, short = 'v', global = true)]
+    verbose: bool,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -88,6 +96,11 @@ fn catching_bugs(run: impl FnOnce() -> ExitCode + std::panic::UnwindSafe) -> Exi
 }
 
 fn run(cli: Cli) -> ExitCode {
+    commands::output::init(match (cli.quiet, cli.verbose) {
+        (true, _) => commands::output::Level::Quiet,
+        (_, true) => commands::output::Level::Verbose,
+        _ => commands::output::Level::Normal,
+    });
     let context = commands::Context {
         clan_dir: cli.flake,
     };

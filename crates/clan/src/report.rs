@@ -9,6 +9,8 @@ use std::process::ExitCode;
 
 use clan_error::Exit;
 
+use crate::commands::output::{printer, Printer, Style};
+
 /// Exit status for "ran, but something failed" (a machine failed, a check found problems).
 pub const EXIT_FAILED: u8 = Exit::Failed.code();
 /// Exit status for usage errors and internal errors.
@@ -45,17 +47,16 @@ pub fn hinted(message: impl Into<String>, hint: impl Into<String>) -> anyhow::Er
     })
 }
 
-/// What `error` prints: the message, each cause once, the hint.
-fn render(error: &anyhow::Error) -> String {
-    let causes = clan_error::causes(error.chain());
+/// What `error` prints: the message, each cause once, the hint (coloured by `printer`).
+fn render(error: &anyhow::Error, printer: &Printer) -> String {
     let mut text = String::new();
-    for (index, cause) in causes.iter().enumerate() {
-        let prefix = if index == 0 {
-            "error: "
+    for (index, cause) in clan_error::causes(error.chain()).iter().enumerate() {
+        if index == 0 {
+            text.push_str(&printer.paint("error:", Style::Error));
+            text.push(' ');
         } else {
-            "  Caused by: "
-        };
-        text.push_str(prefix);
+            text.push_str("  Caused by: ");
+        }
         text.push_str(cause);
         text.push('\n');
     }
@@ -65,7 +66,7 @@ fn render(error: &anyhow::Error) -> String {
         .map(|hinted| hinted.hint.clone())
         .or_else(|| clan_error::hint(error.chain()));
     if let Some(hint) = hint {
-        text.push_str(&format!("hint: {hint}\n"));
+        text.push_str(&format!("{} {hint}\n", printer.paint("hint:", Style::Hint)));
     }
     text
 }
@@ -75,7 +76,7 @@ pub fn print_error(error: &anyhow::Error) -> ExitCode {
     if is_broken_pipe(error) {
         return ExitCode::SUCCESS;
     }
-    eprint!("{}", render(error));
+    eprint!("{}", render(error, &printer()));
     ExitCode::from(clan_error::exit(error.chain()).code())
 }
 
@@ -106,14 +107,36 @@ mod tests {
         source: std::io::Error,
     }
 
+    fn plain() -> Printer {
+        Printer {
+            level: crate::commands::output::Level::Normal,
+            colour: false,
+            bars: false,
+        }
+    }
+
     #[test]
     fn a_cause_is_printed_once() {
         let io = std::io::Error::other("disk on fire");
         let error = anyhow::Error::new(Embeds { source: io }).context("machines list");
         assert_eq!(
-            render(&error),
+            render(&error, &plain()),
             "error: machines list\n  Caused by: cannot load the clan: disk on fire\n"
         );
+    }
+
+    #[test]
+    fn colour_marks_error_and_hint_only_when_on() {
+        let error = hinted("broken", "fix it");
+        let coloured = Printer {
+            colour: true,
+            ..plain()
+        };
+        assert_eq!(
+            render(&error, &coloured),
+            "\x1b[1;31merror:\x1b[0m broken\n\x1b[36mhint:\x1b[0m fix it\n"
+        );
+        assert_eq!(render(&error, &plain()), "error: broken\nhint: fix it\n");
     }
 
     #[test]
@@ -123,12 +146,12 @@ mod tests {
             hint: "do this".into(),
         });
         assert!(
-            render(&error).ends_with("hint: do this\n"),
+            render(&error, &plain()).ends_with("hint: do this\n"),
             "{}",
-            render(&error)
+            render(&error, &plain())
         );
         let missing = clan_select::select("nosuch", &serde_json::json!({"a": 1})).unwrap_err();
         let error = anyhow::Error::new(missing).context("select");
-        assert!(render(&error).ends_with("hint: `clan select '*'` lists the roots\n"));
+        assert!(render(&error, &plain()).ends_with("hint: `clan select '*'` lists the roots\n"));
     }
 }

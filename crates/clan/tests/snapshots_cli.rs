@@ -362,3 +362,63 @@ fn exit_codes_by_category() {
     s.fails(1, &["machines", "list"], "");
     assert_transcript!("exit_codes_by_category", s.transcript);
 }
+
+/// `-q` leaves data, errors and failures; notes go (stdout is the same either way).
+#[test]
+fn quiet_prints_no_notes() {
+    let mut s = Session::new(FLEET, |_| {});
+    s.ok(&["-q", "machines", "create", "laptop"], "");
+    s.ok(
+        &["--quiet", "secrets", "set", "db-password"],
+        "correct horse\n",
+    );
+    s.ok(&["-q", "machines", "list", "--tags", "web"], "");
+    s.fails(2, &["-q", "machines", "show", "nosuch"], "");
+    s.fails(2, &["-q", "-v", "machines", "list"], "");
+    assert_transcript!("quiet_prints_no_notes", s.transcript);
+}
+
+/// What `clan args…` shows on a terminal (a pty from `script`), stdout and stderr together.
+fn on_a_terminal(s: &Session, args: &[&str], no_colour: bool) -> String {
+    let root = s.workspace.root().display().to_string();
+    let words: Vec<&str> = [env!("CARGO_BIN_EXE_clan"), "--flake", &root]
+        .into_iter()
+        .chain(args.iter().copied())
+        .collect();
+    let line: Vec<String> = words
+        .iter()
+        .map(|word| format!("'{}'", word.replace('\'', r"'\''")))
+        .collect();
+    let mut command = std::process::Command::new("script");
+    command.args(["-qec", &line.join(" "), "/dev/null"]);
+    s.workspace.env(&mut command).env("TERM", "xterm");
+    if no_colour {
+        command.env("NO_COLOR", "1");
+    } else {
+        command.env_remove("NO_COLOR");
+    }
+    let output = command.output().expect("`script` (bsdutils) runs");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Colour marks `error:` and `hint:` on a terminal only, and never with `NO_COLOR`.
+#[test]
+fn colour_only_on_a_terminal_and_never_with_no_color() {
+    let s = Session::new(FLEET, |_| {});
+    let args = ["machines", "show", "nosuch"];
+    let coloured = on_a_terminal(&s, &args, false);
+    assert!(
+        coloured.contains("\x1b[1;31merror:\x1b[0m unknown machine `nosuch`"),
+        "{coloured:?}"
+    );
+    assert!(coloured.contains("\x1b[36mhint:\x1b[0m"), "{coloured:?}");
+    let plain = on_a_terminal(&s, &args, true);
+    assert!(
+        plain.contains("error: unknown machine `nosuch`"),
+        "{plain:?}"
+    );
+    assert!(!plain.contains('\x1b'), "{plain:?}");
+    // Not a terminal: no colour either (the other tests run without NO_COLOR set).
+    let piped = s.workspace.run(&args, b"");
+    assert!(!piped.stderr.contains('\x1b'), "{}", piped.stderr);
+}

@@ -1,7 +1,8 @@
 //! What a deploy prints, pinned: the dry run, the summary of a first deploy, an unchanged
-//! machine, the JSON events, a failed unit brought back, the generations, a rollback and the testbed's status, all
-//! against a real test machine (skips with the reason when the host cannot run one). Ports,
-//! times, keys and temporary paths are filtered (see `transcript`).
+//! machine (with `-v`, and on a terminal its progress bar), the JSON events, a failed unit
+//! brought back, the generations, a rollback and the testbed's status, all against a real
+//! test machine (skips with the reason when the host cannot run one). Ports, times, keys and
+//! temporary paths are filtered (see `transcript`).
 
 mod support;
 mod transcript;
@@ -71,6 +72,24 @@ fn deploy_summary_and_events() {
     assert_eq!(clan(&f, &mut t, &with(&["--dry-run"])).code, 0);
     assert_eq!(clan(&f, &mut t, &update).code, 0);
     assert_eq!(clan(&f, &mut t, &update).code, 0);
+    t.note("unchanged again; `-v` adds each stage");
+    assert_eq!(clan(&f, &mut t, &with(&["-v"])).code, 0);
+    // On a terminal: a bar per machine, ending on its outcome, above the summary.
+    let mut line = vec![support::clan_binary().display().to_string()];
+    line.extend(update.iter().map(|word| word.to_string()));
+    let mut on_terminal = f.with_clan_env("script");
+    on_terminal
+        .args(["-qec", &line.join(" "), "/dev/null"])
+        .env("CLAN_HOST_KEY_CHECK", "tofu")
+        .env("TERM", "xterm");
+    let shown = String::from_utf8_lossy(&on_terminal.output().unwrap().stdout).into_owned();
+    assert!(shown.contains("[web] deploying generation"), "{shown:?}");
+    assert!(shown.contains("done: unchanged in"), "{shown:?}");
+    assert!(
+        shown.contains("\x1b[32m"),
+        "the outcome is coloured: {shown:?}"
+    );
+    assert!(shown.contains("RESULT"), "the summary follows: {shown:?}");
 
     t.note("a changed file, as JSON events");
     configure(

@@ -104,7 +104,7 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
             )?;
             editor.save()?;
             change.commit(&[CLAN_TOML.into()], &format!("machines: create {name}"))?;
-            eprintln!("created machine `{name}`");
+            crate::commands::output::printer().note(&format!("created machine `{name}`"));
         }
         Command::List { tags, json } => {
             let fleet = clan_eval::Fleet::open(&dir)?;

@@ -11,7 +11,7 @@ pub mod inspect;
 pub mod instances;
 pub mod machines;
 pub mod mesher;
-mod output;
+pub mod output;
 pub mod secrets;
 pub mod services;
 pub mod ssh;

@@ -346,7 +346,7 @@ impl Session {
         report: Option<RekeyReport>,
     ) -> anyhow::Result<ExitCode> {
         for path in &changes.paths {
-            eprintln!("changed {}", path.display());
+            crate::commands::output::printer().note(&format!("changed {}", path.display()));
         }
         let failed = report.map(|r| r.failed).unwrap_or_default();
         for (path, error) in &failed {

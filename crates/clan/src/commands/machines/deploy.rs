@@ -15,7 +15,7 @@ use clan_deploy::events::Event;
 use clan_deploy::fleet::Route;
 use clan_deploy::ssh::{ControlDir, HostKeyCheck, SshHost, SshOptions};
 
-use crate::commands::output::{print_json, print_table};
+use crate::commands::output::{print_json, print_table, MachineProgress};
 
 use crate::report::{hinted, EXIT_FAILED};
 
@@ -165,6 +165,8 @@ pub fn update(args: UpdateArgs, dir: &Path) -> anyhow::Result<ExitCode> {
         dry_run: args.dry_run,
     };
     let json = args.json;
+    let names: Vec<String> = jobs.iter().map(|job| job.machine.clone()).collect();
+    let progress = (!json).then(|| MachineProgress::new(&names));
     let out = Mutex::new(());
     let standing: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
     let interrupted = report_interruption(Arc::clone(&standing))?;
@@ -190,14 +192,22 @@ pub fn update(args: UpdateArgs, dir: &Path) -> anyhow::Result<ExitCode> {
             if let Ok(line) = serde_json::to_string(&event) {
                 let _ = writeln!(stdout, "{line}");
             }
-        } else {
-            let mut stderr = std::io::stderr().lock();
-            for line in event.human() {
-                let _ = writeln!(stderr, "[{}] {line}", event.machine());
+        } else if let Some(progress) = &progress {
+            let finished = match &event {
+                Event::Done { .. } => Some(true),
+                Event::Failed { .. } => Some(false),
+                _ => None,
+            };
+            match &event {
+                Event::Stage { stage, .. } => progress.stage(event.machine(), &stage.to_string()),
+                _ => progress.lines(event.machine(), &event.human(), finished),
             }
         }
     };
     let results = clan_deploy::fleet::run(jobs, &args.ssh.options(), &options, args.jobs, &emit)?;
+    if let Some(progress) = &progress {
+        progress.finish();
+    }
     if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
         // The interruption's own report ends the process; no summary after it.
         loop {
