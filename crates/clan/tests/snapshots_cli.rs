@@ -196,14 +196,7 @@ fn outside_a_clan(transcript: &mut Transcript, dir: &std::path::Path, args: &[&s
         .env("NO_COLOR", "1")
         .output()
         .unwrap();
-    transcript.record(
-        args,
-        Step {
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        },
-    )
+    transcript.record(args, Step::from(&output))
 }
 
 #[test]

@@ -34,14 +34,7 @@ fn clan(f: &Fixture, t: &mut Transcript, args: &[&str]) -> Step {
             .env("CLAN_HOST_KEY_CHECK", "tofu")
             .env("NO_COLOR", "1"),
     );
-    t.record(
-        args,
-        Step {
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        },
-    )
+    t.record(args, Step::from(&output))
 }
 
 #[test]

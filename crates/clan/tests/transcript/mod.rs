@@ -14,6 +14,16 @@ pub struct Step {
     pub stderr: String,
 }
 
+impl From<&std::process::Output> for Step {
+    fn from(output: &std::process::Output) -> Step {
+        Step {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
 /// The text a snapshot pins: `$ clan …`, `exit: N`, then stdout and stderr when not empty.
 #[derive(Default)]
 pub struct Transcript {
