@@ -337,34 +337,21 @@ fn call(config: &Config, method: &str, path: &str, body: &[u8]) -> anyhow::Resul
     let address = api(config)?;
     let (status, answer) =
         clan_mesher::http::call(address, method, path, body).map_err(|error| {
-            anyhow::Error::new(error).context(report::Hinted {
-                message: format!(
-                    "the mesher daemon is not running: nothing answers on {address} (the API of `{}`)",
-                    config.path.display()
-                ),
-                hint: "on a clan machine see `systemctl status data-mesher`; elsewhere start it with `clan mesher run --config <dm.toml>`".into(),
-            })
+            // The hint comes with the client's error.
+            anyhow::Error::new(error).context(format!(
+                "the mesher daemon is not running: nothing answers on {address} (the API of `{}`)",
+                config.path.display()
+            ))
         })?;
     if status >= 400 {
         let text = String::from_utf8_lossy(&answer).into_owned();
-        return Err(rejection(status, text));
+        return Err(clan_mesher::http::Refused {
+            status,
+            reason: text,
+        }
+        .into());
     }
     Ok(answer)
-}
-
-fn rejection(status: u16, reason: String) -> anyhow::Error {
-    let hint = match reason.as_str() {
-        "not_allowed" => "the signing key is not listed for this name in [network.files], and the name is not `<namespace>/<your key hex>`",
-        "stale" => "a newer version of this file already exists",
-        "from_future" => "the signing time is ahead of the daemon's clock; check both clocks",
-        "bad_certificate" => "signed-namespace files need `--certificate` with the signer's valid certificate",
-        "wrong_network" => "the record was signed for another network id",
-        _ => "see the daemon's log for details",
-    };
-    report::hinted(
-        format!("the daemon refused the request ({status}): {reason}"),
-        hint,
-    )
 }
 
 fn sign_and_send(
