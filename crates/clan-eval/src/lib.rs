@@ -166,11 +166,11 @@ impl Inputs {
     fn read(dir: &Path) -> Result<Inputs, Error> {
         let mut hash = cache::InputHash::new();
         let tree = files::open(dir)?;
-        let clan_toml =
-            files::read_text(&tree, Path::new(CLAN_TOML))?.ok_or_else(|| Error::Read {
-                path: dir.join(CLAN_TOML),
-                source: std::io::ErrorKind::NotFound.into(),
-            })?;
+        // A clan brought from clan-core may have only inventory.json: its meta stands in.
+        let clan_toml = match files::read_text(&tree, Path::new(CLAN_TOML))? {
+            Some(text) => text,
+            None => clan_inventory::clan_toml_from_json(dir)?,
+        };
         hash.add(CLAN_TOML, clan_toml.as_bytes());
         let mut optional = vec![(INVENTORY_JSON.to_owned(), PathBuf::from(INVENTORY_JSON))];
         for (name, path) in local_service_files(dir)? {

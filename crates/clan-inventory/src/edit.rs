@@ -62,10 +62,7 @@ impl Editor {
     /// Opens the clan in `dir` for editing; the current inventory must be valid.
     pub fn open(dir: &Path) -> Result<Self, Error> {
         let path = dir.join(CLAN_TOML);
-        let text = crate::load::read(&path)?.ok_or_else(|| Error::Read {
-            path: path.clone(),
-            source: std::io::ErrorKind::NotFound.into(),
-        })?;
+        let text = crate::load::clan_toml_text(dir)?;
         let loaded = load_with_toml(dir, &text)?;
         let doc = text.parse::<DocumentMut>().map_err(|error| Error::Syntax {
             path,

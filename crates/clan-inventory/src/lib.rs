@@ -14,8 +14,8 @@ mod names;
 pub use edit::{new_clan_toml, write_atomically, Editor, RoleTarget, SettingScope};
 pub use error::{did_you_mean, Error};
 pub use load::{
-    load, load_from_texts, load_with_toml, parse_toml, LoadedInventory, CLAN_TOML, COMPUTED_TAGS,
-    INVENTORY_JSON,
+    clan_toml_from_json, clan_toml_text, load, load_from_texts, load_with_toml, parse_toml,
+    LoadedInventory, CLAN_TOML, COMPUTED_TAGS, INVENTORY_JSON,
 };
 pub use model::{
     Deploy, Instance, Inventory, Machine, MachineClass, Member, Meta, ModuleRef, Role, RoleTags,

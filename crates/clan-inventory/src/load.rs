@@ -112,12 +112,47 @@ pub(crate) fn read(path: &Path) -> Result<Option<String>, Error> {
 
 /// Loads and validates the inventory of the clan in `dir`.
 pub fn load(dir: &Path) -> Result<LoadedInventory, Error> {
-    let toml_path = dir.join(CLAN_TOML);
-    let text = read(&toml_path)?.ok_or_else(|| Error::Read {
-        path: toml_path,
+    load_with_toml(dir, &clan_toml_text(dir)?)
+}
+
+/// The text of `dir`'s clan.toml; in a clan brought from clan-core that has only
+/// inventory.json, a clan.toml holding that file's meta (what an edit then writes).
+pub fn clan_toml_text(dir: &Path) -> Result<String, Error> {
+    match read(&dir.join(CLAN_TOML))? {
+        Some(text) => Ok(text),
+        None => clan_toml_from_json(dir),
+    }
+}
+
+/// The clan.toml of a clan that has only clan-core's inventory.json: its meta.
+pub fn clan_toml_from_json(dir: &Path) -> Result<String, Error> {
+    let json_path = dir.join(INVENTORY_JSON);
+    let text = read(&json_path)?.ok_or_else(|| Error::Read {
+        path: dir.join(CLAN_TOML),
         source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
     })?;
-    load_with_toml(dir, &text)
+    let meta = parse_json(&json_path, &text)?
+        ._meta
+        .ok_or_else(|| Error::Invalid {
+            path: json_path,
+            key: "meta".to_owned(),
+            message: "there is no clan.toml, and inventory.json has no `meta`".to_owned(),
+            hint: Some(
+                "add `\"meta\": {\"name\": …}` to inventory.json, or create clan.toml with \
+                 `[meta]`"
+                    .to_owned(),
+            ),
+        })?;
+    #[derive(serde::Serialize)]
+    struct MetaOnly {
+        meta: Meta,
+    }
+    toml::to_string(&MetaOnly { meta }).map_err(|error| Error::Invalid {
+        path: dir.join(INVENTORY_JSON),
+        key: "meta".to_owned(),
+        message: error.to_string(),
+        hint: None,
+    })
 }
 
 /// Loads and validates an inventory whose clan.toml text is given (edits check before writing).

@@ -234,36 +234,6 @@ pub enum ClientError {
     Malformed { address: SocketAddr },
 }
 
-/// The daemon refused a request, with the reason it answered (a [`RejectReason`] name, or
-/// free text).
-#[derive(Debug, thiserror::Error)]
-#[error("the daemon refused the request ({status}): {reason}")]
-pub struct Refused {
-    pub status: u16,
-    pub reason: String,
-}
-
-impl clan_error::Hint for Refused {
-    fn hint(&self) -> Option<String> {
-        let reason = RejectReason::ALL
-            .into_iter()
-            .find(|reason| reason.as_str() == self.reason);
-        Some(
-            match reason {
-                Some(RejectReason::NotAllowed) => "the signing key is not listed for this name in [network.files], and the name is not `<namespace>/<your key hex>`",
-                Some(RejectReason::Stale) => "a newer version of this file already exists",
-                Some(RejectReason::FromFuture) => "the signing time is ahead of the daemon's clock; check both clocks",
-                Some(RejectReason::BadCertificate) => "signed-namespace files need `--certificate` with the signer's valid certificate",
-                Some(RejectReason::WrongNetwork) => "the record was signed for another network id",
-                _ => "see the daemon's log for details",
-            }
-            .to_owned(),
-        )
-    }
-}
-
-clan_error::register!(Refused);
-
 /// Sends one request and returns the status and body.
 pub fn call(
     address: SocketAddr,
@@ -302,18 +272,8 @@ pub fn call(
     Ok((status, answer[split + 4..].to_vec()))
 }
 
-impl clan_error::Hint for ClientError {
-    fn hint(&self) -> Option<String> {
-        match self {
-            ClientError::Connect { .. } => Some(
-                "on a clan machine see `systemctl status data-mesher`; elsewhere start it with \
-                 `clan mesher run --config <dm.toml>`"
-                    .to_owned(),
-            ),
-            ClientError::Malformed { .. } => None,
-        }
-    }
-}
+/// Its hint comes from the caller, who knows which daemon it meant.
+impl clan_error::Hint for ClientError {}
 
 clan_error::register!(ClientError);
 

@@ -1,7 +1,8 @@
 //! The `clan` binary: parses arguments, calls the library crates, prints.
 //!
 //! Each subcommand group lives in `commands/<group>.rs` with its clap `Args` and a `run`
-//! function. No domain logic lives here: that belongs to the `clan-*` library crates.
+//! function. No domain logic lives here: operations belong to `clan-lib`, the rest to the
+//! other `clan-*` library crates.
 //! Exit codes follow ripgrep: 0 ok, 1 "ran but something failed", 2 usage or internal error.
 
 mod commands;
@@ -43,6 +44,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the main job on a throwaway demo clan: several machines and services, evaluated.
+    #[cfg(feature = "testbed")]
     Demo(commands::demo::Args),
     /// Create a new clan: a directory with clan.toml, a git repository and a first commit.
     Init(commands::init::Args),
@@ -63,6 +65,7 @@ enum Command {
     /// Data Mesher: run the daemon, manage its keys and certificates, publish signed files.
     Mesher(commands::mesher::Args),
     /// Start, inspect and stop local test machines (containers reached over SSH).
+    #[cfg(feature = "testbed")]
     Testbed(commands::testbed::Args),
     /// Manage sops secrets: keys, users, machines, groups, and the secrets themselves.
     Secrets(commands::secrets::Args),
@@ -105,6 +108,7 @@ fn run(cli: Cli) -> ExitCode {
         clan_dir: cli.flake,
     };
     let result = match cli.command {
+        #[cfg(feature = "testbed")]
         Command::Demo(args) => commands::demo::run(args, &context),
         Command::Init(args) => commands::init::run(args, &context),
         Command::Show(args) => commands::inspect::show(args, &context),
@@ -115,6 +119,7 @@ fn run(cli: Cli) -> ExitCode {
         Command::Select(args) => commands::inspect::select(args, &context),
         Command::Schema(args) => commands::inspect::schema(args),
         Command::Mesher(args) => commands::mesher::run(args, &context),
+        #[cfg(feature = "testbed")]
         Command::Testbed(args) => commands::testbed::run(args, &context),
         Command::Secrets(args) => commands::secrets::run(args, &context),
         Command::Agent(args) => commands::agent::run(args),

@@ -24,6 +24,24 @@ impl Clan {
         clan
     }
 
+    /// An empty directory, not yet a clan.
+    fn bare() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+            cache: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn git(&self, args: &[&str]) -> String {
+        let output = Command::new("git")
+            .args(args)
+            .current_dir(self.path())
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "git {args:?}");
+        String::from_utf8(output.stdout).unwrap()
+    }
+
     fn with_toml(toml: &str) -> Self {
         let clan = Self::new();
         clan.write("clan.toml", toml);
@@ -45,6 +63,10 @@ impl Clan {
             .args(args)
             .current_dir(self.path())
             .env("CLAN_CACHE_DIR", self.cache.path())
+            // `clan init` creates the admin's age key: here, not in the real home.
+            .env("SOPS_AGE_KEY_FILE", self.cache.path().join("admin.key"))
+            .env_remove("SOPS_AGE_KEY")
+            .env("USER", "admin")
             .env("NO_COLOR", "1")
             .env_remove("CLAN_DIR")
             .env_remove("CLAN_NO_COMMIT")
@@ -498,4 +520,90 @@ fn machine_selection_and_hostile_targets() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("Connection refused"), "{stderr}");
     assert!(stderr.contains("hint: check that `web` is up"), "{stderr}");
+}
+
+/// `clan init` creates the admin's age key and their sops user, as clan-core's does, all in
+/// the first commit; a name clan-core would refuse is refused before anything is created.
+#[test]
+fn init_creates_the_admin_key_and_sops_user_and_refuses_an_invalid_name() {
+    let clan = Clan::bare();
+    let refused = clan.error(&["init", "--name", "my clan", "."]);
+    assert!(refused.contains("invalid clan name `my clan`"), "{refused}");
+    assert!(refused.contains("hint: "), "{refused}");
+    assert!(!clan.path().join("clan.toml").exists());
+    assert!(!clan.path().join(".git").exists());
+
+    clan.ok(&["init", "--name", "home", "."]);
+    let key_file = clan.cache.path().join("admin.key");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&key_file)
+            .expect("the admin key")
+            .permissions(),
+    );
+    assert_eq!(mode & 0o077, 0, "the key file is readable by others");
+    let public = Command::new("age-keygen")
+        .arg("-y")
+        .arg(&key_file)
+        .output()
+        .unwrap();
+    let public = String::from_utf8(public.stdout).unwrap();
+    let user = std::fs::read_to_string(clan.path().join("sops/users/admin/key.json"))
+        .expect("the sops user of $USER");
+    assert!(user.contains(public.trim()), "{user}");
+    assert!(clan.clan_toml().contains("name = \"home\""));
+    assert_eq!(clan.git_log(), ["clan init"]);
+    assert_eq!(clan.git(&["status", "--porcelain"]), "");
+
+    let again = clan.error(&["init", "."]);
+    assert!(again.contains("already exists"), "{again}");
+}
+
+/// A clan brought from clan-core with only its inventory.json is a clan: found from below,
+/// its meta used, and the first edit writes a clan.toml holding that meta.
+#[test]
+fn a_directory_with_only_inventory_json_is_a_clan() {
+    let clan = Clan::bare();
+    clan.git(&["init", "-q"]);
+    clan.git(&["config", "user.name", "test"]);
+    clan.git(&["config", "user.email", "test@example.org"]);
+    clan.write(
+        "inventory.json",
+        r#"{"meta": {"name": "imported", "description": "from clan-core"},
+            "machines": {"jon": {"tags": ["web"]}}}"#,
+    );
+    clan.git(&["add", "-A"]);
+    clan.git(&["commit", "-q", "-m", "from clan-core"]);
+    std::fs::create_dir(clan.path().join("sub")).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_clan"))
+        .args(["show", "--json"])
+        .current_dir(clan.path().join("sub"))
+        .env("CLAN_CACHE_DIR", clan.cache.path())
+        .env_remove("CLAN_DIR")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let shown: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(shown["meta"]["name"], "imported");
+    assert_eq!(shown["meta"]["description"], "from clan-core");
+    assert_eq!(shown["machines"], serde_json::json!(["jon"]));
+
+    clan.ok(&["machines", "create", "sara"]);
+    assert!(
+        clan.clan_toml().contains("name = \"imported\""),
+        "{}",
+        clan.clan_toml()
+    );
+    let listed: serde_json::Value =
+        serde_json::from_str(&clan.ok(&["machines", "list", "--json"])).unwrap();
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["sara", "jon"]);
 }

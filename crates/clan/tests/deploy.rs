@@ -856,3 +856,62 @@ fn the_agent_leaves_the_admin_once() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// `machines update --tags all` selects as `machines list --tags all` does, and
+/// `machines generations` without a machine shows every machine's current generation; a
+/// machine that cannot be asked is a failed row and exit 1, the others still shown.
+#[test]
+fn tags_all_deploys_every_machine_and_generations_shows_the_fleet() {
+    let Some(mut f) = fixture(&["g1", "g2"]) else {
+        return;
+    };
+    let output = f.update(&["--tags", "all", "--json"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let generation_of = |machine: &str| -> String {
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|e| e["event"] == "done" && e["machine"] == machine)
+            .and_then(|e| e["generation"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| panic!("{machine} was not deployed"))
+    };
+    let (g1, g2) = (generation_of("g1"), generation_of("g2"));
+
+    let fleet = f.clan(&["machines", "generations"]).output().unwrap();
+    assert!(fleet.status.success(), "{}", stderr(&fleet));
+    let table = String::from_utf8_lossy(&fleet.stdout).into_owned();
+    for (machine, generation) in [("g1", &g1), ("g2", &g2)] {
+        let row = table
+            .lines()
+            .find(|line| line.starts_with(machine))
+            .unwrap_or_else(|| panic!("no row for {machine}:\n{table}"));
+        assert!(row.contains(&generation[..12]), "{row}");
+        // The history entry that made it current: the deploy.
+        assert!(row.contains("deploy"), "{row}");
+    }
+    let json = f
+        .clan(&["machines", "generations", "--json"])
+        .output()
+        .unwrap();
+    let document: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(document["g1"]["current"], serde_json::json!(g1));
+    assert_eq!(document["g2"]["current"], serde_json::json!(g2));
+
+    f.testbed.stop("g2").unwrap();
+    let partial = f.clan(&["machines", "generations"]).output().unwrap();
+    assert_eq!(partial.status.code(), Some(1), "{}", stderr(&partial));
+    let table = String::from_utf8_lossy(&partial.stdout).into_owned();
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("g1") && l.contains(&g1[..12])),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("g2") && l.contains("FAILED")),
+        "{table}"
+    );
+    assert!(stderr(&partial).contains("[g2] "), "{}", stderr(&partial));
+}

@@ -192,6 +192,7 @@ fn outside_a_clan(transcript: &mut Transcript, dir: &std::path::Path, args: &[&s
         .current_dir(dir)
         .env_remove("CLAN_DIR")
         .env("HOME", dir)
+        .env("USER", "admin")
         .env("XDG_CACHE_HOME", dir.join("cache"))
         .env("NO_COLOR", "1")
         .output()
@@ -208,8 +209,8 @@ fn no_clan_here() {
         outside_a_clan(&mut t, dir.path(), &["machines", "list"]).code,
         2
     );
-    // Accepted today; issue 11 part 6 makes it a refusal.
-    outside_a_clan(&mut t, dir.path(), &["init", "Not A Name"]);
+    // The directory's name is not a clan name: the clan is named after it, made valid.
+    assert_eq!(outside_a_clan(&mut t, dir.path(), &["init", "Not A Name"]).code, 0);
     assert_transcript!("no_clan_here", t);
 }
 

@@ -70,6 +70,20 @@ impl Clan {
     }
 }
 
+/// A new age key in `path` (by the real age-keygen); returns its public key.
+fn age_keygen(path: &Path) -> String {
+    let keygen = Command::new("age-keygen")
+        .arg("-o")
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(keygen.status.success());
+    String::from_utf8_lossy(&keygen.stderr)
+        .trim()
+        .trim_start_matches("Public key: ")
+        .to_owned()
+}
+
 const ALICE: &str = r#"{"user-password-alice": {"user-password": "correct horse"}}"#;
 
 #[test]
@@ -788,16 +802,7 @@ fn a_second_admin_reads_every_secret_after_vars_fix() {
         assert_eq!(run.code, 0, "{args:?}: {}", run.stderr);
     }
     let bob_key = clan.dir.path().join("bob.key");
-    let keygen = Command::new("age-keygen")
-        .arg("-o")
-        .arg(&bob_key)
-        .output()
-        .unwrap();
-    assert!(keygen.status.success());
-    let bob_public = String::from_utf8_lossy(&keygen.stderr)
-        .trim()
-        .trim_start_matches("Public key: ")
-        .to_owned();
+    let bob_public = age_keygen(&bob_key);
     for args in [
         ["secrets", "users", "add", "bob", bob_public.as_str()].as_slice(),
         &["secrets", "groups", "add-user", "ops", "bob"],
@@ -859,5 +864,90 @@ fn a_machine_without_generators_checks_clean() {
         unknown.stderr.contains("unknown machine"),
         "{}",
         unknown.stderr
+    );
+}
+
+/// `vars check` and `vars fix` without machines cover every machine, and the hints name the
+/// machines that need them.
+#[test]
+fn check_and_fix_without_machines_cover_every_machine() {
+    let clan = Clan::new();
+    let check_fails_hinting = |hint: &str| {
+        let check = clan.run(&["vars", "check"], b"");
+        assert_eq!(check.code, 1, "{}", check.stderr);
+        assert!(check.stderr.contains(hint), "{}", check.stderr);
+    };
+    check_fails_hinting("`clan vars generate web01 web02`");
+    let generated = clan.generate(&["web01"], ALICE);
+    assert_eq!(generated.code, 0, "{}", generated.stderr);
+    check_fails_hinting("`clan vars generate web02`");
+    assert_eq!(clan.run(&["vars", "check", "web01"], b"").code, 0);
+    let generated = clan.generate(&[], "");
+    assert_eq!(generated.code, 0, "{}", generated.stderr);
+    let check = clan.run(&["vars", "check"], b"");
+    assert_eq!(check.code, 0, "{}", check.stderr);
+    assert!(check.stderr.contains("every machine"), "{}", check.stderr);
+
+    // A second admin joins the group both machines are in: every machine's secrets drift.
+    let bob_key = clan.dir.path().join("bob.key");
+    let bob_public = age_keygen(&bob_key);
+    for args in [
+        ["secrets", "groups", "add-machine", "ops", "web01"].as_slice(),
+        &["secrets", "groups", "add-machine", "ops", "web02"],
+        &["secrets", "users", "add", "bob", bob_public.as_str()],
+        &["secrets", "groups", "add-user", "ops", "bob"],
+    ] {
+        let run = clan.run(args, b"");
+        assert_eq!(run.code, 0, "{args:?}: {}", run.stderr);
+    }
+    check_fails_hinting("`clan vars fix web01 web02`");
+    let fix = clan.run(&["vars", "fix"], b"");
+    assert_eq!(fix.code, 0, "{}", fix.stderr);
+    assert_eq!(clan.run(&["vars", "check"], b"").code, 0);
+    for machine in ["web01", "web02"] {
+        let output = clan
+            .command(&["vars", "get", machine, "openssh/ssh.id_ed25519"])
+            .env("SOPS_AGE_KEY_FILE", &bob_key)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "bob cannot read {machine}'s key: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    assert_eq!(clan.git(&["status", "--porcelain"]), "");
+}
+
+/// Without `--user` and without `$USER`, `vars keygen` names the sops user after the passwd
+/// entry of the user running it, as clan-core's `getpass.getuser()` falls back to.
+#[test]
+fn keygen_without_user_falls_back_to_the_passwd_entry() {
+    let clan = Clan::new();
+    let me = Command::new("id").arg("-un").output().unwrap();
+    let me = String::from_utf8_lossy(&me.stdout).trim().to_owned();
+    let new_key = clan.dir.path().join("new.key");
+    let output = clan
+        .command(&["vars", "keygen"])
+        .env("SOPS_AGE_KEY_FILE", &new_key)
+        .env_remove("USER")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("added sops user `{me}`")),
+        "{stderr}"
+    );
+    let key = std::fs::read_to_string(clan.root().join(format!("sops/users/{me}/key.json")))
+        .expect("the sops user exists");
+    let public = Command::new("age-keygen")
+        .arg("-y")
+        .arg(&new_key)
+        .output()
+        .unwrap();
+    assert!(
+        key.contains(String::from_utf8_lossy(&public.stdout).trim()),
+        "{key}"
     );
 }

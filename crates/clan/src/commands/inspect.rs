@@ -1,8 +1,7 @@
-//! `clan show`, `clan select` and `clan schema`: read-only views of the evaluated clan.
+//! `clan show`, `clan select` and `clan schema`: read-only views of the evaluated clan
+//! (`clan_lib::show`, `clan_lib::select`).
 
 use std::process::ExitCode;
-
-use serde_json::{json, Value};
 
 use super::output::print_json;
 use super::{clan_dir, Context};
@@ -15,54 +14,30 @@ pub struct ShowArgs {
 
 /// The clan's name, domain and what it holds.
 pub fn show(args: ShowArgs, context: &Context) -> anyhow::Result<ExitCode> {
-    let dir = clan_dir(context)?;
-    let fleet = clan_eval::Fleet::open(&dir)?;
-    let summary = &fleet.summary;
-    let services: std::collections::BTreeSet<&str> = summary
-        .instances
-        .values()
-        .filter_map(|instance| instance["service"].as_str())
-        .collect();
+    let overview = clan_lib::show::show(&clan_dir(context)?)?;
     if args.json {
-        print_json(&json!({
-            "meta": summary.meta,
-            "directory": dir,
-            "machines": summary.machines.keys().collect::<Vec<_>>(),
-            "instances": summary.instances.keys().collect::<Vec<_>>(),
-            "services": services,
-        }))?;
-    } else {
-        println!("clan      {}", summary.meta.name);
-        println!("domain    {}", summary.meta.domain);
-        if let Some(description) = &summary.meta.description {
-            println!("about     {description}");
-        }
-        println!("directory {}", dir.display());
-        println!(
-            "machines  {} ({})",
-            summary.machines.len(),
-            summary
-                .machines
-                .keys()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        println!(
-            "instances {} ({})",
-            summary.instances.len(),
-            summary
-                .instances
-                .keys()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        println!(
-            "services  {}",
-            services.into_iter().collect::<Vec<_>>().join(", ")
-        );
+        print_json(&overview)?;
+        return Ok(ExitCode::SUCCESS);
     }
+    let meta = &overview.meta;
+    println!("clan      {}", meta.name);
+    println!("domain    {}", meta.domain);
+    if let Some(description) = &meta.description {
+        println!("about     {description}");
+    }
+    println!("directory {}", overview.directory.display());
+    println!(
+        "machines  {} ({})",
+        overview.machines.len(),
+        overview.machines.join(", ")
+    );
+    println!(
+        "instances {} ({})",
+        overview.instances.len(),
+        overview.instances.join(", ")
+    );
+    let services: Vec<&str> = overview.services.iter().map(String::as_str).collect();
+    println!("services  {}", services.join(", "));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -76,45 +51,10 @@ pub struct SelectArgs {
 
 /// Applies a select query to the evaluated clan and prints the result as JSON.
 pub fn select(args: SelectArgs, context: &Context) -> anyhow::Result<ExitCode> {
-    let query = clan_select::parse(&args.query).map_err(|error| {
-        crate::report::hinted(
-            format!("bad select query: {error}\n  {}", error.caret()),
-            "see docs/select.md for the grammar",
-        )
-    })?;
+    let query = clan_lib::select::parse(&args.query)?;
     let dir = clan_dir(context)?;
-    let root = select_root(&dir)?;
-    let result = query.apply(&root).map_err(|error| {
-        crate::report::hinted(error.to_string(), "`clan select '*'` lists the roots")
-    })?;
-    print_json(&result)?;
+    print_json(&clan_lib::select::select(&dir, &query)?)?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// The document `clan select` queries.
-fn select_root(dir: &std::path::Path) -> anyhow::Result<Value> {
-    let fleet = clan_eval::Fleet::open(dir)?;
-    let machines: serde_json::Map<String, Value> = fleet
-        .machines()?
-        .into_iter()
-        .map(|machine| {
-            Ok((
-                machine.summary.name.clone(),
-                serde_json::to_value(&machine)?,
-            ))
-        })
-        .collect::<anyhow::Result<_>>()?;
-    let services: serde_json::Map<String, Value> = clan_eval::load_services(dir)?
-        .iter()
-        .map(|(name, service)| (name.clone(), super::services::describe(service)))
-        .collect();
-    Ok(json!({
-        "meta": fleet.summary.meta,
-        "machines": machines,
-        "instances": fleet.summary.instances,
-        "services": services,
-        "exports": fleet.summary.exports,
-    }))
 }
 
 #[derive(clap::Args)]

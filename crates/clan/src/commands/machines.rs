@@ -2,14 +2,15 @@
 
 use std::process::ExitCode;
 
-use clan_inventory::{Editor, MachineClass, MachineName, TagName, CLAN_TOML};
+use clan_inventory::{MachineClass, MachineName, TagName};
+use clan_lib::machines::NewMachine;
 
 mod deploy;
 
-pub use deploy::{connect, SshArgs};
+pub use deploy::SshArgs;
 
 use super::output::{print_json, print_table};
-use super::{clan_dir, Context};
+use super::{clan_dir, Context, Terminal};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -51,7 +52,7 @@ enum Command {
     Delete { name: MachineName },
     /// Deploy machines (all when none is named): build, upload and activate their generations.
     Update(deploy::UpdateArgs),
-    /// A machine's generation history.
+    /// A machine's generation history; without a machine, every machine's current generation.
     Generations(deploy::GenerationsArgs),
     /// Re-activate an earlier generation of a machine (default: the previous one).
     Rollback(deploy::RollbackArgs),
@@ -93,26 +94,18 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
             target_host,
             description,
         } => {
-            let change = super::change::begin(&dir, &[CLAN_TOML])?;
-            let mut editor = Editor::open(&dir)?;
-            editor.add_machine(
-                &name,
-                &tags,
-                class.into(),
-                target_host.as_deref(),
-                description.as_deref(),
-            )?;
-            editor.save()?;
-            change.commit(&[CLAN_TOML.into()], &format!("machines: create {name}"))?;
-            crate::commands::output::printer().note(&format!("created machine `{name}`"));
+            let machine = NewMachine {
+                name,
+                tags,
+                class: class.into(),
+                target_host,
+                description,
+            };
+            clan_lib::machines::create(&dir, &machine, &Terminal)?;
+            crate::commands::output::printer().note(&format!("created machine `{}`", machine.name));
         }
         Command::List { tags, json } => {
-            let fleet = clan_eval::Fleet::open(&dir)?;
-            let selected = fleet.select_machines(&[], &tags.tags)?;
-            let machines: Vec<_> = selected
-                .iter()
-                .filter_map(|name| fleet.summary.machines.get(name))
-                .collect();
+            let machines = clan_lib::machines::list(&dir, &tags.tags)?;
             if json {
                 print_json(&machines)?;
             } else {
@@ -142,7 +135,7 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Show { name, json } => {
-            let machine = clan_eval::Fleet::open(&dir)?.machine(&name)?;
+            let machine = clan_lib::machines::show(&dir, &name)?;
             if json {
                 print_json(&machine)?;
             } else {
@@ -150,31 +143,18 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Delete { name } => {
-            // Its vars and keys go too, so vars/ and sops/ may change as well.
-            let change = super::change::begin(&dir, &[CLAN_TOML, "vars", "sops"])?;
-            let mut editor = Editor::open(&dir)?;
-            editor.remove_machine(&name)?;
-            // Its vars and keys go too, and what it could read is re-keyed without it.
-            let machine: clan_secrets::MachineName = name.as_str().parse()?;
-            let identities =
-                clan_secrets::Identities::discover(&clan_secrets::KeySources::from_env()).ok();
-            let store = clan_vars::VarsStore::new(&dir);
-            let forgotten = clan_vars::ops::forget_machine(&store, &machine, identities.as_ref())?;
-            editor.save()?;
-            let mut paths = vec![std::path::PathBuf::from(CLAN_TOML)];
-            paths.extend(forgotten.changes.paths.iter().cloned());
-            change.commit(&paths, &format!("machines: delete {name}"))?;
-            for (path, error) in forgotten.report.iter().flat_map(|r| &r.failed) {
+            let deleted = clan_lib::machines::delete(&dir, &name, &Terminal)?;
+            for (path, error) in &deleted.rekey_failures {
                 eprintln!("error: could not re-key `{}`: {error}", path.display());
             }
             eprintln!(
                 "deleted machine `{name}`{}",
-                if forgotten.changes.paths.is_empty() {
+                if deleted.vars_and_keys.is_empty() {
                     String::new()
                 } else {
                     format!(
                         " and its vars and keys ({} paths)",
-                        forgotten.changes.paths.len()
+                        deleted.vars_and_keys.len()
                     )
                 }
             );

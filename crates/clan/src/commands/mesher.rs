@@ -1,12 +1,13 @@
 //! `clan mesher …`: the Data Mesher daemon (`run`, which only reads `dm.toml` and hands it to
 //! `clan_mesher::Mesher`), key and certificate tools, and file commands that sign locally and
-//! talk to the running daemon over its loopback HTTP API.
+//! talk to the running daemon through `clan_lib::mesher::Client`.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use clan_lib::mesher::Client;
 use clan_mesher::record::unix_micros_now;
 use clan_mesher::{Certificate, Config, FileName, Mesher, PublicKey, Record, SecretKey};
 use clap::Subcommand;
@@ -323,37 +324,6 @@ fn certificate(command: CertificateCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The daemon's API address from the config, with a hint when it has none.
-fn api(config: &Config) -> anyhow::Result<std::net::SocketAddr> {
-    config.api_address().ok_or_else(|| {
-        report::hinted(
-            format!("config `{}` has no [http] section", config.path.display()),
-            "add `[http]` (port, interfaces on loopback) so the CLI can reach the daemon",
-        )
-    })
-}
-
-fn call(config: &Config, method: &str, path: &str, body: &[u8]) -> anyhow::Result<Vec<u8>> {
-    let address = api(config)?;
-    let (status, answer) =
-        clan_mesher::http::call(address, method, path, body).map_err(|error| {
-            // The hint comes with the client's error.
-            anyhow::Error::new(error).context(format!(
-                "the mesher daemon is not running: nothing answers on {address} (the API of `{}`)",
-                config.path.display()
-            ))
-        })?;
-    if status >= 400 {
-        let text = String::from_utf8_lossy(&answer).into_owned();
-        return Err(clan_mesher::http::Refused {
-            status,
-            reason: text,
-        }
-        .into());
-    }
-    Ok(answer)
-}
-
 fn sign_and_send(
     signing: &Signing,
     make: impl FnOnce(&SecretKey, &Config) -> Record,
@@ -365,12 +335,7 @@ fn sign_and_send(
     if let Some(path) = &signing.certificate {
         record = record.with_certificate(Certificate::read(path)?);
     }
-    call(
-        &config,
-        "POST",
-        "/v1/files",
-        &clan_mesher::http::encode_upload(&record, content),
-    )?;
+    Client::new(&config)?.publish(&record, content)?;
     eprintln!(
         "accepted `{}` (signed at {})",
         record.name, record.signed_at
@@ -412,25 +377,20 @@ fn file(command: FileCommand) -> anyhow::Result<ExitCode> {
         ),
         FileCommand::Get { name, config } => {
             let config = Config::load(&config.config)?;
-            let content = call(&config, "GET", &format!("/v1/files/{name}"), &[])?;
+            let content = Client::new(&config)?.get(&name)?;
             std::io::stdout().write_all(&content)?;
             Ok(ExitCode::SUCCESS)
         }
         FileCommand::List(args) => {
             let config = Config::load(&args.config.config)?;
-            let answer = call(&config, "GET", "/v1/files", &[])?;
-            let records: Vec<serde_json::Value> =
-                serde_json::from_slice(&answer).context("malformed file list")?;
+            let records = Client::new(&config)?.files()?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&records)?);
             } else {
                 for record in &records {
                     println!(
                         "{}\t{}\t{} bytes\tsigned {}",
-                        record["name"].as_str().unwrap_or("?"),
-                        record["kind"].as_str().unwrap_or("?"),
-                        record["size"],
-                        record["signed_at"]
+                        record.name, record.kind, record.size, record.signed_at
                     );
                 }
             }
@@ -460,60 +420,27 @@ fn read_content(path: &Path) -> anyhow::Result<Vec<u8>> {
 
 fn status(args: &ListArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config.config)?;
-    let answer = call(&config, "GET", "/v1/status", &[])?;
-    let mut status: serde_json::Value =
-        serde_json::from_slice(&answer).context("malformed status")?;
-    let peers = status["peers"].as_array().map_or(0, Vec::len);
-    let no_peers = (peers == 0).then(|| why_no_peers(&config, &status));
+    let client = Client::new(&config)?;
+    let status = client.status()?;
+    let no_peers = status
+        .peers
+        .is_empty()
+        .then(|| client.why_no_peers(&status));
     if args.json {
-        status["no_peers"] = serde_json::json!(no_peers);
-        println!("{}", serde_json::to_string_pretty(&status)?);
+        let mut document = serde_json::to_value(&status)?;
+        document["no_peers"] = serde_json::json!(no_peers);
+        println!("{}", serde_json::to_string_pretty(&document)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("peer id: {}", status["peer_id"].as_str().unwrap_or("?"));
-    for address in status["listen_addrs"].as_array().into_iter().flatten() {
-        println!("listening: {}", address.as_str().unwrap_or("?"));
+    println!("peer id: {}", status.peer_id);
+    for address in &status.listen_addrs {
+        println!("listening: {address}");
     }
-    println!("peers: {peers}");
+    println!("peers: {}", status.peers.len());
     if let Some(reason) = &no_peers {
         println!("no peers: {reason}");
     }
-    println!("files: {}", status["files"]);
-    println!(
-        "accepted: {}, fetches: {}",
-        status["accepted"], status["fetches"]
-    );
+    println!("files: {}", status.files);
+    println!("accepted: {}, fetches: {}", status.accepted, status.fetches);
     Ok(ExitCode::SUCCESS)
-}
-
-/// Why a running daemon has no peers: nothing to dial, or each bootstrap peer and what
-/// happened when dialling it.
-fn why_no_peers(config: &Config, status: &serde_json::Value) -> String {
-    let list = |key: &str| status[key].as_array().map_or(&[][..], Vec::as_slice);
-    let (dialled, unresolved) = (list("bootstrap"), list("unresolved_bootstrap"));
-    if dialled.is_empty() && unresolved.is_empty() {
-        return format!(
-            "no bootstrap peers are configured (`cluster.bootstrap_peers` in `{}`) and no other node has connected",
-            config.path.display()
-        );
-    }
-    let mut reasons: Vec<String> = unresolved
-        .iter()
-        .map(|peer| format!("{}: does not resolve (yet)", peer.as_str().unwrap_or("?")))
-        .collect();
-    for peer in dialled {
-        let address = peer["address"].as_str().unwrap_or("?");
-        let state = if peer["connected"].as_bool() == Some(true) {
-            "connected, but it has not proved membership of this network (yet)".to_owned()
-        } else if let Some(error) = peer["error"].as_str() {
-            error.to_owned()
-        } else {
-            "not reached yet".to_owned()
-        };
-        reasons.push(format!("{address}: {state}"));
-    }
-    format!(
-        "none of the bootstrap peers is reachable: {}",
-        reasons.join("; ")
-    )
 }

@@ -1,10 +1,10 @@
 //! One module per subcommand group. Each has a clap `Args` type and a `run` function that
-//! calls library crates and prints; data goes to stdout, everything else to stderr.
+//! calls `clan-lib` and prints; data goes to stdout, everything else to stderr.
 
 use std::path::PathBuf;
 
 pub mod agent;
-mod change;
+#[cfg(feature = "testbed")]
 pub mod demo;
 pub mod init;
 pub mod inspect;
@@ -15,8 +15,12 @@ pub mod output;
 pub mod secrets;
 pub mod services;
 pub mod ssh;
+mod terminal;
+#[cfg(feature = "testbed")]
 pub mod testbed;
 pub mod vars;
+
+pub use terminal::{Terminal, TerminalPrompter};
 
 /// What every subcommand gets from the global flags.
 pub struct Context {
@@ -25,19 +29,10 @@ pub struct Context {
 }
 
 /// The clan directory: `--flake` if given, else the nearest ancestor of the working directory
-/// that holds a `clan.toml`.
+/// that is a clan.
 pub fn clan_dir(context: &Context) -> anyhow::Result<PathBuf> {
     if let Some(dir) = &context.clan_dir {
         return Ok(dir.clone());
     }
-    let cwd = std::env::current_dir()?;
-    cwd.ancestors()
-        .find(|dir| dir.join("clan.toml").is_file())
-        .map(std::path::Path::to_path_buf)
-        .ok_or_else(|| {
-            crate::report::hinted(
-                format!("no clan.toml in {} or any parent directory", cwd.display()),
-                "run `clan init <dir>` to create a clan, or pass `--flake <dir>`",
-            )
-        })
+    Ok(clan_lib::find_clan_dir(&std::env::current_dir()?)?)
 }

@@ -97,40 +97,41 @@ pub struct MachineProgress {
 }
 
 impl MachineProgress {
-    pub fn new(machines: &[String]) -> MachineProgress {
+    pub fn new() -> MachineProgress {
         let printer = printer();
         let bars = printer.bars.then(|| {
             let multi =
                 indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stderr());
-            // Redrawn on events only, with no ticking thread: after Ctrl-C nothing draws over
-            // the report of where each machine stood.
-            let style = indicatif::ProgressStyle::with_template("{prefix} {wide_msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
-            let bars = machines
-                .iter()
-                .map(|machine| {
-                    let bar = multi.add(indicatif::ProgressBar::new_spinner());
-                    bar.set_style(style.clone());
-                    bar.set_prefix(format!("[{machine}]"));
-                    bar.set_message("waiting");
-                    (machine.clone(), bar)
-                })
-                .collect();
-            (multi, Mutex::new(bars))
+            (multi, Mutex::new(BTreeMap::new()))
         });
         MachineProgress { printer, bars }
     }
 
+    /// `machine`'s bar, added below the others when it is first heard of. Redrawn on events
+    /// only, with no ticking thread: after Ctrl-C nothing draws over the report of where each
+    /// machine stood.
+    fn with_bar(&self, machine: &str, update: impl FnOnce(&indicatif::ProgressBar)) {
+        let Some((multi, bars)) = &self.bars else {
+            return;
+        };
+        let mut bars = bars.lock().unwrap_or_else(|p| p.into_inner());
+        let bar = bars.entry(machine.to_owned()).or_insert_with(|| {
+            let style = indicatif::ProgressStyle::with_template("{prefix} {wide_msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
+            let bar = multi.add(indicatif::ProgressBar::new_spinner());
+            bar.set_style(style);
+            bar.set_prefix(format!("[{machine}]"));
+            bar
+        });
+        update(bar);
+    }
+
     /// `machine` reached `stage` (shown on its bar; a line only with `-v`).
     pub fn stage(&self, machine: &str, stage: &str) {
-        match &self.bars {
-            Some((_, bars)) => {
-                if let Some(bar) = bars.lock().unwrap_or_else(|p| p.into_inner()).get(machine) {
-                    bar.set_message(stage.to_owned());
-                }
-            }
-            None if self.printer.verbose() => eprintln!("[{machine}] {stage}"),
-            None => {}
+        if self.bars.is_some() {
+            self.with_bar(machine, |bar| bar.set_message(stage.to_owned()));
+        } else if self.printer.verbose() {
+            eprintln!("[{machine}] {stage}");
         }
     }
 
@@ -141,16 +142,22 @@ impl MachineProgress {
             return;
         }
         match &self.bars {
-            Some((multi, bars)) => {
+            Some((multi, _)) => {
                 for line in lines {
                     let _ = multi.println(format!("[{machine}] {line}"));
                 }
-                let bars = bars.lock().unwrap_or_else(|p| p.into_inner());
-                if let (Some(bar), Some(ok)) = (bars.get(machine), finished) {
-                    let outcome = lines.first().map_or("", String::as_str);
-                    let style = if ok { Style::Success } else { Style::Error };
-                    bar.finish_with_message(self.printer.paint(outcome, style));
-                }
+                self.with_bar(machine, |bar| match finished {
+                    Some(ok) => {
+                        let outcome = lines.first().map_or("", String::as_str);
+                        let style = if ok { Style::Success } else { Style::Error };
+                        bar.finish_with_message(self.printer.paint(outcome, style));
+                    }
+                    None => {
+                        if let Some(last) = lines.last() {
+                            bar.set_message(last.clone());
+                        }
+                    }
+                });
             }
             None => {
                 let mut stderr = std::io::stderr().lock();

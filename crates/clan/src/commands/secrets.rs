@@ -1,26 +1,20 @@
 //! `clan secrets …`: clan-core's secrets commands (key, users, machines, groups, set, get,
-//! list, remove, rename) plus `audit`, over the `clan-secrets` library. Mutations hold the
-//! clan lock and are committed to git unless `CLAN_NO_COMMIT=1`. Secret values come from stdin or a hidden
-//! prompt, never from arguments.
+//! list, remove, rename) plus `audit`, over `clan_lib::secrets`. Secret values come from
+//! stdin or a hidden prompt, never from arguments.
 
 use std::io::{IsTerminal, Read, Write};
-use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clan_error::Hint as _;
+use clan_lib::secrets::{Changed, KeyGeneration, Keyed, Secrets};
 use clan_secrets::{
-    Admin, Changes, GroupName, Identities, KeySources, MachineName, Member, Recipient, RekeyReport,
-    SecretName, SopsDir, UserName,
+    GroupName, Identities, KeySources, MachineName, Member, Recipient, SecretName, UserName,
 };
 use clap::{Parser, Subcommand};
 
-use super::change::{self, Change};
-use super::Context;
-
-/// What a secrets command may change: the sops tree, and the secret vars it re-keys.
-const SECRETS_SCOPE: &[&str] = &["sops", "vars"];
-use crate::report::{hinted, EXIT_FAILED};
+use super::{Context, Terminal};
+use crate::report::EXIT_FAILED;
 
 #[derive(Parser)]
 pub struct Args {
@@ -204,59 +198,43 @@ enum GroupsCommand {
     },
 }
 
+fn open(context: &Context, sources: KeySources) -> anyhow::Result<Secrets> {
+    Ok(Secrets::open(&super::clan_dir(context)?, sources))
+}
+
 pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
     let sources = KeySources::from_env();
     match args.command {
-        SecretsCommand::Key(command) => run_key(command, context, &sources),
-        SecretsCommand::Users(command) => run_users(command, &Session::open(context, sources)?),
-        SecretsCommand::Machines(command) => {
-            run_machines(command, &Session::open(context, sources)?)
-        }
-        SecretsCommand::Groups(command) => run_groups(command, &Session::open(context, sources)?),
+        SecretsCommand::Key(command) => run_key(command, context, sources),
+        SecretsCommand::Users(command) => run_users(command, &open(context, sources)?),
+        SecretsCommand::Machines(command) => run_machines(command, &open(context, sources)?),
+        SecretsCommand::Groups(command) => run_groups(command, &open(context, sources)?),
         SecretsCommand::Set {
             secret,
             users,
             machines,
             groups,
         } => {
-            let session = Session::open(context, sources)?;
-            let admin = session.admin()?;
+            let secrets = open(context, sources)?;
+            secrets.admin()?;
             let value = read_value(&secret)?;
-            let clan_machines: Vec<MachineName> = machines
-                .iter()
-                .filter(|machine| session.is_clan_machine(machine))
-                .cloned()
-                .collect();
             let members: Vec<Member> = users
                 .into_iter()
                 .map(Member::User)
                 .chain(machines.into_iter().map(Member::Machine))
                 .chain(groups.into_iter().map(Member::Group))
                 .collect();
-            session.change(|store| {
-                // A machine of the clan without a sops key yet gets one, as vars do.
-                let mut created = Vec::new();
-                for machine in &clan_machines {
-                    if let Some(changes) = store.ensure_machine_key(machine, &[], &admin)? {
-                        created.extend(changes.paths);
-                    }
-                }
-                let mut changes = store.set_secret(&secret, &value, &members, &admin)?;
-                changes.paths.extend(created);
-                Ok(changes)
-            })
+            finish(secrets.set(&secret, &value, &members, &Terminal)?)
         }
         SecretsCommand::Get { secret } => {
-            let session = Session::open(context, sources)?;
-            let value = session.store.get_secret(&secret, &session.identities()?)?;
+            let value = open(context, sources)?.get(&secret)?;
             let mut stdout = std::io::stdout().lock();
             stdout.write_all(value.expose())?;
             stdout.flush()?;
             Ok(ExitCode::SUCCESS)
         }
         SecretsCommand::List { pattern } => {
-            let session = Session::open(context, sources)?;
-            let names = session.store.secrets()?;
+            let names = open(context, sources)?.store().secrets()?;
             print_lines(
                 names
                     .iter()
@@ -265,107 +243,35 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
             )
         }
         SecretsCommand::Remove { secret } => {
-            let session = Session::open(context, sources)?;
-            session.change(|store| Ok(store.remove_secret(&secret)?))
+            finish(open(context, sources)?.remove(&secret, &Terminal)?)
         }
         SecretsCommand::Rename { secret, new_name } => {
-            let session = Session::open(context, sources)?;
-            session.change(|store| Ok(store.rename_secret(&secret, &new_name)?))
+            finish(open(context, sources)?.rename(&secret, &new_name, &Terminal)?)
         }
-        SecretsCommand::Audit { json } => audit(&Session::open(context, sources)?, json),
+        SecretsCommand::Audit { json } => audit(&open(context, sources)?, json),
     }
 }
 
-/// The clan's `sops/` tree and where the admin's keys are.
-struct Session {
-    store: SopsDir,
-    sources: KeySources,
-}
-
-impl Session {
-    fn open(context: &Context, sources: KeySources) -> anyhow::Result<Self> {
-        Ok(Session {
-            store: SopsDir::new(super::clan_dir(context)?),
-            sources,
-        })
+/// Reports what a change did and secrets that could not be re-keyed; exit 1 for those.
+fn finish(changed: Changed) -> anyhow::Result<ExitCode> {
+    for path in &changed.paths {
+        crate::commands::output::printer().note(&format!("changed {}", path.display()));
     }
-
-    fn identities(&self) -> anyhow::Result<Identities> {
-        let identities = Identities::discover(&self.sources)?;
-        if identities.public_keys().is_empty() {
-            return Err(clan_secrets::Error::NoAdminKey {
-                searched: self.sources.describe(),
-            }
-            .into());
+    for (path, error) in &changed.rekey_failures {
+        eprintln!(
+            "error: could not re-key `{}`: {}",
+            path.display(),
+            error_chain(error)
+        );
+        if let Some(hint) = error.hint() {
+            eprintln!("hint: {hint}");
         }
-        Ok(identities)
     }
-
-    fn admin(&self) -> anyhow::Result<Admin> {
-        Ok(self
-            .store
-            .admin(self.identities()?, &self.sources.describe())?)
-    }
-
-    /// Runs `operation` under the clan lock, then [`Session::finish`]es.
-    fn change(
-        &self,
-        operation: impl FnOnce(&SopsDir) -> anyhow::Result<Changes>,
-    ) -> anyhow::Result<ExitCode> {
-        let change = change::begin(self.store.clan_dir(), SECRETS_SCOPE)?;
-        let changes = operation(&self.store)?;
-        self.finish(&change, changes, None)
-    }
-
-    /// Runs a re-keying `operation` under the clan lock, then [`Session::finish`]es.
-    fn rekey(
-        &self,
-        operation: impl FnOnce(&SopsDir) -> anyhow::Result<(Changes, RekeyReport)>,
-    ) -> anyhow::Result<ExitCode> {
-        let change = change::begin(self.store.clan_dir(), SECRETS_SCOPE)?;
-        let (changes, report) = operation(&self.store)?;
-        self.finish(&change, changes, Some(report))
-    }
-
-    /// Whether `machine` is declared in the clan's inventory.
-    fn is_clan_machine(&self, machine: &MachineName) -> bool {
-        clan_inventory::load(self.store.clan_dir()).is_ok_and(|loaded| {
-            loaded
-                .inventory
-                .machines
-                .keys()
-                .any(|name| name.as_str() == machine.as_str())
-        })
-    }
-
-    /// Commits `changes`, reports secrets that could not be re-keyed, picks the exit code.
-    fn finish(
-        &self,
-        change: &Change,
-        changes: Changes,
-        report: Option<RekeyReport>,
-    ) -> anyhow::Result<ExitCode> {
-        for path in &changes.paths {
-            crate::commands::output::printer().note(&format!("changed {}", path.display()));
-        }
-        let failed = report.map(|r| r.failed).unwrap_or_default();
-        for (path, error) in &failed {
-            eprintln!(
-                "error: could not re-key `{}`: {}",
-                path.display(),
-                error_chain(error)
-            );
-            if let Some(hint) = error.hint() {
-                eprintln!("hint: {hint}");
-            }
-        }
-        change.commit(&changes.paths, &changes.message)?;
-        Ok(if failed.is_empty() {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::from(EXIT_FAILED)
-        })
-    }
+    Ok(if changed.rekey_failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILED)
+    })
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {
@@ -382,32 +288,31 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 fn run_key(
     command: KeyCommand,
     context: &Context,
-    sources: &KeySources,
+    sources: KeySources,
 ) -> anyhow::Result<ExitCode> {
     match command {
         KeyCommand::Generate { new } => {
-            let identities = Identities::discover_before_generating(sources)?;
-            if !identities.public_keys().is_empty() && !new {
-                for key in identities.public_keys() {
-                    eprintln!("age key {} is already set ({})", key.recipient, key.source);
+            match clan_lib::secrets::generate_key(&sources, new)? {
+                KeyGeneration::Existing(keys) => {
+                    for (recipient, source) in keys {
+                        eprintln!("age key {recipient} is already set ({source})");
+                    }
+                    eprintln!("pass --new to generate another one");
                 }
-                eprintln!("pass --new to generate another one");
-                return Ok(ExitCode::SUCCESS);
+                KeyGeneration::Created { path, recipient } => {
+                    eprintln!("Generated new age key {recipient} in {}", path.display());
+                    eprintln!(
+                        "Back it up somewhere safe: without it you lose access to your secrets."
+                    );
+                    eprintln!(
+                        "Add it to the clan with: clan secrets users add <your-name> {recipient}"
+                    );
+                }
             }
-            let path = sources.key_file_for_writing().ok_or_else(|| {
-                hinted(
-                    "cannot tell where to write the key",
-                    "set SOPS_AGE_KEY_FILE or HOME",
-                )
-            })?;
-            let recipient = clan_secrets::append_generated_identity(path)?;
-            eprintln!("Generated new age key {recipient} in {}", path.display());
-            eprintln!("Back it up somewhere safe: without it you lose access to your secrets.");
-            eprintln!("Add it to the clan with: clan secrets users add <your-name> {recipient}");
             Ok(ExitCode::SUCCESS)
         }
         KeyCommand::Show => {
-            let identities = Identities::discover(sources)?;
+            let identities = Identities::discover(&sources)?;
             if identities.public_keys().is_empty() {
                 return Err(clan_secrets::Error::NoAdminKey {
                     searched: sources.describe(),
@@ -429,72 +334,22 @@ fn run_key(
             println!("{}", serde_json::to_string_pretty(&keys)?);
             Ok(ExitCode::SUCCESS)
         }
-        KeyCommand::Update => {
-            let session = Session::open(context, KeySources::from_env())?;
-            let identities = session.identities()?;
-            session.rekey(|store| {
-                let report = store.update_keys(&identities)?;
-                let changes = Changes {
-                    paths: report.changed.clone(),
-                    message: "secrets: update with new keys".into(),
-                };
-                Ok((changes, report))
-            })
-        }
+        KeyCommand::Update => finish(open(context, sources)?.update_keys(&Terminal)?),
     }
 }
 
 fn parse_keys(args: KeyArgs) -> anyhow::Result<Vec<Recipient>> {
-    let mut keys = Vec::new();
-    for arg in args.key.into_iter().chain(args.age_keys) {
-        if arg.starts_with("AGE-SECRET-KEY-") || arg.starts_with("AGE-PLUGIN-") {
-            return Err(hinted(
-                "refusing a private key on the command line (other processes can read it)",
-                "pass the `age1…` public key, or the path of the key file",
-            ));
-        }
-        if let Ok(recipient) = arg.parse::<Recipient>() {
-            keys.push(recipient);
-            continue;
-        }
-        let path = Path::new(&arg);
-        if path.is_file() {
-            let text = zeroize::Zeroizing::new(
-                std::fs::read_to_string(path)
-                    .with_context(|| format!("reading keys from {}", path.display()))?,
-            );
-            let identities = Identities::parse(&text, &arg)
-                .map_err(|reason| anyhow::anyhow!("reading keys from {arg}: {reason}"))?;
-            keys.extend(
-                identities
-                    .public_keys()
-                    .iter()
-                    .map(|key| key.recipient.clone()),
-            );
-            continue;
-        }
-        return Err(hinted(
-            format!("`{arg}` is neither an age public key nor a key file"),
-            "pass an `age1…` public key",
-        ));
-    }
-    if keys.is_empty() {
-        return Err(hinted(
-            "no key given",
-            "pass an `age1…` public key, or `--age-key age1…`",
-        ));
-    }
-    Ok(keys)
+    let all: Vec<String> = args.key.into_iter().chain(args.age_keys).collect();
+    Ok(clan_lib::secrets::parse_recipients(&all)?)
 }
 
-fn run_users(command: UsersCommand, session: &Session) -> anyhow::Result<ExitCode> {
-    let store = &session.store;
+fn run_users(command: UsersCommand, secrets: &Secrets) -> anyhow::Result<ExitCode> {
+    let store = secrets.store();
     match command {
         UsersCommand::List => print_lines(store.users()?.iter().map(UserName::as_str)),
         UsersCommand::Add { user, keys, force } => {
             let keys = parse_keys(keys)?;
-            let identities = Identities::discover(&session.sources)?;
-            session.rekey(|store| Ok(store.add_user(&user, &keys, force, &identities)?))
+            finish(secrets.add(Keyed::User(&user, &keys), force, &Terminal)?)
         }
         UsersCommand::Get { user } => {
             let keys = store.keys_of(clan_secrets::MemberKind::User, user.as_str())?;
@@ -512,36 +367,28 @@ fn run_users(command: UsersCommand, session: &Session) -> anyhow::Result<ExitCod
             println!("{}", serde_json::to_string_pretty(&keys)?);
             Ok(ExitCode::SUCCESS)
         }
-        UsersCommand::Remove { user } => session
-            .rekey(|store| Ok(store.remove_member(&Member::User(user), &session.identities()?)?)),
+        UsersCommand::Remove { user } => {
+            finish(secrets.remove_member(Member::User(user), &Terminal)?)
+        }
         UsersCommand::AddKey { user, keys } => {
             let keys = parse_keys(keys)?;
-            session.rekey(|store| Ok(store.add_user_keys(&user, &keys, &session.identities()?)?))
+            finish(secrets.user_keys(&user, &keys, true, &Terminal)?)
         }
         UsersCommand::RemoveKey { user, keys } => {
             let keys = parse_keys(keys)?;
-            session
-                .rekey(|store| Ok(store.remove_user_keys(&user, &keys, &session.identities()?)?))
+            finish(secrets.user_keys(&user, &keys, false, &Terminal)?)
         }
-        UsersCommand::AddSecret { user, secret } => session.change(|store| {
-            Ok(store.allow(
-                &SopsDir::secret_dir(&secret),
-                &Member::User(user),
-                &session.identities()?,
-            )?)
-        }),
-        UsersCommand::RemoveSecret { user, secret } => session.change(|store| {
-            Ok(store.disallow(
-                &SopsDir::secret_dir(&secret),
-                &Member::User(user),
-                &session.identities()?,
-            )?)
-        }),
+        UsersCommand::AddSecret { user, secret } => {
+            finish(secrets.grant(&secret, &Member::User(user), true, &Terminal)?)
+        }
+        UsersCommand::RemoveSecret { user, secret } => {
+            finish(secrets.grant(&secret, &Member::User(user), false, &Terminal)?)
+        }
     }
 }
 
-fn run_machines(command: MachinesCommand, session: &Session) -> anyhow::Result<ExitCode> {
-    let store = &session.store;
+fn run_machines(command: MachinesCommand, secrets: &Secrets) -> anyhow::Result<ExitCode> {
+    let store = secrets.store();
     match command {
         MachinesCommand::List => print_lines(store.machines()?.iter().map(MachineName::as_str)),
         MachinesCommand::Add {
@@ -549,18 +396,11 @@ fn run_machines(command: MachinesCommand, session: &Session) -> anyhow::Result<E
             key,
             force,
         } => {
-            let keys = parse_keys(KeyArgs {
-                key: Some(key),
-                age_keys: Vec::new(),
-            })?;
+            let keys = clan_lib::secrets::parse_recipients(&[key])?;
             let [key] = keys.as_slice() else {
-                return Err(hinted(
-                    "a machine has exactly one key",
-                    "pass one `age1…` public key",
-                ));
+                return Err(clan_lib::Error::OneMachineKey.into());
             };
-            let identities = Identities::discover(&session.sources)?;
-            session.rekey(|store| Ok(store.add_machine(&machine, key, force, &identities)?))
+            finish(secrets.add(Keyed::Machine(&machine, key), force, &Terminal)?)
         }
         MachinesCommand::Get { machine } => print_lines(
             store
@@ -568,42 +408,26 @@ fn run_machines(command: MachinesCommand, session: &Session) -> anyhow::Result<E
                 .iter()
                 .map(Recipient::as_str),
         ),
-        MachinesCommand::Remove { machine } => session.rekey(|store| {
-            Ok(store.remove_member(&Member::Machine(machine), &session.identities()?)?)
-        }),
-        MachinesCommand::AddSecret { machine, secret } => session.change(|store| {
-            Ok(store.allow(
-                &SopsDir::secret_dir(&secret),
-                &Member::Machine(machine),
-                &session.identities()?,
-            )?)
-        }),
-        MachinesCommand::RemoveSecret { machine, secret } => session.change(|store| {
-            Ok(store.disallow(
-                &SopsDir::secret_dir(&secret),
-                &Member::Machine(machine),
-                &session.identities()?,
-            )?)
-        }),
+        MachinesCommand::Remove { machine } => {
+            finish(secrets.remove_member(Member::Machine(machine), &Terminal)?)
+        }
+        MachinesCommand::AddSecret { machine, secret } => {
+            finish(secrets.grant(&secret, &Member::Machine(machine), true, &Terminal)?)
+        }
+        MachinesCommand::RemoveSecret { machine, secret } => {
+            finish(secrets.grant(&secret, &Member::Machine(machine), false, &Terminal)?)
+        }
     }
 }
 
-fn run_groups(command: GroupsCommand, session: &Session) -> anyhow::Result<ExitCode> {
-    let store = &session.store;
+fn run_groups(command: GroupsCommand, secrets: &Secrets) -> anyhow::Result<ExitCode> {
     let membership = |group: GroupName, member: Member, add: bool| -> anyhow::Result<ExitCode> {
-        let identities = session.identities()?;
-        session.rekey(|store| {
-            Ok(if add {
-                store.group_add(&group, &member, &identities)?
-            } else {
-                store.group_remove(&group, &member, &identities)?
-            })
-        })
+        finish(secrets.group_membership(&group, &member, add, &Terminal)?)
     };
     match command {
         GroupsCommand::List => {
             let mut out = String::new();
-            for group in store.groups()? {
+            for group in secrets.store().groups()? {
                 out.push_str(&format!("{}\n", group.name));
                 for (title, names) in [("machines", &group.machines), ("users", &group.users)] {
                     if !names.is_empty() {
@@ -626,25 +450,17 @@ fn run_groups(command: GroupsCommand, session: &Session) -> anyhow::Result<ExitC
         }
         GroupsCommand::AddUser { group, user } => membership(group, Member::User(user), true),
         GroupsCommand::RemoveUser { group, user } => membership(group, Member::User(user), false),
-        GroupsCommand::AddSecret { group, secret } => session.change(|store| {
-            Ok(store.allow(
-                &SopsDir::secret_dir(&secret),
-                &Member::Group(group),
-                &session.identities()?,
-            )?)
-        }),
-        GroupsCommand::RemoveSecret { group, secret } => session.change(|store| {
-            Ok(store.disallow(
-                &SopsDir::secret_dir(&secret),
-                &Member::Group(group),
-                &session.identities()?,
-            )?)
-        }),
+        GroupsCommand::AddSecret { group, secret } => {
+            finish(secrets.grant(&secret, &Member::Group(group), true, &Terminal)?)
+        }
+        GroupsCommand::RemoveSecret { group, secret } => {
+            finish(secrets.grant(&secret, &Member::Group(group), false, &Terminal)?)
+        }
     }
 }
 
-fn audit(session: &Session, json: bool) -> anyhow::Result<ExitCode> {
-    let entries = session.store.audit()?;
+fn audit(secrets: &Secrets, json: bool) -> anyhow::Result<ExitCode> {
+    let entries = secrets.store().audit()?;
     let clean = entries.iter().all(|entry| entry.is_clean());
     let mut out = String::new();
     if json {

@@ -2,7 +2,8 @@
 
 use std::process::ExitCode;
 
-use serde_json::{json, Value};
+use clan_lib::services::describe;
+use serde_json::Value;
 
 use super::output::{print_json, print_table};
 use super::{clan_dir, Context};
@@ -28,20 +29,11 @@ enum Command {
     },
 }
 
-/// A service as listings show it (also the `services` root of `clan select`).
-pub fn describe(service: &clan_service::Service) -> Value {
-    json!({
-        "manifest": service.manifest,
-        "origin": service.origin,
-        "roles": service.roles,
-    })
-}
-
 pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
     let dir = clan_dir(context)?;
-    let services = clan_eval::load_services(&dir)?;
     match args.command {
         Command::List { json } => {
+            let services = clan_lib::services::list(&dir)?;
             if json {
                 let all: serde_json::Map<String, Value> = services
                     .iter()
@@ -68,17 +60,11 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Show { name, json } => {
-            let service = services.get(&name).ok_or_else(|| {
-                crate::report::hinted(
-                    format!("unknown service `{name}`"),
-                    clan_inventory::did_you_mean(&name, services.keys().map(String::as_str))
-                        .unwrap_or_else(|| "`clan services list` shows the services".to_owned()),
-                )
-            })?;
+            let service = clan_lib::services::get(&dir, &name)?;
             if json {
-                print_json(&describe(service))?;
+                print_json(&describe(&service))?;
             } else {
-                print_service(service);
+                print_service(&service);
             }
         }
     }

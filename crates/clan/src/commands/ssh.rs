@@ -4,8 +4,6 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use clan_deploy::fleet::Route;
-
 use super::machines::SshArgs;
 use super::output::print_json;
 use super::{clan_dir, Context};
@@ -37,8 +35,7 @@ pub struct Args {
 pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
     let dir = clan_dir(context)?;
     if args.json {
-        let fleet = clan_eval::Fleet::open(&dir)?;
-        let route = Route::of(&fleet, &dir, &args.machine, args.ssh.target_host.as_deref())?;
+        let route = clan_lib::deploy::route(&dir, &args.machine, args.ssh.target_host.as_deref())?;
         print_json(&route)?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -46,7 +43,12 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
 }
 
 fn session(dir: &Path, args: &Args) -> anyhow::Result<ExitCode> {
-    let (_control_dir, host) = super::machines::connect(dir, &args.machine, &args.ssh)?;
+    let (_control_dir, host) = clan_lib::deploy::connect(
+        dir,
+        &args.machine,
+        args.ssh.target_host.as_deref(),
+        &args.ssh.options(),
+    )?;
     let command = (!args.command.is_empty()).then(|| args.command.join(" "));
     let code = host.session(command.as_deref(), args.tty)?;
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)))

@@ -112,7 +112,8 @@ impl Clan {
             orphaned: Default::default(),
         };
         let mut init = clan.command(&[]);
-        init.args(["init", "--name", "test"]).arg(clan.root());
+        init.args(["init", "--name", "test", "--user", "admin"])
+            .arg(clan.root());
         assert!(init.status().unwrap().success());
         clan.ok(&["vars", "keygen", "--user", "admin"], b"");
         clan.ok(

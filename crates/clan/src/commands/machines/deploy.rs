@@ -9,15 +9,15 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use clan_deploy::agent::{Activation, HistoryEntry};
-use clan_deploy::deploy::{run_agent, AgentBinary, DeployOptions};
+use clan_deploy::deploy::{AgentBinary, DeployOptions};
 use clan_deploy::events::Event;
-use clan_deploy::fleet::Route;
-use clan_deploy::ssh::{ControlDir, HostKeyCheck, SshHost, SshOptions};
+use clan_deploy::ssh::{HostKeyCheck, SshOptions};
+use clan_lib::deploy::UpdateRequest;
+use clan_lib::Progress;
 
 use crate::commands::output::{print_json, print_table, MachineProgress};
-
-use crate::report::{hinted, EXIT_FAILED};
+use crate::commands::{Terminal, TerminalPrompter};
+use crate::report::EXIT_FAILED;
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum HostKeyArg {
@@ -95,8 +95,15 @@ pub struct UpdateArgs {
 }
 
 #[derive(clap::Args)]
+#[command(after_help = "Examples:
+  clan machines generations web01     # web01's history; * marks the current generation
+  clan machines generations           # every machine's current generation")]
 pub struct GenerationsArgs {
-    machine: String,
+    /// The machine (default: every machine, its current generation only).
+    machine: Option<String>,
+    /// How many machines are asked at once (without a machine).
+    #[arg(long, short = 'j', default_value_t = 10)]
+    jobs: usize,
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -116,99 +123,34 @@ pub struct RollbackArgs {
 }
 
 pub fn update(args: UpdateArgs, dir: &Path) -> anyhow::Result<ExitCode> {
-    let fleet = clan_eval::Fleet::open(dir)?;
-    let machines = fleet.select_machines(&args.machines, &args.tags.tags)?;
-    if args.ssh.target_host.is_some() && machines.len() != 1 {
-        return Err(hinted(format!(
-            "--target-host is one machine's address, but {} machines are selected",
-            machines.len()
-        ), "name exactly one machine, e.g. `clan machines update web01 --target-host root@203.0.113.4`"));
-    }
-    // Vars first, for every selected machine, all prompts before anything runs; a machine
-    // whose vars still fail to generate then fails alone, at resolve. New public vars can
-    // change the machines' configuration, so the clan is evaluated again then.
-    let (generated, unanswered) = if args.dry_run {
-        (false, Default::default())
-    } else {
-        let selection: Vec<clan_secrets::MachineName> = machines
-            .iter()
-            .map(|name| name.parse())
-            .collect::<Result<_, _>>()?;
-        crate::commands::vars::generate_missing(
-            dir,
-            &fleet,
-            &selection,
-            args.prompt_values.as_deref(),
-            !args.no_sandbox,
-        )?
-    };
-    let fleet = if generated {
-        clan_eval::Fleet::open(dir)?
-    } else {
-        fleet
-    };
-    let mut jobs =
-        clan_deploy::fleet::jobs(&fleet, dir, &machines, args.ssh.target_host.as_deref())?;
-    for job in &mut jobs {
-        if let Some(reason) = unanswered.get(&job.machine) {
-            job.plan = Err(clan_deploy::Error::VarsMissing {
-                machine: job.machine.clone(),
-                reason: reason.clone(),
-            });
-        }
-    }
-    let options = DeployOptions {
-        agent: AgentBinary::current()?,
-        confirm_timeout: (!args.no_magic_rollback)
-            .then(|| Duration::from_secs(args.confirm_timeout)),
-        lock_timeout: Duration::from_secs(args.lock_timeout),
-        dry_run: args.dry_run,
+    let request = UpdateRequest {
+        machines: args.machines,
+        tags: args.tags.tags,
+        target_host: args.ssh.target_host.clone(),
+        no_sandbox: args.no_sandbox,
+        jobs: args.jobs,
+        ssh: args.ssh.options(),
+        options: DeployOptions {
+            agent: AgentBinary::current()?,
+            confirm_timeout: (!args.no_magic_rollback)
+                .then(|| Duration::from_secs(args.confirm_timeout)),
+            lock_timeout: Duration::from_secs(args.lock_timeout),
+            dry_run: args.dry_run,
+        },
     };
     let json = args.json;
-    let names: Vec<String> = jobs.iter().map(|job| job.machine.clone()).collect();
-    let progress = (!json).then(|| MachineProgress::new(&names));
-    let out = Mutex::new(());
     let standing: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
-    let interrupted = report_interruption(Arc::clone(&standing))?;
-    let emit = |event: Event| {
-        // After Ctrl-C, what fails is the interruption's doing (ssh died with it): the report
-        // says where each machine stood when it came. Such a failure can be seen a moment
-        // before clan's own handler runs, so a failure waits that moment first.
-        if matches!(event, Event::Failed { .. }) {
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
-            return;
-        }
-        if let Some(now) = event.standing() {
-            standing
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(event.machine().to_owned(), now);
-        }
-        let _guard = out.lock();
-        if json {
-            let mut stdout = std::io::stdout().lock();
-            if let Ok(line) = serde_json::to_string(&event) {
-                let _ = writeln!(stdout, "{line}");
-            }
-        } else if let Some(progress) = &progress {
-            let finished = match &event {
-                Event::Done { .. } => Some(true),
-                Event::Failed { .. } => Some(false),
-                _ => None,
-            };
-            match &event {
-                Event::Stage { stage, .. } => progress.stage(event.machine(), &stage.to_string()),
-                _ => progress.lines(event.machine(), &event.human(), finished),
-            }
-        }
+    let sink = Sink {
+        json,
+        progress: MachineProgress::new(),
+        out: Mutex::new(()),
+        interrupted: report_interruption(Arc::clone(&standing))?,
+        standing,
     };
-    let results = clan_deploy::fleet::run(jobs, &args.ssh.options(), &options, args.jobs, &emit)?;
-    if let Some(progress) = &progress {
-        progress.finish();
-    }
-    if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
+    let mut prompter = TerminalPrompter::new(args.prompt_values);
+    let results = clan_lib::deploy::update(dir, &request, &mut prompter, &sink)?;
+    sink.progress.finish();
+    if sink.interrupted.load(std::sync::atomic::Ordering::SeqCst) {
         // The interruption's own report ends the process; no summary after it.
         loop {
             std::thread::park();
@@ -263,6 +205,60 @@ pub fn update(args: UpdateArgs, dir: &Path) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// Prints a fleet run's events: `[machine] …` lines on stderr, or JSON lines on stdout.
+struct Sink {
+    json: bool,
+    /// Bars on a terminal, `[machine] …` lines otherwise (not with `--json`).
+    progress: MachineProgress,
+    out: Mutex<()>,
+    standing: Arc<Mutex<BTreeMap<String, String>>>,
+    interrupted: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Progress for Sink {
+    fn event(&self, event: clan_lib::Event) {
+        let clan_lib::Event::Deploy(event) = event else {
+            return Terminal.event(event);
+        };
+        // After Ctrl-C, what fails is the interruption's doing (ssh died with it): the report
+        // says where each machine stood when it came. Such a failure can be seen a moment
+        // before clan's own handler runs, so a failure waits that moment first.
+        if matches!(*event, Event::Failed { .. }) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        if self.interrupted.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        if let Some(now) = event.standing() {
+            self.standing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(event.machine().to_owned(), now);
+        }
+        let _guard = self.out.lock();
+        if self.json {
+            let mut stdout = std::io::stdout().lock();
+            if let Ok(line) = serde_json::to_string(&*event) {
+                let _ = writeln!(stdout, "{line}");
+            }
+        } else {
+            let finished = match &*event {
+                Event::Done { .. } => Some(true),
+                Event::Failed { .. } => Some(false),
+                _ => None,
+            };
+            match &*event {
+                Event::Stage { stage, .. } => {
+                    self.progress.stage(event.machine(), &stage.to_string())
+                }
+                _ => self
+                    .progress
+                    .lines(event.machine(), &event.human(), finished),
+            }
+        }
+    }
+}
+
 /// On Ctrl-C (or SIGTERM) during a fleet run: says where each machine stands, then ends the
 /// run with 130. The machines are safe either way: an activation runs to its end on the
 /// machine, and one that is not confirmed reverts by itself.
@@ -289,24 +285,16 @@ fn report_interruption(
     Ok(interrupted)
 }
 
-/// A connection to one machine, for commands outside a fleet run, and its control directory
-/// (bound first, so that the host, dropped first, closes before the directory goes).
-pub fn connect(dir: &Path, machine: &str, ssh: &SshArgs) -> anyhow::Result<(ControlDir, SshHost)> {
-    let fleet = clan_eval::Fleet::open(dir)?;
-    let route = Route::of(&fleet, dir, machine, ssh.target_host.as_deref())?;
-    let control_dir = ControlDir::new()?;
-    let host = route.connect(&ssh.options(), &control_dir)?;
-    Ok((control_dir, host))
-}
-
 pub fn generations(args: GenerationsArgs, dir: &Path) -> anyhow::Result<ExitCode> {
-    let (_control_dir, host) = connect(dir, &args.machine, &args.ssh)?;
-    #[derive(serde::Deserialize, serde::Serialize)]
-    struct Generations {
-        current: Option<String>,
-        history: Vec<HistoryEntry>,
-    }
-    let generations: Generations = run_agent(&host, &["generations"])?;
+    let Some(machine) = &args.machine else {
+        return fleet_generations(&args, dir);
+    };
+    let generations = clan_lib::deploy::generations(
+        dir,
+        machine,
+        args.ssh.target_host.as_deref(),
+        &args.ssh.options(),
+    )?;
     if args.json {
         print_json(&generations)?;
         return Ok(ExitCode::SUCCESS);
@@ -314,10 +302,7 @@ pub fn generations(args: GenerationsArgs, dir: &Path) -> anyhow::Result<ExitCode
     let mut rows = vec![["#", "GENERATION", "TIME", "ACTION", "CURRENT", "DETAIL"]
         .map(str::to_owned)
         .to_vec()];
-    let last_current = generations
-        .history
-        .iter()
-        .rposition(|e| Some(&e.generation) == generations.current.as_ref() && e.action != "failed");
+    let last_current = generations.current_entry();
     for (index, entry) in generations.history.iter().enumerate() {
         rows.push(vec![
             entry.number.to_string(),
@@ -332,13 +317,82 @@ pub fn generations(args: GenerationsArgs, dir: &Path) -> anyhow::Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn rollback(args: RollbackArgs, dir: &Path) -> anyhow::Result<ExitCode> {
-    let (_control_dir, host) = connect(dir, &args.machine, &args.ssh)?;
-    let mut words = vec!["rollback"];
-    if let Some(to) = &args.to {
-        words.extend(["--to", to]);
+/// `machines generations` without a machine: each machine's current generation and the
+/// history entry that made it current; exit 1 when a machine could not be asked.
+fn fleet_generations(args: &GenerationsArgs, dir: &Path) -> anyhow::Result<ExitCode> {
+    if args.ssh.target_host.is_some() {
+        return Err(crate::report::hinted(
+            "--target-host is one machine's address, but no machine is named",
+            "name the machine, e.g. `clan machines generations web01 --target-host root@203.0.113.4`",
+        ));
     }
-    let activation: Activation = run_agent(&host, &words)?;
+    let results = clan_lib::deploy::fleet_generations(dir, &args.ssh.options(), args.jobs)?;
+    let failed = results.iter().filter(|(_, r)| r.is_err()).count();
+    if args.json {
+        let document: serde_json::Map<String, serde_json::Value> = results
+            .iter()
+            .map(|(machine, result)| {
+                let value = match result {
+                    Ok(generations) => {
+                        serde_json::to_value(generations).unwrap_or(serde_json::Value::Null)
+                    }
+                    Err(error) => serde_json::json!({ "error": error.to_string() }),
+                };
+                (machine.clone(), value)
+            })
+            .collect();
+        print_json(&document)?;
+    } else {
+        let mut rows = vec![["MACHINE", "GENERATION", "TIME", "ACTION", "GENERATIONS"]
+            .map(str::to_owned)
+            .to_vec()];
+        for (machine, result) in &results {
+            match result {
+                Ok(generations) => {
+                    let entry = generations
+                        .current_entry()
+                        .and_then(|index| generations.history.get(index));
+                    rows.push(vec![
+                        machine.clone(),
+                        generations
+                            .current
+                            .as_deref()
+                            .map_or("-", clan_deploy::agent::short)
+                            .to_owned(),
+                        entry.map_or_else(|| "-".to_owned(), |e| format!("unix {}", e.time)),
+                        entry.map_or_else(|| "-".to_owned(), |e| e.action.clone()),
+                        generations.history.len().to_string(),
+                    ]);
+                }
+                Err(error) => {
+                    rows.push(vec![
+                        machine.clone(),
+                        "-".into(),
+                        "-".into(),
+                        "FAILED".into(),
+                        "-".into(),
+                    ]);
+                    eprintln!("[{machine}] {error}");
+                }
+            }
+        }
+        print_table(&rows)?;
+    }
+    Ok(if failed > 0 {
+        ExitCode::from(EXIT_FAILED)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+pub fn rollback(args: RollbackArgs, dir: &Path) -> anyhow::Result<ExitCode> {
+    let activation = clan_lib::deploy::rollback(
+        dir,
+        &args.machine,
+        args.ssh.target_host.as_deref(),
+        args.to.as_deref(),
+        &args.ssh.options(),
+    )?;
     if args.json {
         print_json(&activation)?;
     } else {

@@ -7,8 +7,9 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
 use clan_git::ClanLock;
+
+use crate::{Error, Event, Progress};
 
 /// Held while the command changes the clan; dropping it releases the lock.
 pub struct Change {
@@ -16,68 +17,59 @@ pub struct Change {
 }
 
 /// Takes the clan lock for a change of `scope` (paths relative to the clan directory).
-pub fn begin(clan_dir: &Path, scope: &[&str]) -> anyhow::Result<Change> {
-    let change = lock(clan_dir)?;
+pub fn begin(clan_dir: &Path, scope: &[&str], progress: &dyn Progress) -> Result<Change, Error> {
+    let change = lock(clan_dir, progress)?;
     change.begin(scope)?;
     Ok(change)
 }
 
 /// Takes the clan lock for a command that may find nothing to change; it calls
 /// [`Change::begin`] before it changes anything.
-pub fn lock(clan_dir: &Path) -> anyhow::Result<Change> {
+pub fn lock(clan_dir: &Path, progress: &dyn Progress) -> Result<Change, Error> {
     Ok(Change {
-        lock: acquire(clan_dir)?,
+        lock: acquire(clan_dir, progress)?,
     })
 }
 
 impl Change {
     /// Records that `scope` (paths relative to the clan directory) is about to change.
-    pub fn begin(&self, scope: &[&str]) -> anyhow::Result<()> {
+    pub fn begin(&self, scope: &[&str]) -> Result<(), Error> {
         let scope: Vec<&Path> = scope.iter().map(Path::new).collect();
         self.lock
             .begin(&scope)
-            .context("recording the change about to be made")
+            .map_err(|source| Error::Journal { source })
     }
 
     /// Commits `paths` (relative to the clan directory) with `message`.
-    pub fn commit(&self, paths: &[PathBuf], message: &str) -> anyhow::Result<()> {
+    pub fn commit(&self, paths: &[PathBuf], message: &str) -> Result<(), Error> {
         self.lock
             .commit(paths, message)
-            .context("committing the change to git")?;
+            .map_err(|source| Error::Commit { source })?;
         Ok(())
     }
 }
 
 /// For commands that only report the clan's state: first commits what an interrupted
 /// command changed but did not commit, so that it is not reported as done.
-pub fn recover_if_interrupted(clan_dir: &Path) -> anyhow::Result<()> {
+pub fn recover_if_interrupted(clan_dir: &Path, progress: &dyn Progress) -> Result<(), Error> {
     if clan_git::interrupted(clan_dir)? {
-        drop(acquire(clan_dir)?);
+        drop(acquire(clan_dir, progress)?);
     }
     Ok(())
 }
 
-fn acquire(clan_dir: &Path) -> anyhow::Result<ClanLock> {
+fn acquire(clan_dir: &Path, progress: &dyn Progress) -> Result<ClanLock, Error> {
     let commits = std::env::var_os("CLAN_NO_COMMIT").is_none_or(|value| value != "1");
-    let lock = ClanLock::acquire(
-        clan_dir,
-        &command_line(),
-        commits,
-        |path, holder| match holder {
-            Some(holder) => eprintln!("waiting for the clan lock `{}`: {holder}", path.display()),
-            None => eprintln!(
-                "waiting for another clan process to release the clan lock `{}`",
-                path.display()
-            ),
-        },
-    )?;
+    let lock = ClanLock::acquire(clan_dir, &command_line(), commits, |path, holder| {
+        progress.event(Event::WaitingForLock {
+            path: path.to_path_buf(),
+            holder: holder.map(|holder| holder.to_string()),
+        })
+    })?;
     // Vars staging directories of a killed run go first: the recovery may commit `vars/`.
     clan_vars::VarsStore::new(clan_dir).remove_stale_staging()?;
-    for recovered in lock
-        .recover()
-        .context("recovering from an interrupted command")?
-    {
-        eprintln!("recovered: {recovered}");
+    for recovered in lock.recover().map_err(|source| Error::Recover { source })? {
+        progress.event(Event::Recovered(recovered.to_string()));
     }
     Ok(lock)
 }

@@ -1,0 +1,226 @@
+//! Deploys: `update` (vars first, then the fleet run of `clan-deploy`, reporting each
+//! machine's events to the [`Progress`] sink), dry runs, `generations` of one machine or the
+//! whole fleet, and `rollback`.
+
+use std::path::Path;
+
+use clan_deploy::agent::{Activation, HistoryEntry};
+use clan_deploy::deploy::{run_agent, DeployOptions};
+use clan_deploy::fleet::{MachineResult, Route};
+use clan_deploy::ssh::{ControlDir, SshHost, SshOptions};
+
+use crate::vars::Prompter;
+use crate::{Error, Event, Progress};
+
+/// A deploy of the machines `machines` (all when empty) that carry every tag of `tags`.
+pub struct UpdateRequest {
+    pub machines: Vec<String>,
+    pub tags: Vec<String>,
+    /// Connect to `[user@]host[:port]` instead of the machine's target (one machine only).
+    pub target_host: Option<String>,
+    /// Run vars generator scripts without bubblewrap.
+    pub no_sandbox: bool,
+    /// How many machines are deployed at once.
+    pub jobs: usize,
+    pub ssh: SshOptions,
+    pub options: DeployOptions,
+}
+
+/// Deploys the machines `request` selects. Vars come first, for every selected machine,
+/// all prompts before anything runs; a machine whose vars still fail to generate then fails
+/// alone. Results come in the order of the selection; a failed machine is a result, not an
+/// error.
+pub fn update(
+    dir: &Path,
+    request: &UpdateRequest,
+    prompter: &mut dyn Prompter,
+    progress: &dyn Progress,
+) -> Result<Vec<MachineResult>, Error> {
+    let fleet = clan_eval::Fleet::open(dir)?;
+    let machines = crate::machines::select(&fleet, &request.machines, &request.tags)?;
+    if request.target_host.is_some() && machines.len() != 1 {
+        return Err(Error::TargetHostForMany {
+            count: machines.len(),
+        });
+    }
+    let missing = if request.options.dry_run {
+        crate::vars::Missing::default()
+    } else {
+        let selection: Vec<clan_secrets::MachineName> = machines
+            .iter()
+            .map(|name| name.parse())
+            .collect::<Result<_, _>>()?;
+        crate::vars::generate_missing(
+            dir,
+            &fleet,
+            &selection,
+            request.no_sandbox,
+            prompter,
+            progress,
+        )?
+    };
+    // New public vars can change the machines' configuration: evaluate again then.
+    let fleet = match missing.generated {
+        Some(generated) => {
+            progress.event(Event::VarsGenerated(generated));
+            clan_eval::Fleet::open(dir)?
+        }
+        None => fleet,
+    };
+    let mut jobs =
+        clan_deploy::fleet::jobs(&fleet, dir, &machines, request.target_host.as_deref())?;
+    for job in &mut jobs {
+        if let Some(reason) = missing.unanswered.get(&job.machine) {
+            job.plan = Err(clan_deploy::Error::VarsMissing {
+                machine: job.machine.clone(),
+                reason: reason.clone(),
+            });
+        }
+    }
+    let emit = |event| progress.event(Event::Deploy(Box::new(event)));
+    Ok(clan_deploy::fleet::run(
+        jobs,
+        &request.ssh,
+        &request.options,
+        request.jobs,
+        &emit,
+    )?)
+}
+
+/// How machine `machine` is reached (`target_host` overrides its target).
+pub fn route(dir: &Path, machine: &str, target_host: Option<&str>) -> Result<Route, Error> {
+    let fleet = clan_eval::Fleet::open(dir)?;
+    Ok(Route::of(&fleet, dir, machine, target_host)?)
+}
+
+/// A connection to one machine, for operations outside a fleet run, and its control
+/// directory (bound first, so that the host, dropped first, closes before the directory goes).
+pub fn connect(
+    dir: &Path,
+    machine: &str,
+    target_host: Option<&str>,
+    ssh: &SshOptions,
+) -> Result<(ControlDir, SshHost), Error> {
+    let route = route(dir, machine, target_host)?;
+    let control_dir = ControlDir::new()?;
+    let host = route.connect(ssh, &control_dir)?;
+    Ok((control_dir, host))
+}
+
+/// A machine's generation history, as its agent reports it.
+#[derive(Debug, serde::Deserialize, serde::Serialize)]
+pub struct Generations {
+    pub current: Option<String>,
+    pub history: Vec<HistoryEntry>,
+}
+
+impl Generations {
+    /// The index in `history` of the entry that made the current generation current.
+    pub fn current_entry(&self) -> Option<usize> {
+        self.history.iter().rposition(|entry| {
+            Some(&entry.generation) == self.current.as_ref() && entry.action != "failed"
+        })
+    }
+}
+
+/// Machine `machine`'s generations.
+pub fn generations(
+    dir: &Path,
+    machine: &str,
+    target_host: Option<&str>,
+    ssh: &SshOptions,
+) -> Result<Generations, Error> {
+    let (_control_dir, host) = connect(dir, machine, target_host, ssh)?;
+    Ok(run_agent(&host, &["generations"])?)
+}
+
+/// One machine's generations, or why they could not be asked for.
+pub type MachineGenerations = (String, Result<Generations, Error>);
+
+/// The generations of every machine of the fleet, asked `jobs` machines at a time; a
+/// machine that cannot be asked is a result, not an error.
+pub fn fleet_generations(
+    dir: &Path,
+    ssh: &SshOptions,
+    jobs: usize,
+) -> Result<Vec<MachineGenerations>, Error> {
+    let fleet = clan_eval::Fleet::open(dir)?;
+    let machines = crate::machines::select(&fleet, &[], &[])?;
+    let mut results = Vec::with_capacity(machines.len());
+    for chunk in machines.chunks(jobs.max(1)) {
+        std::thread::scope(|scope| {
+            let asks: Vec<_> = chunk
+                .iter()
+                .map(|machine| {
+                    let fleet = &fleet;
+                    scope.spawn(move || {
+                        let route = Route::of(fleet, dir, machine, None)?;
+                        let control_dir = ControlDir::new()?;
+                        let host = route.connect(ssh, &control_dir)?;
+                        Ok(run_agent(&host, &["generations"])?)
+                    })
+                })
+                .collect();
+            for (machine, ask) in chunk.iter().zip(asks) {
+                let result = ask.join().unwrap_or_else(|_| {
+                    Err(Error::Panicked {
+                        what: "asking a machine for its generations",
+                    })
+                });
+                results.push((machine.clone(), result));
+            }
+        });
+    }
+    Ok(results)
+}
+
+/// Re-activates an earlier generation of `machine`: `to` is a generation id (or its first
+/// characters) or history number; default the previous one.
+pub fn rollback(
+    dir: &Path,
+    machine: &str,
+    target_host: Option<&str>,
+    to: Option<&str>,
+    ssh: &SshOptions,
+) -> Result<Activation, Error> {
+    let (_control_dir, host) = connect(dir, machine, target_host, ssh)?;
+    let mut words = vec!["rollback"];
+    if let Some(to) = to {
+        words.extend(["--to", to]);
+    }
+    Ok(run_agent(&host, &words)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(number: u64, generation: &str, action: &str) -> HistoryEntry {
+        HistoryEntry {
+            number,
+            generation: generation.to_owned(),
+            time: number,
+            action: action.to_owned(),
+            detail: None,
+        }
+    }
+
+    #[test]
+    fn the_current_entry_is_the_last_that_made_the_current_generation_current() {
+        let generations = Generations {
+            current: Some("a".into()),
+            history: vec![
+                entry(1, "a", "deploy"),
+                entry(2, "b", "deploy"),
+                entry(3, "a", "magic-rollback"),
+                entry(4, "a", "failed"),
+            ],
+        };
+        assert_eq!(generations.current_entry(), Some(2));
+        let none = Generations {
+            current: None,
+            history: vec![entry(1, "a", "failed")],
+        };
+        assert_eq!(none.current_entry(), None);
+    }
+}

@@ -1,0 +1,184 @@
+//! The terminal side of the library's callbacks: [`Terminal`] prints the progress events of
+//! operations on stderr, [`TerminalPrompter`] asks vars prompts on the terminal.
+
+use std::io::{BufRead, IsTerminal, Read};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use clan_error::Hint as _;
+use clan_lib::vars::{Generated, PromptValues, Prompter};
+use clan_lib::{Event, Progress};
+use clan_vars::PromptRequest;
+use zeroize::Zeroizing;
+
+use crate::report::hinted;
+
+/// Prints what operations report as they go, on stderr.
+pub struct Terminal;
+
+impl Progress for Terminal {
+    fn event(&self, event: Event) {
+        match event {
+            Event::WaitingForLock { path, holder } => match holder {
+                Some(holder) => {
+                    eprintln!("waiting for the clan lock `{}`: {holder}", path.display())
+                }
+                None => eprintln!(
+                    "waiting for another clan process to release the clan lock `{}`",
+                    path.display()
+                ),
+            },
+            Event::Recovered(what) => eprintln!("recovered: {what}"),
+            Event::VarsGenerated(generated) => print_generated(&generated),
+            Event::Deploy(event) => {
+                for line in event.human() {
+                    eprintln!("[{}] {line}", event.machine());
+                }
+            }
+        }
+    }
+}
+
+/// How many generators ran, and each that failed with its hint.
+pub fn print_generated(generated: &Generated) {
+    eprintln!("generated {} generator runs", generated.runs.len());
+    for (key, error) in &generated.failed {
+        eprintln!("error: {key}: {error}");
+        if let Some(hint) = error.hint() {
+            eprintln!("hint: {hint}");
+        }
+    }
+}
+
+/// Asks prompts on the terminal (without one it answers nothing), after the answers of
+/// `--prompt-values FILE` (`-`: stdin), read when first needed.
+pub struct TerminalPrompter {
+    path: Option<PathBuf>,
+    values: Option<PromptValues>,
+}
+
+impl TerminalPrompter {
+    pub fn new(prompt_values: Option<PathBuf>) -> TerminalPrompter {
+        TerminalPrompter {
+            path: prompt_values,
+            values: None,
+        }
+    }
+}
+
+impl Prompter for TerminalPrompter {
+    fn interactive(&self) -> bool {
+        std::io::stdin().is_terminal()
+    }
+
+    fn prompt_values(
+        &mut self,
+    ) -> Result<Option<&PromptValues>, Box<dyn std::error::Error + Send + Sync>> {
+        if let (None, Some(path)) = (&self.values, &self.path) {
+            self.values = Some(read_prompt_values(path)?);
+        }
+        Ok(self.values.as_ref())
+    }
+
+    fn ask(
+        &mut self,
+        request: &PromptRequest,
+    ) -> Result<Zeroizing<String>, Box<dyn std::error::Error + Send + Sync>> {
+        let label = if request.prompt.description.is_empty() {
+            request.name.clone()
+        } else {
+            request.prompt.description.clone()
+        };
+        let title = format!("{} — {label}", request.generator);
+        // A `Hinted` error stays itself inside the library's error, so its hint is shown.
+        let hidden = |multiline| {
+            ask_hidden_twice(&title, multiline).map_err(
+                |error| -> Box<dyn std::error::Error + Send + Sync> {
+                    match error.downcast::<crate::report::Hinted>() {
+                        Ok(hinted) => Box::new(hinted),
+                        Err(error) => error.into(),
+                    }
+                },
+            )
+        };
+        Ok(match request.prompt.kind {
+            clan_config::PromptType::Hidden => hidden(false)?,
+            clan_config::PromptType::MultilineHidden => hidden(true)?,
+            clan_config::PromptType::Line => {
+                eprint!("{title}: ");
+                let mut line = Zeroizing::new(String::new());
+                std::io::stdin().lock().read_line(&mut line)?;
+                Zeroizing::new(line.trim_end_matches(['\n', '\r']).to_owned())
+            }
+            clan_config::PromptType::Multiline => {
+                eprintln!("{title} (finish with Ctrl-D on an empty line):");
+                let mut text = Zeroizing::new(String::new());
+                std::io::stdin().lock().read_to_string(&mut text)?;
+                text
+            }
+        })
+    }
+}
+
+/// Asks for a secret on the terminal without echoing it, twice; `multiline` reads until
+/// Ctrl-D instead of one line.
+pub fn ask_hidden_twice(title: &str, multiline: bool) -> anyhow::Result<Zeroizing<String>> {
+    let ask = |prompt: &str| -> std::io::Result<Zeroizing<String>> {
+        if multiline {
+            read_hidden_until_eof(prompt)
+        } else {
+            rpassword::prompt_password(format!("{prompt}: ")).map(Zeroizing::new)
+        }
+    };
+    for _ in 0..3 {
+        let first = ask(title)?;
+        let second = ask("Again, to confirm")?;
+        if first == second {
+            return Ok(first);
+        }
+        eprintln!("the two entries differ; try again");
+    }
+    Err(hinted(
+        "the two entries differed three times",
+        "run `clan vars generate` again",
+    ))
+}
+
+/// Reads the terminal until Ctrl-D with echo off (newlines still echo, to show progress).
+fn read_hidden_until_eof(prompt: &str) -> std::io::Result<Zeroizing<String>> {
+    use rustix::termios::{tcgetattr, tcsetattr, LocalModes, OptionalActions};
+    let stdin = std::io::stdin();
+    let saved = tcgetattr(&stdin)?;
+    let mut quiet = saved.clone();
+    quiet.local_modes.remove(LocalModes::ECHO);
+    quiet.local_modes.insert(LocalModes::ECHONL);
+    tcsetattr(&stdin, OptionalActions::Now, &quiet)?;
+    // Only now: whatever is typed after the prompt appears is not echoed.
+    eprintln!("{prompt} (hidden; finish with Ctrl-D on an empty line):");
+    let mut text = Zeroizing::new(String::new());
+    let read = stdin.lock().read_to_string(&mut text);
+    tcsetattr(&stdin, OptionalActions::Now, &saved)?;
+    read.map(|_| text)
+}
+
+/// Prompt answers from `path` (`-`: stdin).
+fn read_prompt_values(path: &Path) -> anyhow::Result<PromptValues> {
+    let mut json = Zeroizing::new(Vec::new());
+    if path == Path::new("-") {
+        std::io::stdin()
+            .lock()
+            .read_to_end(&mut json)
+            .context("reading prompt values from stdin")?;
+        return Ok(PromptValues {
+            json,
+            source: "stdin".to_owned(),
+        });
+    }
+    std::fs::File::open(path)
+        .and_then(|mut file| file.read_to_end(&mut json))
+        .with_context(|| format!("reading prompt values from `{}`", path.display()))?;
+    Ok(PromptValues {
+        json,
+        source: format!("`{}`", path.display()),
+    })
+}
