@@ -50,13 +50,7 @@ pub fn main() -> ExitCode {
         TopCommand::Agent(args) => run(args).inspect_err(|error| print_failure(&failure(error))),
         TopCommand::Mesher(args) => crate::mesher::run(args),
     };
-    result.unwrap_or_else(|error| {
-        crate::report::print_error(&error, &|cause| {
-            cause
-                .downcast_ref::<clan_mesher::client::Error>()
-                .and_then(clan_mesher::client::Error::hint)
-        })
-    })
+    result.unwrap_or_else(|error| crate::report::print_error(&error))
 }
 
 /// What the deployer gets of a failed `agent` command: the agent's typed failure, or any

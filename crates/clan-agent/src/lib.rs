@@ -136,6 +136,15 @@ impl AgentError {
     }
 }
 
+/// Whatever fails on the machine fails the deploy.
+impl clan_error::Hint for AgentError {
+    fn exit(&self) -> clan_error::Exit {
+        clan_error::Exit::Failed
+    }
+}
+
+clan_error::register!(AgentError);
+
 /// Options of `clan agent activate`.
 #[derive(Debug, Clone)]
 pub struct ActivateOptions {
@@ -580,7 +589,9 @@ fn fs_path(error: &clan_fs::Error) -> &Path {
     }
 }
 
-/// `error`'s message followed by those of its sources that it does not already include.
+/// `error`'s message followed by those of its sources that it does not already include, on
+/// one line (a program's output in it is joined with `; `), as the deployer prints it after
+/// `[machine] `.
 pub fn message_with_causes(error: &(dyn std::error::Error + 'static)) -> String {
     let mut message = error.to_string();
     let mut source = error.source();
@@ -591,7 +602,8 @@ pub fn message_with_causes(error: &(dyn std::error::Error + 'static)) -> String 
         }
         source = cause.source();
     }
-    message
+    let lines: Vec<&str> = message.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines.join("; ")
 }
 
 fn describe_restore(old: &Stored, error: Option<AgentError>) -> String {

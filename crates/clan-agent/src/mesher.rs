@@ -318,7 +318,7 @@ fn certificate(command: CertificateCommand) -> anyhow::Result<ExitCode> {
                 }
                 Err(error) => {
                     eprintln!("invalid: {error}");
-                    Ok(ExitCode::from(report::EXIT_FAILED))
+                    Ok(ExitCode::from(clan_error::Exit::Failed.code()))
                 }
             }
         }

@@ -150,6 +150,19 @@ fn owner_of(owners: &BTreeMap<String, String>, path: &str) -> String {
     }
 }
 
+/// Two services disagreeing about one machine fail the evaluation.
+impl clan_error::Hint for Conflict {
+    fn hint(&self) -> Option<String> {
+        Some("make the two services agree, or drop one of them from this machine".to_owned())
+    }
+
+    fn exit(&self) -> clan_error::Exit {
+        clan_error::Exit::Failed
+    }
+}
+
+clan_error::register!(Conflict);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -109,6 +109,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("failed to write `{}`", path.display())]
+    Cache {
+        path: PathBuf,
+        #[source]
+        source: clan_fs::Error,
+    },
     #[error("running `{program}`")]
     Spawn {
         program: String,
@@ -141,9 +147,9 @@ impl From<clan_eval::Error> for Error {
     }
 }
 
-impl Error {
+impl clan_error::Hint for Error {
     /// What the user should do next, when there is something to say.
-    pub fn hint(&self) -> Option<String> {
+    fn hint(&self) -> Option<String> {
         match self {
             Error::Ssh {
                 machine, failure, ..
@@ -190,6 +196,20 @@ impl Error {
         }
     }
 
+    /// Whatever went wrong with one machine (unreachable, a failed activation, an invalid
+    /// configuration for it) is a failure of the run; local I/O is not.
+    fn exit(&self) -> clan_error::Exit {
+        match self {
+            Error::Eval(error) => error.exit(),
+            _ if self.machine().is_some() => clan_error::Exit::Failed,
+            _ => clan_error::Exit::Error,
+        }
+    }
+}
+
+clan_error::register!(Error);
+
+impl Error {
     /// The agent's own account of the failure, when the agent failed.
     pub fn agent_failure(&self) -> Option<&Failure> {
         match self {

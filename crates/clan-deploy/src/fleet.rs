@@ -6,6 +6,8 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use clan_error::Hint as _;
+
 use crate::deploy::{deploy, DeployOptions, MachineDeploy};
 use crate::events::{Event, Outcome, Stage};
 use crate::host::Host;

@@ -436,8 +436,8 @@ fn install(host: &dyn Host, agent: &AgentBinary, from: From<'_>) -> Result<u64, 
     })
 }
 
-/// Compresses `binary` to `cache/<name>.gz` unless it is there already (written to a temp
-/// name, then renamed, so a crash leaves no half file under the final name).
+/// Compresses `binary` to `cache/<name>.gz` unless it is there already (written atomically,
+/// so a crash leaves no half file under the final name).
 pub(crate) fn compress_into(binary: &Path, cache: &Path, name: &str) -> Result<PathBuf, Error> {
     let target = cache.join(format!("{name}.gz"));
     if target.is_file() {
@@ -452,12 +452,15 @@ pub(crate) fn compress_into(binary: &Path, cache: &Path, name: &str) -> Result<P
         }
     };
     std::fs::create_dir_all(cache).map_err(io("creating", cache))?;
-    let temp = tempfile::NamedTempFile::new_in(cache).map_err(io("creating a file in", cache))?;
     let mut input = std::fs::File::open(binary).map_err(io("reading", binary))?;
-    let mut encoder = flate2::write::GzEncoder::new(temp, flate2::Compression::new(6));
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
     std::io::copy(&mut input, &mut encoder).map_err(io("compressing", binary))?;
-    let temp = encoder.finish().map_err(io("compressing", binary))?;
-    temp.persist(&target)
-        .map_err(|error| io("writing", &target)(error.error))?;
+    let compressed = encoder.finish().map_err(io("compressing", binary))?;
+    clan_fs::write_file(&target, &compressed, clan_fs::WriteOptions::new(0o644)).map_err(
+        |source| Error::Cache {
+            path: target.clone(),
+            source,
+        },
+    )?;
     Ok(target)
 }

@@ -20,6 +20,14 @@ pub enum Error {
         machine: String,
         conflict: clan_config::Conflict,
     },
+    /// A value a service (or the machine's config.star) returned that cannot reach a machine.
+    #[error("machine `{machine}`: {from}: {invalid}")]
+    InvalidConfig {
+        machine: String,
+        /// The fragment's source: `instance `x` (service s, role r)`.
+        from: String,
+        invalid: clan_config::InvalidName,
+    },
     #[error("cannot read `{}`", path.display())]
     Read {
         path: PathBuf,
@@ -38,8 +46,8 @@ pub enum Error {
     NoMachineWithTags { tags: Vec<String> },
 }
 
-impl Error {
-    pub fn hint(&self) -> Option<String> {
+impl clan_error::Hint for Error {
+    fn hint(&self) -> Option<String> {
         match self {
             Self::Inventory(error) => error.hint(),
             Self::Service(error) => error.hint(),
@@ -49,11 +57,28 @@ impl Error {
                  implied)"
                     .to_owned(),
             ),
-            Self::Conflict { .. } => Some(
-                "make the two services agree, or drop one of them from this machine".to_owned(),
-            ),
+            Self::Conflict { conflict, .. } => conflict.hint(),
+            Self::InvalidConfig { invalid, .. } => invalid.hint(),
             Self::Cache { .. } => Some("set XDG_CACHE_HOME to a writable directory".to_owned()),
             Self::Read { .. } => None,
         }
     }
+
+    /// An invalid service result or two services disagreeing is a failed validation; an
+    /// unknown machine or tag on the command line is a usage error.
+    fn exit(&self) -> clan_error::Exit {
+        match self {
+            Self::Inventory(error) => error.exit(),
+            Self::Service(error) => error.exit(),
+            Self::Invalid { .. } | Self::Conflict { .. } | Self::InvalidConfig { .. } => {
+                clan_error::Exit::Failed
+            }
+            Self::Read { .. }
+            | Self::Cache { .. }
+            | Self::UnknownMachine { .. }
+            | Self::NoMachineWithTags { .. } => clan_error::Exit::Error,
+        }
+    }
 }
+
+clan_error::register!(Error);

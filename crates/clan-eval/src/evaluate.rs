@@ -488,6 +488,16 @@ fn assemble_machines(
         .collect();
     work.into_par_iter()
         .map(|(name, machine, fragments)| {
+            for fragment in &fragments {
+                fragment
+                    .config
+                    .check()
+                    .map_err(|invalid| Error::InvalidConfig {
+                        machine: name.to_string(),
+                        from: fragment.source.clone(),
+                        invalid,
+                    })?;
+            }
             let config = MachineConfig::merge(fragments).map_err(|conflict| Error::Conflict {
                 machine: name.to_string(),
                 conflict,

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use clan_error::Hint as _;
 use clan_eval::{Error, EvaluatedMachine, Fleet};
 use serde_json::{json, Value};
 

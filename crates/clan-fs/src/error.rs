@@ -117,3 +117,6 @@ impl Error {
         }
     }
 }
+
+impl clan_error::Hint for Error {}
+clan_error::register!(Error);

@@ -10,7 +10,9 @@
 //! Files are read only when `fstat` says they are regular files (a FIFO never blocks, a device
 //! is never read), up to a size limit; writes are atomic (a `0600` temporary file in the same
 //! directory, synced, then renamed); removal never descends through a link; a link that clan
-//! itself stores as data (sops recipient links) is read with [`Tree::read_link`].
+//! itself stores as data (sops recipient links) is read with [`Tree::read_link`]. Files
+//! outside any tree the caller holds (state files, keys, caches) are written atomically by
+//! [`write_file`], the one implementation of atomic and private writes.
 //!
 //! [`system`] applies the machine-side policy of the agent, which must follow the system's own
 //! links (`/lib → usr/lib`) but none a non-root user controls.
@@ -22,6 +24,8 @@ mod error;
 pub mod system;
 mod tree;
 
+use std::path::Path;
+
 pub use error::{Error, Kind};
 pub use tree::{Entry, Tree, WriteOptions};
 
@@ -30,3 +34,37 @@ pub const DEFAULT_LIMIT: u64 = 64 << 20;
 
 #[cfg(test)]
 mod tests;
+
+/// Replaces the file at `path` atomically, as [`Tree::write`] does (`0600` temporary file
+/// beside it, owner and mode set, synced, renamed, directory synced), for a file whose
+/// directory the caller chose: links in the directory's own path are followed, the file
+/// itself is never followed. The directory must exist.
+pub fn write_file(path: &Path, content: &[u8], options: WriteOptions) -> Result<(), Error> {
+    let (dir, name) = split(path)?;
+    Tree::open(dir)?.write(name, content, options)
+}
+
+/// [`write_file`] with the temporary file in `staging` (on the same file system), for
+/// directories where any name beside `path` would be read as data.
+pub fn write_file_staged(
+    path: &Path,
+    staging: &Path,
+    content: &[u8],
+    options: WriteOptions,
+) -> Result<(), Error> {
+    let (dir, name) = split(path)?;
+    Tree::open(dir)?.write_staged(name, content, options, &Tree::open(staging)?)
+}
+
+/// `path`'s directory (`.` for a bare name) and file name.
+fn split(path: &Path) -> Result<(&Path, &Path), Error> {
+    let name = path.file_name().ok_or_else(|| Error::NotAFile {
+        path: path.to_path_buf(),
+        kind: Kind::Directory,
+    })?;
+    let dir = path
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    Ok((dir, Path::new(name)))
+}

@@ -1,5 +1,6 @@
 //! Hostile trees: links at every level (to outside, to a secret, to a directory, dangling),
-//! FIFOs, devices, huge files, odd names; and the machine policy on links.
+//! FIFOs, devices, huge files, odd names; the machine policy on links; atomic writes of
+//! files outside a tree.
 
 use std::fs;
 use std::os::unix::fs::{symlink, MetadataExt as _, PermissionsExt as _};
@@ -354,4 +355,46 @@ fn system_follows_root_links_only() {
     .unwrap();
     let meta = fs::symlink_metadata(root.join("home/alice/.app/config")).unwrap();
     assert_eq!((meta.uid(), meta.len()), (1000, 3));
+}
+
+fn mode(path: &Path) -> u32 {
+    fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn write_file_replaces_with_the_mode_asked_and_leaves_nothing_beside() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("key");
+    write_file(&path, b"one", WriteOptions::new(0o600)).unwrap();
+    write_file(&path, b"two", WriteOptions::new(0o640)).unwrap();
+    assert_eq!(fs::read(&path).unwrap(), b"two");
+    assert_eq!(mode(&path), 0o640);
+    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn write_file_never_writes_through_a_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("victim");
+    fs::write(&victim, "keep").unwrap();
+    let link = dir.path().join("state.json");
+    symlink(&victim, &link).unwrap();
+    write_file(&link, b"new", WriteOptions::new(0o644)).unwrap();
+    // The link itself is replaced by the file; its target is untouched.
+    assert_eq!(fs::read(&victim).unwrap(), b"keep");
+    assert!(!link.symlink_metadata().unwrap().is_symlink());
+}
+
+#[test]
+fn a_staged_write_puts_its_temporary_file_in_the_staging_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, staging) = (dir.path().join("data"), dir.path().join("tmp"));
+    fs::create_dir(&data).unwrap();
+    fs::create_dir(&staging).unwrap();
+    let path = data.join("record");
+    write_file_staged(&path, &staging, b"r", WriteOptions::new(0o644)).unwrap();
+    assert_eq!(fs::read(&path).unwrap(), b"r");
+    assert_eq!(mode(&path), 0o644);
+    assert_eq!(fs::read_dir(&data).unwrap().count(), 1);
+    assert_eq!(fs::read_dir(&staging).unwrap().count(), 0);
 }

@@ -380,7 +380,29 @@ impl Tree {
     pub fn write(&self, rel: &Path, content: &[u8], options: WriteOptions) -> Result<(), Error> {
         let path = self.path.join(rel);
         let (dir, name) = self.parent(rel)?;
-        write_in(&dir, name, &path, content, options)
+        write_in(&dir, name, &path, content, options, None)
+    }
+
+    /// [`Tree::write`] with the temporary file in `staging` (same file system) instead of
+    /// beside `rel`, for directories whose every name means something to their reader: a
+    /// crash leaves the temporary file in `staging`, which the owner empties when it starts.
+    pub fn write_staged(
+        &self,
+        rel: &Path,
+        content: &[u8],
+        options: WriteOptions,
+        staging: &Tree,
+    ) -> Result<(), Error> {
+        let path = self.path.join(rel);
+        let (dir, name) = self.parent(rel)?;
+        write_in(
+            &dir,
+            name,
+            &path,
+            content,
+            options,
+            Some(staging.fd.as_fd()),
+        )
     }
 
     /// Creates the new file `rel` (`O_EXCL`: an existing name, link or not, is an error) with
@@ -515,26 +537,29 @@ fn list_fd(dir: OwnedFd, path: &Path) -> Result<Vec<Entry>, Error> {
     Ok(entries)
 }
 
-fn create_exclusive(dir: &OwnedFd, name: &OsStr, path: &Path) -> Result<std::fs::File, Error> {
+fn create_exclusive(dir: impl AsFd, name: &OsStr, path: &Path) -> Result<std::fs::File, Error> {
     let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(0o600))
         .map(std::fs::File::from)
         .map_err(|errno| Error::io("create", path, errno))
 }
 
-/// [`Tree::write`] in an open directory: `name` is a single component.
-pub(crate) fn write_in(
+/// [`Tree::write`] in an open directory: `name` is a single component; the temporary file is
+/// made in `staging` when given, else in `dir`.
+fn write_in(
     dir: &OwnedFd,
     name: &OsStr,
     path: &Path,
     content: &[u8],
     options: WriteOptions,
+    staging: Option<BorrowedFd<'_>>,
 ) -> Result<(), Error> {
     let mut temp_name = OsString::from(".");
     temp_name.push(name);
     temp_name.push(format!(".tmp-{:016x}", rand::rngs::OsRng.next_u64()));
     let temp = temp_name.as_os_str();
-    let mut file = create_exclusive(dir, temp, path)?;
+    let staging = staging.unwrap_or(dir.as_fd());
+    let mut file = create_exclusive(staging, temp, path)?;
     let result = (|| {
         if options.owner.is_some() || options.group.is_some() {
             rustix::fs::fchown(
@@ -554,7 +579,7 @@ pub(crate) fn write_in(
         rustix::fs::fchmod(&file, Mode::from_raw_mode(options.mode))
             .map_err(|errno| Error::io("set the mode of", path, errno))?;
         file.sync_all().map_err(io)?;
-        rustix::fs::renameat(dir, temp, dir, name).map_err(|errno| match errno {
+        rustix::fs::renameat(staging, temp, dir, name).map_err(|errno| match errno {
             Errno::ISDIR | Errno::NOTEMPTY | Errno::EXIST => Error::NotAFile {
                 path: path.to_path_buf(),
                 kind: Kind::Directory,
@@ -563,7 +588,7 @@ pub(crate) fn write_in(
         })
     })();
     if result.is_err() {
-        let _ = rustix::fs::unlinkat(dir, temp, AtFlags::empty());
+        let _ = rustix::fs::unlinkat(staging, temp, AtFlags::empty());
         return result;
     }
     rustix::fs::fsync(dir).map_err(|errno| Error::io("sync the directory of", path, errno))?;

@@ -20,7 +20,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
 
-use clan_config::{MachineConfig, CLAN_SECRETS, SECRET_PLACEHOLDER_PREFIX};
+use clan_config::{
+    AbsolutePath, AccountName, FileMode, InvalidName, MachineConfig, PackageName, UnitName,
+    CLAN_SECRETS, SECRET_PLACEHOLDER_PREFIX,
+};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -106,6 +109,16 @@ pub struct InvalidConfig {
     pub reason: String,
 }
 
+/// The deploying side parses a manifest's names as the evaluation checked them.
+impl From<InvalidName> for InvalidConfig {
+    fn from(invalid: InvalidName) -> Self {
+        InvalidConfig {
+            subject: invalid.subject,
+            reason: format!("`{}` is {}", invalid.value, invalid.rule),
+        }
+    }
+}
+
 fn invalid(subject: impl Into<String>, reason: impl Into<String>) -> InvalidConfig {
     InvalidConfig {
         subject: subject.into(),
@@ -130,11 +143,6 @@ pub fn hash(bytes: &[u8]) -> String {
 /// The id of a manifest: the first 128 bits of its hash.
 fn id_of(manifest_bytes: &[u8]) -> String {
     hash(manifest_bytes)[..32].to_owned()
-}
-
-/// Parses an octal mode such as `"0644"`.
-pub fn parse_mode(text: &str) -> Option<u32> {
-    u32::from_str_radix(text, 8).ok().filter(|m| *m <= 0o7777)
 }
 
 impl Generation {
@@ -168,8 +176,7 @@ impl Generation {
         };
         for secret in secrets {
             let name = format!("{}/{}", secret.generator, secret.file);
-            let mode = parse_mode(secret.mode)
-                .ok_or_else(|| invalid(format!("secret `{name}`"), "mode is not octal"))?;
+            let mode = FileMode::parse(secret.mode, format!("secret `{name}` mode"))?.bits();
             manifest.secrets.insert(
                 name,
                 SecretEntry {
@@ -182,12 +189,7 @@ impl Generation {
             );
         }
         for (path, file) in &config.files {
-            let mode = parse_mode(&file.mode).ok_or_else(|| {
-                invalid(
-                    format!("file `{path}`"),
-                    format!("mode `{}` is not octal", file.mode),
-                )
-            })?;
+            let mode = FileMode::parse(&file.mode, format!("file `{path}` mode"))?.bits();
             manifest.files.insert(
                 path.clone(),
                 FileEntry {
@@ -257,12 +259,12 @@ impl Manifest {
         let has_blob = |blob: &str| blobs.contains_key(blob);
         for (path, file) in &self.files {
             let subject = format!("file `{path}`");
-            validate_path(path).map_err(|reason| invalid(&subject, reason))?;
+            AbsolutePath::parse(path, "file path")?;
             if file.mode > 0o7777 {
                 return Err(invalid(subject, "mode out of range"));
             }
-            validate_account(&file.owner).map_err(|r| invalid(&subject, r))?;
-            validate_account(&file.group).map_err(|r| invalid(&subject, r))?;
+            AccountName::parse(&file.owner, format!("{subject} owner"))?;
+            AccountName::parse(&file.group, format!("{subject} group"))?;
             if !has_blob(&file.blob) {
                 return Err(invalid(subject, "content missing from the generation"));
             }
@@ -278,14 +280,7 @@ impl Manifest {
             }
         }
         for (name, unit) in &self.units {
-            let valid = name.contains('.')
-                && !name.starts_with(['-', '.'])
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.@:\\".contains(c));
-            if !valid {
-                return Err(invalid(format!("unit `{name}`"), "not a systemd unit name"));
-            }
+            UnitName::parse(name, "unit name")?;
             if !has_blob(&unit.blob) {
                 return Err(invalid(format!("unit `{name}`"), "content missing"));
             }
@@ -308,12 +303,12 @@ impl Manifest {
         }
         for (name, user) in &self.users {
             let subject = format!("user `{name}`");
-            validate_account(name).map_err(|r| invalid(&subject, r))?;
+            AccountName::parse(name, "user name")?;
             for group in user.group.iter().chain(&user.groups) {
-                validate_account(group).map_err(|r| invalid(&subject, r))?;
+                AccountName::parse(group, format!("{subject} group"))?;
             }
             for path in user.home.iter().chain(&user.shell) {
-                validate_path(path).map_err(|r| invalid(&subject, r))?;
+                AbsolutePath::parse(path, format!("{subject} home or shell"))?;
             }
             if let Some(hash) = &user.password_hash {
                 let secret = format!("{}/{}", hash.generator, hash.file);
@@ -323,18 +318,11 @@ impl Manifest {
             }
         }
         for name in self.groups.keys() {
-            validate_account(name).map_err(|r| invalid(format!("group `{name}`"), r))?;
+            AccountName::parse(name, "group name")?;
         }
         for names in self.packages.values() {
             for name in names {
-                let valid = !name.is_empty()
-                    && !name.starts_with('-')
-                    && name
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "+-._:".contains(c));
-                if !valid {
-                    return Err(invalid(format!("package `{name}`"), "not a package name"));
-                }
+                PackageName::parse(name, "package")?;
             }
         }
         for (name, secret) in &self.secrets {
@@ -347,8 +335,8 @@ impl Manifest {
                     return Err(invalid(&subject, "not a valid generator or file name"));
                 }
             }
-            validate_account(&secret.owner).map_err(|r| invalid(&subject, r))?;
-            validate_account(&secret.group).map_err(|r| invalid(&subject, r))?;
+            AccountName::parse(&secret.owner, format!("{subject} owner"))?;
+            AccountName::parse(&secret.group, format!("{subject} group"))?;
             if !has_blob(&secret.blob) {
                 return Err(invalid(subject, "sops file missing"));
             }
@@ -429,33 +417,6 @@ pub fn secret_machine_path(name: &str) -> (PathBuf, PathBuf) {
         None => (Path::new(SECRETS_DIR), name),
     };
     (root.to_path_buf(), root.join(relative))
-}
-
-fn validate_path(path: &str) -> Result<(), String> {
-    if !path.starts_with('/') || path.len() < 2 {
-        return Err("not an absolute path".into());
-    }
-    if path.ends_with('/') || path.contains('\0') {
-        return Err("not a file path".into());
-    }
-    if path.split('/').any(|part| part == ".." || part == ".") {
-        return Err("`.` and `..` are not allowed".into());
-    }
-    Ok(())
-}
-
-fn validate_account(name: &str) -> Result<(), String> {
-    let valid = !name.is_empty()
-        && name.len() <= 32
-        && !name.starts_with('-')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-    if valid {
-        Ok(())
-    } else {
-        Err(format!("`{name}` is not a valid user or group name"))
-    }
 }
 
 /// Why an uploaded bundle was refused.
@@ -543,6 +504,17 @@ pub fn read_bundle(mut reader: impl BufRead, expected_id: &str) -> Result<Receiv
         blobs,
     })
 }
+
+impl clan_error::Hint for BundleError {}
+
+/// A configuration that cannot be deployed fails its validation.
+impl clan_error::Hint for InvalidConfig {
+    fn exit(&self) -> clan_error::Exit {
+        clan_error::Exit::Failed
+    }
+}
+
+clan_error::register!(BundleError, InvalidConfig);
 
 #[cfg(test)]
 mod tests {

@@ -4,13 +4,13 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot {action} `{}`", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// A file operation that failed, naming the action and the path.
+    #[error(transparent)]
+    Io(#[from] clan_error::IoError),
+
+    /// The journal could not be written atomically.
+    #[error(transparent)]
+    Fs(#[from] clan_fs::Error),
 
     #[error("git {action} failed in `{}`: {message}", dir.display())]
     Git {
@@ -23,28 +23,18 @@ pub enum Error {
     Journal { path: PathBuf },
 }
 
-impl Error {
-    pub(crate) fn io(
-        action: &'static str,
-        path: impl Into<PathBuf>,
-    ) -> impl FnOnce(std::io::Error) -> Error {
-        let path = path.into();
-        move |source| Error::Io {
-            action,
-            path,
-            source,
-        }
-    }
-
+impl clan_error::Hint for Error {
     /// What the user can do about this error, when there is something.
-    pub fn hint(&self) -> Option<String> {
+    fn hint(&self) -> Option<String> {
         match self {
             Error::Git { .. } => Some("see git's message above; `git status` shows the state of the repository".to_owned()),
             Error::Journal { path } => Some(format!(
                 "something other than clan wrote `{}`; remove it and commit the clan's changes by hand",
                 path.display()
             )),
-            Error::Io { .. } => None,
+            Error::Io(_) | Error::Fs(_) => None,
         }
     }
 }
+
+clan_error::register!(Error);

@@ -122,7 +122,7 @@ impl ClanLock {
             .custom_flags(libc_nofollow())
             .mode(0o644)
             .open(&path)
-            .map_err(Error::io("open", &path))?;
+            .map_err(clan_error::io("open", &path))?;
         lock(&file, &path, waiting)?;
         let holder = Holder {
             pid: std::process::id(),
@@ -134,7 +134,7 @@ impl ClanLock {
             file.rewind()?;
             file.write_all(&holder.to_bytes())
         })();
-        record.map_err(Error::io("write", &path))?;
+        record.map_err(clan_error::io("write", &path))?;
         Ok(ClanLock {
             _file: file,
             path,
@@ -191,14 +191,11 @@ fn lock(
     waiting: impl FnOnce(&Path, Option<Holder>) + Send,
 ) -> Result<(), Error> {
     let flock = |operation| {
-        rustix::fs::flock(file, operation).map_err(|errno| Error::Io {
-            action: "lock",
-            path: path.to_path_buf(),
-            source: errno.into(),
-        })
+        rustix::fs::flock(file, operation)
+            .map_err(|errno| Error::from(clan_error::io("lock", path)(errno.into())))
     };
     match flock(FlockOperation::NonBlockingLockExclusive) {
-        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::WouldBlock => {}
+        Err(Error::Io(error)) if error.source.kind() == std::io::ErrorKind::WouldBlock => {}
         other => return other,
     }
     let (done, wait) = std::sync::mpsc::channel::<()>();

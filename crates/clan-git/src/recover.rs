@@ -11,7 +11,6 @@
 
 use std::ffi::OsStr;
 use std::fs;
-use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -90,6 +89,8 @@ pub(crate) fn recover(lock: &ClanLock) -> Result<Vec<Recovered>, Error> {
         return Ok(Vec::new());
     };
     let mut done = Vec::new();
+    // A journal write killed before its rename.
+    remove_temporaries(&repo.git_dir, Path::new(JOURNAL), &mut done)?;
     // Git lock files nobody holds open are clan's killed git's only when a clan command was
     // interrupted: a live git closes some of its locks while it works (a `git commit`
     // waiting in its editor), and those must stay.
@@ -131,7 +132,7 @@ fn remove_stale_git_locks(repo: &Repo, done: &mut Vec<Recovered>) -> Result<(), 
             continue;
         };
         if metadata.is_file() && !held_open(&metadata) {
-            fs::remove_file(&path).map_err(Error::io("remove", &path))?;
+            fs::remove_file(&path).map_err(clan_error::io("remove", &path))?;
             done.push(Recovered::StaleGitLock { path });
         }
     }
@@ -218,22 +219,15 @@ pub(crate) fn write_journal(lock: &ClanLock, repo: &Repo, scope: &[&Path]) -> Re
         journal.extend_from_slice(path.as_os_str().as_bytes());
         journal.push(0);
     }
-    let path = journal_path(repo);
-    let temp = repo.git_dir.join(format!("{JOURNAL}.new"));
-    let write = || -> std::io::Result<()> {
-        let mut file = fs::File::create(&temp)?;
-        file.write_all(&journal)?;
-        file.sync_data()?;
-        fs::rename(&temp, &path)
-    };
-    write().map_err(Error::io("write", &path))
+    let options = clan_fs::WriteOptions::new(0o644);
+    Ok(clan_fs::write_file(&journal_path(repo), &journal, options)?)
 }
 
 pub(crate) fn remove_journal(repo: &Repo) -> Result<(), Error> {
     let path = journal_path(repo);
     match fs::remove_file(&path) {
         Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
-            Err(Error::io("remove", &path)(error))
+            Err(clan_error::io("remove", &path)(error).into())
         }
         _ => Ok(()),
     }
@@ -244,7 +238,7 @@ fn read_journal(path: &Path) -> Result<Option<(String, Vec<PathBuf>)>, Error> {
     let bytes = match fs::read(path) {
         Ok(bytes) => bytes,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(error) => return Err(Error::io("read", path)(error)),
+        Err(error) => return Err(clan_error::io("read", path)(error).into()),
     };
     let mut fields = bytes.split(|&b| b == 0);
     let (Some(JOURNAL_HEADER), Some(command)) = (fields.next(), fields.next()) else {
@@ -320,9 +314,9 @@ fn walk_temporaries(dir: &Path, done: &mut Vec<Recovered>) -> Result<(), Error> 
         Ok(metadata) if metadata.is_dir() => {}
         _ => return Ok(()),
     }
-    let entries = fs::read_dir(dir).map_err(Error::io("list", dir))?;
+    let entries = fs::read_dir(dir).map_err(clan_error::io("list", dir))?;
     for entry in entries {
-        let entry = entry.map_err(Error::io("list", dir))?;
+        let entry = entry.map_err(clan_error::io("list", dir))?;
         let path = entry.path();
         if is_temporary(&entry.file_name()) {
             remove(&path, done)?;
@@ -338,7 +332,7 @@ fn remove(path: &Path, done: &mut Vec<Recovered>) -> Result<(), Error> {
         Ok(metadata) if metadata.is_dir() => fs::remove_dir_all(path),
         _ => fs::remove_file(path),
     };
-    removed.map_err(Error::io("remove", path))?;
+    removed.map_err(clan_error::io("remove", path))?;
     done.push(Recovered::Temporary {
         path: path.to_path_buf(),
     });

@@ -173,3 +173,24 @@ fn without_committing_nothing_is_journaled_or_committed() {
     assert!(!clan_git::interrupted(root).unwrap());
     assert_eq!(status(root), " M clan.toml\n");
 }
+
+#[test]
+fn a_journal_write_killed_before_its_rename_is_removed_by_the_next_command() {
+    let dir = clan();
+    let root = dir.path();
+    let leftover = root.join(".git/.clan-journal.tmp-0123456789abcdef");
+    std::fs::write(&leftover, "half a journal").unwrap();
+    let next = lock(root, "clan machines create web");
+    let recovered = next.recover().unwrap();
+    assert!(
+        recovered.contains(&Recovered::Temporary {
+            path: leftover.clone()
+        }),
+        "{recovered:?}"
+    );
+    assert!(!leftover.exists());
+    // Nothing was interrupted: no commit comes of it.
+    assert!(!recovered
+        .iter()
+        .any(|r| matches!(r, Recovered::Committed { .. })));
+}

@@ -45,9 +45,9 @@ pub enum Error {
     NotEditable { key: String, path: PathBuf },
 }
 
-impl Error {
+impl clan_error::Hint for Error {
     /// What the user can do about it, when we know.
-    pub fn hint(&self) -> Option<String> {
+    fn hint(&self) -> Option<String> {
         match self {
             Self::Syntax { hint, .. } | Self::Invalid { hint, .. } => hint.clone(),
             Self::DefinedTwice { .. } => Some("remove one of the two definitions".to_owned()),
@@ -59,7 +59,22 @@ impl Error {
             Self::Read { .. } | Self::Write { .. } => None,
         }
     }
+
+    /// clan.toml that does not parse or fails validation (as loaded, or as an edit would
+    /// leave it) is a failed validation; the rest could not be done.
+    fn exit(&self) -> clan_error::Exit {
+        match self {
+            Self::Syntax { .. } | Self::Invalid { .. } | Self::DefinedTwice { .. } => {
+                clan_error::Exit::Failed
+            }
+            Self::Read { .. } | Self::Fs(_) | Self::Write { .. } | Self::NotEditable { .. } => {
+                clan_error::Exit::Error
+            }
+        }
+    }
 }
+
+clan_error::register!(Error);
 
 /// "did you mean `x`?" for the candidate closest to `wrong`, when one is close enough: within
 /// a few edits (transpositions count once) or very similar by Jaro-Winkler.

@@ -117,6 +117,9 @@ validated_name!(
     ServiceName, "service", is_tag, TAG_RULE
 );
 
+impl clan_error::Hint for NameError {}
+clan_error::register!(NameError);
+
 #[cfg(test)]
 mod tests {
     use super::*;

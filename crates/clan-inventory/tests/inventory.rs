@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use clan_error::Hint as _;
 use clan_inventory::{load, Editor, Error, MachineClass, RoleTarget, SettingScope};
 use serde_json::json;
 

@@ -1,5 +1,5 @@
 //! The errors of the operations: the library errors they pass on, and their own, each
-//! naming its subject. [`Error::hint`] says what to do next.
+//! naming its subject. Their `clan_error::Hint` says what to do next.
 
 use std::path::PathBuf;
 
@@ -90,9 +90,9 @@ pub enum Error {
     Mesher(#[from] crate::mesher::Error),
 }
 
-impl Error {
+impl clan_error::Hint for Error {
     /// What the user should do next, when that is known.
-    pub fn hint(&self) -> Option<String> {
+    fn hint(&self) -> Option<String> {
         match self {
             Error::Inventory(error) => error.hint(),
             Error::Eval(error) => error.hint(),
@@ -146,4 +146,23 @@ impl Error {
             Error::NoKeyFilePath => Some("set SOPS_AGE_KEY_FILE or HOME".to_owned()),
         }
     }
+
+    /// The libraries' errors keep their meaning; the operations' own are usage errors.
+    fn exit(&self) -> clan_error::Exit {
+        match self {
+            Error::Inventory(error) => error.exit(),
+            Error::Eval(error) => error.exit(),
+            Error::Vars(error) => error.exit(),
+            Error::Secrets(error) => error.exit(),
+            Error::Deploy(error) => error.exit(),
+            Error::Git(error)
+            | Error::Journal { source: error }
+            | Error::Commit { source: error }
+            | Error::Recover { source: error } => error.exit(),
+            Error::Mesher(error) => error.exit(),
+            _ => clan_error::Exit::Error,
+        }
+    }
 }
+
+clan_error::register!(Error);

@@ -112,3 +112,6 @@ impl<'a> Reader<'a> {
         }
     }
 }
+
+impl clan_error::Hint for DecodeError {}
+clan_error::register!(DecodeError);

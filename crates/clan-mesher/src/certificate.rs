@@ -55,7 +55,7 @@ pub enum CertificateFileError {
     #[error("failed to write certificate `{}`", path.display())]
     Write {
         path: PathBuf,
-        source: std::io::Error,
+        source: clan_fs::Error,
     },
     #[error("certificate `{}` is malformed", path.display())]
     Malformed { path: PathBuf, source: DecodeError },
@@ -206,11 +206,8 @@ impl Certificate {
     }
 
     pub fn write(&self, path: &Path) -> Result<(), CertificateFileError> {
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        crate::atomic::write(path, dir, format!("{}\n", self.to_text()).as_bytes(), 0o644).map_err(
+        let text = format!("{}\n", self.to_text());
+        clan_fs::write_file(path, text.as_bytes(), clan_fs::WriteOptions::new(0o644)).map_err(
             |source| CertificateFileError::Write {
                 path: path.to_owned(),
                 source,
@@ -218,6 +215,10 @@ impl Certificate {
         )
     }
 }
+
+impl clan_error::Hint for CertificateError {}
+impl clan_error::Hint for CertificateFileError {}
+clan_error::register!(CertificateError, CertificateFileError);
 
 #[cfg(test)]
 mod tests {

@@ -49,8 +49,8 @@ impl std::ops::Deref for Refusal {
     }
 }
 
-impl Error {
-    pub fn hint(&self) -> Option<String> {
+impl clan_error::Hint for Error {
+    fn hint(&self) -> Option<String> {
         let hint = match self {
             Error::NoApi { .. } => {
                 "add `[http]` (port, interfaces on loopback) so the CLI can reach the daemon"
@@ -80,6 +80,8 @@ impl Error {
         Some(hint.to_owned())
     }
 }
+
+clan_error::register!(Error);
 
 /// The running daemon's state (`GET /v1/status`).
 #[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]

@@ -291,6 +291,9 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     (!duration.is_zero()).then_some(duration)
 }
 
+impl clan_error::Hint for ConfigError {}
+clan_error::register!(ConfigError);
+
 #[cfg(test)]
 mod tests {
     use super::*;

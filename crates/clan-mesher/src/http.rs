@@ -272,6 +272,11 @@ pub fn call(
     Ok((status, answer[split + 4..].to_vec()))
 }
 
+/// Its hint comes from the caller, who knows which daemon it meant.
+impl clan_error::Hint for ClientError {}
+
+clan_error::register!(ClientError);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,7 +22,7 @@ pub enum KeyError {
     #[error("failed to write key file `{}`", path.display())]
     Write {
         path: PathBuf,
-        source: std::io::Error,
+        source: clan_fs::Error,
     },
     #[error("key file `{}` does not hold a base64url ED25519 seed", path.display())]
     Malformed { path: PathBuf },
@@ -151,7 +151,8 @@ impl SecretKey {
     pub fn write(&self, path: &Path) -> Result<(), KeyError> {
         let seed = Zeroizing::new(self.0.secret().as_ref().to_vec());
         let text = Zeroizing::new(format!("{}\n", URL_SAFE_NO_PAD.encode(&*seed)));
-        crate::atomic::write_secret(path, text.as_bytes()).map_err(|source| KeyError::Write {
+        let options = clan_fs::WriteOptions::new(0o600);
+        clan_fs::write_file(path, text.as_bytes(), options).map_err(|source| KeyError::Write {
             path: path.to_owned(),
             source,
         })
@@ -167,6 +168,9 @@ impl fmt::Debug for SecretKey {
         )
     }
 }
+
+impl clan_error::Hint for KeyError {}
+clan_error::register!(KeyError);
 
 #[cfg(test)]
 mod tests {

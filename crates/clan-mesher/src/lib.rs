@@ -10,7 +10,6 @@
 //! is verified against its signed hash before it is written. It never logs secret keys and
 //! never needs a file signing key to run: records are signed by their authors, not by nodes.
 
-mod atomic;
 pub mod bytes;
 pub mod certificate;
 pub mod client;

@@ -85,6 +85,9 @@ impl<'de> serde::Deserialize<'de> for FileName {
     }
 }
 
+impl clan_error::Hint for NameError {}
+clan_error::register!(NameError);
+
 #[cfg(test)]
 mod tests {
     use super::*;

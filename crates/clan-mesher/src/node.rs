@@ -86,6 +86,11 @@ pub enum MesherError {
         address: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("failed to write the API address to `{}`", file.display())]
+    ApiAddress {
+        file: std::path::PathBuf,
+        source: clan_fs::Error,
+    },
     #[error("the mesher task failed: {detail}")]
     Task { detail: String },
 }
@@ -298,16 +303,9 @@ impl Mesher {
                     source,
                 })?;
                 let file = settings.state_dir.join(crate::API_ADDRESS_FILE);
-                crate::atomic::write(
-                    &file,
-                    &settings.state_dir.join("tmp"),
-                    format!("{bound}\n").as_bytes(),
-                    0o644,
-                )
-                .map_err(|source| MesherError::Http {
-                    address: *address,
-                    source,
-                })?;
+                let options = clan_fs::WriteOptions::new(0o644);
+                clan_fs::write_file(&file, format!("{bound}\n").as_bytes(), options)
+                    .map_err(|source| MesherError::ApiAddress { file, source })?;
             }
             helpers.push(tokio::spawn(crate::http::serve(listener, handle.clone())));
         }
@@ -641,7 +639,7 @@ impl Node {
         if let Err(error) = self.store.commit(record.clone(), content) {
             let reason = match error {
                 StoreError::PathConflict { .. } => RejectReason::PathConflict,
-                StoreError::Io { .. } => {
+                StoreError::Io(_) | StoreError::Fs(_) => {
                     tracing::error!(error = %error, "failed to store `{name}`");
                     RejectReason::Storage
                 }
@@ -1258,3 +1256,7 @@ fn without_peer_id(address: &Multiaddr) -> Multiaddr {
         .filter(|protocol| !matches!(protocol, Protocol::P2p(_)))
         .collect()
 }
+
+impl clan_error::Hint for MesherError {}
+impl clan_error::Hint for PublishError {}
+clan_error::register!(MesherError, PublishError);

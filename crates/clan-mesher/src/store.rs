@@ -19,24 +19,15 @@ use crate::record::{Kind, Record};
 /// The state directory could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("failed to {action} `{}`", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] clan_error::IoError),
+    #[error(transparent)]
+    Fs(#[from] clan_fs::Error),
     #[error("file `{name}` conflicts with an existing file or directory at `{}`", path.display())]
     PathConflict { name: FileName, path: PathBuf },
 }
 
-fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreError {
-    let path = path.to_owned();
-    move |source| StoreError::Io {
-        action,
-        path,
-        source,
-    }
-}
+use clan_error::io as io_error;
 
 /// Records and contents of one network, with the index kept in memory.
 pub struct Store {
@@ -127,6 +118,21 @@ impl Store {
             .is_none_or(|current| record.supersedes(current))
     }
 
+    /// Writes atomically through `tmp/` (emptied on open): any name in the files and records
+    /// directories is read as data, so no temporary file may appear there.
+    fn write(&self, path: &Path, content: &[u8]) -> Result<(), StoreError> {
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(io_error("create", parent))?;
+        }
+        let options = clan_fs::WriteOptions::new(0o644);
+        Ok(clan_fs::write_file_staged(
+            path,
+            &self.tmp_dir,
+            content,
+            options,
+        )?)
+    }
+
     pub fn content_path(&self, name: &FileName) -> PathBuf {
         self.files_dir.join(name.as_str())
     }
@@ -143,14 +149,12 @@ impl Store {
         match record.kind {
             Kind::Update => {
                 self.check_conflict(&record.name, &content_path)?;
-                crate::atomic::write(&content_path, &self.tmp_dir, content, 0o644)
-                    .map_err(io_error("write", &content_path))?;
+                self.write(&content_path, content)?;
             }
             Kind::Tombstone => remove_if_present(&content_path)?,
         }
         let record_path = self.record_path(&record.name, false);
-        crate::atomic::write(&record_path, &self.tmp_dir, &record.to_bytes(), 0o644)
-            .map_err(io_error("write", &record_path))?;
+        self.write(&record_path, &record.to_bytes())?;
         remove_if_present(&self.record_path(&record.name, true))?;
         self.expired.remove(&record.name);
         self.index.insert(record);
@@ -208,7 +212,7 @@ impl Store {
 fn remove_if_present(path: &Path) -> Result<(), StoreError> {
     match fs::remove_file(path) {
         Err(error) if error.kind() != io::ErrorKind::NotFound => {
-            Err(io_error("remove", path)(error))
+            Err(io_error("remove", path)(error).into())
         }
         _ => Ok(()),
     }
@@ -225,6 +229,9 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
     }
     Ok(())
 }
+
+impl clan_error::Hint for StoreError {}
+clan_error::register!(StoreError);
 
 #[cfg(test)]
 mod tests {

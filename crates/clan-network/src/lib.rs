@@ -31,9 +31,8 @@ impl From<clan_eval::Error> for Error {
     }
 }
 
-impl Error {
-    /// What the user should do next, when there is something to say.
-    pub fn hint(&self) -> Option<String> {
+impl clan_error::Hint for Error {
+    fn hint(&self) -> Option<String> {
         match self {
             Error::NoTarget { machine } => Some(format!(
                 "set `machines.{machine}.deploy.targetHost` in clan.toml, or `meta.domain`"
@@ -43,6 +42,18 @@ impl Error {
         }
     }
 
+    /// A machine that cannot be reached fails the run; the evaluation says for itself.
+    fn exit(&self) -> clan_error::Exit {
+        match self {
+            Error::Eval(error) => error.exit(),
+            _ => clan_error::Exit::Failed,
+        }
+    }
+}
+
+clan_error::register!(Error);
+
+impl Error {
     /// The machine the error is about.
     pub fn machine(&self) -> Option<&str> {
         match self {

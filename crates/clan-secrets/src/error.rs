@@ -1,5 +1,6 @@
 //! The errors of this crate. Each names its subject (a path relative to the clan directory, a
-//! user, a secret) and keeps the cause as `source`; [`Error::hint`] says what the user can do.
+//! user, a secret) and keeps the cause as `source`; their `clan_error::Hint` says what the user can
+//! do.
 
 use std::path::PathBuf;
 
@@ -7,12 +8,9 @@ use crate::sops::SopsError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("failed to {action} `{}`", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    /// A file operation that failed, naming the action and the path.
+    #[error(transparent)]
+    Io(#[from] clan_error::IoError),
 
     #[error("failed to {action} `{}`", path.display())]
     Sops {
@@ -83,9 +81,9 @@ fn describe_holders(holders: &[String]) -> String {
     }
 }
 
-impl Error {
+impl clan_error::Hint for Error {
     /// What the user can do about this error, when there is something.
-    pub fn hint(&self) -> Option<String> {
+    fn hint(&self) -> Option<String> {
         Some(match self {
             Error::NotARecipient { holders, .. } => {
                 let user = holders.iter().find_map(|h| h.strip_prefix("user "));
@@ -152,3 +150,7 @@ impl Error {
         })
     }
 }
+
+impl clan_error::Hint for SopsError {}
+
+clan_error::register!(Error, SopsError);

@@ -152,31 +152,23 @@ impl ClanFiles<'_> {
 /// Atomically replaces the file at `path`, outside the clan directory (the user's age key
 /// file), with `content` (mode 0600); a missing directory is created 0700.
 pub(crate) fn write_private_at(path: &Path, content: &[u8]) -> Result<(), Error> {
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-        return Err(clan_fs::Error::NotAFile {
-            path: path.to_path_buf(),
-            kind: Kind::Directory,
-        }
-        .into());
-    };
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
+    let dir = path
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     if !dir.exists() {
         use std::os::unix::fs::DirBuilderExt as _;
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)
-            .map_err(|source| Error::Io {
-                action: "create",
-                path: dir.to_path_buf(),
-                source,
-            })?;
+            .map_err(clan_error::io("create", dir))?;
     }
-    Ok(Tree::open(dir)?.write(Path::new(name), content, WriteOptions::new(0o600))?)
+    Ok(clan_fs::write_file(
+        path,
+        content,
+        WriteOptions::new(0o600),
+    )?)
 }
 
 /// `to` relative to the directory `from` (both relative to the same root, no `..`).

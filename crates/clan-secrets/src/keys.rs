@@ -218,13 +218,7 @@ impl Identities {
                     }
                     continue;
                 }
-                Err(source) => {
-                    return Err(crate::Error::Io {
-                        action: "read",
-                        path: path.clone(),
-                        source,
-                    })
-                }
+                Err(source) => return Err(clan_error::io("read", path.clone())(source).into()),
             };
             let name = path.display().to_string();
             let found =
@@ -369,13 +363,7 @@ pub fn append_generated_identity(path: &Path) -> Result<Recipient, crate::Error>
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             zeroize::Zeroizing::new(Vec::new())
         }
-        Err(source) => {
-            return Err(crate::Error::Io {
-                action: "read",
-                path: path.to_path_buf(),
-                source,
-            })
-        }
+        Err(source) => return Err(clan_error::io("read", path)(source).into()),
     };
     let (text, recipient) = generate_identity();
     let mut content = zeroize::Zeroizing::new(existing.to_vec());

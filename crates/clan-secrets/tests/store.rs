@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use clan_error::Hint as _;
 use clan_secrets::{
     Admin, Error, GroupName, Identities, MachineName, Member, Recipient, SecretName, SopsDir,
     SopsFile, UserName,

@@ -38,6 +38,29 @@ pub enum Error {
     Select(#[from] SelectError),
 }
 
+impl clan_error::Hint for Error {
+    fn hint(&self) -> Option<String> {
+        match self {
+            Error::Parse(error) => error.hint(),
+            Error::Select(error) => error.hint(),
+        }
+    }
+}
+
+impl clan_error::Hint for ParseError {
+    fn hint(&self) -> Option<String> {
+        Some("see docs/select.md for the grammar".to_owned())
+    }
+}
+
+impl clan_error::Hint for SelectError {
+    fn hint(&self) -> Option<String> {
+        Some("`clan select '*'` lists the roots".to_owned())
+    }
+}
+
+clan_error::register!(Error, ParseError, SelectError);
+
 #[cfg(test)]
 mod tests {
     use super::*;

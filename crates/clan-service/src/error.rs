@@ -26,8 +26,8 @@ pub enum Error {
     },
 }
 
-impl Error {
-    pub fn hint(&self) -> Option<String> {
+impl clan_error::Hint for Error {
+    fn hint(&self) -> Option<String> {
         match self {
             Self::Shape { hint, .. } => hint.clone(),
             Self::Budget { .. } => {
@@ -37,4 +37,16 @@ impl Error {
             Self::Read { .. } => None,
         }
     }
+
+    /// A service that fails or returns something malformed fails the evaluation.
+    fn exit(&self) -> clan_error::Exit {
+        match self {
+            Self::Starlark { .. } | Self::Budget { .. } | Self::Shape { .. } => {
+                clan_error::Exit::Failed
+            }
+            Self::Read { .. } => clan_error::Exit::Error,
+        }
+    }
 }
+
+clan_error::register!(Error);

@@ -32,14 +32,13 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    /// A file operation failed.
-    #[error("{action} `{}`", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// A file operation that failed, naming the action and the path.
+    #[error(transparent)]
+    Io(#[from] clan_error::IoError),
+
+    /// An atomic write of a state file that failed.
+    #[error(transparent)]
+    Fs(#[from] clan_fs::Error),
 
     /// A machine name a caller gave is not usable.
     #[error("invalid machine name `{name}`: {reason}")]
@@ -101,16 +100,22 @@ pub enum Error {
 /// Result with the testbed's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-impl Error {
-    pub(crate) fn io(
-        action: &'static str,
-        path: impl Into<PathBuf>,
-    ) -> impl FnOnce(std::io::Error) -> Error {
-        let path = path.into();
-        move |source| Error::Io {
-            action,
-            path,
-            source,
+impl clan_error::Hint for Error {
+    fn hint(&self) -> Option<String> {
+        match self {
+            Error::NotRoot => Some("run `sudo clan testbed up`".to_owned()),
+            _ => None,
+        }
+    }
+
+    /// A machine that does not boot or whose sshd never answers failed; the rest means the
+    /// testbed could not be driven at all.
+    fn exit(&self) -> clan_error::Exit {
+        match self {
+            Error::BootTimeout { .. } | Error::MachineExited { .. } => clan_error::Exit::Failed,
+            _ => clan_error::Exit::Error,
         }
     }
 }
+
+clan_error::register!(Error);

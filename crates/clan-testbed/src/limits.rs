@@ -7,7 +7,7 @@
 
 use std::fs;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 const INSTANCES: &str = "/proc/sys/fs/inotify/max_user_instances";
 
@@ -18,7 +18,7 @@ fn instances_required(machines: usize) -> u64 {
 
 /// Raises `fs.inotify.max_user_instances` if it is too low for `machines` more containers.
 pub(crate) fn ensure_inotify_instances(machines: usize, progress: fn(&str)) -> Result<()> {
-    let text = fs::read_to_string(INSTANCES).map_err(Error::io("reading", INSTANCES))?;
+    let text = fs::read_to_string(INSTANCES).map_err(clan_error::io("read", INSTANCES))?;
     let current: u64 = text.trim().parse().unwrap_or(0);
     let required = instances_required(machines);
     if current >= required {
@@ -27,7 +27,7 @@ pub(crate) fn ensure_inotify_instances(machines: usize, progress: fn(&str)) -> R
     // Round up, so small testbeds started side by side do not each raise it a little.
     let needed = required.max(1024);
     fs::write(INSTANCES, needed.to_string())
-        .map_err(Error::io("raising the inotify limit in", INSTANCES))?;
+        .map_err(clan_error::io("raise the inotify limit in", INSTANCES))?;
     progress(&format!(
         "raised fs.inotify.max_user_instances from {current} to {needed} for a testbed of {machines} machines"
     ));

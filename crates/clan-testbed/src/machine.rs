@@ -33,9 +33,9 @@ pub(crate) fn seed_upper(
         ("root/.ssh", 0o700),
     ] {
         let path = upper.join(dir);
-        fs::create_dir_all(&path).map_err(Error::io("creating", &path))?;
+        fs::create_dir_all(&path).map_err(clan_error::io("create", &path))?;
         fs::set_permissions(&path, fs::Permissions::from_mode(mode))
-            .map_err(Error::io("setting the mode of", &path))?;
+            .map_err(clan_error::io("set the mode of", &path))?;
     }
     let machine_id = random_hex()?;
     for (file, content, mode) in [
@@ -64,9 +64,10 @@ fn write_with_mode(path: &Path, content: &str, mode: u32) -> Result<()> {
         .create_new(true)
         .mode(mode)
         .open(path)
-        .map_err(Error::io("creating", path))?;
-    file.write_all(content.as_bytes())
-        .map_err(Error::io("writing", path))
+        .map_err(clan_error::io("create", path))?;
+    Ok(file
+        .write_all(content.as_bytes())
+        .map_err(clan_error::io("write", path))?)
 }
 
 /// 128 random bits as 32 lowercase hex digits (a machine id).
@@ -74,7 +75,7 @@ fn random_hex() -> Result<String> {
     let mut bytes = [0u8; 16];
     fs::File::open("/dev/urandom")
         .and_then(|mut random| random.read_exact(&mut bytes))
-        .map_err(Error::io("reading", "/dev/urandom"))?;
+        .map_err(clan_error::io("read", "/dev/urandom"))?;
     Ok(hex::encode(bytes))
 }
 
@@ -142,8 +143,8 @@ pub(crate) fn spawn(mut command: Command, log: &Path) -> Result<Child> {
         .create(true)
         .append(true)
         .open(log)
-        .map_err(Error::io("opening", log))?;
-    let stderr = file.try_clone().map_err(Error::io("opening", log))?;
+        .map_err(clan_error::io("open", log))?;
+    let stderr = file.try_clone().map_err(clan_error::io("open", log))?;
     command
         .stdin(Stdio::null())
         .stdout(file)

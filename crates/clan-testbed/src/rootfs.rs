@@ -66,7 +66,7 @@ fn cache_name(suite: &str, packages: &[String]) -> String {
 /// host's glibc, so a `clan` binary built here runs inside them.
 pub(crate) fn host_suite() -> Result<String> {
     let text =
-        fs::read_to_string("/etc/os-release").map_err(Error::io("reading", "/etc/os-release"))?;
+        fs::read_to_string("/etc/os-release").map_err(clan_error::io("read", "/etc/os-release"))?;
     text.lines()
         .find_map(|line| line.strip_prefix("VERSION_CODENAME="))
         .map(|value| value.trim_matches('"').to_owned())
@@ -151,11 +151,12 @@ pub(crate) fn ensure(
     if target.is_dir() {
         return Ok(target);
     }
-    fs::create_dir_all(cache_dir).map_err(Error::io("creating the cache directory", cache_dir))?;
+    fs::create_dir_all(cache_dir)
+        .map_err(clan_error::io("create the cache directory", cache_dir))?;
     let lock_path = cache_dir.join(".lock");
-    let lock = fs::File::create(&lock_path).map_err(Error::io("creating", &lock_path))?;
+    let lock = fs::File::create(&lock_path).map_err(clan_error::io("create", &lock_path))?;
     rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
-        .map_err(|errno| Error::io("locking", &lock_path)(errno.into()))?;
+        .map_err(|errno| clan_error::io("lock", &lock_path)(errno.into()))?;
     // Another process may have finished the same build while we waited for the lock.
     if target.is_dir() {
         return Ok(target);
@@ -176,19 +177,21 @@ pub(crate) fn ensure(
             .arg(&mirror),
     )?;
     prepare(&build)?;
-    fs::rename(&build, &target)
-        .map_err(Error::io("moving the finished root filesystem to", &target))?;
+    fs::rename(&build, &target).map_err(clan_error::io(
+        "move the finished root filesystem to",
+        &target,
+    ))?;
     Ok(target)
 }
 
 /// Removes leftovers of builds that were killed; only called while holding the lock, so no
 /// build is running.
 fn remove_stale_builds(cache_dir: &Path) -> Result<()> {
-    let entries = fs::read_dir(cache_dir).map_err(Error::io("listing", cache_dir))?;
+    let entries = fs::read_dir(cache_dir).map_err(clan_error::io("list", cache_dir))?;
     for entry in entries.filter_map(std::result::Result::ok) {
         if entry.file_name().to_string_lossy().starts_with(".build-") {
             let path = entry.path();
-            fs::remove_dir_all(&path).map_err(Error::io("removing the stale build", &path))?;
+            fs::remove_dir_all(&path).map_err(clan_error::io("remove the stale build", &path))?;
         }
     }
     Ok(())
@@ -199,17 +202,17 @@ fn remove_stale_builds(cache_dir: &Path) -> Result<()> {
 /// only, and nothing that runs by itself and could hold the dpkg lock during a test.
 fn prepare(root: &Path) -> Result<()> {
     let ssh_dir = root.join("etc/ssh");
-    let entries = fs::read_dir(&ssh_dir).map_err(Error::io("listing", &ssh_dir))?;
+    let entries = fs::read_dir(&ssh_dir).map_err(clan_error::io("list", &ssh_dir))?;
     for entry in entries.filter_map(std::result::Result::ok) {
         if entry.file_name().to_string_lossy().starts_with("ssh_host_") {
             let path = entry.path();
-            fs::remove_file(&path).map_err(Error::io("removing", &path))?;
+            fs::remove_file(&path).map_err(clan_error::io("remove", &path))?;
         }
     }
     for identity in ["etc/hostname", "etc/machine-id"] {
         let path = root.join(identity);
         if path.exists() {
-            fs::remove_file(&path).map_err(Error::io("removing", &path))?;
+            fs::remove_file(&path).map_err(clan_error::io("remove", &path))?;
         }
     }
     let sshd_conf = ssh_dir.join("sshd_config.d/clan-testbed.conf");
@@ -220,7 +223,7 @@ fn prepare(root: &Path) -> Result<()> {
          PasswordAuthentication no\n\
          KbdInteractiveAuthentication no\n",
     )
-    .map_err(Error::io("writing", &sshd_conf))?;
+    .map_err(clan_error::io("write", &sshd_conf))?;
     let units = root.join("etc/systemd/system");
     for unit in [
         "apt-daily.timer",
@@ -229,9 +232,9 @@ fn prepare(root: &Path) -> Result<()> {
     ] {
         let link = units.join(unit);
         if link.symlink_metadata().is_ok() {
-            fs::remove_file(&link).map_err(Error::io("removing", &link))?;
+            fs::remove_file(&link).map_err(clan_error::io("remove", &link))?;
         }
-        std::os::unix::fs::symlink("/dev/null", &link).map_err(Error::io("masking", &link))?;
+        std::os::unix::fs::symlink("/dev/null", &link).map_err(clan_error::io("mask", &link))?;
     }
     Ok(())
 }

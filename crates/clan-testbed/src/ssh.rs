@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::process::{self, SSH_KEYGEN};
 use crate::Machine;
 
@@ -17,7 +17,7 @@ use crate::Machine;
 pub(crate) fn generate_key(path: &Path, comment: &str) -> Result<()> {
     for old in [path.to_path_buf(), public_path(path)] {
         if old.exists() {
-            fs::remove_file(&old).map_err(Error::io("removing the old key", &old))?;
+            fs::remove_file(&old).map_err(clan_error::io("remove the old key", &old))?;
         }
     }
     process::run(
@@ -38,7 +38,7 @@ fn public_path(path: &Path) -> std::path::PathBuf {
 /// The public half of the key pair at `path`, as one `ssh-ed25519 … comment` line.
 pub(crate) fn public_key(path: &Path) -> Result<String> {
     let public = public_path(path);
-    let text = fs::read_to_string(&public).map_err(Error::io("reading", &public))?;
+    let text = fs::read_to_string(&public).map_err(clan_error::io("read", &public))?;
     Ok(text.trim().to_owned())
 }
 

@@ -56,7 +56,7 @@ impl State {
                     state_dir: state_dir.to_path_buf(),
                 })
             }
-            Err(error) => return Err(Error::io("reading", &path)(error)),
+            Err(error) => return Err(clan_error::io("read", &path)(error).into()),
         };
         let state: State = serde_json::from_str(&text).map_err(|source| Error::StateFile {
             path: path.clone(),
@@ -74,20 +74,23 @@ impl State {
 
     pub fn save(&self, state_dir: &Path) -> Result<()> {
         let path = state_dir.join(FILE_NAME);
-        let temporary = state_dir.join(format!(".{FILE_NAME}.tmp"));
         let text = serde_json::to_string_pretty(self).map_err(|source| Error::StateFile {
             path: path.clone(),
             source,
         })?;
-        fs::write(&temporary, text + "\n").map_err(Error::io("writing", &temporary))?;
-        fs::rename(&temporary, &path).map_err(Error::io("replacing", &path))
+        let options = clan_fs::WriteOptions::new(0o644);
+        Ok(clan_fs::write_file(
+            &path,
+            (text + "\n").as_bytes(),
+            options,
+        )?)
     }
 
     pub fn remove(state_dir: &Path) -> Result<()> {
         let path = state_dir.join(FILE_NAME);
         match fs::remove_file(&path) {
             Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
-                Err(Error::io("removing", &path)(error))
+                Err(clan_error::io("remove", &path)(error).into())
             }
             _ => Ok(()),
         }

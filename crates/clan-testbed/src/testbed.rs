@@ -323,7 +323,7 @@ impl Testbed {
             })
             .collect();
         let hosts = machine::render_hosts(&planned, network.host_address());
-        fs::create_dir_all(self.log_dir()).map_err(Error::io("creating", self.log_dir()))?;
+        fs::create_dir_all(self.log_dir()).map_err(clan_error::io("create", self.log_dir()))?;
         let mut host_keys = Vec::new();
         for (slot, machine) in (0u8..).zip(&planned) {
             // Recorded before creating, so a failure half way is still cleaned up.
@@ -350,10 +350,11 @@ impl Testbed {
         } else {
             String::new()
         };
-        fs::write(&known_hosts, text).map_err(Error::io("writing", &known_hosts))?;
+        let options = clan_fs::WriteOptions::new(0o644);
+        clan_fs::write_file(&known_hosts, text.as_bytes(), options)?;
         let config = self.ssh_config();
         let text = ssh::render_config(&planned, &self.admin_key(), &known_hosts);
-        fs::write(&config, text).map_err(Error::io("writing", &config))?;
+        clan_fs::write_file(&config, text.as_bytes(), options)?;
         self.state.save(&self.state_dir)
     }
 
@@ -479,16 +480,16 @@ impl Drop for Testbed {
 
 /// Creates the state directory (0700: it holds the admin key) and returns its absolute path.
 fn prepare_state_dir(dir: &Path) -> Result<PathBuf> {
-    fs::create_dir_all(dir).map_err(Error::io("creating the state directory", dir))?;
+    fs::create_dir_all(dir).map_err(clan_error::io("create the state directory", dir))?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-        .map_err(Error::io("setting the mode of", dir))?;
-    fs::canonicalize(dir).map_err(Error::io("resolving", dir))
+        .map_err(clan_error::io("set the mode of", dir))?;
+    Ok(fs::canonicalize(dir).map_err(clan_error::io("resolve", dir))?)
 }
 
 fn remove_dir_if_present(dir: &Path) -> Result<()> {
     match fs::remove_dir_all(dir) {
         Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
-            Err(Error::io("removing", dir)(error))
+            Err(clan_error::io("remove", dir)(error).into())
         }
         _ => Ok(()),
     }

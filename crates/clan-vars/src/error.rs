@@ -1,17 +1,14 @@
 //! The errors of this crate. Each names its subject — machine, generator, file, path relative
-//! to the clan directory — and keeps the cause as `source`; [`Error::hint`] says what the user
-//! can do next.
+//! to the clan directory — and keeps the cause as `source`; their `clan_error::Hint` says what the
+//! user can do next.
 
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("failed to {action} `{}`", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    /// A file operation that failed, naming the action and the path.
+    #[error(transparent)]
+    Io(#[from] clan_error::IoError),
 
     #[error(transparent)]
     Secrets(#[from] clan_secrets::Error),
@@ -176,21 +173,9 @@ fn produced_block(produced: &[String]) -> String {
     }
 }
 
-impl Error {
-    pub(crate) fn io(
-        action: &'static str,
-        path: impl Into<PathBuf>,
-    ) -> impl FnOnce(std::io::Error) -> Error {
-        let path = path.into();
-        move |source| Error::Io {
-            action,
-            path,
-            source,
-        }
-    }
-
+impl clan_error::Hint for Error {
     /// What the user can do about this error, when there is something.
-    pub fn hint(&self) -> Option<String> {
+    fn hint(&self) -> Option<String> {
         Some(match self {
             Error::Secrets(error) => return error.hint(),
             Error::SharedConflict { generator, .. } => format!(
@@ -235,4 +220,25 @@ impl Error {
             _ => return None,
         })
     }
+
+    /// Generators that fail, disagree or form a cycle fail the command; a machine, generator
+    /// or file that does not exist, a missing key or tool, or I/O, mean it could not run.
+    fn exit(&self) -> clan_error::Exit {
+        match self {
+            Error::Secrets(error) => error.exit(),
+            Error::BadOutput { .. }
+            | Error::SharedConflict { .. }
+            | Error::UnknownDependency { .. }
+            | Error::SharedDependsOnMachine { .. }
+            | Error::Cycle { .. }
+            | Error::InvalidName { .. }
+            | Error::TimedOut { .. }
+            | Error::ScriptFailed { .. }
+            | Error::FileNotProduced { .. }
+            | Error::DependencyFailed { .. } => clan_error::Exit::Failed,
+            _ => clan_error::Exit::Error,
+        }
+    }
 }
+
+clan_error::register!(Error);

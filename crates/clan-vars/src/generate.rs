@@ -174,7 +174,7 @@ pub fn run(
         .into_iter()
         .map(|signal| signal_hook::flag::register(signal, Arc::clone(&interrupted)))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(Error::io("watch signals of", "clan"))?;
+        .map_err(clan_error::io("watch signals of", "clan"))?;
     let context = Context {
         graph,
         store,
@@ -498,7 +498,7 @@ fn execute(
     let seconds = generator.definition.timeout_seconds();
     let finished = runner
         .run(&job, &tools, std::time::Duration::from_secs(seconds))
-        .map_err(Error::io("run the script of", key.dir()))?;
+        .map_err(clan_error::io("run the script of", key.dir()))?;
     if finished.timed_out {
         return Err(Error::TimedOut {
             placement,

@@ -306,7 +306,7 @@ pub fn export(
             .recursive(true)
             .mode(0o700)
             .create(output)
-            .map_err(Error::io("create", output))?;
+            .map_err(clan_error::io("create", output))?;
     }
     let tree = Tree::open(output)?;
     let mut count = 0;

@@ -161,7 +161,7 @@ impl Scratch {
         let name = format!("run-{id}");
         let tree = parent.create_dir_all(Path::new(&new), 0o700)?;
         rustix::fs::flock(&tree, rustix::fs::FlockOperation::NonBlockingLockExclusive)
-            .map_err(|errno| Error::io("lock", tree.path())(errno.into()))?;
+            .map_err(|errno| clan_error::io("lock", tree.path())(errno.into()))?;
         parent.rename(Path::new(&new), Path::new(&name))?;
         let tree = tree.shown_as(parent.path().join(&name));
         identity_files(&tree)?;

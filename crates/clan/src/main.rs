@@ -29,6 +29,14 @@ struct Cli {
     #[arg(long, short = 'C', global = true, env = "CLAN_DIR")]
     flake: Option<std::path::PathBuf>,
 
+    /// Print only data, errors and questions: no notes, no progress.
+    #[arg(long, short = 'q', global = true, conflicts_with = "verbose")]
+    quiet: bool,
+
+    /// Also print each step of long work (every stage of every machine of a deploy).
+    #[arg(long, short = 'v', global = true)]
+    verbose: bool,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -68,6 +76,20 @@ enum Command {
 fn main() -> ExitCode {
     clan_agent::cli::restore_sigpipe();
     let cli = Cli::parse();
+    catching_bugs(|| run(cli))
+}
+
+/// A panic is a bug: the hook has described it; the exit status says so (2, not Rust's 101).
+fn catching_bugs(run: impl FnOnce() -> ExitCode + std::panic::UnwindSafe) -> ExitCode {
+    std::panic::catch_unwind(run).unwrap_or_else(|_| report::print_bug())
+}
+
+fn run(cli: Cli) -> ExitCode {
+    commands::output::init(match (cli.quiet, cli.verbose) {
+        (true, _) => commands::output::Level::Quiet,
+        (_, true) => commands::output::Level::Verbose,
+        _ => commands::output::Level::Normal,
+    });
     let context = commands::Context {
         clan_dir: cli.flake,
     };
@@ -91,5 +113,17 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(error) => report::print_error(&error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bug_exits_with_2() {
+        let code = catching_bugs(|| panic!("a bug"));
+        assert_eq!(code, ExitCode::from(report::EXIT_ERROR));
+        assert_eq!(catching_bugs(|| ExitCode::SUCCESS), ExitCode::SUCCESS);
     }
 }

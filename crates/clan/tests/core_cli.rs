@@ -84,12 +84,23 @@ impl Clan {
         String::from_utf8(output.stdout).unwrap()
     }
 
-    /// Runs a command that must fail with exit code 2; returns stderr with the temp dir hidden.
+    /// Runs a command that must fail with exit code 2 (it could not do its job: a usage
+    /// error); returns stderr with the temp dir hidden.
     fn error(&self, args: &[&str]) -> String {
+        self.fails_with(2, args)
+    }
+
+    /// Runs a command that must fail with exit code 1 (it ran and the clan failed a
+    /// validation: clan.toml, a service, an evaluation); returns stderr as [`Clan::error`].
+    fn invalid(&self, args: &[&str]) -> String {
+        self.fails_with(1, args)
+    }
+
+    fn fails_with(&self, code: i32, args: &[&str]) -> String {
         let output = self.run(args);
         assert_eq!(
             output.status.code(),
-            Some(2),
+            Some(code),
             "clan {args:?}: {}",
             String::from_utf8_lossy(&output.stdout)
         );
@@ -207,26 +218,26 @@ fn machines_list_prints_an_aligned_table() {
 #[test]
 fn malformed_toml_names_line_and_column() {
     let clan = Clan::with_toml("[meta]\nname = \"home\"\n[machines.web01\n");
-    insta::assert_snapshot!(clan.error(&["machines", "list"]));
+    insta::assert_snapshot!(clan.invalid(&["machines", "list"]));
 }
 
 #[test]
 fn unknown_keys_get_a_did_you_mean() {
     let clan = Clan::with_toml("[meta]\nname = \"home\"\n[machines.web01]\ntagz = [\"web\"]\n");
-    insta::assert_snapshot!(clan.error(&["machines", "list"]));
+    insta::assert_snapshot!(clan.invalid(&["machines", "list"]));
 }
 
 #[test]
 fn wrong_types_are_reported() {
     let clan = Clan::with_toml("[meta]\nname = \"home\"\n[machines.web01]\ntags = \"web\"\n");
-    insta::assert_snapshot!(clan.error(&["show"]));
+    insta::assert_snapshot!(clan.invalid(&["show"]));
 }
 
 #[test]
 fn a_setting_failing_the_role_schema_names_instance_role_machine_and_key_and_writes_nothing() {
     let clan = Clan::with_toml(BASE);
     let before = clan.clan_toml();
-    let stderr = clan.error(&[
+    let stderr = clan.invalid(&[
         "instances",
         "create",
         "ssh",
@@ -248,7 +259,7 @@ fn a_setting_failing_the_role_schema_names_instance_role_machine_and_key_and_wri
 #[test]
 fn a_misspelt_setting_suggests_the_right_one() {
     let clan = Clan::with_toml(BASE);
-    let stderr = clan.error(&[
+    let stderr = clan.invalid(&[
         "instances",
         "create",
         "hi",
@@ -268,7 +279,7 @@ fn a_misspelt_setting_suggests_the_right_one() {
 #[test]
 fn unknown_service_role_tag_and_machine_are_named() {
     let clan = Clan::with_toml(BASE);
-    let service = clan.error(&[
+    let service = clan.invalid(&[
         "instances",
         "create",
         "x",
@@ -281,7 +292,7 @@ fn unknown_service_role_tag_and_machine_are_named() {
         service.contains("unknown service `sshdd`") && service.contains("did you mean `sshd`?"),
         "{service}"
     );
-    let role = clan.error(&[
+    let role = clan.invalid(&[
         "instances",
         "create",
         "x",
@@ -295,7 +306,7 @@ fn unknown_service_role_tag_and_machine_are_named() {
             && role.contains("did you mean `server`?"),
         "{role}"
     );
-    let tag = clan.error(&[
+    let tag = clan.invalid(&[
         "instances",
         "create",
         "x",
@@ -330,7 +341,7 @@ fn a_starlark_syntax_error_names_file_and_line() {
     let clan = clan_with_service(&format!(
         "{SERVICE_HEAD}roles = {{\n  \"default\": {{\n}}\ndef broken(:\n"
     ));
-    let stderr = clan.error(&["machines", "list"]);
+    let stderr = clan.invalid(&["machines", "list"]);
     assert!(
         stderr.contains("services/mine/service.star:5:1"),
         "{stderr}"
@@ -343,7 +354,7 @@ fn a_starlark_runtime_error_shows_the_call_stack() {
     let service = format!(
         "{SERVICE_HEAD}def helper(ctx):\n    return ctx.settings[\"missing\"]\n\ndef run(ctx):\n    return helper(ctx)\n\nroles = {{\"default\": {{\"perInstance\": run}}}}\n"
     );
-    let stderr = clan_with_service(&service).error(&["machines", "list"]);
+    let stderr = clan_with_service(&service).invalid(&["machines", "list"]);
     assert!(stderr.contains("Traceback"), "{stderr}");
     assert!(
         stderr.contains("Key `\"missing\"` was not found"),
@@ -360,7 +371,7 @@ fn a_looping_service_fails_with_a_clear_error() {
     let service = format!(
         "{SERVICE_HEAD}def run(ctx):\n    n = 0\n    for i in range(1000000000):\n        n += i\n    return None\n\nroles = {{\"default\": {{\"perInstance\": run}}}}\n"
     );
-    let stderr = clan_with_service(&service).error(&["machines", "list"]);
+    let stderr = clan_with_service(&service).invalid(&["machines", "list"]);
     assert!(stderr.contains("it probably loops forever"), "{stderr}");
 }
 
@@ -370,7 +381,46 @@ fn two_services_writing_one_file_differently_name_both() {
         "{BASE}\n[instances.a]\nmodule.name = \"hello-world\"\nroles.default.tags = [\"all\"]\n\
          [instances.b]\nmodule.name = \"hello-world\"\nroles.default.machines.web01.settings.greeting = \"Other\"\n"
     ));
-    insta::assert_snapshot!(clan.error(&["machines", "show", "web01"]));
+    insta::assert_snapshot!(clan.invalid(&["machines", "show", "web01"]));
+}
+
+/// A unit name, file mode or relative path a service returns is refused by the evaluation
+/// (`clan show`), naming the machine, the instance and the value: never left for a deploy.
+#[test]
+fn bad_names_from_a_service_fail_at_show_naming_instance_machine_and_value() {
+    for (config, expected) in [
+        (
+            r#"{"units": {"my app.service": {"content": ""}}}"#,
+            "`my app.service` is not a systemd unit name",
+        ),
+        (
+            r#"{"files": {"/etc/app.conf": {"content": "", "mode": "0688"}}}"#,
+            "file `/etc/app.conf` mode: `0688` is not an octal file mode",
+        ),
+        (
+            r#"{"files": {"etc/app.conf": {"content": ""}}}"#,
+            "file path: `etc/app.conf` is not an absolute path",
+        ),
+        (
+            r#"{"users": {"alice": {"home": "home/alice"}}}"#,
+            "user `alice` home or shell: `home/alice` is not an absolute path",
+        ),
+    ] {
+        let service = format!(
+            "{SERVICE_HEAD}def run(ctx):\n    return {{\"config\": {config}}}\n\n\
+             roles = {{\"default\": {{\"perInstance\": run}}}}\n"
+        );
+        let stderr = clan_with_service(&service).invalid(&["show"]);
+        assert!(
+            stderr.contains("machine `web01`: instance `x` (service mine, role default): "),
+            "{stderr}"
+        );
+        assert!(stderr.contains(expected), "{stderr}");
+        assert!(
+            stderr.contains("hint: fix the value in the service"),
+            "{stderr}"
+        );
+    }
 }
 
 #[test]

@@ -375,14 +375,15 @@ fn cycles_and_conflicting_shared_definitions_are_refused() {
         r#"{"a": {"dependencies": ["b"], "script": ""}, "b": {"dependencies": ["a"], "script": ""}}"#,
     );
     let run = clan.generate(&[], ALICE);
-    assert_eq!(run.code, 2);
+    // Generator definitions that fail validation: the command ran and failed (exit 1).
+    assert_eq!(run.code, 1);
     assert!(run.stderr.contains("dependency cycle"), "{}", run.stderr);
     assert!(run.stderr.contains("hint:"), "{}", run.stderr);
 
     clan.machine_generators("web01", r#"{"s": {"share": True, "script": "one"}}"#);
     clan.machine_generators("web02", r#"{"s": {"share": True, "script": "two"}}"#);
     let run = clan.generate(&[], ALICE);
-    assert_eq!(run.code, 2);
+    assert_eq!(run.code, 1);
     assert!(
         run.stderr.contains(
             "`web01` and `web02` define shared generator `s` differently (they differ in: script)"

@@ -143,7 +143,7 @@ fn start_testbed(dir: &std::path::Path) -> Option<clan_testbed::Testbed> {
     // The deploy uploads `clan-agent`, which `cargo run -p clan` does not build.
     if let Err(error) = clan_deploy::deploy::AgentBinary::current() {
         eprintln!("not deploying: {error}");
-        if let Some(hint) = error.hint() {
+        if let Some(hint) = clan_error::Hint::hint(&error) {
             eprintln!("hint: {hint}");
         }
         return None;

@@ -102,7 +102,7 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
                 description,
             };
             clan_lib::machines::create(&dir, &machine, &Terminal)?;
-            eprintln!("created machine `{}`", machine.name);
+            crate::commands::output::printer().note(&format!("created machine `{}`", machine.name));
         }
         Command::List { tags, json } => {
             let machines = clan_lib::machines::list(&dir, &tags.tags)?;

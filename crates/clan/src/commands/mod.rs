@@ -9,7 +9,7 @@ pub mod init;
 pub mod inspect;
 pub mod instances;
 pub mod machines;
-mod output;
+pub mod output;
 pub mod secrets;
 pub mod services;
 pub mod ssh;

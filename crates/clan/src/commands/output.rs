@@ -1,6 +1,184 @@
-//! Small printing helpers shared by the commands: JSON to stdout, aligned tables.
+//! The one printer: how much goes to stderr (`-q` quiet, `-v` verbose), colour (only on a
+//! terminal, never with `NO_COLOR` or `TERM=dumb`), progress per machine for fleet runs (bars
+//! on a terminal, `[machine] …` lines otherwise), and the helpers for data on stdout (JSON,
+//! aligned tables). stdout is for data only; notes, progress and errors go to stderr.
 
-use std::io::Write;
+use std::collections::BTreeMap;
+use std::io::{IsTerminal as _, Write};
+use std::sync::{Mutex, OnceLock};
+
+/// How much the commands say on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// `-q`: errors and what a command must ask only.
+    Quiet,
+    Normal,
+    /// `-v`: also what each step does.
+    Verbose,
+}
+
+/// The printer's settings, fixed once from the global flags and the terminal.
+#[derive(Debug, Clone, Copy)]
+pub struct Printer {
+    pub level: Level,
+    /// Colour on stderr.
+    pub colour: bool,
+    /// Redrawn progress bars on stderr (a terminal that is not `dumb`, not quiet).
+    pub bars: bool,
+}
+
+static PRINTER: OnceLock<Printer> = OnceLock::new();
+
+/// Sets the printer from the global flags; call once, first.
+pub fn init(level: Level) {
+    let _ = PRINTER.set(Printer::detect(level));
+}
+
+/// The printer [`init`] set (the default one when it was not called: in unit tests).
+pub fn printer() -> Printer {
+    *PRINTER.get_or_init(|| Printer::detect(Level::Normal))
+}
+
+/// What the colours mean.
+#[derive(Debug, Clone, Copy)]
+pub enum Style {
+    Error,
+    Hint,
+    Success,
+}
+
+impl Printer {
+    fn detect(level: Level) -> Printer {
+        let terminal = std::io::stderr().is_terminal()
+            && std::env::var_os("TERM").is_none_or(|term| term != "dumb");
+        let no_colour = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
+        Printer {
+            level,
+            colour: terminal && !no_colour,
+            bars: terminal && level > Level::Quiet,
+        }
+    }
+
+    /// Prints a note (what was done, what comes next) on stderr, unless quiet.
+    pub fn note(&self, line: &str) {
+        if self.level > Level::Quiet {
+            eprintln!("{line}");
+        }
+    }
+
+    /// Whether `-v` was given.
+    pub fn verbose(&self) -> bool {
+        self.level == Level::Verbose
+    }
+
+    /// `text` in the colour of `style` when colour is on.
+    pub fn paint(&self, text: &str, style: Style) -> String {
+        if !self.colour {
+            return text.to_owned();
+        }
+        let code = match style {
+            Style::Error => "1;31",
+            Style::Hint => "36",
+            Style::Success => "32",
+        };
+        format!("\x1b[{code}m{text}\x1b[0m")
+    }
+}
+
+/// Progress of a run over several machines: a bar per machine showing its stage on a
+/// terminal, `[machine] line` otherwise. Lines worth keeping (changes, failures, hints) are
+/// printed above the bars.
+pub struct MachineProgress {
+    printer: Printer,
+    bars: Option<(
+        indicatif::MultiProgress,
+        Mutex<BTreeMap<String, indicatif::ProgressBar>>,
+    )>,
+}
+
+impl MachineProgress {
+    pub fn new() -> MachineProgress {
+        let printer = printer();
+        let bars = printer.bars.then(|| {
+            let multi =
+                indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stderr());
+            (multi, Mutex::new(BTreeMap::new()))
+        });
+        MachineProgress { printer, bars }
+    }
+
+    /// `machine`'s bar, added below the others when it is first heard of. Redrawn on events
+    /// only, with no ticking thread: after Ctrl-C nothing draws over the report of where each
+    /// machine stood.
+    fn with_bar(&self, machine: &str, update: impl FnOnce(&indicatif::ProgressBar)) {
+        let Some((multi, bars)) = &self.bars else {
+            return;
+        };
+        let mut bars = bars.lock().unwrap_or_else(|p| p.into_inner());
+        let bar = bars.entry(machine.to_owned()).or_insert_with(|| {
+            let style = indicatif::ProgressStyle::with_template("{prefix} {wide_msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
+            let bar = multi.add(indicatif::ProgressBar::new_spinner());
+            bar.set_style(style);
+            bar.set_prefix(format!("[{machine}]"));
+            bar
+        });
+        update(bar);
+    }
+
+    /// `machine` reached `stage` (shown on its bar; a line only with `-v`).
+    pub fn stage(&self, machine: &str, stage: &str) {
+        if self.bars.is_some() {
+            self.with_bar(machine, |bar| bar.set_message(stage.to_owned()));
+        } else if self.printer.verbose() {
+            eprintln!("[{machine}] {stage}");
+        }
+    }
+
+    /// Lines about `machine` to keep; `finished` ends its bar (`Some(true)` when it
+    /// succeeded).
+    pub fn lines(&self, machine: &str, lines: &[String], finished: Option<bool>) {
+        if self.printer.level == Level::Quiet && finished != Some(false) {
+            return;
+        }
+        match &self.bars {
+            Some((multi, _)) => {
+                for line in lines {
+                    let _ = multi.println(format!("[{machine}] {line}"));
+                }
+                self.with_bar(machine, |bar| match finished {
+                    Some(ok) => {
+                        let outcome = lines.first().map_or("", String::as_str);
+                        let style = if ok { Style::Success } else { Style::Error };
+                        bar.finish_with_message(self.printer.paint(outcome, style));
+                    }
+                    None => {
+                        if let Some(last) = lines.last() {
+                            bar.set_message(last.clone());
+                        }
+                    }
+                });
+            }
+            None => {
+                let mut stderr = std::io::stderr().lock();
+                for line in lines {
+                    let _ = writeln!(stderr, "[{machine}] {line}");
+                }
+            }
+        }
+    }
+
+    /// Ends every bar still running (the summary follows); finished bars stay on screen.
+    pub fn finish(&self) {
+        if let Some((_, bars)) = &self.bars {
+            for bar in bars.lock().unwrap_or_else(|p| p.into_inner()).values() {
+                if !bar.is_finished() {
+                    bar.finish();
+                }
+            }
+        }
+    }
+}
 
 pub use clan_agent::report::print_json;
 

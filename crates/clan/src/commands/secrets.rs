@@ -6,6 +6,7 @@ use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use clan_error::Hint as _;
 use clan_lib::secrets::{Changed, KeyGeneration, Keyed, Secrets};
 use clan_secrets::{
     GroupName, Identities, KeySources, MachineName, Member, Recipient, SecretName, UserName,
@@ -254,7 +255,7 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
 /// Reports what a change did and secrets that could not be re-keyed; exit 1 for those.
 fn finish(changed: Changed) -> anyhow::Result<ExitCode> {
     for path in &changed.paths {
-        eprintln!("changed {}", path.display());
+        crate::commands::output::printer().note(&format!("changed {}", path.display()));
     }
     for (path, error) in &changed.rekey_failures {
         eprintln!(

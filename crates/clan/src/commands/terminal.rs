@@ -5,6 +5,7 @@ use std::io::{BufRead, IsTerminal, Read};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
+use clan_error::Hint as _;
 use clan_lib::vars::{Generated, PromptValues, Prompter};
 use clan_lib::{Event, Progress};
 use clan_vars::PromptRequest;

@@ -15,7 +15,7 @@ use clan_deploy::ssh::{HostKeyCheck, SshOptions};
 use clan_lib::deploy::UpdateRequest;
 use clan_lib::Progress;
 
-use crate::commands::output::{print_json, print_table};
+use crate::commands::output::{print_json, print_table, MachineProgress};
 use crate::commands::{Terminal, TerminalPrompter};
 use crate::report::EXIT_FAILED;
 
@@ -142,12 +142,14 @@ pub fn update(args: UpdateArgs, dir: &Path) -> anyhow::Result<ExitCode> {
     let standing: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
     let sink = Sink {
         json,
+        progress: MachineProgress::new(),
         out: Mutex::new(()),
         interrupted: report_interruption(Arc::clone(&standing))?,
         standing,
     };
     let mut prompter = TerminalPrompter::new(args.prompt_values);
     let results = clan_lib::deploy::update(dir, &request, &mut prompter, &sink)?;
+    sink.progress.finish();
     if sink.interrupted.load(std::sync::atomic::Ordering::SeqCst) {
         // The interruption's own report ends the process; no summary after it.
         loop {
@@ -206,6 +208,8 @@ pub fn update(args: UpdateArgs, dir: &Path) -> anyhow::Result<ExitCode> {
 /// Prints a fleet run's events: `[machine] …` lines on stderr, or JSON lines on stdout.
 struct Sink {
     json: bool,
+    /// Bars on a terminal, `[machine] …` lines otherwise (not with `--json`).
+    progress: MachineProgress,
     out: Mutex<()>,
     standing: Arc<Mutex<BTreeMap<String, String>>>,
     interrupted: Arc<std::sync::atomic::AtomicBool>,
@@ -238,7 +242,19 @@ impl Progress for Sink {
                 let _ = writeln!(stdout, "{line}");
             }
         } else {
-            Terminal.event(clan_lib::Event::Deploy(event));
+            let finished = match &*event {
+                Event::Done { .. } => Some(true),
+                Event::Failed { .. } => Some(false),
+                _ => None,
+            };
+            match &*event {
+                Event::Stage { stage, .. } => {
+                    self.progress.stage(event.machine(), &stage.to_string())
+                }
+                _ => self
+                    .progress
+                    .lines(event.machine(), &event.human(), finished),
+            }
         }
     }
 }
