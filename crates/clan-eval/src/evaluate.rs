@@ -281,6 +281,8 @@ pub fn evaluate(
             .map(|(index, instance)| {
                 run_instance(instance, inventory, &shared).map(|out| (index, out))
             })
+            .collect::<Vec<_>>()
+            .into_iter()
             .collect::<Result<_, _>>()?;
         for (index, instance_outputs) in &phase {
             collect_exports(&mut exports, resolved[*index].name, instance_outputs);
@@ -486,6 +488,8 @@ fn assemble_machines(
             )
         })
         .collect();
+    // Collected in full before the first error is taken: rayon's short-circuiting collect
+    // would report whichever machine failed first in time, a different one per run.
     work.into_par_iter()
         .map(|(name, machine, fragments)| {
             for fragment in &fragments {
@@ -515,6 +519,8 @@ fn assemble_machines(
                 config,
             })
         })
+        .collect::<Vec<_>>()
+        .into_iter()
         .collect()
 }
 
