@@ -63,6 +63,7 @@ pub(crate) fn commit_paths(
         stream.push(b'\n');
         walk(clan_dir, Path::new(path), &mut files).map_err(read_error)?;
     }
+    drop_ignored(clan_dir, &mut files)?;
     for file in &files {
         append_file(&mut stream, clan_dir, prefix, file).map_err(read_error)?;
     }
@@ -117,6 +118,34 @@ fn walk(dir: &Path, path: &Path, files: &mut BTreeSet<Vec<u8>>) -> std::io::Resu
         if name != ".git" && !crate::is_temporary(&name) {
             walk(dir, &path.join(name), files)?;
         }
+    }
+    Ok(())
+}
+
+/// Leaves out of `files` what `git add` would leave out: untracked files a `.gitignore` (or
+/// `info/exclude`, `core.excludesFile`) ignores. Tracked files stay, as git keeps them too.
+fn drop_ignored(clan_dir: &Path, files: &mut BTreeSet<Vec<u8>>) -> Result<(), Error> {
+    if files.is_empty() {
+        return Ok(());
+    }
+    let mut list = Vec::new();
+    for file in files.iter() {
+        list.extend_from_slice(file);
+        list.push(0);
+    }
+    let checked = git_with_input(
+        clan_dir,
+        "check-ignore",
+        &["check-ignore", "-z", "--stdin"],
+        &list,
+    )?;
+    // 0: some are ignored, 1: none is; anything else is git failing.
+    if checked.status.code() == Some(1) {
+        return Ok(());
+    }
+    let checked = succeeded("check-ignore", clan_dir, checked)?;
+    for ignored in checked.stdout.split(|&b| b == 0).filter(|p| !p.is_empty()) {
+        files.remove(ignored);
     }
     Ok(())
 }

@@ -103,3 +103,30 @@ fn outside_a_work_tree_nothing_is_committed() {
     write(dir.path(), "vars/a", "one\n");
     assert!(!commit_paths(dir.path(), &paths(&["vars"]), "x").unwrap());
 }
+
+#[test]
+fn ignored_files_stay_out_of_the_commit_as_with_git_add() {
+    let dir = repo();
+    let root = dir.path();
+    write(root, ".gitignore", "*.plain\nscratch/\n");
+    write(root, "vars/a/value", "one\n");
+    write(root, "vars/a/value.plain", "a decrypted copy\n");
+    write(root, "vars/scratch/dump", "work in progress\n");
+    assert!(commit_paths(root, &paths(&["vars"]), "first").unwrap());
+    assert_eq!(
+        git(root, &["ls-tree", "-r", "--name-only", "HEAD"]),
+        "vars/a/value\n"
+    );
+    assert_eq!(
+        git(root, &["ls-files"]),
+        "vars/a/value\n",
+        "the index agrees"
+    );
+
+    // A file tracked before it became ignored is still committed, as `git add` does.
+    git(root, &["add", "-f", "vars/a/value.plain"]);
+    write(root, "vars/a/value.plain", "changed\n");
+    assert!(commit_paths(root, &paths(&["vars"]), "second").unwrap());
+    assert_eq!(git(root, &["show", "HEAD:vars/a/value.plain"]), "changed\n");
+    assert!(!git(root, &["ls-tree", "-r", "HEAD"]).contains("scratch"));
+}
