@@ -28,6 +28,9 @@ pub struct ClanLock {
     /// Whether changes are committed (and journaled before they are made).
     pub(crate) commits: bool,
     pub(crate) command: String,
+    /// Whether releasing the lock commits a journal left by a failed command (see
+    /// [`ClanLock::release_as_if_killed`]).
+    commit_on_release: bool,
 }
 
 /// The process holding the lock, as it described itself.
@@ -142,6 +145,7 @@ impl ClanLock {
             repo,
             commits,
             command: holder.command,
+            commit_on_release: true,
         })
     }
 
@@ -158,7 +162,8 @@ impl ClanLock {
 
     /// Records, before anything is changed, that `scope` (paths relative to the clan
     /// directory) is about to change: if this process dies before [`ClanLock::commit`], the
-    /// next [`ClanLock::recover`] commits what it changed there.
+    /// next [`ClanLock::recover`] commits what it changed there; if it fails (the lock is
+    /// dropped without a commit), what it changed is committed as the lock is released.
     pub fn begin(&self, scope: &[&Path]) -> Result<(), Error> {
         match &self.repo {
             Some(repo) if self.commits => recover::write_journal(self, repo, scope),
@@ -176,6 +181,24 @@ impl ClanLock {
         let committed = commit::commit_paths(&self.clan_dir, &repo.prefix, paths, message)?;
         recover::remove_journal(repo)?;
         Ok(committed)
+    }
+}
+
+impl ClanLock {
+    /// Releases the lock as a killed process does: a journal stays for the next command's
+    /// recovery. For tests of that recovery.
+    #[doc(hidden)]
+    pub fn release_as_if_killed(mut self) {
+        self.commit_on_release = false;
+    }
+}
+
+impl Drop for ClanLock {
+    fn drop(&mut self) {
+        if self.commit_on_release {
+            // Failing here leaves the journal for the next command's recovery, as a crash does.
+            let _ = recover::commit_own_journal(self);
+        }
     }
 }
 

@@ -5,9 +5,10 @@
 //! - git's own lock files (`index.lock`, `HEAD.lock`, `packed-refs.lock`, the branch's and
 //!   clan's ref locks) of a git that was killed: removed when no process has them open;
 //! - the journal a command writes before changing anything ([`ClanLock::begin`]), still
-//!   there because it died (or failed) before committing: the temporary files of atomic
-//!   writes in its scope are removed and what remains of the scope is committed, with a
-//!   message saying which command was interrupted.
+//!   there because it died before committing: the temporary files of atomic writes in its
+//!   scope are removed and what remains of the scope is committed, with a message saying
+//!   which command was interrupted. A command that fails after `begin` commits its own
+//!   journal as it releases the lock, so later edits never join that commit.
 
 use std::ffi::OsStr;
 use std::fs;
@@ -99,9 +100,30 @@ pub(crate) fn recover(lock: &ClanLock) -> Result<Vec<Recovered>, Error> {
     }
     remove_stale_refs(repo, &mut done)?;
     if lock.commits {
-        commit_journal(lock, repo, &mut done)?;
+        commit_journal(lock, repo, Left::Interrupted, &mut done)?;
     }
     Ok(done)
+}
+
+/// Why a journal is still there when it is committed.
+#[derive(Clone, Copy)]
+pub(crate) enum Left {
+    /// Found by the next command: the one that wrote it died.
+    Interrupted,
+    /// Found as the lock is released: the command that wrote it failed after `begin`.
+    Failed,
+}
+
+/// When the lock is released with the journal still there (the command failed after
+/// [`ClanLock::begin`]), what it changed is committed now, before anyone else can edit the
+/// clan; left to the next command, the commit would also take in edits made in between.
+pub(crate) fn commit_own_journal(lock: &ClanLock) -> Result<(), Error> {
+    match &lock.repo {
+        Some(repo) if lock.commits && journal_path(repo).exists() => {
+            commit_journal(lock, repo, Left::Failed, &mut Vec::new())
+        }
+        _ => Ok(()),
+    }
 }
 
 fn remove_stale_git_locks(repo: &Repo, done: &mut Vec<Recovered>) -> Result<(), Error> {
@@ -253,7 +275,12 @@ fn read_journal(path: &Path) -> Result<Option<(String, Vec<PathBuf>)>, Error> {
     Ok(Some((String::from_utf8_lossy(command).into_owned(), scope)))
 }
 
-fn commit_journal(lock: &ClanLock, repo: &Repo, done: &mut Vec<Recovered>) -> Result<(), Error> {
+fn commit_journal(
+    lock: &ClanLock,
+    repo: &Repo,
+    left: Left,
+    done: &mut Vec<Recovered>,
+) -> Result<(), Error> {
     let path = journal_path(repo);
     let Some((command, scope)) = read_journal(&path)? else {
         return Ok(());
@@ -266,11 +293,17 @@ fn commit_journal(lock: &ClanLock, repo: &Repo, done: &mut Vec<Recovered>) -> Re
     if unchanged(repo, &scope)? {
         return remove_journal(repo);
     }
-    let message = format!(
-        "clan: commit what the interrupted `{command}` changed\n\n\
-         It stopped before committing; `{}` found its changes and committed them.",
-        lock.command
-    );
+    let message = match left {
+        Left::Interrupted => format!(
+            "clan: commit what the interrupted `{command}` changed\n\n\
+             It stopped before committing; `{}` found its changes and committed them.",
+            lock.command
+        ),
+        Left::Failed => format!(
+            "clan: commit what the failed `{command}` changed\n\n\
+             It failed after changing the clan; what it changed is committed as it was left."
+        ),
+    };
     if commit::commit_paths(&repo.top, b"", &scope, &message)? {
         done.push(Recovered::Committed { command });
     }

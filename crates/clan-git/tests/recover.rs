@@ -41,6 +41,7 @@ fn changes_of_a_command_that_died_before_committing_are_committed_by_the_next() 
         write(root, "sops/secrets/a/.secret.tmp-0123456789abcdef", "half");
         write(root, ".clan.toml.tmp-Ab12Cd", "half");
         // Dies here: the lock goes with it, the journal stays.
+        first.release_as_if_killed();
     }
     assert!(clan_git::interrupted(root).unwrap());
     let next = lock(root, "clan machines create web");
@@ -78,6 +79,7 @@ fn changes_of_a_command_that_died_before_committing_are_committed_by_the_next() 
     // A command that failed before changing anything leaves nothing to commit, silently.
     next.begin(&[Path::new("clan.toml")]).unwrap();
     drop(next);
+    assert!(!clan_git::interrupted(root).unwrap());
     let quiet = lock(root, "clan instances list").recover().unwrap();
     assert_eq!(quiet, vec![]);
     assert_eq!(git(root, &["rev-list", "--count", "HEAD"]), "2\n");
@@ -114,7 +116,7 @@ fn a_helper_ref_and_lock_files_of_a_killed_git_are_cleared() {
     // A clan command killed while its git ran leaves its journal too.
     let killed = lock(root, "clan vars generate");
     killed.begin(&[Path::new("vars")]).unwrap();
-    drop(killed);
+    killed.release_as_if_killed();
     // A lock file some live git holds open is not touched.
     std::fs::write(git_dir.join("HEAD.lock"), "").unwrap();
     let held = std::fs::File::open(git_dir.join("HEAD.lock")).unwrap();
@@ -154,7 +156,7 @@ fn an_index_behind_its_branch_is_brought_in_step() {
     // As if killed after the branch moved but before the index was written.
     git(root, &["read-tree", "HEAD^"]);
     lock.begin(&[Path::new("vars")]).unwrap();
-    drop(lock);
+    lock.release_as_if_killed();
     assert_ne!(status(root), "");
     let next = self::lock(root, "clan vars generate");
     assert_eq!(next.recover().unwrap(), vec![]);
@@ -193,4 +195,29 @@ fn a_journal_write_killed_before_its_rename_is_removed_by_the_next_command() {
     assert!(!recovered
         .iter()
         .any(|r| matches!(r, Recovered::Committed { .. })));
+}
+
+#[test]
+fn a_command_that_fails_after_begin_commits_its_changes_as_it_releases_the_lock() {
+    let dir = clan();
+    let root = dir.path();
+    {
+        let failing = lock(root, "clan vars generate web");
+        failing.begin(&[Path::new("vars")]).unwrap();
+        write(root, "vars/per-machine/web/a/value", "1\n");
+        // Returns an error here: the lock is dropped without a commit.
+    }
+    assert!(!clan_git::interrupted(root).unwrap(), "no journal is left");
+    assert_eq!(status(root), "");
+    let message = git(root, &["log", "-1", "--format=%B"]);
+    assert!(
+        message.contains("failed `clan vars generate web`"),
+        "{message}"
+    );
+    // The user's own edit after it is theirs to commit: the next command leaves it alone.
+    write(root, "vars/per-machine/web/a/value", "edited by hand\n");
+    let next = lock(root, "clan machines create db");
+    assert_eq!(next.recover().unwrap(), vec![]);
+    assert_eq!(status(root), " M vars/per-machine/web/a/value\n");
+    assert_eq!(git(root, &["rev-list", "--count", "HEAD"]), "2\n");
 }
