@@ -226,7 +226,7 @@ fn app_config(content: &str) -> MachineConfig {
 fn is_root() -> bool {
     let root = rustix::process::geteuid().as_raw() == 0;
     if !root {
-        eprintln!("skipped: needs root to own files as another user");
+        clan_testbed::skip("needs root to own files as another user");
     }
     root
 }

@@ -89,7 +89,7 @@ fn agent() -> AgentBinary {
 #[test]
 fn init_machine_instances_vars_and_deploy_through_the_library_alone() {
     if let Err(reason) = check_host() {
-        eprintln!("skipping: {reason}");
+        clan_testbed::skip(reason);
         return;
     }
     let state = tempfile::tempdir().unwrap();
@@ -98,7 +98,7 @@ fn init_machine_instances_vars_and_deploy_through_the_library_alone() {
     let testbed = match Testbed::up(&options) {
         Ok(testbed) => testbed,
         Err(error @ TestbedError::ToolMissing { .. }) => {
-            eprintln!("skipping: {error}");
+            clan_testbed::skip(error);
             return;
         }
         Err(error) => panic!("testbed up: {error}"),

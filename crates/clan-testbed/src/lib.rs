@@ -23,6 +23,7 @@ mod net;
 mod options;
 mod process;
 mod rootfs;
+mod skip;
 mod ssh;
 mod state;
 mod testbed;
@@ -36,6 +37,7 @@ pub use net::MAX_MACHINES;
 pub use options::{validate_name, Options};
 pub use process::{install_packages, missing_packages, Tool, HOST_TOOLS};
 pub use rootfs::{default_cache_dir, DEFAULT_CACHE_DIR};
+pub use skip::{skip, NO_SKIP};
 pub use testbed::{check_host, Testbed};
 
 /// One test machine as other code sees it.

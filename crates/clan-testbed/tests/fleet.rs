@@ -17,7 +17,7 @@ fn up(names: &[&str]) -> Option<(tempfile::TempDir, Testbed)> {
 /// Like [`up`]; with `detach` the containers get their own session, as under the CLI.
 fn up_with(names: &[&str], detach: bool) -> Option<(tempfile::TempDir, Testbed)> {
     if let Err(reason) = check_host() {
-        eprintln!("skipping: {reason}");
+        clan_testbed::skip(reason);
         return None;
     }
     let state = tempfile::tempdir().expect("temporary state directory");
@@ -28,7 +28,7 @@ fn up_with(names: &[&str], detach: bool) -> Option<(tempfile::TempDir, Testbed)>
         Ok(testbed) => Some((state, testbed)),
         // Only needed when the root filesystem is not cached yet.
         Err(error @ Error::ToolMissing { .. }) => {
-            eprintln!("skipping: {error}");
+            clan_testbed::skip(error);
             None
         }
         Err(error) => panic!("testbed up: {error}"),

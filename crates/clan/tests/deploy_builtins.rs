@@ -352,7 +352,7 @@ fn first_contact_follows_the_host_key_policy() {
         .output()
         .is_ok_and(|o| o.status.success())
     {
-        eprintln!("skipping: `script` (util-linux) is not installed");
+        clan_testbed::skip("`script` (util-linux) is not installed");
         return;
     }
     let toml = format!(

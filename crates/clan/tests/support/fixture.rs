@@ -45,7 +45,7 @@ impl Fixture {
                 .output()
                 .is_ok_and(|o| o.status.success());
             if !found {
-                eprintln!("skipping: `{tool}` is not installed");
+                clan_testbed::skip(format!("`{tool}` is not installed"));
                 return None;
             }
         }

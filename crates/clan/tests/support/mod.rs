@@ -16,7 +16,7 @@ use clan_testbed::{check_host, Error, Options, Testbed};
 /// this host cannot run them (not root, a tool missing).
 pub fn testbed(names: &[&str]) -> Option<(tempfile::TempDir, Testbed)> {
     if let Err(reason) = check_host() {
-        eprintln!("skipping: {reason}");
+        clan_testbed::skip(reason);
         return None;
     }
     let state = tempfile::tempdir().expect("state dir");
@@ -25,7 +25,7 @@ pub fn testbed(names: &[&str]) -> Option<(tempfile::TempDir, Testbed)> {
     match Testbed::up(&options) {
         Ok(testbed) => Some((state, testbed)),
         Err(error @ Error::ToolMissing { .. }) => {
-            eprintln!("skipping: {error}");
+            clan_testbed::skip(error);
             None
         }
         Err(error) => panic!("testbed up: {error}"),
