@@ -19,6 +19,10 @@ pub enum Error {
         message: String,
     },
 
+    /// Git refuses the repository: it belongs to another user.
+    #[error("git refuses the repository of `{}`, which another user owns: {message}", dir.display())]
+    NotTrusted { dir: PathBuf, message: String },
+
     #[error("`{}` is not a journal written by clan", path.display())]
     Journal { path: PathBuf },
 }
@@ -32,6 +36,11 @@ impl clan_error::Hint for Error {
                 "something other than clan wrote `{}`; remove it and commit the clan's changes by hand",
                 path.display()
             )),
+            Error::NotTrusted { .. } => Some(
+                "run clan as the user who owns the repository, or trust it as git's message says \
+                 (`git config --global --add safe.directory …`)"
+                    .to_owned(),
+            ),
             Error::Io(_) | Error::Fs(_) => None,
         }
     }

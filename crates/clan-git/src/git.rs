@@ -8,9 +8,10 @@ use std::process::{Command, Output, Stdio};
 
 use crate::Error;
 
-/// Runs `git -C dir args…` with no standard input.
+/// Runs `git -C dir args…` with no standard input (messages in English: some are read).
 pub(crate) fn git(dir: &Path, action: &'static str, args: &[&OsStr]) -> Result<Output, Error> {
     Command::new("git")
+        .env("LC_ALL", "C")
         .arg("-C")
         .arg(dir)
         .args(args)
@@ -103,6 +104,15 @@ impl Repo {
         let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
         let output = git(clan_dir, "rev-parse", &args)?;
         if !output.status.success() {
+            let message = String::from_utf8_lossy(&output.stderr);
+            // Taken for "no git", another user's repository would get a lock of its own
+            // beside the clan and no commits (`sudo clan …` in a user's checkout).
+            if message.contains("dubious ownership") {
+                return Err(Error::NotTrusted {
+                    dir: clan_dir.to_path_buf(),
+                    message: message.trim().to_owned(),
+                });
+            }
             return Ok(None);
         }
         let mut lines = output.stdout.split(|&b| b == b'\n');

@@ -78,7 +78,12 @@ pub fn is_temporary(name: &OsStr) -> bool {
 
 /// Whether an interrupted command left changes for [`ClanLock::recover`] to commit.
 pub fn interrupted(clan_dir: &Path) -> Result<bool, Error> {
-    Ok(Repo::discover(clan_dir)?.is_some_and(|repo| journal_path(&repo).exists()))
+    match Repo::discover(clan_dir) {
+        Ok(repo) => Ok(repo.is_some_and(|repo| journal_path(&repo).exists())),
+        // Another user's repository: its journal is theirs to recover; reading goes on.
+        Err(Error::NotTrusted { .. }) => Ok(false),
+        Err(error) => Err(error),
+    }
 }
 
 fn journal_path(repo: &Repo) -> PathBuf {
