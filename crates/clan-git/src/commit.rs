@@ -253,27 +253,21 @@ fn fast_import_target(clan_dir: &Path) -> Result<Option<Target>, Error> {
         "symbolic-ref",
         &["symbolic-ref".as_ref(), "-q".as_ref(), "HEAD".as_ref()],
     )?;
-    let variables = git(clan_dir, "var", &["var".as_ref(), "-l".as_ref()])?;
-    if !head.status.success() || !variables.status.success() {
+    if !head.status.success() || signs_commits(clan_dir)? {
         return Ok(None);
     }
-    let mut author = None;
-    let mut committer = None;
-    for line in variables.stdout.split(|&b| b == b'\n') {
-        if let Some(ident) = line.strip_prefix(b"GIT_AUTHOR_IDENT=") {
-            author = Some(ident.to_vec());
-        } else if let Some(ident) = line.strip_prefix(b"GIT_COMMITTER_IDENT=") {
-            committer = Some(ident.to_vec());
-        } else if let Some(value) = line.strip_prefix(b"commit.gpgsign=") {
-            if !matches!(
-                value.to_ascii_lowercase().as_slice(),
-                b"false" | b"no" | b"off" | b"0"
-            ) {
-                return Ok(None);
-            }
-        }
-    }
-    let (Some(author), Some(committer)) = (author, committer) else {
+    // `git var NAME` is as strict as `git commit` (`git var -l` makes an identity up): without
+    // one, the plain commit fails with git's own "Please tell me who you are".
+    let ident = |name: &'static str| -> Result<Option<Vec<u8>>, Error> {
+        let output = git(clan_dir, "var", &["var".as_ref(), name.as_ref()])?;
+        Ok(output
+            .status
+            .success()
+            .then(|| trim_newline(&output.stdout).to_vec()))
+    };
+    let (Some(author), Some(committer)) =
+        (ident("GIT_AUTHOR_IDENT")?, ident("GIT_COMMITTER_IDENT")?)
+    else {
         return Ok(None);
     };
     let branch = trim_newline(&head.stdout).to_vec();
@@ -303,6 +297,20 @@ fn fast_import_target(clan_dir: &Path) -> Result<Option<Target>, Error> {
         author,
         committer,
     }))
+}
+
+/// Whether commits are to be signed (`commit.gpgsign`, read as git reads a boolean: a bare
+/// `gpgsign` is true, the last setting wins).
+fn signs_commits(clan_dir: &Path) -> Result<bool, Error> {
+    let args = ["config", "--type=bool", "--get", "commit.gpgsign"];
+    let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+    let output = git(clan_dir, "config", &args)?;
+    match output.status.code() {
+        Some(0) => Ok(trim_newline(&output.stdout) == b"true"),
+        // Not set.
+        Some(1) => Ok(false),
+        _ => succeeded("config", clan_dir, output).map(|_| false),
+    }
 }
 
 /// Appends `data <n>\n<bytes>\n`.
