@@ -14,9 +14,12 @@
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
+use std::io::Read as _;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+
+use clan_fs::{Kind, Tree};
 
 use crate::git::{git, git_error, git_with_input, succeeded, trim_newline};
 use crate::Error;
@@ -54,18 +57,20 @@ pub(crate) fn commit_paths(
     let Some(target) = fast_import_target(clan_dir)? else {
         return plain_commit(clan_dir, &pathspecs, message);
     };
-    let read_error = |error: std::io::Error| git_error("read", clan_dir, error.to_string());
+    // Read without following links, wherever they are: a file swapped for a link to
+    // `/etc/shadow` while clan runs as root must not put that file's content in the commit.
+    let tree = clan_fs::Tree::open(clan_dir)?;
     let mut stream = target.header(message);
     let mut files: BTreeSet<Vec<u8>> = BTreeSet::new();
     for path in &pathspecs {
         stream.extend_from_slice(b"D ");
         append_quoted(&mut stream, &[prefix, path.as_bytes()].concat());
         stream.push(b'\n');
-        walk(clan_dir, Path::new(path), &mut files).map_err(read_error)?;
+        walk(&tree, Path::new(path), &mut files)?;
     }
     drop_ignored(clan_dir, &mut files)?;
     for file in &files {
-        append_file(&mut stream, clan_dir, prefix, file).map_err(read_error)?;
+        append_file(&mut stream, &tree, prefix, file)?;
     }
     fast_import(clan_dir, &stream)?;
     let moved = target.advance(clan_dir, message)?;
@@ -100,23 +105,29 @@ pub(crate) fn commit_paths(
     Ok(moved)
 }
 
-/// Collects the files and symlinks at or under `path` (relative to `dir`), relative to `dir`;
-/// never a half-written temporary file.
-fn walk(dir: &Path, path: &Path, files: &mut BTreeSet<Vec<u8>>) -> std::io::Result<()> {
-    let full = dir.join(path);
-    let metadata = match full.symlink_metadata() {
-        Ok(metadata) => metadata,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(error) => return Err(error),
-    };
-    if !metadata.is_dir() {
-        files.insert(path.as_os_str().as_bytes().to_vec());
-        return Ok(());
+/// Collects what is at or under `path` (relative to the tree) that is not a directory,
+/// relative to the tree; never a half-written temporary file, never through a link.
+fn walk(tree: &Tree, path: &Path, files: &mut BTreeSet<Vec<u8>>) -> Result<(), Error> {
+    match tree.kind(path)? {
+        None => Ok(()),
+        Some(Kind::Directory) => walk_dir(tree, path, files),
+        Some(_) => {
+            files.insert(path.as_os_str().as_bytes().to_vec());
+            Ok(())
+        }
     }
-    for entry in std::fs::read_dir(&full)? {
-        let name = entry?.file_name();
-        if name != ".git" && !crate::is_temporary(&name) {
-            walk(dir, &path.join(name), files)?;
+}
+
+fn walk_dir(tree: &Tree, dir: &Path, files: &mut BTreeSet<Vec<u8>>) -> Result<(), Error> {
+    for entry in tree.list(dir)? {
+        if entry.name == ".git" || crate::is_temporary(&entry.name) {
+            continue;
+        }
+        let path = dir.join(&entry.name);
+        if entry.kind == Kind::Directory {
+            walk_dir(tree, &path, files)?;
+        } else {
+            files.insert(path.into_os_string().into_vec());
         }
     }
     Ok(())
@@ -320,25 +331,22 @@ fn append_data(stream: &mut Vec<u8>, bytes: &[u8]) {
     stream.push(b'\n');
 }
 
-/// Appends the command that puts `file` (relative to `dir`, which is at `prefix` in the
+/// Appends the command that puts `file` (relative to the tree, which is at `prefix` in the
 /// work tree) into the commit with its content and mode.
-fn append_file(
-    stream: &mut Vec<u8>,
-    dir: &Path,
-    prefix: &[u8],
-    file: &[u8],
-) -> std::io::Result<()> {
-    let full = dir.join(OsStr::from_bytes(file));
-    let metadata = full.symlink_metadata()?;
-    let (mode, content): (&[u8], Vec<u8>) = if metadata.is_symlink() {
-        (
-            b"120000",
-            std::fs::read_link(&full)?.into_os_string().into_vec(),
-        )
-    } else if metadata.permissions().mode() & 0o111 != 0 {
-        (b"100755", std::fs::read(&full)?)
+fn append_file(stream: &mut Vec<u8>, tree: &Tree, prefix: &[u8], file: &[u8]) -> Result<(), Error> {
+    let rel = Path::new(OsStr::from_bytes(file));
+    let (mode, content): (&[u8], Vec<u8>) = if tree.kind(rel)? == Some(Kind::Symlink) {
+        (b"120000", tree.read_link(rel)?.into_os_string().into_vec())
     } else {
-        (b"100644", std::fs::read(&full)?)
+        // A regular file only: a FIFO or device is an error, not a read that never ends.
+        let mut opened = tree.open_file(rel)?;
+        let read_error = |error: std::io::Error| {
+            Error::from(clan_error::io("read", &tree.path().join(rel))(error))
+        };
+        let executable = opened.metadata().map_err(read_error)?.permissions().mode() & 0o111 != 0;
+        let mut content = Vec::new();
+        opened.read_to_end(&mut content).map_err(read_error)?;
+        (if executable { b"100755" } else { b"100644" }, content)
     };
     stream.extend_from_slice(b"M ");
     stream.extend_from_slice(mode);

@@ -130,3 +130,21 @@ fn ignored_files_stay_out_of_the_commit_as_with_git_add() {
     assert_eq!(git(root, &["show", "HEAD:vars/a/value.plain"]), "changed\n");
     assert!(!git(root, &["ls-tree", "-r", "HEAD"]).contains("scratch"));
 }
+
+#[test]
+fn a_fifo_in_the_scope_is_an_error_naming_it_not_a_read_that_never_ends() {
+    let dir = repo();
+    let root = dir.path();
+    write(root, "vars/a/value", "one\n");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        root.join("vars/a/pipe"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    let error = commit_paths(root, &paths(&["vars"]), "first").unwrap_err();
+    assert!(error.to_string().contains("vars/a/pipe"), "{error}");
+    assert_eq!(git(root, &["rev-list", "--all", "--count"]), "0\n");
+}
