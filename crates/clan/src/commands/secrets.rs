@@ -13,6 +13,7 @@ use clan_secrets::{
 };
 use clap::{Parser, Subcommand};
 
+use super::output::print_json;
 use super::{Context, Terminal};
 use crate::report::EXIT_FAILED;
 
@@ -52,7 +53,12 @@ enum SecretsCommand {
     /// Print a secret's value to stdout.
     Get { secret: SecretName },
     /// List secrets, optionally only those whose name contains PATTERN.
-    List { pattern: Option<String> },
+    List {
+        /// Only secrets whose name contains this text.
+        pattern: Option<String>,
+        #[command(flatten)]
+        json: JsonArg,
+    },
     /// Remove a secret.
     Remove { secret: SecretName },
     /// Rename a secret.
@@ -94,7 +100,8 @@ struct KeyArgs {
 
 #[derive(Subcommand)]
 enum UsersCommand {
-    List,
+    /// List the users.
+    List(JsonArg),
     /// Add a user with one or more public keys.
     Add {
         user: UserName,
@@ -105,13 +112,9 @@ enum UsersCommand {
         force: bool,
     },
     /// Print a user's keys as JSON.
-    Get {
-        user: UserName,
-    },
+    Get { user: UserName },
     /// Remove a user from every group and secret.
-    Remove {
-        user: UserName,
-    },
+    Remove { user: UserName },
     /// Add keys to a user.
     AddKey {
         user: UserName,
@@ -125,20 +128,15 @@ enum UsersCommand {
         keys: KeyArgs,
     },
     /// Allow a user to decrypt a secret.
-    AddSecret {
-        user: UserName,
-        secret: SecretName,
-    },
+    AddSecret { user: UserName, secret: SecretName },
     /// Stop a user from decrypting a secret.
-    RemoveSecret {
-        user: UserName,
-        secret: SecretName,
-    },
+    RemoveSecret { user: UserName, secret: SecretName },
 }
 
 #[derive(Subcommand)]
 enum MachinesCommand {
-    List,
+    /// List the machines that have a key.
+    List(JsonArg),
     /// Add a machine with its public key.
     Add {
         machine: MachineName,
@@ -148,13 +146,9 @@ enum MachinesCommand {
         force: bool,
     },
     /// Print a machine's public key.
-    Get {
-        machine: MachineName,
-    },
+    Get { machine: MachineName },
     /// Remove a machine from every group and secret.
-    Remove {
-        machine: MachineName,
-    },
+    Remove { machine: MachineName },
     /// Allow a machine to decrypt a secret.
     AddSecret {
         machine: MachineName,
@@ -169,7 +163,8 @@ enum MachinesCommand {
 
 #[derive(Subcommand)]
 enum GroupsCommand {
-    List,
+    /// List the groups and their members.
+    List(JsonArg),
     AddMachine {
         group: GroupName,
         machine: MachineName,
@@ -233,14 +228,10 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
             stdout.flush()?;
             Ok(ExitCode::SUCCESS)
         }
-        SecretsCommand::List { pattern } => {
-            let names = open(context, sources)?.store().secrets()?;
-            print_lines(
-                names
-                    .iter()
-                    .map(|n| n.as_str())
-                    .filter(|n| pattern.as_deref().is_none_or(|p| n.contains(p))),
-            )
+        SecretsCommand::List { pattern, json } => {
+            let mut names = open(context, sources)?.store().secrets()?;
+            names.retain(|n| pattern.as_deref().is_none_or(|p| n.as_str().contains(p)));
+            print_names(&names, json)
         }
         SecretsCommand::Remove { secret } => {
             finish(open(context, sources)?.remove(&secret, &Terminal)?)
@@ -346,7 +337,7 @@ fn parse_keys(args: KeyArgs) -> anyhow::Result<Vec<Recipient>> {
 fn run_users(command: UsersCommand, secrets: &Secrets) -> anyhow::Result<ExitCode> {
     let store = secrets.store();
     match command {
-        UsersCommand::List => print_lines(store.users()?.iter().map(UserName::as_str)),
+        UsersCommand::List(json) => print_names(&store.users()?, json),
         UsersCommand::Add { user, keys, force } => {
             let keys = parse_keys(keys)?;
             finish(secrets.add(Keyed::User(&user, &keys), force, &Terminal)?)
@@ -390,7 +381,7 @@ fn run_users(command: UsersCommand, secrets: &Secrets) -> anyhow::Result<ExitCod
 fn run_machines(command: MachinesCommand, secrets: &Secrets) -> anyhow::Result<ExitCode> {
     let store = secrets.store();
     match command {
-        MachinesCommand::List => print_lines(store.machines()?.iter().map(MachineName::as_str)),
+        MachinesCommand::List(json) => print_names(&store.machines()?, json),
         MachinesCommand::Add {
             machine,
             key,
@@ -425,9 +416,14 @@ fn run_groups(command: GroupsCommand, secrets: &Secrets) -> anyhow::Result<ExitC
         finish(secrets.group_membership(&group, &member, add, &Terminal)?)
     };
     match command {
-        GroupsCommand::List => {
+        GroupsCommand::List(JsonArg { json }) => {
+            let groups = secrets.store().groups()?;
+            if json {
+                print_json(&groups)?;
+                return Ok(ExitCode::SUCCESS);
+            }
             let mut out = String::new();
-            for group in secrets.store().groups()? {
+            for group in groups {
                 out.push_str(&format!("{}\n", group.name));
                 for (title, names) in [("machines", &group.machines), ("users", &group.users)] {
                     if !names.is_empty() {
@@ -519,6 +515,27 @@ fn audit(secrets: &Secrets, json: bool) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(EXIT_FAILED)
     })
+}
+
+/// `--json` of a listing.
+#[derive(clap::Args)]
+struct JsonArg {
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Names one per line, or a JSON array of them.
+fn print_names<T: std::fmt::Display + serde::Serialize>(
+    names: &[T],
+    JsonArg { json }: JsonArg,
+) -> anyhow::Result<ExitCode> {
+    if json {
+        print_json(&names)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let lines: Vec<String> = names.iter().map(ToString::to_string).collect();
+    print_lines(lines.iter().map(String::as_str))
 }
 
 fn print_lines<'a>(lines: impl Iterator<Item = &'a str>) -> anyhow::Result<ExitCode> {

@@ -55,6 +55,9 @@ enum VarsCommand {
     Check {
         /// Machines to check (default: all).
         machines: Vec<MachineName>,
+        /// Print the problems as JSON, `{"<machine>": [{"var", "message", "remedy"}]}`.
+        #[arg(long)]
+        json: bool,
     },
     /// Re-link and re-encrypt secret vars to who should read them.
     #[command(after_help = "Examples:
@@ -129,9 +132,21 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        VarsCommand::Check { machines } => {
+        VarsCommand::Check { machines, json } => {
             let vars = open(context)?;
             let found = vars.check(&machines, &Terminal)?;
+            if json {
+                let document: std::collections::BTreeMap<&str, &Vec<ops::Problem>> = found
+                    .iter()
+                    .map(|(machine, problems)| (machine.as_str(), problems))
+                    .collect();
+                print_json(&document)?;
+                return Ok(if found.is_empty() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(EXIT_FAILED)
+                });
+            }
             if found.is_empty() {
                 match machines.as_slice() {
                     [machine] => {
