@@ -391,13 +391,21 @@ fn file(command: FileCommand) -> anyhow::Result<ExitCode> {
                 for record in &records {
                     println!(
                         "{}\t{}\t{} bytes\tsigned {}",
-                        record.name, record.kind, record.size, record.signed_at
+                        record.name,
+                        record.kind,
+                        record.size,
+                        report::local_time(micros_to_seconds(record.signed_at))
                     );
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Mesher times are microseconds since the epoch.
+fn micros_to_seconds(micros: u64) -> i64 {
+    i64::try_from(micros / 1_000_000).unwrap_or(i64::MAX)
 }
 
 fn read_content(path: &Path) -> anyhow::Result<Vec<u8>> {

@@ -232,6 +232,56 @@ fn status_says_why_a_node_has_no_peers() {
     assert!(stderr.contains("systemctl status data-mesher"), "{stderr}");
 }
 
+/// `file list` shows when a file was signed as a date in the zone `TZ` names, as `date`
+/// shows it; `--json` keeps the microseconds.
+#[test]
+fn file_list_shows_local_dates() {
+    let (fleet, admin) = fleet();
+    let mut node = fleet.node(0, &[], &admin);
+    let published = publish(&node, &fleet, "zone", b"example.org. IN A 10.0.0.1\n");
+    assert!(published.status.success(), "{published:?}");
+    let list: serde_json::Value = serde_json::from_str(&clan_ok(&[
+        "mesher",
+        "file",
+        "list",
+        "--json",
+        "--config",
+        &node.config(),
+    ]))
+    .unwrap();
+    let seconds = list[0]["signed_at"].as_u64().unwrap() / 1_000_000;
+    let mut shown = Vec::new();
+    for zone in ["UTC0", "XYZ-5:30", "ABC+9"] {
+        let output = Command::new(CLAN)
+            .args(["mesher", "file", "list", "--config", &node.config()])
+            .env("TZ", zone)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        let text = String::from_utf8(output.stdout).unwrap();
+        let date = Command::new("date")
+            .args([
+                format!("--date=@{seconds}"),
+                "+%Y-%m-%d %H:%M:%S %z".to_owned(),
+            ])
+            .env("TZ", zone)
+            .output()
+            .unwrap();
+        let date = String::from_utf8(date.stdout).unwrap();
+        assert!(
+            text.contains(&format!("\tsigned {}\n", date.trim())),
+            "TZ={zone}: {text}"
+        );
+        shown.push(text);
+    }
+    assert!(
+        shown[0].contains(" +0000\n") && shown[1].contains(" +0530\n"),
+        "{shown:?}"
+    );
+    assert!(shown[2].contains(" -0900\n"), "{shown:?}");
+    node.stop();
+}
+
 fn publish(node: &Node, fleet: &Fleet, name: &str, content: &[u8]) -> Output {
     let path = fleet.dir.path().join(format!("content-{name}"));
     std::fs::write(&path, content).unwrap();

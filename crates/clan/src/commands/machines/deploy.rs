@@ -307,7 +307,7 @@ pub fn generations(args: GenerationsArgs, dir: &Path) -> anyhow::Result<ExitCode
         rows.push(vec![
             entry.number.to_string(),
             clan_deploy::agent::short(&entry.generation).to_owned(),
-            format!("unix {}", entry.time),
+            local_time(entry.time),
             entry.action.clone(),
             if Some(index) == last_current { "*" } else { "" }.to_owned(),
             entry.detail.clone().unwrap_or_default(),
@@ -359,7 +359,7 @@ fn fleet_generations(args: &GenerationsArgs, dir: &Path) -> anyhow::Result<ExitC
                             .as_deref()
                             .map_or("-", clan_deploy::agent::short)
                             .to_owned(),
-                        entry.map_or_else(|| "-".to_owned(), |e| format!("unix {}", e.time)),
+                        entry.map_or_else(|| "-".to_owned(), |e| local_time(e.time)),
                         entry.map_or_else(|| "-".to_owned(), |e| e.action.clone()),
                         generations.history.len().to_string(),
                     ]);
@@ -404,4 +404,9 @@ pub fn rollback(args: RollbackArgs, dir: &Path) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A generation's time for people (the agent records Unix seconds).
+fn local_time(unix_seconds: u64) -> String {
+    clan_agent::report::local_time(i64::try_from(unix_seconds).unwrap_or(i64::MAX))
 }
