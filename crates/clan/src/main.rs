@@ -120,6 +120,106 @@ fn run(cli: Cli) -> ExitCode {
 mod tests {
     use super::*;
 
+    /// Every command says what each argument means and shows one example, in `--help`.
+    #[test]
+    fn every_command_has_an_example_and_every_argument_help() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let path = format!("{path} {}", command.get_name());
+            let leaf = !command.has_subcommands();
+            let example = command
+                .get_after_help()
+                .is_some_and(|text| text.to_string().contains("Example"));
+            if leaf && !example {
+                missing.push(format!(
+                    "`{path}`: no example (after_help with \"Example:\")"
+                ));
+            }
+            for argument in command.get_arguments() {
+                let builtin = ["help", "version"].contains(&argument.get_id().as_str());
+                let described = argument
+                    .get_help()
+                    .is_some_and(|text| !text.to_string().trim().is_empty());
+                if !builtin && !described {
+                    missing.push(format!(
+                        "`{path}`: argument `{}` has no help",
+                        argument.get_id()
+                    ));
+                }
+            }
+            for sub in command
+                .get_subcommands()
+                .filter(|sub| sub.get_name() != "help")
+            {
+                walk(sub, &path, missing);
+            }
+        }
+        let mut command = <Cli as clap::CommandFactory>::command();
+        command.build();
+        let mut missing = Vec::new();
+        walk(&command, "", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "{} gaps:\n{}",
+            missing.len(),
+            missing.join("\n")
+        );
+    }
+
+    /// The examples are commands clan accepts as written.
+    #[test]
+    fn every_example_parses() {
+        fn examples(command: &clap::Command, found: &mut Vec<String>) {
+            if let Some(text) = command.get_after_help() {
+                // Continued lines joined; `sudo`, a pipe's left side, comments and redirections dropped.
+                let text = text.to_string().replace("\\\n", " ");
+                for line in text.lines().map(str::trim) {
+                    let line = line.strip_prefix("sudo ").unwrap_or(line);
+                    let line = line.split_once("| ").map_or(line, |(_, right)| right);
+                    let line = line.split(" #").next().unwrap_or(line);
+                    let line = line.split(['<', '>']).next().unwrap_or(line);
+                    if line.starts_with("clan ") {
+                        found.push(line.trim().to_owned());
+                    }
+                }
+            }
+            for sub in command.get_subcommands() {
+                examples(sub, found);
+            }
+        }
+        let mut found = Vec::new();
+        examples(&<Cli as clap::CommandFactory>::command(), &mut found);
+        assert!(found.len() > 80, "{found:?}");
+        let refused: Vec<String> = found
+            .iter()
+            .filter_map(|example| {
+                Cli::try_parse_from(shell_words(example))
+                    .err()
+                    .map(|error| format!("`{example}`: {error}"))
+            })
+            .collect();
+        assert!(refused.is_empty(), "{}", refused.join("\n"));
+    }
+
+    /// Splits a command line as sh does, for the quoting the examples use.
+    fn shell_words(line: &str) -> Vec<String> {
+        let mut words = Vec::new();
+        let mut word: Option<String> = None;
+        let mut quote = None;
+        for c in line.chars() {
+            match (quote, c) {
+                (None, '\'' | '"') => {
+                    quote = Some(c);
+                    word.get_or_insert_default();
+                }
+                (Some(q), c) if c == q => quote = None,
+                (None, c) if c.is_whitespace() => words.extend(word.take()),
+                (_, c) => word.get_or_insert_default().push(c),
+            }
+        }
+        words.extend(word);
+        words
+    }
+
     #[test]
     fn a_bug_exits_with_2() {
         let code = catching_bugs(|| panic!("a bug"));

@@ -38,7 +38,11 @@ enum SecretsCommand {
     #[command(subcommand)]
     Groups(GroupsCommand),
     /// Encrypt a secret read from stdin (or a hidden prompt) for you and the given members.
+    #[command(after_help = "Examples:
+  clan secrets set db-password < file
+  clan secrets set api-token --machine web01 < file   # lands on web01 at /run/secrets/api-token")]
     Set {
+        /// The secret's name.
         secret: SecretName,
         /// A user who may decrypt it (repeatable).
         #[arg(long = "user")]
@@ -51,8 +55,16 @@ enum SecretsCommand {
         groups: Vec<GroupName>,
     },
     /// Print a secret's value to stdout.
-    Get { secret: SecretName },
+    #[command(after_help = "Example:
+  clan secrets get db-password")]
+    Get {
+        /// The secret.
+        secret: SecretName,
+    },
     /// List secrets, optionally only those whose name contains PATTERN.
+    #[command(after_help = "Examples:
+  clan secrets list
+  clan secrets list db --json")]
     List {
         /// Only secrets whose name contains this text.
         pattern: Option<String>,
@@ -60,13 +72,25 @@ enum SecretsCommand {
         json: JsonArg,
     },
     /// Remove a secret.
-    Remove { secret: SecretName },
-    /// Rename a secret.
-    Rename {
+    #[command(after_help = "Example:
+  clan secrets remove db-password")]
+    Remove {
+        /// The secret.
         secret: SecretName,
+    },
+    /// Rename a secret.
+    #[command(after_help = "Example:
+  clan secrets rename tls tls-cert")]
+    Rename {
+        /// The secret.
+        secret: SecretName,
+        /// Its new name.
         new_name: SecretName,
     },
     /// For every secret: who can decrypt it, and where its recipients drift from its links.
+    #[command(after_help = "Examples:
+  clan secrets audit
+  clan secrets audit --json")]
     Audit {
         /// Print JSON instead of text.
         #[arg(long)]
@@ -77,14 +101,20 @@ enum SecretsCommand {
 #[derive(Subcommand)]
 enum KeyCommand {
     /// Create an age key in SOPS_AGE_KEY_FILE or ~/.config/sops/age/keys.txt unless one exists.
+    #[command(after_help = "Example:
+  clan secrets key generate")]
     Generate {
         /// Append a new key even if one exists.
         #[arg(long)]
         new: bool,
     },
     /// Print your public keys as JSON.
+    #[command(after_help = "Example:
+  clan secrets key show")]
     Show,
     /// Re-encrypt every secret to the keys its links name.
+    #[command(after_help = "Example:
+  clan secrets key update")]
     Update,
 }
 
@@ -101,9 +131,15 @@ struct KeyArgs {
 #[derive(Subcommand)]
 enum UsersCommand {
     /// List the users.
+    #[command(after_help = "Example:
+  clan secrets users list --json")]
     List(JsonArg),
     /// Add a user with one or more public keys.
+    #[command(after_help = "Examples:
+  clan secrets users add alice age1...
+  clan secrets users add bob ~/.config/sops/age/keys.txt")]
     Add {
+        /// The user's name.
         user: UserName,
         #[command(flatten)]
         keys: KeyArgs,
@@ -112,51 +148,105 @@ enum UsersCommand {
         force: bool,
     },
     /// Print a user's keys as JSON.
-    Get { user: UserName },
+    #[command(after_help = "Example:
+  clan secrets users get alice")]
+    Get {
+        /// The user.
+        user: UserName,
+    },
     /// Remove a user from every group and secret.
-    Remove { user: UserName },
+    #[command(after_help = "Example:
+  clan secrets users remove bob")]
+    Remove {
+        /// The user.
+        user: UserName,
+    },
     /// Add keys to a user.
+    #[command(after_help = "Example:
+  clan secrets users add-key alice age1...")]
     AddKey {
+        /// The user.
         user: UserName,
         #[command(flatten)]
         keys: KeyArgs,
     },
     /// Remove keys from a user (never the last one).
+    #[command(after_help = "Example:
+  clan secrets users remove-key alice age1...")]
     RemoveKey {
+        /// The user.
         user: UserName,
         #[command(flatten)]
         keys: KeyArgs,
     },
     /// Allow a user to decrypt a secret.
-    AddSecret { user: UserName, secret: SecretName },
+    #[command(after_help = "Example:
+  clan secrets users add-secret bob db-password")]
+    AddSecret {
+        /// The user.
+        user: UserName,
+        /// The secret.
+        secret: SecretName,
+    },
     /// Stop a user from decrypting a secret.
-    RemoveSecret { user: UserName, secret: SecretName },
+    #[command(after_help = "Example:
+  clan secrets users remove-secret bob db-password")]
+    RemoveSecret {
+        /// The user.
+        user: UserName,
+        /// The secret.
+        secret: SecretName,
+    },
 }
 
 #[derive(Subcommand)]
 enum MachinesCommand {
     /// List the machines that have a key.
+    #[command(after_help = "Example:
+  clan secrets machines list --json")]
     List(JsonArg),
     /// Add a machine with its public key.
+    #[command(after_help = "Example:
+  clan secrets machines add web01 age1...")]
     Add {
+        /// The machine.
         machine: MachineName,
+        /// Its age public key, or a file holding it.
         key: String,
         /// Replace the key of an existing machine.
         #[arg(long, short)]
         force: bool,
     },
     /// Print a machine's public key.
-    Get { machine: MachineName },
-    /// Remove a machine from every group and secret.
-    Remove { machine: MachineName },
-    /// Allow a machine to decrypt a secret.
-    AddSecret {
+    #[command(after_help = "Example:
+  clan secrets machines get web01")]
+    Get {
+        /// The machine.
         machine: MachineName,
+    },
+    /// Remove a machine from every group and secret.
+    #[command(after_help = "Example:
+  clan secrets machines remove old01")]
+    Remove {
+        /// The machine.
+        machine: MachineName,
+    },
+    /// Allow a machine to decrypt a secret.
+    #[command(after_help = "Example:
+  clan secrets machines add-secret web01 db-password")]
+    AddSecret {
+        /// The machine.
+        machine: MachineName,
+        /// The secret.
         secret: SecretName,
     },
     /// Stop a machine from decrypting a secret.
+    #[command(after_help = "Example:
+  clan secrets machines remove-secret web01 db-password")]
     RemoveSecret {
+        /// The machine.
         machine: MachineName,
+        /// The secret.
         secret: SecretName,
     },
 }
@@ -164,31 +254,61 @@ enum MachinesCommand {
 #[derive(Subcommand)]
 enum GroupsCommand {
     /// List the groups and their members.
+    #[command(after_help = "Example:
+  clan secrets groups list --json")]
     List(JsonArg),
+    /// Add a machine to a group (created if new); re-keys the group's secrets.
+    #[command(after_help = "Example:
+  clan secrets groups add-machine servers web01")]
     AddMachine {
+        /// The group.
         group: GroupName,
+        /// The machine.
         machine: MachineName,
     },
+    /// Remove a machine from a group; re-keys the group's secrets.
+    #[command(after_help = "Example:
+  clan secrets groups remove-machine servers web01")]
     RemoveMachine {
+        /// The group.
         group: GroupName,
+        /// The machine.
         machine: MachineName,
     },
+    /// Add a user to a group (created if new); re-keys the group's secrets.
+    #[command(after_help = "Example:
+  clan secrets groups add-user admins alice")]
     AddUser {
+        /// The group.
         group: GroupName,
+        /// The user.
         user: UserName,
     },
+    /// Remove a user from a group; re-keys the group's secrets.
+    #[command(after_help = "Example:
+  clan secrets groups remove-user admins bob")]
     RemoveUser {
+        /// The group.
         group: GroupName,
+        /// The user.
         user: UserName,
     },
     /// Allow a group to decrypt a secret.
+    #[command(after_help = "Example:
+  clan secrets groups add-secret servers tls")]
     AddSecret {
+        /// The group.
         group: GroupName,
+        /// The secret.
         secret: SecretName,
     },
     /// Stop a group from decrypting a secret.
+    #[command(after_help = "Example:
+  clan secrets groups remove-secret servers tls")]
     RemoveSecret {
+        /// The group.
         group: GroupName,
+        /// The secret.
         secret: SecretName,
     },
 }

@@ -17,13 +17,21 @@ pub struct Args {
 #[derive(clap::Subcommand)]
 enum Command {
     /// One line per service.
+    #[command(after_help = "Examples:
+  clan services list
+  clan services list --json")]
     List {
+        /// Print JSON: each service's roles and their settings' schemas.
         #[arg(long)]
         json: bool,
     },
     /// A service's roles and each role's settings with types, defaults and descriptions.
+    #[command(after_help = "Example:
+  clan services show sshd")]
     Show {
+        /// The service (`clan services list`).
         name: String,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },

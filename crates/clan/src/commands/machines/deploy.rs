@@ -60,6 +60,10 @@ impl SshArgs {
 }
 
 #[derive(clap::Args)]
+#[command(after_help = "Examples:
+  clan machines update                 # every machine
+  clan machines update web01 --dry-run
+  clan machines update --tags web")]
 pub struct UpdateArgs {
     /// Machines to deploy (default: all).
     machines: Vec<String>,
@@ -104,6 +108,7 @@ pub struct GenerationsArgs {
     /// How many machines are asked at once (without a machine).
     #[arg(long, short = 'j', default_value_t = 10)]
     jobs: usize,
+    /// Print JSON (the history, or an object of machines).
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -111,11 +116,16 @@ pub struct GenerationsArgs {
 }
 
 #[derive(clap::Args)]
+#[command(after_help = "Examples:
+  clan machines rollback web01         # to the previous generation
+  clan machines rollback web01 --to 3")]
 pub struct RollbackArgs {
+    /// The machine.
     machine: String,
     /// Generation id (or its first characters) or history number (default: the previous one).
     #[arg(long)]
     to: Option<String>,
+    /// Print what the activation changed as JSON.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
