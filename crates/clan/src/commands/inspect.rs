@@ -11,6 +11,8 @@ use super::{clan_dir, Context};
   clan show
   clan show --json | jq .machines")]
 pub struct ShowArgs {
+    #[command(flatten)]
+    pub clan: super::ClanArg,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -50,6 +52,8 @@ pub fn show(args: ShowArgs, context: &Context) -> anyhow::Result<ExitCode> {
   clan select 'machines.*.tags'
   clan select 'machines.web01.config.files'")]
 pub struct SelectArgs {
+    #[command(flatten)]
+    pub clan: super::ClanArg,
     /// A clan-core select query, e.g. `machines.*.tags` or `machines.web01.config.files`.
     /// Roots: meta, machines (each with its evaluated config and settings), instances,
     /// services, exports. See docs/select.md.

@@ -11,6 +11,8 @@ use super::{clan_dir, Context, Terminal};
 
 #[derive(clap::Args)]
 pub struct Args {
+    #[command(flatten)]
+    pub clan: super::ClanArg,
     #[command(subcommand)]
     command: Command,
 }

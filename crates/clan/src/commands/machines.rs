@@ -14,6 +14,8 @@ use super::{clan_dir, Context, Terminal};
 
 #[derive(clap::Args)]
 pub struct Args {
+    #[command(flatten)]
+    pub clan: super::ClanArg,
     #[command(subcommand)]
     command: Command,
 }
@@ -69,6 +71,7 @@ enum Command {
         name: MachineName,
     },
     /// Deploy machines (all when none is named): build, upload and activate their generations.
+    #[command(visible_alias = "u")]
     Update(deploy::UpdateArgs),
     /// A machine's generation history; without a machine, every machine's current generation.
     Generations(deploy::GenerationsArgs),

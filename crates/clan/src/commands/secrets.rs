@@ -19,6 +19,8 @@ use crate::report::EXIT_FAILED;
 
 #[derive(Parser)]
 pub struct Args {
+    #[command(flatten)]
+    pub clan: super::ClanArg,
     #[command(subcommand)]
     command: SecretsCommand,
 }

@@ -10,6 +10,8 @@ use super::{clan_dir, Context};
 
 #[derive(clap::Args)]
 pub struct Args {
+    #[command(flatten)]
+    pub clan: super::ClanArg,
     #[command(subcommand)]
     command: Command,
 }

@@ -22,6 +22,8 @@ use crate::report::EXIT_FAILED;
 
 #[derive(Parser)]
 pub struct Args {
+    #[command(flatten)]
+    pub clan: super::ClanArg,
     #[command(subcommand)]
     command: VarsCommand,
 }
