@@ -182,6 +182,34 @@ fn a_users_first_session_works_and_is_committed() {
         serde_json::from_str(&clan.ok(&["machines", "show", "laptop", "--json"])).unwrap();
     assert_eq!(laptop["config"]["firewall"]["tcp"], serde_json::json!([22]));
 
+    // The other listings' JSON.
+    let json = |args: &[&str]| -> serde_json::Value {
+        let out = clan.ok(args);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+    };
+    let services = json(&["services", "list", "--json"]);
+    assert!(
+        services["sshd"]["roles"]["server"].is_object(),
+        "{services}"
+    );
+    let instances = json(&["instances", "list", "--json"]);
+    assert_eq!(instances["ssh"]["service"], "sshd", "{instances}");
+    assert_eq!(
+        json(&["show", "--json"])["machines"],
+        serde_json::json!(["web01", "laptop"])
+    );
+    let vars = json(&["vars", "list", "web01", "--json"]);
+    let public_key = vars
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|var| var["generator"] == "openssh" && var["file"] == "ssh.id_ed25519.pub");
+    assert_eq!(
+        public_key.map(|var| &var["exists"]),
+        Some(&serde_json::json!(false)),
+        "{vars}"
+    );
+
     let tags: serde_json::Value =
         serde_json::from_str(&clan.ok(&["select", "machines.*.tags"])).unwrap();
     assert_eq!(
@@ -697,46 +725,4 @@ fn flake_only_where_a_clan_is_read_and_clan_core_aliases() {
         assert!(after.contains("unexpected argument"), "{args:?}: {after}");
     }
     assert!(!outside.path().join("new").exists());
-}
-
-/// The listings' `--json` parse, and hold what their text shows.
-#[test]
-fn listings_print_json() {
-    let clan = Clan::new();
-    clan.ok(&["machines", "create", "web01", "--tags", "web"]);
-    clan.ok(&[
-        "instances",
-        "create",
-        "ssh",
-        "--service",
-        "sshd",
-        "--role",
-        "server=tag:web",
-    ]);
-    let json = |args: &[&str]| -> serde_json::Value {
-        let out = clan.ok(args);
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
-    };
-    let services = json(&["services", "list", "--json"]);
-    assert!(
-        services["sshd"]["roles"]["server"].is_object(),
-        "{services}"
-    );
-    let instances = json(&["instances", "list", "--json"]);
-    assert_eq!(instances["ssh"]["service"], "sshd", "{instances}");
-    assert_eq!(
-        json(&["show", "--json"])["machines"],
-        serde_json::json!(["web01"])
-    );
-    let vars = json(&["vars", "list", "web01", "--json"]);
-    let public_key = vars
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|var| var["generator"] == "openssh" && var["file"] == "ssh.id_ed25519.pub");
-    assert_eq!(
-        public_key.map(|var| &var["exists"]),
-        Some(&serde_json::json!(false)),
-        "{vars}"
-    );
 }

@@ -134,6 +134,19 @@ impl Node {
         )
     }
 
+    /// `mesher file list --json`.
+    fn files(&self) -> serde_json::Value {
+        serde_json::from_str(&clan_ok(&[
+            "mesher",
+            "file",
+            "list",
+            "--json",
+            "--config",
+            &self.config(),
+        ]))
+        .unwrap()
+    }
+
     fn get(&self, name: &str) -> Option<Vec<u8>> {
         let output = clan(&["mesher", "file", "get", name, "--config", &self.config()]);
         output.status.success().then_some(output.stdout)
@@ -240,15 +253,7 @@ fn file_list_shows_local_dates() {
     let mut node = fleet.node(0, &[], &admin);
     let published = publish(&node, &fleet, "zone", b"example.org. IN A 10.0.0.1\n");
     assert!(published.status.success(), "{published:?}");
-    let list: serde_json::Value = serde_json::from_str(&clan_ok(&[
-        "mesher",
-        "file",
-        "list",
-        "--json",
-        "--config",
-        &node.config(),
-    ]))
-    .unwrap();
+    let list = node.files();
     let seconds = list[0]["signed_at"].as_u64().unwrap() / 1_000_000;
     let mut shown = Vec::new();
     for zone in ["UTC0", "XYZ-5:30", "ABC+9"] {
@@ -359,15 +364,7 @@ fn a_file_published_from_the_cli_reaches_ten_daemons() {
             b"example.org. IN A 10.0.0.1\n"
         );
     }
-    let list: serde_json::Value = serde_json::from_str(&clan_ok(&[
-        "mesher",
-        "file",
-        "list",
-        "--json",
-        "--config",
-        &nodes[9].config(),
-    ]))
-    .unwrap();
+    let list = nodes[9].files();
     assert_eq!(list[0]["name"], "zone");
     assert_eq!(list[0]["signer"], admin.as_str());
     let metrics = clan_mesher_metrics(&nodes[0]);
@@ -549,15 +546,7 @@ fn kill_9_during_writes_never_leaves_a_partial_file() {
             );
         }
         node.start();
-        let list: serde_json::Value = serde_json::from_str(&clan_ok(&[
-            "mesher",
-            "file",
-            "list",
-            "--json",
-            "--config",
-            &node.config(),
-        ]))
-        .unwrap();
+        let list = node.files();
         for entry in list.as_array().unwrap() {
             let name = entry["name"].as_str().unwrap();
             let content = node.get(name).expect("listed file is readable");
