@@ -1,7 +1,8 @@
 //! Output of the machine binary for people and the deployer: JSON on stdout, and errors as
 //! `error: …`, each `Caused by: …` once, then a `hint: …` when an error in the chain has one
-//! (every library error registers its hints with `clan_error`). [`Hinted`] is shared with the
-//! `clan` binary, whose renderer adds colour.
+//! (every library error registers its hints with `clan_error`). [`Hinted`], [`print_json`] and
+//! [`local_time`] (times for people) are shared with the `clan` binary, whose renderer adds
+//! colour.
 
 use std::fmt::Display;
 use std::io::Write as _;
