@@ -25,6 +25,8 @@ pub struct Args {
 #[derive(Subcommand)]
 enum MesherCommand {
     /// Run the daemon until SIGINT or SIGTERM.
+    #[command(after_help = "Example:
+  clan mesher run --config dm.toml")]
     Run(ConfigArg),
     /// Create a key file (0600) and print its public half.
     #[command(subcommand)]
@@ -39,6 +41,9 @@ enum MesherCommand {
     #[command(subcommand)]
     File(FileCommand),
     /// Show the running daemon's peer id, addresses, peers and counters.
+    #[command(after_help = "Examples:
+  clan mesher status
+  clan mesher status --json --config dm.toml")]
     Status(ListArgs),
 }
 
@@ -56,10 +61,16 @@ struct ConfigArg {
 #[derive(Subcommand)]
 enum GenerateCommand {
     /// The network key; its public half is the network id.
+    #[command(after_help = "Example:
+  clan mesher generate network --out network.key")]
     Network(OutArg),
     /// A node identity key; prints its peer id.
+    #[command(after_help = "Example:
+  clan mesher generate identity-key --out node.key")]
     IdentityKey(OutArg),
     /// A file signing key for `[network.files]`.
+    #[command(after_help = "Example:
+  clan mesher generate signing-key --out admin.key")]
     SigningKey(OutArg),
 }
 
@@ -73,7 +84,10 @@ struct OutArg {
 #[derive(Subcommand)]
 enum PeerCommand {
     /// Print the libp2p peer id of an identity key.
+    #[command(after_help = "Example:
+  clan mesher peer id --identity-key node.key")]
     Id {
+        /// The node's identity key file.
         #[arg(long)]
         identity_key: PathBuf,
     },
@@ -82,7 +96,11 @@ enum PeerCommand {
 #[derive(Subcommand)]
 enum CertificateCommand {
     /// Admit a node to the network.
+    #[command(after_help = "Example:
+  clan mesher certificate sign --network-key network.key --identity-key node.key \\
+      --valid-for 365d --out node.cert")]
     Sign {
+        /// The network key file (`clan mesher generate network`).
         #[arg(long)]
         network_key: PathBuf,
         #[command(flatten)]
@@ -90,13 +108,19 @@ enum CertificateCommand {
         /// How long the certificate is valid (e.g. `365d`); forever when absent.
         #[arg(long)]
         valid_for: Option<String>,
+        /// Where to write the certificate.
         #[arg(long)]
         out: PathBuf,
     },
     /// Check a certificate against a network id (and a node).
+    #[command(after_help = "Example:
+  clan mesher certificate verify --certificate node.cert --identity-key node.key \\
+      --network-id dRBujf1yLwbdL60GnlRrc5NKHwhCvz1wHV46elX7ALY   # printed by `generate network`")]
     Verify {
+        /// The network id (the network key's public half).
         #[arg(long)]
         network_id: PublicKey,
+        /// The certificate file.
         #[arg(long)]
         certificate: PathBuf,
         #[command(flatten)]
@@ -118,8 +142,10 @@ struct Subject {
 #[derive(clap::Args)]
 #[group(required = false, multiple = false)]
 struct OptionalSubject {
+    /// Check it certifies this node: its identity key file (only its public half is used).
     #[arg(long)]
     identity_key: Option<PathBuf>,
+    /// Check it certifies this node: its identity public key (base64url).
     #[arg(long)]
     public_key: Option<PublicKey>,
 }
@@ -127,7 +153,11 @@ struct OptionalSubject {
 #[derive(Subcommand)]
 enum FileCommand {
     /// Sign a new version of a file and hand it to the daemon.
+    #[command(after_help = "Examples:
+  clan mesher file update zone zone.txt --signing-key admin.key
+  echo hello | clan mesher file update greeting - --signing-key admin.key --valid-for 1h")]
     Update {
+        /// The file's name in the network.
         name: FileName,
         /// The content; `-` for stdin.
         path: PathBuf,
@@ -138,18 +168,27 @@ enum FileCommand {
         valid_for: Option<String>,
     },
     /// Sign the deletion of a file.
+    #[command(after_help = "Example:
+  clan mesher file delete zone --signing-key admin.key")]
     Delete {
+        /// The file's name.
         name: FileName,
         #[command(flatten)]
         signing: Signing,
     },
     /// Print a file's content.
+    #[command(after_help = "Example:
+  clan mesher file get zone")]
     Get {
+        /// The file's name.
         name: FileName,
         #[command(flatten)]
         config: ConfigArg,
     },
     /// List current files.
+    #[command(after_help = "Examples:
+  clan mesher file list
+  clan mesher file list --json")]
     List(ListArgs),
 }
 
@@ -391,13 +430,21 @@ fn file(command: FileCommand) -> anyhow::Result<ExitCode> {
                 for record in &records {
                     println!(
                         "{}\t{}\t{} bytes\tsigned {}",
-                        record.name, record.kind, record.size, record.signed_at
+                        record.name,
+                        record.kind,
+                        record.size,
+                        report::local_time(micros_to_seconds(record.signed_at))
                     );
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Mesher times are microseconds since the epoch.
+fn micros_to_seconds(micros: u64) -> i64 {
+    i64::try_from(micros / 1_000_000).unwrap_or(i64::MAX)
 }
 
 fn read_content(path: &Path) -> anyhow::Result<Vec<u8>> {

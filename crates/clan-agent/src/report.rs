@@ -1,7 +1,8 @@
 //! Output of the machine binary for people and the deployer: JSON on stdout, and errors as
 //! `error: …`, each `Caused by: …` once, then a `hint: …` when an error in the chain has one
-//! (every library error registers its hints with `clan_error`). [`Hinted`] is shared with the
-//! `clan` binary, whose renderer adds colour.
+//! (every library error registers its hints with `clan_error`). [`Hinted`], [`print_json`] and
+//! [`local_time`] (times for people) are shared with the `clan` binary, whose renderer adds
+//! colour.
 
 use std::fmt::Display;
 use std::io::Write as _;
@@ -44,6 +45,32 @@ pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     serde_json::to_writer_pretty(&mut stdout, value)?;
     writeln!(stdout)?;
     Ok(())
+}
+
+/// A Unix time for people: the local date, time and UTC offset in the zone `TZ` names (else
+/// the system's), e.g. `2026-12-01 21:03:04 +0100`. JSON keeps the number.
+#[allow(unsafe_code)]
+pub fn local_time(unix_seconds: i64) -> String {
+    let time: libc::time_t = unix_seconds;
+    // SAFETY: an all-zero `tm` is a valid value (its zone pointer null); localtime_r reads
+    // `time` and writes only `tm`, and is thread-safe.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    if unsafe { libc::localtime_r(&time, &mut tm) }.is_null() {
+        return format!("unix {unix_seconds}");
+    }
+    let offset_minutes = tm.tm_gmtoff / 60;
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} {}{:02}{:02}",
+        i64::from(tm.tm_year) + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec,
+        if offset_minutes < 0 { '-' } else { '+' },
+        offset_minutes.abs() / 60,
+        offset_minutes.abs() % 60,
+    )
 }
 
 /// Prints `error` to stderr (no colour: the machine binary's stderr goes to the deployer or

@@ -9,7 +9,8 @@ use crate::Error;
 macro_rules! name_type {
     ($(#[$doc:meta])* $name:ident, $kind:literal, $check:path, $rule:literal) => {
         $(#[$doc])*
-        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+        #[serde(transparent)]
         pub struct $name(String);
 
         impl $name {

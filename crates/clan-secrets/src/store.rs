@@ -114,7 +114,7 @@ pub struct Admin {
 }
 
 /// A group and its members.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Group {
     pub name: GroupName,
     pub users: Vec<String>,

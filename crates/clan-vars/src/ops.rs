@@ -146,7 +146,7 @@ pub fn set(
 }
 
 /// Something `vars check` found.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Problem {
     pub var: String,
     pub message: String,
@@ -155,7 +155,8 @@ pub struct Problem {
 }
 
 /// The command that repairs a [`Problem`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Remedy {
     /// `clan vars generate <machine>`: the var is missing or outdated.
     Generate,

@@ -182,6 +182,34 @@ fn a_users_first_session_works_and_is_committed() {
         serde_json::from_str(&clan.ok(&["machines", "show", "laptop", "--json"])).unwrap();
     assert_eq!(laptop["config"]["firewall"]["tcp"], serde_json::json!([22]));
 
+    // The other listings' JSON.
+    let json = |args: &[&str]| -> serde_json::Value {
+        let out = clan.ok(args);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+    };
+    let services = json(&["services", "list", "--json"]);
+    assert!(
+        services["sshd"]["roles"]["server"].is_object(),
+        "{services}"
+    );
+    let instances = json(&["instances", "list", "--json"]);
+    assert_eq!(instances["ssh"]["service"], "sshd", "{instances}");
+    assert_eq!(
+        json(&["show", "--json"])["machines"],
+        serde_json::json!(["web01", "laptop"])
+    );
+    let vars = json(&["vars", "list", "web01", "--json"]);
+    let public_key = vars
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|var| var["generator"] == "openssh" && var["file"] == "ssh.id_ed25519.pub");
+    assert_eq!(
+        public_key.map(|var| &var["exists"]),
+        Some(&serde_json::json!(false)),
+        "{vars}"
+    );
+
     let tags: serde_json::Value =
         serde_json::from_str(&clan.ok(&["select", "machines.*.tags"])).unwrap();
     assert_eq!(
@@ -642,4 +670,59 @@ fn a_directory_with_only_inventory_json_is_a_clan() {
         .map(|m| m["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["sara", "jon"]);
+}
+
+/// `-C/--flake` names the clan for the commands that read one, before or after the command's
+/// name (and `$CLAN_DIR` when absent); the commands that read no clan refuse it. clan-core's
+/// short aliases (`m`, `va`, `se`, `machines u`) are the same commands.
+#[test]
+fn flake_only_where_a_clan_is_read_and_clan_core_aliases() {
+    let clan = Clan::new();
+    clan.ok(&["machines", "create", "web01", "--tags", "web"]);
+    let dir = clan.path().to_str().unwrap();
+    let outside = Clan::bare();
+    let names = |args: &[&str]| -> Vec<String> {
+        let listed: serde_json::Value = serde_json::from_str(&outside.ok(args)).unwrap();
+        let listed = listed.as_array().unwrap().iter();
+        listed
+            .map(|m| m["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    for args in [
+        ["-C", dir, "machines", "list", "--json"],
+        ["machines", "list", "--json", "-C", dir],
+        ["machines", "-C", dir, "list", "--json"],
+        ["m", "list", "--json", "--flake", dir],
+    ] {
+        assert_eq!(names(&args), ["web01"], "{args:?}");
+    }
+    let from_env = Command::new(env!("CARGO_BIN_EXE_clan"))
+        .args(["se", "machines.*.tags"])
+        .current_dir(outside.path())
+        .env("CLAN_DIR", dir)
+        .output()
+        .unwrap();
+    assert!(from_env.status.success(), "{from_env:?}");
+    let tags: serde_json::Value = serde_json::from_slice(&from_env.stdout).unwrap();
+    assert_eq!(tags, serde_json::json!({"web01": ["web"]}));
+    assert_eq!(clan.ok(&["va", "check", "--json"]).trim(), "{}");
+    assert_eq!(
+        outside.run(&["machines", "u", "--help"]).status.code(),
+        Some(0)
+    );
+
+    let before = outside.error(&["-C", dir, "mesher", "status"]);
+    assert!(
+        before.contains("`-C/--flake` names a clan, but `clan mesher` reads none"),
+        "{before}"
+    );
+    for args in [
+        ["mesher", "status", "-C", dir],
+        ["schema", "inventory", "-C", dir],
+        ["init", "new", "--flake", dir],
+    ] {
+        let after = outside.error(&args);
+        assert!(after.contains("unexpected argument"), "{args:?}: {after}");
+    }
+    assert!(!outside.path().join("new").exists());
 }

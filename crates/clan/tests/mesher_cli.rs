@@ -134,6 +134,19 @@ impl Node {
         )
     }
 
+    /// `mesher file list --json`.
+    fn files(&self) -> serde_json::Value {
+        serde_json::from_str(&clan_ok(&[
+            "mesher",
+            "file",
+            "list",
+            "--json",
+            "--config",
+            &self.config(),
+        ]))
+        .unwrap()
+    }
+
     fn get(&self, name: &str) -> Option<Vec<u8>> {
         let output = clan(&["mesher", "file", "get", name, "--config", &self.config()]);
         output.status.success().then_some(output.stdout)
@@ -232,6 +245,48 @@ fn status_says_why_a_node_has_no_peers() {
     assert!(stderr.contains("systemctl status data-mesher"), "{stderr}");
 }
 
+/// `file list` shows when a file was signed as a date in the zone `TZ` names, as `date`
+/// shows it; `--json` keeps the microseconds.
+#[test]
+fn file_list_shows_local_dates() {
+    let (fleet, admin) = fleet();
+    let mut node = fleet.node(0, &[], &admin);
+    let published = publish(&node, &fleet, "zone", b"example.org. IN A 10.0.0.1\n");
+    assert!(published.status.success(), "{published:?}");
+    let list = node.files();
+    let seconds = list[0]["signed_at"].as_u64().unwrap() / 1_000_000;
+    let mut shown = Vec::new();
+    for zone in ["UTC0", "XYZ-5:30", "ABC+9"] {
+        let output = Command::new(CLAN)
+            .args(["mesher", "file", "list", "--config", &node.config()])
+            .env("TZ", zone)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        let text = String::from_utf8(output.stdout).unwrap();
+        let date = Command::new("date")
+            .args([
+                format!("--date=@{seconds}"),
+                "+%Y-%m-%d %H:%M:%S %z".to_owned(),
+            ])
+            .env("TZ", zone)
+            .output()
+            .unwrap();
+        let date = String::from_utf8(date.stdout).unwrap();
+        assert!(
+            text.contains(&format!("\tsigned {}\n", date.trim())),
+            "TZ={zone}: {text}"
+        );
+        shown.push(text);
+    }
+    assert!(
+        shown[0].contains(" +0000\n") && shown[1].contains(" +0530\n"),
+        "{shown:?}"
+    );
+    assert!(shown[2].contains(" -0900\n"), "{shown:?}");
+    node.stop();
+}
+
 fn publish(node: &Node, fleet: &Fleet, name: &str, content: &[u8]) -> Output {
     let path = fleet.dir.path().join(format!("content-{name}"));
     std::fs::write(&path, content).unwrap();
@@ -309,15 +364,7 @@ fn a_file_published_from_the_cli_reaches_ten_daemons() {
             b"example.org. IN A 10.0.0.1\n"
         );
     }
-    let list: serde_json::Value = serde_json::from_str(&clan_ok(&[
-        "mesher",
-        "file",
-        "list",
-        "--json",
-        "--config",
-        &nodes[9].config(),
-    ]))
-    .unwrap();
+    let list = nodes[9].files();
     assert_eq!(list[0]["name"], "zone");
     assert_eq!(list[0]["signer"], admin.as_str());
     let metrics = clan_mesher_metrics(&nodes[0]);
@@ -499,15 +546,7 @@ fn kill_9_during_writes_never_leaves_a_partial_file() {
             );
         }
         node.start();
-        let list: serde_json::Value = serde_json::from_str(&clan_ok(&[
-            "mesher",
-            "file",
-            "list",
-            "--json",
-            "--config",
-            &node.config(),
-        ]))
-        .unwrap();
+        let list = node.files();
         for entry in list.as_array().unwrap() {
             let name = entry["name"].as_str().unwrap();
             let content = node.get(name).expect("listed file is readable");

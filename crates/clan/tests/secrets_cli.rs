@@ -209,6 +209,43 @@ fn set_get_with_users_machines_groups_and_commits() {
     );
 }
 
+/// Every listing's `--json` is the same list as its text, as JSON a program parses.
+#[test]
+fn listings_print_json() {
+    let (clan, alice, _) = clan_with_alice();
+    let k = Some(alice.as_path());
+    let (_, web_public) = clan.keygen("web01");
+    clan.ok(k, &["machines", "add", "web01", &web_public], b"");
+    clan.ok(k, &["groups", "add-user", "servers", "alice"], b"");
+    clan.ok(k, &["groups", "add-machine", "servers", "web01"], b"");
+    clan.ok(k, &["set", "db-password"], b"x");
+    clan.ok(k, &["set", "tls"], b"y");
+    let json = |args: &[&str]| -> serde_json::Value {
+        let out = clan.ok(k, args, b"");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+    };
+    assert_eq!(
+        json(&["list", "--json"]),
+        serde_json::json!(["db-password", "tls"])
+    );
+    assert_eq!(
+        json(&["list", "db", "--json"]),
+        serde_json::json!(["db-password"])
+    );
+    assert_eq!(
+        json(&["users", "list", "--json"]),
+        serde_json::json!(["alice"])
+    );
+    assert_eq!(
+        json(&["machines", "list", "--json"]),
+        serde_json::json!(["web01"])
+    );
+    assert_eq!(
+        json(&["groups", "list", "--json"]),
+        serde_json::json!([{"name": "servers", "users": ["alice"], "machines": ["web01"]}])
+    );
+}
+
 #[test]
 fn no_commit_when_asked() {
     let (clan, alice, _) = clan_with_alice();

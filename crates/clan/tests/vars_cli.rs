@@ -881,9 +881,30 @@ fn check_and_fix_without_machines_cover_every_machine() {
     let generated = clan.generate(&["web01"], ALICE);
     assert_eq!(generated.code, 0, "{}", generated.stderr);
     check_fails_hinting("`clan vars generate web02`");
+    let check = clan.run(&["vars", "check", "--json"], b"");
+    assert_eq!(check.code, 1, "{}", check.stderr);
+    let found: serde_json::Value = serde_json::from_str(&check.stdout).unwrap();
+    let found = found.as_object().unwrap();
+    assert_eq!(found.keys().collect::<Vec<_>>(), ["web02"], "{found:?}");
+    let problems = found["web02"].as_array().unwrap();
+    assert!(!problems.is_empty());
+    for problem in problems {
+        assert_eq!(problem["remedy"], "generate", "{problem}");
+        assert!(
+            problem["var"].as_str().is_some_and(|v| !v.is_empty()),
+            "{problem}"
+        );
+    }
     assert_eq!(clan.run(&["vars", "check", "web01"], b"").code, 0);
     let generated = clan.generate(&[], "");
     assert_eq!(generated.code, 0, "{}", generated.stderr);
+    let check = clan.run(&["vars", "check", "--json"], b"");
+    assert_eq!(
+        (check.code, check.stdout.trim()),
+        (0, "{}"),
+        "{}",
+        check.stderr
+    );
     let check = clan.run(&["vars", "check"], b"");
     assert_eq!(check.code, 0, "{}", check.stderr);
     assert!(check.stderr.contains("every machine"), "{}", check.stderr);

@@ -14,6 +14,9 @@ use serde_json::json;
 use super::Context;
 
 #[derive(clap::Args)]
+#[command(after_help = "Examples:
+  sudo clan demo                 # evaluate, start the machines, deploy, stop them
+  clan demo --no-deploy --dir /tmp/demo")]
 pub struct Args {
     /// Where to create the demo clan (default: a temporary directory, removed afterwards).
     #[arg(long)]

@@ -7,7 +7,13 @@ use super::output::print_json;
 use super::{clan_dir, Context};
 
 #[derive(clap::Args)]
+#[command(after_help = "Examples:
+  clan show
+  clan show --json | jq .machines")]
 pub struct ShowArgs {
+    #[command(flatten)]
+    pub clan: super::ClanArg,
+    /// Print JSON.
     #[arg(long)]
     json: bool,
 }
@@ -42,7 +48,12 @@ pub fn show(args: ShowArgs, context: &Context) -> anyhow::Result<ExitCode> {
 }
 
 #[derive(clap::Args)]
+#[command(after_help = "Examples:
+  clan select 'machines.*.tags'
+  clan select 'machines.web01.config.files'")]
 pub struct SelectArgs {
+    #[command(flatten)]
+    pub clan: super::ClanArg,
     /// A clan-core select query, e.g. `machines.*.tags` or `machines.web01.config.files`.
     /// Roots: meta, machines (each with its evaluated config and settings), instances,
     /// services, exports. See docs/select.md.
@@ -66,6 +77,8 @@ pub struct SchemaArgs {
 #[derive(clap::Subcommand)]
 enum Schema {
     /// JSON Schema of clan.toml (for editors: taplo, VS Code Even Better TOML).
+    #[command(after_help = "Example:
+  clan schema inventory > clan.schema.json")]
     Inventory,
 }
 

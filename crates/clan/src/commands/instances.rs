@@ -11,6 +11,8 @@ use super::{clan_dir, Context, Terminal};
 
 #[derive(clap::Args)]
 pub struct Args {
+    #[command(flatten)]
+    pub clan: super::ClanArg,
     #[command(subcommand)]
     command: Command,
 }
@@ -18,12 +20,20 @@ pub struct Args {
 #[derive(clap::Subcommand)]
 enum Command {
     /// Instances with their service and the machines in each role.
+    #[command(after_help = "Examples:
+  clan instances list
+  clan instances list --json")]
     List {
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
     /// Create an instance of a service.
+    #[command(after_help = "Example:
+  clan instances create ssh --service sshd --role server=tag:all \\
+      --setting 'server.authorizedKeys=[\"ssh-ed25519 AAAA...\"]'")]
     Create {
+        /// The instance's name.
         name: InstanceName,
         /// The service (`clan services list`).
         #[arg(long)]
@@ -36,22 +46,44 @@ enum Command {
         settings: Vec<Setting>,
     },
     /// Delete an instance.
-    Delete { name: InstanceName },
+    #[command(after_help = "Example:
+  clan instances delete ssh")]
+    Delete {
+        /// The instance.
+        name: InstanceName,
+    },
     /// Add a machine or `tag:TAG` to a role.
+    #[command(after_help = "Examples:
+  clan instances add ssh server web01
+  clan instances add ssh server tag:web")]
     Add {
+        /// The instance.
         instance: InstanceName,
+        /// One of its service's roles.
         role: RoleName,
+        /// A machine, or `tag:TAG` for every machine with that tag.
         target: RoleTarget,
     },
     /// Remove a machine or `tag:TAG` from a role.
+    #[command(after_help = "Example:
+  clan instances remove ssh server web01")]
     Remove {
+        /// The instance.
         instance: InstanceName,
+        /// The role.
         role: RoleName,
+        /// The machine, or `tag:TAG`, to remove.
         target: RoleTarget,
     },
     /// Set settings: ROLE[@TARGET].KEY=VALUE, for the role, one of its tags or one machine.
+    #[command(after_help = "Examples:
+  clan instances set ssh server.port=2222           # the whole role
+  clan instances set ssh 'server@web01.port=2222'   # one machine (role < tag < machine)")]
     Set {
+        /// The instance.
         instance: InstanceName,
+        /// ROLE[@TARGET].KEY=VALUE (VALUE is JSON, or else a string); TARGET is a machine or
+        /// `tag:TAG`.
         #[arg(required = true, value_name = "ROLE.KEY=VALUE")]
         settings: Vec<Setting>,
     },

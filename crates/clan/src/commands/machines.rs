@@ -14,6 +14,8 @@ use super::{clan_dir, Context, Terminal};
 
 #[derive(clap::Args)]
 pub struct Args {
+    #[command(flatten)]
+    pub clan: super::ClanArg,
     #[command(subcommand)]
     command: Command,
 }
@@ -21,7 +23,10 @@ pub struct Args {
 #[derive(clap::Subcommand)]
 enum Command {
     /// Add a machine to clan.toml.
+    #[command(after_help = "Example:
+  clan machines create web01 --tags web --target-host root@203.0.113.4")]
     Create {
+        /// The machine's name (a-z, 0-9 and `-`).
         name: MachineName,
         /// Tags selecting the machine into service roles (comma-separated or repeated).
         #[arg(long, value_delimiter = ',')]
@@ -32,25 +37,41 @@ enum Command {
         /// `[user@]host[:port]` to deploy to.
         #[arg(long)]
         target_host: Option<String>,
+        /// A line saying what the machine is for.
         #[arg(long)]
         description: Option<String>,
     },
     /// List machines, optionally only those with all the given tags.
+    #[command(after_help = "Examples:
+  clan machines list
+  clan machines list --tags web --json")]
     List {
         #[command(flatten)]
         tags: TagsArg,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
     /// Show a machine's fully evaluated configuration.
+    #[command(after_help = "Examples:
+  clan machines show web01
+  clan machines show web01 --json")]
     Show {
+        /// The machine.
         name: String,
+        /// Print the evaluated configuration as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Remove a machine and its role memberships from clan.toml.
-    Delete { name: MachineName },
+    #[command(after_help = "Example:
+  clan machines delete old01")]
+    Delete {
+        /// The machine: its keys, vars and group links go too.
+        name: MachineName,
+    },
     /// Deploy machines (all when none is named): build, upload and activate their generations.
+    #[command(visible_alias = "u")]
     Update(deploy::UpdateArgs),
     /// A machine's generation history; without a machine, every machine's current generation.
     Generations(deploy::GenerationsArgs),

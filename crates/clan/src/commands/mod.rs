@@ -26,6 +26,16 @@ pub struct Context {
     pub clan_dir: Option<PathBuf>,
 }
 
+/// `-C/--flake` on the commands that read a clan (anywhere after their name); the commands that
+/// read none (agent side, testbed, demo, init, schema) do not take it.
+#[derive(clap::Args)]
+pub struct ClanArg {
+    /// The clan directory (default: $CLAN_DIR, else the nearest ancestor of the working
+    /// directory holding clan.toml).
+    #[arg(long, short = 'C', global = true, value_name = "DIR")]
+    pub flake: Option<PathBuf>,
+}
+
 /// The clan directory: `--flake` if given, else the nearest ancestor of the working directory
 /// that is a clan.
 pub fn clan_dir(context: &Context) -> anyhow::Result<PathBuf> {

@@ -13,11 +13,14 @@ use clan_secrets::{
 };
 use clap::{Parser, Subcommand};
 
+use super::output::print_json;
 use super::{Context, Terminal};
 use crate::report::EXIT_FAILED;
 
 #[derive(Parser)]
 pub struct Args {
+    #[command(flatten)]
+    pub clan: super::ClanArg,
     #[command(subcommand)]
     command: SecretsCommand,
 }
@@ -37,7 +40,11 @@ enum SecretsCommand {
     #[command(subcommand)]
     Groups(GroupsCommand),
     /// Encrypt a secret read from stdin (or a hidden prompt) for you and the given members.
+    #[command(after_help = "Examples:
+  clan secrets set db-password < file
+  clan secrets set api-token --machine web01 < file   # lands on web01 at /run/secrets/api-token")]
     Set {
+        /// The secret's name.
         secret: SecretName,
         /// A user who may decrypt it (repeatable).
         #[arg(long = "user")]
@@ -50,17 +57,42 @@ enum SecretsCommand {
         groups: Vec<GroupName>,
     },
     /// Print a secret's value to stdout.
-    Get { secret: SecretName },
-    /// List secrets, optionally only those whose name contains PATTERN.
-    List { pattern: Option<String> },
-    /// Remove a secret.
-    Remove { secret: SecretName },
-    /// Rename a secret.
-    Rename {
+    #[command(after_help = "Example:
+  clan secrets get db-password")]
+    Get {
+        /// The secret.
         secret: SecretName,
+    },
+    /// List secrets, optionally only those whose name contains PATTERN.
+    #[command(after_help = "Examples:
+  clan secrets list
+  clan secrets list db --json")]
+    List {
+        /// Only secrets whose name contains this text.
+        pattern: Option<String>,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// Remove a secret.
+    #[command(after_help = "Example:
+  clan secrets remove db-password")]
+    Remove {
+        /// The secret.
+        secret: SecretName,
+    },
+    /// Rename a secret.
+    #[command(after_help = "Example:
+  clan secrets rename tls tls-cert")]
+    Rename {
+        /// The secret.
+        secret: SecretName,
+        /// Its new name.
         new_name: SecretName,
     },
     /// For every secret: who can decrypt it, and where its recipients drift from its links.
+    #[command(after_help = "Examples:
+  clan secrets audit
+  clan secrets audit --json")]
     Audit {
         /// Print JSON instead of text.
         #[arg(long)]
@@ -71,14 +103,20 @@ enum SecretsCommand {
 #[derive(Subcommand)]
 enum KeyCommand {
     /// Create an age key in SOPS_AGE_KEY_FILE or ~/.config/sops/age/keys.txt unless one exists.
+    #[command(after_help = "Example:
+  clan secrets key generate")]
     Generate {
         /// Append a new key even if one exists.
         #[arg(long)]
         new: bool,
     },
     /// Print your public keys as JSON.
+    #[command(after_help = "Example:
+  clan secrets key show")]
     Show,
     /// Re-encrypt every secret to the keys its links name.
+    #[command(after_help = "Example:
+  clan secrets key update")]
     Update,
 }
 
@@ -94,9 +132,16 @@ struct KeyArgs {
 
 #[derive(Subcommand)]
 enum UsersCommand {
-    List,
+    /// List the users.
+    #[command(after_help = "Example:
+  clan secrets users list --json")]
+    List(JsonArg),
     /// Add a user with one or more public keys.
+    #[command(after_help = "Examples:
+  clan secrets users add alice age1...
+  clan secrets users add bob ~/.config/sops/age/keys.txt")]
     Add {
+        /// The user's name.
         user: UserName,
         #[command(flatten)]
         keys: KeyArgs,
@@ -105,95 +150,167 @@ enum UsersCommand {
         force: bool,
     },
     /// Print a user's keys as JSON.
+    #[command(after_help = "Example:
+  clan secrets users get alice")]
     Get {
+        /// The user.
         user: UserName,
     },
     /// Remove a user from every group and secret.
+    #[command(after_help = "Example:
+  clan secrets users remove bob")]
     Remove {
+        /// The user.
         user: UserName,
     },
     /// Add keys to a user.
+    #[command(after_help = "Example:
+  clan secrets users add-key alice age1...")]
     AddKey {
+        /// The user.
         user: UserName,
         #[command(flatten)]
         keys: KeyArgs,
     },
     /// Remove keys from a user (never the last one).
+    #[command(after_help = "Example:
+  clan secrets users remove-key alice age1...")]
     RemoveKey {
+        /// The user.
         user: UserName,
         #[command(flatten)]
         keys: KeyArgs,
     },
     /// Allow a user to decrypt a secret.
+    #[command(after_help = "Example:
+  clan secrets users add-secret bob db-password")]
     AddSecret {
+        /// The user.
         user: UserName,
+        /// The secret.
         secret: SecretName,
     },
     /// Stop a user from decrypting a secret.
+    #[command(after_help = "Example:
+  clan secrets users remove-secret bob db-password")]
     RemoveSecret {
+        /// The user.
         user: UserName,
+        /// The secret.
         secret: SecretName,
     },
 }
 
 #[derive(Subcommand)]
 enum MachinesCommand {
-    List,
+    /// List the machines that have a key.
+    #[command(after_help = "Example:
+  clan secrets machines list --json")]
+    List(JsonArg),
     /// Add a machine with its public key.
+    #[command(after_help = "Example:
+  clan secrets machines add web01 age1...")]
     Add {
+        /// The machine.
         machine: MachineName,
+        /// Its age public key, or a file holding it.
         key: String,
         /// Replace the key of an existing machine.
         #[arg(long, short)]
         force: bool,
     },
     /// Print a machine's public key.
+    #[command(after_help = "Example:
+  clan secrets machines get web01")]
     Get {
+        /// The machine.
         machine: MachineName,
     },
     /// Remove a machine from every group and secret.
+    #[command(after_help = "Example:
+  clan secrets machines remove old01")]
     Remove {
+        /// The machine.
         machine: MachineName,
     },
     /// Allow a machine to decrypt a secret.
+    #[command(after_help = "Example:
+  clan secrets machines add-secret web01 db-password")]
     AddSecret {
+        /// The machine.
         machine: MachineName,
+        /// The secret.
         secret: SecretName,
     },
     /// Stop a machine from decrypting a secret.
+    #[command(after_help = "Example:
+  clan secrets machines remove-secret web01 db-password")]
     RemoveSecret {
+        /// The machine.
         machine: MachineName,
+        /// The secret.
         secret: SecretName,
     },
 }
 
 #[derive(Subcommand)]
 enum GroupsCommand {
-    List,
+    /// List the groups and their members.
+    #[command(after_help = "Example:
+  clan secrets groups list --json")]
+    List(JsonArg),
+    /// Add a machine to a group (created if new); re-keys the group's secrets.
+    #[command(after_help = "Example:
+  clan secrets groups add-machine servers web01")]
     AddMachine {
+        /// The group.
         group: GroupName,
+        /// The machine.
         machine: MachineName,
     },
+    /// Remove a machine from a group; re-keys the group's secrets.
+    #[command(after_help = "Example:
+  clan secrets groups remove-machine servers web01")]
     RemoveMachine {
+        /// The group.
         group: GroupName,
+        /// The machine.
         machine: MachineName,
     },
+    /// Add a user to a group (created if new); re-keys the group's secrets.
+    #[command(after_help = "Example:
+  clan secrets groups add-user admins alice")]
     AddUser {
+        /// The group.
         group: GroupName,
+        /// The user.
         user: UserName,
     },
+    /// Remove a user from a group; re-keys the group's secrets.
+    #[command(after_help = "Example:
+  clan secrets groups remove-user admins bob")]
     RemoveUser {
+        /// The group.
         group: GroupName,
+        /// The user.
         user: UserName,
     },
     /// Allow a group to decrypt a secret.
+    #[command(after_help = "Example:
+  clan secrets groups add-secret servers tls")]
     AddSecret {
+        /// The group.
         group: GroupName,
+        /// The secret.
         secret: SecretName,
     },
     /// Stop a group from decrypting a secret.
+    #[command(after_help = "Example:
+  clan secrets groups remove-secret servers tls")]
     RemoveSecret {
+        /// The group.
         group: GroupName,
+        /// The secret.
         secret: SecretName,
     },
 }
@@ -233,14 +350,10 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
             stdout.flush()?;
             Ok(ExitCode::SUCCESS)
         }
-        SecretsCommand::List { pattern } => {
-            let names = open(context, sources)?.store().secrets()?;
-            print_lines(
-                names
-                    .iter()
-                    .map(|n| n.as_str())
-                    .filter(|n| pattern.as_deref().is_none_or(|p| n.contains(p))),
-            )
+        SecretsCommand::List { pattern, json } => {
+            let mut names = open(context, sources)?.store().secrets()?;
+            names.retain(|n| pattern.as_deref().is_none_or(|p| n.as_str().contains(p)));
+            print_names(&names, json)
         }
         SecretsCommand::Remove { secret } => {
             finish(open(context, sources)?.remove(&secret, &Terminal)?)
@@ -346,7 +459,7 @@ fn parse_keys(args: KeyArgs) -> anyhow::Result<Vec<Recipient>> {
 fn run_users(command: UsersCommand, secrets: &Secrets) -> anyhow::Result<ExitCode> {
     let store = secrets.store();
     match command {
-        UsersCommand::List => print_lines(store.users()?.iter().map(UserName::as_str)),
+        UsersCommand::List(json) => print_names(&store.users()?, json),
         UsersCommand::Add { user, keys, force } => {
             let keys = parse_keys(keys)?;
             finish(secrets.add(Keyed::User(&user, &keys), force, &Terminal)?)
@@ -390,7 +503,7 @@ fn run_users(command: UsersCommand, secrets: &Secrets) -> anyhow::Result<ExitCod
 fn run_machines(command: MachinesCommand, secrets: &Secrets) -> anyhow::Result<ExitCode> {
     let store = secrets.store();
     match command {
-        MachinesCommand::List => print_lines(store.machines()?.iter().map(MachineName::as_str)),
+        MachinesCommand::List(json) => print_names(&store.machines()?, json),
         MachinesCommand::Add {
             machine,
             key,
@@ -425,9 +538,14 @@ fn run_groups(command: GroupsCommand, secrets: &Secrets) -> anyhow::Result<ExitC
         finish(secrets.group_membership(&group, &member, add, &Terminal)?)
     };
     match command {
-        GroupsCommand::List => {
+        GroupsCommand::List(JsonArg { json }) => {
+            let groups = secrets.store().groups()?;
+            if json {
+                print_json(&groups)?;
+                return Ok(ExitCode::SUCCESS);
+            }
             let mut out = String::new();
-            for group in secrets.store().groups()? {
+            for group in groups {
                 out.push_str(&format!("{}\n", group.name));
                 for (title, names) in [("machines", &group.machines), ("users", &group.users)] {
                     if !names.is_empty() {
@@ -519,6 +637,27 @@ fn audit(secrets: &Secrets, json: bool) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(EXIT_FAILED)
     })
+}
+
+/// `--json` of a listing.
+#[derive(clap::Args)]
+struct JsonArg {
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Names one per line, or a JSON array of them.
+fn print_names<T: std::fmt::Display + serde::Serialize>(
+    names: &[T],
+    JsonArg { json }: JsonArg,
+) -> anyhow::Result<ExitCode> {
+    if json {
+        print_json(&names)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let lines: Vec<String> = names.iter().map(ToString::to_string).collect();
+    print_lines(lines.iter().map(String::as_str))
 }
 
 fn print_lines<'a>(lines: impl Iterator<Item = &'a str>) -> anyhow::Result<ExitCode> {

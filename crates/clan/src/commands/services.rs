@@ -10,6 +10,8 @@ use super::{clan_dir, Context};
 
 #[derive(clap::Args)]
 pub struct Args {
+    #[command(flatten)]
+    pub clan: super::ClanArg,
     #[command(subcommand)]
     command: Command,
 }
@@ -17,13 +19,21 @@ pub struct Args {
 #[derive(clap::Subcommand)]
 enum Command {
     /// One line per service.
+    #[command(after_help = "Examples:
+  clan services list
+  clan services list --json")]
     List {
+        /// Print JSON: each service's roles and their settings' schemas.
         #[arg(long)]
         json: bool,
     },
     /// A service's roles and each role's settings with types, defaults and descriptions.
+    #[command(after_help = "Example:
+  clan services show sshd")]
     Show {
+        /// The service (`clan services list`).
         name: String,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },

@@ -15,6 +15,8 @@ use super::{clan_dir, Context};
   clan ssh web01 -t -- htop                        # a command that needs a terminal
   clan ssh web01 --json                            # where web01 is reached, without connecting")]
 pub struct Args {
+    #[command(flatten)]
+    pub clan: super::ClanArg,
     /// The machine to reach.
     machine: String,
     /// The command to run instead of a login shell. As with ssh, its words are joined with

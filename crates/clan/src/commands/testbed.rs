@@ -26,10 +26,17 @@ pub struct Args {
 #[derive(Subcommand)]
 enum TestbedCommand {
     /// Start test machines; they keep running after this command exits.
+    #[command(after_help = "Examples:
+  sudo clan testbed up -n 3
+  sudo clan testbed up web01 db01 --state-dir /tmp/fleet")]
     Up(UpArgs),
     /// Stop the test machines and remove their network.
+    #[command(after_help = "Example:
+  sudo clan testbed down")]
     Down(StateArgs),
     /// Show the test machines, their addresses and whether they run.
+    #[command(after_help = "Example:
+  clan testbed status --json")]
     Status(StatusArgs),
 }
 

@@ -22,6 +22,8 @@ use crate::report::EXIT_FAILED;
 
 #[derive(Parser)]
 pub struct Args {
+    #[command(flatten)]
+    pub clan: super::ClanArg,
     #[command(subcommand)]
     command: VarsCommand,
 }
@@ -29,6 +31,9 @@ pub struct Args {
 #[derive(Subcommand)]
 enum VarsCommand {
     /// Run the generators whose vars are missing or outdated, and everything depending on them.
+    #[command(after_help = "Examples:
+  clan vars generate                     # every machine
+  clan vars generate web01 -g openssh -r # run web01's openssh generator again")]
     Generate {
         /// Machines whose generators to run (default: all).
         machines: Vec<MachineName>,
@@ -55,6 +60,9 @@ enum VarsCommand {
     Check {
         /// Machines to check (default: all).
         machines: Vec<MachineName>,
+        /// Print the problems as JSON, `{"<machine>": [{"var", "message", "remedy"}]}`.
+        #[arg(long)]
+        json: bool,
     },
     /// Re-link and re-encrypt secret vars to who should read them.
     #[command(after_help = "Examples:
@@ -65,21 +73,52 @@ enum VarsCommand {
         machines: Vec<MachineName>,
     },
     /// List a machine's vars (secret values are not shown).
+    #[command(after_help = "Examples:
+  clan vars list web01
+  clan vars list web01 --json")]
     List {
+        /// The machine.
         machine: MachineName,
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
     /// Print a var's value (`<generator>/<file>`) to stdout.
-    Get { machine: MachineName, var: String },
+    #[command(after_help = "Example:
+  clan vars get web01 openssh/ssh.id_ed25519.pub")]
+    Get {
+        /// The machine.
+        machine: MachineName,
+        /// The var: `<generator>/<file>` (`clan vars list MACHINE`).
+        var: String,
+    },
     /// Set a var (`<generator>/<file>`) from stdin, or a hidden prompt on a terminal.
-    Set { machine: MachineName, var: String },
+    #[command(after_help = "Example:
+  clan vars set web01 user-password-root/user-password < file")]
+    Set {
+        /// The machine.
+        machine: MachineName,
+        /// The var: `<generator>/<file>` (`clan vars list MACHINE`).
+        var: String,
+    },
     /// Write every var, decrypted, into a new directory (mode 0700).
-    Export { directory: PathBuf },
+    #[command(after_help = "Example:
+  clan vars export /tmp/vars-backup")]
+    Export {
+        /// The directory to create; it must not exist.
+        directory: PathBuf,
+    },
     /// Read a directory written by `export` back into the clan.
-    Import { directory: PathBuf },
+    #[command(after_help = "Example:
+  clan vars import /tmp/vars-backup")]
+    Import {
+        /// A directory `clan vars export` wrote.
+        directory: PathBuf,
+    },
     /// Create your age key and sops user unless they exist.
+    #[command(after_help = "Examples:
+  clan vars keygen
+  clan vars keygen --user alice")]
     Keygen {
         /// The sops user to create (default: your login name: $USER, else your passwd entry).
         #[arg(long)]
@@ -129,9 +168,21 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        VarsCommand::Check { machines } => {
+        VarsCommand::Check { machines, json } => {
             let vars = open(context)?;
             let found = vars.check(&machines, &Terminal)?;
+            if json {
+                let document: std::collections::BTreeMap<&str, &Vec<ops::Problem>> = found
+                    .iter()
+                    .map(|(machine, problems)| (machine.as_str(), problems))
+                    .collect();
+                print_json(&document)?;
+                return Ok(if found.is_empty() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(EXIT_FAILED)
+                });
+            }
             if found.is_empty() {
                 match machines.as_slice() {
                     [machine] => {

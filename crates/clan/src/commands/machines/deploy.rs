@@ -60,6 +60,10 @@ impl SshArgs {
 }
 
 #[derive(clap::Args)]
+#[command(after_help = "Examples:
+  clan machines update                 # every machine
+  clan machines update web01 --dry-run
+  clan machines update --tags web")]
 pub struct UpdateArgs {
     /// Machines to deploy (default: all).
     machines: Vec<String>,
@@ -104,6 +108,7 @@ pub struct GenerationsArgs {
     /// How many machines are asked at once (without a machine).
     #[arg(long, short = 'j', default_value_t = 10)]
     jobs: usize,
+    /// Print JSON (the history, or an object of machines).
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -111,11 +116,16 @@ pub struct GenerationsArgs {
 }
 
 #[derive(clap::Args)]
+#[command(after_help = "Examples:
+  clan machines rollback web01         # to the previous generation
+  clan machines rollback web01 --to 3")]
 pub struct RollbackArgs {
+    /// The machine.
     machine: String,
     /// Generation id (or its first characters) or history number (default: the previous one).
     #[arg(long)]
     to: Option<String>,
+    /// Print what the activation changed as JSON.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -307,7 +317,7 @@ pub fn generations(args: GenerationsArgs, dir: &Path) -> anyhow::Result<ExitCode
         rows.push(vec![
             entry.number.to_string(),
             clan_deploy::agent::short(&entry.generation).to_owned(),
-            format!("unix {}", entry.time),
+            local_time(entry.time),
             entry.action.clone(),
             if Some(index) == last_current { "*" } else { "" }.to_owned(),
             entry.detail.clone().unwrap_or_default(),
@@ -359,7 +369,7 @@ fn fleet_generations(args: &GenerationsArgs, dir: &Path) -> anyhow::Result<ExitC
                             .as_deref()
                             .map_or("-", clan_deploy::agent::short)
                             .to_owned(),
-                        entry.map_or_else(|| "-".to_owned(), |e| format!("unix {}", e.time)),
+                        entry.map_or_else(|| "-".to_owned(), |e| local_time(e.time)),
                         entry.map_or_else(|| "-".to_owned(), |e| e.action.clone()),
                         generations.history.len().to_string(),
                     ]);
@@ -404,4 +414,9 @@ pub fn rollback(args: RollbackArgs, dir: &Path) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A generation's time for people (the agent records Unix seconds).
+fn local_time(unix_seconds: u64) -> String {
+    clan_agent::report::local_time(i64::try_from(unix_seconds).unwrap_or(i64::MAX))
 }
