@@ -439,6 +439,23 @@ fn install(host: &dyn Host, agent: &AgentBinary, from: From<'_>) -> Result<u64, 
 /// Compresses `binary` to `cache/<name>.gz` unless it is there already (written atomically,
 /// so a crash leaves no half file under the final name).
 pub(crate) fn compress_into(binary: &Path, cache: &Path, name: &str) -> Result<PathBuf, Error> {
+    // What root uploads must not come from a place another user can write (the shared
+    // temporary directory when HOME is unset): there it is made afresh, in a private
+    // directory of its own for the rest of this run.
+    let cache = if clan_eval::cache_usable(cache) {
+        cache.to_path_buf()
+    } else {
+        tempfile::Builder::new()
+            .prefix("clan-agent-")
+            .tempdir()
+            .map_err(|source| Error::Io {
+                context: "creating a private directory for",
+                path: std::env::temp_dir(),
+                source,
+            })?
+            .keep()
+    };
+    let cache = cache.as_path();
     let target = cache.join(format!("{name}.gz"));
     if target.is_file() {
         return Ok(target);

@@ -34,6 +34,19 @@ pub fn cache_root() -> PathBuf {
     base.join("clan").join("eval")
 }
 
+/// Whether the cache at `root` may be read and written: created private if missing, it must
+/// be changeable by this user only ([`clan_fs::only_mine`]). Without `HOME` the cache lands
+/// in the shared temporary directory, where another user could have planted an evaluation
+/// for root to deploy; there, and wherever else that holds, clan evaluates without a cache.
+pub fn usable(root: &Path) -> bool {
+    use std::os::unix::fs::DirBuilderExt as _;
+    let _ = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(root);
+    clan_fs::only_mine(root)
+}
+
 /// Hashes the evaluation's inputs: the program version and built-in services, then each input
 /// file as `(name, content)`.
 pub struct InputHash(Sha256);

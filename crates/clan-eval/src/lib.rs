@@ -17,7 +17,7 @@ mod settings;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-pub use cache::cache_root;
+pub use cache::{cache_root, usable as cache_usable};
 pub use error::Error;
 pub use evaluate::{
     known_tags, read_public_vars, EvaluatedMachine, FleetSummary, MachineSummary, Membership,
@@ -45,7 +45,8 @@ impl Fleet {
     pub fn open_with_cache(dir: &Path, cache_root: &Path) -> Result<Fleet, Error> {
         let inputs = Inputs::read(dir)?;
         let entry = cache::Entry::new(cache_root, &inputs.hash);
-        if entry.exists() {
+        let cache_usable = cache::usable(cache_root);
+        if cache_usable && entry.exists() {
             if let Ok(summary) = entry.summary() {
                 return Ok(Fleet {
                     summary,
@@ -56,7 +57,9 @@ impl Fleet {
             }
         }
         let (summary, machines) = evaluate_dir(dir, &inputs.clan_toml, &inputs.vars)?;
-        entry.store(&summary, &machines)?;
+        if cache_usable {
+            entry.store(&summary, &machines)?;
+        }
         Ok(Fleet {
             summary,
             from_cache: false,

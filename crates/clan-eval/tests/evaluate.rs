@@ -987,3 +987,26 @@ roles.default.machines.laptop = {}
     let config = file(&clan.fleet(), "laptop", "/etc/data-mesher/dm.toml").unwrap();
     assert!(config.contains("\"hub.overlay:7946\""), "{config}");
 }
+
+#[test]
+fn a_cache_others_can_write_is_neither_read_nor_written() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let clan = Clan::new(ISSUE_EXAMPLE);
+    assert!(!clan.fleet().from_cache);
+    assert!(clan.fleet().from_cache, "a private cache is used");
+    // Anyone may now write there (as in a shared temporary directory): what is there could
+    // have been planted, so the clan is evaluated again and nothing is stored.
+    std::fs::set_permissions(clan.cache.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let entries = || std::fs::read_dir(clan.cache.path()).unwrap().count();
+    let before = entries();
+    clan.write("clan.toml", &ISSUE_EXAMPLE.replace("\"Hi\"", "\"Hey\""));
+    let fleet = clan.fleet();
+    assert!(!fleet.from_cache);
+    assert_eq!(
+        file(&fleet, "web01", "/etc/hello").as_deref(),
+        Some("Hey from web01\n")
+    );
+    clan.write("clan.toml", ISSUE_EXAMPLE);
+    assert!(!clan.fleet().from_cache, "the earlier entry is not read");
+    assert_eq!(entries(), before, "nothing stored");
+}

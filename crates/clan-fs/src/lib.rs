@@ -56,6 +56,32 @@ pub fn write_file_staged(
     Tree::open(dir)?.write_staged(name, content, options, &Tree::open(staging)?)
 }
 
+/// Whether the directory `path` can be changed by this process's user only: a real directory,
+/// not a link, owned by the effective user, writable by neither group nor others, in a
+/// directory where no one else can rename it (owned by this user or root, and not writable by
+/// others unless sticky, as `/tmp`). What clan reads back from a cache must be in such a place:
+/// in a shared one another user could plant what root then trusts.
+pub fn only_mine(path: &Path) -> bool {
+    const STICKY: u32 = 0o1000;
+    let me = rustix::process::geteuid().as_raw();
+    let directory = |dir: &Path, ok: &dyn Fn(&rustix::fs::Stat) -> bool| {
+        rustix::fs::lstat(dir)
+            .is_ok_and(|st| Kind::from_mode(st.st_mode) == Kind::Directory && ok(&st))
+    };
+    let mine = directory(path, &|st| st.st_uid == me && st.st_mode & 0o022 == 0);
+    let holder_safe = match path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+    {
+        None => true,
+        Some(parent) => directory(parent, &|st| {
+            (st.st_uid == me || st.st_uid == 0)
+                && (st.st_mode & 0o022 == 0 || st.st_mode & STICKY != 0)
+        }),
+    };
+    mine && holder_safe
+}
+
 /// `path`'s directory (`.` for a bare name) and file name.
 fn split(path: &Path) -> Result<(&Path, &Path), Error> {
     let name = path.file_name().ok_or_else(|| Error::NotAFile {

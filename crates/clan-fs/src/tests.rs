@@ -404,3 +404,22 @@ fn a_staged_write_puts_its_temporary_file_in_the_staging_directory() {
     assert_eq!(fs::read_dir(&data).unwrap().count(), 1);
     assert_eq!(fs::read_dir(&staging).unwrap().count(), 0);
 }
+
+#[test]
+fn only_mine_needs_a_private_directory_nobody_else_can_rename() {
+    let base = tempfile::tempdir().unwrap();
+    let dir = base.path().join("cache");
+    fs::create_dir(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+    assert!(only_mine(&dir));
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+    assert!(!only_mine(&dir), "others may write in it");
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    symlink(&dir, base.path().join("link")).unwrap();
+    assert!(!only_mine(&base.path().join("link")), "a link");
+    // Its holder writable by others: they could rename it away and put their own there.
+    fs::set_permissions(base.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    assert!(!only_mine(&dir));
+    fs::set_permissions(base.path(), fs::Permissions::from_mode(0o1777)).unwrap();
+    assert!(only_mine(&dir), "a sticky holder, as /tmp");
+}
