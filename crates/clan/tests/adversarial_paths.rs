@@ -219,6 +219,13 @@ fn links_in_vars_are_refused_at_every_level() {
         + links_everywhere(&levels[..6], generated, &["vars", "list", "web01"])
         + links_everywhere(&levels[..6], generated, &["select", "machines.web01"]);
     eprintln!("vars link cases: {cases:?}");
+    // Only a regenerated generator's own directory is swapped in whole (replacing the link at
+    // it, one case per target); everything else, and every reading command, refuses.
+    assert_eq!(
+        (cases.refused, cases.replaced),
+        (76, TARGETS.len()),
+        "{cases:?}"
+    );
 }
 
 #[test]
@@ -234,6 +241,7 @@ fn links_in_sops_are_refused_at_every_level() {
     let cases = links_everywhere(&levels, generated, &["vars", "generate", "--regenerate"])
         + links_everywhere(&levels[..4], |_| {}, &["secrets", "users", "list"]);
     eprintln!("sops link cases: {cases:?}");
+    assert_eq!((cases.refused, cases.replaced), (40, 0), "{cases:?}");
 }
 
 #[test]
@@ -253,6 +261,7 @@ fn links_in_machines_services_and_the_inventory_are_refused() {
         &["machines", "list"],
     );
     eprintln!("machines/services/inventory link cases: {cases:?}");
+    assert_eq!((cases.refused, cases.replaced), (32, 0), "{cases:?}");
 }
 
 #[test]
