@@ -15,7 +15,7 @@ use clan_deploy::ssh::{HostKeyCheck, SshOptions};
 use clan_lib::deploy::UpdateRequest;
 use clan_lib::Progress;
 
-use crate::commands::output::{print_json, print_table, MachineProgress};
+use crate::commands::output::{print_json, print_table, printer, MachineProgress};
 use crate::commands::{Terminal, TerminalPrompter};
 use crate::report::EXIT_FAILED;
 
@@ -191,11 +191,11 @@ pub fn update(args: UpdateArgs, dir: &Path) -> anyhow::Result<ExitCode> {
                 .filter(|r| r.result.is_err())
                 .map(|r| r.machine.as_str())
                 .collect();
-            eprintln!(
+            printer().failure(format_args!(
                 "{failed} of {} machines failed: {}",
                 results.len(),
                 names.join(", ")
-            );
+            ));
         }
     }
     Ok(if failed > 0 {
@@ -275,9 +275,10 @@ fn report_interruption(
     std::thread::spawn(move || {
         if signals.forever().next().is_some() {
             let standing = standing.lock().unwrap_or_else(|p| p.into_inner());
-            eprintln!("\ninterrupted; where each machine stands:");
+            let printer = printer();
+            printer.failure("\ninterrupted; where each machine stands:");
             for (machine, now) in standing.iter() {
-                eprintln!("[{machine}] {now}");
+                printer.failure(format_args!("[{machine}] {now}"));
             }
             std::process::exit(130);
         }
@@ -372,7 +373,7 @@ fn fleet_generations(args: &GenerationsArgs, dir: &Path) -> anyhow::Result<ExitC
                         "FAILED".into(),
                         "-".into(),
                     ]);
-                    eprintln!("[{machine}] {error}");
+                    printer().failure(format_args!("[{machine}] {error}"));
                 }
             }
         }
@@ -396,12 +397,12 @@ pub fn rollback(args: RollbackArgs, dir: &Path) -> anyhow::Result<ExitCode> {
     if args.json {
         print_json(&activation)?;
     } else {
-        eprintln!(
+        printer().note(format_args!(
             "[{}] rolled back to generation {}: {}",
             args.machine,
             clan_deploy::agent::short(&activation.generation),
             activation.changes.summary()
-        );
+        ));
     }
     Ok(ExitCode::SUCCESS)
 }
