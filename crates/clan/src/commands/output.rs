@@ -142,6 +142,15 @@ impl MachineProgress {
         MachineProgress { printer, bars }
     }
 
+    /// `[machine] …` lines even on a terminal, for news that comes without a run to hold
+    /// the bars.
+    pub fn lines_only() -> MachineProgress {
+        MachineProgress {
+            printer: printer(),
+            bars: None,
+        }
+    }
+
     /// `machine`'s bar, added below the others when it is first heard of. Redrawn on events
     /// only, with no ticking thread: after Ctrl-C nothing draws over the report of where each
     /// machine stood.
@@ -161,7 +170,8 @@ impl MachineProgress {
         update(bar);
     }
 
-    /// `machine` reached `stage` (shown on its bar; a line only with `-v`).
+    /// `machine` reached `stage`, or other news not worth keeping (a line of remote output):
+    /// shown on its bar; a line only with `-v`.
     pub fn stage(&self, machine: &str, stage: &str) {
         if self.bars.is_some() {
             self.with_bar(machine, |bar| bar.set_message(stage.to_owned()));

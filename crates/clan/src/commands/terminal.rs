@@ -1,5 +1,6 @@
 //! The terminal side of the library's callbacks: [`Terminal`] prints the progress events of
-//! operations on stderr, [`TerminalPrompter`] asks vars prompts on the terminal.
+//! operations on stderr, [`Generators`] adds a progress line per machine while vars
+//! generators run, [`TerminalPrompter`] asks vars prompts on the terminal.
 
 use std::io::{BufRead, IsTerminal, Read};
 use std::path::{Path, PathBuf};
@@ -8,10 +9,10 @@ use anyhow::Context as _;
 use clan_error::Hint as _;
 use clan_lib::vars::{Generated, PromptValues, Prompter};
 use clan_lib::{Event, Progress};
-use clan_vars::PromptRequest;
+use clan_vars::{GeneratorStep, PromptRequest};
 use zeroize::Zeroizing;
 
-use super::output::printer;
+use super::output::{printer, MachineProgress};
 use crate::report::hinted;
 
 /// Prints what operations report as they go, on stderr.
@@ -31,7 +32,17 @@ impl Progress for Terminal {
                     path.display()
                 )),
             },
-            Event::Recovered(what) => printer.note(format_args!("recovered: {what}")),
+            Event::Recovered { what } => printer.note(format_args!("recovered: {what}")),
+            Event::Generator {
+                machine,
+                generator,
+                step,
+            } => show_generator(
+                &MachineProgress::lines_only(),
+                machine.as_deref(),
+                &generator,
+                step,
+            ),
             Event::VarsGenerated(generated) => print_generated(&generated),
             Event::Deploy(event) => {
                 let failed = matches!(*event, clan_deploy::events::Event::Failed { .. });
@@ -45,6 +56,60 @@ impl Progress for Terminal {
                 }
             }
         }
+    }
+}
+
+/// [`Terminal`], showing vars generators as they run: a progress line per machine (`shared`
+/// for shared generators) on a terminal, `[machine] generator …` lines otherwise.
+pub struct Generators {
+    progress: MachineProgress,
+}
+
+impl Generators {
+    pub fn new() -> Generators {
+        Generators {
+            progress: MachineProgress::new(),
+        }
+    }
+
+    /// Ends the progress lines (the generation is over).
+    pub fn finish(&self) {
+        self.progress.finish();
+    }
+}
+
+impl Progress for Generators {
+    fn event(&self, event: Event) {
+        match event {
+            Event::Generator {
+                machine,
+                generator,
+                step,
+            } => show_generator(&self.progress, machine.as_deref(), &generator, step),
+            Event::VarsGenerated(generated) => {
+                self.finish();
+                print_generated(&generated);
+            }
+            other => Terminal.event(other),
+        }
+    }
+}
+
+/// `generator` of `machine` reached `step`: running shows on its line (`-v`: a line of its
+/// own), the outcome is a line. Why a generator failed follows when the run ends.
+fn show_generator(
+    progress: &MachineProgress,
+    machine: Option<&str>,
+    generator: &str,
+    step: GeneratorStep,
+) {
+    let machine = machine.unwrap_or("shared");
+    match step {
+        GeneratorStep::Running => progress.stage(machine, &format!("{generator}: running")),
+        GeneratorStep::Generated => {
+            progress.lines(machine, &[format!("{generator}: generated")], None)
+        }
+        GeneratorStep::Failed => progress.lines(machine, &[format!("{generator}: failed")], None),
     }
 }
 

@@ -114,7 +114,10 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
                 jobs,
             };
             let mut prompter = TerminalPrompter::new(prompt_values);
-            match vars.generate(&request, &mut prompter, &Terminal)? {
+            let generators = super::Generators::new();
+            let generated = vars.generate(&request, &mut prompter, &generators);
+            generators.finish();
+            match generated? {
                 None => {
                     super::output::printer().note("all vars are up to date");
                     Ok(ExitCode::SUCCESS)

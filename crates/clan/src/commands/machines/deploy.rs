@@ -16,7 +16,7 @@ use clan_lib::deploy::UpdateRequest;
 use clan_lib::Progress;
 
 use crate::commands::output::{print_json, print_table, printer, MachineProgress};
-use crate::commands::{Terminal, TerminalPrompter};
+use crate::commands::{Generators, TerminalPrompter};
 use crate::report::EXIT_FAILED;
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -143,13 +143,16 @@ pub fn update(args: UpdateArgs, dir: &Path) -> anyhow::Result<ExitCode> {
     let sink = Sink {
         json,
         progress: MachineProgress::new(),
+        generators: Generators::new(),
         out: Mutex::new(()),
         interrupted: report_interruption(Arc::clone(&standing))?,
         standing,
     };
     let mut prompter = TerminalPrompter::new(args.prompt_values);
-    let results = clan_lib::deploy::update(dir, &request, &mut prompter, &sink)?;
+    let results = clan_lib::deploy::update(dir, &request, &mut prompter, &sink);
+    sink.generators.finish();
     sink.progress.finish();
+    let results = results?;
     if sink.interrupted.load(std::sync::atomic::Ordering::SeqCst) {
         // The interruption's own report ends the process; no summary after it.
         loop {
@@ -210,6 +213,8 @@ struct Sink {
     json: bool,
     /// Bars on a terminal, `[machine] …` lines otherwise (not with `--json`).
     progress: MachineProgress,
+    /// The vars generators that run first, and every other event.
+    generators: Generators,
     out: Mutex<()>,
     standing: Arc<Mutex<BTreeMap<String, String>>>,
     interrupted: Arc<std::sync::atomic::AtomicBool>,
@@ -218,7 +223,7 @@ struct Sink {
 impl Progress for Sink {
     fn event(&self, event: clan_lib::Event) {
         let clan_lib::Event::Deploy(event) = event else {
-            return Terminal.event(event);
+            return self.generators.event(event);
         };
         // After Ctrl-C, what fails is the interruption's doing (ssh died with it): the report
         // says where each machine stood when it came. Such a failure can be seen a moment
