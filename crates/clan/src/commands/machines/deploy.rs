@@ -256,6 +256,11 @@ impl Progress for Sink {
                 Event::Stage { stage, .. } => {
                     self.progress.stage(event.machine(), &stage.to_string())
                 }
+                Event::Output { .. } => {
+                    for line in event.human() {
+                        self.progress.stage(event.machine(), &line);
+                    }
+                }
                 _ => self
                     .progress
                     .lines(event.machine(), &event.human(), finished),
