@@ -876,10 +876,32 @@ pub(crate) mod tests {
         let mut host = Fake::new(move |word, _| match word {
             "status" => status(None, false),
             "receive" => exit(0, b""),
-            "activate" => exit(2, format!("{failure}\n").as_bytes()),
+            "activate" => RemoteOutput {
+                stderr: "Job for bad.service failed.\nerror: unit `bad.service` failed".into(),
+                ..exit(2, format!("{failure}\n").as_bytes())
+            },
             other => panic!("unexpected `{other}`"),
         });
-        let (result, _) = run(&mut host, &job, false);
+        let (result, events) = run(&mut host, &job, false);
+        // What the agent printed is passed on, line by line, as output of the stage.
+        let said: Vec<&str> = events
+            .iter()
+            .filter_map(|event| match event {
+                Event::Output {
+                    stage: Stage::Activate,
+                    line,
+                    ..
+                } => Some(line.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            said,
+            [
+                "Job for bad.service failed.",
+                "error: unit `bad.service` failed"
+            ]
+        );
         let Err((Stage::Activate, error)) = result else {
             panic!("{result:?}")
         };
