@@ -100,7 +100,23 @@ pub fn run(argv: &[&str], stdin: Option<&[u8]>) -> Result<String, AgentError> {
     if let (Some(bytes), Some(mut pipe)) = (stdin, child.stdin.take()) {
         pipe.write_all(bytes).map_err(spawn_error)?;
     }
-    let output = child.wait_with_output().map_err(spawn_error)?;
+    // Both streams are passed on to the agent's stderr line by line as they come (the
+    // deployer shows them while the stage runs) and kept for the error.
+    let (stdout, stderr) = std::thread::scope(|scope| {
+        let out = child
+            .stdout
+            .take()
+            .map(|pipe| scope.spawn(|| pass_on(pipe)));
+        let err = child.stderr.take().map(pass_on).unwrap_or_default();
+        let out = out.and_then(|t| t.join().ok()).unwrap_or_default();
+        (out, err)
+    });
+    let status = child.wait().map_err(spawn_error)?;
+    let output = std::process::Output {
+        status,
+        stdout,
+        stderr,
+    };
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     } else {
@@ -116,6 +132,20 @@ pub fn run(argv: &[&str], stdin: Option<&[u8]>) -> Result<String, AgentError> {
             detail: format!("{}: {}", output.status, detail.trim()),
         })
     }
+}
+
+/// Reads `pipe` to its end, writing each line to stderr as it comes; returns all of it.
+fn pass_on(pipe: impl std::io::Read) -> Vec<u8> {
+    use std::io::BufRead as _;
+    let mut reader = std::io::BufReader::new(pipe);
+    let mut all = Vec::new();
+    let mut line = Vec::new();
+    while reader.read_until(b'\n', &mut line).unwrap_or(0) > 0 {
+        // The deployer may be gone (a command that outlives its session): keep going.
+        let _ = std::io::stderr().lock().write_all(&line);
+        all.append(&mut line);
+    }
+    all
 }
 
 /// The distribution family (`debian`, `fedora`, `arch`, …) from `/etc/os-release`.

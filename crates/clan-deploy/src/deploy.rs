@@ -201,7 +201,16 @@ pub fn deploy(
     }
     stage(Stage::Activate);
     let activated_at = std::time::Instant::now();
-    let activation = agent_json::<Activation>(host, &call(&words), Input::None).map_err(|e| {
+    let mut output = |line: &str| {
+        emit(Event::Output {
+            machine: machine.clone(),
+            stage: Stage::Activate,
+            line: line.to_owned(),
+        })
+    };
+    let activation = agent_call(host, &call(&words), Input::None, &mut output)
+        .and_then(|output| parse_reply::<Activation>(&output));
+    let activation = activation.map_err(|e| {
         let error = match e {
             AgentCall::Failed(output) => Error::Activation {
                 machine: machine.clone(),
@@ -477,7 +486,19 @@ fn agent_failure(output: &RemoteOutput) -> Failure {
 }
 
 fn agent_ok(host: &dyn Host, argv: &[String], input: Input<'_>) -> Result<RemoteOutput, AgentCall> {
-    let output = host.run(argv, input).map_err(AgentCall::Transport)?;
+    agent_call(host, argv, input, &mut |_| {})
+}
+
+/// Runs an agent command, handing each line of its stderr to `line` as it comes.
+fn agent_call(
+    host: &dyn Host,
+    argv: &[String],
+    input: Input<'_>,
+    line: &mut dyn FnMut(&str),
+) -> Result<RemoteOutput, AgentCall> {
+    let output = host
+        .run_streaming(argv, input, line)
+        .map_err(AgentCall::Transport)?;
     match output.code {
         Some(0) => Ok(output),
         Some(127) => Err(AgentCall::Missing),
@@ -490,7 +511,10 @@ fn agent_json<T: serde::de::DeserializeOwned>(
     argv: &[String],
     input: Input<'_>,
 ) -> Result<T, AgentCall> {
-    let output = agent_ok(host, argv, input)?;
+    parse_reply(&agent_ok(host, argv, input)?)
+}
+
+fn parse_reply<T: serde::de::DeserializeOwned>(output: &RemoteOutput) -> Result<T, AgentCall> {
     serde_json::from_slice(&output.stdout).map_err(|e| AgentCall::BadOutput(e.to_string()))
 }
 
@@ -589,13 +613,20 @@ pub(crate) mod tests {
         fn connect(&mut self) -> Result<(), Error> {
             Ok(())
         }
-        fn run(&self, argv: &[String], input: Input<'_>) -> Result<RemoteOutput, Error> {
+        fn run_streaming(
+            &self,
+            argv: &[String],
+            input: Input<'_>,
+            line: &mut dyn FnMut(&str),
+        ) -> Result<RemoteOutput, Error> {
             let input = match input {
                 Input::None => Vec::new(),
                 Input::Bytes(bytes) => bytes.to_vec(),
                 Input::File(path) => std::fs::read(path).unwrap(),
             };
-            Ok(self.call(word_of(argv), input))
+            let output = self.call(word_of(argv), input);
+            output.stderr.lines().for_each(&mut *line);
+            Ok(output)
         }
         fn run_fresh(&self, argv: &[String]) -> Result<RemoteOutput, Error> {
             Ok(self.call(format!("fresh:{}", word_of(argv)), Vec::new()))
@@ -845,10 +876,32 @@ pub(crate) mod tests {
         let mut host = Fake::new(move |word, _| match word {
             "status" => status(None, false),
             "receive" => exit(0, b""),
-            "activate" => exit(2, format!("{failure}\n").as_bytes()),
+            "activate" => RemoteOutput {
+                stderr: "Job for bad.service failed.\nerror: unit `bad.service` failed".into(),
+                ..exit(2, format!("{failure}\n").as_bytes())
+            },
             other => panic!("unexpected `{other}`"),
         });
-        let (result, _) = run(&mut host, &job, false);
+        let (result, events) = run(&mut host, &job, false);
+        // What the agent printed is passed on, line by line, as output of the stage.
+        let said: Vec<&str> = events
+            .iter()
+            .filter_map(|event| match event {
+                Event::Output {
+                    stage: Stage::Activate,
+                    line,
+                    ..
+                } => Some(line.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            said,
+            [
+                "Job for bad.service failed.",
+                "error: unit `bad.service` failed"
+            ]
+        );
         let Err((Stage::Activate, error)) = result else {
             panic!("{result:?}")
         };

@@ -68,6 +68,13 @@ pub enum Event {
         machine: String,
         message: String,
     },
+    /// A line the machine printed while `stage` runs (the agent's activation output: a
+    /// package installed, a unit that failed to start), as it came.
+    Output {
+        machine: String,
+        stage: Stage,
+        line: String,
+    },
     Activate {
         machine: String,
         generation: String,
@@ -118,6 +125,7 @@ impl Event {
             | Event::Upload { machine, .. }
             | Event::Stage { machine, .. }
             | Event::Message { machine, .. }
+            | Event::Output { machine, .. }
             | Event::Activate { machine, .. }
             | Event::DryRun { machine, .. }
             | Event::Confirm { machine, .. }
@@ -146,7 +154,7 @@ impl Event {
             Event::DryRun { .. } => "dry run done".to_owned(),
             Event::Done { outcome, .. } => format!("done ({})", outcome_word(*outcome)),
             Event::Failed { stage, .. } => format!("failed ({stage})"),
-            Event::Upload { .. } | Event::Message { .. } => return None,
+            Event::Upload { .. } | Event::Message { .. } | Event::Output { .. } => return None,
         })
     }
 
@@ -172,6 +180,9 @@ impl Event {
             }
             Event::Stage { .. } => Vec::new(),
             Event::Message { message, .. } => vec![message.clone()],
+            // The machine's text: control characters are shown escaped, not sent to the
+            // terminal.
+            Event::Output { line, .. } => vec![format!("| {}", line.escape_debug())],
             Event::Activate { changes, .. } => vec![format!("activated: {}", changes.summary())],
             Event::DryRun {
                 changes,

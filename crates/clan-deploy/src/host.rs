@@ -48,7 +48,17 @@ pub trait Host: Send {
     /// Opens the connection that later commands share (a no-op where there is none).
     fn connect(&mut self) -> Result<(), Error>;
     /// Runs `argv` over the shared connection.
-    fn run(&self, argv: &[String], input: Input<'_>) -> Result<RemoteOutput, Error>;
+    fn run(&self, argv: &[String], input: Input<'_>) -> Result<RemoteOutput, Error> {
+        self.run_streaming(argv, input, &mut |_| {})
+    }
+    /// [`Host::run`], handing each line the command prints on stderr to `line` as it comes
+    /// (a host that cannot stream hands them over when the command ends).
+    fn run_streaming(
+        &self,
+        argv: &[String],
+        input: Input<'_>,
+        line: &mut dyn FnMut(&str),
+    ) -> Result<RemoteOutput, Error>;
     /// Runs `argv` over a new connection, proving the machine can still be reached afresh.
     fn run_fresh(&self, argv: &[String]) -> Result<RemoteOutput, Error>;
     /// Starts `argv` and returns at once, its stdout piped; its stdin ends when the child is
@@ -73,10 +83,15 @@ impl Host for LocalHost {
         Ok(())
     }
 
-    fn run(&self, argv: &[String], input: Input<'_>) -> Result<RemoteOutput, Error> {
+    fn run_streaming(
+        &self,
+        argv: &[String],
+        input: Input<'_>,
+        line: &mut dyn FnMut(&str),
+    ) -> Result<RemoteOutput, Error> {
         let mut command = Command::new("sh");
         command.arg("-c").arg(command_line(argv));
-        run_with_input(command, input)
+        run_with_input(command, input, line)
     }
 
     fn run_fresh(&self, argv: &[String]) -> Result<RemoteOutput, Error> {
@@ -106,10 +121,12 @@ pub(crate) fn spawn_piped(mut command: Command) -> Result<Child, Error> {
         .map_err(|source| Error::Spawn { program, source })
 }
 
-/// Runs `command` to completion, feeding it `input` and capturing its output.
+/// Runs `command` to completion, feeding it `input` and capturing its output; each line of
+/// its stderr also goes to `line` as it comes.
 pub(crate) fn run_with_input(
     mut command: Command,
     input: Input<'_>,
+    line: &mut dyn FnMut(&str),
 ) -> Result<RemoteOutput, Error> {
     let program = command.get_program().to_string_lossy().into_owned();
     let spawn_error = |source| Error::Spawn {
@@ -145,14 +162,34 @@ pub(crate) fn run_with_input(
         }
         _ => None,
     };
-    let output = child.wait_with_output().map_err(spawn_error)?;
+    let stdout = child.stdout.take().map(|mut pipe| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut pipe, &mut bytes).map(|_| bytes)
+        })
+    });
+    let mut stderr = Vec::new();
+    if let Some(pipe) = child.stderr.take() {
+        use std::io::BufRead as _;
+        let mut reader = std::io::BufReader::new(pipe);
+        let mut next = Vec::new();
+        while reader.read_until(b'\n', &mut next).map_err(spawn_error)? > 0 {
+            line(String::from_utf8_lossy(&next).trim_end());
+            stderr.append(&mut next);
+        }
+    }
+    let stdout = match stdout.map(std::thread::JoinHandle::join) {
+        Some(Ok(read)) => read.map_err(spawn_error)?,
+        _ => Vec::new(),
+    };
+    let status = child.wait().map_err(spawn_error)?;
     if let Some(writer) = writer {
         let _ = writer.join();
     }
     Ok(RemoteOutput {
-        code: output.status.code(),
-        stdout: output.stdout,
-        stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        code: status.code(),
+        stdout,
+        stderr: String::from_utf8_lossy(&stderr).trim().to_owned(),
     })
 }
 

@@ -500,10 +500,15 @@ impl Host for SshHost {
         self.open()
     }
 
-    fn run(&self, argv: &[String], input: Input<'_>) -> Result<RemoteOutput, Error> {
+    fn run_streaming(
+        &self,
+        argv: &[String],
+        input: Input<'_>,
+        line: &mut dyn FnMut(&str),
+    ) -> Result<RemoteOutput, Error> {
         let mut command = self.command(&self.control_args());
         command.arg(command_line(argv));
-        self.finish(run_with_input(command, input)?)
+        self.finish(run_with_input(command, input, line)?)
     }
 
     /// Over a connection of its own, so that it outlives this host's ControlMaster.
@@ -520,7 +525,7 @@ impl Host for SshHost {
     fn run_fresh(&self, argv: &[String]) -> Result<RemoteOutput, Error> {
         let mut command = self.fresh_command();
         command.arg(command_line(argv));
-        self.finish(run_with_input(command, Input::None)?)
+        self.finish(run_with_input(command, Input::None, &mut |_| {})?)
     }
 }
 

@@ -69,7 +69,9 @@ fn acquire(clan_dir: &Path, progress: &dyn Progress) -> Result<ClanLock, Error> 
     // Vars staging directories of a killed run go first: the recovery may commit `vars/`.
     clan_vars::VarsStore::new(clan_dir).remove_stale_staging()?;
     for recovered in lock.recover().map_err(|source| Error::Recover { source })? {
-        progress.event(Event::Recovered(recovered.to_string()));
+        progress.event(Event::Recovered {
+            what: recovered.to_string(),
+        });
     }
     Ok(lock)
 }

@@ -75,13 +75,55 @@ pub struct GenerateRequest {
     pub jobs: Option<usize>,
 }
 
-/// What a generation run did.
+/// What a generation run did. Serialised for front ends as `{"runs": [{"machine",
+/// "generator"}], "failed": [{"machine", "generator", "error", "hint"}]}` (`machine` null
+/// for a shared generator).
 #[derive(Debug)]
 pub struct Generated {
     /// Generators stored, in order.
     pub runs: Vec<GeneratorKey>,
     /// Generators that failed or were skipped because a dependency failed.
     pub failed: Vec<(GeneratorKey, clan_vars::Error)>,
+}
+
+impl serde::Serialize for Generated {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use clan_error::Hint as _;
+        #[derive(serde::Serialize)]
+        struct Run {
+            machine: Option<String>,
+            generator: String,
+        }
+        #[derive(serde::Serialize)]
+        struct Failure {
+            #[serde(flatten)]
+            run: Run,
+            error: String,
+            hint: Option<String>,
+        }
+        #[derive(serde::Serialize)]
+        struct Document {
+            runs: Vec<Run>,
+            failed: Vec<Failure>,
+        }
+        let run = |key: &GeneratorKey| Run {
+            machine: crate::events::machine_of(key),
+            generator: key.name.clone(),
+        };
+        Document {
+            runs: self.runs.iter().map(run).collect(),
+            failed: self
+                .failed
+                .iter()
+                .map(|(key, error)| Failure {
+                    run: run(key),
+                    error: error.to_string(),
+                    hint: error.hint(),
+                })
+                .collect(),
+        }
+        .serialize(serializer)
+    }
 }
 
 /// One var of a machine as listings show it; `value` only for existing public vars.
@@ -225,8 +267,16 @@ impl Vars {
             ask_remaining(&requests, &mut answers, prompter)?;
         }
         lock.begin(VARS_SCOPE)?;
-        let report =
-            clan_vars::generate::run(&self.graph, &self.store, &plan, &answers, &admin, options)?;
+        let step = |key: &GeneratorKey, step| progress.event(crate::Event::generator(key, step));
+        let report = clan_vars::generate::run(
+            &self.graph,
+            &self.store,
+            &plan,
+            &answers,
+            &admin,
+            options,
+            &step,
+        )?;
         let mut unique: Vec<&str> = report.generated.iter().map(|k| k.name.as_str()).collect();
         unique.sort_unstable();
         unique.dedup();

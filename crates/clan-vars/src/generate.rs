@@ -125,6 +125,18 @@ pub struct RunOptions {
     pub jobs: usize,
 }
 
+/// How far one generator of a run got, as [`run`] reports it while it works.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GeneratorStep {
+    /// Its script started.
+    Running,
+    /// Its outputs are staged; they are stored with the others' when the run ends.
+    Generated,
+    /// It failed, or a generator it needs did (the run's [`Report`] says why).
+    Failed,
+}
+
 /// What a run did.
 #[derive(Debug, Default)]
 pub struct Report {
@@ -139,8 +151,9 @@ pub struct Report {
     pub interrupted: bool,
 }
 
-/// Runs `plan` and stores its outputs. Returns `Err` only when nothing could be attempted;
-/// failures of single generators, and interruption, are in the report.
+/// Runs `plan` and stores its outputs, telling `step` how far each generator got (from the
+/// workers, as it happens). Returns `Err` only when nothing could be attempted; failures of
+/// single generators, and interruption, are in the report.
 pub fn run(
     graph: &Graph,
     store: &VarsStore,
@@ -148,6 +161,7 @@ pub fn run(
     answers: &Answers,
     admin: &Admin,
     options: &RunOptions,
+    step: &(dyn Fn(&GeneratorKey, GeneratorStep) + Sync),
 ) -> Result<Report, Error> {
     let mut report = Report::default();
     store.remove_stale_staging()?;
@@ -186,6 +200,7 @@ pub fn run(
         bash: &bash,
         extra_dirs: &extra_dirs,
         interrupted: &interrupted,
+        step,
     };
     // Machine keys are written (and synced) while the scripts run; generators already
     // encrypt to their public halves.
@@ -346,6 +361,7 @@ struct Context<'a> {
     /// Directories of the run's tools that a sandbox must see besides the system ones.
     extra_dirs: &'a [PathBuf],
     interrupted: &'a AtomicBool,
+    step: &'a (dyn Fn(&GeneratorKey, GeneratorStep) + Sync),
 }
 
 /// A generator's outputs, kept for the generators that depend on it.
@@ -425,11 +441,19 @@ fn schedule(
                             };
                             finish(&mut state, &dependents, i, Err(error));
                             wake.notify_all();
+                            drop(state);
+                            (context.step)(&order[i], GeneratorStep::Failed);
                             continue;
                         }
                         (i, values)
                     };
+                    (context.step)(&order[i], GeneratorStep::Running);
                     let result = execute(context, &mut runner, &order[i], dependency_values);
+                    let outcome = match &result {
+                        Ok(_) => GeneratorStep::Generated,
+                        Err(_) => GeneratorStep::Failed,
+                    };
+                    (context.step)(&order[i], outcome);
                     let mut state = queue.lock().expect("not poisoned");
                     finish(&mut state, &dependents, i, result);
                     wake.notify_all();

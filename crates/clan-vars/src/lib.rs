@@ -24,7 +24,8 @@
 //!
 //! ```text
 //! Graph::build(machines' generators) -> Plan::new(graph, store, selection)
-//!   -> plan.prompts(…) (ask them all) -> generate::run(…) -> Report { changed, failed, … }
+//!   -> plan.prompts(…) (ask them all) -> generate::run(…, each generator's step as it goes)
+//!   -> Report { changed, failed, … }
 //! ```
 
 mod deploy;
@@ -41,7 +42,7 @@ pub use deploy::{
     CLAN_SECRETS,
 };
 pub use error::Error;
-pub use generate::{Plan, Report, RunOptions, Selection};
+pub use generate::{GeneratorStep, Plan, Report, RunOptions, Selection};
 pub use graph::{stored_files, FleetGenerator, GeneratorKey, Graph, Placement};
 pub use prompt::{Answers, PromptRequest};
 pub use sandbox::Confinement;

@@ -46,15 +46,16 @@ pub fn print_error(error: &anyhow::Error) -> ExitCode {
     if is_broken_pipe(error) {
         return ExitCode::SUCCESS;
     }
-    eprint!("{}", render(error, &printer()));
+    let printer = printer();
+    printer.failure(render(error, &printer).trim_end_matches('\n'));
     ExitCode::from(clan_error::exit(error.chain()).code())
 }
 
 /// The exit code after a panic (a bug), which the panic hook has already described.
 pub fn print_bug() -> ExitCode {
-    eprintln!(
-        "error: clan stopped on an internal error (a bug), described above\n\
-         hint: please report it, with the command you ran"
+    printer().error(
+        "clan stopped on an internal error (a bug), described above",
+        Some("please report it, with the command you ran"),
     );
     ExitCode::from(EXIT_ERROR)
 }

@@ -243,6 +243,50 @@ fn deploy_lifecycle() {
         .contains("sleep 1000"));
 }
 
+/// What the machine prints while a stage runs arrives as `output` events of that stage, line
+/// by line, before the stage's end: here `systemctl`'s account of a unit that fails to start,
+/// and with `-v` as `[machine] | …` lines.
+#[test]
+fn remote_output_streams_as_events_while_the_stage_runs() {
+    let Some(f) = fixture(&["web"]) else {
+        return;
+    };
+    f.configure(
+        "web",
+        &format!(
+            "{{\"units\": {{\"loud.service\": {}}}}}",
+            unit("Type=oneshot\\nExecStart=/bin/sh -c 'echo boom; exit 1'")
+        ),
+    );
+    let output = f.update(&["--json"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("one JSON event per line"))
+        .collect();
+    let position = |wanted: &dyn Fn(&serde_json::Value) -> bool| {
+        events
+            .iter()
+            .position(wanted)
+            .unwrap_or_else(|| panic!("no such event in {events:#?}"))
+    };
+    let activating = position(&|e| e["event"] == "stage" && e["stage"] == "activate");
+    let said = position(&|e| {
+        e["event"] == "output"
+            && e["stage"] == "activate"
+            && e["line"]
+                .as_str()
+                .is_some_and(|l| l.contains("Job for loud.service failed"))
+    });
+    let failed = position(&|e| e["event"] == "failed" && e["stage"] == "activate");
+    assert!(activating < said && said < failed, "{events:#?}");
+    let shown = stderr(&f.update(&["-v"]));
+    assert!(
+        shown.contains("[web] | Job for loud.service failed"),
+        "{shown}"
+    );
+}
+
 #[test]
 fn deploy_faults() {
     let Some(mut f) = fixture(&["db"]) else {

@@ -375,6 +375,67 @@ fn quiet_prints_no_notes() {
     assert_transcript!("quiet_prints_no_notes", s.transcript);
 }
 
+/// The notes of every command group go with `-q`: the same commands in two clans, each
+/// printing notes without `-q` and nothing with it, with the same data on stdout.
+#[test]
+fn quiet_silences_the_notes_of_every_command_group() {
+    let prepare = |workspace: &cli::Workspace| workspace.machine_generators("web01", GENERATORS);
+    let loud = Session::new(FLEET, prepare);
+    let quiet = Session::new(FLEET, prepare);
+    let commands: [&[&str]; 9] = [
+        &["init", "{TMP}/another", "--name", "other"],
+        &["machines", "create", "laptop"],
+        &["instances", "create", "hello", "--service", "hello-world"],
+        &["instances", "add", "hello", "default", "laptop"],
+        &["secrets", "set", "db-password"],
+        &["vars", "generate", "--prompt-values", "-"],
+        &["vars", "check", "web01"],
+        &["vars", "keygen"],
+        &["machines", "delete", "laptop"],
+    ];
+    let stdin = |args: &[&str]| match args[0] {
+        "secrets" => "correct horse\n",
+        "vars" => r#"{"greeting": {"name": "web"}}"#,
+        _ => "",
+    };
+    // A failure's account stays.
+    let failed = quiet.workspace.run(&["-q", "vars", "check", "web01"], b"");
+    assert_eq!(failed.code, 1);
+    assert!(
+        failed.stderr.contains("greeting/text: missing\n")
+            && failed
+                .stderr
+                .contains("hint: run `clan vars generate web01`"),
+        "{}",
+        failed.stderr
+    );
+    for args in commands {
+        let words = |session: &Session| -> Vec<String> {
+            let tmp = session.workspace.dir.path().display().to_string();
+            args.iter()
+                .map(|word| word.replace("{TMP}", &tmp))
+                .collect()
+        };
+        let loud_words = words(&loud);
+        let loud_args: Vec<&str> = loud_words.iter().map(String::as_str).collect();
+        let shown = loud.workspace.run(&loud_args, stdin(args).as_bytes());
+        assert_eq!(shown.code, 0, "clan {args:?}: {}", shown.stderr);
+        assert_ne!(shown.stderr, "", "clan {args:?} prints notes without -q");
+        let quiet_words = words(&quiet);
+        let quiet_args: Vec<&str> = ["-q"]
+            .into_iter()
+            .chain(quiet_words.iter().map(String::as_str))
+            .collect();
+        let silent = quiet.workspace.run(&quiet_args, stdin(args).as_bytes());
+        assert_eq!(silent.code, 0, "clan -q {args:?}: {}", silent.stderr);
+        assert_eq!(silent.stderr, "", "clan -q {args:?} prints notes");
+        assert_eq!(
+            silent.stdout, shown.stdout,
+            "clan -q {args:?}: the same data"
+        );
+    }
+}
+
 /// What `clan args…` shows on a terminal (a pty from `script`), stdout and stderr together.
 fn on_a_terminal(s: &Session, args: &[&str], no_colour: bool) -> String {
     let root = s.workspace.root().display().to_string();

@@ -214,6 +214,84 @@ fn dependencies_shared_generators_and_validation() {
     );
 }
 
+/// Generation reports each generator of each machine as it goes: `[machine] generator …`
+/// lines (`running` only with `-v`) in the order the generators ran, shared ones under
+/// `[shared]`; on a terminal the same on a progress line per machine.
+#[test]
+fn generation_shows_each_generator_of_each_machine() {
+    let clan = Clan::new();
+    let generators = |extra: &str| {
+        format!(
+            r#"{{"ca": {{"share": True, "files": {{"root": {{"secret": False}}}}, "script": "echo r > $out/root"}},
+                "leaf": {{"dependencies": ["ca"], "files": {{"cert": {{"secret": False}}}}, "script": "cat $in/ca/root > $out/cert"}}{extra}}}"#
+        )
+    };
+    clan.machine_generators("web01", &generators(""));
+    clan.machine_generators(
+        "web02",
+        &generators(r#", "bad": {"files": {"x": {}}, "script": "exit 3"}"#),
+    );
+    let run = clan.generate(&["-v"], ALICE);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    let at = |line: &str| {
+        lines
+            .iter()
+            .position(|l| *l == line)
+            .unwrap_or_else(|| panic!("no line `{line}` in:\n{}", run.stderr))
+    };
+    assert!(at("[shared] ca: running") < at("[shared] ca: generated"));
+    assert!(at("[shared] ca: generated") < at("[web01] leaf: running"));
+    assert!(at("[web01] leaf: running") < at("[web01] leaf: generated"));
+    assert!(at("[shared] ca: generated") < at("[web02] leaf: generated"));
+    assert!(at("[web01] openssh: generated") > 0);
+    // Why a generator failed follows the progress, with the count.
+    assert!(at("[web02] bad: failed") < at("generated 6 generator runs"));
+    assert!(
+        lines[at("generated 6 generator runs")..]
+            .iter()
+            .any(|l| l.starts_with("error: ") && l.contains("generator `bad`")),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains('\x1b'),
+        "no terminal codes off a terminal"
+    );
+
+    // Without -v only the outcomes; on a terminal a progress line per machine draws them.
+    clan.machine_generators("web02", &generators(""));
+    let answers = clan.dir.path().join("answers.json");
+    std::fs::write(&answers, ALICE).unwrap();
+    let line = [
+        env!("CARGO_BIN_EXE_clan"),
+        "--flake",
+        &clan.root().display().to_string(),
+        "vars",
+        "generate",
+        "--regenerate",
+        "--prompt-values",
+        &answers.display().to_string(),
+    ]
+    .map(|word| format!("'{}'", word.replace('\'', r"'\''")))
+    .join(" ");
+    let mut on_terminal = Command::new("script");
+    // Nothing to type: a prompt would read the end of input rather than wait.
+    on_terminal
+        .args(["-qec", &line, "/dev/null"])
+        .stdin(Stdio::null());
+    clan.env(&mut on_terminal)
+        .env("TERM", "xterm")
+        .env("NO_COLOR", "1");
+    let output = on_terminal.output().expect("`script` (bsdutils) runs");
+    let shown = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{shown}");
+    assert!(shown.contains("[web02] leaf: generated"), "{shown:?}");
+    assert!(shown.contains("[shared] ca: generated"), "{shown:?}");
+    // NO_COLOR: the only terminal codes are the progress lines' redrawing.
+    assert!(shown.contains('\x1b'), "progress lines: {shown:?}");
+}
+
 #[test]
 fn switching_share_regenerates_at_the_new_place_and_removes_the_old() {
     let clan = Clan::new();

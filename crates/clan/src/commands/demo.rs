@@ -11,6 +11,7 @@ use clan_inventory::{Editor, MachineClass, RoleTarget, SettingScope};
 use clan_testbed::Tool;
 use serde_json::json;
 
+use super::output::{print_line, printer};
 use super::Context;
 
 #[derive(clap::Args)]
@@ -51,7 +52,7 @@ pub fn run(args: Args, _context: &Context) -> anyhow::Result<ExitCode> {
     } else {
         start_testbed(&dir)
     };
-    eprintln!("creating a demo clan in {}", dir.display());
+    printer().note(format_args!("creating a demo clan in {}", dir.display()));
     clan_inventory::write_atomically(
         &dir.join(clan_inventory::CLAN_TOML),
         clan_inventory::new_clan_toml("demo", "clan").as_bytes(),
@@ -59,12 +60,12 @@ pub fn run(args: Args, _context: &Context) -> anyhow::Result<ExitCode> {
     declare_fleet(&dir, testbed.as_ref())?;
 
     let fleet = clan_eval::Fleet::open_with_cache(&dir, &dir.join(".cache"))?;
-    println!(
+    print_line(format_args!(
         "clan `{}`: {} machines, {} service instances\n",
         fleet.summary.meta.name,
         fleet.summary.machines.len(),
         fleet.summary.instances.len()
-    );
+    ))?;
     let mut rows = vec![vec![
         "MACHINE".into(),
         "TAGS".into(),
@@ -105,24 +106,24 @@ pub fn run(args: Args, _context: &Context) -> anyhow::Result<ExitCode> {
     }
     super::output::print_table(&rows)?;
     let laptop = fleet.machine("laptop")?;
-    println!(
+    print_line(format_args!(
         "\n/etc/hello on laptop: {}",
         laptop.config.files["/etc/hello"].content.trim_end()
-    );
+    ))?;
     let web01 = fleet.machine("web01")?;
-    println!(
+    print_line(format_args!(
         "/etc/hello on web01:  {}",
         web01.config.files["/etc/hello"].content.trim_end()
-    );
+    ))?;
     if let Some(testbed) = &testbed {
         deploy(&dir, testbed)?;
     }
     if args.dir.is_some() {
-        eprintln!(
+        printer().note(format_args!(
             "\nthe demo clan stays in {}; try `clan -C {} machines show web01`",
             dir.display(),
             dir.display()
-        );
+        ));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -145,9 +146,10 @@ const DEMO_TOOLS: &[Tool] = &[
 fn start_testbed(dir: &std::path::Path) -> Option<clan_testbed::Testbed> {
     // The deploy uploads `clan-agent`, which `cargo run -p clan` does not build.
     if let Err(error) = clan_deploy::deploy::AgentBinary::current() {
-        eprintln!("not deploying: {error}");
+        let printer = printer();
+        printer.note(format_args!("not deploying: {error}"));
         if let Some(hint) = clan_error::Hint::hint(&error) {
-            eprintln!("hint: {hint}");
+            printer.note(printer.hint_line(hint));
         }
         return None;
     }
@@ -165,32 +167,33 @@ fn start_testbed(dir: &std::path::Path) -> Option<clan_testbed::Testbed> {
         .and_then(|()| {
             let missing = clan_testbed::missing_packages(&tools);
             if !missing.is_empty() {
-                eprintln!(
+                printer().note(format_args!(
                     "installing what the test machines need on this host: apt-get install {}",
                     missing.join(" ")
-                );
+                ));
                 clan_testbed::install_packages(&missing).map_err(|error| error.to_string())?;
             }
-            eprintln!(
+            printer().note(format_args!(
                 "starting {} test machines (systemd-nspawn containers with sshd)",
                 MACHINES.len()
-            );
+            ));
             let mut options = clan_testbed::Options::named(
                 dir.join("testbed"),
                 MACHINES.iter().map(|(name, _)| *name),
             );
-            options.progress = |message| eprintln!("  {message}");
+            options.progress = |message| printer().note(format_args!("  {message}"));
             clan_testbed::Testbed::up(&options).map_err(|error| error.to_string())
         });
     match started {
         Ok(testbed) => Some(testbed),
         Err(reason) => {
-            eprintln!("not deploying: {reason}");
-            eprintln!(
-                "hint: run the demo as root on Debian: it installs what the test machines need \
+            let printer = printer();
+            printer.note(format_args!("not deploying: {reason}"));
+            printer.note(printer.hint_line(format_args!(
+                "run the demo as root on Debian: it installs what the test machines need \
                  ({}) and deploys to them",
                 clan_testbed::missing_packages(&tools).join(" ")
-            );
+            )));
             None
         }
     }
@@ -205,7 +208,7 @@ fn deploy(dir: &std::path::Path, testbed: &clan_testbed::Testbed) -> anyhow::Res
             .as_bytes(),
     )?;
     let clan = |args: &[&str]| -> anyhow::Result<()> {
-        eprintln!("\n$ clan {}", args.join(" "));
+        printer().note(format_args!("\n$ clan {}", args.join(" ")));
         let status = std::process::Command::new(std::env::current_exe()?)
             .args(args)
             .env("CLAN_DIR", dir)
@@ -255,11 +258,11 @@ fn deploy(dir: &std::path::Path, testbed: &clan_testbed::Testbed) -> anyhow::Res
         "ssh to web01 failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    println!(
+    print_line(format_args!(
         "\ndeployed; web01 presents its clan host key and says: {}",
         String::from_utf8_lossy(&output.stdout).trim_end()
-    );
-    eprintln!("stopping the test machines");
+    ))?;
+    printer().note("stopping the test machines");
     Ok(())
 }
 

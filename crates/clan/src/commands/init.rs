@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clan_lib::init::InitOptions;
 use clan_secrets::{KeySources, UserName};
 
+use super::output::printer;
 use super::{Context, Terminal};
 
 #[derive(clap::Args)]
@@ -35,22 +36,30 @@ pub fn run(args: Args, _context: &Context) -> anyhow::Result<ExitCode> {
         keys: KeySources::from_env(),
     };
     let done = clan_lib::init::init(&options, &Terminal)?;
+    let printer = printer();
     if done.git_identity_set {
-        eprintln!(
-            "note: git has no user identity; this repository commits as `clan <clan@localhost>`"
+        printer.note(
+            "note: git has no user identity; this repository commits as `clan <clan@localhost>`",
         );
     }
     if let Some((path, recipient)) = &done.key_created {
-        eprintln!("created age key {recipient} in {}", path.display());
-        eprintln!("Back it up somewhere safe: without it you lose access to your secrets.");
+        printer.note(format_args!(
+            "created age key {recipient} in {}",
+            path.display()
+        ));
+        printer.note("Back it up somewhere safe: without it you lose access to your secrets.");
     }
     if done.user_created {
-        eprintln!("added sops user `{}`", done.user);
+        printer.note(format_args!("added sops user `{}`", done.user));
     }
-    eprintln!("created clan `{}` in {}", done.name, options.dir.display());
-    eprintln!(
+    printer.note(format_args!(
+        "created clan `{}` in {}",
+        done.name,
+        options.dir.display()
+    ));
+    printer.note(format_args!(
         "next: cd {} && clan machines create <name>",
         options.dir.display()
-    );
+    ));
     Ok(ExitCode::SUCCESS)
 }

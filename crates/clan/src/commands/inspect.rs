@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use super::output::print_json;
+use super::output::{print_json, print_line};
 use super::{clan_dir, Context};
 
 #[derive(clap::Args)]
@@ -26,24 +26,24 @@ pub fn show(args: ShowArgs, context: &Context) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let meta = &overview.meta;
-    println!("clan      {}", meta.name);
-    println!("domain    {}", meta.domain);
+    print_line(format_args!("clan      {}", meta.name))?;
+    print_line(format_args!("domain    {}", meta.domain))?;
     if let Some(description) = &meta.description {
-        println!("about     {description}");
+        print_line(format_args!("about     {description}"))?;
     }
-    println!("directory {}", overview.directory.display());
-    println!(
+    print_line(format_args!("directory {}", overview.directory.display()))?;
+    print_line(format_args!(
         "machines  {} ({})",
         overview.machines.len(),
         overview.machines.join(", ")
-    );
-    println!(
+    ))?;
+    print_line(format_args!(
         "instances {} ({})",
         overview.instances.len(),
         overview.instances.join(", ")
-    );
+    ))?;
     let services: Vec<&str> = overview.services.iter().map(String::as_str).collect();
-    println!("services  {}", services.join(", "));
+    print_line(format_args!("services  {}", services.join(", ")))?;
     Ok(ExitCode::SUCCESS)
 }
 

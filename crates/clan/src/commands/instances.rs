@@ -151,6 +151,6 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
         Command::Set { instance, settings } => Edit::Set { instance, settings },
     };
     let message = clan_lib::instances::edit(&dir, &edit, &Terminal)?;
-    eprintln!("{message}");
+    super::output::printer().note(message);
     Ok(ExitCode::SUCCESS)
 }

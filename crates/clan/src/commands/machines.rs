@@ -9,7 +9,7 @@ mod deploy;
 
 pub use deploy::SshArgs;
 
-use super::output::{print_json, print_table};
+use super::output::{print_json, print_line, print_table, printer};
 use super::{clan_dir, Context, Terminal};
 
 #[derive(clap::Args)]
@@ -123,7 +123,7 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
                 description,
             };
             clan_lib::machines::create(&dir, &machine, &Terminal)?;
-            crate::commands::output::printer().note(&format!("created machine `{}`", machine.name));
+            printer().note(format_args!("created machine `{}`", machine.name));
         }
         Command::List { tags, json } => {
             let machines = clan_lib::machines::list(&dir, &tags.tags)?;
@@ -166,9 +166,12 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
         Command::Delete { name } => {
             let deleted = clan_lib::machines::delete(&dir, &name, &Terminal)?;
             for (path, error) in &deleted.rekey_failures {
-                eprintln!("error: could not re-key `{}`: {error}", path.display());
+                printer().error(
+                    format_args!("could not re-key `{}`: {error}", path.display()),
+                    None,
+                );
             }
-            eprintln!(
+            printer().note(format_args!(
                 "deleted machine `{name}`{}",
                 if deleted.vars_and_keys.is_empty() {
                     String::new()
@@ -178,7 +181,7 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
                         deleted.vars_and_keys.len()
                     )
                 }
-            );
+            ));
         }
         Command::Update(args) => return deploy::update(args, &dir),
         Command::Generations(args) => return deploy::generations(args, &dir),
@@ -190,30 +193,34 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
 fn print_machine(machine: &clan_eval::EvaluatedMachine) -> anyhow::Result<()> {
     let summary = &machine.summary;
     let config = &machine.config;
-    println!("machine  {}", summary.name);
-    println!("class    {}", summary.class);
-    println!(
+    print_line(format_args!("machine  {}", summary.name))?;
+    print_line(format_args!("class    {}", summary.class))?;
+    print_line(format_args!(
         "tags     {}",
         if summary.tags.is_empty() {
             "-".to_owned()
         } else {
             summary.tags.join(", ")
         }
-    );
-    println!("target   {}", summary.target_host.as_deref().unwrap_or("-"));
+    ))?;
+    print_line(format_args!(
+        "target   {}",
+        summary.target_host.as_deref().unwrap_or("-")
+    ))?;
     for membership in &summary.roles {
-        println!(
+        print_line(format_args!(
             "role     {} of instance {} ({})",
             membership.role, membership.instance, membership.service
-        );
+        ))?;
     }
-    let section = |title: &str, items: Vec<String>| {
+    let section = |title: &str, items: Vec<String>| -> anyhow::Result<()> {
         if !items.is_empty() {
-            println!("{title}:");
+            print_line(format_args!("{title}:"))?;
             for item in items {
-                println!("  {item}");
+                print_line(format_args!("  {item}"))?;
             }
         }
+        Ok(())
     };
     section(
         "files",
@@ -222,10 +229,10 @@ fn print_machine(machine: &clan_eval::EvaluatedMachine) -> anyhow::Result<()> {
             .iter()
             .map(|(path, file)| format!("{path} ({} {}:{})", file.mode, file.owner, file.group))
             .collect(),
-    );
-    section("units", config.units.keys().cloned().collect());
-    section("users", config.users.keys().cloned().collect());
-    section("groups", config.groups.keys().cloned().collect());
+    )?;
+    section("units", config.units.keys().cloned().collect())?;
+    section("users", config.users.keys().cloned().collect())?;
+    section("groups", config.groups.keys().cloned().collect())?;
     section(
         "packages",
         config
@@ -238,9 +245,9 @@ fn print_machine(machine: &clan_eval::EvaluatedMachine) -> anyhow::Result<()> {
                 )
             })
             .collect(),
-    );
-    section("generators", config.generators.keys().cloned().collect());
-    section("state", config.state.keys().cloned().collect());
+    )?;
+    section("generators", config.generators.keys().cloned().collect())?;
+    section("state", config.state.keys().cloned().collect())?;
     let ports: Vec<String> = config
         .firewall
         .tcp
@@ -248,6 +255,6 @@ fn print_machine(machine: &clan_eval::EvaluatedMachine) -> anyhow::Result<()> {
         .map(|port| format!("{port}/tcp"))
         .chain(config.firewall.udp.iter().map(|port| format!("{port}/udp")))
         .collect();
-    section("firewall", ports);
+    section("firewall", ports)?;
     Ok(())
 }

@@ -18,7 +18,7 @@ mod terminal;
 pub mod testbed;
 pub mod vars;
 
-pub use terminal::{Terminal, TerminalPrompter};
+pub use terminal::{Generators, Terminal, TerminalPrompter};
 
 /// What every subcommand gets from the global flags.
 pub struct Context {

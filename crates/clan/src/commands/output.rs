@@ -60,10 +60,45 @@ impl Printer {
     }
 
     /// Prints a note (what was done, what comes next) on stderr, unless quiet.
-    pub fn note(&self, line: &str) {
+    pub fn note(&self, line: impl std::fmt::Display) {
         if self.level > Level::Quiet {
             eprintln!("{line}");
         }
+    }
+
+    /// Prints a line about what failed or stopped (a machine, a check, an interrupted run)
+    /// on stderr, whatever the level: `-q` keeps failures.
+    pub fn failure(&self, line: impl std::fmt::Display) {
+        eprintln!("{line}");
+    }
+
+    /// Prints `error: message` and `hint: …`, coloured, whatever the level.
+    pub fn error(&self, message: impl std::fmt::Display, hint: Option<&str>) {
+        self.failure(format_args!(
+            "{} {message}",
+            self.paint("error:", Style::Error)
+        ));
+        if let Some(hint) = hint {
+            self.hint(hint);
+        }
+    }
+
+    /// Prints `hint: …`, coloured, whatever the level (what to do about a failure).
+    pub fn hint(&self, hint: impl std::fmt::Display) {
+        self.failure(self.hint_line(hint));
+    }
+
+    /// `hint: …` with the mark coloured, for a note of its own.
+    pub fn hint_line(&self, hint: impl std::fmt::Display) -> String {
+        format!("{} {hint}", self.paint("hint:", Style::Hint))
+    }
+
+    /// Prints a question's text (a prompt) on stderr as given, whatever the level: `-q`
+    /// keeps questions.
+    pub fn ask(&self, text: impl std::fmt::Display) {
+        let mut stderr = std::io::stderr().lock();
+        let _ = write!(stderr, "{text}");
+        let _ = stderr.flush();
     }
 
     /// Whether `-v` was given.
@@ -107,6 +142,15 @@ impl MachineProgress {
         MachineProgress { printer, bars }
     }
 
+    /// `[machine] …` lines even on a terminal, for news that comes without a run to hold
+    /// the bars.
+    pub fn lines_only() -> MachineProgress {
+        MachineProgress {
+            printer: printer(),
+            bars: None,
+        }
+    }
+
     /// `machine`'s bar, added below the others when it is first heard of. Redrawn on events
     /// only, with no ticking thread: after Ctrl-C nothing draws over the report of where each
     /// machine stood.
@@ -126,7 +170,8 @@ impl MachineProgress {
         update(bar);
     }
 
-    /// `machine` reached `stage` (shown on its bar; a line only with `-v`).
+    /// `machine` reached `stage`, or other news not worth keeping (a line of remote output):
+    /// shown on its bar; a line only with `-v`.
     pub fn stage(&self, machine: &str, stage: &str) {
         if self.bars.is_some() {
             self.with_bar(machine, |bar| bar.set_message(stage.to_owned()));
@@ -181,6 +226,12 @@ impl MachineProgress {
 }
 
 pub use clan_agent::report::print_json;
+
+/// Prints one line of data on stdout.
+pub fn print_line(line: impl std::fmt::Display) -> anyhow::Result<()> {
+    writeln!(std::io::stdout().lock(), "{line}")?;
+    Ok(())
+}
 
 /// Prints rows as columns separated by two spaces; the header is the first row.
 pub fn print_table(rows: &[Vec<String>]) -> anyhow::Result<()> {

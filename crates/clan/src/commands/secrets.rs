@@ -367,18 +367,19 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
 
 /// Reports what a change did and secrets that could not be re-keyed; exit 1 for those.
 fn finish(changed: Changed) -> anyhow::Result<ExitCode> {
+    let printer = super::output::printer();
     for path in &changed.paths {
-        crate::commands::output::printer().note(&format!("changed {}", path.display()));
+        printer.note(format_args!("changed {}", path.display()));
     }
     for (path, error) in &changed.rekey_failures {
-        eprintln!(
-            "error: could not re-key `{}`: {}",
-            path.display(),
-            error_chain(error)
+        printer.error(
+            format_args!(
+                "could not re-key `{}`: {}",
+                path.display(),
+                error_chain(error)
+            ),
+            error.hint().as_deref(),
         );
-        if let Some(hint) = error.hint() {
-            eprintln!("hint: {hint}");
-        }
     }
     Ok(if changed.rekey_failures.is_empty() {
         ExitCode::SUCCESS
@@ -405,21 +406,27 @@ fn run_key(
 ) -> anyhow::Result<ExitCode> {
     match command {
         KeyCommand::Generate { new } => {
+            let printer = super::output::printer();
             match clan_lib::secrets::generate_key(&sources, new)? {
                 KeyGeneration::Existing(keys) => {
                     for (recipient, source) in keys {
-                        eprintln!("age key {recipient} is already set ({source})");
+                        printer.note(format_args!(
+                            "age key {recipient} is already set ({source})"
+                        ));
                     }
-                    eprintln!("pass --new to generate another one");
+                    printer.note("pass --new to generate another one");
                 }
                 KeyGeneration::Created { path, recipient } => {
-                    eprintln!("Generated new age key {recipient} in {}", path.display());
-                    eprintln!(
-                        "Back it up somewhere safe: without it you lose access to your secrets."
+                    printer.note(format_args!(
+                        "Generated new age key {recipient} in {}",
+                        path.display()
+                    ));
+                    printer.note(
+                        "Back it up somewhere safe: without it you lose access to your secrets.",
                     );
-                    eprintln!(
+                    printer.note(format_args!(
                         "Add it to the clan with: clan secrets users add <your-name> {recipient}"
-                    );
+                    ));
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -444,7 +451,7 @@ fn run_key(
                     })
                 })
                 .collect();
-            println!("{}", serde_json::to_string_pretty(&keys)?);
+            super::output::print_json(&keys)?;
             Ok(ExitCode::SUCCESS)
         }
         KeyCommand::Update => finish(open(context, sources)?.update_keys(&Terminal)?),
@@ -477,7 +484,7 @@ fn run_users(command: UsersCommand, secrets: &Secrets) -> anyhow::Result<ExitCod
                     })
                 })
                 .collect();
-            println!("{}", serde_json::to_string_pretty(&keys)?);
+            super::output::print_json(&keys)?;
             Ok(ExitCode::SUCCESS)
         }
         UsersCommand::Remove { user } => {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clan_lib::services::describe;
 use serde_json::Value;
 
-use super::output::{print_json, print_table};
+use super::output::{print_json, print_line, print_table};
 use super::{clan_dir, Context};
 
 #[derive(clap::Args)]
@@ -74,25 +74,28 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
             if json {
                 print_json(&describe(&service))?;
             } else {
-                print_service(&service);
+                print_service(&service)?;
             }
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_service(service: &clan_service::Service) {
+fn print_service(service: &clan_service::Service) -> anyhow::Result<()> {
     let manifest = &service.manifest;
-    println!("{} — {}", manifest.name, manifest.description);
-    println!("origin: {}", service.origin);
+    print_line(format_args!("{} — {}", manifest.name, manifest.description))?;
+    print_line(format_args!("origin: {}", service.origin))?;
     if !manifest.categories.is_empty() {
-        println!("categories: {}", manifest.categories.join(", "));
+        print_line(format_args!(
+            "categories: {}",
+            manifest.categories.join(", ")
+        ))?;
     }
     if !manifest.exports.is_empty() {
-        println!("exports: {}", manifest.exports.join(", "));
+        print_line(format_args!("exports: {}", manifest.exports.join(", ")))?;
     }
     for (role, definition) in &service.roles {
-        println!("\nrole {role}: {}", definition.description);
+        print_line(format_args!("\nrole {role}: {}", definition.description))?;
         let properties = definition
             .interface
             .get("properties")
@@ -118,10 +121,13 @@ fn print_service(service: &clan_service::Service) {
                         .get("description")
                         .and_then(Value::as_str)
                         .unwrap_or("");
-                    println!("  {key}: {kind}{default}\n      {description}");
+                    print_line(format_args!(
+                        "  {key}: {kind}{default}\n      {description}"
+                    ))?;
                 }
             }
-            _ => println!("  (no settings)"),
+            _ => print_line("  (no settings)")?,
         }
     }
+    Ok(())
 }

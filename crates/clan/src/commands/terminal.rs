@@ -1,5 +1,6 @@
 //! The terminal side of the library's callbacks: [`Terminal`] prints the progress events of
-//! operations on stderr, [`TerminalPrompter`] asks vars prompts on the terminal.
+//! operations on stderr, [`Generators`] adds a progress line per machine while vars
+//! generators run, [`TerminalPrompter`] asks vars prompts on the terminal.
 
 use std::io::{BufRead, IsTerminal, Read};
 use std::path::{Path, PathBuf};
@@ -8,9 +9,10 @@ use anyhow::Context as _;
 use clan_error::Hint as _;
 use clan_lib::vars::{Generated, PromptValues, Prompter};
 use clan_lib::{Event, Progress};
-use clan_vars::PromptRequest;
+use clan_vars::{GeneratorStep, PromptRequest};
 use zeroize::Zeroizing;
 
+use super::output::{printer, MachineProgress};
 use crate::report::hinted;
 
 /// Prints what operations report as they go, on stderr.
@@ -18,35 +20,108 @@ pub struct Terminal;
 
 impl Progress for Terminal {
     fn event(&self, event: Event) {
+        let printer = printer();
         match event {
             Event::WaitingForLock { path, holder } => match holder {
-                Some(holder) => {
-                    eprintln!("waiting for the clan lock `{}`: {holder}", path.display())
-                }
-                None => eprintln!(
+                Some(holder) => printer.note(format_args!(
+                    "waiting for the clan lock `{}`: {holder}",
+                    path.display()
+                )),
+                None => printer.note(format_args!(
                     "waiting for another clan process to release the clan lock `{}`",
                     path.display()
-                ),
+                )),
             },
-            Event::Recovered(what) => eprintln!("recovered: {what}"),
+            Event::Recovered { what } => printer.note(format_args!("recovered: {what}")),
+            Event::Generator {
+                machine,
+                generator,
+                step,
+            } => show_generator(
+                &MachineProgress::lines_only(),
+                machine.as_deref(),
+                &generator,
+                step,
+            ),
             Event::VarsGenerated(generated) => print_generated(&generated),
             Event::Deploy(event) => {
+                let failed = matches!(*event, clan_deploy::events::Event::Failed { .. });
                 for line in event.human() {
-                    eprintln!("[{}] {line}", event.machine());
+                    let line = format!("[{}] {line}", event.machine());
+                    if failed {
+                        printer.failure(line);
+                    } else {
+                        printer.note(line);
+                    }
                 }
             }
         }
     }
 }
 
+/// [`Terminal`], showing vars generators as they run: a progress line per machine (`shared`
+/// for shared generators) on a terminal, `[machine] generator …` lines otherwise.
+pub struct Generators {
+    progress: MachineProgress,
+}
+
+impl Generators {
+    pub fn new() -> Generators {
+        Generators {
+            progress: MachineProgress::new(),
+        }
+    }
+
+    /// Ends the progress lines (the generation is over).
+    pub fn finish(&self) {
+        self.progress.finish();
+    }
+}
+
+impl Progress for Generators {
+    fn event(&self, event: Event) {
+        match event {
+            Event::Generator {
+                machine,
+                generator,
+                step,
+            } => show_generator(&self.progress, machine.as_deref(), &generator, step),
+            Event::VarsGenerated(generated) => {
+                self.finish();
+                print_generated(&generated);
+            }
+            other => Terminal.event(other),
+        }
+    }
+}
+
+/// `generator` of `machine` reached `step`: running shows on its line (`-v`: a line of its
+/// own), the outcome is a line. Why a generator failed follows when the run ends.
+fn show_generator(
+    progress: &MachineProgress,
+    machine: Option<&str>,
+    generator: &str,
+    step: GeneratorStep,
+) {
+    let machine = machine.unwrap_or("shared");
+    match step {
+        GeneratorStep::Running => progress.stage(machine, &format!("{generator}: running")),
+        GeneratorStep::Generated => {
+            progress.lines(machine, &[format!("{generator}: generated")], None)
+        }
+        GeneratorStep::Failed => progress.lines(machine, &[format!("{generator}: failed")], None),
+    }
+}
+
 /// How many generators ran, and each that failed with its hint.
 pub fn print_generated(generated: &Generated) {
-    eprintln!("generated {} generator runs", generated.runs.len());
+    let printer = printer();
+    printer.note(format_args!(
+        "generated {} generator runs",
+        generated.runs.len()
+    ));
     for (key, error) in &generated.failed {
-        eprintln!("error: {key}: {error}");
-        if let Some(hint) = error.hint() {
-            eprintln!("hint: {hint}");
-        }
+        printer.error(format_args!("{key}: {error}"), error.hint().as_deref());
     }
 }
 
@@ -105,13 +180,15 @@ impl Prompter for TerminalPrompter {
             clan_config::PromptType::Hidden => hidden(false)?,
             clan_config::PromptType::MultilineHidden => hidden(true)?,
             clan_config::PromptType::Line => {
-                eprint!("{title}: ");
+                printer().ask(format_args!("{title}: "));
                 let mut line = Zeroizing::new(String::new());
                 std::io::stdin().lock().read_line(&mut line)?;
                 Zeroizing::new(line.trim_end_matches(['\n', '\r']).to_owned())
             }
             clan_config::PromptType::Multiline => {
-                eprintln!("{title} (finish with Ctrl-D on an empty line):");
+                printer().ask(format_args!(
+                    "{title} (finish with Ctrl-D on an empty line):\n"
+                ));
                 let mut text = Zeroizing::new(String::new());
                 std::io::stdin().lock().read_to_string(&mut text)?;
                 text
@@ -136,7 +213,7 @@ pub fn ask_hidden_twice(title: &str, multiline: bool) -> anyhow::Result<Zeroizin
         if first == second {
             return Ok(first);
         }
-        eprintln!("the two entries differ; try again");
+        printer().ask("the two entries differ; try again\n");
     }
     Err(hinted(
         "the two entries differed three times",
@@ -154,7 +231,9 @@ fn read_hidden_until_eof(prompt: &str) -> std::io::Result<Zeroizing<String>> {
     quiet.local_modes.insert(LocalModes::ECHONL);
     tcsetattr(&stdin, OptionalActions::Now, &quiet)?;
     // Only now: whatever is typed after the prompt appears is not echoed.
-    eprintln!("{prompt} (hidden; finish with Ctrl-D on an empty line):");
+    printer().ask(format_args!(
+        "{prompt} (hidden; finish with Ctrl-D on an empty line):\n"
+    ));
     let mut text = Zeroizing::new(String::new());
     let read = stdin.lock().read_to_string(&mut text);
     tcsetattr(&stdin, OptionalActions::Now, &saved)?;

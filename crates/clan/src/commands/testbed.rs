@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use clan_testbed::{Machine, Options, Testbed};
 use clap::Subcommand;
 
+use super::output::{print_json, print_line, printer};
 use super::Context;
 use crate::report;
 
@@ -96,7 +97,7 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     };
     options.detach = true;
     options.trust_host_keys = args.trust_host_keys;
-    options.progress = |message| eprintln!("{message}");
+    options.progress = |message| printer().note(message);
     let testbed = Testbed::up(&options).map_err(|error| match error {
         clan_testbed::Error::NotRoot => {
             report::hinted(error.to_string(), "run `sudo clan testbed up`")
@@ -105,10 +106,10 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     })?;
     print(&testbed, args.json)?;
     if !args.json {
-        eprintln!(
+        printer().note(format_args!(
             "machines keep running; stop them with `clan testbed down --state-dir {}`",
             testbed.state_dir().display()
-        );
+        ));
     }
     testbed.keep_running();
     Ok(ExitCode::SUCCESS)
@@ -119,13 +120,13 @@ fn down(args: StateArgs) -> anyhow::Result<ExitCode> {
         Ok(testbed) => {
             let count = testbed.machines().len();
             testbed.down()?;
-            eprintln!("stopped {count} test machines");
+            printer().note(format_args!("stopped {count} test machines"));
         }
         Err(clan_testbed::Error::NoTestbed { .. }) => {
-            eprintln!(
+            printer().note(format_args!(
                 "no testbed in {}; nothing to stop",
                 args.state_dir.display()
-            );
+            ));
         }
         Err(error) => return Err(error.into()),
     }
@@ -139,7 +140,10 @@ fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Err(clan_testbed::Error::NoTestbed { .. }) => {
-            eprintln!("no testbed in {}", args.state.state_dir.display());
+            printer().failure(format_args!(
+                "no testbed in {}",
+                args.state.state_dir.display()
+            ));
             Ok(ExitCode::from(report::EXIT_FAILED))
         }
         Err(error) => Err(error.into()),
@@ -175,25 +179,28 @@ fn print(testbed: &Testbed, json: bool) -> anyhow::Result<()> {
             "known_hosts": testbed.known_hosts(),
             "machines": machines,
         });
-        println!("{}", serde_json::to_string_pretty(&document)?);
+        print_json(&document)?;
         return Ok(());
     }
     let width = rows.iter().map(|(m, _)| m.name.len()).max().unwrap_or(0);
     for (machine, running) in &rows {
         let state = if *running { "running" } else { "stopped" };
-        println!(
+        print_line(format_args!(
             "{:width$}  {:15}  {state}",
             machine.name,
             machine.address.to_string()
-        );
+        ))?;
     }
-    println!("ssh config: {}", testbed.ssh_config().display());
+    print_line(format_args!(
+        "ssh config: {}",
+        testbed.ssh_config().display()
+    ))?;
     if let Some((first, _)) = rows.first() {
-        eprintln!(
+        printer().note(format_args!(
             "try: ssh -F {} {}",
             testbed.ssh_config().display(),
             first.name
-        );
+        ));
     }
     Ok(())
 }

@@ -153,9 +153,12 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
                 jobs,
             };
             let mut prompter = TerminalPrompter::new(prompt_values);
-            match vars.generate(&request, &mut prompter, &Terminal)? {
+            let generators = super::Generators::new();
+            let generated = vars.generate(&request, &mut prompter, &generators);
+            generators.finish();
+            match generated? {
                 None => {
-                    eprintln!("all vars are up to date");
+                    super::output::printer().note("all vars are up to date");
                     Ok(ExitCode::SUCCESS)
                 }
                 Some(generated) => {
@@ -183,23 +186,24 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
                     ExitCode::from(EXIT_FAILED)
                 });
             }
+            let printer = super::output::printer();
             if found.is_empty() {
                 match machines.as_slice() {
-                    [machine] => {
-                        eprintln!("all vars of machine `{machine}` are present and valid")
-                    }
-                    [] => eprintln!("all vars of every machine are present and valid"),
-                    _ => eprintln!(
+                    [machine] => printer.note(format_args!(
+                        "all vars of machine `{machine}` are present and valid"
+                    )),
+                    [] => printer.note("all vars of every machine are present and valid"),
+                    _ => printer.note(format_args!(
                         "all vars of machines {} are present and valid",
                         names(&machines)
-                    ),
+                    )),
                 }
                 return Ok(ExitCode::SUCCESS);
             }
             let mut remedies: BTreeSet<(ops::Remedy, &str)> = BTreeSet::new();
             for (machine, problems) in &found {
                 for problem in problems {
-                    eprintln!("{}: {}", problem.var, problem.message);
+                    printer.failure(format_args!("{}: {}", problem.var, problem.message));
                     remedies.insert((problem.remedy, machine.as_str()));
                 }
             }
@@ -213,8 +217,8 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
                     continue;
                 }
                 let machines = machines.join(" ");
-                eprintln!(
-                    "hint: run {}",
+                printer.hint(format_args!(
+                    "run {}",
                     match remedy {
                         ops::Remedy::Generate =>
                             format!("`clan vars generate {machines}` (missing or outdated vars)"),
@@ -223,7 +227,7 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
                              should read them)"
                         ),
                     }
-                );
+                ));
             }
             Ok(ExitCode::from(EXIT_FAILED))
         }
@@ -247,7 +251,10 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
         }
         VarsCommand::Export { directory } => {
             let count = open(context)?.export(&directory)?;
-            eprintln!("exported {count} vars to {}", directory.display());
+            super::output::printer().note(format_args!(
+                "exported {count} vars to {}",
+                directory.display()
+            ));
             Ok(ExitCode::SUCCESS)
         }
         VarsCommand::Import { directory } => {
@@ -306,14 +313,18 @@ fn read_value(id: &str) -> anyhow::Result<Plaintext> {
 fn keygen(context: &Context, user: Option<UserName>) -> anyhow::Result<ExitCode> {
     let clan_dir = super::clan_dir(context)?;
     let done = clan_lib::vars::keygen(&clan_dir, &KeySources::from_env(), user, &Terminal)?;
+    let printer = super::output::printer();
     match &done.created {
-        Some((path, recipient)) => eprintln!("created age key {recipient} in {}", path.display()),
-        None => eprintln!("using your existing age key"),
+        Some((path, recipient)) => printer.note(format_args!(
+            "created age key {recipient} in {}",
+            path.display()
+        )),
+        None => printer.note("using your existing age key"),
     }
     if done.user_created {
-        eprintln!("added sops user `{}`", done.user);
+        printer.note(format_args!("added sops user `{}`", done.user));
     } else {
-        eprintln!("you are sops user `{}`", done.user);
+        printer.note(format_args!("you are sops user `{}`", done.user));
     }
     Ok(ExitCode::SUCCESS)
 }

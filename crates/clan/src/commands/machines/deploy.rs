@@ -15,8 +15,8 @@ use clan_deploy::ssh::{HostKeyCheck, SshOptions};
 use clan_lib::deploy::UpdateRequest;
 use clan_lib::Progress;
 
-use crate::commands::output::{print_json, print_table, MachineProgress};
-use crate::commands::{Terminal, TerminalPrompter};
+use crate::commands::output::{print_json, print_table, printer, MachineProgress};
+use crate::commands::{Generators, TerminalPrompter};
 use crate::report::EXIT_FAILED;
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -153,13 +153,16 @@ pub fn update(args: UpdateArgs, dir: &Path) -> anyhow::Result<ExitCode> {
     let sink = Sink {
         json,
         progress: MachineProgress::new(),
+        generators: Generators::new(),
         out: Mutex::new(()),
         interrupted: report_interruption(Arc::clone(&standing))?,
         standing,
     };
     let mut prompter = TerminalPrompter::new(args.prompt_values);
-    let results = clan_lib::deploy::update(dir, &request, &mut prompter, &sink)?;
+    let results = clan_lib::deploy::update(dir, &request, &mut prompter, &sink);
+    sink.generators.finish();
     sink.progress.finish();
+    let results = results?;
     if sink.interrupted.load(std::sync::atomic::Ordering::SeqCst) {
         // The interruption's own report ends the process; no summary after it.
         loop {
@@ -201,11 +204,11 @@ pub fn update(args: UpdateArgs, dir: &Path) -> anyhow::Result<ExitCode> {
                 .filter(|r| r.result.is_err())
                 .map(|r| r.machine.as_str())
                 .collect();
-            eprintln!(
+            printer().failure(format_args!(
                 "{failed} of {} machines failed: {}",
                 results.len(),
                 names.join(", ")
-            );
+            ));
         }
     }
     Ok(if failed > 0 {
@@ -220,6 +223,8 @@ struct Sink {
     json: bool,
     /// Bars on a terminal, `[machine] …` lines otherwise (not with `--json`).
     progress: MachineProgress,
+    /// The vars generators that run first, and every other event.
+    generators: Generators,
     out: Mutex<()>,
     standing: Arc<Mutex<BTreeMap<String, String>>>,
     interrupted: Arc<std::sync::atomic::AtomicBool>,
@@ -228,7 +233,7 @@ struct Sink {
 impl Progress for Sink {
     fn event(&self, event: clan_lib::Event) {
         let clan_lib::Event::Deploy(event) = event else {
-            return Terminal.event(event);
+            return self.generators.event(event);
         };
         // After Ctrl-C, what fails is the interruption's doing (ssh died with it): the report
         // says where each machine stood when it came. Such a failure can be seen a moment
@@ -261,6 +266,11 @@ impl Progress for Sink {
                 Event::Stage { stage, .. } => {
                     self.progress.stage(event.machine(), &stage.to_string())
                 }
+                Event::Output { .. } => {
+                    for line in event.human() {
+                        self.progress.stage(event.machine(), &line);
+                    }
+                }
                 _ => self
                     .progress
                     .lines(event.machine(), &event.human(), finished),
@@ -285,9 +295,10 @@ fn report_interruption(
     std::thread::spawn(move || {
         if signals.forever().next().is_some() {
             let standing = standing.lock().unwrap_or_else(|p| p.into_inner());
-            eprintln!("\ninterrupted; where each machine stands:");
+            let printer = printer();
+            printer.failure("\ninterrupted; where each machine stands:");
             for (machine, now) in standing.iter() {
-                eprintln!("[{machine}] {now}");
+                printer.failure(format_args!("[{machine}] {now}"));
             }
             std::process::exit(130);
         }
@@ -382,7 +393,7 @@ fn fleet_generations(args: &GenerationsArgs, dir: &Path) -> anyhow::Result<ExitC
                         "FAILED".into(),
                         "-".into(),
                     ]);
-                    eprintln!("[{machine}] {error}");
+                    printer().failure(format_args!("[{machine}] {error}"));
                 }
             }
         }
@@ -406,12 +417,12 @@ pub fn rollback(args: RollbackArgs, dir: &Path) -> anyhow::Result<ExitCode> {
     if args.json {
         print_json(&activation)?;
     } else {
-        eprintln!(
+        printer().note(format_args!(
             "[{}] rolled back to generation {}: {}",
             args.machine,
             clan_deploy::agent::short(&activation.generation),
             activation.changes.summary()
-        );
+        ));
     }
     Ok(ExitCode::SUCCESS)
 }
