@@ -41,12 +41,17 @@ fn deploy(f: &Fixture, machines: &[&str], host_key_check: &str) {
     f.clan_ok(&args);
 }
 
-/// Whether `user` logs in to `machine` with `password` (password authentication only; the
-/// password reaches sshpass through its environment, not argv).
-/// Tries a password login as `user` on `machine`: `true` when it got in, `false` when sshd
-/// refused it; anything else (no answer, sshpass trouble) fails the test rather than passing
-/// for a refusal.
+/// Tries a password login as `user` on `machine` (password authentication only; the password
+/// reaches sshpass through its environment, not argv): `true` when it got in, `false` when
+/// sshd refused it; anything else (no answer, sshpass trouble) fails the test rather than
+/// passing for a refusal.
 fn password_login(f: &Fixture, machine: &str, user: &str, password: &str) -> bool {
+    // Until its boot has finished a machine admits no one but root (pam_nologin), which on a
+    // loaded host can outlast the deploy: a user logs in once it is up.
+    f.on(
+        machine,
+        "systemctl is-system-running --wait >/dev/null || true",
+    );
     let output = run(Command::new("sshpass")
         .arg("-e")
         .args(["ssh", "-F", "/dev/null"])
