@@ -12,6 +12,7 @@
 //! networking: every byte of it crosses the admin's uplink on a first deploy.
 
 mod apply;
+pub mod backups;
 pub mod cli;
 pub mod mesher;
 pub mod report;

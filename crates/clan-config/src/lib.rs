@@ -11,7 +11,10 @@ mod names;
 
 pub use merge::{Conflict, Fragment};
 pub use model::{
-    File, Firewall, Generator, GeneratorFile, Group, MachineConfig, Prompt, PromptType,
-    SecretAccess, State, Unit, User, VarRef, CLAN_SECRETS, SECRET_PLACEHOLDER_PREFIX,
+    BackupProvider, Backups, File, Firewall, Generator, GeneratorFile, Group, MachineConfig,
+    Prompt, PromptType, SecretAccess, State, Unit, User, VarRef, CLAN_SECRETS,
+    SECRET_PLACEHOLDER_PREFIX,
 };
-pub use names::{AbsolutePath, AccountName, FileMode, InvalidName, PackageName, UnitName};
+pub use names::{
+    AbsolutePath, AccountName, FileMode, InvalidName, PackageName, StateName, UnitName,
+};

@@ -1,5 +1,5 @@
 //! Merging fragments into one MachineConfig. Two sources that set the same file, unit, user,
-//! group, generator or state differently conflict; the error names both. Packages and
+//! group, generator, state or backup provider differently conflict; the error names both. Packages and
 //! firewall ports are unions (and one fragment turning the firewall on turns it on); NixOS settings merge deeply, conflicting on differing leaves.
 
 use std::collections::BTreeMap;
@@ -43,6 +43,12 @@ impl MachineConfig {
                 source,
             )?;
             owners.insert("state", &mut merged.state, config.state, source)?;
+            owners.insert(
+                "backup provider",
+                &mut merged.backups.providers,
+                config.backups.providers,
+                source,
+            )?;
             owners.insert("secret", &mut merged.secrets, config.secrets, source)?;
             for (family, packages) in config.packages {
                 merged.packages.entry(family).or_default().extend(packages);

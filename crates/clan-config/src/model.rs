@@ -36,6 +36,9 @@ pub struct MachineConfig {
     /// Service state to back up, by state name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub state: BTreeMap<String, State>,
+    /// The backup providers that back this machine's state up (`clan backups`).
+    #[serde(default, skip_serializing_if = "Backups::is_empty")]
+    pub backups: Backups,
     #[serde(default, skip_serializing_if = "Firewall::is_empty")]
     pub firewall: Firewall,
     /// Who may read clan secrets set for this machine (`clan secrets set NAME --machine m`),
@@ -204,20 +207,71 @@ pub struct Prompt {
     pub display: Value,
 }
 
-/// State of a service to back up and restore.
+/// State of a service to back up and restore, as clan-core's `clan.core.state.<name>`: its
+/// folders, and shell scripts run (as root, by `/bin/sh -c`) around a backup or a restore. A
+/// pre-backup script makes the folders consistent (a database dump); a failing one fails the
+/// backup. `check` is this project's addition: a command that exits 0 when restored data is
+/// usable (`clan backups drill` runs it).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct State {
     #[serde(default)]
     pub folders: Vec<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        alias = "preBackupCommand"
+    )]
+    pub pre_backup_script: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        alias = "postBackupCommand"
+    )]
+    pub post_backup_script: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        alias = "preRestoreCommand"
+    )]
+    pub pre_restore_script: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        alias = "postRestoreCommand"
+    )]
+    pub post_restore_script: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pre_backup_command: Option<String>,
+    pub check: Option<String>,
+}
+
+/// clan-core's `clan.core.backups`: the providers a machine backs its state up with.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backups {
+    #[serde(default)]
+    pub providers: BTreeMap<String, BackupProvider>,
+}
+
+impl Backups {
+    fn is_empty(&self) -> bool {
+        self.providers.is_empty()
+    }
+}
+
+/// One provider, with clan-core's contract: each field is a shell command run as root on the
+/// machine. `create` backs up the folders in `FOLDERS` (`:`-separated); `list` prints a JSON
+/// array of `{"name": …}`, newest last or first; `restore` restores archive `NAME`'s folders
+/// `FOLDERS` under the directory `RESTORE_ROOT` (`/` unless `clan backups restore --to`).
+/// `check`, this project's addition, verifies the repository and its archives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BackupProvider {
+    pub create: String,
+    pub list: String,
+    pub restore: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub post_backup_command: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pre_restore_command: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub post_restore_command: Option<String>,
+    pub check: Option<String>,
 }
 
 /// Owner, group and mode of a clan secret on the machine (`/run/secrets/<name>`).

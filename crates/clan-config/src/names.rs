@@ -85,6 +85,23 @@ name_type!(
     check_package_name
 );
 
+name_type!(
+    /// The name of a state or a backup provider (clan-core's `^[a-zA-Z0-9_-]+$`): it becomes
+    /// an archive and a unit name part.
+    StateName,
+    check_state_name
+);
+
+fn check_state_name(name: &str) -> Result<(), &'static str> {
+    let valid = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c));
+    valid
+        .then_some(())
+        .ok_or("not a state or provider name (letters, digits, `-`, `_`)")
+}
+
 fn check_absolute_path(path: &str) -> Result<(), &'static str> {
     if !path.starts_with('/') || path.len() < 2 {
         return Err("not an absolute path");
@@ -148,7 +165,8 @@ impl FileMode {
 impl MachineConfig {
     /// Checks every name and value that reaches the machine: file paths, owners, groups and
     /// modes; unit names and their triggers; users, their groups, home and shell; groups;
-    /// packages; secret owners, groups and modes. The first bad one is the error.
+    /// packages; secret owners, groups and modes; state names and folders; backup provider
+    /// names. The first bad one is the error.
     pub fn check(&self) -> Result<(), InvalidName> {
         for (path, file) in &self.files {
             AbsolutePath::parse(path, "file path")?;
@@ -193,6 +211,15 @@ impl MachineConfig {
                 AccountName::parse(&output.group, format!("{subject} group"))?;
                 FileMode::parse(&output.mode, format!("{subject} mode"))?;
             }
+        }
+        for (name, state) in &self.state {
+            StateName::parse(name, "state name")?;
+            for folder in &state.folders {
+                AbsolutePath::parse(folder, format!("state `{name}` folder"))?;
+            }
+        }
+        for name in self.backups.providers.keys() {
+            StateName::parse(name, "backup provider name")?;
         }
         Ok(())
     }

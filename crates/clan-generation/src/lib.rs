@@ -21,8 +21,8 @@ use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
 
 use clan_config::{
-    AbsolutePath, AccountName, FileMode, InvalidName, MachineConfig, PackageName, UnitName,
-    CLAN_SECRETS, SECRET_PLACEHOLDER_PREFIX,
+    AbsolutePath, AccountName, FileMode, InvalidName, MachineConfig, PackageName, StateName,
+    UnitName, CLAN_SECRETS, SECRET_PLACEHOLDER_PREFIX,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -49,6 +49,13 @@ pub struct Manifest {
     pub packages: BTreeMap<String, BTreeSet<String>>,
     /// `<generator>/<file>` → secret, still encrypted (sops) to the machine's age key.
     pub secrets: BTreeMap<String, SecretEntry>,
+    /// Service state and the providers that back it up, which `clan-agent agent backups …`
+    /// reads from the current generation (absent when there is none, so a machine without
+    /// state keeps its generation id).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub state: BTreeMap<String, clan_config::State>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub backup_providers: BTreeMap<String, clan_config::BackupProvider>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -172,6 +179,8 @@ impl Generation {
             users: config.users.clone(),
             groups: config.groups.clone(),
             packages: config.packages.clone(),
+            state: config.state.clone(),
+            backup_providers: config.backups.providers.clone(),
             ..Manifest::default()
         };
         for secret in secrets {
@@ -340,6 +349,15 @@ impl Manifest {
             if !has_blob(&secret.blob) {
                 return Err(invalid(subject, "sops file missing"));
             }
+        }
+        for (name, state) in &self.state {
+            StateName::parse(name, "state name")?;
+            for folder in &state.folders {
+                AbsolutePath::parse(folder, format!("state `{name}` folder"))?;
+            }
+        }
+        for name in self.backup_providers.keys() {
+            StateName::parse(name, "backup provider name")?;
         }
         Ok(())
     }

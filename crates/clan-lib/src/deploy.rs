@@ -133,33 +133,51 @@ pub fn fleet_generations(
 ) -> Result<Vec<MachineGenerations>, Error> {
     let fleet = clan_eval::Fleet::open(dir)?;
     let machines = crate::machines::select(&fleet, &[], &[])?;
+    Ok(ask_each(
+        &fleet,
+        dir,
+        &machines,
+        ssh,
+        jobs,
+        "asking a machine for its generations",
+        |host| Ok(run_agent(host, &["generations"])?),
+    ))
+}
+
+/// `ask` run on each of `machines` over its own connection, `jobs` machines at a time; the
+/// results in the order of `machines` (`what` names the work if a thread panics).
+pub(crate) fn ask_each<T: Send>(
+    fleet: &clan_eval::Fleet,
+    dir: &Path,
+    machines: &[String],
+    ssh: &SshOptions,
+    jobs: usize,
+    what: &'static str,
+    ask: impl Fn(&SshHost) -> Result<T, Error> + Sync,
+) -> Vec<(String, Result<T, Error>)> {
     let mut results = Vec::with_capacity(machines.len());
     for chunk in machines.chunks(jobs.max(1)) {
         std::thread::scope(|scope| {
             let asks: Vec<_> = chunk
                 .iter()
                 .map(|machine| {
-                    let fleet = &fleet;
+                    let ask = &ask;
                     scope.spawn(move || {
                         let route = Route::of(fleet, dir, machine, None)
                             .map_err(clan_deploy::Error::from)?;
                         let control_dir = ControlDir::new()?;
                         let host = SshHost::connect_route(&route, ssh, &control_dir)?;
-                        Ok(run_agent(&host, &["generations"])?)
+                        ask(&host)
                     })
                 })
                 .collect();
             for (machine, ask) in chunk.iter().zip(asks) {
-                let result = ask.join().unwrap_or_else(|_| {
-                    Err(Error::Panicked {
-                        what: "asking a machine for its generations",
-                    })
-                });
+                let result = ask.join().unwrap_or_else(|_| Err(Error::Panicked { what }));
                 results.push((machine.clone(), result));
             }
         });
     }
-    Ok(results)
+    results
 }
 
 /// Re-activates an earlier generation of `machine`: `to` is a generation id (or its first

@@ -2,6 +2,7 @@
 //! binary: `(name, source)`.
 
 pub const BUILTIN_SERVICES: &[(&str, &str)] = &[
+    ("borgbackup", include_str!("../services/borgbackup.star")),
     ("data-mesher", include_str!("../services/data-mesher.star")),
     ("hello-world", include_str!("../services/hello-world.star")),
     ("internet", include_str!("../services/internet.star")),

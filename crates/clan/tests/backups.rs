@@ -1,0 +1,203 @@
+//! `clan backups` with the built-in `borgbackup` service, deployed for real on two testbed
+//! machines (a server and a client, real borg over SSH between them): a clan-local service
+//! declares state with a pre-backup dump and a post-restore load; the test backs up, lists,
+//! damages the data, restores over it and into a staging directory, and compares checksums of
+//! a tree with odd names, modes, symlinks and a sparse file. Faults: a failing pre-backup
+//! script makes no archive and names the state; an archive that does not exist; a state the
+//! machine does not have; `backups check` and `status` see the results. Skips with the reason
+//! when the host cannot run a testbed.
+
+mod support;
+
+use support::fixture::{run, Fixture};
+
+const SERVICE: &str = r#"
+manifest = {"name": "notes", "description": "A note store with a dump-based backup"}
+
+def _notes(ctx):
+    return {"config": {"state": {"notes": {
+        "folders": ["/var/lib/notes"],
+        # A consistent copy of the live "database" before each backup, loaded after a restore.
+        "preBackupScript": "test ! -e /var/lib/notes/fail-backup && cp /var/lib/notes/db /var/lib/notes/db.dump",
+        "postRestoreScript": "cp /var/lib/notes/db.dump /var/lib/notes/db",
+    }}}}
+
+roles = {"default": {"description": "Keeps notes", "interface": {"type": "object"}, "perInstance": _notes}}
+"#;
+
+/// Checksums, modes, link targets and sizes of every entry under `dir`, sorted.
+const TREE_SUM: &str =
+    "cd DIR && find . -mindepth 1 ! -name db.dump -printf '%p %y %m %s %l\\n' | sort && \
+     find . -type f ! -name db.dump -print0 | sort -z | xargs -0 sha256sum";
+
+fn tree_sum(f: &Fixture, dir: &str) -> String {
+    let sum = f.on("web01", &TREE_SUM.replace("DIR", dir));
+    assert!(sum.contains("./sparse f 644 67108869"), "{dir}: {sum}");
+    sum
+}
+
+#[test]
+fn borgbackup_backs_up_restores_and_reports() {
+    let Some(f) = Fixture::with_packages(
+        &["backup01", "web01"],
+        &["ssh-keygen", "openssl", "git", "bwrap"],
+        &["borgbackup"],
+    ) else {
+        return;
+    };
+    let toml = format!(
+        "[meta]\nname = \"bak\"\ndomain = \"invalid\"\n\n\
+         [machines.backup01]\ndeploy.targetHost = \"root@{server}\"\n\n\
+         [machines.web01]\ndeploy.targetHost = \"root@{client}\"\n\n\
+         [instances.backup]\nmodule.name = \"borgbackup\"\n\
+         roles.server.machines.backup01 = {{}}\nroles.client.machines.web01 = {{}}\n\n\
+         [instances.notes]\nmodule.name = \"notes\"\nroles.default.machines.web01 = {{}}\n",
+        server = f.address_of("backup01"),
+        client = f.address_of("web01"),
+    );
+    let service_dir = f.clan.path().join("services/notes");
+    std::fs::create_dir_all(&service_dir).unwrap();
+    std::fs::write(service_dir.join("service.star"), SERVICE).unwrap();
+    f.git(&["init", "-q"]);
+    f.git(&["add", "services"]);
+    f.commit_clan_toml(&toml, "init");
+    f.clan_ok(&["vars", "keygen", "--user", "admin"]);
+    let deploy = run(&mut f.clan(&[
+        "machines",
+        "update",
+        "--confirm-timeout",
+        "10",
+        "--host-key-check",
+        "tofu",
+    ]));
+    assert!(deploy.status.success(), "deploy failed");
+    // The timers are scheduled; the backup units themselves only run when asked.
+    assert_eq!(
+        f.on("web01", "systemctl is-enabled clan-borgbackup.timer"),
+        "enabled"
+    );
+
+    // A tree with what backups get wrong: odd names, modes, a symlink, a sparse file.
+    f.on(
+        "web01",
+        "mkdir -p '/var/lib/notes/sub dir' && cd /var/lib/notes && echo v1 > db && \
+         printf 'x' > 'sub dir/we\"ird $name' && chmod 0640 'sub dir/we\"ird $name' && \
+         ln -s 'sub dir' link && truncate -s 64M sparse && echo tail >> sparse && \
+         chmod 0750 'sub dir'",
+    );
+    let before = tree_sum(&f, "/var/lib/notes");
+    let allocated = |path: &str| -> u64 {
+        f.on("web01", &format!("stat -c %b {path}"))
+            .parse::<u64>()
+            .unwrap()
+            * 512
+    };
+    assert!(
+        allocated("/var/lib/notes/sparse") < 1 << 20,
+        "the test file is sparse"
+    );
+
+    let created = f.clan_ok(&["backups", "create", "web01", "--json"]);
+    let created: serde_json::Value = serde_json::from_str(&created).unwrap();
+    assert_eq!(created["providers"], serde_json::json!(["borgbackup"]));
+    assert_eq!(
+        f.on("web01", "cat /var/lib/notes/db.dump"),
+        "v1",
+        "the pre-backup script ran"
+    );
+    // The repository is on the server, in the client's own directory.
+    assert_eq!(
+        f.on(
+            "backup01",
+            "test -f /var/lib/borgbackup/web01/config && echo repo"
+        ),
+        "repo"
+    );
+
+    let listed = f.clan_ok(&["backups", "list", "web01", "--json"]);
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let archives = listed[0]["archives"].as_array().unwrap();
+    assert_eq!(archives.len(), 1, "{listed}");
+    let archive = archives[0]["name"].as_str().unwrap().to_owned();
+    assert!(archive.starts_with("backup01::"), "{archive}");
+
+    // Damage: a changed database, a removed file, a changed mode.
+    f.on(
+        "web01",
+        "cd /var/lib/notes && echo v2 > db && rm 'sub dir/we\"ird $name' && rm link && \
+         chmod 0700 'sub dir'",
+    );
+    // Into a staging directory: the live data stays as it is, the copy is as backed up.
+    f.clan_ok(&[
+        "backups",
+        "restore",
+        "web01",
+        "borgbackup",
+        &archive,
+        "--to",
+        "/srv/staging",
+    ]);
+    assert_eq!(f.on("web01", "cat /var/lib/notes/db"), "v2");
+    assert_eq!(tree_sum(&f, "/srv/staging/var/lib/notes"), before);
+
+    // Over the live data: post-restore loaded the dump; the tree is as backed up.
+    f.clan_ok(&["backups", "restore", "web01", "borgbackup", &archive]);
+    assert_eq!(f.on("web01", "cat /var/lib/notes/db"), "v1");
+    assert_eq!(tree_sum(&f, "/var/lib/notes"), before);
+    for restored in ["/var/lib/notes/sparse", "/srv/staging/var/lib/notes/sparse"] {
+        assert!(allocated(restored) < 1 << 20, "{restored} restored sparse");
+    }
+
+    // An archive that does not exist, and a state the machine does not have.
+    let missing = run(&mut f.clan(&[
+        "backups",
+        "restore",
+        "web01",
+        "borgbackup",
+        "backup01::nope::web01-1970",
+    ]));
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr)
+            .contains("no archive `backup01::nope::web01-1970`"),
+        "names the archive"
+    );
+    let no_state = run(&mut f.clan(&[
+        "backups",
+        "restore",
+        "web01",
+        "borgbackup",
+        &archive,
+        "--service",
+        "nextcloud",
+    ]));
+    assert_ne!(no_state.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&no_state.stderr).contains("declares no state `nextcloud`"));
+
+    // A failing pre-backup script: no archive, the error names the state.
+    f.on("web01", "touch /var/lib/notes/fail-backup");
+    let failed = run(&mut f.clan(&["backups", "create", "web01"]));
+    assert_eq!(failed.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        stderr.contains("pre-backup script of state `notes`"),
+        "{stderr}"
+    );
+    let listed = f.clan_ok(&["backups", "list", "web01", "--json"]);
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed[0]["archives"].as_array().unwrap().len(), 1);
+
+    // Check and status: the check passes; the failed backup is the latest result.
+    f.clan_ok(&["backups", "check", "web01"]);
+    let status = f.clan_ok(&["backups", "status", "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let borg = &status["web01"]["providers"]["borgbackup"];
+    assert_eq!(borg["lastCheckOk"], true, "{status}");
+    assert!(borg["lastFailure"].as_u64() >= borg["lastSuccess"].as_u64());
+    assert!(borg["lastError"]
+        .as_str()
+        .unwrap()
+        .contains("pre-backup script of state `notes`"));
+    // The server has no provider of its own: status asks only the client.
+    assert!(status.get("backup01").is_none(), "{status}");
+}
