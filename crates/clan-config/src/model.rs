@@ -263,7 +263,9 @@ impl Backups {
 /// machine. `create` backs up the folders in `FOLDERS` (`:`-separated); `list` prints a JSON
 /// array of `{"name": …}`, newest last or first; `restore` restores archive `NAME`'s folders
 /// `FOLDERS` under the directory `RESTORE_ROOT` (`/` unless `clan backups restore --to`).
-/// `check`, this project's addition, verifies the repository and its archives.
+/// `check`, this project's addition, verifies the repository and its archives; `startAt` and
+/// `checkAt` (systemd calendar events) schedule `clan backups create` and `check` on the
+/// machine with timers clan writes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct BackupProvider {
@@ -272,6 +274,10 @@ pub struct BackupProvider {
     pub restore: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_at: Option<String>,
 }
 
 /// Owner, group and mode of a clan secret on the machine (`/run/secrets/<name>`).

@@ -218,8 +218,17 @@ impl MachineConfig {
                 AbsolutePath::parse(folder, format!("state `{name}` folder"))?;
             }
         }
-        for name in self.backups.providers.keys() {
+        for (name, provider) in &self.backups.providers {
             StateName::parse(name, "backup provider name")?;
+            for calendar in provider.start_at.iter().chain(&provider.check_at) {
+                if calendar.is_empty() || calendar.chars().any(char::is_control) {
+                    return Err(InvalidName {
+                        subject: format!("backup provider `{name}` schedule"),
+                        value: calendar.clone(),
+                        rule: "not a systemd calendar event",
+                    });
+                }
+            }
         }
         Ok(())
     }

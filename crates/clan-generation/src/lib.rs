@@ -15,6 +15,7 @@
 
 pub mod firewall;
 pub mod reply;
+pub mod schedule;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, Read};
@@ -159,7 +160,8 @@ impl Generation {
         config: &MachineConfig,
         secrets: &[SecretFile<'_>],
     ) -> Result<Generation, InvalidConfig> {
-        let config = &crate::firewall::with_firewall(config)?;
+        let config =
+            &crate::schedule::with_backup_timers(&crate::firewall::with_firewall(config)?)?;
         // `@…` names clan secrets among the machine's secrets (see [`CLAN_SECRETS`]).
         if let Some(name) = config.generators.keys().find(|name| name.starts_with('@')) {
             return Err(invalid(

@@ -1,11 +1,11 @@
-//! `clan backups` with the built-in `borgbackup` service, deployed for real on two testbed
-//! machines (a server and a client, real borg over SSH between them): a clan-local service
-//! declares state with a pre-backup dump and a post-restore load; the test backs up, lists,
-//! damages the data, restores over it and into a staging directory, and compares checksums of
-//! a tree with odd names, modes, symlinks and a sparse file. Faults: a failing pre-backup
-//! script makes no archive and names the state; an archive that does not exist; a state the
-//! machine does not have; `backups check` and `status` see the results. Skips with the reason
-//! when the host cannot run a testbed.
+//! `clan backups` with the built-in `borgbackup` and `restic` services, deployed for real on
+//! two testbed machines (a server and a client, real borg and restic over SSH between them): a
+//! clan-local service declares state with a pre-backup dump and a post-restore load; the test
+//! backs up, lists, damages the data, restores over it and into staging directories, and
+//! compares checksums of a tree with odd names, modes, symlinks and a sparse file. Faults: a
+//! failing pre-backup script makes no archive and names the state; an archive that does not
+//! exist; a state the machine does not have; `backups check` and `status` see the results.
+//! Skips with the reason when the host cannot run a testbed.
 
 mod support;
 
@@ -41,7 +41,7 @@ fn borgbackup_backs_up_restores_and_reports() {
     let Some(f) = Fixture::with_packages(
         &["backup01", "web01"],
         &["ssh-keygen", "openssl", "git", "bwrap"],
-        &["borgbackup"],
+        &["borgbackup", "restic"],
     ) else {
         return;
     };
@@ -50,6 +50,8 @@ fn borgbackup_backs_up_restores_and_reports() {
          [machines.backup01]\ndeploy.targetHost = \"root@{server}\"\n\n\
          [machines.web01]\ndeploy.targetHost = \"root@{client}\"\n\n\
          [instances.backup]\nmodule.name = \"borgbackup\"\n\
+         roles.server.machines.backup01 = {{}}\nroles.client.machines.web01 = {{}}\n\n\
+         [instances.restic]\nmodule.name = \"restic\"\n\
          roles.server.machines.backup01 = {{}}\nroles.client.machines.web01 = {{}}\n\n\
          [instances.notes]\nmodule.name = \"notes\"\nroles.default.machines.web01 = {{}}\n",
         server = f.address_of("backup01"),
@@ -73,7 +75,7 @@ fn borgbackup_backs_up_restores_and_reports() {
     assert!(deploy.status.success(), "deploy failed");
     // The timers are scheduled; the backup units themselves only run when asked.
     assert_eq!(
-        f.on("web01", "systemctl is-enabled clan-borgbackup.timer"),
+        f.on("web01", "systemctl is-enabled clan-backup-borgbackup.timer"),
         "enabled"
     );
 
@@ -99,7 +101,10 @@ fn borgbackup_backs_up_restores_and_reports() {
 
     let created = f.clan_ok(&["backups", "create", "web01", "--json"]);
     let created: serde_json::Value = serde_json::from_str(&created).unwrap();
-    assert_eq!(created["providers"], serde_json::json!(["borgbackup"]));
+    assert_eq!(
+        created["providers"],
+        serde_json::json!(["borgbackup", "restic"])
+    );
     assert_eq!(
         f.on("web01", "cat /var/lib/notes/db.dump"),
         "v1",
@@ -116,10 +121,18 @@ fn borgbackup_backs_up_restores_and_reports() {
 
     let listed = f.clan_ok(&["backups", "list", "web01", "--json"]);
     let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
-    let archives = listed[0]["archives"].as_array().unwrap();
-    assert_eq!(archives.len(), 1, "{listed}");
-    let archive = archives[0]["name"].as_str().unwrap().to_owned();
-    assert!(archive.starts_with("backup01::"), "{archive}");
+    let only_archive = |provider: usize| {
+        assert_eq!(
+            listed[provider]["provider"],
+            ["borgbackup", "restic"][provider]
+        );
+        let archives = listed[provider]["archives"].as_array().unwrap();
+        assert_eq!(archives.len(), 1, "{listed}");
+        let archive = archives[0]["name"].as_str().unwrap().to_owned();
+        assert!(archive.starts_with("backup01::"), "{archive}");
+        archive
+    };
+    let (archive, snapshot) = (only_archive(0), only_archive(1));
 
     // Damage: a changed database, a removed file, a changed mode.
     f.on(
@@ -139,6 +152,17 @@ fn borgbackup_backs_up_restores_and_reports() {
     ]);
     assert_eq!(f.on("web01", "cat /var/lib/notes/db"), "v2");
     assert_eq!(tree_sum(&f, "/srv/staging/var/lib/notes"), before);
+    // restic's copy too (restic 0.14 writes sparse files out in full).
+    f.clan_ok(&[
+        "backups",
+        "restore",
+        "web01",
+        "restic",
+        &snapshot,
+        "--to",
+        "/srv/restic",
+    ]);
+    assert_eq!(tree_sum(&f, "/srv/restic/var/lib/notes"), before);
 
     // Over the live data: post-restore loaded the dump; the tree is as backed up.
     f.clan_ok(&["backups", "restore", "web01", "borgbackup", &archive]);
@@ -185,14 +209,28 @@ fn borgbackup_backs_up_restores_and_reports() {
     );
     let listed = f.clan_ok(&["backups", "list", "web01", "--json"]);
     let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
-    assert_eq!(listed[0]["archives"].as_array().unwrap().len(), 1);
+    for provider in [0, 1] {
+        assert_eq!(listed[provider]["archives"].as_array().unwrap().len(), 1);
+    }
 
     // Check and status: the check passes; the failed backup is the latest result.
     f.clan_ok(&["backups", "check", "web01"]);
+    // The timers of both providers are scheduled.
+    assert_eq!(
+        f.on(
+            "web01",
+            "systemctl is-enabled clan-backup-restic.timer clan-backup-check-restic.timer"
+        ),
+        "enabled\nenabled"
+    );
     let status = f.clan_ok(&["backups", "status", "--json"]);
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
     let borg = &status["web01"]["providers"]["borgbackup"];
     assert_eq!(borg["lastCheckOk"], true, "{status}");
+    assert_eq!(
+        status["web01"]["providers"]["restic"]["lastCheckOk"], true,
+        "{status}"
+    );
     assert!(borg["lastFailure"].as_u64() >= borg["lastSuccess"].as_u64());
     assert!(borg["lastError"]
         .as_str()
