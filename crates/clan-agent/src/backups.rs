@@ -389,7 +389,8 @@ pub fn check(paths: &Paths, only: Option<&str>) -> Result<BackupStatus, AgentErr
     }
 }
 
-/// The last results per provider, and the states the current generation declares.
+/// The last results per provider, and the states the current generation declares; each
+/// scheduled provider is compared with its timer's last run (see [`ProviderStatus::stale`]).
 pub fn status(paths: &Paths) -> Result<BackupStatus, AgentError> {
     let declared = Declared::load(paths)?;
     let mut status: BackupStatus = read_json(&status_file(paths))?.unwrap_or_default();
@@ -398,8 +399,74 @@ pub fn status(paths: &Paths) -> Result<BackupStatus, AgentError> {
     status
         .providers
         .retain(|name, _| declared.providers.contains_key(name));
-    for name in declared.providers.keys() {
-        status.providers.entry(name.clone()).or_default();
+    for (name, provider) in &declared.providers {
+        let entry = status.providers.entry(name.clone()).or_default();
+        let timer = format!("clan-backup-{name}");
+        let (scheduled, running) = if provider.start_at.is_some() && paths.is_live() {
+            (last_trigger(&timer), unit_running(&timer))
+        } else {
+            (None, false)
+        };
+        entry.last_scheduled = scheduled;
+        entry.stale = is_stale(entry, running);
     }
     Ok(status)
+}
+
+/// Stale: the latest backup failed, or the timer fired after the last success and its run is
+/// over.
+fn is_stale(status: &ProviderStatus, running: bool) -> bool {
+    let failed_last = match (status.last_failure, status.last_success) {
+        (Some(failure), Some(success)) => failure > success,
+        (Some(_), None) => true,
+        _ => false,
+    };
+    let missed = status
+        .last_scheduled
+        .is_some_and(|fired| status.last_success.is_none_or(|success| success < fired));
+    failed_last || (missed && !running)
+}
+
+/// When timer `<unit>.timer` last fired (unix seconds), from systemd.
+fn last_trigger(unit: &str) -> Option<u64> {
+    let output = Command::new("systemctl")
+        .args(["show", "--timestamp=unix", "-P", "LastTriggerUSec"])
+        .arg(format!("{unit}.timer"))
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.trim().strip_prefix('@')?.parse().ok()
+}
+
+/// Whether `<unit>.service` is running now (a backup the timer started).
+fn unit_running(unit: &str) -> bool {
+    Command::new("systemctl")
+        .args(["is-active", "--quiet"])
+        .arg(format!("{unit}.service"))
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_when_the_latest_run_failed_or_a_scheduled_run_made_no_archive() {
+        let status = |success, failure, scheduled| ProviderStatus {
+            last_success: success,
+            last_failure: failure,
+            last_scheduled: scheduled,
+            ..ProviderStatus::default()
+        };
+        assert!(!is_stale(&status(None, None, None), false), "never run");
+        assert!(!is_stale(&status(Some(10), Some(5), Some(9)), false));
+        assert!(is_stale(&status(Some(10), Some(11), None), false));
+        assert!(is_stale(&status(None, Some(1), None), false));
+        assert!(is_stale(&status(Some(10), None, Some(20)), false), "missed");
+        assert!(
+            !is_stale(&status(Some(10), None, Some(20)), true),
+            "running now"
+        );
+    }
 }

@@ -262,10 +262,16 @@ pub struct BackupStatus {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ProviderStatus {
+    /// The last run that made an archive.
     pub last_success: Option<u64>,
     pub last_failure: Option<u64>,
     pub last_error: Option<String>,
     pub last_check: Option<u64>,
     pub last_check_ok: Option<bool>,
     pub last_check_error: Option<String>,
+    /// When the provider's timer last started a backup.
+    pub last_scheduled: Option<u64>,
+    /// The latest backup failed, or the timer's latest run made no archive: the newest
+    /// archive is older than the schedule allows.
+    pub stale: bool,
 }

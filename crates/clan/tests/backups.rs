@@ -18,7 +18,7 @@ def _notes(ctx):
     return {"config": {"state": {"notes": {
         "folders": ["/var/lib/notes"],
         # A consistent copy of the live "database" before each backup, loaded after a restore.
-        "preBackupScript": "test ! -e /var/lib/notes/fail-backup && cp /var/lib/notes/db /var/lib/notes/db.dump",
+        "preBackupScript": "test ! -e /var/lib/notes/fail-backup && cp /var/lib/notes/db /var/lib/notes/db.dump && if test -e /var/lib/notes/slow; then sleep 3; fi",
         "postRestoreScript": "cp /var/lib/notes/db.dump /var/lib/notes/db",
     }}}}
 
@@ -36,27 +36,28 @@ fn tree_sum(f: &Fixture, dir: &str) -> String {
     sum
 }
 
-#[test]
-fn borgbackup_backs_up_restores_and_reports() {
-    let Some(f) = Fixture::with_packages(
+/// A server `backup01` and a client `web01` with the notes state, deployed with the providers
+/// `providers` (`borgbackup`, `restic`) between them.
+fn deployed(providers: &[&str]) -> Option<Fixture> {
+    let f = Fixture::with_packages(
         &["backup01", "web01"],
         &["ssh-keygen", "openssl", "git", "bwrap"],
         &["borgbackup", "restic"],
-    ) else {
-        return;
-    };
-    let toml = format!(
+    )?;
+    let mut toml = format!(
         "[meta]\nname = \"bak\"\ndomain = \"invalid\"\n\n\
          [machines.backup01]\ndeploy.targetHost = \"root@{server}\"\n\n\
          [machines.web01]\ndeploy.targetHost = \"root@{client}\"\n\n\
-         [instances.backup]\nmodule.name = \"borgbackup\"\n\
-         roles.server.machines.backup01 = {{}}\nroles.client.machines.web01 = {{}}\n\n\
-         [instances.restic]\nmodule.name = \"restic\"\n\
-         roles.server.machines.backup01 = {{}}\nroles.client.machines.web01 = {{}}\n\n\
          [instances.notes]\nmodule.name = \"notes\"\nroles.default.machines.web01 = {{}}\n",
         server = f.address_of("backup01"),
         client = f.address_of("web01"),
     );
+    for provider in providers {
+        toml.push_str(&format!(
+            "\n[instances.{provider}]\nmodule.name = \"{provider}\"\n\
+             roles.server.machines.backup01 = {{}}\nroles.client.machines.web01 = {{}}\n"
+        ));
+    }
     let service_dir = f.clan.path().join("services/notes");
     std::fs::create_dir_all(&service_dir).unwrap();
     std::fs::write(service_dir.join("service.star"), SERVICE).unwrap();
@@ -73,16 +74,35 @@ fn borgbackup_backs_up_restores_and_reports() {
         "tofu",
     ]));
     assert!(deploy.status.success(), "deploy failed");
-    // The timers are scheduled; the backup units themselves only run when asked.
-    assert_eq!(
-        f.on("web01", "systemctl is-enabled clan-backup-borgbackup.timer"),
-        "enabled"
+    f.on(
+        "web01",
+        "mkdir -p /var/lib/notes && echo v1 > /var/lib/notes/db",
     );
+    Some(f)
+}
 
+fn archive_count(f: &Fixture) -> usize {
+    let listed = f.clan_ok(&[
+        "backups",
+        "list",
+        "web01",
+        "--provider",
+        "borgbackup",
+        "--json",
+    ]);
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    listed[0]["archives"].as_array().unwrap().len()
+}
+
+#[test]
+fn borgbackup_backs_up_restores_and_reports() {
+    let Some(f) = deployed(&["borgbackup", "restic"]) else {
+        return;
+    };
     // A tree with what backups get wrong: odd names, modes, a symlink, a sparse file.
     f.on(
         "web01",
-        "mkdir -p '/var/lib/notes/sub dir' && cd /var/lib/notes && echo v1 > db && \
+        "mkdir -p '/var/lib/notes/sub dir' && cd /var/lib/notes && \
          printf 'x' > 'sub dir/we\"ird $name' && chmod 0640 'sub dir/we\"ird $name' && \
          ln -s 'sub dir' link && truncate -s 64M sparse && echo tail >> sparse && \
          chmod 0750 'sub dir'",
@@ -223,9 +243,11 @@ fn borgbackup_backs_up_restores_and_reports() {
         ),
         "enabled\nenabled"
     );
-    let status = f.clan_ok(&["backups", "status", "--json"]);
-    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let status = run(&mut f.clan(&["backups", "status", "--json"]));
+    assert_eq!(status.status.code(), Some(1), "the failed backup is stale");
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     let borg = &status["web01"]["providers"]["borgbackup"];
+    assert_eq!(borg["stale"], true);
     assert_eq!(borg["lastCheckOk"], true, "{status}");
     assert_eq!(
         status["web01"]["providers"]["restic"]["lastCheckOk"], true,
@@ -238,4 +260,65 @@ fn borgbackup_backs_up_restores_and_reports() {
         .contains("pre-backup script of state `notes`"));
     // The server has no provider of its own: status asks only the client.
     assert!(status.get("backup01").is_none(), "{status}");
+}
+
+#[test]
+fn backup_faults_are_reported_and_leave_nothing_to_repair() {
+    let Some(f) = deployed(&["borgbackup"]) else {
+        return;
+    };
+    f.clan_ok(&["backups", "create", "web01"]);
+
+    // Two at once: the second waits for the first, both make an archive.
+    f.on("web01", "touch /var/lib/notes/slow");
+    // (Without the machine's backup lock the second would fail on borg's repository lock
+    // and clobber the first's dump.)
+    let spawn = || f.clan(&["backups", "create", "web01"]).spawn().unwrap();
+    let (first, second) = (spawn(), spawn());
+    for mut child in [first, second] {
+        assert!(child.wait().unwrap().success());
+    }
+    f.on("web01", "rm /var/lib/notes/slow");
+    assert_eq!(archive_count(&f), 3);
+
+    // Killed in the middle of `borg create`: no lock to break by hand, the repository checks
+    // out, and the next backup works.
+    f.on("web01", "head -c 300M /dev/urandom > /var/lib/notes/big");
+    let mut interrupted = f.clan(&["backups", "create", "web01"]).spawn().unwrap();
+    let running = (0..200).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        f.on("web01", "pgrep -f 'borg create' >/dev/null && echo yes") == "yes"
+    });
+    assert!(running, "borg create started");
+    f.on(
+        "web01",
+        "pkill -KILL -f 'agent backups create'; pkill -KILL -f 'borg create'",
+    );
+    let _ = interrupted.wait();
+    f.clan_ok(&["backups", "check", "web01"]);
+    f.clan_ok(&["backups", "create", "web01"]);
+    assert!(archive_count(&f) >= 4);
+
+    // The server unreachable: the backup fails loudly, status flags it stale and exits 1;
+    // once the server is back, the next backup clears it.
+    let client = f.address_of("web01");
+    f.on(
+        "backup01",
+        &format!(
+            "nft add table inet blocked && nft add chain inet blocked input \
+             '{{ type filter hook input priority -10; }}' && nft add rule inet blocked input \
+             ip saddr {client} tcp dport 22 reject with tcp reset"
+        ),
+    );
+    let failed = run(&mut f.clan(&["backups", "create", "web01"]));
+    assert_eq!(failed.status.code(), Some(1));
+    let status = run(&mut f.clan(&["backups", "status", "--json"]));
+    assert_eq!(status.status.code(), Some(1), "a stale backup fails status");
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["web01"]["providers"]["borgbackup"]["stale"], true);
+    f.on("backup01", "nft delete table inet blocked");
+    f.clan_ok(&["backups", "create", "web01"]);
+    let status = f.clan_ok(&["backups", "status", "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["web01"]["providers"]["borgbackup"]["stale"], false);
 }

@@ -93,7 +93,9 @@ enum Command {
         #[command(flatten)]
         ssh: SshArgs,
     },
-    /// Every machine's last backup and check per provider, asked concurrently.
+    /// Every machine's last backup and check per provider, asked concurrently; exit 1 when a
+    /// backup is stale (the latest run failed or a scheduled one made no archive), a check
+    /// failed or a machine could not be asked.
     #[command(after_help = "Examples:
   clan backups status
   clan backups status --json")]
@@ -200,7 +202,14 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
         }
         Command::Status { jobs, json, ssh } => {
             let results = clan_lib::backups::status(&dir, &ssh.options(), jobs)?;
-            let failed = results.iter().any(|(_, result)| result.is_err());
+            // Exit 1 when a machine could not be asked, a backup is stale or a check failed.
+            let failed = results.iter().any(|(_, result)| match result {
+                Err(_) => true,
+                Ok(status) => status
+                    .providers
+                    .values()
+                    .any(|p| p.stale || p.last_check_ok == Some(false)),
+            });
             if json {
                 let document: serde_json::Map<String, serde_json::Value> = results
                     .iter()
@@ -274,6 +283,7 @@ fn print_status(results: &[(String, Result<BackupStatus, clan_lib::Error>)]) -> 
                         when(last.last_success),
                         when(last.last_failure),
                         check,
+                        if last.stale { "STALE" } else { "" }.to_owned(),
                     ]);
                     if let (Some(failure), Some(error)) = (last.last_failure, &last.last_error) {
                         if last.last_success.is_none_or(|success| success < failure) {
@@ -288,6 +298,7 @@ fn print_status(results: &[(String, Result<BackupStatus, clan_lib::Error>)]) -> 
                     "-".into(),
                     "-".into(),
                     "FAILED".into(),
+                    "-".into(),
                     "-".into(),
                 ]);
                 printer().failure(format_args!("[{machine}] {error}"));
