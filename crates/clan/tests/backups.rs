@@ -53,9 +53,14 @@ fn deployed(providers: &[&str]) -> Option<Fixture> {
         client = f.address_of("web01"),
     );
     for provider in providers {
+        let roles = if *provider == "localbackup" {
+            "roles.default.machines.web01.settings = \
+             { snapshots = 2, targets.disk.directory = \"/srv/backups\" }\n"
+        } else {
+            "roles.server.machines.backup01 = {}\nroles.client.machines.web01 = {}\n"
+        };
         toml.push_str(&format!(
-            "\n[instances.{provider}]\nmodule.name = \"{provider}\"\n\
-             roles.server.machines.backup01 = {{}}\nroles.client.machines.web01 = {{}}\n"
+            "\n[instances.{provider}]\nmodule.name = \"{provider}\"\n{roles}"
         ));
     }
     let service_dir = f.clan.path().join("services/notes");
@@ -81,32 +86,31 @@ fn deployed(providers: &[&str]) -> Option<Fixture> {
     Some(f)
 }
 
-fn archive_count(f: &Fixture) -> usize {
-    let listed = f.clan_ok(&[
-        "backups",
-        "list",
-        "web01",
-        "--provider",
-        "borgbackup",
-        "--json",
-    ]);
+fn archives(f: &Fixture, provider: &str) -> Vec<String> {
+    let listed = f.clan_ok(&["backups", "list", "web01", "--provider", provider, "--json"]);
     let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
-    listed[0]["archives"].as_array().unwrap().len()
+    let names = listed[0]["archives"].as_array().unwrap().iter();
+    names
+        .map(|a| a["name"].as_str().unwrap().to_owned())
+        .collect()
 }
+
+fn archive_count(f: &Fixture) -> usize {
+    archives(f, "borgbackup").len()
+}
+
+/// A tree with what backups get wrong: odd names, modes, a symlink, a sparse file.
+const ODD_TREE: &str = "mkdir -p '/var/lib/notes/sub dir' && cd /var/lib/notes && \
+     printf 'x' > 'sub dir/we\"ird $name' && chmod 0640 'sub dir/we\"ird $name' && \
+     ln -s 'sub dir' link && truncate -s 64M sparse && echo tail >> sparse && \
+     chmod 0750 'sub dir'";
 
 #[test]
 fn borgbackup_backs_up_restores_and_reports() {
     let Some(f) = deployed(&["borgbackup", "restic"]) else {
         return;
     };
-    // A tree with what backups get wrong: odd names, modes, a symlink, a sparse file.
-    f.on(
-        "web01",
-        "mkdir -p '/var/lib/notes/sub dir' && cd /var/lib/notes && \
-         printf 'x' > 'sub dir/we\"ird $name' && chmod 0640 'sub dir/we\"ird $name' && \
-         ln -s 'sub dir' link && truncate -s 64M sparse && echo tail >> sparse && \
-         chmod 0750 'sub dir'",
-    );
+    f.on("web01", ODD_TREE);
     let before = tree_sum(&f, "/var/lib/notes");
     let allocated = |path: &str| -> u64 {
         f.on("web01", &format!("stat -c %b {path}"))
@@ -321,4 +325,41 @@ fn backup_faults_are_reported_and_leave_nothing_to_repair() {
     let status = f.clan_ok(&["backups", "status", "--json"]);
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert_eq!(status["web01"]["providers"]["borgbackup"]["stale"], false);
+}
+
+#[test]
+fn localbackup_keeps_linked_snapshots_on_the_machine() {
+    let Some(f) = deployed(&["localbackup"]) else {
+        return;
+    };
+    f.on("web01", ODD_TREE);
+    let before = tree_sum(&f, "/var/lib/notes");
+    for _ in 0..3 {
+        f.clan_ok(&["backups", "create", "web01"]);
+    }
+    // `snapshots = 2`: the oldest is gone; unchanged files are one inode across snapshots.
+    let names = archives(&f, "localbackup");
+    assert_eq!(names.len(), 2, "{names:?}");
+    let inodes = f.on(
+        "web01",
+        "stat -c %i /srv/backups/web01-*/var/lib/notes/sparse | sort -u | wc -l",
+    );
+    assert_eq!(inodes, "1", "hard-linked to the previous snapshot");
+
+    f.on(
+        "web01",
+        "cd /var/lib/notes && rm -r 'sub dir' link && echo v2 > db",
+    );
+    f.clan_ok(&["backups", "restore", "web01", "localbackup", &names[1]]);
+    assert_eq!(tree_sum(&f, "/var/lib/notes"), before);
+    assert_eq!(
+        f.on("web01", "cat /var/lib/notes/db"),
+        "v1",
+        "post-restore ran"
+    );
+    let blocks: u64 = f
+        .on("web01", "stat -c %b /var/lib/notes/sparse")
+        .parse()
+        .unwrap();
+    assert!(blocks * 512 < 1 << 20, "restored sparse");
 }
