@@ -36,10 +36,11 @@ timed() {  # timed TOOL WHAT COMMAND...
     t0=$(now); "$@" >/dev/null; record "$tool" "$what" "$(echo "$(now) - $t0" | bc)"
 }
 
-cp "$CLAN_BIN" "$BENCH_DIR/clan"
-cp "$(dirname "$CLAN_BIN")/clan-agent" "$BENCH_DIR/clan-agent"
-strip "$BENCH_DIR/clan" "$BENCH_DIR/clan-agent"
-CLAN=$BENCH_DIR/clan
+mkdir -p "$BENCH_DIR/bin"
+cp "$CLAN_BIN" "$BENCH_DIR/bin/clan"
+cp "$(dirname "$CLAN_BIN")/clan-agent" "$BENCH_DIR/bin/clan-agent"
+strip "$BENCH_DIR/bin/clan" "$BENCH_DIR/bin/clan-agent"
+CLAN=$BENCH_DIR/bin/clan
 
 teardown() { [ "${KEEP:-0}" = 1 ] || "$CLAN" testbed down --state-dir "$STATE" >/dev/null 2>&1 || true; }
 trap teardown EXIT

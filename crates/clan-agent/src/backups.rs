@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use clan_config::{BackupProvider, State as ServiceState};
+use clan_config::{BackupProvider, State as ServiceState, StateName};
 use clan_generation::reply::{
     Archive, BackupCreated, BackupStatus, ProviderArchives, ProviderStatus, Restored,
 };
@@ -28,8 +28,8 @@ const OUTPUT_TAIL: usize = 600;
 
 /// What the current generation declares for backups.
 pub struct Declared {
-    pub state: BTreeMap<String, ServiceState>,
-    pub providers: BTreeMap<String, BackupProvider>,
+    pub state: BTreeMap<StateName, ServiceState>,
+    pub providers: BTreeMap<StateName, BackupProvider>,
 }
 
 impl Declared {
@@ -78,7 +78,7 @@ impl Declared {
         let mut folders: Vec<&str> = self
             .state
             .values()
-            .flat_map(|state| state.folders.iter().map(String::as_str))
+            .flat_map(|state| state.folders.iter().map(|folder| folder.as_str()))
             .collect();
         folders.sort_unstable();
         folders.dedup();
@@ -209,7 +209,7 @@ pub fn create(paths: &Paths, only: Option<&str>) -> Result<BackupCreated, AgentE
     if failures.is_empty() {
         return Ok(BackupCreated {
             providers: made,
-            states: declared.state.keys().cloned().collect(),
+            states: declared.state.keys().map(ToString::to_string).collect(),
             time: now(),
         });
     }
@@ -263,7 +263,7 @@ pub struct RestoreRequest<'a> {
 pub fn restore(paths: &Paths, request: &RestoreRequest<'_>) -> Result<Restored, AgentError> {
     let declared = Declared::load(paths)?;
     let (name, provider) = declared.providers(Some(request.provider))?[0];
-    let states: Vec<(&String, &ServiceState)> = match request.service {
+    let states: Vec<(&StateName, &ServiceState)> = match request.service {
         None => declared.state.iter().collect(),
         Some(service) => match declared.state.get_key_value(service) {
             Some(entry) => vec![entry],
@@ -312,7 +312,8 @@ pub fn restore(paths: &Paths, request: &RestoreRequest<'_>) -> Result<Restored, 
             .map(drop),
             _ => Ok(()),
         };
-        let folders = state.folders.join(":");
+        let folders: Vec<&str> = state.folders.iter().map(|f| f.as_str()).collect();
+        let folders = folders.join(":");
         let result = step("pre-restore", &state.pre_restore_script)
             .and_then(|()| {
                 eprintln!("restoring state `{state_name}` from `{}`", request.archive);
@@ -343,7 +344,7 @@ pub fn restore(paths: &Paths, request: &RestoreRequest<'_>) -> Result<Restored, 
     Ok(Restored {
         provider: name.to_owned(),
         archive: request.archive.to_owned(),
-        states: states.iter().map(|(name, _)| (*name).clone()).collect(),
+        states: states.iter().map(|(name, _)| name.to_string()).collect(),
         root,
     })
 }
@@ -394,13 +395,13 @@ pub fn check(paths: &Paths, only: Option<&str>) -> Result<BackupStatus, AgentErr
 pub fn status(paths: &Paths) -> Result<BackupStatus, AgentError> {
     let declared = Declared::load(paths)?;
     let mut status: BackupStatus = read_json(&status_file(paths))?.unwrap_or_default();
-    status.states = declared.state.keys().cloned().collect();
+    status.states = declared.state.keys().map(ToString::to_string).collect();
     // Providers no longer deployed drop out; deployed ones without a run yet show empty.
     status
         .providers
-        .retain(|name, _| declared.providers.contains_key(name));
+        .retain(|name, _| declared.providers.contains_key(name.as_str()));
     for (name, provider) in &declared.providers {
-        let entry = status.providers.entry(name.clone()).or_default();
+        let entry = status.providers.entry(name.to_string()).or_default();
         let timer = format!("clan-backup-{name}");
         let (scheduled, running) = if provider.start_at.is_some() && paths.is_live() {
             (last_trigger(&timer), unit_running(&timer))

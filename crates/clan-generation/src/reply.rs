@@ -68,15 +68,22 @@ impl Changes {
     /// Everything `manifest` manages, as new: what a first deploy does to a machine that has
     /// never had a generation (files already there are only found on the machine itself).
     pub fn first_deploy(manifest: &Manifest) -> Changes {
-        let packages: std::collections::BTreeSet<&String> =
-            manifest.packages.values().flatten().collect();
+        let packages: std::collections::BTreeSet<&str> = manifest
+            .packages
+            .values()
+            .flatten()
+            .map(|p| p.as_str())
+            .collect();
+        fn names<T: ToString>(names: impl Iterator<Item = T>) -> Vec<String> {
+            names.map(|name| name.to_string()).collect()
+        }
         Changes {
-            groups_created: manifest.groups.keys().cloned().collect(),
-            users_created: manifest.users.keys().cloned().collect(),
-            packages_installed: packages.into_iter().cloned().collect(),
+            groups_created: names(manifest.groups.keys()),
+            users_created: names(manifest.users.keys()),
+            packages_installed: names(packages.into_iter()),
             secrets_changed: manifest.secrets.keys().cloned().collect(),
-            files_written: manifest.files.keys().cloned().collect(),
-            units_started: manifest.units.keys().cloned().collect(),
+            files_written: names(manifest.files.keys()),
+            units_started: names(manifest.units.keys()),
             ..Changes::default()
         }
     }

@@ -4,7 +4,7 @@
 //! so every provider (a user's own too) is scheduled the same way and its runs land in the
 //! machine's backup status.
 
-use clan_config::{MachineConfig, Unit};
+use clan_config::{MachineConfig, Unit, UnitName};
 
 use crate::{InvalidConfig, STATE_DIR};
 
@@ -23,13 +23,8 @@ pub fn with_backup_timers(config: &MachineConfig) -> Result<MachineConfig, Inval
             ),
         ];
         for (prefix, verb, what, calendar) in jobs {
+            // A calendar event is one line by its type: it cannot add directives.
             let Some(calendar) = calendar else { continue };
-            if calendar.is_empty() || calendar.chars().any(|c| c.is_control()) {
-                return Err(InvalidConfig {
-                    subject: format!("backup provider `{name}`"),
-                    reason: format!("`{calendar:?}` is not a systemd calendar event"),
-                });
-            }
             let description = format!("{what} {name} (clan)");
             let service = format!(
                 "# Written by clan for backup provider {name}.\n[Unit]\nDescription={description}\n\
@@ -46,6 +41,7 @@ pub fn with_backup_timers(config: &MachineConfig) -> Result<MachineConfig, Inval
                 (format!("{prefix}-{name}.service"), service, false),
                 (format!("{prefix}-{name}.timer"), timer, true),
             ] {
+                let unit = UnitName::parse(&unit, "backup timer unit")?;
                 if config.units.contains_key(&unit) {
                     return Err(InvalidConfig {
                         subject: format!("unit `{unit}`"),
@@ -97,9 +93,15 @@ mod tests {
 
     #[test]
     fn a_calendar_that_would_add_unit_lines_is_refused() {
-        let error = with_backup_timers(&config("daily\nExecStartPre=/bin/evil")).unwrap_err();
+        let config: Result<MachineConfig, _> = serde_json::from_value(serde_json::json!({
+            "backups": {"providers": {"borg": {
+                "create": "c", "list": "l", "restore": "r",
+                "startAt": "daily\nExecStartPre=/bin/evil",
+            }}},
+        }));
+        let error = config.unwrap_err().to_string();
         assert!(
-            error.to_string().contains("backup provider `borg`"),
+            error.contains("backup provider `borg` backup schedule"),
             "{error}"
         );
     }

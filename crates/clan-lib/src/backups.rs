@@ -16,7 +16,7 @@ use crate::Error;
 /// Which machine, and how to reach it.
 pub struct On<'a> {
     pub dir: &'a Path,
-    pub machine: &'a str,
+    pub machine: &'a clan_inventory::MachineName,
     /// Connect to `[user@]host[:port]` instead of the machine's target.
     pub target_host: Option<&'a str>,
     pub ssh: &'a SshOptions,
@@ -33,7 +33,7 @@ fn check_declared(on: &On<'_>, provider: Option<&str>, service: Option<&str>) ->
     };
     if !has_provider {
         return Err(Error::NoBackupProvider {
-            machine: on.machine.to_owned(),
+            machine: on.machine.to_string(),
             provider: provider.map(str::to_owned),
         });
     }
@@ -43,7 +43,7 @@ fn check_declared(on: &On<'_>, provider: Option<&str>, service: Option<&str>) ->
     };
     if !has_state {
         return Err(Error::NoState {
-            machine: on.machine.to_owned(),
+            machine: on.machine.to_string(),
             service: service.map(str::to_owned),
         });
     }
@@ -113,7 +113,7 @@ pub fn check(on: &On<'_>, provider: Option<&str>) -> Result<BackupStatus, Error>
 }
 
 /// One machine's backup status, or why it could not be asked for.
-pub type MachineStatus = (String, Result<BackupStatus, Error>);
+pub type MachineStatus = (clan_inventory::MachineName, Result<BackupStatus, Error>);
 
 /// The status of every machine that has a backup provider, asked `jobs` at a time.
 pub fn status(dir: &Path, ssh: &SshOptions, jobs: usize) -> Result<Vec<MachineStatus>, Error> {

@@ -3,6 +3,7 @@
 
 use std::process::ExitCode;
 
+use clan_inventory::MachineName;
 use clan_lib::backups::{BackupStatus, On, RestoreRequest};
 
 use super::machines::SshArgs;
@@ -27,7 +28,7 @@ enum Command {
   clan backups create web01 --provider borgbackup")]
     Create {
         /// The machine.
-        machine: String,
+        machine: MachineName,
         /// Only this provider (default: all of the machine's).
         #[arg(long)]
         provider: Option<String>,
@@ -43,7 +44,7 @@ enum Command {
   clan backups list web01 --provider borgbackup --json")]
     List {
         /// The machine.
-        machine: String,
+        machine: MachineName,
         /// Only this provider.
         #[arg(long)]
         provider: Option<String>,
@@ -60,7 +61,7 @@ enum Command {
   clan backups restore web01 borgbackup NAME --to /srv/restore-test   # staging, live data untouched")]
     Restore {
         /// The machine.
-        machine: String,
+        machine: MachineName,
         /// The provider that made the archive.
         provider: String,
         /// The archive's name, as `clan backups list` prints it.
@@ -83,7 +84,7 @@ enum Command {
   clan backups check web01")]
     Check {
         /// The machine.
-        machine: String,
+        machine: MachineName,
         /// Only this provider.
         #[arg(long)]
         provider: Option<String>,
@@ -220,7 +221,7 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
                             }
                             Err(error) => serde_json::json!({ "error": error.to_string() }),
                         };
-                        (machine.clone(), value)
+                        (machine.to_string(), value)
                     })
                     .collect();
                 print_json(&document)?;
@@ -238,7 +239,7 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
 /// `operation` on `machine`, reached as `ssh` says.
 fn reach<T>(
     dir: &std::path::Path,
-    machine: &str,
+    machine: &MachineName,
     ssh: &SshArgs,
     operation: impl FnOnce(&On<'_>) -> Result<T, clan_lib::Error>,
 ) -> Result<T, clan_lib::Error> {
@@ -252,7 +253,9 @@ fn reach<T>(
 }
 
 /// One row per machine and provider: last success, last failure, last check.
-fn print_status(results: &[(String, Result<BackupStatus, clan_lib::Error>)]) -> anyhow::Result<()> {
+fn print_status(
+    results: &[(MachineName, Result<BackupStatus, clan_lib::Error>)],
+) -> anyhow::Result<()> {
     let when = |time: Option<u64>| {
         time.map_or_else(
             || "-".to_owned(),
@@ -278,7 +281,7 @@ fn print_status(results: &[(String, Result<BackupStatus, clan_lib::Error>)]) -> 
                         Some(false) => format!("FAILED {}", when(last.last_check)),
                     };
                     rows.push(vec![
-                        machine.clone(),
+                        machine.to_string(),
                         provider.clone(),
                         when(last.last_success),
                         when(last.last_failure),
@@ -294,7 +297,7 @@ fn print_status(results: &[(String, Result<BackupStatus, clan_lib::Error>)]) -> 
             }
             Err(error) => {
                 rows.push(vec![
-                    machine.clone(),
+                    machine.to_string(),
                     "-".into(),
                     "-".into(),
                     "FAILED".into(),
