@@ -74,8 +74,7 @@ PY
     export SOPS_AGE_KEY_FILE=$BENCH_DIR/admin.age
     rm -f "$SOPS_AGE_KEY_FILE"
     CLAN_DIR=$CLANDIR "$CLAN" vars keygen --user bench >/dev/null
-    CLAN_DIR=$CLANDIR XDG_CACHE_HOME=$BENCH_DIR/cache "$CLAN" machines update --jobs 50 \
-        --host-key-check tofu -q
+    clan machines update --jobs 50 --host-key-check tofu -q
 }
 clan() { CLAN_DIR=$CLANDIR CLAN_SSH_CONFIG=$STATE/ssh_config XDG_CACHE_HOME=$BENCH_DIR/cache "$CLAN" "$@"; }
 on() { ssh -F "$STATE/ssh_config" "$1" "$2"; }

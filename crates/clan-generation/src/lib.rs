@@ -148,6 +148,47 @@ pub fn hash(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// `config` with each user's `authorizedKeys` as the managed file
+/// `<home>/.ssh/authorized_keys` (the user's, 0600; root's home is `/root`), which every sshd
+/// reads by default.
+fn with_authorized_keys(config: &MachineConfig) -> Result<MachineConfig, InvalidConfig> {
+    let mut config = config.clone();
+    for (name, user) in &config.users.clone() {
+        if user.authorized_keys.is_empty() {
+            continue;
+        }
+        let subject = || format!("user `{name}` authorizedKeys");
+        if let Some(key) = user
+            .authorized_keys
+            .iter()
+            .find(|k| k.contains(['\n', '\r']))
+        {
+            return Err(invalid(subject(), format!("`{key}` is more than one line")));
+        }
+        let home = match (&user.home, name.as_str()) {
+            (Some(home), _) => home.to_string(),
+            (None, "root") => "/root".to_owned(),
+            (None, _) => return Err(invalid(subject(), "the user has no `home`")),
+        };
+        let path = AbsolutePath::parse(&format!("{home}/.ssh/authorized_keys"), subject())?;
+        if config.files.contains_key(&path) {
+            return Err(invalid(
+                format!("file `{path}`"),
+                format!("user `{name}`'s authorizedKeys write it"),
+            ));
+        }
+        let file = clan_config::File {
+            content: user.authorized_keys.join("\n") + "\n",
+            template: false,
+            owner: name.clone(),
+            group: user.group.clone().unwrap_or_else(|| name.clone()),
+            mode: FileMode::parse("0600", subject())?,
+        };
+        config.files.insert(path, file);
+    }
+    Ok(config)
+}
+
 /// The id of a manifest: the first 128 bits of its hash.
 fn id_of(manifest_bytes: &[u8]) -> String {
     hash(manifest_bytes)[..32].to_owned()
@@ -160,8 +201,8 @@ impl Generation {
         config: &MachineConfig,
         secrets: &[SecretFile<'_>],
     ) -> Result<Generation, InvalidConfig> {
-        let config =
-            &crate::schedule::with_backup_timers(&crate::firewall::with_firewall(config)?)?;
+        let config = &crate::firewall::with_firewall(config)?;
+        let config = &with_authorized_keys(&crate::schedule::with_backup_timers(config)?)?;
         // `@…` names clan secrets among the machine's secrets (see [`CLAN_SECRETS`]).
         if let Some(name) = config.generators.keys().find(|name| name.starts_with('@')) {
             return Err(invalid(
@@ -620,6 +661,41 @@ mod tests {
         assert_eq!(
             placeholders(b"@clan-secret:g/f@ @clan-secret:g/f@"),
             BTreeSet::from(["g/f".to_owned()])
+        );
+    }
+
+    #[test]
+    fn authorized_keys_become_the_users_own_file() {
+        let config: MachineConfig = serde_json::from_value(serde_json::json!({
+            "users": {
+                "alice": {"home": "/home/alice", "authorizedKeys": ["ssh-ed25519 AAAA a", "ssh-ed25519 BBBB b"]},
+                "root": {"authorizedKeys": ["ssh-ed25519 CCCC c"]},
+            },
+        }))
+        .unwrap();
+        let generation = Generation::build(&web(), &config, &[]).unwrap();
+        let file = &generation.manifest.files["/home/alice/.ssh/authorized_keys"];
+        assert_eq!(
+            (file.owner.as_str(), file.group.as_str(), file.mode),
+            ("alice", "alice", 0o600)
+        );
+        assert_eq!(
+            generation.blobs[&file.blob],
+            b"ssh-ed25519 AAAA a\nssh-ed25519 BBBB b\n"
+        );
+        assert!(generation
+            .manifest
+            .files
+            .contains_key("/root/.ssh/authorized_keys"));
+
+        let homeless: MachineConfig = serde_json::from_value(serde_json::json!({
+            "users": {"bob": {"authorizedKeys": ["ssh-ed25519 AAAA"]}},
+        }))
+        .unwrap();
+        let error = Generation::build(&web(), &homeless, &[]).unwrap_err();
+        assert!(
+            error.to_string().contains("user `bob` authorizedKeys"),
+            "{error}"
         );
     }
 }
