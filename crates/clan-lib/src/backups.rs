@@ -22,10 +22,17 @@ pub struct On<'a> {
     pub ssh: &'a SshOptions,
 }
 
-/// Fails unless `on.machine`'s evaluated config has `provider` (any, when `None`) and state
-/// (`service`, when given).
-fn check_declared(on: &On<'_>, provider: Option<&str>, service: Option<&str>) -> Result<(), Error> {
-    let config = clan_eval::Fleet::open(on.dir)?.machine(on.machine)?.config;
+/// Asks `on.machine`'s agent `backups <words>`, after checking that its evaluated config has
+/// `provider` (any, when `None`) and state (`service`, when given): a machine without either
+/// is an error before any connection.
+fn ask<T: serde::de::DeserializeOwned>(
+    on: &On<'_>,
+    provider: Option<&str>,
+    service: Option<&str>,
+    words: &[&str],
+) -> Result<T, Error> {
+    let fleet = clan_eval::Fleet::open(on.dir)?;
+    let config = fleet.machine(on.machine)?.config;
     let providers = &config.backups.providers;
     let has_provider = match provider {
         Some(name) => providers.contains_key(name),
@@ -47,11 +54,8 @@ fn check_declared(on: &On<'_>, provider: Option<&str>, service: Option<&str>) ->
             service: service.map(str::to_owned),
         });
     }
-    Ok(())
-}
-
-fn ask<T: serde::de::DeserializeOwned>(on: &On<'_>, words: &[&str]) -> Result<T, Error> {
-    let (_control_dir, host) = crate::deploy::connect(on.dir, on.machine, on.target_host, on.ssh)?;
+    let (_control_dir, host) =
+        crate::deploy::connect_in(&fleet, on.dir, on.machine, on.target_host, on.ssh)?;
     let mut argv = vec!["backups"];
     argv.extend_from_slice(words);
     Ok(run_agent(&host, &argv)?)
@@ -66,14 +70,12 @@ fn with_provider<'a>(mut words: Vec<&'a str>, provider: Option<&'a str>) -> Vec<
 
 /// Backs `on.machine`'s state up now, with `provider` or every provider it has.
 pub fn create(on: &On<'_>, provider: Option<&str>) -> Result<BackupCreated, Error> {
-    check_declared(on, provider, None)?;
-    ask(on, &with_provider(vec!["create"], provider))
+    ask(on, provider, None, &with_provider(vec!["create"], provider))
 }
 
 /// The archives of `on.machine`, per provider.
 pub fn list(on: &On<'_>, provider: Option<&str>) -> Result<Vec<ProviderArchives>, Error> {
-    check_declared(on, provider, None)?;
-    ask(on, &with_provider(vec!["list"], provider))
+    ask(on, provider, None, &with_provider(vec!["list"], provider))
 }
 
 /// What to restore, and where.
@@ -89,7 +91,6 @@ pub struct RestoreRequest<'a> {
 /// Restores `request.archive` on `on.machine`: per state pre-restore, the provider's restore
 /// and post-restore (none of the scripts under `--to`); every failing state in one error.
 pub fn restore(on: &On<'_>, request: &RestoreRequest<'_>) -> Result<Restored, Error> {
-    check_declared(on, Some(request.provider), request.service)?;
     let mut words = vec![
         "restore",
         "--provider",
@@ -103,13 +104,12 @@ pub fn restore(on: &On<'_>, request: &RestoreRequest<'_>) -> Result<Restored, Er
     if let Some(to) = request.to {
         words.extend(["--to", to]);
     }
-    ask(on, &words)
+    ask(on, Some(request.provider), request.service, &words)
 }
 
 /// Verifies `on.machine`'s repositories (each provider's check) and returns its status.
 pub fn check(on: &On<'_>, provider: Option<&str>) -> Result<BackupStatus, Error> {
-    check_declared(on, provider, None)?;
-    ask(on, &with_provider(vec!["check"], provider))
+    ask(on, provider, None, &with_provider(vec!["check"], provider))
 }
 
 /// One machine's backup status, or why it could not be asked for.

@@ -98,7 +98,24 @@ pub fn connect(
     target_host: Option<&str>,
     ssh: &SshOptions,
 ) -> Result<(ControlDir, SshHost), Error> {
-    let route = route(dir, machine, target_host)?;
+    connect_in(
+        &clan_eval::Fleet::open(dir)?,
+        dir,
+        machine,
+        target_host,
+        ssh,
+    )
+}
+
+/// [`connect`] with the fleet already evaluated.
+pub(crate) fn connect_in(
+    fleet: &clan_eval::Fleet,
+    dir: &Path,
+    machine: &MachineName,
+    target_host: Option<&str>,
+    ssh: &SshOptions,
+) -> Result<(ControlDir, SshHost), Error> {
+    let route = Route::of(fleet, dir, machine, target_host).map_err(clan_deploy::Error::from)?;
     let control_dir = ControlDir::new()?;
     let host = SshHost::connect_route(&route, ssh, &control_dir)?;
     Ok((control_dir, host))
