@@ -453,6 +453,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_staging_directory_is_absolute_and_not_the_root() {
+        for bad in ["/", "relative/dir", "/srv/../etc", ""] {
+            assert!(staging_dir(Path::new(bad)).is_err(), "{bad}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let staging = dir.path().join("restore");
+        staging_dir(&staging).unwrap();
+        let mode = std::fs::metadata(&staging).unwrap().permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o700
+        );
+    }
+
+    #[test]
     fn stale_when_the_latest_run_failed_or_a_scheduled_run_made_no_archive() {
         let status = |success, failure, scheduled| ProviderStatus {
             last_success: success,
