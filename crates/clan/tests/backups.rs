@@ -4,7 +4,8 @@
 //! backs up, lists, damages the data, restores over it and into staging directories, and
 //! compares checksums of a tree with odd names, modes, symlinks and a sparse file. Faults: a
 //! failing pre-backup script makes no archive and names the state; an archive that does not
-//! exist; a state the machine does not have; `backups check` and `status` see the results.
+//! exist; a state the machine does not have; `backups check` and `status` see the results;
+//! two backups at once, one killed half way, an unreachable server and a wrong repokey.
 //! Skips with the reason when the host cannot run a testbed.
 
 mod support;
@@ -321,6 +322,20 @@ fn backup_faults_are_reported_and_leave_nothing_to_repair() {
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(status["web01"]["providers"]["borgbackup"]["stale"], true);
     f.on("backup01", "nft delete table inet blocked");
+
+    // A wrong repokey (the secret replaced on the machine): refused by borg, reported.
+    let key = "/run/clan/secrets/borgbackup/borgbackup.repokey";
+    f.on(
+        "web01",
+        &format!("cp {key} /root/repokey && echo wrong > {key}"),
+    );
+    let wrong = run(&mut f.clan(&["backups", "create", "web01"]));
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("passphrase"),
+        "borg's refusal reaches the user"
+    );
+    f.on("web01", &format!("cp /root/repokey {key}"));
     f.clan_ok(&["backups", "create", "web01"]);
     let status = f.clan_ok(&["backups", "status", "--json"]);
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
