@@ -400,14 +400,23 @@ pub fn status(paths: &Paths) -> Result<BackupStatus, AgentError> {
     status
         .providers
         .retain(|name, _| declared.providers.contains_key(name.as_str()));
-    for (name, provider) in &declared.providers {
+    let scheduled: Vec<String> = declared
+        .providers
+        .iter()
+        .filter(|(_, provider)| provider.start_at.is_some())
+        .map(|(name, _)| format!("clan-backup-{name}"))
+        .collect();
+    let timers = if paths.is_live() {
+        timer_states(&scheduled)
+    } else {
+        BTreeMap::new()
+    };
+    for name in declared.providers.keys() {
         let entry = status.providers.entry(name.to_string()).or_default();
-        let timer = format!("clan-backup-{name}");
-        let (scheduled, running) = if provider.start_at.is_some() && paths.is_live() {
-            (last_trigger(&timer), unit_running(&timer))
-        } else {
-            (None, false)
-        };
+        let (scheduled, running) = timers
+            .get(&format!("clan-backup-{name}"))
+            .copied()
+            .unwrap_or((None, false));
         entry.last_scheduled = scheduled;
         entry.stale = is_stale(entry, running);
     }
@@ -428,29 +437,74 @@ fn is_stale(status: &ProviderStatus, running: bool) -> bool {
     failed_last || (missed && !running)
 }
 
-/// When timer `<unit>.timer` last fired (unix seconds), from systemd.
-fn last_trigger(unit: &str) -> Option<u64> {
+/// For each `<unit>`: when `<unit>.timer` last fired (unix seconds) and whether
+/// `<unit>.service` runs now (a backup the timer started), from one `systemctl show`.
+fn timer_states(units: &[String]) -> BTreeMap<String, (Option<u64>, bool)> {
+    if units.is_empty() {
+        return BTreeMap::new();
+    }
     let output = Command::new("systemctl")
-        .args(["show", "--timestamp=unix", "-P", "LastTriggerUSec"])
-        .arg(format!("{unit}.timer"))
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    text.trim().strip_prefix('@')?.parse().ok()
+        .args([
+            "show",
+            "--timestamp=unix",
+            "-p",
+            "Id,LastTriggerUSec,ActiveState",
+        ])
+        .args(
+            units
+                .iter()
+                .flat_map(|u| [format!("{u}.timer"), format!("{u}.service")]),
+        )
+        .output();
+    match output {
+        Ok(output) => parse_timer_states(&String::from_utf8_lossy(&output.stdout)),
+        Err(_) => BTreeMap::new(),
+    }
 }
 
-/// Whether `<unit>.service` is running now (a backup the timer started).
-fn unit_running(unit: &str) -> bool {
-    Command::new("systemctl")
-        .args(["is-active", "--quiet"])
-        .arg(format!("{unit}.service"))
-        .status()
-        .is_ok_and(|status| status.success())
+/// [`timer_states`] from `systemctl show`'s output: blocks of `Key=value` lines, one block
+/// per unit, separated by blank lines.
+fn parse_timer_states(text: &str) -> BTreeMap<String, (Option<u64>, bool)> {
+    let mut states = BTreeMap::new();
+    for block in text.split("\n\n") {
+        let field = |key: &str| {
+            block
+                .lines()
+                .find_map(|line| line.strip_prefix(key)?.strip_prefix('='))
+        };
+        let Some(id) = field("Id") else { continue };
+        if let Some(unit) = id.strip_suffix(".timer") {
+            let fired = field("LastTriggerUSec")
+                .and_then(|t| t.strip_prefix('@'))
+                .and_then(|t| t.parse().ok());
+            states.entry(unit.to_owned()).or_insert((None, false)).0 = fired;
+        } else if let Some(unit) = id.strip_suffix(".service") {
+            let running = matches!(field("ActiveState"), Some("active" | "activating"));
+            states.entry(unit.to_owned()).or_insert((None, false)).1 = running;
+        }
+    }
+    states
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timer_states_are_read_from_systemctl_show() {
+        let text = "Id=clan-backup-borgbackup.timer\nActiveState=active\n\
+                    LastTriggerUSec=@1764630000\n\n\
+                    Id=clan-backup-borgbackup.service\nActiveState=activating\n\
+                    LastTriggerUSec=\n\n\
+                    Id=clan-backup-restic.timer\nActiveState=active\nLastTriggerUSec=n/a\n\n\
+                    Id=clan-backup-restic.service\nActiveState=inactive\nLastTriggerUSec=\n";
+        let states = parse_timer_states(text);
+        assert_eq!(
+            states["clan-backup-borgbackup"],
+            (Some(1_764_630_000), true)
+        );
+        assert_eq!(states["clan-backup-restic"], (None, false));
+    }
 
     #[test]
     fn a_staging_directory_is_absolute_and_not_the_root() {
