@@ -53,6 +53,27 @@ impl Prompter for NoPrompts {
     }
 }
 
+/// A [`Prompter`] whose answers were all given up front (a GUI form, a script): nobody is
+/// asked, a prompt without an answer is an error (or, before a deploy, leaves its machine out).
+pub struct Answered(pub PromptValues);
+
+impl Prompter for Answered {
+    fn interactive(&self) -> bool {
+        false
+    }
+    fn prompt_values(
+        &mut self,
+    ) -> Result<Option<&PromptValues>, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(Some(&self.0))
+    }
+    fn ask(
+        &mut self,
+        _request: &PromptRequest,
+    ) -> Result<Zeroizing<String>, Box<dyn std::error::Error + Send + Sync>> {
+        Err("every answer was to be given up front".into())
+    }
+}
+
 /// Prompt answers given up front, `{"<generator>": {"<prompt>": "value"}}` as JSON.
 pub struct PromptValues {
     pub json: Zeroizing<Vec<u8>>,
@@ -297,6 +318,25 @@ impl Vars {
             runs: report.generated,
             failed: report.failed,
         }))
+    }
+
+    /// The prompts a [`Vars::generate`] of `machines` (all when empty) would ask, in the
+    /// order it asks them, for a front end that gathers every answer before it starts (a GUI
+    /// form); empty when nothing is missing. Prompts whose persisted answer is stored are
+    /// left out.
+    pub fn prompts(&self, machines: &[MachineName]) -> Result<Vec<PromptRequest>, Error> {
+        let selection = Selection {
+            machines: self.machines_or_all(machines)?,
+            generator: None,
+            regenerate: false,
+        };
+        let plan = Plan::new(&self.graph, &self.store, &selection)?;
+        if plan.order.is_empty() {
+            return Ok(Vec::new());
+        }
+        let admin = self.admin().ok();
+        let mut answers = Answers::default();
+        Ok(plan.prompts(&self.graph, &self.store, admin.as_ref(), &mut answers)?)
     }
 
     /// The machines of `selection` that a generator still to run needs an answer for which

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 #[cfg(feature = "testbed")]
 pub mod demo;
+pub mod gui;
 pub mod init;
 pub mod inspect;
 pub mod instances;
