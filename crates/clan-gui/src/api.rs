@@ -140,10 +140,12 @@ fn header_str(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<&s
 async fn guard(State(app): Shared, request: Request, next: Next) -> Response {
     let security = &app.security;
     let headers = request.headers();
-    if !security.host_ok(header_str(headers, header::HOST)) {
+    let host = header_str(headers, header::HOST);
+    let Some(host) = host.filter(|host| security.host_ok(Some(host))) else {
         return refuse(StatusCode::MISDIRECTED_REQUEST);
-    }
+    };
     if !security.origin_ok(
+        host,
         header_str(headers, header::ORIGIN),
         header_str(headers, "sec-fetch-site"),
     ) {

@@ -8,7 +8,7 @@
 //!
 //! Every request must name this server in `Host` (DNS rebinding: a page of another name that
 //! resolves to 127.0.0.1 is refused) and, when a browser says where it comes from (`Origin`,
-//! `Sec-Fetch-Site`), come from the server's own origin.
+//! `Sec-Fetch-Site`), come from the origin it is sent to.
 
 use std::sync::Mutex;
 
@@ -96,13 +96,14 @@ impl Security {
         host.is_some_and(|host| self.hosts().iter().any(|known| known == host))
     }
 
-    /// A request a browser says comes from another origin is refused; one without `Origin`
-    /// (a top-level navigation, a script such as curl) is judged by the cookie and key.
-    pub fn origin_ok(&self, origin: Option<&str>, fetch_site: Option<&str>) -> bool {
+    /// A request a browser says comes from another origin than the one it is sent to
+    /// (`host`, already checked) is refused; one without `Origin` (a top-level navigation,
+    /// a script such as curl) is judged by the cookie and key.
+    pub fn origin_ok(&self, host: &str, origin: Option<&str>, fetch_site: Option<&str>) -> bool {
         let origin_ok = origin.is_none_or(|origin| {
-            self.hosts()
-                .iter()
-                .any(|host| origin == format!("http://{host}"))
+            origin
+                .strip_prefix("http://")
+                .is_some_and(|origin_host| origin_host == host)
         });
         let site_ok = fetch_site.is_none_or(|site| matches!(site, "same-origin" | "none"));
         origin_ok && site_ok
@@ -180,15 +181,18 @@ mod tests {
     #[test]
     fn only_this_origin_and_same_origin_fetches_pass() {
         let security = Security::new(8080);
-        assert!(security.origin_ok(None, None));
-        assert!(security.origin_ok(Some("http://127.0.0.1:8080"), Some("same-origin")));
-        assert!(security.origin_ok(Some("http://localhost:8080"), None));
-        assert!(security.origin_ok(None, Some("none")));
-        assert!(!security.origin_ok(Some("http://127.0.0.1:9999"), None));
-        assert!(!security.origin_ok(Some("null"), None));
-        assert!(!security.origin_ok(Some("https://127.0.0.1:8080"), None));
-        assert!(!security.origin_ok(None, Some("cross-site")));
-        assert!(!security.origin_ok(None, Some("same-site")));
+        let host = "127.0.0.1:8080";
+        assert!(security.origin_ok(host, None, None));
+        assert!(security.origin_ok(host, Some("http://127.0.0.1:8080"), Some("same-origin")));
+        assert!(security.origin_ok("localhost:8080", Some("http://localhost:8080"), None));
+        assert!(security.origin_ok(host, None, Some("none")));
+        // Another name of this server is another origin (another site) for the browser.
+        assert!(!security.origin_ok(host, Some("http://localhost:8080"), None));
+        assert!(!security.origin_ok(host, Some("http://127.0.0.1:9999"), None));
+        assert!(!security.origin_ok(host, Some("null"), None));
+        assert!(!security.origin_ok(host, Some("https://127.0.0.1:8080"), None));
+        assert!(!security.origin_ok(host, None, Some("cross-site")));
+        assert!(!security.origin_ok(host, None, Some("same-site")));
     }
 
     #[test]

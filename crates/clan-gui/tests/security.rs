@@ -93,11 +93,14 @@ fn host_and_origin_must_name_the_server() {
         assert_eq!(with(&[("Origin", origin)]).status, 403, "Origin {origin}");
     }
     assert_eq!(with(&[("Sec-Fetch-Site", "cross-site")]).status, 403);
-    let own = format!("http://localhost:{port}");
+    let own = format!("http://127.0.0.1:{port}");
     assert_eq!(
         with(&[("Origin", &own), ("Sec-Fetch-Site", "same-origin")]).status,
         200
     );
+    // The server's other name is another origin.
+    let other_name = format!("http://localhost:{port}");
+    assert_eq!(with(&[("Origin", &other_name)]).status, 403);
     // A cross-site POST changes nothing, even with every credential.
     let before = clan_toml(&gui);
     let mut headers = auth.to_vec();

@@ -9,6 +9,7 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use clan_deploy::deploy::AgentBinary;
 use clan_deploy::ssh::{HostKeyCheck, SshOptions};
 
 /// A running GUI server and the directories it works in.
@@ -49,16 +50,25 @@ pub fn clan(dir: &Path, machines: &[&str]) -> PathBuf {
 impl Gui {
     /// A server on `clan` (none: an empty start), with `ssh` for its deploys.
     pub fn start(clan: Option<PathBuf>, ssh: Option<SshOptions>) -> Gui {
-        let state = tempfile::tempdir().unwrap();
-        let server = clan_gui::Server::bind(clan_gui::Options {
-            clan_dir: clan.clone(),
-            port: 0,
-            ssh: ssh.unwrap_or(SshOptions {
+        Gui::start_with(
+            clan,
+            ssh.unwrap_or(SshOptions {
                 config: None,
                 host_key_check: HostKeyCheck::Strict,
                 connect_timeout: Some(5),
             }),
-            agent: None,
+            None,
+        )
+    }
+
+    /// [`Gui::start`] with the agent deploys upload.
+    pub fn start_with(clan: Option<PathBuf>, ssh: SshOptions, agent: Option<AgentBinary>) -> Gui {
+        let state = tempfile::tempdir().unwrap();
+        let server = clan_gui::Server::bind(clan_gui::Options {
+            clan_dir: clan.clone(),
+            port: 0,
+            ssh,
+            agent,
             confirm_timeout: 10,
             state_dir: state.path().to_path_buf(),
         })
