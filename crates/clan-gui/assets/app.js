@@ -64,7 +64,7 @@ function errorBlock(error) {
 
 const main = () => document.getElementById('main');
 function show(...children) {
-  main().replaceChildren(...children);
+  main().replaceChildren(h('div', { class: 'view' }, ...children));
 }
 
 let session = null;
@@ -532,7 +532,7 @@ function showEditError(error, roleForms, top) {
     if (!text.includes(`roles.${form.role}.`)) continue;
     for (const f of form.fields) {
       if (text.includes(`settings.${f.key}\``) || text.includes(`settings.${f.key}.`)) {
-        f.error.replaceChildren(error.data.error.replace(/^.*?: `[^`]*`: /, ''), error.data.hint ? h('div', { class: 'hint' }, error.data.hint) : null);
+        f.error.replaceChildren(h('span', {}, error.data.error.replace(/^.*?: `[^`]*`: /, ''), error.data.hint ? h('div', { class: 'hint' }, error.data.hint) : null));
         f.error.hidden = false;
         f.input.setAttribute('aria-invalid', 'true');
         placed = true;

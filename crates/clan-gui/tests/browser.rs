@@ -113,13 +113,33 @@ async fn screenshot(client: &Client, name: &str) {
     std::fs::write(screenshots().join(format!("{name}.png")), png).unwrap();
 }
 
+/// Says what the page showed when a test step failed (the screenshot is left in the
+/// temporary directory).
+async fn failed(client: &Client, what: String) -> ! {
+    let shot = std::env::temp_dir().join("clan-gui-failure.png");
+    if let Ok(png) = client.screenshot().await {
+        let _ = std::fs::write(&shot, png);
+    }
+    let text = match client.find(Locator::Css("main")).await {
+        Ok(main) => main.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    panic!(
+        "{what}; the page shows:\n{text}\n(screenshot: {})",
+        shot.display()
+    )
+}
+
 async fn find(client: &Client, css: &str) -> fantoccini::elements::Element {
-    client
+    match client
         .wait()
         .at_most(Duration::from_secs(60))
         .for_element(Locator::Css(css))
         .await
-        .unwrap_or_else(|error| panic!("no `{css}`: {error}"))
+    {
+        Ok(element) => element,
+        Err(error) => failed(client, format!("no `{css}`: {error}")).await,
+    }
 }
 
 async fn fill(client: &Client, css: &str, text: &str) {
@@ -142,11 +162,13 @@ async fn wait_text(client: &Client, css: &str, text: &str, limit: Duration) -> S
                     return found;
                 }
                 if Instant::now() > deadline {
-                    panic!("`{css}` shows {found:?}, not {text:?}");
+                    failed(client, format!("`{css}` shows {found:?}, not {text:?}")).await;
                 }
             }
         }
-        assert!(Instant::now() < deadline, "no `{css}` showing {text:?}");
+        if Instant::now() > deadline {
+            failed(client, format!("no `{css}` showing {text:?}")).await;
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -256,7 +278,8 @@ async fn a_clan_from_empty_to_deployed_and_rolled_back_in_the_browser() {
     fill(&client, "[data-members=default]", "tag:frontend").await;
     fill(&client, "[data-key=greeting]", "Hello from the browser").await;
     click(&client, "#create-instance").await;
-    wait_text(&client, "h1", "hello-world", Duration::from_secs(30)).await;
+    find(&client, "#save-settings").await;
+    wait_text(&client, "h1", "hello hello-world", Duration::from_secs(30)).await;
 
     // users: a login name the schema refuses is shown at its field; fixed, it is created.
     goto(&client, &gui, "#/services/users/new").await;
@@ -285,7 +308,8 @@ async fn a_clan_from_empty_to_deployed_and_rolled_back_in_the_browser() {
     );
     fill(&client, "[data-key=user]", "alice").await;
     click(&client, "#create-instance").await;
-    wait_text(&client, "h1", "users", Duration::from_secs(30)).await;
+    find(&client, "#save-settings").await;
+    wait_text(&client, "h1", "alice users", Duration::from_secs(30)).await;
 
     goto(&client, &gui, "#/").await;
     find(&client, "[data-machine=spare]").await;
