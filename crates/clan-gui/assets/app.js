@@ -364,7 +364,12 @@ async function streamEvents(path, onEvent) {
     while ((cut = buffer.indexOf('\n\n')) >= 0) {
       const block = buffer.slice(0, cut);
       buffer = buffer.slice(cut + 2);
-      const data = block.split('\n').filter((l) => l.startsWith('data:')).map((l) => l.slice(5).replace(/^ /, '')).join('\n');
+      const lines = block.split('\n');
+      const data = lines.filter((l) => l.startsWith('data:')).map((l) => l.slice(5).replace(/^ /, '')).join('\n');
+      // A live event's id is when the server got it (Unix ms): its delay is kept for the
+      // benchmark (bench/gui.sh).
+      const id = lines.find((l) => l.startsWith('id:'));
+      if (id) (window.clanEventDelays ||= []).push(Date.now() - Number(id.slice(3)));
       if (data) onEvent(JSON.parse(data));
     }
   }
@@ -696,6 +701,8 @@ async function route() {
   }
   performance.mark(`view-${view || 'fleet'}`);
   document.body.dataset.view = view || 'fleet';
+  // After the next frame: the view is painted.
+  requestAnimationFrame(() => setTimeout(() => performance.mark(`painted-${view || 'fleet'}`), 0));
 }
 
 async function start() {

@@ -96,6 +96,11 @@ async fn blocking<T: Send + 'static>(
         .unwrap_or_else(|_| Err(Failure::new(StatusCode::INTERNAL_SERVER_ERROR, "a bug")))
 }
 
+/// The admin's keys, where the environment says (as for the CLI).
+fn keys() -> clan_secrets::KeySources {
+    clan_secrets::KeySources::from_env()
+}
+
 fn clan_dir(app: &App) -> Result<PathBuf, Failure> {
     app.clan_dir().ok_or_else(Failure::no_clan)
 }
@@ -256,7 +261,7 @@ async fn create_clan(State(app): Shared, Json(new): Json<NewClan>) -> Reply {
                 name: new.name,
                 domain: new.domain,
                 user: None,
-                keys: clan_secrets::KeySources::from_env(),
+                keys: keys(),
             },
             &clan_lib::Silent,
         )?;
@@ -331,10 +336,13 @@ async fn machine(State(app): Shared, UrlPath(name): UrlPath<String>) -> Reply {
     let dir = clan_dir(&app)?;
     blocking(move || {
         let machine = clan_lib::machines::show(&dir, &name)?;
+        // Only this machine's generators: a large clan is not evaluated whole for one page.
         let vars = name
             .parse()
             .map_err(clan_lib::Error::from)
-            .and_then(|name| Vars::open(&dir, clan_secrets::KeySources::from_env())?.list(&name));
+            .and_then(|name| {
+                Vars::open_for(&dir, std::slice::from_ref(&name), keys())?.list(&name)
+            });
         let (vars, vars_error) = match vars {
             Ok(vars) => (json!(vars), Value::Null),
             Err(error) => (json!([]), Failure::of(&error).body),
@@ -540,7 +548,11 @@ async fn prompts(State(app): Shared, Query(query): Query<MachinesQuery>) -> Repl
         .collect();
     let machines = machine_names(&names)?;
     blocking(move || {
-        let vars = Vars::open(&dir, clan_secrets::KeySources::from_env())?;
+        let vars = if machines.is_empty() {
+            Vars::open(&dir, keys())?
+        } else {
+            Vars::open_for(&dir, &machines, keys())?
+        };
         let requests = vars.prompts(&machines)?;
         let list: Vec<Value> = requests
             .iter()
@@ -591,7 +603,7 @@ async fn generate(State(app): Shared, Json(input): Json<GenerateInput>) -> Reply
     let dir = clan_dir(&app)?;
     let machines = machine_names(&input.machines)?;
     blocking(move || {
-        let vars = Vars::open(&dir, clan_secrets::KeySources::from_env())?;
+        let vars = Vars::open(&dir, keys())?;
         let request = clan_lib::vars::GenerateRequest {
             machines,
             ..Default::default()
@@ -670,17 +682,20 @@ async fn deploy_events(State(app): Shared, UrlPath(id): UrlPath<String>) -> Resp
     let Some((past, receiver)) = app.jobs.watch(&id) else {
         return Failure::new(StatusCode::NOT_FOUND, format!("no deploy `{id}`")).into_response();
     };
-    let past = futures_util::stream::iter(past);
+    use futures_util::StreamExt as _;
+    let past = futures_util::stream::iter(past)
+        .map(|event| Ok::<_, Infallible>(SseEvent::default().data(event.to_string())));
+    // A live event's id is when it was reported (Unix ms): the page can tell its delay.
     let live = futures_util::stream::unfold(receiver, |receiver| async move {
         let mut receiver = receiver?;
         // Lagged or closed: the stream ends and the page reloads the record.
-        let event = receiver.recv().await.ok()?;
+        let (reported, event) = receiver.recv().await.ok()?;
         let last = event["kind"] == "job-finished";
-        Some((event, (!last).then_some(receiver)))
+        let sse = SseEvent::default()
+            .id(reported.to_string())
+            .data(event.to_string());
+        Some((Ok(sse), (!last).then_some(receiver)))
     });
-    use futures_util::StreamExt as _;
-    let stream = past
-        .chain(live)
-        .map(|event| Ok::<_, Infallible>(SseEvent::default().data(event.to_string())));
+    let stream = past.chain(live);
     Sse::new(stream).into_response()
 }

@@ -46,9 +46,12 @@ pub struct Record {
     pub events: Vec<Value>,
 }
 
+/// An event as it is broadcast: when it was reported (Unix milliseconds) and its JSON.
+pub type Stamped = (u64, Value);
+
 struct Job {
     record: Mutex<Record>,
-    sender: broadcast::Sender<Value>,
+    sender: broadcast::Sender<Stamped>,
     path: PathBuf,
 }
 
@@ -184,7 +187,7 @@ impl Jobs {
 
     /// The events so far and, while the job runs, a receiver of the ones to come (taken
     /// together, so none is missed or seen twice).
-    pub fn watch(&self, id: &str) -> Option<(Vec<Value>, Option<broadcast::Receiver<Value>>)> {
+    pub fn watch(&self, id: &str) -> Option<(Vec<Value>, Option<broadcast::Receiver<Stamped>>)> {
         let job = self.lock().get(id).cloned()?;
         let record = job.lock();
         let receiver = (record.status == Status::Running).then(|| job.sender.subscribe());
@@ -241,7 +244,7 @@ impl Recorder {
         // end, not for each output line.
         let keep = event["event"] != "output";
         record.events.push(event.clone());
-        let _ = self.job.sender.send(event);
+        let _ = self.job.sender.send((now_ms(), event));
         if keep {
             let _ = save(&self.job.path, &record);
         }
@@ -255,7 +258,7 @@ impl Recorder {
         record.error = error;
         record.finished = Some(now_ms());
         record.events.push(event.clone());
-        let _ = self.job.sender.send(event);
+        let _ = self.job.sender.send((now_ms(), event));
         save(&self.job.path, &record)
     }
 }
