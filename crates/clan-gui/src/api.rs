@@ -19,7 +19,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use clan_deploy::deploy::DeployOptions;
 use clan_error::{Exit, Hint};
-use clan_inventory::{RoleTarget, SettingScope};
+use clan_inventory::{MachineName, RoleTarget, SettingScope};
 use clan_lib::instances::{Edit, RoleMember, Setting};
 use clan_lib::vars::{Answered, PromptValues, Vars};
 use serde::Deserialize;
@@ -334,15 +334,12 @@ async fn create_machine(State(app): Shared, Json(new): Json<NewMachine>) -> Repl
 
 async fn machine(State(app): Shared, UrlPath(name): UrlPath<String>) -> Reply {
     let dir = clan_dir(&app)?;
+    let name = machine_name(&name)?;
     blocking(move || {
         let machine = clan_lib::machines::show(&dir, &name)?;
         // Only this machine's generators: a large clan is not evaluated whole for one page.
-        let vars = name
-            .parse()
-            .map_err(clan_lib::Error::from)
-            .and_then(|name| {
-                Vars::open_for(&dir, std::slice::from_ref(&name), keys())?.list(&name)
-            });
+        let vars = Vars::open_for(&dir, std::slice::from_ref(&name), keys())
+            .and_then(|vars| vars.list(&name));
         let (vars, vars_error) = match vars {
             Ok(vars) => (json!(vars), Value::Null),
             Err(error) => (json!([]), Failure::of(&error).body),
@@ -356,6 +353,7 @@ async fn machine(State(app): Shared, UrlPath(name): UrlPath<String>) -> Reply {
 
 async fn generations(State(app): Shared, UrlPath(name): UrlPath<String>) -> Reply {
     let dir = clan_dir(&app)?;
+    let name = machine_name(&name)?;
     blocking(move || {
         let generations = clan_lib::deploy::generations(&dir, &name, None, &app.ssh)?;
         let current = generations.current_entry();
@@ -377,6 +375,7 @@ async fn rollback(
     Json(to): Json<RollbackTo>,
 ) -> Reply {
     let dir = clan_dir(&app)?;
+    let name = machine_name(&name)?;
     blocking(move || {
         let activation = clan_lib::deploy::rollback(&dir, &name, None, to.to.as_deref(), &app.ssh)?;
         Ok(Json(json!(activation)))
@@ -531,11 +530,12 @@ struct MachinesQuery {
     machines: String,
 }
 
-fn machine_names(list: &[String]) -> Result<Vec<clan_secrets::MachineName>, Failure> {
-    list.iter()
-        .map(|name| name.parse())
-        .collect::<Result<_, _>>()
-        .map_err(|e| invalid("machine name", e))
+fn machine_name(name: &str) -> Result<MachineName, Failure> {
+    name.parse().map_err(|e| invalid("machine name", e))
+}
+
+fn machine_names(list: &[String]) -> Result<Vec<MachineName>, Failure> {
+    list.iter().map(|name| machine_name(name)).collect()
 }
 
 async fn prompts(State(app): Shared, Query(query): Query<MachinesQuery>) -> Reply {
@@ -638,11 +638,12 @@ async fn deploy(State(app): Shared, Json(input): Json<DeployInput>) -> Reply {
             "no clan-agent binary beside clan: deploys are not possible from this build",
         )
     })?;
+    let machines = machine_names(&input.machines)?;
     let kind = if input.dry_run { "dry-run" } else { "deploy" };
     let recorder = app.jobs.start(&dir, kind, input.machines.clone())?;
     let id = recorder.id();
     let request = clan_lib::deploy::UpdateRequest {
-        machines: input.machines,
+        machines,
         tags: Vec::new(),
         target_host: None,
         no_sandbox: false,

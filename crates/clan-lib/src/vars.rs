@@ -205,8 +205,7 @@ impl Vars {
     ) -> Result<Vars, Error> {
         let mut generators = Vec::new();
         for machine in machines {
-            let name: MachineName = machine.summary.name.parse()?;
-            generators.push((name, &machine.config.generators));
+            generators.push((machine.summary.name.clone(), &machine.config.generators));
         }
         let graph = Graph::build(generators.iter().map(|(name, g)| (name.clone(), *g)))?;
         Ok(Vars {

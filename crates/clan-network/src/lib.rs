@@ -8,6 +8,8 @@ mod target;
 
 use std::path::Path;
 
+use clan_config::MachineName;
+
 pub use target::{resolve, Target};
 
 /// Why a machine's target cannot be worked out.
@@ -87,7 +89,7 @@ pub fn machine_target(
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Route {
-    pub machine: String,
+    pub machine: MachineName,
     pub target: Target,
     pub host_key: Option<String>,
 }
@@ -97,16 +99,14 @@ impl Route {
     pub fn of(
         fleet: &clan_eval::Fleet,
         clan_dir: &Path,
-        name: &str,
+        name: &MachineName,
         target_override: Option<&str>,
     ) -> Result<Route, Error> {
         let machine = fleet.machine(name)?;
         let target = machine_target(fleet, &machine, target_override)?;
-        let machine_name: Option<clan_secrets::MachineName> = name.parse().ok();
-        let host_key =
-            machine_name.and_then(|m| clan_vars::ssh_host_key(clan_dir, &m, &machine.config));
+        let host_key = clan_vars::ssh_host_key(clan_dir, name, &machine.config);
         Ok(Route {
-            machine: name.to_owned(),
+            machine: name.clone(),
             target,
             host_key,
         })

@@ -38,7 +38,12 @@ impl Fixture {
     /// Test machines `machines` and empty clan and work directories; `None` (after saying
     /// why) when the host cannot run them or one of `tools` is not installed.
     pub fn new(machines: &[&str], tools: &[&str]) -> Option<Self> {
-        let (state, testbed) = super::testbed(machines)?;
+        Fixture::with_packages(machines, tools, &[])
+    }
+
+    /// [`Fixture::new`] with `packages` installed on the machines.
+    pub fn with_packages(machines: &[&str], tools: &[&str], packages: &[&str]) -> Option<Self> {
+        let (state, testbed) = super::testbed_with(machines, packages)?;
         for tool in tools {
             let found = Command::new("sh")
                 .args(["-c", &format!("command -v {tool}")])

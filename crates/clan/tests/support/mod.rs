@@ -14,7 +14,13 @@ use clan_testbed::{check_host, Error, Options, Testbed};
 
 /// Test machines named `names` and their state directory; `None` (after saying why) when
 /// this host cannot run them (not root, a tool missing).
+#[allow(dead_code)] // each test file uses part of this module
 pub fn testbed(names: &[&str]) -> Option<(tempfile::TempDir, Testbed)> {
+    testbed_with(names, &[])
+}
+
+/// [`testbed`] with `packages` added to the machines' root filesystem.
+pub fn testbed_with(names: &[&str], packages: &[&str]) -> Option<(tempfile::TempDir, Testbed)> {
     if let Err(reason) = check_host() {
         clan_testbed::skip(reason);
         return None;
@@ -22,6 +28,7 @@ pub fn testbed(names: &[&str]) -> Option<(tempfile::TempDir, Testbed)> {
     let state = tempfile::tempdir().expect("state dir");
     let mut options = Options::named(state.path(), names.iter().copied());
     options.progress = |message| eprintln!("{message}");
+    options.extra_packages = packages.iter().map(|p| (*p).to_owned()).collect();
     match Testbed::up(&options) {
         Ok(testbed) => Some((state, testbed)),
         Err(error @ Error::ToolMissing { .. }) => {
