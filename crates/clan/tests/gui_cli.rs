@@ -31,11 +31,15 @@ fn gui_prints_a_one_time_url_and_serves_it_on_loopback() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let printed: serde_json::Value = serde_json::from_str(&line).unwrap();
+    // The JSON document comes first; the server then runs until it is stopped.
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut text = String::new();
+    let printed: serde_json::Value = loop {
+        assert!(stdout.read_line(&mut text).unwrap() > 0, "no URL: {text}");
+        if let Ok(printed) = serde_json::from_str(&text) {
+            break printed;
+        }
+    };
     let url = printed["url"].as_str().unwrap().to_owned();
     let rest = url
         .strip_prefix("http://127.0.0.1:")

@@ -69,22 +69,23 @@ pub async fn browser(driver: &Driver) -> Client {
         .expect("a browser session")
 }
 
-/// The `clan-agent` binary of this build (built now if it is missing).
+/// The `clan-agent` binary of this build: built now for a test build (as `cargo build`
+/// would; up to date it costs nothing), as `bench/gui.sh` builds it for the benchmark.
 pub fn agent() -> AgentBinary {
     let test = std::env::current_exe().unwrap();
-    let binary: PathBuf = test
+    let build_dir: PathBuf = test
         .parent()
         .and_then(Path::parent)
         .expect("in the target directory")
-        .join("clan-agent");
-    if !binary.is_file() {
+        .to_path_buf();
+    if build_dir.ends_with("debug") {
         let status = Command::new(env!("CARGO"))
             .args(["build", "--quiet", "-p", "clan", "--bin", "clan-agent"])
             .status()
             .unwrap();
         assert!(status.success(), "building clan-agent failed");
     }
-    AgentBinary::at(&binary).unwrap()
+    AgentBinary::at(&build_dir.join("clan-agent")).unwrap()
 }
 
 /// Says what the page showed when a test step failed (the screenshot is left in the
