@@ -1,5 +1,5 @@
 //! `show`: the clan at a glance — its meta and the names of its machines, instances and the
-//! services they use.
+//! services they use — and the whole fleet's summary (what a fleet map draws).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -34,4 +34,10 @@ pub fn show(dir: &Path) -> Result<Overview, Error> {
         machines: summary.machines.keys().cloned().collect(),
         instances: summary.instances.keys().cloned().collect(),
     })
+}
+
+/// The fleet as evaluated: meta, every machine's summary (tags, target, role memberships)
+/// and every instance with its members, in one evaluation.
+pub fn summary(dir: &Path) -> Result<clan_eval::FleetSummary, Error> {
+    Ok(clan_eval::Fleet::open(dir)?.summary)
 }

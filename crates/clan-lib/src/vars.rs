@@ -53,6 +53,27 @@ impl Prompter for NoPrompts {
     }
 }
 
+/// A [`Prompter`] whose answers were all given up front (a GUI form, a script): nobody is
+/// asked, a prompt without an answer is an error (or, before a deploy, leaves its machine out).
+pub struct Answered(pub PromptValues);
+
+impl Prompter for Answered {
+    fn interactive(&self) -> bool {
+        false
+    }
+    fn prompt_values(
+        &mut self,
+    ) -> Result<Option<&PromptValues>, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(Some(&self.0))
+    }
+    fn ask(
+        &mut self,
+        _request: &PromptRequest,
+    ) -> Result<Zeroizing<String>, Box<dyn std::error::Error + Send + Sync>> {
+        Err("every answer was to be given up front".into())
+    }
+}
+
 /// Prompt answers given up front, `{"<generator>": {"<prompt>": "value"}}` as JSON.
 pub struct PromptValues {
     pub json: Zeroizing<Vec<u8>>,
@@ -153,15 +174,37 @@ impl Vars {
         Vars::of(clan_dir, &fleet, sources)
     }
 
+    /// The vars of `machines` alone (their generators, shared ones included), evaluating
+    /// no other machine: enough to list them or ask for their prompts in a large clan.
+    pub fn open_for(
+        clan_dir: &Path,
+        machines: &[MachineName],
+        sources: KeySources,
+    ) -> Result<Vars, Error> {
+        let fleet = clan_eval::Fleet::open(clan_dir)?;
+        let evaluated = machines
+            .iter()
+            .map(|machine| fleet.machine(machine.as_str()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Vars::of_evaluated(clan_dir, &evaluated, sources)
+    }
+
     /// The vars of `fleet`, the clan evaluated from `clan_dir`.
     pub fn of(
         clan_dir: &Path,
         fleet: &clan_eval::Fleet,
         sources: KeySources,
     ) -> Result<Vars, Error> {
-        let machines = fleet.machines()?;
+        Vars::of_evaluated(clan_dir, &fleet.machines()?, sources)
+    }
+
+    fn of_evaluated(
+        clan_dir: &Path,
+        machines: &[clan_eval::EvaluatedMachine],
+        sources: KeySources,
+    ) -> Result<Vars, Error> {
         let mut generators = Vec::new();
-        for machine in &machines {
+        for machine in machines {
             generators.push((machine.summary.name.clone(), &machine.config.generators));
         }
         let graph = Graph::build(generators.iter().map(|(name, g)| (name.clone(), *g)))?;
@@ -296,6 +339,25 @@ impl Vars {
             runs: report.generated,
             failed: report.failed,
         }))
+    }
+
+    /// The prompts a [`Vars::generate`] of `machines` (all when empty) would ask, in the
+    /// order it asks them, for a front end that gathers every answer before it starts (a GUI
+    /// form); empty when nothing is missing. Prompts whose persisted answer is stored are
+    /// left out.
+    pub fn prompts(&self, machines: &[MachineName]) -> Result<Vec<PromptRequest>, Error> {
+        let selection = Selection {
+            machines: self.machines_or_all(machines)?,
+            generator: None,
+            regenerate: false,
+        };
+        let plan = Plan::new(&self.graph, &self.store, &selection)?;
+        if plan.order.is_empty() {
+            return Ok(Vec::new());
+        }
+        let admin = self.admin().ok();
+        let mut answers = Answers::default();
+        Ok(plan.prompts(&self.graph, &self.store, admin.as_ref(), &mut answers)?)
     }
 
     /// The machines of `selection` that a generator still to run needs an answer for which
@@ -633,4 +695,57 @@ pub fn keygen(
         user,
         user_created,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A clan of `web` and `db`, each with a users instance whose password is prompted.
+    fn clan() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("clan.toml"),
+            "[meta]\nname = \"t\"\n\n[machines.web]\n[machines.db]\n\n\
+             [instances.alice]\nmodule.name = \"users\"\nroles.default.tags = [\"all\"]\n\
+             roles.default.settings.user = \"alice\"\n",
+        )
+        .unwrap();
+        dir
+    }
+
+    fn files(entries: &[VarEntry]) -> Vec<(String, String)> {
+        entries
+            .iter()
+            .map(|e| (e.generator.clone(), e.file.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn vars_of_one_machine_list_and_prompt_as_the_whole_clan_does() {
+        let dir = clan();
+        let web: MachineName = "web".parse().unwrap();
+        let all = Vars::open(dir.path(), KeySources::default()).unwrap();
+        let one = Vars::open_for(
+            dir.path(),
+            std::slice::from_ref(&web),
+            KeySources::default(),
+        )
+        .unwrap();
+        let listed = files(&one.list(&web).unwrap());
+        assert!(!listed.is_empty());
+        assert_eq!(listed, files(&all.list(&web).unwrap()));
+        assert!(
+            one.list(&"db".parse().unwrap()).is_err(),
+            "db was evaluated"
+        );
+        let asked: Vec<String> = one
+            .prompts(std::slice::from_ref(&web))
+            .unwrap()
+            .iter()
+            .map(|request| format!("{}/{}", request.generator, request.name))
+            .collect();
+        assert_eq!(asked, ["user-password-alice (machine `web`)/user-password"]);
+        assert_eq!(all.prompts(&[]).unwrap().len(), 2, "one prompt per machine");
+    }
 }

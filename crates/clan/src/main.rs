@@ -50,6 +50,8 @@ enum Command {
     Demo(commands::demo::Args),
     /// Create a new clan: a directory with clan.toml, a git repository and a first commit.
     Init(commands::init::Args),
+    /// Serve the clan as a local web app on 127.0.0.1 (the URL carries a one-time token).
+    Gui(commands::gui::Args),
     /// The clan's name, domain, machines, instances and services.
     Show(commands::inspect::ShowArgs),
     /// Create, list, show and delete machines.
@@ -85,6 +87,7 @@ impl Command {
     fn clan_arg(&self) -> Option<&commands::ClanArg> {
         match self {
             Command::Show(args) => Some(&args.clan),
+            Command::Gui(args) => Some(&args.clan),
             Command::Machines(args) => Some(&args.clan),
             Command::Ssh(args) => Some(&args.clan),
             Command::Services(args) => Some(&args.clan),
@@ -146,6 +149,7 @@ fn run(cli: Cli, clan_dir: Option<std::path::PathBuf>) -> ExitCode {
         #[cfg(feature = "testbed")]
         Command::Demo(args) => commands::demo::run(args, &context),
         Command::Init(args) => commands::init::run(args, &context),
+        Command::Gui(args) => commands::gui::run(args, &context),
         Command::Show(args) => commands::inspect::show(args, &context),
         Command::Machines(args) => commands::machines::run(args, &context),
         Command::Services(args) => commands::services::run(args, &context),

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 pub mod backups;
 #[cfg(feature = "testbed")]
 pub mod demo;
+pub mod gui;
 pub mod init;
 pub mod inspect;
 pub mod instances;
