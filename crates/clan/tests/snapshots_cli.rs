@@ -92,6 +92,7 @@ fn machines_and_instances() {
     s.ok(&["instances", "remove", "hello", "default", "db01"], "");
     s.ok(&["machines", "delete", "laptop"], "");
     s.ok(&["services", "list"], "");
+    s.ok(&["services", "show", "hello-world", "--json"], "");
     s.ok(&["select", "machines.*.tags"], "");
     assert_transcript!("machines_and_instances", s.transcript);
 }
