@@ -150,7 +150,8 @@ fn run(cli: Cli, clan_dir: Option<std::path::PathBuf>) -> ExitCode {
         Command::Instances(args) => commands::instances::run(args, &context),
         Command::Select(args) => commands::inspect::select(args, &context),
         Command::Schema(args) => commands::inspect::schema(args),
-        Command::Mesher(args) => clan_agent::mesher::run(args),
+        Command::Mesher(args) => clan_agent::mesher::run(args)
+            .and_then(|output| output.print(&commands::output::printer())),
         #[cfg(feature = "testbed")]
         Command::Testbed(args) => commands::testbed::run(args, &context),
         Command::Secrets(args) => commands::secrets::run(args, &context),
