@@ -25,6 +25,17 @@ pub struct Args {
     command: SecretsCommand,
 }
 
+impl Args {
+    /// Whether the command reads a clan: all but `key generate` and `key show`, which read
+    /// only the admin's key.
+    pub fn reads_clan(&self) -> bool {
+        !matches!(
+            self.command,
+            SecretsCommand::Key(KeyCommand::Generate { .. } | KeyCommand::Show)
+        )
+    }
+}
+
 #[derive(Subcommand)]
 enum SecretsCommand {
     /// Your age key: generate, show, or re-encrypt all secrets to the current keys.

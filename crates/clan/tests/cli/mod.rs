@@ -92,17 +92,13 @@ impl Workspace {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
-    /// `clan --flake <clan> args…`, started outside the clan directory (without `--flake` for
-    /// the commands that read no clan, which refuse it).
+    /// `clan args…` with `CLAN_DIR` naming the clan, started outside the clan directory (the
+    /// commands that read no clan ignore `CLAN_DIR`, where they would refuse `--flake`).
     pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_clan"));
-        self.env(&mut command).current_dir(self.dir.path());
-        let group = args.iter().find(|arg| !arg.starts_with('-'));
-        if !group
-            .is_some_and(|group| ["init", "mesher", "testbed", "demo", "schema"].contains(group))
-        {
-            command.arg("--flake").arg(self.root());
-        }
+        self.env(&mut command)
+            .env("CLAN_DIR", self.root())
+            .current_dir(self.dir.path());
         command.args(args);
         command
     }
