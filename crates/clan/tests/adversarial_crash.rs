@@ -7,6 +7,7 @@
 //! by the next run; and without git, no change that would then stay uncommitted.
 
 mod crash_support;
+mod env;
 
 use crash_support::{kill_trials, Clan, Kill};
 

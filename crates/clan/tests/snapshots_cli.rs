@@ -5,6 +5,7 @@
 //! `INSTA_UPDATE=always cargo test -p clan --test snapshots_cli`.
 
 mod cli;
+mod env;
 mod transcript;
 
 use transcript::{Step, Transcript};

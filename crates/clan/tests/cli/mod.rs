@@ -66,20 +66,14 @@ impl Workspace {
     }
 
     pub fn env<'a>(&self, command: &'a mut Command) -> &'a mut Command {
-        command
-            .env_remove("SOPS_AGE_KEY")
-            .env_remove("XDG_CONFIG_HOME")
-            .env_remove("CLAN_NO_COMMIT")
-            .env_remove("CLAN_DIR")
-            .env("SOPS_AGE_KEY_FILE", self.dir.path().join("admin.key"))
-            .env("HOME", self.dir.path().join("home"))
-            .env("XDG_CACHE_HOME", self.dir.path().join("cache"))
-            .env("XDG_RUNTIME_DIR", self.runtime_dir())
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_AUTHOR_NAME", "test")
-            .env("GIT_AUTHOR_EMAIL", "test@example.org")
-            .env("GIT_COMMITTER_NAME", "test")
-            .env("GIT_COMMITTER_EMAIL", "test@example.org")
+        let dir = self.dir.path();
+        crate::env::clan_env(
+            command,
+            &dir.join("admin.key"),
+            &dir.join("home"),
+            &dir.join("cache"),
+        )
+        .env("XDG_RUNTIME_DIR", self.runtime_dir())
     }
 
     pub fn git(&self, args: &[&str]) -> String {
