@@ -48,7 +48,9 @@ pub fn main() -> ExitCode {
     restore_sigpipe();
     let result = match Cli::parse().command {
         TopCommand::Agent(args) => run(args).inspect_err(|error| print_failure(&failure(error))),
-        TopCommand::Mesher(args) => crate::mesher::run(args),
+        TopCommand::Mesher(args) => {
+            crate::mesher::run(args).and_then(|output| output.print(&crate::report::Plain))
+        }
     };
     result.unwrap_or_else(|error| crate::report::print_error(&error))
 }

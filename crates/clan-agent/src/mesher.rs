@@ -2,14 +2,17 @@
 //! on clan machines, where the data-mesher unit runs the daemon): the Data Mesher daemon
 //! (`run`, which only reads `dm.toml` and hands it to `clan_mesher::Mesher`), key and
 //! certificate tools, and file commands that sign locally and talk to the running daemon
-//! through `clan_mesher::client::Client`.
+//! through `clan_mesher::client::Client`. Each command returns an [`Output`]; the binary
+//! prints it through its own printer ([`Print`]), so `-q` and `--json` mean the same as
+//! elsewhere.
 
-use std::io::{Read, Write};
+use std::fmt;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clan_mesher::client::Client;
+use clan_mesher::client::{Client, FileEntry, Status};
 use clan_mesher::record::unix_micros_now;
 use clan_mesher::{Certificate, Config, FileName, Mesher, PublicKey, Record, SecretKey};
 use clap::Subcommand;
@@ -213,14 +216,113 @@ struct ListArgs {
     json: bool,
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+/// What a mesher command produced.
+#[derive(Debug)]
+pub enum Output {
+    /// The daemon ran until it was stopped.
+    Stopped,
+    /// Data for stdout: a public key, a peer id, a valid certificate.
+    Data(String),
+    /// A file's content, unchanged.
+    Content(Vec<u8>),
+    /// What was done, for stderr.
+    Done(String),
+    /// A check that failed (exit 1), and why.
+    Invalid(String),
+    /// The current files.
+    Files { files: Vec<FileEntry>, json: bool },
+    /// The daemon's state.
+    Status { report: StatusReport, json: bool },
+}
+
+/// The daemon's state and, when it has no peers, why.
+#[derive(Debug, serde::Serialize)]
+pub struct StatusReport {
+    #[serde(flatten)]
+    pub status: Status,
+    pub no_peers: Option<String>,
+}
+
+impl fmt::Display for StatusReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let status = &self.status;
+        writeln!(f, "peer id: {}", status.peer_id)?;
+        for address in &status.listen_addrs {
+            writeln!(f, "listening: {address}")?;
+        }
+        writeln!(f, "peers: {}", status.peers.len())?;
+        if let Some(reason) = &self.no_peers {
+            writeln!(f, "no peers: {reason}")?;
+        }
+        writeln!(f, "files: {}", status.files)?;
+        write!(
+            f,
+            "accepted: {}, fetches: {}",
+            status.accepted, status.fetches
+        )
+    }
+}
+
+/// A binary's printer, as mesher results need it: data on stdout, notes on stderr.
+pub trait Print {
+    /// One line of data on stdout.
+    fn data(&self, line: &dyn fmt::Display) -> anyhow::Result<()>;
+    /// Bytes on stdout, as they are.
+    fn content(&self, bytes: &[u8]) -> anyhow::Result<()>;
+    /// A JSON document on stdout.
+    fn json(&self, value: &serde_json::Value) -> anyhow::Result<()>;
+    /// What was done, on stderr (not when quiet).
+    fn note(&self, line: &dyn fmt::Display);
+    /// What failed, on stderr (always).
+    fn failure(&self, line: &dyn fmt::Display);
+}
+
+impl Output {
+    /// Prints the result through `printer`; the command's exit status.
+    pub fn print(&self, printer: &dyn Print) -> anyhow::Result<ExitCode> {
+        match self {
+            Output::Stopped => {}
+            Output::Data(line) => printer.data(line)?,
+            Output::Content(bytes) => printer.content(bytes)?,
+            Output::Done(line) => printer.note(line),
+            Output::Invalid(reason) => {
+                printer.failure(&format_args!("invalid: {reason}"));
+                return Ok(ExitCode::from(clan_error::Exit::Failed.code()));
+            }
+            Output::Files { files, json: true } => printer.json(&serde_json::to_value(files)?)?,
+            Output::Files { files, json: false } => {
+                for file in files {
+                    printer.data(&format_args!(
+                        "{}\t{}\t{} bytes\tsigned {}",
+                        file.name,
+                        file.kind,
+                        file.size,
+                        report::local_time(micros_to_seconds(file.signed_at))
+                    ))?;
+                }
+            }
+            Output::Status { report, json: true } => {
+                printer.json(&serde_json::to_value(report)?)?
+            }
+            Output::Status {
+                report,
+                json: false,
+            } => printer.data(report)?,
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// Runs a mesher command.
+pub fn run(args: Args) -> anyhow::Result<Output> {
     match args.command {
         MesherCommand::Run(args) => daemon(&args.config),
         MesherCommand::Generate(command) => generate(command),
         MesherCommand::Peer(PeerCommand::Id { identity_key }) => {
             let key = SecretKey::read(&identity_key)?;
-            println!("{}", key.to_libp2p().public().to_peer_id());
-            Ok(ExitCode::SUCCESS)
+            Ok(Output::Data(
+                key.to_libp2p().public().to_peer_id().to_string(),
+            ))
         }
         MesherCommand::Certificate(command) => certificate(command),
         MesherCommand::File(command) => file(command),
@@ -228,7 +330,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn daemon(config_path: &Path) -> anyhow::Result<ExitCode> {
+fn daemon(config_path: &Path) -> anyhow::Result<Output> {
     let config = Config::load(config_path)?;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| {
@@ -259,7 +361,7 @@ fn daemon(config_path: &Path) -> anyhow::Result<ExitCode> {
         }
         mesher.shutdown();
         mesher.join().await?;
-        anyhow::Ok(ExitCode::SUCCESS)
+        anyhow::Ok(Output::Stopped)
     })
 }
 
@@ -269,7 +371,7 @@ async fn wait_stopped(handle: clan_mesher::Handle) {
     while changes.changed().await.is_ok() {}
 }
 
-fn generate(command: GenerateCommand) -> anyhow::Result<ExitCode> {
+fn generate(command: GenerateCommand) -> anyhow::Result<Output> {
     let (out, print_peer_id) = match &command {
         GenerateCommand::Network(arg) | GenerateCommand::SigningKey(arg) => (&arg.out, false),
         GenerateCommand::IdentityKey(arg) => (&arg.out, true),
@@ -282,12 +384,11 @@ fn generate(command: GenerateCommand) -> anyhow::Result<ExitCode> {
     }
     let key = SecretKey::generate();
     key.write(out)?;
-    if print_peer_id {
-        println!("{}", key.to_libp2p().public().to_peer_id());
+    Ok(Output::Data(if print_peer_id {
+        key.to_libp2p().public().to_peer_id().to_string()
     } else {
-        println!("{}", key.public());
-    }
-    Ok(ExitCode::SUCCESS)
+        key.public().to_string()
+    }))
 }
 
 fn subject_key(
@@ -312,7 +413,7 @@ fn parse_validity(text: Option<&String>) -> anyhow::Result<Option<u64>> {
     Ok(Some(unix_micros_now().saturating_add(micros)))
 }
 
-fn certificate(command: CertificateCommand) -> anyhow::Result<ExitCode> {
+fn certificate(command: CertificateCommand) -> anyhow::Result<Output> {
     match command {
         CertificateCommand::Sign {
             network_key,
@@ -330,11 +431,10 @@ fn certificate(command: CertificateCommand) -> anyhow::Result<ExitCode> {
                 parse_validity(valid_for.as_ref())?,
             );
             certificate.write(&out)?;
-            eprintln!(
+            Ok(Output::Done(format!(
                 "certified node {subject} in network {}",
                 network_key.public()
-            );
-            Ok(ExitCode::SUCCESS)
+            )))
         }
         CertificateCommand::Verify {
             network_id,
@@ -347,19 +447,13 @@ fn certificate(command: CertificateCommand) -> anyhow::Result<ExitCode> {
                 Some(subject) => certificate.verify_for(&network_id, &subject, now),
                 None => certificate.verify(&network_id, now),
             };
-            match result {
-                Ok(()) => {
-                    println!(
-                        "valid: node {} in network {network_id}",
-                        certificate.subject
-                    );
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(error) => {
-                    eprintln!("invalid: {error}");
-                    Ok(ExitCode::from(clan_error::Exit::Failed.code()))
-                }
-            }
+            Ok(match result {
+                Ok(()) => Output::Data(format!(
+                    "valid: node {} in network {network_id}",
+                    certificate.subject
+                )),
+                Err(error) => Output::Invalid(error.to_string()),
+            })
         }
     }
 }
@@ -368,7 +462,7 @@ fn sign_and_send(
     signing: &Signing,
     make: impl FnOnce(&SecretKey, &Config) -> Record,
     content: &[u8],
-) -> anyhow::Result<ExitCode> {
+) -> anyhow::Result<Output> {
     let config = Config::load(&signing.config.config)?;
     let key = SecretKey::read(&signing.signing_key)?;
     let mut record = make(&key, &config);
@@ -376,14 +470,13 @@ fn sign_and_send(
         record = record.with_certificate(Certificate::read(path)?);
     }
     Client::new(&config)?.publish(&record, content)?;
-    eprintln!(
+    Ok(Output::Done(format!(
         "accepted `{}` (signed at {})",
         record.name, record.signed_at
-    );
-    Ok(ExitCode::SUCCESS)
+    )))
 }
 
-fn file(command: FileCommand) -> anyhow::Result<ExitCode> {
+fn file(command: FileCommand) -> anyhow::Result<Output> {
     match command {
         FileCommand::Update {
             name,
@@ -417,27 +510,14 @@ fn file(command: FileCommand) -> anyhow::Result<ExitCode> {
         ),
         FileCommand::Get { name, config } => {
             let config = Config::load(&config.config)?;
-            let content = Client::new(&config)?.get(&name)?;
-            std::io::stdout().write_all(&content)?;
-            Ok(ExitCode::SUCCESS)
+            Ok(Output::Content(Client::new(&config)?.get(&name)?))
         }
         FileCommand::List(args) => {
             let config = Config::load(&args.config.config)?;
-            let records = Client::new(&config)?.files()?;
-            if args.json {
-                println!("{}", serde_json::to_string_pretty(&records)?);
-            } else {
-                for record in &records {
-                    println!(
-                        "{}\t{}\t{} bytes\tsigned {}",
-                        record.name,
-                        record.kind,
-                        record.size,
-                        report::local_time(micros_to_seconds(record.signed_at))
-                    );
-                }
-            }
-            Ok(ExitCode::SUCCESS)
+            Ok(Output::Files {
+                files: Client::new(&config)?.files()?,
+                json: args.json,
+            })
         }
     }
 }
@@ -466,7 +546,7 @@ fn read_content(path: &Path) -> anyhow::Result<Vec<u8>> {
     Ok(content)
 }
 
-fn status(args: &ListArgs) -> anyhow::Result<ExitCode> {
+fn status(args: &ListArgs) -> anyhow::Result<Output> {
     let config = Config::load(&args.config.config)?;
     let client = Client::new(&config)?;
     let status = client.status()?;
@@ -474,21 +554,8 @@ fn status(args: &ListArgs) -> anyhow::Result<ExitCode> {
         .peers
         .is_empty()
         .then(|| client.why_no_peers(&status));
-    if args.json {
-        let mut document = serde_json::to_value(&status)?;
-        document["no_peers"] = serde_json::json!(no_peers);
-        println!("{}", serde_json::to_string_pretty(&document)?);
-        return Ok(ExitCode::SUCCESS);
-    }
-    println!("peer id: {}", status.peer_id);
-    for address in &status.listen_addrs {
-        println!("listening: {address}");
-    }
-    println!("peers: {}", status.peers.len());
-    if let Some(reason) = &no_peers {
-        println!("no peers: {reason}");
-    }
-    println!("files: {}", status.files);
-    println!("accepted: {}, fetches: {}", status.accepted, status.fetches);
-    Ok(ExitCode::SUCCESS)
+    Ok(Output::Status {
+        report: StatusReport { status, no_peers },
+        json: args.json,
+    })
 }

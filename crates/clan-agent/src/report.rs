@@ -2,7 +2,7 @@
 //! `error: …`, each `Caused by: …` once, then a `hint: …` when an error in the chain has one
 //! (every library error registers its hints with `clan_error`). [`Hinted`], [`print_json`] and
 //! [`local_time`] (times for people) are shared with the `clan` binary, whose renderer adds
-//! colour.
+//! colour; [`Plain`] prints mesher results in the machine binary.
 
 use std::fmt::Display;
 use std::io::Write as _;
@@ -37,6 +37,33 @@ pub fn hinted(message: impl Into<String>, hint: impl Into<String>) -> anyhow::Er
         message: message.into(),
         hint: hint.into(),
     })
+}
+
+/// The machine binary's printer: data on stdout, notes and failures on stderr.
+pub struct Plain;
+
+impl crate::mesher::Print for Plain {
+    fn data(&self, line: &dyn Display) -> anyhow::Result<()> {
+        writeln!(std::io::stdout().lock(), "{line}")?;
+        Ok(())
+    }
+
+    fn content(&self, bytes: &[u8]) -> anyhow::Result<()> {
+        std::io::stdout().lock().write_all(bytes)?;
+        Ok(())
+    }
+
+    fn json(&self, value: &serde_json::Value) -> anyhow::Result<()> {
+        print_json(value)
+    }
+
+    fn note(&self, line: &dyn Display) {
+        eprintln!("{line}");
+    }
+
+    fn failure(&self, line: &dyn Display) {
+        eprintln!("{line}");
+    }
 }
 
 /// Prints `value` as pretty JSON on stdout.

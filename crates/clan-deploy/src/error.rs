@@ -137,13 +137,13 @@ pub enum Error {
     },
     #[error("machine `{machine}`: its vars cannot be generated: {reason}")]
     VarsMissing { machine: String, reason: String },
-    #[error(transparent)]
-    Eval(Box<clan_eval::Error>),
 }
 
+/// An evaluation error (an unknown machine) reaches a deploy wrapped once, as the network
+/// crate's, which resolves machines the same way.
 impl From<clan_eval::Error> for Error {
     fn from(error: clan_eval::Error) -> Self {
-        Error::Eval(Box::new(error))
+        Error::Network(error.into())
     }
 }
 
@@ -190,7 +190,6 @@ impl clan_error::Hint for Error {
                 "build both binaries with `cargo build --release -p clan` (not only `cargo run`), \
                  or point `{AGENT_ENV}` at a clan-agent of this clan's version"
             )),
-            Error::Eval(error) => error.hint(),
             Error::Vars { source, .. } => source.hint(),
             _ => None,
         }
@@ -200,7 +199,7 @@ impl clan_error::Hint for Error {
     /// configuration for it) is a failure of the run; local I/O is not.
     fn exit(&self) -> clan_error::Exit {
         match self {
-            Error::Eval(error) => error.exit(),
+            Error::Network(error) => error.exit(),
             _ if self.machine().is_some() => clan_error::Exit::Failed,
             _ => clan_error::Exit::Error,
         }

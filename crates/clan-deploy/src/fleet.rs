@@ -165,11 +165,15 @@ fn run_one(
 /// The jobs for `names` (all machines when empty) of an evaluated clan. An unknown name is an
 /// error for the whole run; anything else wrong with one machine (no target, an unsupported
 /// class, an invalid configuration) becomes that machine's failure.
+///
+/// `admin` finds the admin's age identities (they decrypt the machines' keys); it is asked
+/// once, and only when some machine has secrets.
 pub fn jobs(
     fleet: &clan_eval::Fleet,
     clan_dir: &Path,
     names: &[MachineName],
     target_override: Option<&str>,
+    admin: &dyn Fn() -> Result<clan_secrets::Identities, clan_secrets::Error>,
 ) -> Result<Vec<Job>, Error> {
     let names: Vec<MachineName> = if names.is_empty() {
         fleet.summary.machines.keys().cloned().collect()
@@ -177,11 +181,17 @@ pub fn jobs(
         names.to_vec()
     };
     let mut jobs = Vec::new();
-    // The admin's keys are looked up once, and only when some machine has secrets.
     let mut identities = None;
     for name in names {
         let machine = fleet.machine(&name)?;
-        let plan = plan_machine(fleet, clan_dir, &machine, target_override, &mut identities);
+        let plan = plan_machine(
+            fleet,
+            clan_dir,
+            &machine,
+            target_override,
+            admin,
+            &mut identities,
+        );
         jobs.push(Job {
             machine: name,
             plan,
@@ -195,6 +205,7 @@ fn plan_machine(
     clan_dir: &Path,
     machine: &clan_eval::EvaluatedMachine,
     target_override: Option<&str>,
+    admin: &dyn Fn() -> Result<clan_secrets::Identities, clan_secrets::Error>,
     identities: &mut Option<clan_secrets::Identities>,
 ) -> Result<(Target, MachineDeploy), Error> {
     let name = &machine.summary.name;
@@ -250,10 +261,7 @@ fn plan_machine(
         None
     } else {
         if identities.is_none() {
-            let sources = clan_secrets::KeySources::from_env();
-            *identities = Some(
-                clan_secrets::Identities::discover(&sources).map_err(|e| vars_error(e.into()))?,
-            );
+            *identities = Some(admin().map_err(|e| vars_error(e.into()))?);
         }
         let admin = identities.as_ref().expect("set above");
         let key = clan_vars::machine_age_key(clan_dir, name, admin).map_err(vars_error)?;

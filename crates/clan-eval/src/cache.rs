@@ -2,13 +2,15 @@
 //! result is stored under a hash of them: a second run with no change reads JSON and does no
 //! Starlark work. Each entry holds `summary.json`, every machine's document in `machines.json`
 //! and their offsets in `index.json`, so
-//! `machines show` reads one small file. Entries are written to a temporary directory and
-//! renamed into place; only the newest few are kept.
+//! `machines show` reads one small file. Each file is written atomically
+//! (`clan_fs::write_file`), the summary last: an entry exists once its summary does, so one
+//! interrupted halfway is only written again. Only the newest few are kept.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
+use clan_fs::WriteOptions;
 use rayon::prelude::*;
 
 use sha2::{Digest, Sha256};
@@ -128,8 +130,7 @@ impl Entry {
             path: root.to_owned(),
             source,
         };
-        std::fs::create_dir_all(root).map_err(cache_error)?;
-        let staging = tempfile::tempdir_in(root).map_err(cache_error)?;
+        std::fs::create_dir_all(&self.dir).map_err(cache_error)?;
         let documents: Vec<Vec<u8>> = machines
             .par_iter()
             .map(|machine| serde_json::to_vec(machine).expect("plain data"))
@@ -140,30 +141,14 @@ impl Entry {
             index.insert(machine.summary.name.as_str(), (offset, document.len()));
             offset += document.len() as u64;
         }
-        let write_documents = || -> std::io::Result<()> {
-            let mut file =
-                std::io::BufWriter::new(std::fs::File::create(staging.path().join(MACHINES))?);
-            documents
-                .iter()
-                .try_for_each(|document| file.write_all(document))?;
-            file.flush()
+        // A concurrent writer of the same entry writes the same bytes: either rename wins.
+        let write = |name: &str, content: &[u8]| {
+            clan_fs::write_file(&self.dir.join(name), content, WriteOptions::new(0o600))
+                .map_err(|source| cache_error(std::io::Error::other(source)))
         };
-        write_documents().map_err(cache_error)?;
-        std::fs::write(
-            staging.path().join(INDEX),
-            serde_json::to_vec(&index).expect("plain data"),
-        )
-        .map_err(cache_error)?;
-        std::fs::write(
-            staging.path().join(SUMMARY),
-            serde_json::to_vec(summary).expect("plain data"),
-        )
-        .map_err(cache_error)?;
-        let staged = staging.keep();
-        if std::fs::rename(&staged, &self.dir).is_err() {
-            // Another process stored the same entry first; its content is identical.
-            let _ = std::fs::remove_dir_all(&staged);
-        }
+        write(MACHINES, &documents.concat())?;
+        write(INDEX, &serde_json::to_vec(&index).expect("plain data"))?;
+        write(SUMMARY, &serde_json::to_vec(summary).expect("plain data"))?;
         prune(root);
         Ok(())
     }

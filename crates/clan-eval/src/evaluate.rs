@@ -66,10 +66,16 @@ pub struct EvaluatedMachine {
 pub struct FleetSummary {
     pub meta: clan_inventory::Meta,
     pub machines: IndexMap<MachineName, MachineSummary>,
-    /// instance → {service, roles: {role: [machines]}}.
-    pub instances: IndexMap<InstanceName, Value>,
+    pub instances: IndexMap<InstanceName, InstanceSummary>,
     /// `instances.<i>.instance` and `instances.<i>.machines.<m>`.
     pub exports: Value,
+}
+
+/// A service instance: its service and the machines of each role.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceSummary {
+    pub service: ServiceName,
+    pub roles: IndexMap<RoleName, Vec<MachineName>>,
 }
 
 /// Public var values: `{"per-machine": {m: {gen: {file: value}}}, "shared": {gen: {file: value}}}`.
@@ -337,24 +343,19 @@ pub fn evaluate(
         instances: resolved
             .iter()
             .map(|instance| {
-                let roles: serde_json::Map<String, Value> = instance
+                let roles = instance
                     .roles
                     .iter()
                     .map(|role| {
-                        (
-                            role.role.to_string(),
-                            json!(role
-                                .members
-                                .iter()
-                                .map(|m| m.machine.as_str())
-                                .collect::<Vec<_>>()),
-                        )
+                        let members = role.members.iter().map(|m| m.machine.clone());
+                        (role.role.clone(), members.collect())
                     })
                     .collect();
-                (
-                    instance.name.clone(),
-                    json!({"service": instance.service.name(), "roles": roles}),
-                )
+                let summary = InstanceSummary {
+                    service: instance.service_name.clone(),
+                    roles,
+                };
+                (instance.name.clone(), summary)
             })
             .collect(),
         exports,

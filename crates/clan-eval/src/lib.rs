@@ -20,7 +20,8 @@ use std::path::{Path, PathBuf};
 pub use cache::{cache_root, usable as cache_usable};
 pub use error::Error;
 pub use evaluate::{
-    known_tags, read_public_vars, EvaluatedMachine, FleetSummary, MachineSummary, Membership,
+    known_tags, read_public_vars, EvaluatedMachine, FleetSummary, InstanceSummary, MachineSummary,
+    Membership,
 };
 pub use services::{load_services, local_service_files, Services, SERVICES_DIR};
 

@@ -73,7 +73,10 @@ fn file(fleet: &Fleet, machine_name: &str, path: &str) -> Option<String> {
 }
 
 fn members(fleet: &Fleet, instance: &str, role: &str) -> Vec<String> {
-    serde_json::from_value(fleet.summary.instances[instance]["roles"][role].clone()).unwrap()
+    fleet.summary.instances[instance].roles[role]
+        .iter()
+        .map(ToString::to_string)
+        .collect()
 }
 
 /// A local service `services/<name>/service.star` with one `default` role whose

@@ -64,8 +64,15 @@ pub fn update(
         }
         None => fleet,
     };
-    let mut jobs =
-        clan_deploy::fleet::jobs(&fleet, dir, &machines, request.target_host.as_deref())?;
+    let sources = clan_secrets::KeySources::from_env();
+    let admin = || crate::secrets::admin_identities(&sources);
+    let mut jobs = clan_deploy::fleet::jobs(
+        &fleet,
+        dir,
+        &machines,
+        request.target_host.as_deref(),
+        &admin,
+    )?;
     for job in &mut jobs {
         if let Some(reason) = missing.unanswered.get(job.machine.as_str()) {
             job.plan = Err(clan_deploy::Error::VarsMissing {

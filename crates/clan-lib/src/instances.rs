@@ -103,8 +103,8 @@ pub enum Edit {
     },
 }
 
-/// The instances as evaluated: instance → {service, roles: {role: [machines]}}.
-pub fn list(dir: &Path) -> Result<IndexMap<InstanceName, Value>, Error> {
+/// The instances as evaluated: each one's service and the machines of each role.
+pub fn list(dir: &Path) -> Result<IndexMap<InstanceName, clan_eval::InstanceSummary>, Error> {
     Ok(clan_eval::Fleet::open(dir)?.summary.instances)
 }
 

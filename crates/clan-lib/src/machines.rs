@@ -77,7 +77,8 @@ pub fn delete(dir: &Path, name: &MachineName, progress: &dyn Progress) -> Result
     let change = change::begin(dir, &[CLAN_TOML, "vars", "sops"], progress)?;
     let mut editor = Editor::open(dir)?;
     editor.remove_machine(name)?;
-    let identities = clan_secrets::Identities::discover(&clan_secrets::KeySources::from_env()).ok();
+    let sources = clan_secrets::KeySources::from_env();
+    let identities = crate::secrets::admin_identities(&sources).ok();
     let store = clan_vars::VarsStore::new(dir);
     let forgotten = clan_vars::ops::forget_machine(&store, name, identities.as_ref())?;
     editor.save()?;

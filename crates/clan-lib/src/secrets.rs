@@ -38,6 +38,18 @@ pub struct Secrets {
     sources: KeySources,
 }
 
+/// The admin's age identities from `sources`: the one place that finds the admin's key
+/// (secrets, vars and deploys all ask here); none is [`clan_secrets::Error::NoAdminKey`].
+pub fn admin_identities(sources: &KeySources) -> Result<Identities, clan_secrets::Error> {
+    let identities = Identities::discover(sources)?;
+    if identities.public_keys().is_empty() {
+        return Err(clan_secrets::Error::NoAdminKey {
+            searched: sources.describe(),
+        });
+    }
+    Ok(identities)
+}
+
 impl Secrets {
     pub fn open(clan_dir: &Path, sources: KeySources) -> Secrets {
         Secrets {
@@ -53,14 +65,7 @@ impl Secrets {
 
     /// The admin's identities; none is an error.
     pub fn identities(&self) -> Result<Identities, Error> {
-        let identities = Identities::discover(&self.sources)?;
-        if identities.public_keys().is_empty() {
-            return Err(clan_secrets::Error::NoAdminKey {
-                searched: self.sources.describe(),
-            }
-            .into());
-        }
-        Ok(identities)
+        Ok(admin_identities(&self.sources)?)
     }
 
     pub fn admin(&self) -> Result<Admin, Error> {

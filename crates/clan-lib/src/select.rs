@@ -19,10 +19,8 @@ pub fn root(dir: &Path) -> Result<Value, Error> {
         })?;
         machines.insert(machine.summary.name.to_string(), value);
     }
-    let services: serde_json::Map<String, Value> = crate::services::list(dir)?
-        .iter()
-        .map(|(name, service)| (name.clone(), crate::services::describe(service)))
-        .collect();
+    let services = crate::services::list(dir)?;
+    let services = crate::services::describe_all(&services);
     Ok(json!({
         "meta": fleet.summary.meta,
         "machines": machines,

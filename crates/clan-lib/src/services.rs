@@ -4,7 +4,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use serde_json::{json, Value};
+use clan_inventory::RoleName;
+use indexmap::IndexMap;
+use serde::Serialize;
 
 use crate::Error;
 
@@ -27,10 +29,26 @@ pub fn get(dir: &Path, name: &str) -> Result<Arc<clan_service::Service>, Error> 
 
 /// A service as listings show it (also the `services` root of `select`): its manifest,
 /// origin and roles with their settings schemas.
-pub fn describe(service: &clan_service::Service) -> Value {
-    json!({
-        "manifest": service.manifest,
-        "origin": service.origin,
-        "roles": service.roles,
-    })
+#[derive(Debug, Clone, Serialize)]
+pub struct Description<'a> {
+    pub manifest: &'a clan_service::Manifest,
+    pub origin: &'a str,
+    pub roles: &'a IndexMap<RoleName, clan_service::RoleDef>,
+}
+
+/// How listings show `service`.
+pub fn describe(service: &clan_service::Service) -> Description<'_> {
+    Description {
+        manifest: &service.manifest,
+        origin: &service.origin,
+        roles: &service.roles,
+    }
+}
+
+/// How listings show each of `services`, by name.
+pub fn describe_all(services: &clan_eval::Services) -> IndexMap<&str, Description<'_>> {
+    services
+        .iter()
+        .map(|(name, service)| (name.as_str(), describe(service)))
+        .collect()
 }

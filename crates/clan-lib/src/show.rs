@@ -26,8 +26,7 @@ pub fn show(dir: &Path) -> Result<Overview, Error> {
         services: summary
             .instances
             .values()
-            .filter_map(|instance| instance["service"].as_str())
-            .map(str::to_owned)
+            .map(|instance| instance.service.to_string())
             .collect(),
         meta: summary.meta,
         directory: dir.to_path_buf(),

@@ -243,15 +243,10 @@ impl Vars {
 
     /// The admin's identities; none is an error that says how to create one.
     pub fn identities(&self) -> Result<Identities, Error> {
-        let identities = Identities::discover(&self.sources)?;
-        if identities.public_keys().is_empty() {
-            return Err(Error::NoAdminKey {
-                source: clan_secrets::Error::NoAdminKey {
-                    searched: self.sources.describe(),
-                },
-            });
-        }
-        Ok(identities)
+        crate::secrets::admin_identities(&self.sources).map_err(|source| match source {
+            clan_secrets::Error::NoAdminKey { .. } => Error::NoAdminKey { source },
+            other => other.into(),
+        })
     }
 
     pub fn admin(&self) -> Result<Admin, Error> {

@@ -925,6 +925,23 @@ impl SopsDir {
         Ok((holders, problems))
     }
 
+    /// Whether `kind` `name` holds the secret in `dir`, directly or through a group, by the
+    /// links alone: no key file is read (a deploy asks this of every secret).
+    pub fn held_by(&self, dir: &Path, kind: MemberKind, name: &str) -> Result<bool, Error> {
+        let link = |dir: &Path| dir.join(kind.dir()).join(name);
+        if self.resolve_link(&link(dir), kind).is_ok() {
+            return Ok(true);
+        }
+        let groups_dir = dir.join("groups");
+        for group in self.files().entry_names(&groups_dir)? {
+            let target = self.resolve_link(&groups_dir.join(&group), MemberKind::Group);
+            if target.is_ok_and(|group| self.resolve_link(&link(&group), kind).is_ok()) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     fn collect_links(
         &self,
         dir: &Path,

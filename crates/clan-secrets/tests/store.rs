@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use clan_error::Hint as _;
 use clan_secrets::{
-    Admin, Error, GroupName, Identities, MachineName, Member, Recipient, SecretName, SopsDir,
-    SopsFile, UserName,
+    Admin, Error, GroupName, Identities, MachineName, Member, MemberKind, Recipient, SecretName,
+    SopsDir, SopsFile, UserName,
 };
 
 struct Person {
@@ -156,6 +156,16 @@ fn machines_and_groups_rekey_their_secrets() {
         )
         .unwrap();
     assert!(recipients(&store, "api").contains(&web.recipient.to_string()));
+    let held = |name: &str| {
+        store
+            .held_by(
+                &SopsDir::secret_dir(&secret(name)),
+                MemberKind::Machine,
+                "web01",
+            )
+            .unwrap()
+    };
+    assert!(held("api"), "a direct link");
     assert_eq!(
         store
             .get_secret(&secret("api"), &web.identities)
@@ -173,6 +183,7 @@ fn machines_and_groups_rekey_their_secrets() {
         .unwrap();
     assert_eq!(recipients(&store, "api"), [alice.recipient.to_string()]);
     assert!(store.get_secret(&secret("api"), &web.identities).is_err());
+    assert!(!held("api"));
 
     // Through a group: adding the machine to the group re-keys the group's secret.
     store
@@ -213,6 +224,7 @@ fn machines_and_groups_rekey_their_secrets() {
     assert!(holders
         .iter()
         .any(|h| h.name == "web01" && h.via_group.as_deref() == Some("servers")));
+    assert!(held("tls"), "through a group");
 
     store
         .group_remove(

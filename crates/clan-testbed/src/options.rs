@@ -104,28 +104,16 @@ impl Options {
     }
 }
 
-/// Clan machine names: `^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`, at most 63 characters — also valid
+/// Clan machine names (`clan_config::MachineName`'s rule, the only one): also valid
 /// hostnames, which is what they become.
 pub fn validate_name(name: &str) -> Result<()> {
-    let invalid = |reason| {
-        Err(Error::InvalidName {
-            name: name.to_owned(),
-            reason,
-        })
-    };
-    if name.is_empty() || name.len() > 63 {
-        return invalid("must be 1 to 63 characters");
+    match name.parse::<clan_config::MachineName>() {
+        Ok(_) => Ok(()),
+        Err(error) => Err(Error::InvalidName {
+            name: error.name,
+            reason: error.rule,
+        }),
     }
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-    {
-        return invalid("only lowercase letters, digits and `-` are allowed");
-    }
-    if name.starts_with('-') || name.ends_with('-') {
-        return invalid("must not start or end with `-`");
-    }
-    Ok(())
 }
 
 /// Paths end up in `--overlay=A:B:/` and in quoted `ssh_config` values, where `:`, `"` and

@@ -80,11 +80,7 @@ pub fn machine_clan_secrets(
     let mut secrets = Vec::new();
     for name in sops.secrets()? {
         let dir = SopsDir::secret_dir(&name);
-        let (holders, _) = sops.holders(&dir)?;
-        let holds = holders.iter().any(|holder| {
-            holder.kind == clan_secrets::MemberKind::Machine && holder.name == machine.as_str()
-        });
-        if !holds {
+        if !sops.held_by(&dir, clan_secrets::MemberKind::Machine, machine)? {
             continue;
         }
         let access = config.secrets.get(name.as_str());

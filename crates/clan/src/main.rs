@@ -93,7 +93,8 @@ impl Command {
             Command::Services(args) => Some(&args.clan),
             Command::Instances(args) => Some(&args.clan),
             Command::Select(args) => Some(&args.clan),
-            Command::Secrets(args) => Some(&args.clan),
+            // `secrets key generate|show` read the admin's key, not a clan.
+            Command::Secrets(args) => args.reads_clan().then_some(&args.clan),
             Command::Vars(args) => Some(&args.clan),
             Command::Backups(args) => Some(&args.clan),
             Command::Init(_) | Command::Schema(_) | Command::Mesher(_) => None,
@@ -104,11 +105,20 @@ impl Command {
 }
 
 /// The clan directory the command line names: after the command, else before it, else
-/// `$CLAN_DIR`. A `-C` before a command that reads no clan is a usage error (exit 2).
+/// `$CLAN_DIR`. A `-C` given to a command that reads no clan is a usage error (exit 2).
 fn clan_dir(cli: &Cli, matches: &clap::ArgMatches) -> Option<std::path::PathBuf> {
     let Some(arg) = cli.command.clan_arg() else {
-        if cli.flake.is_some() {
-            let name = matches.subcommand_name().unwrap_or("");
+        // A group that reads a clan has commands that do not: those are named in full.
+        let group_reads = matches!(&cli.command, Command::Secrets(_));
+        let after = matches!(&cli.command, Command::Secrets(args) if args.clan.flake.is_some());
+        if cli.flake.is_some() || after {
+            let mut words = Vec::new();
+            let mut level = matches.subcommand();
+            while let Some((word, sub)) = level {
+                words.push(word);
+                level = sub.subcommand().filter(|_| group_reads);
+            }
+            let name = words.join(" ");
             Cli::command()
                 .error(
                     clap::error::ErrorKind::ArgumentConflict,
@@ -157,7 +167,8 @@ fn run(cli: Cli, clan_dir: Option<std::path::PathBuf>) -> ExitCode {
         Command::Instances(args) => commands::instances::run(args, &context),
         Command::Select(args) => commands::inspect::select(args, &context),
         Command::Schema(args) => commands::inspect::schema(args),
-        Command::Mesher(args) => clan_agent::mesher::run(args),
+        Command::Mesher(args) => clan_agent::mesher::run(args)
+            .and_then(|output| output.print(&commands::output::printer())),
         #[cfg(feature = "testbed")]
         Command::Testbed(args) => commands::testbed::run(args, &context),
         Command::Secrets(args) => commands::secrets::run(args, &context),

@@ -4,6 +4,7 @@
 //! an exit 0 for a lost edit. A command waiting for the lock says who holds it.
 
 mod crash_support;
+mod env;
 
 use crash_support::{finish, read_stderr_until, Clan, Run};
 

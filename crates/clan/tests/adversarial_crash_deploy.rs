@@ -7,6 +7,7 @@
 //! ControlMaster ends with it).
 
 mod crash_support;
+mod env;
 mod support;
 
 use crash_support::{kill_trials, Clan};

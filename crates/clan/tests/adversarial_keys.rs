@@ -3,6 +3,7 @@
 //! valid `~/.config/sops/age/keys.txt`, which would decrypt the secret just as well).
 
 mod crash_support;
+mod env;
 
 use std::ffi::OsStr;
 

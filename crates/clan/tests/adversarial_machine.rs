@@ -4,6 +4,7 @@
 //! puts at the file itself is replaced, never written through. Skips with the reason when the
 //! host cannot run a testbed (not root, a tool missing). Counted in ADVERSARIAL.md.
 
+mod env;
 mod support;
 
 use support::fixture::{run, Fixture};

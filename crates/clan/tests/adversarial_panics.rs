@@ -3,6 +3,7 @@
 //! characters meant for the terminal.
 
 mod crash_support;
+mod env;
 
 use crash_support::Clan;
 

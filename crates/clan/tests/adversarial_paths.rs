@@ -10,6 +10,7 @@
 //! the command refuses) that the error names the culprit. Counted in ADVERSARIAL.md.
 
 mod cli;
+mod env;
 
 use std::io::Write;
 use std::os::unix::fs::{symlink, PermissionsExt as _};

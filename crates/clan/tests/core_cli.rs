@@ -716,6 +716,18 @@ fn flake_only_where_a_clan_is_read_and_clan_core_aliases() {
         before.contains("`-C/--flake` names a clan, but `clan mesher` reads none"),
         "{before}"
     );
+    // `secrets key generate|show` read only the admin's key.
+    for args in [
+        ["-C", dir, "secrets", "key", "generate"],
+        ["secrets", "-C", dir, "key", "show"],
+        ["secrets", "key", "show", "--flake", dir],
+    ] {
+        let refused = outside.error(&args);
+        assert!(
+            refused.contains("`-C/--flake` names a clan, but `clan secrets key"),
+            "{args:?}: {refused}"
+        );
+    }
     for args in [
         ["mesher", "status", "-C", dir],
         ["schema", "inventory", "-C", dir],

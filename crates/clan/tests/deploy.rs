@@ -2,6 +2,7 @@
 //! each test checks the outcome inside the containers. Tests skip with the reason when the
 //! host cannot run a testbed (not root, a tool missing).
 
+mod env;
 mod support;
 
 use std::os::unix::process::CommandExt as _;

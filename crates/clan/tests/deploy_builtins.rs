@@ -5,6 +5,7 @@
 //! mesher daemons finding each other are all checked inside the machines. Skips with the
 //! reason when the host cannot run a testbed (not root, a tool missing).
 
+mod env;
 mod support;
 
 use std::path::{Path, PathBuf};

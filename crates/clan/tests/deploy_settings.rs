@@ -7,6 +7,7 @@
 //! that the `files` setting allows replicating between them. Skips with the reason when the
 //! host cannot run a testbed (not root, a tool missing).
 
+mod env;
 mod support;
 
 use std::process::Command;

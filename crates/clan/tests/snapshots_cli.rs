@@ -5,6 +5,7 @@
 //! `INSTA_UPDATE=always cargo test -p clan --test snapshots_cli`.
 
 mod cli;
+mod env;
 mod transcript;
 
 use transcript::{Step, Transcript};
@@ -92,6 +93,7 @@ fn machines_and_instances() {
     s.ok(&["instances", "remove", "hello", "default", "db01"], "");
     s.ok(&["machines", "delete", "laptop"], "");
     s.ok(&["services", "list"], "");
+    s.ok(&["services", "show", "hello-world", "--json"], "");
     s.ok(&["select", "machines.*.tags"], "");
     assert_transcript!("machines_and_instances", s.transcript);
 }

@@ -4,6 +4,7 @@
 //! test machine (skips with the reason when the host cannot run one). Ports, times, keys and
 //! temporary paths are filtered (see `transcript`).
 
+mod env;
 mod support;
 mod transcript;
 

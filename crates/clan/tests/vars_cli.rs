@@ -3,6 +3,7 @@
 //! `openssh-client`, `openssl`, `age`), prompt answers through `--prompt-values` only.
 
 mod cli;
+mod env;
 
 use std::io::Write;
 use std::path::Path;

@@ -99,19 +99,15 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
             } else {
                 let mut rows = vec![vec!["INSTANCE".into(), "SERVICE".into(), "ROLES".into()]];
                 for (name, instance) in &instances {
-                    let roles = instance["roles"].as_object().map(|roles| {
-                        roles
-                            .iter()
-                            .map(|(role, machines)| {
-                                format!("{role}: {}", machines.as_array().map_or(0, Vec::len))
-                            })
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    });
+                    let roles: Vec<String> = instance
+                        .roles
+                        .iter()
+                        .map(|(role, machines)| format!("{role}: {}", machines.len()))
+                        .collect();
                     rows.push(vec![
                         name.to_string(),
-                        instance["service"].as_str().unwrap_or("").to_owned(),
-                        roles.unwrap_or_default(),
+                        instance.service.to_string(),
+                        roles.join(", "),
                     ]);
                 }
                 print_table(&rows)?;

@@ -227,6 +227,30 @@ impl MachineProgress {
 
 pub use clan_agent::report::print_json;
 
+/// Mesher results (`clan mesher …`) through this printer.
+impl clan_agent::mesher::Print for Printer {
+    fn data(&self, line: &dyn std::fmt::Display) -> anyhow::Result<()> {
+        print_line(line)
+    }
+
+    fn content(&self, bytes: &[u8]) -> anyhow::Result<()> {
+        std::io::stdout().lock().write_all(bytes)?;
+        Ok(())
+    }
+
+    fn json(&self, value: &serde_json::Value) -> anyhow::Result<()> {
+        print_json(value)
+    }
+
+    fn note(&self, line: &dyn std::fmt::Display) {
+        Printer::note(self, line);
+    }
+
+    fn failure(&self, line: &dyn std::fmt::Display) {
+        Printer::failure(self, line);
+    }
+}
+
 /// Prints one line of data on stdout.
 pub fn print_line(line: impl std::fmt::Display) -> anyhow::Result<()> {
     writeln!(std::io::stdout().lock(), "{line}")?;

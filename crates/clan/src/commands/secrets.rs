@@ -8,9 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clan_error::Hint as _;
 use clan_lib::secrets::{Changed, KeyGeneration, Keyed, Secrets};
-use clan_secrets::{
-    GroupName, Identities, KeySources, MachineName, Member, Recipient, SecretName, UserName,
-};
+use clan_secrets::{GroupName, KeySources, MachineName, Member, Recipient, SecretName, UserName};
 use clap::{Parser, Subcommand};
 
 use super::output::print_json;
@@ -23,6 +21,17 @@ pub struct Args {
     pub clan: super::ClanArg,
     #[command(subcommand)]
     command: SecretsCommand,
+}
+
+impl Args {
+    /// Whether the command reads a clan: all but `key generate` and `key show`, which read
+    /// only the admin's key.
+    pub fn reads_clan(&self) -> bool {
+        !matches!(
+            self.command,
+            SecretsCommand::Key(KeyCommand::Generate { .. } | KeyCommand::Show)
+        )
+    }
 }
 
 #[derive(Subcommand)]
@@ -432,13 +441,7 @@ fn run_key(
             Ok(ExitCode::SUCCESS)
         }
         KeyCommand::Show => {
-            let identities = Identities::discover(&sources)?;
-            if identities.public_keys().is_empty() {
-                return Err(clan_secrets::Error::NoAdminKey {
-                    searched: sources.describe(),
-                }
-                .into());
-            }
+            let identities = clan_lib::secrets::admin_identities(&sources)?;
             let keys: Vec<serde_json::Value> = identities
                 .public_keys()
                 .iter()

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use clan_lib::services::describe;
+use clan_lib::services::{describe, describe_all};
 use serde_json::Value;
 
 use super::output::{print_json, print_line, print_table};
@@ -45,11 +45,7 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
         Command::List { json } => {
             let services = clan_lib::services::list(&dir)?;
             if json {
-                let all: serde_json::Map<String, Value> = services
-                    .iter()
-                    .map(|(name, service)| (name.clone(), describe(service)))
-                    .collect();
-                print_json(&all)?;
+                print_json(&describe_all(&services))?;
             } else {
                 let mut rows = vec![vec![
                     "NAME".into(),

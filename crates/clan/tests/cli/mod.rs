@@ -66,20 +66,14 @@ impl Workspace {
     }
 
     pub fn env<'a>(&self, command: &'a mut Command) -> &'a mut Command {
-        command
-            .env_remove("SOPS_AGE_KEY")
-            .env_remove("XDG_CONFIG_HOME")
-            .env_remove("CLAN_NO_COMMIT")
-            .env_remove("CLAN_DIR")
-            .env("SOPS_AGE_KEY_FILE", self.dir.path().join("admin.key"))
-            .env("HOME", self.dir.path().join("home"))
-            .env("XDG_CACHE_HOME", self.dir.path().join("cache"))
-            .env("XDG_RUNTIME_DIR", self.runtime_dir())
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_AUTHOR_NAME", "test")
-            .env("GIT_AUTHOR_EMAIL", "test@example.org")
-            .env("GIT_COMMITTER_NAME", "test")
-            .env("GIT_COMMITTER_EMAIL", "test@example.org")
+        let dir = self.dir.path();
+        crate::env::clan_env(
+            command,
+            &dir.join("admin.key"),
+            &dir.join("home"),
+            &dir.join("cache"),
+        )
+        .env("XDG_RUNTIME_DIR", self.runtime_dir())
     }
 
     pub fn git(&self, args: &[&str]) -> String {
@@ -92,17 +86,13 @@ impl Workspace {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
-    /// `clan --flake <clan> args…`, started outside the clan directory (without `--flake` for
-    /// the commands that read no clan, which refuse it).
+    /// `clan args…` with `CLAN_DIR` naming the clan, started outside the clan directory (the
+    /// commands that read no clan ignore `CLAN_DIR`, where they would refuse `--flake`).
     pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_clan"));
-        self.env(&mut command).current_dir(self.dir.path());
-        let group = args.iter().find(|arg| !arg.starts_with('-'));
-        if !group
-            .is_some_and(|group| ["init", "mesher", "testbed", "demo", "schema"].contains(group))
-        {
-            command.arg("--flake").arg(self.root());
-        }
+        self.env(&mut command)
+            .env("CLAN_DIR", self.root())
+            .current_dir(self.dir.path());
         command.args(args);
         command
     }

@@ -167,22 +167,11 @@ impl Clan {
             self.dir.path().join("bin").display(),
             std::env::var("PATH").unwrap_or_default()
         );
-        command
-            .env_remove("SOPS_AGE_KEY")
-            .env_remove("XDG_CONFIG_HOME")
-            .env_remove("CLAN_NO_COMMIT")
-            .env_remove("CLAN_DIR")
+        let dir = self.dir.path();
+        crate::env::clan_env(command, &self.key, &dir.join("home"), &dir.join("cache"))
             .env_remove("CLAN_TEST_KILL_COUNTER")
             .env("PATH", path)
             .env("CLAN_TEST_REAL_GIT", &self.real_git)
-            .env("SOPS_AGE_KEY_FILE", &self.key)
-            .env("HOME", self.dir.path().join("home"))
-            .env("XDG_CACHE_HOME", self.dir.path().join("cache"))
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_AUTHOR_NAME", "test")
-            .env("GIT_AUTHOR_EMAIL", "test@example.org")
-            .env("GIT_COMMITTER_NAME", "test")
-            .env("GIT_COMMITTER_EMAIL", "test@example.org")
     }
 
     /// The real git (not the killing one), in the clan.
@@ -200,13 +189,13 @@ impl Clan {
         String::from_utf8(output.stdout).unwrap()
     }
 
-    /// `clan --flake <clan> args…` in a process group of its own.
+    /// `clan args…` with `CLAN_DIR` naming the clan, in a process group of its own.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(&self.binary);
         self.env(&mut command).process_group(0);
         command.envs(self.env.iter().map(|(key, value)| (key, value)));
         if !args.is_empty() {
-            command.arg("--flake").arg(self.root()).args(args);
+            command.env("CLAN_DIR", self.root()).args(args);
         }
         command
     }

@@ -77,21 +77,15 @@ impl Fixture {
 
     pub fn clan(&self, args: &[&str]) -> Command {
         let mut command = Command::new(super::clan_binary());
-        command
-            .args(args)
-            .env_remove("SOPS_AGE_KEY")
-            .env_remove("XDG_CONFIG_HOME")
-            .env_remove("CLAN_NO_COMMIT")
-            .env("CLAN_DIR", self.clan.path())
-            .env("SOPS_AGE_KEY_FILE", self.admin_key())
-            .env("CLAN_SSH_CONFIG", self.testbed.ssh_config())
-            .env("HOME", self.work.path().join("home"))
-            .env("XDG_CACHE_HOME", self.work.path().join("cache"))
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_AUTHOR_NAME", "test")
-            .env("GIT_AUTHOR_EMAIL", "test@example.org")
-            .env("GIT_COMMITTER_NAME", "test")
-            .env("GIT_COMMITTER_EMAIL", "test@example.org");
+        let work = self.work.path();
+        crate::env::clan_env(
+            command.args(args),
+            &self.admin_key(),
+            &work.join("home"),
+            &work.join("cache"),
+        )
+        .env("CLAN_DIR", self.clan.path())
+        .env("CLAN_SSH_CONFIG", self.testbed.ssh_config());
         command
     }
 
