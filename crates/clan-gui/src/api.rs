@@ -390,7 +390,7 @@ async fn services(State(app): Shared) -> Reply {
         let list: Vec<Value> = services
             .iter()
             .map(|(name, service)| {
-                let mut described = clan_lib::services::describe(service);
+                let mut described = json!(clan_lib::services::describe(service));
                 described["name"] = json!(name);
                 described
             })

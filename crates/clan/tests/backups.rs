@@ -8,6 +8,7 @@
 //! two backups at once, one killed half way, an unreachable server and a wrong repokey.
 //! Skips with the reason when the host cannot run a testbed.
 
+mod env;
 mod support;
 
 use support::fixture::{run, Fixture};
