@@ -52,12 +52,8 @@ fn session(dir: &Path, args: &Args) -> anyhow::Result<ExitCode> {
         &args.ssh.options(),
     )?;
     if let Some(used) = host.route_used() {
-        let network = used
-            .network
-            .as_deref()
-            .map_or(String::new(), |n| format!(" over network `{n}`"));
         super::output::printer().note(format_args!(
-            "reached {}{network} at {} (from {}) in {} ms",
+            "reached {} at {} ({}) in {} ms",
             args.machine, used.target, used.source, used.elapsed_ms
         ));
     }

@@ -1,0 +1,175 @@
+//! Networking against real test machines: a machine reachable at two addresses, its
+//! highest-priority route black-holed (packets dropped by an nftables rule in its network
+//! namespace, so connections hang rather than being refused), is deployed and reached with
+//! `clan ssh` over the lower route, and every route down gives an error naming each route and
+//! why. The outcome is read on the machine. Skips with the reason when the host cannot run a
+//! testbed (not root, a tool missing).
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use support::fixture::{run, stdout, Fixture};
+
+/// One test machine `web` answering at its testbed address (`top`, its `deploy.targetHost`)
+/// and at a second address (`lower`, the `lan` network of the `internet` service), with an
+/// ssh_config that logs in at both.
+struct TwoRoutes {
+    f: Fixture,
+    top: String,
+    lower: String,
+    netns: String,
+    ssh_config: PathBuf,
+}
+
+fn two_routes() -> Option<TwoRoutes> {
+    let f = Fixture::new(&["web"], &["nft", "ip"])?;
+    let top = f.address_of("web");
+    let (prefix, last) = top.rsplit_once('.').unwrap();
+    let lower = format!("{prefix}.{}", last.parse::<u8>().unwrap() + 100);
+    let netns = f.testbed.network_namespaces()[0].clone();
+    let added = run(Command::new("ip").args([
+        "-n",
+        &netns,
+        "addr",
+        "add",
+        &format!("{lower}/24"),
+        "dev",
+        "eth0",
+    ]));
+    assert!(added.status.success());
+    // The testbed's settings (key, known_hosts) for the second address too.
+    let testbed_config = std::fs::read_to_string(f.testbed.ssh_config()).unwrap();
+    let needle = format!(" {top}\n  User root");
+    assert!(testbed_config.contains(&needle), "{testbed_config}");
+    let ssh_config = f.work.path().join("ssh_config");
+    std::fs::write(
+        &ssh_config,
+        testbed_config.replace(&needle, &format!(" {top} {lower}\n  User root")),
+    )
+    .unwrap();
+    f.commit_clan_toml(
+        &format!(
+            "[meta]\nname = \"test\"\ndomain = \"invalid\"\n\n\
+             [machines.web]\ndeploy.targetHost = \"root@{top}\"\n\n\
+             [instances.lan]\nmodule.name = \"internet\"\n\
+             roles.default.machines.web.settings = {{ host = \"{lower}\" }}\n\n\
+             [instances.hello]\nmodule.name = \"hello-world\"\nroles.default.tags = [\"all\"]\n"
+        ),
+        "init",
+    );
+    Some(TwoRoutes {
+        f,
+        top,
+        lower,
+        netns,
+        ssh_config,
+    })
+}
+
+impl TwoRoutes {
+    fn clan(&self, args: &[&str]) -> Command {
+        let mut command = self.f.clan(args);
+        command
+            .env("CLAN_SSH_CONFIG", &self.ssh_config)
+            .env("CLAN_HOST_KEY_CHECK", "tofu");
+        command
+    }
+
+    /// Drops every packet to `address` inside the machine's namespace.
+    fn black_hole(&self, address: &str) {
+        let table = format!("blackhole{}", address.replace('.', "_"));
+        let rules = format!(
+            "table inet {table} {{\n  chain input {{\n    type filter hook input priority -10;\n    ip daddr {address} drop\n  }}\n}}\n"
+        );
+        let mut nft = Command::new("ip")
+            .args(["netns", "exec", &self.netns, "nft", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut nft.stdin.take().unwrap(), rules.as_bytes()).unwrap();
+        assert!(nft.wait().unwrap().success(), "nft");
+    }
+
+    /// `command` on the machine over plain ssh to `address`.
+    fn ssh(&self, address: &str, command: &str) -> std::process::Output {
+        run(Command::new("ssh").arg("-F").arg(&self.ssh_config).args([
+            "-o",
+            "ConnectTimeout=3",
+            &format!("root@{address}"),
+            command,
+        ]))
+    }
+
+    /// [`TwoRoutes::ssh`]'s stdout.
+    fn on(&self, address: &str, command: &str) -> String {
+        stdout(&self.ssh(address, command))
+    }
+}
+
+#[test]
+fn a_black_holed_top_route_loses_the_race_and_every_route_down_names_each() {
+    let Some(t) = two_routes() else { return };
+    // Both routes live: the top one has the head start and carries the deploy.
+    let first = run(&mut t.clan(&["machines", "update", "--confirm-timeout", "5"]));
+    assert!(first.status.success(), "first deploy");
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    assert!(
+        stderr.contains(&format!("reached at root@{} (from targetHost)", t.top)),
+        "{stderr}"
+    );
+
+    t.black_hole(&t.top);
+    assert!(
+        !t.ssh(&t.top, "true").status.success(),
+        "the top route still answers"
+    );
+    // A change to deploy, over the lower route.
+    let toml = std::fs::read_to_string(t.f.clan.path().join("clan.toml")).unwrap();
+    t.f.commit_clan_toml(
+        &toml.replace(
+            "module.name = \"hello-world\"",
+            "module.name = \"hello-world\"\nroles.default.settings = { greeting = \"Hi\" }",
+        ),
+        "greeting",
+    );
+    let json = run(&mut t.clan(&["machines", "update", "--confirm-timeout", "5", "--json"]));
+    assert!(json.status.success(), "deploy over the lower route");
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&json.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let route = events.iter().find(|e| e["event"] == "route").unwrap();
+    assert_eq!(route["network"], "lan", "{route}");
+    assert_eq!(route["target"], format!("root@{}", t.lower));
+    assert_eq!(route["routes"], 2);
+    assert_eq!(t.on(&t.lower, "cat /etc/hello"), "Hi from web");
+
+    let ssh = run(&mut t.clan(&["ssh", "web", "--", "cat /etc/hostname; exit 4"]));
+    assert_eq!(ssh.status.code(), Some(4));
+    assert_eq!(stdout(&ssh), "web");
+    let stderr = String::from_utf8_lossy(&ssh.stderr);
+    assert!(
+        stderr.contains(&format!("reached web at root@{} (network lan)", t.lower)),
+        "{stderr}"
+    );
+
+    t.black_hole(&t.lower);
+    let down = run(&mut t.clan(&["ssh", "web", "--", "true"]));
+    assert_eq!(down.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&down.stderr);
+    assert!(stderr.contains("no route answered"), "{stderr}");
+    for route in [
+        format!("root@{} (targetHost): ", t.top),
+        format!("root@{} (network lan): ", t.lower),
+    ] {
+        let line = stderr
+            .lines()
+            .find(|l| l.contains(&route))
+            .unwrap_or_else(|| {
+                panic!("{route} is not named: {stderr}");
+            });
+        assert!(line.contains("timed out"), "{line}");
+    }
+}
