@@ -45,6 +45,12 @@ pub enum Error {
         network: String,
         var: Box<VarRef>,
     },
+    #[error("machine `{machine}`: the host of network `{network}` is var `{}/{}` of machine `{}`, which that machine does not declare", var.generator, var.file, var.machine)]
+    VarHostUndeclared {
+        machine: String,
+        network: String,
+        var: Box<VarRef>,
+    },
     #[error("machine `{machine}`: cannot read var `{}/{}` of machine `{}` (a network host)", var.generator, var.file, var.machine)]
     VarHost {
         machine: String,
@@ -53,6 +59,13 @@ pub enum Error {
     },
     #[error("machine `{machine}`: var `{}/{}` of machine `{}` does not hold a host name", var.generator, var.file, var.machine)]
     InvalidVarHost { machine: String, var: Box<VarRef> },
+    #[error("no network named `{network}`")]
+    UnknownNetwork { network: String },
+    #[error("machine `{machine}` is not a peer of {}", network.as_ref().map_or("any network".to_owned(), |n| format!("network `{n}`")))]
+    NotAPeer {
+        machine: String,
+        network: Option<String>,
+    },
     #[error(transparent)]
     Eval(Box<clan_eval::Error>),
 }
@@ -74,8 +87,16 @@ impl clan_error::Hint for Error {
                 var.machine, var.generator, var.machine, var.machine
             )),
             Error::VarHost { source, .. } => source.hint(),
+            Error::VarHostUndeclared { network, .. } => Some(format!(
+                "the service of network `{network}` exports a host from a generator its machines do not declare; `clan vars list <machine>` shows theirs"
+            )),
             Error::UnsupportedSshOption { .. } => Some(
                 "a service may export jump hosts only; other SSH options belong in your ~/.ssh/config"
+                    .to_owned(),
+            ),
+            Error::UnknownNetwork { .. } => Some("`clan network list` shows the networks".to_owned()),
+            Error::NotAPeer { .. } => Some(
+                "add the machine to a network service instance (`internet`, …); `clan network list` shows the networks"
                     .to_owned(),
             ),
             Error::InvalidTarget { .. } | Error::InvalidExport { .. } | Error::InvalidVarHost { .. } => None,
@@ -101,11 +122,13 @@ impl Error {
             Error::NoTarget { machine }
             | Error::InvalidTarget { machine, .. }
             | Error::VarHostMissing { machine, .. }
+            | Error::VarHostUndeclared { machine, .. }
             | Error::VarHost { machine, .. }
             | Error::InvalidVarHost { machine, .. }
-            | Error::UnsupportedSshOption { machine, .. } => Some(machine),
+            | Error::UnsupportedSshOption { machine, .. }
+            | Error::NotAPeer { machine, .. } => Some(machine),
             Error::InvalidExport { machine, .. } => machine.as_deref(),
-            Error::Eval(_) => None,
+            Error::Eval(_) | Error::UnknownNetwork { .. } => None,
         }
     }
 }

@@ -124,13 +124,21 @@ impl Candidate {
             network: self.network.clone().unwrap_or_default(),
             var: Box::new(var.clone()),
         };
-        let Some(VarLocation::Stored {
-            clan_dir,
-            key,
-            secret,
-        }) = &self.var
-        else {
-            return Err(missing());
+        let (clan_dir, key, secret) = match &self.var {
+            Some(VarLocation::Stored {
+                clan_dir,
+                key,
+                secret,
+            }) => (clan_dir, key, secret),
+            Some(VarLocation::Undeclared) => {
+                return Err(Error::VarHostUndeclared {
+                    machine: self.machine.clone(),
+                    network: self.network.clone().unwrap_or_default(),
+                    var: Box::new(var.clone()),
+                })
+            }
+            // Not looked up (a plan made without the fleet): as if not generated.
+            None => return Err(missing()),
         };
         let store = clan_vars::VarsStore::new(clan_dir);
         if !store.exists(key, &var.file, *secret) {

@@ -1,7 +1,8 @@
 //! Networking against real test machines: a machine reachable at two addresses, its
 //! highest-priority route black-holed (packets dropped by an nftables rule in its network
 //! namespace, so connections hang rather than being refused), is deployed and reached with
-//! `clan ssh` over the lower route, and every route down gives an error naming each route and
+//! `clan ssh` over the lower route, `clan network ping|overview` report the lower network
+//! answering, and every route down gives an error naming each route and
 //! why. The outcome is read on the machine. Skips with the reason when the host cannot run a
 //! testbed (not root, a tool missing).
 
@@ -154,6 +155,19 @@ fn a_black_holed_top_route_loses_the_race_and_every_route_down_names_each() {
         stderr.contains(&format!("reached web at root@{} (network lan)", t.lower)),
         "{stderr}"
     );
+
+    let ping = run(&mut t.clan(&["network", "ping", "web"]));
+    assert!(ping.status.success(), "network ping");
+    let line = stdout(&ping);
+    assert!(
+        line.starts_with(&format!("web (lan): reachable at root@{}, ping: ", t.lower)),
+        "{line}"
+    );
+    let overview = run(&mut t.clan(&["network", "overview", "--json"]));
+    let overview: serde_json::Value = serde_json::from_slice(&overview.stdout).unwrap();
+    assert_eq!(overview[0]["network"]["name"], "lan");
+    assert_eq!(overview[0]["peers"][0]["machine"], "web");
+    assert!(overview[0]["peers"][0]["elapsedMs"].is_u64(), "{overview}");
 
     t.black_hole(&t.lower);
     let down = run(&mut t.clan(&["ssh", "web", "--", "true"]));
