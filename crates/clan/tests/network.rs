@@ -187,3 +187,66 @@ fn a_black_holed_top_route_loses_the_race_and_every_route_down_names_each() {
         assert!(line.contains("timed out"), "{line}");
     }
 }
+
+/// A machine that drops SSH from the admin but not from another machine is deployed and
+/// reached through that machine as its `internet` jump host.
+#[test]
+fn a_jump_host_reaches_a_machine_the_admin_cannot() {
+    let Some(f) = Fixture::new(&["bastion", "web"], &["nft", "ip"]) else {
+        return;
+    };
+    let bastion = f.address_of("bastion");
+    let web = f.address_of("web");
+    let admin = f.testbed.host_address().to_string();
+    // The namespaces come in machine order: bastion's, then web's.
+    let web_netns = f.testbed.network_namespaces()[1].clone();
+    let rules = format!(
+        "table inet nojump {{\n  chain input {{\n    type filter hook input priority -10;\n    ip saddr {admin} tcp dport 22 drop\n  }}\n}}\n"
+    );
+    let mut nft = Command::new("ip")
+        .args(["netns", "exec", &web_netns, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut nft.stdin.take().unwrap(), rules.as_bytes()).unwrap();
+    assert!(nft.wait().unwrap().success(), "nft");
+    f.commit_clan_toml(
+        &format!(
+            "[meta]\nname = \"test\"\ndomain = \"invalid\"\n\n\
+             [machines.bastion]\ndeploy.targetHost = \"root@{bastion}\"\n\n[machines.web]\n\n\
+             [instances.lan]\nmodule.name = \"internet\"\n\
+             roles.default.machines.web.settings = {{ host = \"{web}\", jumphosts = [\"root@{bastion}\"] }}\n\n\
+             [instances.hello]\nmodule.name = \"hello-world\"\nroles.default.machines.web = {{}}\n"
+        ),
+        "init",
+    );
+    let clan = |args: &[&str]| {
+        let mut command = f.clan(args);
+        command.env("CLAN_HOST_KEY_CHECK", "tofu");
+        run(&mut command)
+    };
+    // ssh checks the jump host's key by the ssh_config's known_hosts: met once first.
+    assert!(clan(&["ssh", "bastion", "--", "true"]).status.success());
+    let direct = run(Command::new("ssh")
+        .arg("-F")
+        .arg(f.testbed.ssh_config())
+        .args(["-o", "ConnectTimeout=2", "web", "true"]));
+    assert!(!direct.status.success(), "the admin reaches web directly");
+
+    let deploy = clan(&["machines", "update", "web", "--confirm-timeout", "5"]);
+    assert!(deploy.status.success(), "deploy through the jump host");
+    let stderr = String::from_utf8_lossy(&deploy.stderr);
+    assert!(
+        stderr.contains(&format!("to root@{web} (from network lan)")),
+        "{stderr}"
+    );
+    let hello = clan(&["ssh", "web", "--", "cat /etc/hello"]);
+    assert_eq!(stdout(&hello), "Hello from web");
+    // Seen from web, the login came from the bastion.
+    let from = clan(&["ssh", "web", "--", "echo $SSH_CLIENT"]);
+    assert!(
+        stdout(&from).starts_with(&format!("{bastion} ")),
+        "{}",
+        stdout(&from)
+    );
+}
