@@ -7,4 +7,5 @@ pub const BUILTIN_SERVICES: &[(&str, &str)] = &[
     ("internet", include_str!("../services/internet.star")),
     ("sshd", include_str!("../services/sshd.star")),
     ("users", include_str!("../services/users.star")),
+    ("wireguard", include_str!("../services/wireguard.star")),
 ];

@@ -250,3 +250,100 @@ fn a_jump_host_reaches_a_machine_the_admin_cannot() {
         stdout(&from)
     );
 }
+
+/// `boringtun-cli` as `.ci/run` installs it (`cargo install`): on PATH or in ~/.cargo/bin.
+fn boringtun() -> Option<PathBuf> {
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .chain(home.map(|home| home.join(".cargo/bin")))
+        .map(|dir| dir.join("boringtun-cli"))
+        .find(|path| path.is_file())
+}
+
+/// Three machines deployed with the built-in `wireguard` service (one controller, two
+/// peers) reach each other over the mesh: by the names it writes into /etc/hosts and at the
+/// addresses derived from their names. The test machines' kernel has no WireGuard: the
+/// interfaces are boringtun's (userspace).
+#[test]
+fn a_wireguard_mesh_of_three_pings_over_its_addresses() {
+    let Some(boringtun) = boringtun() else {
+        clan_testbed::skip(
+            "`boringtun-cli` is not installed (`cargo install --locked boringtun-cli`)",
+        );
+        return;
+    };
+    let machines = ["c1", "p1", "p2"];
+    let Some(f) = Fixture::with_options(&machines, &["wg"], |options| {
+        options.extra_packages = vec!["wireguard-tools".into(), "iputils-ping".into()];
+        options.binds = vec![(boringtun, "/usr/local/bin/boringtun-cli".into())];
+    }) else {
+        return;
+    };
+    let mut toml = String::from("[meta]\nname = \"test\"\ndomain = \"invalid\"\n\n");
+    for machine in machines {
+        toml.push_str(&format!(
+            "[machines.{machine}]\ndeploy.targetHost = \"root@{}\"\n\n",
+            f.address_of(machine)
+        ));
+    }
+    toml.push_str(
+        "[instances.mesh]\nmodule.name = \"wireguard\"\nroles.controller.machines.c1 = {}\n\
+         roles.peer.machines.p1 = {}\nroles.peer.machines.p2 = {}\n",
+    );
+    f.commit_clan_toml(&toml, "init");
+    f.clan_ok(&["vars", "keygen", "--user", "admin"]);
+    let deploy = run(&mut f.clan(&[
+        "machines",
+        "update",
+        "--host-key-check",
+        "tofu",
+        "--confirm-timeout",
+        "5",
+    ]));
+    assert!(deploy.status.success(), "deploy");
+
+    let address = |machine: &str| {
+        let hosts = f.on(machine, "cat /etc/hosts");
+        let line = hosts
+            .lines()
+            .find(|l| l.contains(&format!(" {machine}.mesh ")))
+            .unwrap_or_else(|| panic!("no {machine}.mesh in {hosts}"))
+            .to_owned();
+        line.split_whitespace().next().unwrap().to_owned()
+    };
+    let c1 = address("c1");
+    assert!(c1.starts_with("fd") && c1.ends_with("::1"), "{c1}");
+    let p2 = address("p2");
+    // A peer's address is its controller's /56 and 64 bits of its own: eight full groups.
+    assert_eq!(p2.split(':').count(), 8, "{p2}");
+    assert!(
+        p2.starts_with(&c1[..c1.len() - 3]),
+        "{p2} not in {c1}'s subnet"
+    );
+    // Each machine reaches the others over the mesh (peer to peer through the controller).
+    for (from, to) in [
+        ("p1", p2.as_str()),
+        ("p2", "p1.mesh"),
+        ("c1", "p2.mesh"),
+        ("p1", c1.as_str()),
+    ] {
+        let ping = run(f
+            .testbed
+            .ssh_command(from)
+            .unwrap()
+            .arg(format!("ping -6 -c 1 -w 10 {to}")));
+        if !ping.status.success() {
+            for machine in machines {
+                f.on(machine, "wg show mesh; ip -6 addr show dev mesh; ip -6 route; systemctl status clan-wireguard-mesh --no-pager; ps ax | grep boringtun");
+            }
+        }
+        assert!(
+            ping.status.success(),
+            "{from} cannot reach {to} over wireguard"
+        );
+    }
+    assert_eq!(f.on("p1", "ip -br link show mesh | cut -d' ' -f1"), "mesh");
+}

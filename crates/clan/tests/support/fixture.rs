@@ -38,7 +38,16 @@ impl Fixture {
     /// Test machines `machines` and empty clan and work directories; `None` (after saying
     /// why) when the host cannot run them or one of `tools` is not installed.
     pub fn new(machines: &[&str], tools: &[&str]) -> Option<Self> {
-        let (state, testbed) = super::testbed(machines)?;
+        Fixture::with_options(machines, tools, |_| {})
+    }
+
+    /// [`Fixture::new`] with `configure` applied to the testbed's options.
+    pub fn with_options(
+        machines: &[&str],
+        tools: &[&str],
+        configure: impl FnOnce(&mut clan_testbed::Options),
+    ) -> Option<Self> {
+        let (state, testbed) = super::testbed_with(machines, configure)?;
         for tool in tools {
             let found = Command::new("sh")
                 .args(["-c", &format!("command -v {tool}")])

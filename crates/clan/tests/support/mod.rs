@@ -14,7 +14,17 @@ use clan_testbed::{check_host, Error, Options, Testbed};
 
 /// Test machines named `names` and their state directory; `None` (after saying why) when
 /// this host cannot run them (not root, a tool missing).
+// Test files that start machines through `fixture` only do not call it.
+#[allow(dead_code)]
 pub fn testbed(names: &[&str]) -> Option<(tempfile::TempDir, Testbed)> {
+    testbed_with(names, |_| {})
+}
+
+/// [`testbed`] with `configure` applied to the options (extra packages, binds).
+pub fn testbed_with(
+    names: &[&str],
+    configure: impl FnOnce(&mut Options),
+) -> Option<(tempfile::TempDir, Testbed)> {
     if let Err(reason) = check_host() {
         clan_testbed::skip(reason);
         return None;
@@ -22,6 +32,7 @@ pub fn testbed(names: &[&str]) -> Option<(tempfile::TempDir, Testbed)> {
     let state = tempfile::tempdir().expect("state dir");
     let mut options = Options::named(state.path(), names.iter().copied());
     options.progress = |message| eprintln!("{message}");
+    configure(&mut options);
     match Testbed::up(&options) {
         Ok(testbed) => Some((state, testbed)),
         Err(error @ Error::ToolMissing { .. }) => {
