@@ -8,4 +8,5 @@ pub const BUILTIN_SERVICES: &[(&str, &str)] = &[
     ("sshd", include_str!("../services/sshd.star")),
     ("users", include_str!("../services/users.star")),
     ("wireguard", include_str!("../services/wireguard.star")),
+    ("yggdrasil", include_str!("../services/yggdrasil.star")),
 ];

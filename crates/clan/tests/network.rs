@@ -347,3 +347,97 @@ fn a_wireguard_mesh_of_three_pings_over_its_addresses() {
     }
     assert_eq!(f.on("p1", "ip -br link show mesh | cut -d' ' -f1"), "mesh");
 }
+
+/// Two machines deployed with the built-in `yggdrasil` service (Debian's daemon) peer at the
+/// hosts their `internet` network exports and reach each other's 200::/7 address; a third
+/// machine running yggdrasil with a key of its own, told to peer with them, is refused:
+/// the members admit only each other (`AllowedPublicKeys`).
+#[test]
+fn yggdrasil_members_reach_each_others_addresses_and_refuse_others() {
+    let machines = ["y1", "y2", "outsider"];
+    let Some(f) = Fixture::with_options(&machines, &["yggdrasil", "jq"], |options| {
+        options.extra_packages = vec!["yggdrasil".into(), "iputils-ping".into()];
+    }) else {
+        return;
+    };
+    let mut toml = String::from("[meta]\nname = \"test\"\ndomain = \"invalid\"\n\n");
+    for machine in ["y1", "y2"] {
+        toml.push_str(&format!(
+            "[machines.{machine}]\ndeploy.targetHost = \"root@{}\"\n\n",
+            f.address_of(machine)
+        ));
+    }
+    toml.push_str(
+        "[instances.lan]\nmodule.name = \"internet\"\nroles.default.tags = [\"all\"]\n\n\
+         [instances.ygg]\nmodule.name = \"yggdrasil\"\nroles.default.tags = [\"all\"]\n\
+         roles.default.settings = { multicastInterfaces = [{ Regex = \"none\", Beacon = false, Listen = false, Port = 0 }] }\n",
+    );
+    f.commit_clan_toml(&toml, "init");
+    f.clan_ok(&["vars", "keygen", "--user", "admin"]);
+    let deploy = run(&mut f.clan(&[
+        "machines",
+        "update",
+        "--host-key-check",
+        "tofu",
+        "--confirm-timeout",
+        "5",
+    ]));
+    assert!(deploy.status.success(), "deploy");
+    let address = |machine: &str| {
+        f.clan_ok(&["vars", "get", machine, "yggdrasil/address"])
+            .trim()
+            .to_owned()
+    };
+    let (y1, y2) = (address("y1"), address("y2"));
+    assert!(y1.starts_with("2") && y1.contains(':'), "{y1}");
+    for (from, to) in [("y1", &y2), ("y2", &y1)] {
+        let ping = run(f
+            .testbed
+            .ssh_command(from)
+            .unwrap()
+            .arg(format!("ping -6 -c 1 -w 20 {to}")));
+        assert!(
+            ping.status.success(),
+            "{from} cannot reach {to} over yggdrasil"
+        );
+    }
+
+    // An outsider told to peer with y1 is refused: y1 admits only members' keys.
+    let generated = run(Command::new("yggdrasil").args(["-genconf", "-json"]));
+    let mut config: serde_json::Value = serde_json::from_slice(&generated.stdout).unwrap();
+    config["Peers"] = serde_json::json!([format!("tcp://{}:6443", f.address_of("y1"))]);
+    config["MulticastInterfaces"] = serde_json::json!([]);
+    config["AdminListen"] = serde_json::json!("unix:///root/ygg.sock");
+    let outsider_key = config["PublicKey"].as_str().unwrap().to_owned();
+    let mut write = f.testbed.ssh_command("outsider").unwrap();
+    write
+        .arg("cat > /root/ygg.json && (setsid yggdrasil -useconffile /root/ygg.json -logto /root/ygg.log > /dev/null 2>&1 &)")
+        .stdin(std::process::Stdio::piped());
+    let mut child = write.spawn().unwrap();
+    std::io::Write::write_all(
+        &mut child.stdin.take().unwrap(),
+        config.to_string().as_bytes(),
+    )
+    .unwrap();
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+    // y1 hangs up on the outsider at once (a member would stay connected).
+    let log = f.on(
+        "outsider",
+        "for i in $(seq 600); do grep -q 'Disconnected outbound TCP' /root/ygg.log 2>/dev/null && break; sleep 0.05; done; cat /root/ygg.log",
+    );
+    assert!(log.contains("Disconnected outbound TCP"), "{log}");
+    let peers = f.on(
+        "y1",
+        "yggdrasilctl -endpoint=unix:///var/run/yggdrasil.sock -json getPeers",
+    );
+    assert!(
+        !peers.contains(&outsider_key),
+        "y1 peers with the outsider: {peers}"
+    );
+    let y2_key = f
+        .clan_ok(&["vars", "get", "y2", "yggdrasil/publicKey"])
+        .trim()
+        .to_owned();
+    assert!(peers.contains(&y2_key), "y1 does not peer with y2: {peers}");
+}
