@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use clan_fs::system::System;
 use clan_fs::{Kind, Tree, WriteOptions};
 
+use clan_config::{AbsolutePath, AccountName};
 use clan_generation::reply::Changes;
 use clan_generation::{fill_template, secret_machine_path, Manifest};
 use zeroize::Zeroizing;
@@ -73,11 +74,11 @@ impl Stored {
         }
     }
 
-    /// The state before any generation: nothing managed.
-    pub fn empty() -> Stored {
+    /// The state before any generation: nothing managed on `machine`.
+    pub fn empty(machine: &clan_config::MachineName) -> Stored {
         Stored {
             id: String::new(),
-            manifest: Manifest::default(),
+            manifest: Manifest::nothing(machine.clone()),
             blobs: Blobs::Memory(BTreeMap::new()),
         }
     }
@@ -253,7 +254,7 @@ pub fn apply(
         }
         let missing: Vec<&str> = wanted
             .iter()
-            .map(String::as_str)
+            .map(|p| p.as_str())
             .filter(|p| !system::dpkg_installed(p))
             .collect();
         if !missing.is_empty() {
@@ -272,11 +273,9 @@ pub fn apply(
     // useradd would take a shell that is not there, and a missing group would stop it
     // halfway.
     for (name, user) in manifest.users.iter().filter(|_| !dry_run) {
-        if let Some(group) = user
-            .groups
-            .iter()
-            .find(|g| !accounts.groups.contains_key(*g) && !manifest.groups.contains_key(*g))
-        {
+        if let Some(group) = user.groups.iter().find(|g| {
+            !accounts.groups.contains_key(g.as_str()) && !manifest.groups.contains_key(*g)
+        }) {
             return Err(AgentError::Step(format!(
                 "user `{name}`: group `{group}` does not exist on the machine"
             )));
@@ -292,8 +291,8 @@ pub fn apply(
         }
     }
     for (name, group) in &manifest.groups {
-        if !accounts.groups.contains_key(name) {
-            changes.groups_created.push(name.clone());
+        if !accounts.groups.contains_key(name.as_str()) {
+            changes.groups_created.push(name.to_string());
             if !dry_run {
                 let gid = group.gid.map(|g| g.to_string());
                 let mut argv = vec!["groupadd"];
@@ -311,9 +310,9 @@ pub fn apply(
     for (name, user) in &manifest.users {
         let groups = user.groups.join(",");
         let uid = user.uid.map(|u| u.to_string());
-        match accounts.users.get(name) {
+        match accounts.users.get(name.as_str()) {
             None => {
-                changes.users_created.push(name.clone());
+                changes.users_created.push(name.to_string());
                 if !dry_run {
                     let mut argv = vec!["useradd"];
                     if let Some(uid) = &uid {
@@ -343,16 +342,16 @@ pub fn apply(
             }
             Some(account) => {
                 let shell_differs = user.shell.as_ref().is_some_and(|s| *s != account.shell);
-                let member_of = |group: &String| {
+                let member_of = |group: &AccountName| {
                     accounts
                         .groups
-                        .get(group)
-                        .is_some_and(|(_, members)| members.contains(name))
+                        .get(group.as_str())
+                        .is_some_and(|(_, members)| members.iter().any(|m| m == name.as_str()))
                 };
                 let missing_groups = user.groups.iter().any(|g| !member_of(g));
                 // Groups an earlier generation gave the user and this one no longer lists;
                 // groups joined by other means stay.
-                let left: Vec<&String> = old
+                let left: Vec<&AccountName> = old
                     .manifest
                     .users
                     .get(name)
@@ -361,7 +360,7 @@ pub fn apply(
                     .filter(|g| !user.groups.contains(g) && member_of(g))
                     .collect();
                 if shell_differs || missing_groups || !left.is_empty() {
-                    changes.users_modified.push(name.clone());
+                    changes.users_modified.push(name.to_string());
                     if !dry_run && (shell_differs || missing_groups) {
                         let mut argv = vec!["usermod"];
                         if let Some(shell) = &user.shell {
@@ -383,8 +382,9 @@ pub fn apply(
             let hash = &secrets[&format!("{}/{}", reference.generator, reference.file)];
             let hash = String::from_utf8_lossy(hash.expose()).trim().to_owned();
             if system::shadow_hash(paths, name).as_deref() != Some(hash.as_str()) {
-                if !changes.users_created.contains(name) && !changes.users_modified.contains(name) {
-                    changes.users_modified.push(name.clone());
+                let listed = |names: &[String]| names.iter().any(|n| n == name.as_str());
+                if !listed(&changes.users_created) && !listed(&changes.users_modified) {
+                    changes.users_modified.push(name.to_string());
                 }
                 if !dry_run {
                     let line = Zeroizing::new(format!("{name}:{hash}\n"));
@@ -452,14 +452,15 @@ pub fn apply(
     let units = |generation: &Stored| -> Result<Units, AgentError> {
         let mut units = BTreeMap::new();
         for (name, unit) in &generation.manifest.units {
+            let paths = |paths: &[AbsolutePath]| paths.iter().map(|p| p.to_string()).collect();
             units.insert(
-                name.clone(),
+                name.to_string(),
                 UnitPlan {
                     content: generation.blob(&unit.blob)?,
                     enabled: unit.enabled,
                     restart_on_change: unit.restart_on_change,
-                    restart_triggers: unit.restart_triggers.clone(),
-                    reload_triggers: unit.reload_triggers.clone(),
+                    restart_triggers: paths(&unit.restart_triggers),
+                    reload_triggers: paths(&unit.reload_triggers),
                 },
             );
         }

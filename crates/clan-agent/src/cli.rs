@@ -135,6 +135,73 @@ enum Command {
     ServeFile { path: PathBuf },
     /// Decrypt the current generation's secrets into /run/clan/secrets (run at boot).
     DecryptSecrets,
+    /// Back up, list, restore and check the state of this machine's services (run by
+    /// `clan backups …` and by the providers' timers).
+    #[command(subcommand)]
+    Backups(BackupsCommand),
+}
+
+#[derive(clap::Subcommand)]
+enum BackupsCommand {
+    /// Back every state up now: pre-backup scripts, each provider, post-backup scripts.
+    Create {
+        #[arg(long)]
+        provider: Option<String>,
+    },
+    /// Archives per provider, as JSON.
+    List {
+        #[arg(long)]
+        provider: Option<String>,
+    },
+    /// Restore an archive's folders (all states, or one), over live data or under `--to`.
+    Restore {
+        #[arg(long)]
+        provider: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        service: Option<String>,
+        #[arg(long)]
+        to: Option<PathBuf>,
+    },
+    /// Verify the repositories (each provider's check command) and record the result.
+    Check {
+        #[arg(long)]
+        provider: Option<String>,
+    },
+    /// The last backup and check per provider, as JSON.
+    Status,
+}
+
+fn backups(paths: &crate::Paths, command: BackupsCommand) -> anyhow::Result<()> {
+    use crate::backups;
+    match command {
+        BackupsCommand::Create { provider } => {
+            print_json(&backups::create(paths, provider.as_deref())?)?
+        }
+        BackupsCommand::List { provider } => {
+            print_json(&backups::list(paths, provider.as_deref())?)?
+        }
+        BackupsCommand::Restore {
+            provider,
+            name,
+            service,
+            to,
+        } => print_json(&backups::restore(
+            paths,
+            &backups::RestoreRequest {
+                provider: &provider,
+                archive: &name,
+                service: service.as_deref(),
+                to: to.as_deref(),
+            },
+        )?)?,
+        BackupsCommand::Check { provider } => {
+            print_json(&backups::check(paths, provider.as_deref())?)?
+        }
+        BackupsCommand::Status => print_json(&backups::status(paths)?)?,
+    }
+    Ok(())
 }
 
 /// Keeps a command that changes the machine running when the deployer's SSH session goes
@@ -156,6 +223,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             | Command::Rollback { .. }
             | Command::Receive { .. }
             | Command::Confirm { .. }
+            | Command::Backups(BackupsCommand::Create { .. } | BackupsCommand::Restore { .. })
     ) {
         outlive_the_session()?;
     }
@@ -208,6 +276,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             let count = agent.decrypt_current_secrets()?;
             eprintln!("{count} secrets decrypted");
         }
+        Command::Backups(command) => backups(&agent.paths, command)?,
     }
     Ok(ExitCode::SUCCESS)
 }

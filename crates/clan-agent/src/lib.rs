@@ -12,6 +12,7 @@
 //! networking: every byte of it crosses the admin's uplink on a first deploy.
 
 mod apply;
+pub mod backups;
 pub mod cli;
 pub mod mesher;
 pub mod report;
@@ -232,7 +233,7 @@ impl Agent {
     pub fn diff(&self, id: &str) -> Result<Changes, AgentError> {
         let new = Stored::load(&self.paths, id)?;
         let state = State::load(&self.paths)?;
-        let old = self.stored_or_empty(state.current.as_deref())?;
+        let old = self.stored_or_empty(state.current.as_deref(), &new.manifest.machine)?;
         apply::apply(&self.paths, &new, &old, &self.executable, true)
     }
 
@@ -242,12 +243,20 @@ impl Agent {
         let received = clan_generation::read_bundle(BufReader::new(input), id)?;
         let new = Stored::in_memory(received);
         let state = State::load(&self.paths)?;
-        let old = self.stored_or_empty(state.current.as_deref())?;
+        let old = self.stored_or_empty(state.current.as_deref(), &new.manifest.machine)?;
         apply::apply(&self.paths, &new, &old, &self.executable, true)
     }
 
-    fn stored_or_empty(&self, id: Option<&str>) -> Result<Stored, AgentError> {
-        id.map_or_else(|| Ok(Stored::empty()), |id| Stored::load(&self.paths, id))
+    /// Generation `id`, or none on `machine` (before its first one).
+    fn stored_or_empty(
+        &self,
+        id: Option<&str>,
+        machine: &clan_config::MachineName,
+    ) -> Result<Stored, AgentError> {
+        id.map_or_else(
+            || Ok(Stored::empty(machine)),
+            |id| Stored::load(&self.paths, id),
+        )
     }
 
     /// Activates generation `id`; on failure the previous one is re-activated and the
@@ -272,7 +281,7 @@ impl Agent {
                 confirm_by: None,
             });
         }
-        let old = self.stored_or_empty(previous.as_deref())?;
+        let old = self.stored_or_empty(previous.as_deref(), &new.manifest.machine)?;
         let changes = self.switch(&mut state, &new, &old, "deploy")?;
         let confirm_by = match options.confirm_timeout {
             Some(timeout) if self.paths.is_live() => {
@@ -457,8 +466,9 @@ impl Agent {
     fn revert_unconfirmed(&self, pending: &Pending) -> Result<(), AgentError> {
         let id = &pending.generation;
         let mut state = State::load(&self.paths)?;
-        let current = self.stored_or_empty(Some(id))?;
-        let previous = self.stored_or_empty(pending.previous.as_deref())?;
+        let current = Stored::load(&self.paths, id)?;
+        let previous =
+            self.stored_or_empty(pending.previous.as_deref(), &current.manifest.machine)?;
         let result = apply::apply(&self.paths, &previous, &current, &self.executable, false);
         let detail = format!("generation {} was not confirmed in time", short(id));
         match &pending.previous {
@@ -499,7 +509,7 @@ impl Agent {
         };
         let new = Stored::load(&self.paths, &target)?;
         let previous = state.current.clone();
-        let old = self.stored_or_empty(previous.as_deref())?;
+        let old = self.stored_or_empty(previous.as_deref(), &new.manifest.machine)?;
         let changes = self.switch(&mut state, &new, &old, "rollback")?;
         Ok(Activation {
             generation: target,
@@ -541,7 +551,7 @@ impl Agent {
             &secrets,
             &accounts,
             None,
-            &Stored::empty(),
+            &Stored::empty(&generation.manifest.machine),
             false,
         )?;
         Ok(secrets.len())

@@ -154,9 +154,21 @@ impl Lock {
         timeout: Duration,
         on_wait: impl FnOnce(&str),
     ) -> Result<Lock, AgentError> {
+        Lock::acquire_for(paths, "lock", "deploy or rollback", timeout, on_wait)
+    }
+
+    /// The lock in file `name` of the state directory, held by `what` (`backup`): backups
+    /// and restores wait for each other, not for deploys.
+    pub fn acquire_for(
+        paths: &Paths,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        on_wait: impl FnOnce(&str),
+    ) -> Result<Lock, AgentError> {
         let dir = paths.state_dir();
         create_dir(&dir, 0o700)?;
-        let path = dir.join("lock");
+        let path = dir.join(name);
         let mut file = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -181,7 +193,7 @@ impl Lock {
                 }
                 Err(rustix::io::Errno::WOULDBLOCK) => {
                     return Err(AgentError::Busy(format!(
-                        "another deploy or rollback of this machine is running ({}); waited {} s",
+                        "another {what} of this machine is running ({}); waited {} s",
                         holder(&path),
                         timeout.as_secs()
                     )))
@@ -251,7 +263,7 @@ pub fn remove_if_present(path: &Path) -> Result<(), AgentError> {
     }
 }
 
-fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, AgentError> {
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, AgentError> {
     match fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
@@ -261,7 +273,7 @@ fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, AgentError> 
     }
 }
 
-fn write_json(path: &Path, value: &impl Serialize) -> Result<(), AgentError> {
+pub fn write_json(path: &Path, value: &impl Serialize) -> Result<(), AgentError> {
     let bytes = serde_json::to_vec_pretty(value).expect("state serialises");
     write_private(path, &bytes)
 }

@@ -28,13 +28,13 @@ fn config(files: &[(&str, &str)]) -> MachineConfig {
         .iter()
         .map(|(path, content)| {
             (
-                path.to_string(),
+                path.parse().unwrap(),
                 File {
                     content: content.to_string(),
                     template: false,
-                    owner: "root".into(),
-                    group: "root".into(),
-                    mode: "0640".into(),
+                    owner: "root".parse().unwrap(),
+                    group: "root".parse().unwrap(),
+                    mode: "0640".parse().unwrap(),
                 },
             )
         })
@@ -46,7 +46,7 @@ fn config(files: &[(&str, &str)]) -> MachineConfig {
 }
 
 fn store(agent: &Agent, config: &MachineConfig) -> String {
-    let generation = Generation::build("m", config, &[]).unwrap();
+    let generation = Generation::build(&"m".parse().unwrap(), config, &[]).unwrap();
     agent
         .receive(&generation.id, &generation.bundle()[..])
         .unwrap();
@@ -185,7 +185,12 @@ fn a_second_deploy_waits_for_the_lock_and_then_refuses() {
 fn truncated_uploads_store_nothing() {
     let root = image();
     let agent = Agent::new(root.path());
-    let generation = Generation::build("m", &config(&[("/etc/hello", "hi\n")]), &[]).unwrap();
+    let generation = Generation::build(
+        &"m".parse().unwrap(),
+        &config(&[("/etc/hello", "hi\n")]),
+        &[],
+    )
+    .unwrap();
     let bundle = generation.bundle();
     assert!(agent
         .receive(&generation.id, &bundle[..bundle.len() - 3])
@@ -218,8 +223,8 @@ fn alice_image() -> tempfile::TempDir {
 fn app_config(content: &str) -> MachineConfig {
     let mut config = config(&[("/home/alice/.app/config", content)]);
     let file = config.files.get_mut("/home/alice/.app/config").unwrap();
-    file.owner = "alice".into();
-    file.group = "alice".into();
+    file.owner = "alice".parse().unwrap();
+    file.group = "alice".parse().unwrap();
     config
 }
 
@@ -369,18 +374,20 @@ fn units_restart_or_reload_when_a_declared_input_changes() {
             content: "[Service]\nExecStart=/bin/true\n".into(),
             enabled: true,
             restart_on_change: true,
-            restart_triggers: restart.iter().map(|p| p.to_string()).collect(),
-            reload_triggers: reload.iter().map(|p| p.to_string()).collect(),
+            restart_triggers: restart.iter().map(|p| p.parse().unwrap()).collect(),
+            reload_triggers: reload.iter().map(|p| p.parse().unwrap()).collect(),
         };
+        config.units.insert(
+            "app.service".parse().unwrap(),
+            unit(&["/etc/app.conf"], &[]),
+        );
+        config.units.insert(
+            "other.service".parse().unwrap(),
+            unit(&[], &["/etc/other.conf"]),
+        );
         config
             .units
-            .insert("app.service".into(), unit(&["/etc/app.conf"], &[]));
-        config
-            .units
-            .insert("other.service".into(), unit(&[], &["/etc/other.conf"]));
-        config
-            .units
-            .insert("bystander.service".into(), unit(&[], &[]));
+            .insert("bystander.service".parse().unwrap(), unit(&[], &[]));
         store(&agent, &config)
     };
     let first = generation("a=1\n", "o=1\n");

@@ -1,5 +1,5 @@
 //! Merging fragments into one MachineConfig. Two sources that set the same file, unit, user,
-//! group, generator or state differently conflict; the error names both. Packages and
+//! group, generator, state or backup provider differently conflict; the error names both. Packages and
 //! firewall ports are unions (and one fragment turning the firewall on turns it on); NixOS settings merge deeply, conflicting on differing leaves.
 
 use std::collections::BTreeMap;
@@ -43,6 +43,12 @@ impl MachineConfig {
                 source,
             )?;
             owners.insert("state", &mut merged.state, config.state, source)?;
+            owners.insert(
+                "backup provider",
+                &mut merged.backups.providers,
+                config.backups.providers,
+                source,
+            )?;
             owners.insert("secret", &mut merged.secrets, config.secrets, source)?;
             for (family, packages) in config.packages {
                 merged.packages.entry(family).or_default().extend(packages);
@@ -72,26 +78,27 @@ struct Owners {
 }
 
 impl Owners {
-    fn insert<T: PartialEq>(
+    fn insert<K: Ord + std::fmt::Display, T: PartialEq>(
         &mut self,
         kind: &'static str,
-        merged: &mut BTreeMap<String, T>,
-        incoming: BTreeMap<String, T>,
+        merged: &mut BTreeMap<K, T>,
+        incoming: BTreeMap<K, T>,
         source: &str,
     ) -> Result<(), Conflict> {
         for (key, value) in incoming {
+            let name = key.to_string();
             match merged.get(&key) {
                 Some(existing) if *existing != value => {
                     return Err(Conflict {
                         kind,
-                        key: key.clone(),
-                        first: self.by_key[&(kind, key.clone())].clone(),
+                        first: self.by_key[&(kind, name.clone())].clone(),
+                        key: name,
                         second: source.to_owned(),
                     });
                 }
                 Some(_) => {}
                 None => {
-                    self.by_key.insert((kind, key.clone()), source.to_owned());
+                    self.by_key.insert((kind, name), source.to_owned());
                     merged.insert(key, value);
                 }
             }
@@ -182,7 +189,7 @@ mod tests {
             fragment("b", json!({"files": {"/etc/x": {"content": "x"}}, "packages": {"debian": ["git"]}, "firewall": {"tcp": [80]}})),
         ])
         .unwrap();
-        assert_eq!(merged.files["/etc/x"].mode, "0644");
+        assert_eq!(merged.files["/etc/x"].mode, crate::FileMode::FILE);
         assert_eq!(
             merged.packages["debian"].iter().collect::<Vec<_>>(),
             ["git", "vim"]

@@ -123,7 +123,7 @@ pub fn deploy(
             machine: host.machine().to_owned(),
             target: used.target,
             source: used.source,
-            network: used.network,
+            network: used.network.map(String::from),
             elapsed_ms: used.elapsed_ms,
             routes: used.routes,
         });
@@ -390,7 +390,13 @@ fn dry_run(
             // No agent at all (or one too old to compare without storing): a first deploy.
             Err(AgentCall::Missing | AgentCall::Failed(_)) => {
                 let mut changes = Changes::first_deploy(&job.generation.manifest);
-                let paths: Vec<&String> = job.generation.manifest.files.keys().collect();
+                let paths: Vec<&str> = job
+                    .generation
+                    .manifest
+                    .files
+                    .keys()
+                    .map(|p| p.as_str())
+                    .collect();
                 changes.files_kept_aside = existing_paths(host, &paths)?;
                 (changes, true)
             }
@@ -409,7 +415,7 @@ fn dry_run(
 
 /// Those of `paths` that exist on the machine (without an agent: a fixed shell loop over the
 /// paths as positional parameters).
-fn existing_paths(host: &dyn Host, paths: &[&String]) -> Result<Vec<String>, Error> {
+fn existing_paths(host: &dyn Host, paths: &[&str]) -> Result<Vec<String>, Error> {
     if paths.is_empty() {
         return Ok(Vec::new());
     }
@@ -670,31 +676,25 @@ pub(crate) mod tests {
 
     /// A generation with one file and, with `secret`, one secret (so a key is needed).
     pub(crate) fn job(secret: bool) -> MachineDeploy {
-        let mut config = clan_config::MachineConfig::default();
-        config.files.insert(
-            "/etc/hello".into(),
-            clan_config::File {
-                content: "hi\n".into(),
-                template: false,
-                owner: "root".into(),
-                group: "root".into(),
-                mode: "0644".into(),
-            },
-        );
+        let config: clan_config::MachineConfig = serde_json::from_value(serde_json::json!({
+            "files": {"/etc/hello": {"content": "hi\n"}},
+        }))
+        .unwrap();
+        let root = clan_config::AccountName::root();
         let secrets: Vec<SecretFile<'_>> = secret
             .then(|| SecretFile {
                 generator: "db",
                 file: "password",
-                owner: "root",
-                group: "root",
-                mode: "0400",
+                owner: &root,
+                group: &root,
+                mode: clan_config::FileMode::SECRET,
                 needed_for: "services",
                 sops: b"{}".to_vec(),
             })
             .into_iter()
             .collect();
         MachineDeploy {
-            generation: Generation::build("m", &config, &secrets).unwrap(),
+            generation: Generation::build(&"m".parse().unwrap(), &config, &secrets).unwrap(),
             age_key: Some(zeroize::Zeroizing::new("AGE-SECRET-KEY-1TEST".into())),
             host_key: None,
         }

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use clan_config::{MachineClass, MachineName};
 use clan_error::Hint as _;
 
 use crate::deploy::{deploy, DeployOptions, MachineDeploy};
@@ -25,13 +26,13 @@ const MAX_SECRET_FILE: u64 = 16 << 20;
 
 /// One machine of a run: what to deploy where, or why that could not be worked out.
 pub struct Job {
-    pub machine: String,
+    pub machine: MachineName,
     pub plan: Result<(Vec<Candidate>, MachineDeploy), Error>,
 }
 
 /// How one machine ended.
 pub struct MachineResult {
-    pub machine: String,
+    pub machine: MachineName,
     pub target: Option<String>,
     pub generation: Option<String>,
     pub result: Result<Outcome, (Stage, Error)>,
@@ -113,13 +114,13 @@ fn run_one(
         let elapsed = start.elapsed();
         match &result {
             Ok(outcome) => emit(Event::Done {
-                machine: machine.clone(),
+                machine: machine.to_string(),
                 generation: generation.clone().unwrap_or_default(),
                 outcome: *outcome,
                 elapsed_ms: elapsed.as_millis() as u64,
             }),
             Err((stage, error)) => emit(Event::Failed {
-                machine: machine.clone(),
+                machine: machine.to_string(),
                 stage: *stage,
                 error: error.to_string(),
                 hint: error.hint(),
@@ -144,7 +145,7 @@ fn run_one(
         .map(Candidate::destination)
         .unwrap_or_default();
     emit(Event::Resolve {
-        machine: machine.clone(),
+        machine: machine.to_string(),
         target: first.clone(),
         source: routes.first().map(|r| r.source.clone()).unwrap_or_default(),
         routes: if routes.len() > 1 {
@@ -171,10 +172,10 @@ fn run_one(
 pub fn jobs(
     fleet: &clan_eval::Fleet,
     clan_dir: &Path,
-    names: &[String],
+    names: &[MachineName],
     target_override: Option<&str>,
 ) -> Result<Vec<Job>, Error> {
-    let names: Vec<String> = if names.is_empty() {
+    let names: Vec<MachineName> = if names.is_empty() {
         fleet.summary.machines.keys().cloned().collect()
     } else {
         names.to_vec()
@@ -201,25 +202,21 @@ fn plan_machine(
     identities: &mut Option<clan_secrets::Identities>,
 ) -> Result<(Vec<Candidate>, MachineDeploy), Error> {
     let name = &machine.summary.name;
-    if machine.summary.class != "linux" {
+    if machine.summary.class != MachineClass::Linux {
         return Err(Error::UnsupportedClass {
-            machine: name.clone(),
-            class: machine.summary.class.clone(),
+            machine: name.to_string(),
+            class: machine.summary.class.to_string(),
         });
     }
     let routes = clan_network::candidates(fleet, clan_dir, machine, target_override)?;
     let vars_error = |source| Error::Vars {
-        machine: name.clone(),
+        machine: name.to_string(),
         source: Box::new(source),
     };
-    let machine_name: clan_secrets::MachineName = name
-        .parse()
-        .map_err(|e: clan_secrets::Error| vars_error(e.into()))?;
-    let mut deployable = clan_vars::deployable_secrets(clan_dir, &machine_name, &machine.config)
-        .map_err(vars_error)?;
+    let mut deployable =
+        clan_vars::deployable_secrets(clan_dir, name, &machine.config).map_err(vars_error)?;
     deployable.extend(
-        clan_vars::machine_clan_secrets(clan_dir, &machine_name, &machine.config)
-            .map_err(vars_error)?,
+        clan_vars::machine_clan_secrets(clan_dir, name, &machine.config).map_err(vars_error)?,
     );
     let secrets = deployable
         .iter()
@@ -241,7 +238,7 @@ fn plan_machine(
                 file: &secret.file,
                 owner: &secret.owner,
                 group: &secret.group,
-                mode: &secret.mode,
+                mode: secret.mode,
                 needed_for: &secret.needed_for,
                 sops,
             })
@@ -249,7 +246,7 @@ fn plan_machine(
         .collect::<Result<Vec<_>, Error>>()?;
     let generation = Generation::build(name, &machine.config, &secrets).map_err(|source| {
         Error::InvalidConfig {
-            machine: name.clone(),
+            machine: name.to_string(),
             source,
         }
     })?;
@@ -263,7 +260,7 @@ fn plan_machine(
             );
         }
         let admin = identities.as_ref().expect("set above");
-        let key = clan_vars::machine_age_key(clan_dir, &machine_name, admin).map_err(vars_error)?;
+        let key = clan_vars::machine_age_key(clan_dir, name, admin).map_err(vars_error)?;
         Some(zeroize::Zeroizing::new(
             String::from_utf8_lossy(key.expose()).into_owned(),
         ))
@@ -273,7 +270,7 @@ fn plan_machine(
         MachineDeploy {
             generation,
             age_key,
-            host_key: clan_vars::ssh_host_key(clan_dir, &machine_name, &machine.config),
+            host_key: clan_vars::ssh_host_key(clan_dir, name, &machine.config),
         },
     ))
 }
@@ -292,7 +289,7 @@ mod tests {
         let jobs: Vec<Job> = ["ok", "no-target", "unreachable", "fails"]
             .into_iter()
             .map(|name| Job {
-                machine: name.to_owned(),
+                machine: name.parse().unwrap(),
                 plan: match name {
                     "no-target" => Err(Error::Network(clan_network::Error::NoTarget {
                         machine: name.to_owned(),

@@ -182,7 +182,7 @@ pub struct RouteUsed {
     /// `targetHost`, `network <instance>`, …
     pub source: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub network: Option<String>,
+    pub network: Option<clan_config::InstanceName>,
     /// From the start of the race to the finished handshake.
     pub elapsed_ms: u64,
     /// How many routes the machine has.

@@ -26,7 +26,7 @@ pub enum Error {
         machine: String,
         /// The fragment's source: `instance `x` (service s, role r)`.
         from: String,
-        invalid: clan_config::InvalidName,
+        invalid: clan_config::BadFragment,
     },
     #[error("cannot read `{}`", path.display())]
     Read {
@@ -42,8 +42,8 @@ pub enum Error {
     },
     #[error("unknown machine `{name}`")]
     UnknownMachine { name: String, hint: Option<String> },
-    #[error("no machine has the tags {}", tags.join(", "))]
-    NoMachineWithTags { tags: Vec<String> },
+    #[error("no machine has the tags {}", tags.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", "))]
+    NoMachineWithTags { tags: Vec<clan_inventory::TagName> },
 }
 
 impl clan_error::Hint for Error {

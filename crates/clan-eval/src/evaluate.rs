@@ -11,7 +11,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use clan_config::{Fragment, MachineConfig};
-use clan_inventory::{did_you_mean, Instance, Inventory, LoadedInventory, MachineName, RoleName};
+use clan_inventory::{
+    did_you_mean, Instance, InstanceName, Inventory, LoadedInventory, MachineClass, MachineName,
+    RoleName, ServiceName, TagName,
+};
 use clan_service::{CallOutput, InstanceCall, MachineCall, Service, SharedValue};
 
 use crate::error::Error;
@@ -22,10 +25,10 @@ use crate::settings::{deep_merge, SettingsSchema};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MachineSummary {
-    pub name: String,
-    pub class: String,
+    pub name: MachineName,
+    pub class: MachineClass,
     /// Declared tags; `all` and the class are implied.
-    pub tags: Vec<String>,
+    pub tags: Vec<TagName>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -37,15 +40,15 @@ pub struct MachineSummary {
 impl MachineSummary {
     /// Whether the machine carries `tag`: a declared one, `all`, or its class name.
     pub fn has_tag(&self, tag: &str) -> bool {
-        tag == "all" || tag == self.class || self.tags.iter().any(|t| t == tag)
+        tag == "all" || tag == self.class.as_str() || self.tags.iter().any(|t| t == tag)
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Membership {
-    pub instance: String,
-    pub service: String,
-    pub role: String,
+    pub instance: InstanceName,
+    pub service: ServiceName,
+    pub role: RoleName,
 }
 
 /// A machine with its settings per instance and role, and its merged configuration.
@@ -62,9 +65,9 @@ pub struct EvaluatedMachine {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FleetSummary {
     pub meta: clan_inventory::Meta,
-    pub machines: IndexMap<String, MachineSummary>,
+    pub machines: IndexMap<MachineName, MachineSummary>,
     /// instance → {service, roles: {role: [machines]}}.
-    pub instances: IndexMap<String, Value>,
+    pub instances: IndexMap<InstanceName, Value>,
     /// `instances.<i>.instance` and `instances.<i>.machines.<m>`.
     pub exports: Value,
 }
@@ -84,7 +87,8 @@ struct ResolvedRole<'a> {
 }
 
 struct ResolvedInstance<'a> {
-    name: &'a str,
+    name: &'a InstanceName,
+    service_name: &'a ServiceName,
     service: &'a Service,
     roles: Vec<ResolvedRole<'a>>,
     /// The `ctx.roles` value every call of this instance shares.
@@ -111,7 +115,7 @@ fn machine_value(name: &MachineName, machine: &clan_inventory::Machine) -> Value
 fn resolve_instance<'a>(
     loaded: &'a LoadedInventory,
     services: &'a Services,
-    name: &'a str,
+    name: &'a InstanceName,
     instance: &'a Instance,
 ) -> Result<ResolvedInstance<'a>, Error> {
     let inventory = &loaded.inventory;
@@ -202,6 +206,7 @@ fn resolve_instance<'a>(
     let roles_value = SharedValue::new(&Value::Object(roles_json));
     Ok(ResolvedInstance {
         name,
+        service_name: &instance.module.name,
         service,
         roles,
         roles_value,
@@ -258,7 +263,7 @@ pub fn evaluate(
     let resolved: Vec<ResolvedInstance<'_>> = inventory
         .instances
         .iter()
-        .map(|(name, instance)| resolve_instance(loaded, services, name.as_str(), instance))
+        .map(|(name, instance)| resolve_instance(loaded, services, name, instance))
         .collect::<Result<_, _>>()?;
     let meta =
         SharedValue::new(&serde_json::to_value(&inventory.meta).expect("meta is plain data"));
@@ -347,7 +352,7 @@ pub fn evaluate(
                     })
                     .collect();
                 (
-                    instance.name.to_owned(),
+                    instance.name.clone(),
                     json!({"service": instance.service.name(), "roles": roles}),
                 )
             })
@@ -399,7 +404,7 @@ fn run_per_machine(
         for role in &instance.roles {
             for member in &role.members {
                 let instances = entry.1.entry(member.machine).or_insert_with(|| json!({}));
-                instances[instance.name]["roles"][role.role.as_str()] =
+                instances[instance.name.as_str()]["roles"][role.role.as_str()] =
                     json!({"settings": member.settings});
             }
         }
@@ -432,7 +437,8 @@ fn assemble_machines(
     outputs: Vec<(usize, InstanceOutputs<'_>)>,
     machine_outputs: Vec<(String, String, CallOutput)>,
 ) -> Result<Vec<EvaluatedMachine>, Error> {
-    let mut fragments: BTreeMap<&str, Vec<Fragment>> = BTreeMap::new();
+    // (source, fragment as returned) per machine, parsed below where the machine is named.
+    let mut fragments: BTreeMap<&str, Vec<(String, Value)>> = BTreeMap::new();
     let mut roles: BTreeMap<&str, Vec<Membership>> = BTreeMap::new();
     let mut settings: BTreeMap<&str, BTreeMap<String, BTreeMap<String, Value>>> = BTreeMap::new();
     for (index, instance_outputs) in outputs {
@@ -446,14 +452,11 @@ fn assemble_machines(
             fragments
                 .entry(machine.as_str())
                 .or_default()
-                .push(Fragment {
-                    source,
-                    config: output.config,
-                });
+                .push((source, output.config));
             roles.entry(machine.as_str()).or_default().push(Membership {
-                instance: instance.name.to_owned(),
-                service: instance.service.name().to_owned(),
-                role: role.to_string(),
+                instance: instance.name.clone(),
+                service: instance.service_name.clone(),
+                role: role.clone(),
             });
         }
         for role in &instance.roles {
@@ -461,21 +464,21 @@ fn assemble_machines(
                 settings
                     .entry(member.machine.as_str())
                     .or_default()
-                    .entry(instance.name.to_owned())
+                    .entry(instance.name.to_string())
                     .or_default()
                     .insert(role.role.to_string(), member.settings.clone());
             }
         }
     }
-    let mut by_machine: BTreeMap<String, Vec<Fragment>> = fragments
+    let mut by_machine: BTreeMap<String, Vec<(String, Value)>> = fragments
         .into_iter()
         .map(|(machine, fragments)| (machine.to_owned(), fragments))
         .collect();
     for (machine, source, output) in machine_outputs {
-        by_machine.entry(machine).or_default().push(Fragment {
-            source,
-            config: output.config,
-        });
+        by_machine
+            .entry(machine)
+            .or_default()
+            .push((source, output.config));
     }
     let work: Vec<_> = inventory
         .machines
@@ -492,25 +495,26 @@ fn assemble_machines(
     // would report whichever machine failed first in time, a different one per run.
     work.into_par_iter()
         .map(|(name, machine, fragments)| {
-            for fragment in &fragments {
-                fragment
-                    .config
-                    .check()
-                    .map_err(|invalid| Error::InvalidConfig {
+            let fragments = fragments
+                .into_iter()
+                .map(|(source, config)| match MachineConfig::from_json(config) {
+                    Ok(config) => Ok(Fragment { source, config }),
+                    Err(invalid) => Err(Error::InvalidConfig {
                         machine: name.to_string(),
-                        from: fragment.source.clone(),
+                        from: source,
                         invalid,
-                    })?;
-            }
+                    }),
+                })
+                .collect::<Result<Vec<_>, Error>>()?;
             let config = MachineConfig::merge(fragments).map_err(|conflict| Error::Conflict {
                 machine: name.to_string(),
                 conflict,
             })?;
             Ok(EvaluatedMachine {
                 summary: MachineSummary {
-                    name: name.to_string(),
-                    class: machine.machine_class.as_str().to_owned(),
-                    tags: machine.tags.iter().map(ToString::to_string).collect(),
+                    name: name.clone(),
+                    class: machine.machine_class,
+                    tags: machine.tags.clone(),
                     description: machine.description.clone(),
                     target_host: machine.deploy.target_host.clone(),
                     roles: roles.get(name.as_str()).cloned().unwrap_or_default(),

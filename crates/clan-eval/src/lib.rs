@@ -24,7 +24,7 @@ pub use evaluate::{
 };
 pub use services::{load_services, local_service_files, Services, SERVICES_DIR};
 
-use clan_inventory::{LoadedInventory, CLAN_TOML, INVENTORY_JSON};
+use clan_inventory::{LoadedInventory, MachineName, TagName, CLAN_TOML, INVENTORY_JSON};
 use clan_service::Service;
 
 /// An evaluated clan: the summary in memory, machines read from the cache on demand.
@@ -72,19 +72,23 @@ impl Fleet {
     /// The machines a command is about: `names` (all machines when empty), narrowed to those
     /// carrying every tag in `tags` (computed tags included). Every name must exist; tags
     /// that select nothing are an error.
-    pub fn select_machines(&self, names: &[String], tags: &[String]) -> Result<Vec<String>, Error> {
+    pub fn select_machines(
+        &self,
+        names: &[MachineName],
+        tags: &[TagName],
+    ) -> Result<Vec<MachineName>, Error> {
         let machines = &self.summary.machines;
         for name in names {
             if !machines.contains_key(name) {
                 return Err(self.unknown_machine(name));
             }
         }
-        let candidates: Vec<&String> = if names.is_empty() {
+        let candidates: Vec<&MachineName> = if names.is_empty() {
             machines.keys().collect()
         } else {
             names.iter().collect()
         };
-        let selected: Vec<String> = candidates
+        let selected: Vec<MachineName> = candidates
             .into_iter()
             .filter(|name| {
                 machines
@@ -106,7 +110,7 @@ impl Fleet {
             name: name.to_owned(),
             hint: clan_inventory::did_you_mean(
                 name,
-                self.summary.machines.keys().map(String::as_str),
+                self.summary.machines.keys().map(MachineName::as_str),
             )
             .or_else(|| Some("`clan machines list` shows the machines".to_owned())),
         }

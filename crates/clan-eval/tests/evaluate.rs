@@ -209,7 +209,7 @@ roles.default.tags = ["linux"]
     assert_eq!(members(&fleet, "nixos-only", "default"), ["nix"]);
     assert_eq!(members(&fleet, "linux-only", "default"), ["deb"]);
     let nix = machine(&fleet, "nix");
-    assert_eq!(nix.summary.class, "nixos");
+    assert_eq!(nix.summary.class.as_str(), "nixos");
     // Computed tags select, but are not listed as the machine's own tags.
     assert_eq!(nix.summary.tags, ["lab"]);
 }
@@ -377,7 +377,7 @@ fn a_machine_config_star_adds_to_the_machine() {
     let fleet = clan.fleet();
     let laptop = machine(&fleet, "laptop");
     assert_eq!(laptop.config.files["/etc/motd"].content, "laptop (home)\n");
-    assert_eq!(laptop.config.files["/etc/motd"].mode, "0600");
+    assert_eq!(laptop.config.files["/etc/motd"].mode.to_string(), "0600");
     assert!(laptop.config.packages["debian"].contains("htop"));
     // The services' files are still there, and other machines are untouched.
     assert!(laptop.config.files.contains_key("/etc/hello"));
@@ -465,7 +465,7 @@ fn the_worked_example_of_the_services_doc_evaluates_as_documented() {
         assert_eq!(key.content, "@clan-secret:web-tls-site/key.pem@");
         assert!(key.template);
         assert_eq!(
-            (key.owner.as_str(), key.mode.as_str()),
+            (key.owner.as_str(), key.mode.to_string().as_str()),
             ("www-data", "0400")
         );
         let generator = &server.config.generators["web-tls-site"];

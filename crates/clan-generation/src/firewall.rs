@@ -9,7 +9,9 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
-use clan_config::{File, Firewall, MachineConfig, Unit};
+use clan_config::{
+    AbsolutePath, AccountName, File, FileMode, Firewall, MachineConfig, PackageName, Unit, UnitName,
+};
 
 use crate::InvalidConfig;
 
@@ -37,24 +39,25 @@ pub fn with_firewall(config: &MachineConfig) -> Result<MachineConfig, InvalidCon
     if config.units.contains_key(UNIT) {
         return Err(clash(format!("unit `{UNIT}`")));
     }
+    let rules_path = AbsolutePath::parse(RULES_PATH, "firewall rules")?;
     config.files.insert(
-        RULES_PATH.to_owned(),
+        rules_path.clone(),
         File {
             content: rules(&config.firewall),
             template: false,
-            owner: "root".into(),
-            group: "root".into(),
-            mode: "0644".into(),
+            owner: AccountName::root(),
+            group: AccountName::root(),
+            mode: FileMode::FILE,
         },
     );
     config.units.insert(
-        UNIT.to_owned(),
+        UnitName::parse(UNIT, "firewall unit")?,
         Unit {
             content: unit(),
             enabled: true,
             restart_on_change: true,
             restart_triggers: Vec::new(),
-            reload_triggers: vec![RULES_PATH.to_owned()],
+            reload_triggers: vec![rules_path],
         },
     );
     // Only where the agent installs packages: elsewhere nftables must already be there.
@@ -62,7 +65,7 @@ pub fn with_firewall(config: &MachineConfig) -> Result<MachineConfig, InvalidCon
         .packages
         .entry("debian".to_owned())
         .or_default()
-        .insert("nftables".to_owned());
+        .insert(PackageName::parse("nftables", "firewall package")?);
     Ok(config)
 }
 
@@ -135,18 +138,11 @@ mod tests {
 
     #[test]
     fn a_service_managing_the_same_file_is_refused() {
-        let mut config = MachineConfig::default();
-        config.firewall.enable = true;
-        config.files.insert(
-            RULES_PATH.into(),
-            File {
-                content: String::new(),
-                template: false,
-                owner: "root".into(),
-                group: "root".into(),
-                mode: "0644".into(),
-            },
-        );
+        let config: MachineConfig = serde_json::from_value(serde_json::json!({
+            "firewall": {"enable": true},
+            "files": {RULES_PATH: {"content": ""}},
+        }))
+        .unwrap();
         let error = with_firewall(&config).unwrap_err();
         assert!(error.to_string().contains(RULES_PATH), "{error}");
     }

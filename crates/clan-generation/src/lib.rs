@@ -15,14 +15,15 @@
 
 pub mod firewall;
 pub mod reply;
+pub mod schedule;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
 
 use clan_config::{
-    AbsolutePath, AccountName, FileMode, InvalidName, MachineConfig, PackageName, UnitName,
-    CLAN_SECRETS, SECRET_PLACEHOLDER_PREFIX,
+    AbsolutePath, AccountName, FileMode, InvalidName, MachineConfig, MachineName, PackageName,
+    UnitName, CLAN_SECRETS, SECRET_PLACEHOLDER_PREFIX,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -33,22 +34,30 @@ const BUNDLE_HEADER: &str = "clan-generation 1";
 /// Upper bound for one blob or the manifest, so a corrupt length cannot exhaust memory.
 const MAX_BLOB: u64 = 256 * 1024 * 1024;
 
-/// The declared state of one machine, as the agent applies it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// The declared state of one machine, as the agent applies it. Its names are typed, so a
+/// manifest the agent parses has passed the rules the evaluation applied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Manifest {
     pub format: u32,
-    pub machine: String,
+    pub machine: MachineName,
     /// Absolute path → file.
-    pub files: BTreeMap<String, FileEntry>,
+    pub files: BTreeMap<AbsolutePath, FileEntry>,
     /// Unit name → unit file.
-    pub units: BTreeMap<String, UnitEntry>,
-    pub users: BTreeMap<String, clan_config::User>,
-    pub groups: BTreeMap<String, clan_config::Group>,
+    pub units: BTreeMap<UnitName, UnitEntry>,
+    pub users: BTreeMap<AccountName, clan_config::User>,
+    pub groups: BTreeMap<AccountName, clan_config::Group>,
     /// Distribution family → package names.
-    pub packages: BTreeMap<String, BTreeSet<String>>,
+    pub packages: BTreeMap<String, BTreeSet<PackageName>>,
     /// `<generator>/<file>` → secret, still encrypted (sops) to the machine's age key.
     pub secrets: BTreeMap<String, SecretEntry>,
+    /// Service state and the providers that back it up, which `clan-agent agent backups …`
+    /// reads from the current generation (absent when there is none, so a machine without
+    /// state keeps its generation id).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub state: BTreeMap<clan_config::StateName, clan_config::State>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub backup_providers: BTreeMap<clan_config::StateName, clan_config::BackupProvider>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,8 +65,8 @@ pub struct Manifest {
 pub struct FileEntry {
     /// sha256 of the content (of the template, for templates).
     pub blob: String,
-    pub owner: String,
-    pub group: String,
+    pub owner: AccountName,
+    pub group: AccountName,
     pub mode: u32,
     /// Holds `@clan-secret:<generator>/<file>@` placeholders filled in on the machine.
     pub template: bool,
@@ -71,10 +80,10 @@ pub struct UnitEntry {
     pub restart_on_change: bool,
     /// Paths whose change restarts the unit (see `clan_config::Unit`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub restart_triggers: Vec<String>,
+    pub restart_triggers: Vec<AbsolutePath>,
     /// Paths whose change reloads it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub reload_triggers: Vec<String>,
+    pub reload_triggers: Vec<AbsolutePath>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -82,8 +91,8 @@ pub struct UnitEntry {
 pub struct SecretEntry {
     /// sha256 of the sops file.
     pub blob: String,
-    pub owner: String,
-    pub group: String,
+    pub owner: AccountName,
+    pub group: AccountName,
     pub mode: u32,
     pub needed_for: String,
 }
@@ -93,10 +102,9 @@ pub struct SecretEntry {
 pub struct SecretFile<'a> {
     pub generator: &'a str,
     pub file: &'a str,
-    pub owner: &'a str,
-    pub group: &'a str,
-    /// Octal, e.g. `"0400"`.
-    pub mode: &'a str,
+    pub owner: &'a AccountName,
+    pub group: &'a AccountName,
+    pub mode: FileMode,
     pub needed_for: &'a str,
     pub sops: Vec<u8>,
 }
@@ -148,11 +156,12 @@ fn id_of(manifest_bytes: &[u8]) -> String {
 impl Generation {
     /// Builds the generation of `machine` from its evaluated configuration and its secrets.
     pub fn build(
-        machine: &str,
+        machine: &MachineName,
         config: &MachineConfig,
         secrets: &[SecretFile<'_>],
     ) -> Result<Generation, InvalidConfig> {
-        let config = &crate::firewall::with_firewall(config)?;
+        let config =
+            &crate::schedule::with_backup_timers(&crate::firewall::with_firewall(config)?)?;
         // `@…` names clan secrets among the machine's secrets (see [`CLAN_SECRETS`]).
         if let Some(name) = config.generators.keys().find(|name| name.starts_with('@')) {
             return Err(invalid(
@@ -167,36 +176,34 @@ impl Generation {
             key
         };
         let mut manifest = Manifest {
-            format: FORMAT,
-            machine: machine.to_owned(),
             users: config.users.clone(),
             groups: config.groups.clone(),
             packages: config.packages.clone(),
-            ..Manifest::default()
+            state: config.state.clone(),
+            backup_providers: config.backups.providers.clone(),
+            ..Manifest::nothing(machine.clone())
         };
         for secret in secrets {
             let name = format!("{}/{}", secret.generator, secret.file);
-            let mode = FileMode::parse(secret.mode, format!("secret `{name}` mode"))?.bits();
             manifest.secrets.insert(
                 name,
                 SecretEntry {
                     blob: add_blob(&secret.sops),
-                    owner: secret.owner.to_owned(),
-                    group: secret.group.to_owned(),
-                    mode,
+                    owner: secret.owner.clone(),
+                    group: secret.group.clone(),
+                    mode: secret.mode.bits(),
                     needed_for: secret.needed_for.to_owned(),
                 },
             );
         }
         for (path, file) in &config.files {
-            let mode = FileMode::parse(&file.mode, format!("file `{path}` mode"))?.bits();
             manifest.files.insert(
                 path.clone(),
                 FileEntry {
                     blob: add_blob(file.content.as_bytes()),
                     owner: file.owner.clone(),
                     group: file.group.clone(),
-                    mode,
+                    mode: file.mode.bits(),
                     template: file.template,
                 },
             );
@@ -246,9 +253,26 @@ impl Generation {
 }
 
 impl Manifest {
-    /// Checks what the agent relies on: absolute normal paths, unit and user names that
-    /// cannot escape their directory or be read as options, blobs present, and every secret
-    /// a template or user refers to deployed with it.
+    /// A manifest that manages nothing on `machine`: what it had before its first generation.
+    pub fn nothing(machine: MachineName) -> Manifest {
+        Manifest {
+            format: FORMAT,
+            machine,
+            files: BTreeMap::new(),
+            units: BTreeMap::new(),
+            users: BTreeMap::new(),
+            groups: BTreeMap::new(),
+            packages: BTreeMap::new(),
+            secrets: BTreeMap::new(),
+            state: BTreeMap::new(),
+            backup_providers: BTreeMap::new(),
+        }
+    }
+
+    /// Checks what the agent relies on beyond its typed names (absolute normal paths, unit
+    /// and user names that cannot escape their directory or be read as options): modes in
+    /// range, blobs present, and every secret a template, unit or user refers to deployed
+    /// with it.
     pub fn validate(&self, blobs: &BTreeMap<String, Vec<u8>>) -> Result<(), InvalidConfig> {
         if self.format != FORMAT {
             return Err(invalid(
@@ -259,12 +283,9 @@ impl Manifest {
         let has_blob = |blob: &str| blobs.contains_key(blob);
         for (path, file) in &self.files {
             let subject = format!("file `{path}`");
-            AbsolutePath::parse(path, "file path")?;
             if file.mode > 0o7777 {
                 return Err(invalid(subject, "mode out of range"));
             }
-            AccountName::parse(&file.owner, format!("{subject} owner"))?;
-            AccountName::parse(&file.group, format!("{subject} group"))?;
             if !has_blob(&file.blob) {
                 return Err(invalid(subject, "content missing from the generation"));
             }
@@ -280,7 +301,6 @@ impl Manifest {
             }
         }
         for (name, unit) in &self.units {
-            UnitName::parse(name, "unit name")?;
             if !has_blob(&unit.blob) {
                 return Err(invalid(format!("unit `{name}`"), "content missing"));
             }
@@ -288,7 +308,7 @@ impl Manifest {
                 let is_secret = self
                     .secrets
                     .keys()
-                    .any(|secret| secret_machine_path(secret).1 == Path::new(trigger));
+                    .any(|secret| secret_machine_path(secret).1 == Path::new(&**trigger));
                 if !self.files.contains_key(trigger) && !is_secret {
                     return Err(invalid(
                         format!("unit `{name}`"),
@@ -303,26 +323,11 @@ impl Manifest {
         }
         for (name, user) in &self.users {
             let subject = format!("user `{name}`");
-            AccountName::parse(name, "user name")?;
-            for group in user.group.iter().chain(&user.groups) {
-                AccountName::parse(group, format!("{subject} group"))?;
-            }
-            for path in user.home.iter().chain(&user.shell) {
-                AbsolutePath::parse(path, format!("{subject} home or shell"))?;
-            }
             if let Some(hash) = &user.password_hash {
                 let secret = format!("{}/{}", hash.generator, hash.file);
                 if !self.secrets.contains_key(&secret) {
                     return Err(invalid(subject, format!("its password hash `{secret}` has no deployable value; run `clan vars generate {}`", self.machine)));
                 }
-            }
-        }
-        for name in self.groups.keys() {
-            AccountName::parse(name, "group name")?;
-        }
-        for names in self.packages.values() {
-            for name in names {
-                PackageName::parse(name, "package")?;
             }
         }
         for (name, secret) in &self.secrets {
@@ -335,8 +340,9 @@ impl Manifest {
                     return Err(invalid(&subject, "not a valid generator or file name"));
                 }
             }
-            AccountName::parse(&secret.owner, format!("{subject} owner"))?;
-            AccountName::parse(&secret.group, format!("{subject} group"))?;
+            if secret.mode > 0o7777 {
+                return Err(invalid(subject, "mode out of range"));
+            }
             if !has_blob(&secret.blob) {
                 return Err(invalid(subject, "sops file missing"));
             }
@@ -519,41 +525,30 @@ clan_error::register!(BundleError, InvalidConfig);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clan_config::{File, Unit};
 
     fn config() -> MachineConfig {
-        let mut config = MachineConfig::default();
-        config.files.insert(
-            "/etc/hello".into(),
-            File {
-                content: "hi\n".into(),
-                template: false,
-                owner: "root".into(),
-                group: "root".into(),
-                mode: "0644".into(),
-            },
-        );
-        config.units.insert(
-            "hello.service".into(),
-            Unit {
-                content: "[Service]\nExecStart=/bin/true\n".into(),
-                enabled: true,
-                restart_on_change: true,
-                restart_triggers: vec!["/etc/hello".into()],
-                reload_triggers: Vec::new(),
-            },
-        );
-        config
+        serde_json::from_value(serde_json::json!({
+            "files": {"/etc/hello": {"content": "hi\n"}},
+            "units": {"hello.service": {
+                "content": "[Service]\nExecStart=/bin/true\n",
+                "restartTriggers": ["/etc/hello"],
+            }},
+        }))
+        .unwrap()
+    }
+
+    fn web() -> MachineName {
+        "web".parse().unwrap()
     }
 
     #[test]
     fn same_config_same_id_and_bundle_round_trips() {
-        let a = Generation::build("web", &config(), &[]).unwrap();
-        let b = Generation::build("web", &config(), &[]).unwrap();
+        let a = Generation::build(&web(), &config(), &[]).unwrap();
+        let b = Generation::build(&web(), &config(), &[]).unwrap();
         assert_eq!(a.id, b.id);
         let mut changed = config();
         changed.files.get_mut("/etc/hello").unwrap().content = "ho\n".into();
-        assert_ne!(Generation::build("web", &changed, &[]).unwrap().id, a.id);
+        assert_ne!(Generation::build(&web(), &changed, &[]).unwrap().id, a.id);
 
         let bundle = a.bundle();
         let received = read_bundle(&bundle[..], &a.id).unwrap();
@@ -568,7 +563,7 @@ mod tests {
 
     #[test]
     fn corrupted_blob_is_refused() {
-        let a = Generation::build("web", &config(), &[]).unwrap();
+        let a = Generation::build(&web(), &config(), &[]).unwrap();
         let mut bundle = a.bundle();
         let at = bundle.len() - 8;
         bundle[at] ^= 1;
@@ -577,28 +572,40 @@ mod tests {
 
     #[test]
     fn bad_paths_units_and_missing_secrets_are_refused() {
-        let mut bad = config();
-        bad.files
-            .insert("etc/x".into(), bad.files["/etc/hello"].clone());
-        assert!(Generation::build("web", &bad, &[]).is_err());
-        let mut bad = config();
-        bad.files
-            .insert("/etc/../x".into(), bad.files["/etc/hello"].clone());
-        assert!(Generation::build("web", &bad, &[]).is_err());
-        let mut bad = config();
-        bad.units
-            .insert("../evil.service".into(), bad.units["hello.service"].clone());
-        assert!(Generation::build("web", &bad, &[]).is_err());
+        // The agent parses what it receives: names that could escape are refused there.
+        let manifest =
+            serde_json::to_value(&Generation::build(&web(), &config(), &[]).unwrap().manifest)
+                .unwrap();
+        for (map, bad) in [
+            ("files", "etc/x"),
+            ("files", "/etc/../x"),
+            ("units", "../evil.service"),
+        ] {
+            let mut edited = manifest.clone();
+            let entry = edited[map]
+                .as_object()
+                .unwrap()
+                .values()
+                .next()
+                .unwrap()
+                .clone();
+            edited[map][bad] = entry;
+            let error = serde_json::from_value::<Manifest>(edited).unwrap_err();
+            assert!(error.to_string().contains(bad), "{error}");
+        }
+        let mut edited = manifest.clone();
+        edited["machine"] = "Web_01".into();
+        assert!(serde_json::from_value::<Manifest>(edited).is_err());
         let mut template = config();
         let file = template.files.get_mut("/etc/hello").unwrap();
         file.template = true;
         file.content = "pw=@clan-secret:db/password@\n".into();
-        let error = Generation::build("web", &template, &[]).unwrap_err();
+        let error = Generation::build(&web(), &template, &[]).unwrap_err();
         assert!(error.to_string().contains("db/password"), "{error}");
         let mut trigger = config();
         let unit = trigger.units.get_mut("hello.service").unwrap();
-        unit.reload_triggers = vec!["/etc/unmanaged".into()];
-        let error = Generation::build("web", &trigger, &[]).unwrap_err();
+        unit.reload_triggers = vec!["/etc/unmanaged".parse().unwrap()];
+        let error = Generation::build(&web(), &trigger, &[]).unwrap_err();
         assert!(error.to_string().contains("/etc/unmanaged"), "{error}");
     }
 

@@ -68,15 +68,22 @@ impl Changes {
     /// Everything `manifest` manages, as new: what a first deploy does to a machine that has
     /// never had a generation (files already there are only found on the machine itself).
     pub fn first_deploy(manifest: &Manifest) -> Changes {
-        let packages: std::collections::BTreeSet<&String> =
-            manifest.packages.values().flatten().collect();
+        let packages: std::collections::BTreeSet<&str> = manifest
+            .packages
+            .values()
+            .flatten()
+            .map(|p| p.as_str())
+            .collect();
+        fn names<T: ToString>(names: impl Iterator<Item = T>) -> Vec<String> {
+            names.map(|name| name.to_string()).collect()
+        }
         Changes {
-            groups_created: manifest.groups.keys().cloned().collect(),
-            users_created: manifest.users.keys().cloned().collect(),
-            packages_installed: packages.into_iter().cloned().collect(),
+            groups_created: names(manifest.groups.keys()),
+            users_created: names(manifest.users.keys()),
+            packages_installed: names(packages.into_iter()),
             secrets_changed: manifest.secrets.keys().cloned().collect(),
-            files_written: manifest.files.keys().cloned().collect(),
-            units_started: manifest.units.keys().cloned().collect(),
+            files_written: names(manifest.files.keys()),
+            units_started: names(manifest.units.keys()),
             ..Changes::default()
         }
     }
@@ -209,3 +216,69 @@ impl std::fmt::Display for Failure {
 }
 
 impl std::error::Error for Failure {}
+
+/// What `clan agent backups create` reports: the providers that made an archive.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupCreated {
+    pub providers: Vec<String>,
+    /// The states backed up.
+    pub states: Vec<String>,
+    /// Unix time the backup finished.
+    pub time: u64,
+}
+
+/// One archive, as a provider's `list` command prints it (clan-core's contract).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Archive {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none", alias = "job_name")]
+    pub job_name: Option<String>,
+}
+
+/// What `clan agent backups list` reports, per provider.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderArchives {
+    pub provider: String,
+    pub archives: Vec<Archive>,
+}
+
+/// What `clan agent backups restore` reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Restored {
+    pub provider: String,
+    pub archive: String,
+    pub states: Vec<String>,
+    /// Where the folders went: `/` (over live data) or a staging directory.
+    pub root: String,
+}
+
+/// What `clan agent backups status` and `check` report: the machine's last results.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct BackupStatus {
+    /// The states the current generation declares.
+    pub states: Vec<String>,
+    pub providers: std::collections::BTreeMap<String, ProviderStatus>,
+}
+
+/// One provider's last backup and check on a machine (unix times).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ProviderStatus {
+    /// The last run that made an archive.
+    pub last_success: Option<u64>,
+    pub last_failure: Option<u64>,
+    pub last_error: Option<String>,
+    pub last_check: Option<u64>,
+    pub last_check_ok: Option<bool>,
+    pub last_check_error: Option<String>,
+    /// When the provider's timer last started a backup.
+    pub last_scheduled: Option<u64>,
+    /// The latest backup failed, or the timer's latest run made no archive: the newest
+    /// archive is older than the schedule allows.
+    pub stale: bool,
+}

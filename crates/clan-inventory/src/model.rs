@@ -40,28 +40,7 @@ fn default_domain() -> String {
     "clan".to_owned()
 }
 
-/// How a machine is configured and deployed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum MachineClass {
-    /// Any systemd Linux distribution, deployed by the clan agent.
-    #[default]
-    Linux,
-    /// NixOS, deployed with nixos-rebuild.
-    Nixos,
-    /// macOS with nix-darwin (planned).
-    Darwin,
-}
-
-impl MachineClass {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Linux => "linux",
-            Self::Nixos => "nixos",
-            Self::Darwin => "darwin",
-        }
-    }
-}
+pub use clan_config::MachineClass;
 
 /// One machine of the fleet.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]

@@ -8,14 +8,15 @@ use clan_deploy::agent::Activation;
 use clan_deploy::deploy::{run_agent, DeployOptions};
 use clan_deploy::fleet::{MachineResult, Route};
 use clan_deploy::ssh::{ControlDir, SshHost, SshOptions};
+use clan_inventory::{MachineName, TagName};
 
 use crate::vars::Prompter;
 use crate::{Error, Event, Progress};
 
 /// A deploy of the machines `machines` (all when empty) that carry every tag of `tags`.
 pub struct UpdateRequest {
-    pub machines: Vec<String>,
-    pub tags: Vec<String>,
+    pub machines: Vec<MachineName>,
+    pub tags: Vec<TagName>,
     /// Connect to `[user@]host[:port]` instead of the machine's target (one machine only).
     pub target_host: Option<String>,
     /// Run vars generator scripts without bubblewrap.
@@ -46,14 +47,10 @@ pub fn update(
     let missing = if request.options.dry_run {
         crate::vars::Missing::default()
     } else {
-        let selection: Vec<clan_secrets::MachineName> = machines
-            .iter()
-            .map(|name| name.parse())
-            .collect::<Result<_, _>>()?;
         crate::vars::generate_missing(
             dir,
             &fleet,
-            &selection,
+            &machines,
             request.no_sandbox,
             prompter,
             progress,
@@ -70,9 +67,9 @@ pub fn update(
     let mut jobs =
         clan_deploy::fleet::jobs(&fleet, dir, &machines, request.target_host.as_deref())?;
     for job in &mut jobs {
-        if let Some(reason) = missing.unanswered.get(&job.machine) {
+        if let Some(reason) = missing.unanswered.get(job.machine.as_str()) {
             job.plan = Err(clan_deploy::Error::VarsMissing {
-                machine: job.machine.clone(),
+                machine: job.machine.to_string(),
                 reason: reason.clone(),
             });
         }
@@ -88,7 +85,7 @@ pub fn update(
 }
 
 /// How machine `machine` is reached (`target_host` overrides its target).
-pub fn route(dir: &Path, machine: &str, target_host: Option<&str>) -> Result<Route, Error> {
+pub fn route(dir: &Path, machine: &MachineName, target_host: Option<&str>) -> Result<Route, Error> {
     let fleet = clan_eval::Fleet::open(dir)?;
     Ok(Route::of(&fleet, dir, machine, target_host).map_err(clan_deploy::Error::from)?)
 }
@@ -97,7 +94,7 @@ pub fn route(dir: &Path, machine: &str, target_host: Option<&str>) -> Result<Rou
 /// directory (bound first, so that the host, dropped first, closes before the directory goes).
 pub fn connect(
     dir: &Path,
-    machine: &str,
+    machine: &MachineName,
     target_host: Option<&str>,
     ssh: &SshOptions,
 ) -> Result<(ControlDir, SshHost), Error> {
@@ -113,7 +110,7 @@ pub use clan_deploy::agent::Generations;
 /// Machine `machine`'s generations.
 pub fn generations(
     dir: &Path,
-    machine: &str,
+    machine: &MachineName,
     target_host: Option<&str>,
     ssh: &SshOptions,
 ) -> Result<Generations, Error> {
@@ -122,7 +119,7 @@ pub fn generations(
 }
 
 /// One machine's generations, or why they could not be asked for.
-pub type MachineGenerations = (String, Result<Generations, Error>);
+pub type MachineGenerations = (MachineName, Result<Generations, Error>);
 
 /// The generations of every machine of the fleet, asked `jobs` machines at a time; a
 /// machine that cannot be asked is a result, not an error.
@@ -133,40 +130,58 @@ pub fn fleet_generations(
 ) -> Result<Vec<MachineGenerations>, Error> {
     let fleet = clan_eval::Fleet::open(dir)?;
     let machines = crate::machines::select(&fleet, &[], &[])?;
+    Ok(ask_each(
+        &fleet,
+        dir,
+        &machines,
+        ssh,
+        jobs,
+        "asking a machine for its generations",
+        |host| Ok(run_agent(host, &["generations"])?),
+    ))
+}
+
+/// `ask` run on each of `machines` over its own connection, `jobs` machines at a time; the
+/// results in the order of `machines` (`what` names the work if a thread panics).
+pub(crate) fn ask_each<T: Send>(
+    fleet: &clan_eval::Fleet,
+    dir: &Path,
+    machines: &[MachineName],
+    ssh: &SshOptions,
+    jobs: usize,
+    what: &'static str,
+    ask: impl Fn(&SshHost) -> Result<T, Error> + Sync,
+) -> Vec<(MachineName, Result<T, Error>)> {
     let mut results = Vec::with_capacity(machines.len());
     for chunk in machines.chunks(jobs.max(1)) {
         std::thread::scope(|scope| {
             let asks: Vec<_> = chunk
                 .iter()
                 .map(|machine| {
-                    let fleet = &fleet;
+                    let ask = &ask;
                     scope.spawn(move || {
                         let route = Route::of(fleet, dir, machine, None)
                             .map_err(clan_deploy::Error::from)?;
                         let control_dir = ControlDir::new()?;
                         let host = SshHost::connect_route(&route, ssh, &control_dir)?;
-                        Ok(run_agent(&host, &["generations"])?)
+                        ask(&host)
                     })
                 })
                 .collect();
             for (machine, ask) in chunk.iter().zip(asks) {
-                let result = ask.join().unwrap_or_else(|_| {
-                    Err(Error::Panicked {
-                        what: "asking a machine for its generations",
-                    })
-                });
+                let result = ask.join().unwrap_or_else(|_| Err(Error::Panicked { what }));
                 results.push((machine.clone(), result));
             }
         });
     }
-    Ok(results)
+    results
 }
 
 /// Re-activates an earlier generation of `machine`: `to` is a generation id (or its first
 /// characters) or history number; default the previous one.
 pub fn rollback(
     dir: &Path,
-    machine: &str,
+    machine: &MachineName,
     target_host: Option<&str>,
     to: Option<&str>,
     ssh: &SshOptions,

@@ -88,6 +88,16 @@ pub enum Error {
     },
     #[error(transparent)]
     Mesher(#[from] crate::mesher::Error),
+    #[error("machine `{machine}` has no backup provider{}", .provider.as_ref().map(|p| format!(" `{p}`")).unwrap_or_default())]
+    NoBackupProvider {
+        machine: String,
+        provider: Option<String>,
+    },
+    #[error("machine `{machine}` declares no state{}", .service.as_ref().map(|s| format!(" `{s}`")).unwrap_or_default())]
+    NoState {
+        machine: String,
+        service: Option<String>,
+    },
 }
 
 impl clan_error::Hint for Error {
@@ -144,6 +154,15 @@ impl clan_error::Hint for Error {
                 Some("pass an `age1…` public key, or `--age-key age1…`".to_owned())
             }
             Error::NoKeyFilePath => Some("set SOPS_AGE_KEY_FILE or HOME".to_owned()),
+            Error::NoBackupProvider { machine, .. } => Some(format!(
+                "add `{machine}` to the client role of a borgbackup, restic or localbackup \
+                 instance (`clan services list`); `clan machines show {machine}` shows its \
+                 `backups`"
+            )),
+            Error::NoState { machine, .. } => Some(format!(
+                "`clan machines show {machine}` lists its `state`; services declare what \
+                 they keep (docs/services.md)"
+            )),
         }
     }
 

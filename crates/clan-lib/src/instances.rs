@@ -104,7 +104,7 @@ pub enum Edit {
 }
 
 /// The instances as evaluated: instance → {service, roles: {role: [machines]}}.
-pub fn list(dir: &Path) -> Result<IndexMap<String, Value>, Error> {
+pub fn list(dir: &Path) -> Result<IndexMap<InstanceName, Value>, Error> {
     Ok(clan_eval::Fleet::open(dir)?.summary.instances)
 }
 

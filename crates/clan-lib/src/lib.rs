@@ -9,6 +9,7 @@
 //! never prints, and never exits the process: the `clan` binary parses arguments, calls these
 //! functions and prints, and a GUI calls the same functions.
 
+pub mod backups;
 pub mod change;
 pub mod deploy;
 mod dir;

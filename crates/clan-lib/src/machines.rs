@@ -41,14 +41,14 @@ pub fn create(dir: &Path, machine: &NewMachine, progress: &dyn Progress) -> Resu
 /// machines and `--tags`.
 pub fn select(
     fleet: &clan_eval::Fleet,
-    names: &[String],
-    tags: &[String],
-) -> Result<Vec<String>, Error> {
+    names: &[MachineName],
+    tags: &[TagName],
+) -> Result<Vec<MachineName>, Error> {
     Ok(fleet.select_machines(names, tags)?)
 }
 
 /// The machines with all of `tags`, as the evaluation summarises them.
-pub fn list(dir: &Path, tags: &[String]) -> Result<Vec<clan_eval::MachineSummary>, Error> {
+pub fn list(dir: &Path, tags: &[TagName]) -> Result<Vec<clan_eval::MachineSummary>, Error> {
     let fleet = clan_eval::Fleet::open(dir)?;
     let selected = select(&fleet, &[], tags)?;
     Ok(selected
@@ -58,7 +58,7 @@ pub fn list(dir: &Path, tags: &[String]) -> Result<Vec<clan_eval::MachineSummary
 }
 
 /// Machine `name`, fully evaluated.
-pub fn show(dir: &Path, name: &str) -> Result<clan_eval::EvaluatedMachine, Error> {
+pub fn show(dir: &Path, name: &MachineName) -> Result<clan_eval::EvaluatedMachine, Error> {
     Ok(clan_eval::Fleet::open(dir)?.machine(name)?)
 }
 
@@ -77,10 +77,9 @@ pub fn delete(dir: &Path, name: &MachineName, progress: &dyn Progress) -> Result
     let change = change::begin(dir, &[CLAN_TOML, "vars", "sops"], progress)?;
     let mut editor = Editor::open(dir)?;
     editor.remove_machine(name)?;
-    let machine: clan_secrets::MachineName = name.as_str().parse()?;
     let identities = clan_secrets::Identities::discover(&clan_secrets::KeySources::from_env()).ok();
     let store = clan_vars::VarsStore::new(dir);
-    let forgotten = clan_vars::ops::forget_machine(&store, &machine, identities.as_ref())?;
+    let forgotten = clan_vars::ops::forget_machine(&store, name, identities.as_ref())?;
     editor.save()?;
     let mut paths = vec![PathBuf::from(CLAN_TOML)];
     paths.extend(forgotten.changes.paths.iter().cloned());

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use clan_deploy::host::Host as _;
 use clan_deploy::ssh::{ControlDir, HostKeyCheck, SshHost, SshOptions};
+use clan_inventory::{InstanceName, MachineName};
 use clan_network::{Network, Route};
 use serde::Serialize;
 
@@ -18,22 +19,22 @@ use crate::Error;
 #[serde(rename_all = "camelCase")]
 pub struct NetworkInfo {
     /// The instance name.
-    pub name: String,
+    pub name: InstanceName,
     pub service: Option<String>,
     pub priority: i64,
     /// clan-core's module name (`clan_lib.network.direct`).
     pub module: String,
     /// Whether the admin side can use it now (direct networks always can).
     pub running: bool,
-    pub peers: Vec<String>,
+    pub peers: Vec<MachineName>,
 }
 
 /// One machine pinged over one network.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PeerPing {
-    pub network: String,
-    pub machine: String,
+    pub network: InstanceName,
+    pub machine: MachineName,
     /// Where the handshake completed, when it did.
     pub target: Option<String>,
     /// How long the handshake took.
@@ -83,28 +84,30 @@ fn info(network: &Network) -> NetworkInfo {
 /// priority first, until one answers (as clan-core does); the last entry says which.
 pub fn ping(
     dir: &Path,
-    machine: &str,
-    network: Option<&str>,
+    machine: &MachineName,
+    network: Option<&InstanceName>,
     ssh: &SshOptions,
 ) -> Result<Vec<PeerPing>, Error> {
     let fleet = clan_eval::Fleet::open(dir)?;
     let networks = networks(&fleet)?;
     let network_error = |e| Error::Deploy(clan_deploy::Error::Network(e));
     if let Some(name) = network {
-        if !networks.iter().any(|n| n.name == name) {
+        if !networks.iter().any(|n| &n.name == name) {
             return Err(network_error(clan_network::Error::UnknownNetwork {
-                network: name.to_owned(),
+                network: name.to_string(),
             }));
         }
     }
     let chosen: Vec<&Network> = networks
         .iter()
-        .filter(|n| network.is_none_or(|name| n.name == name) && n.peers.contains_key(machine))
+        .filter(|n| {
+            network.is_none_or(|name| &n.name == name) && n.peers.contains_key(machine.as_str())
+        })
         .collect();
     if chosen.is_empty() {
         return Err(network_error(clan_network::Error::NotAPeer {
-            machine: machine.to_owned(),
-            network: network.map(str::to_owned),
+            machine: machine.to_string(),
+            network: network.map(ToString::to_string),
         }));
     }
     let route = Route::of(&fleet, dir, machine, None).map_err(network_error)?;
@@ -173,9 +176,9 @@ pub fn overview(dir: &Path, ssh: &SshOptions) -> Result<Vec<NetworkOverview>, Er
 }
 
 /// One handshake with `route`'s machine over the routes of `network` only.
-fn ping_over(route: &Route, network: &str, ssh: &SshOptions) -> PeerPing {
+fn ping_over(route: &Route, network: &InstanceName, ssh: &SshOptions) -> PeerPing {
     let mut ping = PeerPing {
-        network: network.to_owned(),
+        network: network.clone(),
         machine: route.machine.clone(),
         target: None,
         elapsed_ms: None,
@@ -185,7 +188,7 @@ fn ping_over(route: &Route, network: &str, ssh: &SshOptions) -> PeerPing {
     let routes: Vec<_> = route
         .routes
         .iter()
-        .filter(|r| r.network.as_deref() == Some(network))
+        .filter(|r| r.network.as_ref() == Some(network))
         .cloned()
         .collect();
     let mut options = ssh.clone();

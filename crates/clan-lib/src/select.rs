@@ -17,7 +17,7 @@ pub fn root(dir: &Path) -> Result<Value, Error> {
             what: "the evaluated machine",
             source,
         })?;
-        machines.insert(machine.summary.name.clone(), value);
+        machines.insert(machine.summary.name.to_string(), value);
     }
     let services: serde_json::Map<String, Value> = crate::services::list(dir)?
         .iter()

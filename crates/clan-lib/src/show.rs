@@ -4,6 +4,8 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use clan_inventory::{InstanceName, MachineName};
+
 use crate::Error;
 
 /// What `show` reports.
@@ -11,8 +13,8 @@ use crate::Error;
 pub struct Overview {
     pub meta: clan_inventory::Meta,
     pub directory: PathBuf,
-    pub machines: Vec<String>,
-    pub instances: Vec<String>,
+    pub machines: Vec<MachineName>,
+    pub instances: Vec<InstanceName>,
     /// The services the instances use, sorted.
     pub services: BTreeSet<String>,
 }

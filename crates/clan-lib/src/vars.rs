@@ -162,8 +162,7 @@ impl Vars {
         let machines = fleet.machines()?;
         let mut generators = Vec::new();
         for machine in &machines {
-            let name: MachineName = machine.summary.name.parse()?;
-            generators.push((name, &machine.config.generators));
+            generators.push((machine.summary.name.clone(), &machine.config.generators));
         }
         let graph = Graph::build(generators.iter().map(|(name, g)| (name.clone(), *g)))?;
         Ok(Vars {

@@ -186,7 +186,7 @@ fn init_machine_instances_vars_and_deploy_through_the_library_alone() {
 
     let request = UpdateRequest {
         machines: Vec::new(),
-        tags: vec!["frontend".into()],
+        tags: vec!["frontend".parse().unwrap()],
         target_host: None,
         no_sandbox: false,
         jobs: 2,
@@ -246,7 +246,8 @@ fn init_machine_instances_vars_and_deploy_through_the_library_alone() {
         .unwrap();
     assert_eq!(hash, String::from_utf8_lossy(&expected.stdout).trim());
 
-    let generations = clan_lib::deploy::generations(&dir, "web", None, &request.ssh).unwrap();
+    let generations =
+        clan_lib::deploy::generations(&dir, &"web".parse().unwrap(), None, &request.ssh).unwrap();
     assert_eq!(generations.current, result.generation);
     testbed.down().unwrap();
 }

@@ -12,6 +12,8 @@ mod target;
 
 use std::path::Path;
 
+use clan_config::MachineName;
+
 pub use network::{from_exports, networks, HostRef, Network, Peer, VarRef, DIRECT_MODULE};
 pub use route::{candidates, head_starts, Candidate, HEAD_START};
 pub use target::Target;
@@ -138,7 +140,7 @@ impl Error {
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Route {
-    pub machine: String,
+    pub machine: MachineName,
     /// In the order they are tried (see [`candidates`]).
     pub routes: Vec<Candidate>,
     pub host_key: Option<String>,
@@ -149,16 +151,14 @@ impl Route {
     pub fn of(
         fleet: &clan_eval::Fleet,
         clan_dir: &Path,
-        name: &str,
+        name: &MachineName,
         target_override: Option<&str>,
     ) -> Result<Route, Error> {
         let machine = fleet.machine(name)?;
         let routes = candidates(fleet, clan_dir, &machine, target_override)?;
-        let machine_name: Option<clan_secrets::MachineName> = name.parse().ok();
-        let host_key =
-            machine_name.and_then(|m| clan_vars::ssh_host_key(clan_dir, &m, &machine.config));
+        let host_key = clan_vars::ssh_host_key(clan_dir, name, &machine.config);
         Ok(Route {
-            machine: name.to_owned(),
+            machine: name.clone(),
             routes,
             host_key,
         })

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use clan_config::{InstanceName, MachineName};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -21,13 +22,13 @@ pub const DIRECT_MODULE: &str = "clan_lib.network.direct";
 #[serde(rename_all = "camelCase")]
 pub struct Network {
     /// The instance name, which names the network (as in clan-core).
-    pub name: String,
+    pub name: InstanceName,
     /// The instance's service (`internet`, `wireguard`, `tor`, …).
     pub service: Option<String>,
     pub priority: i64,
     /// How it is reached (`clan_lib.network.direct`, `clan_lib.network.tor`).
     pub module: String,
-    pub peers: BTreeMap<String, Peer>,
+    pub peers: BTreeMap<MachineName, Peer>,
 }
 
 impl Network {
@@ -61,7 +62,7 @@ pub enum HostRef {
 /// The var `<generator>/<file>` of `machine`, holding a host name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VarRef {
-    pub machine: String,
+    pub machine: MachineName,
     pub generator: String,
     pub file: String,
 }
@@ -81,7 +82,7 @@ pub fn networks(fleet: &clan_eval::FleetSummary) -> Result<Vec<Network>, Error> 
     for network in &mut networks {
         network.service = fleet
             .instances
-            .get(&network.name)
+            .get(network.name.as_str())
             .and_then(|instance| instance.get("service"))
             .and_then(Value::as_str)
             .map(str::to_owned);
@@ -105,6 +106,9 @@ pub fn from_exports(exports: &Value) -> Result<Vec<Network>, Error> {
             machine: None,
             reason,
         };
+        let instance_name: InstanceName = name
+            .parse()
+            .map_err(|_| invalid("not an instance name".into()))?;
         let priority = match networking.get("priority") {
             None | Some(Value::Null) => DEFAULT_PRIORITY,
             Some(value) => value
@@ -120,12 +124,18 @@ pub fn from_exports(exports: &Value) -> Result<Vec<Network>, Error> {
         if let Some(machines) = instance.get("machines").and_then(Value::as_object) {
             for (machine, exports) in machines {
                 if let Some(peer) = exports.get("peer").filter(|p| !p.is_null()) {
-                    peers.insert(machine.clone(), parse_peer(name, machine, peer)?);
+                    let machine_name: MachineName =
+                        machine.parse().map_err(|_| Error::InvalidExport {
+                            instance: name.clone(),
+                            machine: Some(machine.clone()),
+                            reason: "not a machine name".into(),
+                        })?;
+                    peers.insert(machine_name, parse_peer(name, machine, peer)?);
                 }
             }
         }
         networks.push(Network {
-            name: name.clone(),
+            name: instance_name,
             service: None,
             priority,
             module,
@@ -168,7 +178,9 @@ fn parse_peer(instance: &str, machine: &str, peer: &Value) -> Result<Peer, Error
                     .and_then(|v| string(v, &format!("peer.hosts[].var.{key}")))
             };
             hosts.push(HostRef::Var(VarRef {
-                machine: field("machine")?,
+                machine: field("machine")?.parse().map_err(|_| {
+                    invalid("`peer.hosts[].var.machine` is not a machine name".into())
+                })?,
                 generator: field("generator")?,
                 file: field("file")?,
             }));

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use clan_config::{InstanceName, MachineName};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -22,12 +23,12 @@ pub const HEAD_START: Duration = Duration::from_millis(150);
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Candidate {
-    pub machine: String,
+    pub machine: MachineName,
     /// `--target-host`, `targetHost`, `network <instance>` or `domain`.
     pub source: String,
     /// The network (instance) it belongs to.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub network: Option<String>,
+    pub network: Option<InstanceName>,
     /// How the network is reached (clan-core's module name).
     pub module: String,
     /// Higher first; `targetHost` and `--target-host` above every network.
@@ -64,9 +65,9 @@ enum VarLocation {
 const TARGET_HOST_PRIORITY: i64 = i64::MAX;
 
 impl Candidate {
-    fn from_target(machine: &str, target: Target, priority: i64) -> Candidate {
+    fn from_target(machine: &MachineName, target: Target, priority: i64) -> Candidate {
         Candidate {
-            machine: machine.to_owned(),
+            machine: machine.clone(),
             source: target.source,
             network: None,
             module: crate::network::DIRECT_MODULE.to_owned(),
@@ -120,8 +121,8 @@ impl Candidate {
 
     fn read_var(&self, var: &VarRef) -> Result<String, Error> {
         let missing = || Error::VarHostMissing {
-            machine: self.machine.clone(),
-            network: self.network.clone().unwrap_or_default(),
+            machine: self.machine.to_string(),
+            network: self.network.as_deref().unwrap_or_default().to_owned(),
             var: Box::new(var.clone()),
         };
         let (clan_dir, key, secret) = match &self.var {
@@ -132,8 +133,8 @@ impl Candidate {
             }) => (clan_dir, key, secret),
             Some(VarLocation::Undeclared) => {
                 return Err(Error::VarHostUndeclared {
-                    machine: self.machine.clone(),
-                    network: self.network.clone().unwrap_or_default(),
+                    machine: self.machine.to_string(),
+                    network: self.network.as_deref().unwrap_or_default().to_owned(),
                     var: Box::new(var.clone()),
                 })
             }
@@ -145,7 +146,7 @@ impl Candidate {
             return Err(missing());
         }
         let failed = |source: clan_vars::Error| Error::VarHost {
-            machine: self.machine.clone(),
+            machine: self.machine.to_string(),
             var: Box::new(var.clone()),
             source: Box::new(source),
         };
@@ -167,7 +168,7 @@ impl Candidate {
             .map(|text| text.trim().to_owned())
             .filter(|text| !text.is_empty() && !text.contains('\n'))
             .ok_or_else(|| Error::InvalidVarHost {
-                machine: self.machine.clone(),
+                machine: self.machine.to_string(),
                 var: Box::new(var.clone()),
             })
     }
@@ -204,9 +205,6 @@ fn var_location(fleet: &clan_eval::Fleet, clan_dir: &Path, var: &VarRef) -> VarL
     let Ok(owner) = fleet.machine(&var.machine) else {
         return VarLocation::Undeclared;
     };
-    let Ok(machine) = var.machine.parse::<clan_secrets::MachineName>() else {
-        return VarLocation::Undeclared;
-    };
     let Some(definition) = owner.config.generators.get(&var.generator) else {
         return VarLocation::Undeclared;
     };
@@ -215,14 +213,14 @@ fn var_location(fleet: &clan_eval::Fleet, clan_dir: &Path, var: &VarRef) -> VarL
     };
     VarLocation::Stored {
         clan_dir: clan_dir.to_owned(),
-        key: clan_vars::GeneratorKey::declared(&machine, &var.generator, definition),
+        key: clan_vars::GeneratorKey::declared(&var.machine, &var.generator, definition),
         secret: file.secret,
     }
 }
 
 /// The routes, without looking anything up (see [`candidates`]).
 fn plan(
-    machine: &str,
+    machine: &MachineName,
     target_override: Option<&str>,
     target_host: Option<&str>,
     networks: &[Network],
@@ -252,7 +250,7 @@ fn plan(
             };
             for host in &peer.hosts {
                 candidates.push(Candidate {
-                    machine: machine.to_owned(),
+                    machine: machine.clone(),
                     source: format!("network {}", network.name),
                     network: Some(network.name.clone()),
                     module: network.module.clone(),
@@ -273,7 +271,7 @@ fn plan(
     }
     if candidates.is_empty() {
         return Err(Error::NoTarget {
-            machine: machine.to_owned(),
+            machine: machine.to_string(),
         });
     }
     for candidate in &mut candidates {
@@ -351,13 +349,25 @@ mod tests {
         .unwrap()
     }
 
+    fn m(name: &str) -> MachineName {
+        name.parse().unwrap()
+    }
+
     fn described(candidates: &[Candidate]) -> Vec<String> {
         candidates.iter().map(Candidate::describe).collect()
     }
 
     #[test]
     fn target_host_first_then_networks_by_priority() {
-        let c = plan("web", None, Some("root@1.2.3.4"), &networks(), "clan", None).unwrap();
+        let c = plan(
+            &m("web"),
+            None,
+            Some("root@1.2.3.4"),
+            &networks(),
+            "clan",
+            None,
+        )
+        .unwrap();
         assert_eq!(
             described(&c),
             [
@@ -378,7 +388,7 @@ mod tests {
     #[test]
     fn target_host_flag_alone_and_domain_only_without_anything_else() {
         let c = plan(
-            "web",
+            &m("web"),
             Some("me@9.9.9.9:2"),
             Some("root@1.2.3.4"),
             &networks(),
@@ -387,10 +397,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(described(&c), ["me@9.9.9.9:2 (--target-host)"]);
-        let c = plan("db", None, None, &networks(), "clan", None).unwrap();
+        let c = plan(&m("db"), None, None, &networks(), "clan", None).unwrap();
         assert_eq!(described(&c), ["root@db.clan (domain)"]);
         assert!(matches!(
-            plan("db", None, None, &[], "", None),
+            plan(&m("db"), None, None, &[], "", None),
             Err(Error::NoTarget { .. })
         ));
     }
@@ -402,7 +412,15 @@ mod tests {
                     "machines": {"web": {"peer": {"hosts": [{"plain": "1.2.3.4"}, {"plain": "5.6.7.8"}], "port": 22}}}},
         }}))
         .unwrap();
-        let c = plan("web", None, Some("root@1.2.3.4"), &lan, "clan", Some(2222)).unwrap();
+        let c = plan(
+            &m("web"),
+            None,
+            Some("root@1.2.3.4"),
+            &lan,
+            "clan",
+            Some(2222),
+        )
+        .unwrap();
         assert_eq!(
             described(&c),
             [
@@ -413,7 +431,7 @@ mod tests {
         );
         assert_eq!((c[0].fallback_port, c[1].fallback_port), (Some(22), None));
         let c = plan(
-            "web",
+            &m("web"),
             None,
             Some("root@1.2.3.4:22"),
             &lan,
@@ -432,7 +450,7 @@ mod tests {
 
     #[test]
     fn a_var_host_not_generated_names_its_generator() {
-        let c = plan("web", None, None, &networks(), "clan", None).unwrap();
+        let c = plan(&m("web"), None, None, &networks(), "clan", None).unwrap();
         let onion = c
             .iter()
             .find(|c| c.network.as_deref() == Some("onion"))

@@ -22,7 +22,7 @@ pub enum Error {
     #[error("cannot decrypt `{}`: none of your keys is a recipient; it can be decrypted by {}", path.display(), describe_holders(holders))]
     NotARecipient { path: PathBuf, holders: Vec<String> },
 
-    #[error("invalid {kind} name `{name}`: use {rule}")]
+    #[error("invalid {kind} name `{name}`: {rule}")]
     InvalidName {
         kind: &'static str,
         name: String,

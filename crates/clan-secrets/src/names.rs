@@ -1,10 +1,23 @@
-//! Names of users, groups, machines and secrets, validated once at the edge with clan-core's
+//! Names of users, groups and secrets (machines: `clan_config::MachineName`), validated once at the edge with clan-core's
 //! rules so that everything behind them can use them as path components.
 
 use std::fmt;
 use std::str::FromStr;
 
 use crate::Error;
+
+/// A machine (`sops/machines/<name>`): the fleet's machine name, one rule for all of clan.
+pub use clan_config::MachineName;
+
+impl From<clan_config::NameError> for Error {
+    fn from(error: clan_config::NameError) -> Error {
+        Error::InvalidName {
+            kind: error.kind,
+            name: error.name,
+            rule: error.rule,
+        }
+    }
+}
 
 macro_rules! name_type {
     ($(#[$doc:meta])* $name:ident, $kind:literal, $check:path, $rule:literal) => {
@@ -48,22 +61,17 @@ macro_rules! name_type {
 name_type!(
     /// A user of the secrets store (`sops/users/<name>`).
     UserName, "user", is_user_or_group_name,
-    "at most 32 characters from a-z, 0-9, `-` and `_`, starting with a letter or `_`"
+    "use at most 32 characters from a-z, 0-9, `-` and `_`, starting with a letter or `_`"
 );
 name_type!(
     /// A group of users and machines (`sops/groups/<name>`).
     GroupName, "group", is_user_or_group_name,
-    "at most 32 characters from a-z, 0-9, `-` and `_`, starting with a letter or `_`"
-);
-name_type!(
-    /// A machine (`sops/machines/<name>`).
-    MachineName, "machine", is_machine_name,
-    "at most 63 characters from a-z, 0-9 and `-`, not starting or ending with `-`"
+    "use at most 32 characters from a-z, 0-9, `-` and `_`, starting with a letter or `_`"
 );
 name_type!(
     /// A secret (`sops/secrets/<name>`).
     SecretName, "secret", is_secret_name,
-    "characters from a-z, A-Z, 0-9, `.`, `-` and `_`, and not `.` or `..`"
+    "use characters from a-z, A-Z, 0-9, `.`, `-` and `_`, and not `.` or `..`"
 );
 
 /// clan-core: `^[a-z_]([a-z0-9_-]{0,31})?$`.
@@ -72,17 +80,6 @@ fn is_user_or_group_name(text: &str) -> bool {
     matches!(bytes.next(), Some(b'a'..=b'z' | b'_'))
         && text.len() <= 32
         && bytes.all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-'))
-}
-
-/// clan-core's hostname rule: `^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`, at most 63 characters.
-fn is_machine_name(text: &str) -> bool {
-    !text.is_empty()
-        && text.len() <= 63
-        && !text.starts_with('-')
-        && !text.ends_with('-')
-        && text
-            .bytes()
-            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-'))
 }
 
 /// clan-core: `^[a-zA-Z0-9._-]+$`; `.` and `..` are refused too since they are not directories

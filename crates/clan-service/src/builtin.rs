@@ -2,9 +2,12 @@
 //! binary: `(name, source)`.
 
 pub const BUILTIN_SERVICES: &[(&str, &str)] = &[
+    ("borgbackup", include_str!("../services/borgbackup.star")),
     ("data-mesher", include_str!("../services/data-mesher.star")),
     ("hello-world", include_str!("../services/hello-world.star")),
     ("internet", include_str!("../services/internet.star")),
+    ("localbackup", include_str!("../services/localbackup.star")),
+    ("restic", include_str!("../services/restic.star")),
     ("sshd", include_str!("../services/sshd.star")),
     ("users", include_str!("../services/users.star")),
     ("wireguard", include_str!("../services/wireguard.star")),

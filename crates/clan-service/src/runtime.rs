@@ -15,7 +15,6 @@ use starlark::values::dict::DictRef;
 use starlark::values::structs::AllocStruct;
 use starlark::values::{FrozenHeap, OwnedFrozenValue, Value};
 
-use clan_config::MachineConfig;
 use clan_inventory::RoleName;
 
 use crate::error::Error;
@@ -107,7 +106,9 @@ pub struct Shared<'a> {
 /// What a function returned.
 #[derive(Debug, Clone, Default)]
 pub struct CallOutput {
-    pub config: MachineConfig,
+    /// The MachineConfig fragment as the service returned it; the evaluation parses it
+    /// (`clan_config::MachineConfig::from_json`), naming the machine and the call.
+    pub config: Json,
     /// Exports about this machine in this instance.
     pub exports: Json,
     /// Exports about the instance as a whole.
@@ -344,11 +345,7 @@ impl Service {
         let Json::Object(mut map) = json else {
             return Err(shape(format!("`{json}` instead of a dict")));
         };
-        let config = match map.remove("config") {
-            Some(config) => serde_json::from_value(config)
-                .map_err(|error| shape(format!("a bad `config`: {error}")))?,
-            None => MachineConfig::default(),
-        };
+        let config = map.remove("config").unwrap_or(Json::Null);
         let exports = map.remove("exports").unwrap_or(Json::Null);
         let instance_exports = map.remove("instanceExports").unwrap_or(Json::Null);
         if let Some(key) = map.keys().next() {

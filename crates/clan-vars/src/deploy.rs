@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use clan_config::MachineConfig;
+use clan_config::{AccountName, FileMode, MachineConfig};
 use clan_secrets::{Identities, MachineName, Plaintext, SecretName, SopsDir};
 
 use crate::graph::{stored_files, GeneratorKey};
@@ -20,10 +20,9 @@ pub struct DeployableSecret {
     pub shared: bool,
     /// The sops file (absolute path), encrypted to the machine's key among others.
     pub sops_path: PathBuf,
-    pub owner: String,
-    pub group: String,
-    /// Octal permission bits, e.g. `"0400"`.
-    pub mode: String,
+    pub owner: AccountName,
+    pub group: AccountName,
+    pub mode: FileMode,
     /// `partitioning`, `activation`, `users` or `services`.
     pub needed_for: String,
 }
@@ -94,9 +93,9 @@ pub fn machine_clan_secrets(
             file: name.to_string(),
             shared: true,
             sops_path: clan_dir.join(&dir).join("secret"),
-            owner: access.map_or("root", |a| a.owner.as_str()).to_owned(),
-            group: access.map_or("root", |a| a.group.as_str()).to_owned(),
-            mode: access.map_or("0400", |a| a.mode.as_str()).to_owned(),
+            owner: access.map_or_else(AccountName::root, |a| a.owner.clone()),
+            group: access.map_or_else(AccountName::root, |a| a.group.clone()),
+            mode: access.map_or(FileMode::SECRET, |a| a.mode),
             needed_for: "services".to_owned(),
         });
     }

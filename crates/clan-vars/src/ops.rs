@@ -264,7 +264,8 @@ pub fn fix(
                 let member = match kind {
                     MemberKind::User => Member::User(name.parse()?),
                     MemberKind::Machine => {
-                        let machine: MachineName = name.parse()?;
+                        let machine: MachineName =
+                            name.parse().map_err(clan_secrets::Error::from)?;
                         let groups = recipients.groups_of(&machine);
                         if let Some(created) =
                             store.sops().ensure_machine_key(&machine, &groups, admin)?

@@ -78,6 +78,8 @@ enum Command {
     /// Generate, check, list, get and set vars (generator outputs, public and secret).
     #[command(visible_alias = "va")]
     Vars(commands::vars::Args),
+    /// Back up and restore the state of machines' services, and check the backups.
+    Backups(commands::backups::Args),
 }
 
 impl Command {
@@ -93,6 +95,7 @@ impl Command {
             Command::Select(args) => Some(&args.clan),
             Command::Secrets(args) => Some(&args.clan),
             Command::Vars(args) => Some(&args.clan),
+            Command::Backups(args) => Some(&args.clan),
             Command::Init(_) | Command::Schema(_) | Command::Mesher(_) => None,
             #[cfg(feature = "testbed")]
             Command::Demo(_) | Command::Testbed(_) => None,
@@ -159,6 +162,7 @@ fn run(cli: Cli, clan_dir: Option<std::path::PathBuf>) -> ExitCode {
         Command::Testbed(args) => commands::testbed::run(args, &context),
         Command::Secrets(args) => commands::secrets::run(args, &context),
         Command::Vars(args) => commands::vars::run(args, &context),
+        Command::Backups(args) => commands::backups::run(args, &context),
     };
     match result {
         Ok(code) => code,

@@ -78,7 +78,7 @@ pub fn run(args: Args, _context: &Context) -> anyhow::Result<ExitCode> {
     for machine in fleet.machines()? {
         let config = &machine.config;
         rows.push(vec![
-            machine.summary.name.clone(),
+            machine.summary.name.to_string(),
             machine.summary.tags.join(","),
             machine
                 .summary

@@ -109,7 +109,7 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
                             .join(", ")
                     });
                     rows.push(vec![
-                        name.clone(),
+                        name.to_string(),
                         instance["service"].as_str().unwrap_or("").to_owned(),
                         roles.unwrap_or_default(),
                     ]);

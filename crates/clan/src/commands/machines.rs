@@ -58,7 +58,7 @@ enum Command {
   clan machines show web01 --json")]
     Show {
         /// The machine.
-        name: String,
+        name: MachineName,
         /// Print the evaluated configuration as JSON.
         #[arg(long)]
         json: bool,
@@ -85,7 +85,7 @@ pub struct TagsArg {
     /// Only machines with all of these tags (comma-separated or repeated; `all` and the class
     /// name, e.g. `linux`, are implied tags of every machine).
     #[arg(long = "tags", value_name = "TAG", value_delimiter = ',', num_args = 1..)]
-    pub tags: Vec<String>,
+    pub tags: Vec<TagName>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -145,8 +145,8 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
                         .collect();
                     services.dedup();
                     rows.push(vec![
-                        machine.name.clone(),
-                        machine.class.clone(),
+                        machine.name.to_string(),
+                        machine.class.to_string(),
                         machine.tags.join(","),
                         machine.target_host.clone().unwrap_or_else(|| "-".into()),
                         services.join(","),
@@ -230,9 +230,18 @@ fn print_machine(machine: &clan_eval::EvaluatedMachine) -> anyhow::Result<()> {
             .map(|(path, file)| format!("{path} ({} {}:{})", file.mode, file.owner, file.group))
             .collect(),
     )?;
-    section("units", config.units.keys().cloned().collect())?;
-    section("users", config.users.keys().cloned().collect())?;
-    section("groups", config.groups.keys().cloned().collect())?;
+    section(
+        "units",
+        config.units.keys().map(ToString::to_string).collect(),
+    )?;
+    section(
+        "users",
+        config.users.keys().map(ToString::to_string).collect(),
+    )?;
+    section(
+        "groups",
+        config.groups.keys().map(ToString::to_string).collect(),
+    )?;
     section(
         "packages",
         config
@@ -247,7 +256,10 @@ fn print_machine(machine: &clan_eval::EvaluatedMachine) -> anyhow::Result<()> {
             .collect(),
     )?;
     section("generators", config.generators.keys().cloned().collect())?;
-    section("state", config.state.keys().cloned().collect())?;
+    section(
+        "state",
+        config.state.keys().map(ToString::to_string).collect(),
+    )?;
     let ports: Vec<String> = config
         .firewall
         .tcp

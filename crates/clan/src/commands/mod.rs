@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+pub mod backups;
 #[cfg(feature = "testbed")]
 pub mod demo;
 pub mod init;

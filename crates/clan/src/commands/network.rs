@@ -3,6 +3,8 @@
 
 use std::process::ExitCode;
 
+use clan_inventory::{InstanceName, MachineName};
+
 use super::machines::SshArgs;
 use super::output::{print_json, print_line, print_table};
 use super::{clan_dir, Context};
@@ -33,10 +35,10 @@ enum Command {
   clan network ping web01 --network wireguard --json")]
     Ping {
         /// The machine to reach.
-        machine: String,
+        machine: MachineName,
         /// Only this network.
         #[arg(long, short = 'n')]
-        network: Option<String>,
+        network: Option<InstanceName>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -83,7 +85,7 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
                             .push_str(&format!(" ...({} more)", network.peers.len() - PEERS_SHOWN));
                     }
                     rows.push(vec![
-                        network.name.clone(),
+                        network.name.to_string(),
                         network.priority.to_string(),
                         module.to_owned(),
                         if network.running { "Yes" } else { "No" }.to_owned(),
@@ -100,8 +102,7 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
             json,
             ssh,
         } => {
-            let pings =
-                clan_lib::network::ping(&dir, &machine, network.as_deref(), &ssh.options())?;
+            let pings = clan_lib::network::ping(&dir, &machine, network.as_ref(), &ssh.options())?;
             let reached = pings.last().is_some_and(|p| p.reachable());
             if json {
                 print_json(&pings)?;

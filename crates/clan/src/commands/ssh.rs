@@ -4,6 +4,8 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use clan_inventory::MachineName;
+
 use super::machines::SshArgs;
 use super::output::print_json;
 use super::{clan_dir, Context};
@@ -18,7 +20,7 @@ pub struct Args {
     #[command(flatten)]
     pub clan: super::ClanArg,
     /// The machine to reach.
-    machine: String,
+    machine: MachineName,
     /// The command to run instead of a login shell. As with ssh, its words are joined with
     /// spaces and run by the machine's shell.
     #[arg(last = true, value_name = "COMMAND")]

@@ -29,7 +29,8 @@ enum TestbedCommand {
     /// Start test machines; they keep running after this command exits.
     #[command(after_help = "Examples:
   sudo clan testbed up -n 3
-  sudo clan testbed up web01 db01 --state-dir /tmp/fleet")]
+  sudo clan testbed up web01 db01 --state-dir /tmp/fleet
+  sudo clan testbed up backup01 web01 --package borgbackup --package restic")]
     Up(UpArgs),
     /// Stop the test machines and remove their network.
     #[command(after_help = "Example:
@@ -69,6 +70,11 @@ struct UpArgs {
     /// them known up front); by default they are unknown, as a fresh server's are.
     #[arg(long)]
     trust_host_keys: bool,
+
+    /// A Debian package added to the machines' root filesystem (repeatable; another list
+    /// builds and caches another root filesystem).
+    #[arg(long = "package", value_name = "NAME")]
+    packages: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -97,6 +103,7 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     };
     options.detach = true;
     options.trust_host_keys = args.trust_host_keys;
+    options.extra_packages = args.packages;
     options.progress = |message| printer().note(message);
     let testbed = Testbed::up(&options).map_err(|error| match error {
         clan_testbed::Error::NotRoot => {

@@ -38,7 +38,14 @@ impl Fixture {
     /// Test machines `machines` and empty clan and work directories; `None` (after saying
     /// why) when the host cannot run them or one of `tools` is not installed.
     pub fn new(machines: &[&str], tools: &[&str]) -> Option<Self> {
-        Fixture::with_options(machines, tools, |_| {})
+        Fixture::with_packages(machines, tools, &[])
+    }
+
+    /// [`Fixture::new`] with `packages` installed on the machines.
+    pub fn with_packages(machines: &[&str], tools: &[&str], packages: &[&str]) -> Option<Self> {
+        Fixture::with_options(machines, tools, |options| {
+            options.extra_packages = packages.iter().map(|p| (*p).to_owned()).collect();
+        })
     }
 
     /// [`Fixture::new`] with `configure` applied to the testbed's options.
@@ -47,7 +54,7 @@ impl Fixture {
         tools: &[&str],
         configure: impl FnOnce(&mut clan_testbed::Options),
     ) -> Option<Self> {
-        let (state, testbed) = super::testbed_with(machines, configure)?;
+        let (state, testbed) = super::testbed_configured(machines, configure)?;
         for tool in tools {
             let found = Command::new("sh")
                 .args(["-c", &format!("command -v {tool}")])

@@ -14,14 +14,21 @@ use clan_testbed::{check_host, Error, Options, Testbed};
 
 /// Test machines named `names` and their state directory; `None` (after saying why) when
 /// this host cannot run them (not root, a tool missing).
-// Test files that start machines through `fixture` only do not call it.
-#[allow(dead_code)]
+#[allow(dead_code)] // each test file uses part of this module
 pub fn testbed(names: &[&str]) -> Option<(tempfile::TempDir, Testbed)> {
-    testbed_with(names, |_| {})
+    testbed_with(names, &[])
+}
+
+/// [`testbed`] with `packages` added to the machines' root filesystem.
+#[allow(dead_code)] // each test file uses part of this module
+pub fn testbed_with(names: &[&str], packages: &[&str]) -> Option<(tempfile::TempDir, Testbed)> {
+    testbed_configured(names, |options| {
+        options.extra_packages = packages.iter().map(|p| (*p).to_owned()).collect();
+    })
 }
 
 /// [`testbed`] with `configure` applied to the options (extra packages, binds).
-pub fn testbed_with(
+pub fn testbed_configured(
     names: &[&str],
     configure: impl FnOnce(&mut Options),
 ) -> Option<(tempfile::TempDir, Testbed)> {

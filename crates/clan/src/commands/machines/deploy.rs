@@ -12,6 +12,7 @@ use std::time::Duration;
 use clan_deploy::deploy::{AgentBinary, DeployOptions};
 use clan_deploy::events::Event;
 use clan_deploy::ssh::{HostKeyCheck, SshOptions};
+use clan_inventory::MachineName;
 use clan_lib::deploy::UpdateRequest;
 use clan_lib::Progress;
 
@@ -66,7 +67,7 @@ impl SshArgs {
   clan machines update --tags web")]
 pub struct UpdateArgs {
     /// Machines to deploy (default: all).
-    machines: Vec<String>,
+    machines: Vec<MachineName>,
     #[command(flatten)]
     tags: super::TagsArg,
     /// JSON file with answers to the prompts of vars still to generate (see `clan vars
@@ -104,7 +105,7 @@ pub struct UpdateArgs {
   clan machines generations           # every machine's current generation")]
 pub struct GenerationsArgs {
     /// The machine (default: every machine, its current generation only).
-    machine: Option<String>,
+    machine: Option<MachineName>,
     /// How many machines are asked at once (without a machine).
     #[arg(long, short = 'j', default_value_t = 10)]
     jobs: usize,
@@ -121,7 +122,7 @@ pub struct GenerationsArgs {
   clan machines rollback web01 --to 3")]
 pub struct RollbackArgs {
     /// The machine.
-    machine: String,
+    machine: MachineName,
     /// Generation id (or its first characters) or history number (default: the previous one).
     #[arg(long)]
     to: Option<String>,
@@ -180,7 +181,7 @@ pub fn update(args: UpdateArgs, dir: &Path) -> anyhow::Result<ExitCode> {
         ]];
         for result in &results {
             rows.push(vec![
-                result.machine.clone(),
+                result.machine.to_string(),
                 result.target.clone().unwrap_or_else(|| "-".into()),
                 result
                     .generation
@@ -359,7 +360,7 @@ fn fleet_generations(args: &GenerationsArgs, dir: &Path) -> anyhow::Result<ExitC
                     }
                     Err(error) => serde_json::json!({ "error": error.to_string() }),
                 };
-                (machine.clone(), value)
+                (machine.to_string(), value)
             })
             .collect();
         print_json(&document)?;
@@ -374,7 +375,7 @@ fn fleet_generations(args: &GenerationsArgs, dir: &Path) -> anyhow::Result<ExitC
                         .current_entry()
                         .and_then(|index| generations.history.get(index));
                     rows.push(vec![
-                        machine.clone(),
+                        machine.to_string(),
                         generations
                             .current
                             .as_deref()
@@ -387,7 +388,7 @@ fn fleet_generations(args: &GenerationsArgs, dir: &Path) -> anyhow::Result<ExitC
                 }
                 Err(error) => {
                     rows.push(vec![
-                        machine.clone(),
+                        machine.to_string(),
                         "-".into(),
                         "-".into(),
                         "FAILED".into(),
