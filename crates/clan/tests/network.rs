@@ -251,6 +251,22 @@ fn a_jump_host_reaches_a_machine_the_admin_cannot() {
     );
 }
 
+/// Commits `toml` as the clan, makes the admin key and deploys every machine (fresh machines:
+/// their host keys are trusted on first use).
+fn keygen_and_deploy(f: &Fixture, toml: &str) {
+    f.commit_clan_toml(toml, "init");
+    f.clan_ok(&["vars", "keygen", "--user", "admin"]);
+    let deploy = run(&mut f.clan(&[
+        "machines",
+        "update",
+        "--host-key-check",
+        "tofu",
+        "--confirm-timeout",
+        "5",
+    ]));
+    assert!(deploy.status.success(), "deploy");
+}
+
 /// `boringtun-cli` as `.ci/run` installs it (`cargo install`): on PATH or in ~/.cargo/bin.
 fn boringtun() -> Option<PathBuf> {
     let home = std::env::var_os("HOME").map(PathBuf::from);
@@ -293,17 +309,7 @@ fn a_wireguard_mesh_of_three_pings_over_its_addresses() {
         "[instances.mesh]\nmodule.name = \"wireguard\"\nroles.controller.machines.c1 = {}\n\
          roles.peer.machines.p1 = {}\nroles.peer.machines.p2 = {}\n",
     );
-    f.commit_clan_toml(&toml, "init");
-    f.clan_ok(&["vars", "keygen", "--user", "admin"]);
-    let deploy = run(&mut f.clan(&[
-        "machines",
-        "update",
-        "--host-key-check",
-        "tofu",
-        "--confirm-timeout",
-        "5",
-    ]));
-    assert!(deploy.status.success(), "deploy");
+    keygen_and_deploy(&f, &toml);
 
     let address = |machine: &str| {
         let hosts = f.on(machine, "cat /etc/hosts");
@@ -372,17 +378,7 @@ fn yggdrasil_members_reach_each_others_addresses_and_refuse_others() {
          [instances.ygg]\nmodule.name = \"yggdrasil\"\nroles.default.tags = [\"all\"]\n\
          roles.default.settings = { multicastInterfaces = [{ Regex = \"none\", Beacon = false, Listen = false, Port = 0 }] }\n",
     );
-    f.commit_clan_toml(&toml, "init");
-    f.clan_ok(&["vars", "keygen", "--user", "admin"]);
-    let deploy = run(&mut f.clan(&[
-        "machines",
-        "update",
-        "--host-key-check",
-        "tofu",
-        "--confirm-timeout",
-        "5",
-    ]));
-    assert!(deploy.status.success(), "deploy");
+    keygen_and_deploy(&f, &toml);
     let address = |machine: &str| {
         f.clan_ok(&["vars", "get", machine, "yggdrasil/address"])
             .trim()
