@@ -118,6 +118,16 @@ pub fn deploy(
     };
     stage(Stage::Connect);
     host.connect().map_err(|e| (Stage::Connect, e))?;
+    if let Some(used) = host.route_used() {
+        emit(Event::Route {
+            machine: host.machine().to_owned(),
+            target: used.target,
+            source: used.source,
+            network: used.network.map(String::from),
+            elapsed_ms: used.elapsed_ms,
+            routes: used.routes,
+        });
+    }
     let agent = options.agent.remote_path();
     let call = |words: &[&str]| -> Vec<String> {
         let mut argv = vec![agent.clone(), "agent".to_owned()];

@@ -52,6 +52,16 @@ impl SshFailure {
     }
 }
 
+/// One route tried, and why it failed.
+#[derive(Debug)]
+pub struct RouteAttempt {
+    /// `root@10.0.0.1:22 (network lan)`.
+    pub route: String,
+    pub reason: String,
+    /// The hint of the failure, when it has one.
+    pub hint: Option<String>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("machine `{machine}`: cannot connect to `{target}`: {detail}")]
@@ -60,6 +70,12 @@ pub enum Error {
         target: String,
         failure: SshFailure,
         detail: String,
+    },
+    /// Every route of a machine with several failed.
+    #[error("machine `{machine}`: no route answered:{}", attempts.iter().map(|a| format!("\n  {}: {}", a.route, a.reason)).collect::<String>())]
+    NoRoute {
+        machine: String,
+        attempts: Vec<RouteAttempt>,
     },
     #[error("machine `{machine}`: `{command}` failed on the machine ({status}): {stderr}")]
     Remote {
@@ -174,6 +190,15 @@ impl clan_error::Hint for Error {
                 SshFailure::Other => "run `ssh -v` to the target to see what fails".to_owned(),
             }),
             Error::Network(error) => error.hint(),
+            Error::NoRoute { attempts, .. } => {
+                let mut hints: Vec<&str> = Vec::new();
+                for hint in attempts.iter().filter_map(|a| a.hint.as_deref()) {
+                    if !hints.contains(&hint) {
+                        hints.push(hint);
+                    }
+                }
+                (!hints.is_empty()).then(|| hints.join("; "))
+            }
             Error::UnsupportedClass { .. } => {
                 Some("only `linux` machines are deployed by clan for now".to_owned())
             }
@@ -221,6 +246,7 @@ impl Error {
     pub fn machine(&self) -> Option<&str> {
         match self {
             Error::Ssh { machine, .. }
+            | Error::NoRoute { machine, .. }
             | Error::Remote { machine, .. }
             | Error::Activation { machine, .. }
             | Error::Agent { machine, .. }

@@ -44,9 +44,25 @@ pub enum Outcome {
 pub enum Event {
     Resolve {
         machine: String,
+        /// The first route's destination, and where it came from.
         target: String,
         source: String,
+        /// Every route to race, when there are several (`root@10.0.0.1 (network lan)`).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        routes: Vec<String>,
         generation: String,
+    },
+    /// The route the connection took: the first of the raced routes to finish its handshake.
+    Route {
+        machine: String,
+        target: String,
+        source: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        network: Option<String>,
+        #[serde(rename = "elapsedMs")]
+        elapsed_ms: u64,
+        /// How many routes were raced.
+        routes: usize,
     },
     Upload {
         machine: String,
@@ -122,6 +138,7 @@ impl Event {
     pub fn machine(&self) -> &str {
         match self {
             Event::Resolve { machine, .. }
+            | Event::Route { machine, .. }
             | Event::Upload { machine, .. }
             | Event::Stage { machine, .. }
             | Event::Message { machine, .. }
@@ -137,7 +154,14 @@ impl Event {
     /// Where the machine stands after this event, for a run that is interrupted.
     pub fn standing(&self) -> Option<String> {
         Some(match self {
+            Event::Resolve { target, routes, .. } if routes.len() > 1 => {
+                format!(
+                    "about to connect (to the first of {} routes to answer)",
+                    routes.len()
+                )
+            }
             Event::Resolve { target, .. } => format!("about to connect to {target}"),
+            Event::Route { target, .. } => format!("connected to {target}; nothing changed on it"),
             Event::Stage { stage, .. } => match stage {
                 Stage::Resolve => "working out what to deploy".to_owned(),
                 Stage::Connect => "connecting; nothing changed on it".to_owned(),
@@ -162,6 +186,14 @@ impl Event {
     pub fn human(&self) -> Vec<String> {
         match self {
             Event::Resolve {
+                routes, generation, ..
+            } if routes.len() > 1 => vec![format!(
+                "deploying generation {} over the first of {} routes to answer: {}",
+                short(generation),
+                routes.len(),
+                routes.join(", ")
+            )],
+            Event::Resolve {
                 target,
                 source,
                 generation,
@@ -169,6 +201,16 @@ impl Event {
             } => vec![format!(
                 "deploying generation {} to {target} (from {source})",
                 short(generation)
+            )],
+            // A single route is named by the resolve line already.
+            Event::Route { routes: 1, .. } => Vec::new(),
+            Event::Route {
+                target,
+                source,
+                elapsed_ms,
+                ..
+            } => vec![format!(
+                "reached at {target} (from {source}) in {elapsed_ms} ms"
             )],
             Event::Upload {
                 what,

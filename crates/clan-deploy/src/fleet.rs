@@ -16,7 +16,7 @@ use crate::relay::Relay;
 use crate::ssh::{ControlDir, SshHost, SshOptions};
 use crate::Error;
 use clan_generation::{Generation, SecretFile};
-use clan_network::{machine_target, Target};
+use clan_network::Candidate;
 
 /// How one machine is reached, under the name callers of this crate know it by.
 pub use clan_network::Route;
@@ -27,7 +27,7 @@ const MAX_SECRET_FILE: u64 = 16 << 20;
 /// One machine of a run: what to deploy where, or why that could not be worked out.
 pub struct Job {
     pub machine: MachineName,
-    pub plan: Result<(Target, MachineDeploy), Error>,
+    pub plan: Result<(Vec<Candidate>, MachineDeploy), Error>,
 }
 
 /// How one machine ended.
@@ -49,19 +49,19 @@ pub fn run(
     emit: &(dyn Fn(Event) + Sync),
 ) -> Result<Vec<MachineResult>, Error> {
     let control_dir = ControlDir::new()?;
-    let connect = |slot: usize, machine: &str, target: &Target, host_key: Option<&str>| {
-        let mut host = SshHost::new(machine, target.clone(), ssh.clone(), &control_dir, slot);
+    let connect = |slot: usize, machine: &str, routes: &[Candidate], host_key: Option<&str>| {
+        let mut host = SshHost::new(machine, routes.to_vec(), ssh.clone(), &control_dir, slot);
         if let Some(key) = host_key {
-            host.trust_host_key(key)?;
+            host.trust_host_key(key);
         }
         Ok(Box::new(host) as Box<dyn Host>)
     };
     Ok(run_over(jobs, &connect, options, concurrency, emit))
 }
 
-/// How a run reaches machine `machine` (job `slot`) at `target`, trusting `host_key`.
+/// How a run reaches machine `machine` (job `slot`) over `routes`, trusting `host_key`.
 type Connect<'a> =
-    dyn Fn(usize, &str, &Target, Option<&str>) -> Result<Box<dyn Host>, Error> + Sync + 'a;
+    dyn Fn(usize, &str, &[Candidate], Option<&str>) -> Result<Box<dyn Host>, Error> + Sync + 'a;
 
 /// [`run`] over the hosts `connect` makes.
 fn run_over(
@@ -135,31 +135,35 @@ fn run_one(
             elapsed,
         }
     };
-    let (target, work) = match job.plan {
+    let (routes, work) = match job.plan {
         Ok(plan) => plan,
         Err(error) => return finish(None, None, Err((Stage::Resolve, error))),
     };
     let id = work.generation.id.clone();
+    let first = routes
+        .first()
+        .map(Candidate::destination)
+        .unwrap_or_default();
     emit(Event::Resolve {
         machine: machine.to_string(),
-        target: target.to_string(),
-        source: target.source.clone(),
+        target: first.clone(),
+        source: routes.first().map(|r| r.source.clone()).unwrap_or_default(),
+        routes: if routes.len() > 1 {
+            routes.iter().map(Candidate::describe).collect()
+        } else {
+            Vec::new()
+        },
         generation: id.clone(),
     });
-    let mut host = match connect(slot, &machine, &target, work.host_key.as_deref()) {
+    let mut host = match connect(slot, &machine, &routes, work.host_key.as_deref()) {
         Ok(host) => host,
-        Err(error) => {
-            return finish(
-                Some(target.to_string()),
-                Some(id),
-                Err((Stage::Resolve, error)),
-            )
-        }
+        Err(error) => return finish(Some(first), Some(id), Err((Stage::Resolve, error))),
     };
     let result = deploy(host.as_mut(), &work, options, relay, &|event| emit(event));
+    let target = host.route_used().map_or(first, |used| used.target);
     // Its connection ends before the result is reported.
     drop(host);
-    finish(Some(target.to_string()), Some(id), result)
+    finish(Some(target), Some(id), result)
 }
 
 /// The jobs for `names` (all machines when empty) of an evaluated clan. An unknown name is an
@@ -207,7 +211,7 @@ fn plan_machine(
     target_override: Option<&str>,
     admin: &dyn Fn() -> Result<clan_secrets::Identities, clan_secrets::Error>,
     identities: &mut Option<clan_secrets::Identities>,
-) -> Result<(Target, MachineDeploy), Error> {
+) -> Result<(Vec<Candidate>, MachineDeploy), Error> {
     let name = &machine.summary.name;
     if machine.summary.class != MachineClass::Linux {
         return Err(Error::UnsupportedClass {
@@ -215,7 +219,7 @@ fn plan_machine(
             class: machine.summary.class.to_string(),
         });
     }
-    let target = machine_target(fleet, machine, target_override)?;
+    let routes = clan_network::candidates(fleet, clan_dir, machine, target_override)?;
     let vars_error = |source| Error::Vars {
         machine: name.to_string(),
         source: Box::new(source),
@@ -270,7 +274,7 @@ fn plan_machine(
         ))
     };
     Ok((
-        target,
+        routes,
         MachineDeploy {
             generation,
             age_key,
@@ -288,7 +292,8 @@ mod tests {
 
     #[test]
     fn every_machine_is_attempted_and_results_come_in_job_order() {
-        let target = |name: &str| Target::parse(name, "root@192.0.2.1", "test").unwrap();
+        // The fake hosts need no routes.
+        let target = |_: &str| Vec::<Candidate>::new();
         let jobs: Vec<Job> = ["ok", "no-target", "unreachable", "fails"]
             .into_iter()
             .map(|name| Job {
@@ -302,7 +307,7 @@ mod tests {
             })
             .collect();
         let unchanged = jobs[0].plan.as_ref().unwrap().1.generation.id.clone();
-        let connect = |_: usize, machine: &str, _: &Target, _: Option<&str>| {
+        let connect = |_: usize, machine: &str, _: &[Candidate], _: Option<&str>| {
             let unchanged = unchanged.clone();
             match machine {
                 "unreachable" => Err(Error::Ssh {

@@ -66,6 +66,10 @@ pub trait Host: Send {
     fn spawn(&self, argv: &[String]) -> Result<Child, Error>;
     /// The host name or address the machine is reached at (what other machines may use).
     fn address(&self) -> &str;
+    /// The route the connection took (`None` for hosts without routes).
+    fn route_used(&self) -> Option<crate::ssh::RouteUsed> {
+        None
+    }
 }
 
 /// Runs commands on this computer through `sh -c`, quoted exactly as for SSH.

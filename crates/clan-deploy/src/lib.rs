@@ -23,7 +23,7 @@ pub mod quote;
 pub mod relay;
 pub mod ssh;
 
-pub use error::{Error, SshFailure};
+pub use error::{Error, RouteAttempt, SshFailure};
 
 pub use clan_generation as generation;
 /// The agent's replies, under the name callers of this crate know them by.

@@ -1,16 +1,21 @@
 //! The SSH transport: the system's OpenSSH, so `~/.ssh/config`, the agent and known_hosts
-//! work as for `ssh` itself. One ControlMaster per machine per run, its socket in a private
-//! directory ([`ControlDir`]); every later command multiplexes over it. The host-key policy
+//! work as for `ssh` itself. A machine's routes (`clan_network`) are raced: each starts a
+//! ControlMaster after its head start, the first to finish its handshake becomes the run's
+//! one ControlMaster for that machine (no second probe) and the others are stopped. Its
+//! socket is in a private directory ([`ControlDir`]); every later command multiplexes over it. The host-key policy
 //! becomes `-o` options; an extra `ssh_config` can be given (`-F`, e.g. a testbed's).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
 use crate::host::{run_with_input, Host, Input, RemoteOutput};
 use crate::quote::command_line;
-use crate::{Error, SshFailure};
-use clan_network::{Route, Target};
+use crate::{Error, RouteAttempt, SshFailure};
+use clan_network::{Candidate, Route, Target};
 
 /// How unknown or changed host keys are treated (clan-core's `--host-key-check`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -71,6 +76,10 @@ impl SshOptions {
             args.push("-p".to_owned());
             args.push(port.to_string());
         }
+        if let Some(jump) = target.proxy_jump() {
+            args.push("-J".to_owned());
+            args.push(jump);
+        }
         args
     }
 }
@@ -130,22 +139,54 @@ fn remove_stale_control_dirs() {
     }
 }
 
-/// One machine reached over SSH, with its ControlMaster once connected.
+/// One machine reached over SSH, with its ControlMaster once connected: its routes are raced
+/// (see [`SshHost::connect`]) and the first to finish its handshake carries the whole run.
 #[derive(Debug)]
 pub struct SshHost {
     machine: String,
-    target: Target,
-    /// Where the ControlMaster connects: `target`, or the same host on its fallback port when
-    /// the machine did not answer on the target's (not deployed with its sshd port yet).
-    master_target: Target,
+    routes: Vec<Candidate>,
     options: SshOptions,
+    /// The socket paths of this host's racers start with it (unique per machine in the run).
+    control_base: PathBuf,
+    /// The host key the deploy installs, trusted besides the user's known_hosts (see
+    /// [`SshHost::trust_host_key`]).
+    host_key: Option<String>,
+    link: Option<Link>,
+}
+
+/// The connection that won the race.
+#[derive(Debug)]
+struct Link {
+    /// Which of the routes, and where it went (its own port: where fresh connections go).
+    route: usize,
+    target: Target,
+    /// Where the ControlMaster connected: `target`, or the same host on its fallback port
+    /// when the machine did not answer on the target's (not deployed with its sshd port yet).
+    master_target: Target,
     control_path: PathBuf,
-    /// Host keys trusted besides the user's known_hosts (see [`SshHost::trust_host_key`]).
+    /// The run-private known-hosts file holding the clan host key under this route's names.
     known_hosts: Option<PathBuf>,
-    /// Whether the first connection fell back to the user's policy because the machine does
-    /// not present the clan host key yet (a fresh machine).
+    /// Whether the connection fell back to the user's policy because the machine does not
+    /// present the clan host key yet (a fresh machine).
     first_contact: bool,
-    master: Option<Child>,
+    master: Child,
+    elapsed: Duration,
+}
+
+/// The route a connection took, for events and `clan ssh`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteUsed {
+    /// `user@host[:port]`.
+    pub target: String,
+    /// `targetHost`, `network <instance>`, …
+    pub source: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<clan_config::InstanceName>,
+    /// From the start of the race to the finished handshake.
+    pub elapsed_ms: u64,
+    /// How many routes the machine has.
+    pub routes: usize,
 }
 
 /// Held while a connection may ask the user about an unknown host key, so that prompts of a
@@ -160,51 +201,65 @@ struct Resolved {
     known_hosts_files: Vec<PathBuf>,
 }
 
+/// One racer: a route on one port, started after its head start.
+struct Racer {
+    route: usize,
+    target: Target,
+    master_target: Target,
+    known_hosts: Option<PathBuf>,
+    control_path: PathBuf,
+}
+
+/// How one racer ended.
+enum Finish {
+    Won,
+    /// Another racer won first.
+    Lost,
+    Failed(Error),
+}
+
 impl SshHost {
-    /// `slot` names the socket inside `control_dir` (unique per machine in the run).
+    /// `slot` names the sockets inside `control_dir` (unique per machine in the run).
     pub fn new(
         machine: &str,
-        target: Target,
+        routes: Vec<Candidate>,
         options: SshOptions,
         control_dir: &ControlDir,
         slot: usize,
     ) -> SshHost {
         SshHost {
             machine: machine.to_owned(),
-            master_target: target.clone(),
-            target,
+            routes,
             options,
-            control_path: control_dir.path().join(slot.to_string()),
-            known_hosts: None,
-            first_contact: false,
-            master: None,
+            control_base: control_dir.path().join(slot.to_string()),
+            host_key: None,
+            link: None,
         }
     }
 
     /// Also accepts `key` (an OpenSSH public key line) from this host: the host key a deploy
     /// installs, so that connections after the activation (the confirmation, later runs)
-    /// recognise the machine. The key goes into a run-private known-hosts file listed with
-    /// the system ones; the user's own known_hosts is neither read differently nor written.
-    /// A fresh machine still presenting its original key is met under the user's policy
-    /// instead (see [`Host::connect`]).
-    pub fn trust_host_key(&mut self, key: &str) -> Result<(), Error> {
-        if self.options.host_key_check == HostKeyCheck::None {
-            return Ok(());
+    /// recognise the machine. The key goes into a run-private known-hosts file per route,
+    /// listed with the system ones; the user's own known_hosts is neither read differently
+    /// nor written. A fresh machine still presenting its original key is met under the
+    /// user's policy instead (see [`Host::connect`]).
+    pub fn trust_host_key(&mut self, key: &str) {
+        if self.options.host_key_check != HostKeyCheck::None {
+            self.host_key = Some(key.to_owned());
         }
-        let mut patterns = self.resolve(&self.target)?.patterns;
-        if let Some(port) = self.target.fallback_port {
-            patterns.extend(self.resolve(&self.target.on_port(port))?.patterns);
-        }
-        let path = self.control_path.with_extension("known_hosts");
-        std::fs::write(&path, format!("{} {key}\n", patterns.join(","))).map_err(|source| {
-            Error::Io {
-                context: "writing",
-                path: path.clone(),
-                source,
-            }
-        })?;
-        self.known_hosts = Some(path);
-        Ok(())
+    }
+
+    /// The route the connection took, once connected.
+    pub fn route_used(&self) -> Option<RouteUsed> {
+        let link = self.link.as_ref()?;
+        let route = &self.routes[link.route];
+        Some(RouteUsed {
+            target: link.master_target.to_string(),
+            source: route.source.clone(),
+            network: route.network.clone(),
+            elapsed_ms: u64::try_from(link.elapsed.as_millis()).unwrap_or(u64::MAX),
+            routes: self.routes.len(),
+        })
     }
 
     /// Asks `ssh -G` how it would connect to `target`.
@@ -223,12 +278,28 @@ impl SshHost {
         Ok(resolved_settings(&settings, target))
     }
 
-    /// Whether any of the user's or the system's known-hosts files has an entry for the
-    /// target, whatever its key.
-    fn host_is_known(&self) -> Result<bool, Error> {
-        let resolved = self.resolve(&self.master_target)?;
+    /// Writes the clan host key under the names ssh looks `target` up by (on its fallback
+    /// port too) into `path`.
+    fn write_known_hosts(&self, key: &str, target: &Target, path: &Path) -> Result<(), Error> {
+        let mut patterns = self.resolve(target)?.patterns;
+        if let Some(port) = target.fallback_port {
+            patterns.extend(self.resolve(&target.on_port(port))?.patterns);
+        }
+        std::fs::write(path, format!("{} {key}\n", patterns.join(","))).map_err(|source| {
+            Error::Io {
+                context: "writing",
+                path: path.to_owned(),
+                source,
+            }
+        })
+    }
+
+    /// Whether any of the user's or the system's known-hosts files has an entry for
+    /// `target`, whatever its key (`ours` is the run's own file, not counted).
+    fn host_is_known(&self, target: &Target, ours: Option<&Path>) -> Result<bool, Error> {
+        let resolved = self.resolve(target)?;
         for file in &resolved.known_hosts_files {
-            if Some(file) == self.known_hosts.as_ref() || !file.is_file() {
+            if Some(file.as_path()) == ours || !file.is_file() {
                 continue;
             }
             for pattern in &resolved.patterns {
@@ -254,11 +325,11 @@ impl SshHost {
     }
 
     /// `ssh` to `target` with the run's options and `extra` before the destination; with
-    /// `trust_clan_key`, the clan host key counts as known too.
-    fn ssh(&self, target: &Target, trust_clan_key: bool, extra: &[String]) -> Command {
+    /// `known_hosts`, the clan host key counts as known too.
+    fn ssh(&self, target: &Target, known_hosts: Option<&Path>, extra: &[String]) -> Command {
         let mut command = Command::new("ssh");
         command.args(self.options.base_args(target));
-        if let Some(known_hosts) = self.known_hosts.as_ref().filter(|_| trust_clan_key) {
+        if let Some(known_hosts) = known_hosts {
             // OpenSSH accepts a host key found in any of the files it reads.
             command.arg("-o").arg(format!(
                 "GlobalKnownHostsFile=/etc/ssh/ssh_known_hosts /etc/ssh/ssh_known_hosts2 {}",
@@ -269,44 +340,50 @@ impl SshHost {
         command
     }
 
-    /// A command over the ControlMaster (or starting it, with `control`).
-    fn command(&self, control: &[String]) -> Command {
-        self.ssh(&self.master_target, !self.first_contact, control)
-    }
-
-    /// A command over a connection of its own (no ControlMaster), to the target's own port
-    /// and trusting the clan host key again: after an activation the machine presents both.
-    fn fresh_command(&self) -> Command {
-        let extra = ["-o", "ControlMaster=no", "-o", "ControlPath=none"].map(str::to_owned);
-        self.ssh(&self.target, true, &extra)
-    }
-
-    fn control_args(&self) -> Vec<String> {
-        vec![
-            "-o".into(),
-            "ControlMaster=no".into(),
-            "-o".into(),
-            format!("ControlPath={}", self.control_path.display()),
-        ]
-    }
-
-    fn ssh_error(&self, stderr: &str) -> Error {
-        let detail = stderr
-            .lines()
-            .rfind(|line| !line.trim().is_empty() && !line.starts_with("@@@"))
-            .unwrap_or("ssh failed without a message")
-            .to_owned();
-        Error::Ssh {
+    fn connected(&self) -> Result<&Link, Error> {
+        self.link.as_ref().ok_or_else(|| Error::Ssh {
             machine: self.machine.clone(),
-            target: self.target.to_string(),
-            failure: SshFailure::classify(stderr),
-            detail,
-        }
+            target: self
+                .routes
+                .first()
+                .map(Candidate::describe)
+                .unwrap_or_default(),
+            failure: SshFailure::Other,
+            detail: "not connected".to_owned(),
+        })
+    }
+
+    /// A command over the ControlMaster, with `extra` options.
+    fn command(&self, extra: &[&str]) -> Result<Command, Error> {
+        let link = self.connected()?;
+        let trust = link.known_hosts.as_deref().filter(|_| !link.first_contact);
+        let mut options = vec![
+            "-o".to_owned(),
+            "ControlMaster=no".to_owned(),
+            "-o".to_owned(),
+            format!("ControlPath={}", link.control_path.display()),
+        ];
+        options.extend(extra.iter().map(|o| o.to_string()));
+        Ok(self.ssh(&link.master_target, trust, &options))
+    }
+
+    /// A command over a connection of its own (no ControlMaster), over the route that won,
+    /// to its own port and trusting the clan host key again: after an activation the machine
+    /// presents both.
+    fn fresh_command(&self) -> Result<Command, Error> {
+        let link = self.connected()?;
+        let extra = ["-o", "ControlMaster=no", "-o", "ControlPath=none"].map(str::to_owned);
+        Ok(self.ssh(&link.target, link.known_hosts.as_deref(), &extra))
     }
 
     fn finish(&self, output: RemoteOutput) -> Result<RemoteOutput, Error> {
         if output.code == Some(255) {
-            return Err(self.ssh_error(&output.stderr));
+            let target = self
+                .link
+                .as_ref()
+                .map(|l| l.master_target.to_string())
+                .unwrap_or_default();
+            return Err(ssh_error(&self.machine, &target, &output.stderr));
         }
         Ok(output)
     }
@@ -316,11 +393,7 @@ impl SshHost {
     /// terminal for a command (`ssh -t`). Returns the remote exit code (255 when ssh itself
     /// failed, as ssh reports it).
     pub fn session(&self, command: Option<&str>, tty: bool) -> Result<i32, Error> {
-        let mut control = self.control_args();
-        if tty {
-            control.push("-t".into());
-        }
-        let mut ssh = self.command(&control);
+        let mut ssh = self.command(if tty { &["-t"] } else { &[] })?;
         if let Some(command) = command {
             ssh.arg(command);
         }
@@ -331,51 +404,192 @@ impl SshHost {
         Ok(status.code().unwrap_or(255))
     }
 
-    /// Starts the ControlMaster and waits until its socket exists. Its session reads the
-    /// stdin it gets from this process until EOF: when clan ends, even by SIGKILL, the pipe
-    /// closes, the session ends and the master with it (nothing is left running).
-    /// Opens the ControlMaster under the current host-key policy (see [`Host::connect`]).
-    fn open(&mut self) -> Result<(), Error> {
-        let opened = match (self.open_master(), self.target.fallback_port) {
-            (
-                Err(Error::Ssh {
-                    failure: SshFailure::Unreachable,
-                    ..
-                }),
-                Some(port),
-            ) => {
-                self.master_target = self.target.on_port(port);
-                self.open_master()
+    /// Races every route under `policy`: each starts after its head start (a var host is
+    /// read first), the first whose ControlMaster finishes its handshake wins and becomes
+    /// this host's connection; the others are stopped. Every route failing is an error
+    /// naming each (a single route's own error when there is one).
+    fn race(
+        &mut self,
+        policy: HostKeyCheck,
+        only: Option<usize>,
+    ) -> Result<(), Vec<(usize, Error)>> {
+        let saved = self.options.host_key_check;
+        self.options.host_key_check = policy;
+        let starts = clan_network::head_starts(&self.routes);
+        let start = Instant::now();
+        let done = AtomicBool::new(false);
+        let winner: Mutex<Option<Link>> = Mutex::new(None);
+        let failures: Mutex<Vec<(usize, Error)>> = Mutex::new(Vec::new());
+        let this = &*self;
+        std::thread::scope(|scope| {
+            for (index, route) in this.routes.iter().enumerate() {
+                if only.is_some_and(|only| only != index) {
+                    continue;
+                }
+                let (done, winner, failures) = (&done, &winner, &failures);
+                let delay = if only.is_some() {
+                    Duration::ZERO
+                } else {
+                    starts[index]
+                };
+                scope.spawn(move || {
+                    let target = match route.target() {
+                        Ok(target) => target,
+                        Err(error) => {
+                            failures
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .push((index, error.into()));
+                            return;
+                        }
+                    };
+                    let known_hosts = match &this.host_key {
+                        Some(key) => {
+                            let path = this
+                                .control_base
+                                .with_extension(format!("{index}.known_hosts"));
+                            if let Err(error) = this.write_known_hosts(key, &target, &path) {
+                                failures
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .push((index, error));
+                                return;
+                            }
+                            Some(path)
+                        }
+                        None => None,
+                    };
+                    let mut ports = vec![(target.clone(), delay)];
+                    if let Some(port) = target.fallback_port {
+                        // The machine's own sshd port first: 22 answers only until it is deployed.
+                        ports.push((target.on_port(port), delay + clan_network::HEAD_START / 2));
+                    }
+                    std::thread::scope(|scope| {
+                        for (port_index, (master_target, delay)) in ports.into_iter().enumerate() {
+                            let racer = Racer {
+                                route: index,
+                                target: target.clone(),
+                                master_target,
+                                known_hosts: known_hosts.clone(),
+                                control_path: this
+                                    .control_base
+                                    .with_extension(format!("{index}.{port_index}")),
+                            };
+                            scope.spawn(move || {
+                                if !sleep_unless(done, start + delay) {
+                                    return;
+                                }
+                                match this.run_racer(racer, start, done, winner) {
+                                    Finish::Won | Finish::Lost => {}
+                                    Finish::Failed(error) => failures
+                                        .lock()
+                                        .unwrap_or_else(|p| p.into_inner())
+                                        .push((index, error)),
+                                }
+                            });
+                        }
+                    });
+                });
             }
-            (other, _) => other,
-        };
-        match opened {
-            Err(Error::Ssh {
-                failure: SshFailure::HostKeyMismatch,
-                ..
-            }) if self.known_hosts.is_some() && !self.host_is_known()? => {
-                self.first_contact = true;
-                self.open_master()
+        });
+        self.options.host_key_check = saved;
+        match winner.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            Some(link) => {
+                self.link = Some(link);
+                Ok(())
             }
-            other => other,
+            None => {
+                let mut failures = failures.into_inner().unwrap_or_else(|p| p.into_inner());
+                // One failure per route: its own port's (the first port tried) when both failed
+                // the same way, else the more telling one.
+                failures.sort_by_key(|(index, error)| (*index, is_unreachable(error)));
+                failures.dedup_by_key(|(index, _)| *index);
+                Err(failures)
+            }
         }
     }
 
-    fn open_master(&mut self) -> Result<(), Error> {
-        let log = self.control_path.with_extension("log");
+    /// One racer: opens its ControlMaster (again under the user's first-contact policy when
+    /// the machine does not present the clan key and the user knows nothing of it) and
+    /// claims the win if no other racer did.
+    fn run_racer(
+        &self,
+        racer: Racer,
+        start: Instant,
+        done: &AtomicBool,
+        winner: &Mutex<Option<Link>>,
+    ) -> Finish {
+        let mut first_contact = false;
+        let mut opened = self.open_master(&racer, racer.known_hosts.as_deref(), done);
+        if let Err(Error::Ssh {
+            failure: SshFailure::HostKeyMismatch,
+            ..
+        }) = &opened
+        {
+            if racer.known_hosts.is_some() {
+                match self.host_is_known(&racer.master_target, racer.known_hosts.as_deref()) {
+                    Ok(false) => {
+                        first_contact = true;
+                        opened = self.open_master(&racer, None, done);
+                    }
+                    Ok(true) => {}
+                    Err(error) => opened = Err(error),
+                }
+            }
+        }
+        let mut master = match opened {
+            Ok(Some(master)) => master,
+            Ok(None) => return Finish::Lost,
+            Err(error) => return Finish::Failed(error),
+        };
+        let mut winner = winner.lock().unwrap_or_else(|p| p.into_inner());
+        if winner.is_some() {
+            let _ = master.kill();
+            let _ = master.wait();
+            return Finish::Lost;
+        }
+        done.store(true, Ordering::SeqCst);
+        *winner = Some(Link {
+            route: racer.route,
+            target: racer.target,
+            master_target: racer.master_target,
+            control_path: racer.control_path,
+            known_hosts: racer.known_hosts,
+            first_contact,
+            master,
+            elapsed: start.elapsed(),
+        });
+        Finish::Won
+    }
+
+    /// Starts a ControlMaster for `racer` and waits until its socket exists (`Some`), it
+    /// fails, or another racer wins (`None`, the attempt stopped). Its session reads the
+    /// stdin it gets from this process until EOF: when clan ends, even by SIGKILL, the pipe
+    /// closes, the session ends and the master with it (nothing is left running).
+    fn open_master(
+        &self,
+        racer: &Racer,
+        known_hosts: Option<&Path>,
+        done: &AtomicBool,
+    ) -> Result<Option<Child>, Error> {
+        let log = racer.control_path.with_extension("log");
         let log_file = std::fs::File::create(&log).map_err(|source| Error::Io {
             context: "creating",
             path: log.clone(),
             source,
         })?;
-        let mut command = self.command(&[
-            "-M".into(),
-            "-T".into(),
-            "-o".into(),
-            "ControlPersist=no".into(),
-            "-o".into(),
-            format!("ControlPath={}", self.control_path.display()),
-        ]);
+        let mut command = self.ssh(
+            &racer.master_target,
+            known_hosts,
+            &[
+                "-M".into(),
+                "-T".into(),
+                "-o".into(),
+                "ControlPersist=no".into(),
+                "-o".into(),
+                format!("ControlPath={}", racer.control_path.display()),
+            ],
+        );
         command
             .arg("exec cat > /dev/null")
             .stdin(Stdio::piped())
@@ -388,25 +602,92 @@ impl SshHost {
         let deadline = Instant::now()
             + Duration::from_secs(u64::from(self.options.connect_timeout.unwrap_or(10)) + 30);
         loop {
-            if self.control_path.exists() {
-                self.master = Some(child);
-                return Ok(());
+            if racer.control_path.exists() {
+                return Ok(Some(child));
             }
             let exited = child.try_wait().ok().flatten().is_some();
-            if exited || Instant::now() > deadline {
+            let lost = done.load(Ordering::SeqCst);
+            if exited || lost || Instant::now() > deadline {
                 if !exited {
                     let _ = child.kill();
                 }
                 let _ = child.wait();
+                if lost && !exited {
+                    return Ok(None);
+                }
                 let stderr = std::fs::read_to_string(&log).unwrap_or_default();
-                return Err(self.ssh_error(if exited {
-                    &stderr
-                } else {
-                    "connection timed out"
-                }));
+                return Err(ssh_error(
+                    &self.machine,
+                    &racer.master_target.to_string(),
+                    if exited {
+                        &stderr
+                    } else {
+                        "connection timed out"
+                    },
+                ));
             }
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// The error for a race every route lost: a single route's own, else one naming each.
+    fn no_route(&self, mut failures: Vec<(usize, Error)>) -> Error {
+        if failures.len() == 1 && self.routes.len() == 1 {
+            return failures.remove(0).1;
+        }
+        use clan_error::Hint as _;
+        Error::NoRoute {
+            machine: self.machine.clone(),
+            attempts: failures
+                .into_iter()
+                .map(|(index, error)| RouteAttempt {
+                    route: self.routes[index].describe(),
+                    hint: error.hint(),
+                    reason: match &error {
+                        Error::Ssh { detail, .. } => detail.clone(),
+                        other => other.to_string(),
+                    },
+                })
+                .collect(),
+        }
+    }
+}
+
+fn is_unreachable(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::Ssh {
+            failure: SshFailure::Unreachable,
+            ..
+        }
+    )
+}
+
+/// Sleeps until `until` unless `done` is set first; whether to go on.
+fn sleep_unless(done: &AtomicBool, until: Instant) -> bool {
+    loop {
+        if done.load(Ordering::SeqCst) {
+            return false;
+        }
+        let now = Instant::now();
+        if now >= until {
+            return true;
+        }
+        std::thread::sleep((until - now).min(Duration::from_millis(5)));
+    }
+}
+
+fn ssh_error(machine: &str, target: &str, stderr: &str) -> Error {
+    let detail = stderr
+        .lines()
+        .rfind(|line| !line.trim().is_empty() && !line.starts_with("@@@"))
+        .unwrap_or("ssh failed without a message")
+        .to_owned();
+    Error::Ssh {
+        machine: machine.to_owned(),
+        target: target.to_owned(),
+        failure: SshFailure::classify(stderr),
+        detail,
     }
 }
 
@@ -464,40 +745,38 @@ impl Host for SshHost {
         &self.machine
     }
 
-    /// Opens the ControlMaster. With a clan host key to trust, a machine that answers with
-    /// another key while the user's known-hosts files know nothing of it is a fresh machine
-    /// (not yet deployed): the connection is made again under the user's own first-contact
-    /// policy (`ask` prompts, `tofu` records, `strict` refuses). A key that differs from one
-    /// the user knows stays a mismatch.
+    /// Races the routes (see [`SshHost::race`]). With a clan host key to trust, a machine
+    /// that answers with another key while the user's known-hosts files know nothing of it
+    /// is a fresh machine (not yet deployed): the connection is made again under the user's
+    /// own first-contact policy (`ask` prompts, `tofu` records, `strict` refuses). A key that
+    /// differs from one the user knows stays a mismatch.
     fn connect(&mut self) -> Result<(), Error> {
-        if self.master.is_some() {
+        if self.link.is_some() {
             return Ok(());
         }
         if self.options.host_key_check != HostKeyCheck::Ask {
-            return self.open();
+            let policy = self.options.host_key_check;
+            return self.race(policy, None).map_err(|f| self.no_route(f));
         }
         // Only a connection that may ask (a host key, a passphrase, a password) needs the
-        // terminal to itself. Tried in batch mode first, the machines whose keys are known
-        // (most, in most runs) connect in parallel; the others go one at a time as before.
-        self.options.host_key_check = HostKeyCheck::Strict;
-        let batch = self.open();
-        self.options.host_key_check = HostKeyCheck::Ask;
-        match batch {
+        // terminal to itself. Raced in batch mode first, the machines whose keys are known
+        // (most, in most runs) connect in parallel; then the best route that answered at all
+        // is asked about, one machine at a time.
+        let failures = match self.race(HostKeyCheck::Strict, None) {
             Ok(()) => return Ok(()),
-            // No answer either way: asking would not change that.
-            Err(
-                error @ Error::Ssh {
-                    failure: SshFailure::Unreachable,
-                    ..
-                },
-            ) => return Err(error),
-            Err(_) => {
-                self.master_target = self.target.clone();
-                self.first_contact = false;
-            }
-        }
+            Err(failures) => failures,
+        };
+        let Some(index) = failures
+            .iter()
+            .filter(|(_, error)| matches!(error, Error::Ssh { .. }) && !is_unreachable(error))
+            .map(|(index, _)| *index)
+            .min()
+        else {
+            return Err(self.no_route(failures));
+        };
         let _prompt = HOST_KEY_PROMPT.lock().unwrap_or_else(|p| p.into_inner());
-        self.open()
+        self.race(HostKeyCheck::Ask, Some(index))
+            .map_err(|f| self.no_route(f))
     }
 
     fn run_streaming(
@@ -506,34 +785,38 @@ impl Host for SshHost {
         input: Input<'_>,
         line: &mut dyn FnMut(&str),
     ) -> Result<RemoteOutput, Error> {
-        let mut command = self.command(&self.control_args());
+        let mut command = self.command(&[])?;
         command.arg(command_line(argv));
         self.finish(run_with_input(command, input, line)?)
     }
 
     /// Over a connection of its own, so that it outlives this host's ControlMaster.
     fn spawn(&self, argv: &[String]) -> Result<Child, Error> {
-        let mut command = self.fresh_command();
+        let mut command = self.fresh_command()?;
         command.arg(command_line(argv));
         crate::host::spawn_piped(command)
     }
 
     fn address(&self) -> &str {
-        &self.target.host
+        self.link.as_ref().map_or("", |link| &link.target.host)
     }
 
     fn run_fresh(&self, argv: &[String]) -> Result<RemoteOutput, Error> {
-        let mut command = self.fresh_command();
+        let mut command = self.fresh_command()?;
         command.arg(command_line(argv));
         self.finish(run_with_input(command, Input::None, &mut |_| {})?)
+    }
+
+    fn route_used(&self) -> Option<RouteUsed> {
+        SshHost::route_used(self)
     }
 }
 
 impl Drop for SshHost {
     fn drop(&mut self) {
-        if let Some(mut master) = self.master.take() {
-            let _ = master.kill();
-            let _ = master.wait();
+        if let Some(mut link) = self.link.take() {
+            let _ = link.master.kill();
+            let _ = link.master.wait();
         }
     }
 }
@@ -548,13 +831,13 @@ impl SshHost {
     ) -> Result<SshHost, Error> {
         let mut host = SshHost::new(
             &route.machine,
-            route.target.clone(),
+            route.routes.clone(),
             ssh.clone(),
             control_dir,
             0,
         );
         if let Some(key) = &route.host_key {
-            host.trust_host_key(key)?;
+            host.trust_host_key(key);
         }
         host.connect()?;
         Ok(host)
@@ -572,6 +855,7 @@ mod tests {
             port,
             source: "test".into(),
             fallback_port: None,
+            jump: Vec::new(),
         }
     }
 

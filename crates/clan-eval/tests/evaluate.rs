@@ -288,7 +288,7 @@ deploy.targetHost = "203.0.113.4"
 [instances.net]
 module.name = "internet"
 roles.default.tags = ["all"]
-roles.default.machines.nas.settings = { host = "nas.example.net", port = 2222, user = "admin" }
+roles.default.machines.nas.settings = { host = "nas.example.net", port = 2222, user = "admin", jumphosts = ["admin@bastion:2200"] }
 "#,
     );
     let fleet = clan.fleet();
@@ -297,15 +297,15 @@ roles.default.machines.nas.settings = { host = "nas.example.net", port = 2222, u
     let peer = |name: &str| exports["machines"][name]["peer"].clone();
     assert_eq!(
         peer("vps"),
-        json!({"hosts": [{"plain": "203.0.113.4"}], "user": "root"})
+        json!({"hosts": [{"plain": "203.0.113.4"}], "user": "root", "SSHOptions": []})
     );
     assert_eq!(
         peer("home"),
-        json!({"hosts": [{"plain": "home.example.org"}], "user": "root"})
+        json!({"hosts": [{"plain": "home.example.org"}], "user": "root", "SSHOptions": []})
     );
     assert_eq!(
         peer("nas"),
-        json!({"hosts": [{"plain": "nas.example.net"}], "port": 2222, "user": "admin"})
+        json!({"hosts": [{"plain": "nas.example.net"}], "port": 2222, "user": "admin", "SSHOptions": ["-J admin@bastion:2200"]})
     );
 }
 

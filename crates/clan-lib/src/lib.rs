@@ -1,6 +1,7 @@
 //! The operations every clan front end calls, following clan-core's `clan_lib`: init, show,
 //! machines, instances and settings, services and their schemas, select, vars, secrets,
-//! deploys (with dry run, generations and rollback) and the Data Mesher client.
+//! deploys (with dry run, generations and rollback), networks (list, ping, overview) and the Data
+//! Mesher client.
 //!
 //! Each operation takes plain typed input, returns typed output and reports progress through
 //! a [`Progress`] sink the front end implements; questions for a person (vars prompts) go
@@ -17,6 +18,7 @@ mod events;
 pub mod init;
 pub mod instances;
 pub mod machines;
+pub mod network;
 pub mod secrets;
 pub mod select;
 pub mod services;

@@ -1,18 +1,24 @@
-//! How a machine is reached: its SSH target from `--target-host`, `deploy.targetHost`, the
-//! fleet's network exports (the reachable network with the highest priority) or
-//! `root@<machine>.<domain>`, and the clan-generated host key it presents once deployed.
-//! Deciding only: the SSH transport is `clan_deploy::ssh`'s. The networking issue (13) fills
-//! this crate: several networks per machine, var hosts, racing the live routes.
+//! How a machine is reached: the fleet's networks as clan-core builds them from exports
+//! (`network`), the routes to one machine in the order they are tried — `--target-host`
+//! alone, else `deploy.targetHost`, every host of every network the machine is a peer of by
+//! priority, `root@<machine>.<domain>` when there is nothing else — with var hosts read only
+//! when tried (`route`), the destinations themselves (`target`), and the clan-generated host
+//! key a machine presents once deployed. Deciding only: connecting, and racing the routes, is
+//! `clan_deploy::ssh`'s.
 
+mod network;
+mod route;
 mod target;
 
 use std::path::Path;
 
 use clan_config::MachineName;
 
-pub use target::{resolve, Target};
+pub use network::{from_exports, networks, HostRef, Network, Peer, VarRef, DIRECT_MODULE};
+pub use route::{candidates, head_starts, Candidate, HEAD_START};
+pub use target::Target;
 
-/// Why a machine's target cannot be worked out.
+/// Why a machine's routes cannot be worked out.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("machine `{machine}`: no target host")]
@@ -22,6 +28,45 @@ pub enum Error {
         machine: String,
         target: String,
         reason: String,
+    },
+    #[error("network `{instance}`{}: invalid export: {reason}", machine.as_ref().map(|m| format!(", machine `{m}`")).unwrap_or_default())]
+    InvalidExport {
+        instance: String,
+        machine: Option<String>,
+        reason: String,
+    },
+    #[error("network `{instance}`, machine `{machine}`: SSH option `{option}` is not supported (only jump hosts: `-J host`)")]
+    UnsupportedSshOption {
+        instance: String,
+        machine: String,
+        option: String,
+    },
+    #[error("machine `{machine}`: the host of network `{network}` is var `{}/{}` of machine `{}`, which is not generated yet", var.generator, var.file, var.machine)]
+    VarHostMissing {
+        machine: String,
+        network: String,
+        var: Box<VarRef>,
+    },
+    #[error("machine `{machine}`: the host of network `{network}` is var `{}/{}` of machine `{}`, which that machine does not declare", var.generator, var.file, var.machine)]
+    VarHostUndeclared {
+        machine: String,
+        network: String,
+        var: Box<VarRef>,
+    },
+    #[error("machine `{machine}`: cannot read var `{}/{}` of machine `{}` (a network host)", var.generator, var.file, var.machine)]
+    VarHost {
+        machine: String,
+        var: Box<VarRef>,
+        source: Box<clan_vars::Error>,
+    },
+    #[error("machine `{machine}`: var `{}/{}` of machine `{}` does not hold a host name", var.generator, var.file, var.machine)]
+    InvalidVarHost { machine: String, var: Box<VarRef> },
+    #[error("no network named `{network}`")]
+    UnknownNetwork { network: String },
+    #[error("machine `{machine}` is not a peer of {}", network.as_ref().map_or("any network".to_owned(), |n| format!("network `{n}`")))]
+    NotAPeer {
+        machine: String,
+        network: Option<String>,
     },
     #[error(transparent)]
     Eval(Box<clan_eval::Error>),
@@ -39,7 +84,24 @@ impl clan_error::Hint for Error {
             Error::NoTarget { machine } => Some(format!(
                 "set `machines.{machine}.deploy.targetHost` in clan.toml, or `meta.domain`"
             )),
-            Error::InvalidTarget { .. } => None,
+            Error::VarHostMissing { var, .. } => Some(format!(
+                "run `clan vars generate {} --generator {}`, then deploy {} (`clan machines update {}`)",
+                var.machine, var.generator, var.machine, var.machine
+            )),
+            Error::VarHost { source, .. } => source.hint(),
+            Error::VarHostUndeclared { network, .. } => Some(format!(
+                "the service of network `{network}` exports a host from a generator its machines do not declare; `clan vars list <machine>` shows theirs"
+            )),
+            Error::UnsupportedSshOption { .. } => Some(
+                "a service may export jump hosts only; other SSH options belong in your ~/.ssh/config"
+                    .to_owned(),
+            ),
+            Error::UnknownNetwork { .. } => Some("`clan network list` shows the networks".to_owned()),
+            Error::NotAPeer { .. } => Some(
+                "add the machine to a network service instance (`internet`, …); `clan network list` shows the networks"
+                    .to_owned(),
+            ),
+            Error::InvalidTarget { .. } | Error::InvalidExport { .. } | Error::InvalidVarHost { .. } => None,
             Error::Eval(error) => error.hint(),
         }
     }
@@ -59,43 +121,33 @@ impl Error {
     /// The machine the error is about.
     pub fn machine(&self) -> Option<&str> {
         match self {
-            Error::NoTarget { machine } | Error::InvalidTarget { machine, .. } => Some(machine),
-            Error::Eval(_) => None,
+            Error::NoTarget { machine }
+            | Error::InvalidTarget { machine, .. }
+            | Error::VarHostMissing { machine, .. }
+            | Error::VarHostUndeclared { machine, .. }
+            | Error::VarHost { machine, .. }
+            | Error::InvalidVarHost { machine, .. }
+            | Error::UnsupportedSshOption { machine, .. }
+            | Error::NotAPeer { machine, .. } => Some(machine),
+            Error::InvalidExport { machine, .. } => machine.as_deref(),
+            Error::Eval(_) | Error::UnknownNetwork { .. } => None,
         }
     }
 }
 
-/// Where `machine` is reached: `--target-host` when given, else as [`resolve`]
-/// decides from the clan.
-pub fn machine_target(
-    fleet: &clan_eval::Fleet,
-    machine: &clan_eval::EvaluatedMachine,
-    target_override: Option<&str>,
-) -> Result<Target, Error> {
-    let name = &machine.summary.name;
-    match target_override {
-        Some(text) => Target::parse(name, text, "--target-host"),
-        None => resolve(
-            name,
-            machine.summary.target_host.as_deref(),
-            &fleet.summary.exports,
-            &fleet.summary.meta.domain,
-        ),
-    }
-}
-
-/// How one machine of a clan is reached: where to connect, and the clan-generated host key
+/// How one machine of a clan is reached: the routes to race, and the clan-generated host key
 /// it presents once deployed (trusted besides the user's known_hosts).
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Route {
     pub machine: MachineName,
-    pub target: Target,
+    /// In the order they are tried (see [`candidates`]).
+    pub routes: Vec<Candidate>,
     pub host_key: Option<String>,
 }
 
 impl Route {
-    /// The route to machine `name` of `fleet`; `target_override` is `--target-host`.
+    /// The routes to machine `name` of `fleet`; `target_override` is `--target-host`.
     pub fn of(
         fleet: &clan_eval::Fleet,
         clan_dir: &Path,
@@ -103,11 +155,11 @@ impl Route {
         target_override: Option<&str>,
     ) -> Result<Route, Error> {
         let machine = fleet.machine(name)?;
-        let target = machine_target(fleet, &machine, target_override)?;
+        let routes = candidates(fleet, clan_dir, &machine, target_override)?;
         let host_key = clan_vars::ssh_host_key(clan_dir, name, &machine.config);
         Ok(Route {
             machine: name.clone(),
-            target,
+            routes,
             host_key,
         })
     }

@@ -10,4 +10,6 @@ pub const BUILTIN_SERVICES: &[(&str, &str)] = &[
     ("restic", include_str!("../services/restic.star")),
     ("sshd", include_str!("../services/sshd.star")),
     ("users", include_str!("../services/users.star")),
+    ("wireguard", include_str!("../services/wireguard.star")),
+    ("yggdrasil", include_str!("../services/yggdrasil.star")),
 ];

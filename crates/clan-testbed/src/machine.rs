@@ -9,7 +9,7 @@ use std::fs;
 use std::io::Read as _;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -91,14 +91,16 @@ pub(crate) fn render_hosts(machines: &[Machine], host_address: Ipv4Addr) -> Stri
 }
 
 /// The container command: boot `rootfs` with writes going to `upper`, inside `netns`, with
-/// hostname `name`. `--register=no --keep-unit` because the host may not run systemd; with
-/// `detach` the container gets its own session so it outlives the caller and its terminal.
+/// hostname `name`, with `binds` (host path, machine path) bound read-only. `--register=no
+/// --keep-unit` because the host may not run systemd; with `detach` the container gets its
+/// own session so it outlives the caller and its terminal.
 pub(crate) fn nspawn_command(
     rootfs: &Path,
     upper: &Path,
     netns: &str,
     name: &str,
     detach: bool,
+    binds: &[(PathBuf, PathBuf)],
 ) -> Command {
     let mut command = if detach {
         let mut setsid = process::command(SETSID);
@@ -125,10 +127,19 @@ pub(crate) fn nspawn_command(
             "--console=read-only",
         ])
         .args(["--resolv-conf=off", "--timezone=off"])
-        // A real machine's root may change its network: firewalls, tunnels.
+        // A real machine's root may change its network: firewalls, tunnels, and the network
+        // sysctls (IPv6 forwarding on a router); nspawn mounts /proc/sys read-only otherwise.
         .arg("--capability=CAP_NET_ADMIN")
+        .env("SYSTEMD_NSPAWN_API_VFS_WRITABLE", "network")
         .arg(format!("--network-namespace-path=/run/netns/{netns}"))
         .arg(format!("--machine={name}"));
+    for (host, machine) in binds {
+        let mut bind = std::ffi::OsString::from("--bind-ro=");
+        bind.push(host);
+        bind.push(":");
+        bind.push(machine);
+        command.arg(bind);
+    }
     command
 }
 
@@ -218,6 +229,7 @@ mod tests {
             "clantb1-m0",
             "web",
             false,
+            &[("/root/.cargo/bin/tool".into(), "/usr/local/bin/tool".into())],
         );
         let argv: Vec<String> = command
             .get_args()
@@ -231,6 +243,7 @@ mod tests {
             "--keep-unit",
             "--network-namespace-path=/run/netns/clantb1-m0",
             "--machine=web",
+            "--bind-ro=/root/.cargo/bin/tool:/usr/local/bin/tool",
         ] {
             assert!(
                 argv.iter().any(|a| a == expected),
@@ -241,7 +254,7 @@ mod tests {
 
     #[test]
     fn detached_containers_run_under_setsid() {
-        let command = nspawn_command(Path::new("/r"), Path::new("/u"), "ns", "web", true);
+        let command = nspawn_command(Path::new("/r"), Path::new("/u"), "ns", "web", true, &[]);
         assert!(command.get_program().to_string_lossy().ends_with("setsid"));
         let first = command
             .get_args()

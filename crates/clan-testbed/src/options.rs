@@ -20,6 +20,9 @@ pub struct Options {
     pub suite: Option<String>,
     /// Packages added to the root filesystem (a different list is a different cache).
     pub extra_packages: Vec<String>,
+    /// Host files bound read-only into every machine (`host path`, `path in the machine`):
+    /// tools from other registries than Debian's, e.g. a `cargo install`ed binary.
+    pub binds: Vec<(PathBuf, PathBuf)>,
     /// Start containers in their own session so they outlive this process (the CLI's `up`).
     pub detach: bool,
     /// How long machines may take until their sshd answers; `None` scales with the count.
@@ -45,6 +48,7 @@ impl Options {
             cache_dir: None,
             suite: None,
             extra_packages: Vec::new(),
+            binds: Vec::new(),
             detach: false,
             boot_timeout: None,
             trust_host_keys: false,

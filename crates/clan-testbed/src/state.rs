@@ -25,6 +25,9 @@ pub(crate) struct State {
     pub rootfs: PathBuf,
     /// Whether containers run in their own session (started by a process that exits).
     pub detach: bool,
+    /// Host files bound read-only into every machine (see `Options::binds`).
+    #[serde(default)]
+    pub binds: Vec<(PathBuf, PathBuf)>,
     pub machines: Vec<MachineState>,
 }
 
@@ -43,6 +46,7 @@ impl State {
             index,
             rootfs,
             detach,
+            binds: Vec::new(),
             machines: Vec::new(),
         }
     }

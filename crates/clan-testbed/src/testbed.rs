@@ -83,7 +83,10 @@ impl Testbed {
 
         let network = Network::create()?;
         let mut testbed = Testbed {
-            state: State::new(network.index, rootfs, options.detach),
+            state: State {
+                binds: options.binds.clone(),
+                ..State::new(network.index, rootfs, options.detach)
+            },
             state_dir,
             machines: Vec::new(),
             children: HashMap::new(),
@@ -367,6 +370,7 @@ impl Testbed {
             &self.network().machine_netns(slot),
             name,
             self.state.detach,
+            &self.state.binds,
         );
         let child = machine::spawn(command, &self.console_log(name))?;
         let pid = child.id();

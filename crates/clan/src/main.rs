@@ -59,6 +59,8 @@ enum Command {
     Machines(commands::machines::Args),
     /// Log in to a machine, or run one command on it, reached as deploys reach it.
     Ssh(commands::ssh::Args),
+    /// The networks machines are reached over: list them, ping a machine, an overview.
+    Network(commands::network::Args),
     /// The services instances can use, and their roles and settings.
     Services(commands::services::Args),
     /// Service instances: create, delete, add or remove role members, set settings.
@@ -90,6 +92,7 @@ impl Command {
             Command::Gui(args) => Some(&args.clan),
             Command::Machines(args) => Some(&args.clan),
             Command::Ssh(args) => Some(&args.clan),
+            Command::Network(args) => Some(&args.clan),
             Command::Services(args) => Some(&args.clan),
             Command::Instances(args) => Some(&args.clan),
             Command::Select(args) => Some(&args.clan),
@@ -164,6 +167,7 @@ fn run(cli: Cli, clan_dir: Option<std::path::PathBuf>) -> ExitCode {
         Command::Machines(args) => commands::machines::run(args, &context),
         Command::Services(args) => commands::services::run(args, &context),
         Command::Ssh(args) => commands::ssh::run(args, &context),
+        Command::Network(args) => commands::network::run(args, &context),
         Command::Instances(args) => commands::instances::run(args, &context),
         Command::Select(args) => commands::inspect::select(args, &context),
         Command::Schema(args) => commands::inspect::schema(args),

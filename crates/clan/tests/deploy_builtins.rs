@@ -436,8 +436,8 @@ fn first_contact_follows_the_host_key_policy() {
     assert_eq!(stdout(&ssh), MACHINE);
     let route: serde_json::Value =
         serde_json::from_str(&f.clan_ok(&["ssh", MACHINE, "--json"])).unwrap();
-    assert_eq!(route["target"]["host"], f.address());
-    assert_eq!(route["target"]["source"], "targetHost");
+    assert_eq!(route["routes"][0]["host"]["plain"], f.address());
+    assert_eq!(route["routes"][0]["source"], "targetHost");
     assert!(route["hostKey"].as_str().unwrap().contains(&var_key));
     assert_eq!(recorded().lines().count(), 1, "{}", recorded());
 }

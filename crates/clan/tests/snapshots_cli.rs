@@ -482,3 +482,50 @@ fn colour_only_on_a_terminal_and_never_with_no_color() {
     let piped = s.workspace.run(&args, b"");
     assert!(!piped.stderr.contains('\x1b'), "{}", piped.stderr);
 }
+
+/// A clan-local network service: its host is a var (as tor's onion hostname is).
+const OVERLAY_SERVICE: &str = r#"manifest = {"name": "overlay", "description": "test overlay", "exports": ["networking", "peer"]}
+
+def _peer(ctx):
+    name = ctx.machine["name"]
+    return {
+        "config": {"generators": {"overlay": {"files": {"address": {"secret": False}}, "script": "echo fd00::1 > $out/address"}}},
+        "exports": {"peer": {"hosts": [{"var": {"machine": name, "generator": "overlay", "file": "address"}}]}},
+        "instanceExports": {"networking": {"priority": 10, "module": "clan_lib.network.tor"}},
+    }
+
+roles = {"default": {"description": "member", "interface": {"type": "object"}, "perInstance": _peer}}
+"#;
+
+#[test]
+fn networks() {
+    let toml = format!(
+        "{FLEET}\n[machines.nas]\n[machines.cam]\n[machines.tv]\n\n\
+         [instances.lan]\nmodule.name = \"internet\"\nroles.default.tags = [\"all\"]\n\
+         roles.default.machines.db01.settings = {{ host = \"10.0.0.2\", jumphosts = [\"admin@192.0.2.10:2222\"] }}\n\n\
+         [instances.onion]\nmodule.name = \"overlay\"\nroles.default.machines.db01 = {{}}\n"
+    );
+    let mut s = Session::new(&toml, |w| {
+        w.write("services/overlay/service.star", OVERLAY_SERVICE)
+    });
+    s.ok(&["network", "list"], "");
+    s.ok(&["network", "list", "--json"], "");
+    s.ok(&["ssh", "db01", "--json"], "");
+    s.fails(2, &["network", "ping", "db01", "--network", "nosuch"], "");
+    s.fails(1, &["network", "ping", "web01", "--network", "onion"], "");
+    // The onion host is a var not generated yet: the ping says which generator to run.
+    s.fails(
+        1,
+        &[
+            "network",
+            "ping",
+            "db01",
+            "--network",
+            "onion",
+            "--host-key-check",
+            "strict",
+        ],
+        "",
+    );
+    assert_transcript!("networks", s.transcript);
+}

@@ -11,6 +11,7 @@ pub mod init;
 pub mod inspect;
 pub mod instances;
 pub mod machines;
+pub mod network;
 pub mod output;
 pub mod secrets;
 pub mod services;

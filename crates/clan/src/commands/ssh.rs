@@ -1,5 +1,5 @@
 //! `clan ssh <machine> [-- command…]`: a login or one command on a machine, reached exactly
-//! as deploys reach it (the same target resolution, the same host-key trust).
+//! as deploys reach it (the same routes raced, the same host-key trust), saying which route.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -28,8 +28,8 @@ pub struct Args {
     /// Give the command a terminal (as `ssh -t`).
     #[arg(short = 't', long)]
     tty: bool,
-    /// Print the machine's route (target, where it came from, the trusted clan host key) as
-    /// JSON instead of connecting.
+    /// Print the machine's routes (in the order they are raced, where each came from) and the
+    /// trusted clan host key as JSON instead of connecting.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -53,6 +53,12 @@ fn session(dir: &Path, args: &Args) -> anyhow::Result<ExitCode> {
         args.ssh.target_host.as_deref(),
         &args.ssh.options(),
     )?;
+    if let Some(used) = host.route_used() {
+        super::output::printer().note(format_args!(
+            "reached {} at {} ({}) in {} ms",
+            args.machine, used.target, used.source, used.elapsed_ms
+        ));
+    }
     let command = (!args.command.is_empty()).then(|| args.command.join(" "));
     let code = host.session(command.as_deref(), args.tty)?;
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)))

@@ -43,7 +43,18 @@ impl Fixture {
 
     /// [`Fixture::new`] with `packages` installed on the machines.
     pub fn with_packages(machines: &[&str], tools: &[&str], packages: &[&str]) -> Option<Self> {
-        let (state, testbed) = super::testbed_with(machines, packages)?;
+        Fixture::with_options(machines, tools, |options| {
+            options.extra_packages = packages.iter().map(|p| (*p).to_owned()).collect();
+        })
+    }
+
+    /// [`Fixture::new`] with `configure` applied to the testbed's options.
+    pub fn with_options(
+        machines: &[&str],
+        tools: &[&str],
+        configure: impl FnOnce(&mut clan_testbed::Options),
+    ) -> Option<Self> {
+        let (state, testbed) = super::testbed_configured(machines, configure)?;
         for tool in tools {
             let found = Command::new("sh")
                 .args(["-c", &format!("command -v {tool}")])

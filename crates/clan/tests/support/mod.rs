@@ -20,7 +20,18 @@ pub fn testbed(names: &[&str]) -> Option<(tempfile::TempDir, Testbed)> {
 }
 
 /// [`testbed`] with `packages` added to the machines' root filesystem.
+#[allow(dead_code)] // each test file uses part of this module
 pub fn testbed_with(names: &[&str], packages: &[&str]) -> Option<(tempfile::TempDir, Testbed)> {
+    testbed_configured(names, |options| {
+        options.extra_packages = packages.iter().map(|p| (*p).to_owned()).collect();
+    })
+}
+
+/// [`testbed`] with `configure` applied to the options (extra packages, binds).
+pub fn testbed_configured(
+    names: &[&str],
+    configure: impl FnOnce(&mut Options),
+) -> Option<(tempfile::TempDir, Testbed)> {
     if let Err(reason) = check_host() {
         clan_testbed::skip(reason);
         return None;
@@ -28,7 +39,7 @@ pub fn testbed_with(names: &[&str], packages: &[&str]) -> Option<(tempfile::Temp
     let state = tempfile::tempdir().expect("state dir");
     let mut options = Options::named(state.path(), names.iter().copied());
     options.progress = |message| eprintln!("{message}");
-    options.extra_packages = packages.iter().map(|p| (*p).to_owned()).collect();
+    configure(&mut options);
     match Testbed::up(&options) {
         Ok(testbed) => Some((state, testbed)),
         Err(error @ Error::ToolMissing { .. }) => {
