@@ -7,7 +7,7 @@ use clan_inventory::MachineName;
 use clan_lib::backups::{BackupStatus, On, RestoreRequest};
 
 use super::machines::SshArgs;
-use super::output::{print_json, print_table, printer};
+use super::output::{print_fleet_json, print_json, print_table, printer};
 use super::{clan_dir, Context};
 use crate::report::EXIT_FAILED;
 use clan_agent::report::local_time;
@@ -20,40 +20,33 @@ pub struct Args {
     command: Command,
 }
 
+/// A machine, optionally one of its providers, and how to reach it.
+#[derive(clap::Args)]
+struct ProviderArgs {
+    /// The machine.
+    machine: MachineName,
+    /// Only this provider (default: every provider of the machine).
+    #[arg(long)]
+    provider: Option<String>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    ssh: SshArgs,
+}
+
 #[derive(clap::Subcommand)]
 enum Command {
     /// Back a machine's state up now (pre-backup scripts, each provider, post-backup scripts).
     #[command(after_help = "Examples:
   clan backups create web01                        # with every provider web01 has
   clan backups create web01 --provider borgbackup")]
-    Create {
-        /// The machine.
-        machine: MachineName,
-        /// Only this provider (default: all of the machine's).
-        #[arg(long)]
-        provider: Option<String>,
-        /// Print the result as JSON.
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        ssh: SshArgs,
-    },
+    Create(ProviderArgs),
     /// A machine's archives, per provider.
     #[command(after_help = "Examples:
   clan backups list web01
   clan backups list web01 --provider borgbackup --json")]
-    List {
-        /// The machine.
-        machine: MachineName,
-        /// Only this provider.
-        #[arg(long)]
-        provider: Option<String>,
-        /// Print `[{provider, archives: [{name}]}]` as JSON.
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        ssh: SshArgs,
-    },
+    List(ProviderArgs),
     /// Restore an archive: per state pre-restore, the provider's restore, post-restore.
     #[command(after_help = "Examples:
   clan backups restore web01 borgbackup 'backup01::borg@backup01:.::web01-2026-12-01T01:00:00'
@@ -82,18 +75,7 @@ enum Command {
     /// Verify a machine's repositories and archives (each provider's check).
     #[command(after_help = "Examples:
   clan backups check web01")]
-    Check {
-        /// The machine.
-        machine: MachineName,
-        /// Only this provider.
-        #[arg(long)]
-        provider: Option<String>,
-        /// Print the status as JSON.
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        ssh: SshArgs,
-    },
+    Check(ProviderArgs),
     /// Every machine's last backup and check per provider, asked concurrently; exit 1 when a
     /// backup is stale (the latest run failed or a scheduled one made no archive), a check
     /// failed or a machine could not be asked.
@@ -115,16 +97,10 @@ enum Command {
 pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
     let dir = clan_dir(context)?;
     match args.command {
-        Command::Create {
-            machine,
-            provider,
-            json,
-            ssh,
-        } => {
-            let created = reach(&dir, &machine, &ssh, |on| {
-                clan_lib::backups::create(on, provider.as_deref())
-            })?;
-            if json {
+        Command::Create(args) => {
+            let created = with_provider(&dir, &args, clan_lib::backups::create)?;
+            let machine = &args.machine;
+            if args.json {
                 print_json(&created)?;
             } else {
                 printer().note(format_args!(
@@ -134,16 +110,9 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
                 ));
             }
         }
-        Command::List {
-            machine,
-            provider,
-            json,
-            ssh,
-        } => {
-            let lists = reach(&dir, &machine, &ssh, |on| {
-                clan_lib::backups::list(on, provider.as_deref())
-            })?;
-            if json {
+        Command::List(args) => {
+            let lists = with_provider(&dir, &args, clan_lib::backups::list)?;
+            if args.json {
                 print_json(&lists)?;
             } else {
                 let mut rows = vec![vec!["PROVIDER".to_owned(), "ARCHIVE".to_owned()]];
@@ -186,19 +155,12 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
                 ));
             }
         }
-        Command::Check {
-            machine,
-            provider,
-            json,
-            ssh,
-        } => {
-            let status = reach(&dir, &machine, &ssh, |on| {
-                clan_lib::backups::check(on, provider.as_deref())
-            })?;
-            if json {
+        Command::Check(args) => {
+            let status = with_provider(&dir, &args, clan_lib::backups::check)?;
+            if args.json {
                 print_json(&status)?;
             } else {
-                print_status(&[(machine, Ok(status))])?;
+                print_status(&[(args.machine, Ok(status))])?;
             }
         }
         Command::Status { jobs, json, ssh } => {
@@ -212,19 +174,7 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
                     .any(|p| p.stale || p.last_check_ok == Some(false)),
             });
             if json {
-                let document: serde_json::Map<String, serde_json::Value> = results
-                    .iter()
-                    .map(|(machine, result)| {
-                        let value = match result {
-                            Ok(status) => {
-                                serde_json::to_value(status).unwrap_or(serde_json::Value::Null)
-                            }
-                            Err(error) => serde_json::json!({ "error": error.to_string() }),
-                        };
-                        (machine.to_string(), value)
-                    })
-                    .collect();
-                print_json(&document)?;
+                print_fleet_json(&results)?;
             } else {
                 print_status(&results)?;
             }
@@ -249,6 +199,17 @@ fn reach<T>(
         machine,
         target_host: ssh.target_host.as_deref(),
         ssh: &options,
+    })
+}
+
+/// `operation` on the machine and provider `args` name.
+fn with_provider<T>(
+    dir: &std::path::Path,
+    args: &ProviderArgs,
+    operation: impl FnOnce(&On<'_>, Option<&str>) -> Result<T, clan_lib::Error>,
+) -> Result<T, clan_lib::Error> {
+    reach(dir, &args.machine, &args.ssh, |on| {
+        operation(on, args.provider.as_deref())
     })
 }
 

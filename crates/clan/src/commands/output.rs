@@ -227,6 +227,24 @@ impl MachineProgress {
 
 pub use clan_agent::report::print_json;
 
+/// Per-machine results of a fleet-wide question as one JSON object: each machine's answer, or
+/// `{"error": …}` for a machine that could not be asked.
+pub fn print_fleet_json<T: serde::Serialize, E: std::fmt::Display>(
+    results: &[(impl std::fmt::Display, Result<T, E>)],
+) -> anyhow::Result<()> {
+    let document: serde_json::Map<String, serde_json::Value> = results
+        .iter()
+        .map(|(machine, result)| {
+            let value = match result {
+                Ok(answer) => serde_json::to_value(answer)?,
+                Err(error) => serde_json::json!({ "error": error.to_string() }),
+            };
+            Ok((machine.to_string(), value))
+        })
+        .collect::<Result<_, serde_json::Error>>()?;
+    print_json(&document)
+}
+
 /// Mesher results (`clan mesher …`) through this printer.
 impl clan_agent::mesher::Print for Printer {
     fn data(&self, line: &dyn std::fmt::Display) -> anyhow::Result<()> {

@@ -16,7 +16,9 @@ use clan_inventory::MachineName;
 use clan_lib::deploy::UpdateRequest;
 use clan_lib::Progress;
 
-use crate::commands::output::{print_json, print_table, printer, MachineProgress};
+use crate::commands::output::{
+    print_fleet_json, print_json, print_table, printer, MachineProgress,
+};
 use crate::commands::{Generators, TerminalPrompter};
 use crate::report::EXIT_FAILED;
 
@@ -351,19 +353,7 @@ fn fleet_generations(args: &GenerationsArgs, dir: &Path) -> anyhow::Result<ExitC
     let results = clan_lib::deploy::fleet_generations(dir, &args.ssh.options(), args.jobs)?;
     let failed = results.iter().filter(|(_, r)| r.is_err()).count();
     if args.json {
-        let document: serde_json::Map<String, serde_json::Value> = results
-            .iter()
-            .map(|(machine, result)| {
-                let value = match result {
-                    Ok(generations) => {
-                        serde_json::to_value(generations).unwrap_or(serde_json::Value::Null)
-                    }
-                    Err(error) => serde_json::json!({ "error": error.to_string() }),
-                };
-                (machine.to_string(), value)
-            })
-            .collect();
-        print_json(&document)?;
+        print_fleet_json(&results)?;
     } else {
         let mut rows = vec![["MACHINE", "GENERATION", "TIME", "ACTION", "GENERATIONS"]
             .map(str::to_owned)
