@@ -2,7 +2,7 @@
 //! with fantoccini), against a real test machine (a systemd-nspawn container with sshd):
 //! from an empty start, create a clan, add machines, create instances through their
 //! schema forms (fixing a validation error shown at its field), answer a hidden prompt,
-//! deploy and watch it succeed, change a setting and deploy again, roll back; each outcome
+//! deploy and watch it succeed, change a setting, dry-run and deploy again, roll back; each outcome
 //! observed on the machine. Then what the browser's own rules add to the server's checks:
 //! another origin can neither read the API nor post to it. The screenshots of
 //! docs/gui.md are taken here.
@@ -213,6 +213,18 @@ async fn a_clan_from_empty_to_deployed_and_rolled_back_in_the_browser() {
         String::from_utf8_lossy(&log.stdout).trim(),
         "instances: set settings of hello"
     );
+    // A dry run shows what would change, and changes nothing.
+    goto(&client, &gui, "#/machine/web").await;
+    click(&client, "#dry-run").await;
+    wait_deployed(&client).await;
+    wait_text(
+        &client,
+        "[data-deploy-machine=web]",
+        "/etc/hello",
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(on_web("cat /etc/hello"), "Hello from the browser from web");
     goto(&client, &gui, "#/machine/web").await;
     click(&client, "#deploy").await;
     wait_deployed(&client).await;
@@ -234,7 +246,8 @@ async fn a_clan_from_empty_to_deployed_and_rolled_back_in_the_browser() {
     // The history survives a reload (and is what a second browser sees).
     goto(&client, &gui, "#/deploys").await;
     let history = wait_text(&client, "main table", "succeeded", Duration::from_secs(30)).await;
-    assert_eq!(history.matches("succeeded").count(), 2, "{history}");
+    assert_eq!(history.matches("succeeded").count(), 3, "{history}");
+    assert_eq!(history.matches("dry-run").count(), 1, "{history}");
     screenshot(&client, "deploys").await;
 
     // Another origin (the same server under another name is another site for the
