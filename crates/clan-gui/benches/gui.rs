@@ -185,13 +185,13 @@ async fn deploy_delays(client: &Client) -> Option<String> {
         .iter()
         .map(|m| {
             format!(
-                "machines.{}.deploy.targetHost = \"{}\"\n",
+                "[machines.{}]\ndeploy.targetHost = \"{}\"\n",
                 m.name,
                 m.ssh_target()
             )
         })
         .collect();
-    let clan = support::clan_of(work.path(), &format!("{HELLO_EVERYWHERE}\n{targets}"));
+    let clan = support::clan_of(work.path(), &format!("{targets}\n{HELLO_EVERYWHERE}"));
     let gui = support::Gui::start_with(
         Some(clan),
         SshOptions {
