@@ -8,46 +8,31 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::process::Command;
-use std::time::Duration;
-
 use clan_deploy::ssh::{HostKeyCheck, SshOptions};
 use fantoccini::Client;
 use serde_json::{json, Value};
-use support::browser::{agent, browser, chromedriver, click, fill, find, wait_text};
+use support::browser::{agent, browser, chromedriver, click, fill, find, wait_deployed};
 
 const RUNS: usize = 5;
 
 /// A clan of `machines` machines in ten tags, with hello-world on all of them.
 fn big_clan(dir: &std::path::Path, machines: usize) -> std::path::PathBuf {
-    let clan = support::clan(dir, &[]);
-    let mut toml = String::from("[meta]\nname = \"big\"\ndomain = \"invalid\"\n\n");
-    for i in 0..machines {
-        toml.push_str(&format!(
-            "[machines.m-{i:04}]\ntags = [\"group-{}\"]\ndeploy.targetHost = \"root@10.0.{}.{}\"\n\n",
-            i % 10,
-            i / 250,
-            i % 250 + 1
-        ));
-    }
-    toml.push_str(
-        "[instances.hello]\nmodule.name = \"hello-world\"\nroles.default.tags = [\"all\"]\n",
-    );
-    std::fs::write(clan.join("clan.toml"), toml).unwrap();
-    for args in [
-        &["add", "clan.toml"][..],
-        &["commit", "--quiet", "-m", "big"],
-    ] {
-        assert!(Command::new("git")
-            .arg("-C")
-            .arg(&clan)
-            .args(args)
-            .status()
-            .unwrap()
-            .success());
-    }
-    clan
+    let mut toml: String = (0..machines)
+        .map(|i| {
+            format!(
+                "[machines.m-{i:04}]\ntags = [\"group-{}\"]\ndeploy.targetHost = \"root@10.0.{}.{}\"\n\n",
+                i % 10,
+                i / 250,
+                i % 250 + 1
+            )
+        })
+        .collect();
+    toml.push_str(HELLO_EVERYWHERE);
+    support::clan_of(dir, &toml)
 }
+
+const HELLO_EVERYWHERE: &str =
+    "[instances.hello]\nmodule.name = \"hello-world\"\nroles.default.tags = [\"all\"]\n";
 
 /// Runs `script` (an async WebDriver script: `done` is its last argument) and returns its
 /// number.
@@ -195,19 +180,18 @@ async fn deploy_delays(client: &Client) -> Option<String> {
         clan_testbed::Testbed::up(&clan_testbed::Options::named(state.path(), ["b1", "b2"]))
             .expect("testbed up");
     let work = tempfile::tempdir().unwrap();
-    let clan = support::clan(work.path(), &[]);
-    let mut toml = String::from("[meta]\nname = \"deploy\"\ndomain = \"invalid\"\n\n");
-    for machine in testbed.machines() {
-        toml.push_str(&format!(
-            "[machines.{}]\ndeploy.targetHost = \"{}\"\n\n",
-            machine.name,
-            machine.ssh_target()
-        ));
-    }
-    toml.push_str(
-        "[instances.hello]\nmodule.name = \"hello-world\"\nroles.default.tags = [\"all\"]\n",
-    );
-    std::fs::write(clan.join("clan.toml"), toml).unwrap();
+    let targets: String = testbed
+        .machines()
+        .iter()
+        .map(|m| {
+            format!(
+                "[machines.{}]\ndeploy.targetHost = \"{}\"\n",
+                m.name,
+                m.ssh_target()
+            )
+        })
+        .collect();
+    let clan = support::clan_of(work.path(), &format!("{targets}\n{HELLO_EVERYWHERE}"));
     let gui = support::Gui::start_with(
         Some(clan),
         SshOptions {
@@ -225,13 +209,7 @@ async fn deploy_delays(client: &Client) -> Option<String> {
         .unwrap();
     client.refresh().await.unwrap();
     click(client, "main button").await;
-    wait_text(
-        client,
-        "#deploy-status",
-        "succeeded",
-        Duration::from_secs(300),
-    )
-    .await;
+    wait_deployed(client).await;
     let delays: Value = client
         .execute("return window.clanEventDelays || [];", vec![])
         .await

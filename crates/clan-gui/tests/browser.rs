@@ -2,7 +2,7 @@
 //! with fantoccini), against a real test machine (a systemd-nspawn container with sshd):
 //! from an empty start, create a clan, add machines, create instances through their
 //! schema forms (fixing a validation error shown at its field), answer a hidden prompt,
-//! deploy and watch it succeed, change a setting and deploy again, roll back; each outcome
+//! deploy and watch it succeed, change a setting, dry-run and deploy again, roll back; each outcome
 //! observed on the machine. Then what the browser's own rules add to the server's checks:
 //! another origin can neither read the API nor post to it. The screenshots of
 //! docs/gui.md are taken here.
@@ -21,7 +21,8 @@ use clan_testbed::{check_host, Options, Testbed};
 use fantoccini::Client;
 use serde_json::{json, Value};
 use support::browser::{
-    agent, browser, chromedriver, click, fill, find, wait_text, CHROMEDRIVER, CHROMIUM,
+    agent, browser, chromedriver, click, fill, find, wait_deployed, wait_text, CHROMEDRIVER,
+    CHROMIUM,
 };
 
 const PASSWORD: &str = "browser-password-7";
@@ -35,19 +36,6 @@ fn screenshots() -> PathBuf {
 async fn screenshot(client: &Client, name: &str) {
     let png = client.screenshot().await.unwrap();
     std::fs::write(screenshots().join(format!("{name}.png")), png).unwrap();
-}
-
-/// Deploys from the machine page now shown and waits for the outcome.
-async fn deploy_and_wait(client: &Client) -> String {
-    click(client, "#deploy").await;
-    find(client, "#deploy-status").await;
-    wait_text(
-        client,
-        "#deploy-status",
-        "succeeded",
-        Duration::from_secs(300),
-    )
-    .await
 }
 
 async fn goto(client: &Client, gui: &support::Gui, hash: &str) {
@@ -96,13 +84,9 @@ async fn a_clan_from_empty_to_deployed_and_rolled_back_in_the_browser() {
     );
     let clan_dir = work.path().join("clan");
     let on_web = |command: &str| -> String {
-        let output = testbed
-            .ssh_command("web")
-            .unwrap()
-            .arg(command)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+        let mut ssh = testbed.ssh_command("web").unwrap();
+        let stdout = ssh.arg(command).output().unwrap().stdout;
+        String::from_utf8_lossy(&stdout).trim().to_owned()
     };
 
     let driver = chromedriver();
@@ -195,14 +179,7 @@ async fn a_clan_from_empty_to_deployed_and_rolled_back_in_the_browser() {
     );
     prompt.send_keys(PASSWORD).await.unwrap();
     click(&client, "#prompts-ok").await;
-    find(&client, "#deploy-status").await;
-    wait_text(
-        &client,
-        "#deploy-status",
-        "succeeded",
-        Duration::from_secs(300),
-    )
-    .await;
+    wait_deployed(&client).await;
     find(&client, "[data-deploy-machine=web] .outcome.ok").await;
     screenshot(&client, "deploy").await;
     assert_eq!(on_web("cat /etc/hello"), "Hello from the browser from web");
@@ -236,8 +213,21 @@ async fn a_clan_from_empty_to_deployed_and_rolled_back_in_the_browser() {
         String::from_utf8_lossy(&log.stdout).trim(),
         "instances: set settings of hello"
     );
+    // A dry run shows what would change, and changes nothing.
     goto(&client, &gui, "#/machine/web").await;
-    deploy_and_wait(&client).await;
+    click(&client, "#dry-run").await;
+    wait_deployed(&client).await;
+    wait_text(
+        &client,
+        "[data-deploy-machine=web]",
+        "/etc/hello",
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(on_web("cat /etc/hello"), "Hello from the browser from web");
+    goto(&client, &gui, "#/machine/web").await;
+    click(&client, "#deploy").await;
+    wait_deployed(&client).await;
     assert_eq!(on_web("cat /etc/hello"), "Second greeting from web");
 
     // Roll back to the first deploy's generation.
@@ -256,7 +246,8 @@ async fn a_clan_from_empty_to_deployed_and_rolled_back_in_the_browser() {
     // The history survives a reload (and is what a second browser sees).
     goto(&client, &gui, "#/deploys").await;
     let history = wait_text(&client, "main table", "succeeded", Duration::from_secs(30)).await;
-    assert_eq!(history.matches("succeeded").count(), 2, "{history}");
+    assert_eq!(history.matches("succeeded").count(), 3, "{history}");
+    assert_eq!(history.matches("dry-run").count(), 1, "{history}");
     screenshot(&client, "deploys").await;
 
     // Another origin (the same server under another name is another site for the

@@ -147,3 +147,16 @@ pub async fn wait_text(client: &Client, css: &str, text: &str, limit: Duration) 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Waits for the deploy page now shown to say the deploy succeeded (a first deploy
+/// uploads the agent: minutes on a loaded machine).
+pub async fn wait_deployed(client: &Client) {
+    find(client, "#deploy-status").await;
+    wait_text(
+        client,
+        "#deploy-status",
+        "succeeded",
+        Duration::from_secs(300),
+    )
+    .await;
+}

@@ -22,14 +22,21 @@ pub struct Gui {
     pub clan: Option<PathBuf>,
 }
 
-/// A clan directory: a git repository with a clan.toml naming `machines`.
+/// A clan directory: a git repository with a clan.toml naming `machines` (tagged `web`).
 pub fn clan(dir: &Path, machines: &[&str]) -> PathBuf {
-    let clan = dir.join("clan");
-    std::fs::create_dir_all(&clan).unwrap();
-    let mut toml = String::from("[meta]\nname = \"test\"\ndomain = \"invalid\"\n\n");
+    let mut toml = String::new();
     for machine in machines {
         toml.push_str(&format!("[machines.{machine}]\ntags = [\"web\"]\n\n"));
     }
+    clan_of(dir, &toml)
+}
+
+/// A clan directory: a git repository whose clan.toml is a `meta` table and `rest`,
+/// committed.
+pub fn clan_of(dir: &Path, rest: &str) -> PathBuf {
+    let clan = dir.join("clan");
+    std::fs::create_dir_all(&clan).unwrap();
+    let toml = format!("[meta]\nname = \"test\"\ndomain = \"invalid\"\n\n{rest}");
     std::fs::write(clan.join("clan.toml"), toml).unwrap();
     for args in [
         &["init", "--quiet"][..],
