@@ -72,15 +72,7 @@ fn deployed(providers: &[&str]) -> Option<Fixture> {
     f.git(&["add", "services"]);
     f.commit_clan_toml(&toml, "init");
     f.clan_ok(&["vars", "keygen", "--user", "admin"]);
-    let deploy = run(&mut f.clan(&[
-        "machines",
-        "update",
-        "--confirm-timeout",
-        "10",
-        "--host-key-check",
-        "tofu",
-    ]));
-    assert!(deploy.status.success(), "deploy failed");
+    f.deploy_fresh();
     f.on(
         "web01",
         "mkdir -p /var/lib/notes && echo v1 > /var/lib/notes/db",

@@ -162,15 +162,7 @@ fn builtin_services_deploy_with_vars_and_secrets() {
     // Host keys are checked (trust on first use records the testbed's own key in the
     // deployer's ~/.ssh/known_hosts). The deploy changes the key; the confirming connection
     // still recognises the machine because the deploy trusts the key it installs.
-    let output = run(&mut f.clan(&[
-        "machines",
-        "update",
-        "--confirm-timeout",
-        "10",
-        "--host-key-check",
-        "tofu",
-    ]));
-    assert!(output.status.success(), "deploy failed");
+    let output = f.deploy_fresh();
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("confirmed"),
         "not confirmed"
@@ -278,15 +270,7 @@ fn data_mesher_deploys_and_its_members_find_each_other() {
     f.git(&["commit", "-q", "-m", "init"]);
     f.clan_ok(&["vars", "keygen", "--user", "admin"]);
     // `machines update` generates the mesher's keys and certificates first (no prompts).
-    let output = run(&mut f.clan(&[
-        "machines",
-        "update",
-        "--confirm-timeout",
-        "10",
-        "--host-key-check",
-        "tofu",
-    ]));
-    assert!(output.status.success(), "deploy failed");
+    f.deploy_fresh();
 
     let on =
         |machine: &str, command: &str| run(f.testbed.ssh_command(machine).unwrap().arg(command));

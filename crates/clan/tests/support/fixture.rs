@@ -100,6 +100,21 @@ impl Fixture {
         command
     }
 
+    /// The first `clan machines update` of the whole clan, as fresh servers meet it (host
+    /// keys trusted on first use, a 10 s confirmation window); asserts that it succeeded.
+    pub fn deploy_fresh(&self) -> Output {
+        let output = run(&mut self.clan(&[
+            "machines",
+            "update",
+            "--confirm-timeout",
+            "10",
+            "--host-key-check",
+            "tofu",
+        ]));
+        assert!(output.status.success(), "deploy failed");
+        output
+    }
+
     pub fn clan_ok(&self, args: &[&str]) -> String {
         let output = run(&mut self.clan(args));
         assert!(output.status.success(), "clan {args:?} failed");
