@@ -110,6 +110,8 @@ impl clan_error::Hint for Error {
     fn exit(&self) -> clan_error::Exit {
         match self {
             Error::Eval(error) => error.exit(),
+            // A network the command line names that the clan does not have: usage.
+            Error::UnknownNetwork { .. } => clan_error::Exit::Error,
             _ => clan_error::Exit::Failed,
         }
     }
