@@ -5,7 +5,7 @@
 //! deploy and watch it succeed, change a setting, dry-run and deploy again, roll back; each outcome
 //! observed on the machine. Then what the browser's own rules add to the server's checks:
 //! another origin can neither read the API nor post to it. The screenshots of
-//! docs/gui.md are taken here.
+//! docs/gui.md are taken here (`CLAN_GUI_SCREENSHOTS=docs` writes them into docs/gui).
 //!
 //! Skips with the reason when the host cannot run it (not root, no testbed tools, no
 //! chromium or chromedriver).
@@ -27,14 +27,26 @@ use support::browser::{
 
 const PASSWORD: &str = "browser-password-7";
 
+/// Where screenshots go: docs/gui with `CLAN_GUI_SCREENSHOTS=docs` (to refresh the docs'
+/// images), else the target directory, so a test run leaves the checkout as it was.
 fn screenshots() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/gui");
+    let dir = if std::env::var_os("CLAN_GUI_SCREENSHOTS").is_some_and(|v| v == "docs") {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/gui")
+    } else {
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("gui-screenshots")
+    };
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
 
 async fn screenshot(client: &Client, name: &str) {
     let png = client.screenshot().await.unwrap();
+    // Every view renders to an image (a blank page would be a few hundred bytes).
+    assert!(
+        png.len() > 2000,
+        "{name}: screenshot of {} bytes",
+        png.len()
+    );
     std::fs::write(screenshots().join(format!("{name}.png")), png).unwrap();
 }
 
