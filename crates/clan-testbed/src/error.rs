@@ -56,8 +56,8 @@ pub enum Error {
     #[error("no apt source for Debian `{suite}` in /etc/apt/sources.list*; set CLAN_TESTBED_MIRROR to a Debian mirror URL")]
     NoMirror { suite: String },
 
-    /// Machines did not answer on their SSH port in time.
-    #[error("machines {} did not start sshd within {seconds} s; see their console logs in `{}`", machines.join(", "), log_dir.display())]
+    /// Machines did not answer on their SSH port, or did not finish booting, in time.
+    #[error("machines {} did not finish booting within {seconds} s; see their console logs in `{}`", machines.join(", "), log_dir.display())]
     BootTimeout {
         machines: Vec<String>,
         seconds: u64,

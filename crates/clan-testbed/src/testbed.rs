@@ -390,7 +390,51 @@ impl Testbed {
             .collect();
         let refs: Vec<&Machine> = machines.iter().collect();
         let log_dir = self.log_dir();
-        machine::wait_for_sshd(&refs, timeout, &log_dir, |name| self.exit_status(name))
+        let started = Instant::now();
+        machine::wait_for_sshd(&refs, timeout, &log_dir, |name| self.exit_status(name))?;
+        self.wait_booted(names, timeout.saturating_sub(started.elapsed()))
+    }
+
+    /// Waits until every named machine has finished booting. sshd answers before systemd is
+    /// done, and until `systemd-user-sessions` has run pam_nologin refuses every user but root
+    /// ("System is booting up"), so a service account's first login would fail on a loaded
+    /// host. A real server is long booted when it is deployed to; so is a testbed machine.
+    fn wait_booted(&self, names: &[String], timeout: Duration) -> Result<()> {
+        let seconds = timeout.as_secs().max(5);
+        let mut waits = Vec::new();
+        for name in names {
+            let mut command = self.ssh_command(name)?;
+            command
+                .arg(format!(
+                    "timeout {seconds} systemctl is-system-running --wait"
+                ))
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null());
+            let child = command.spawn().map_err(|source| Error::Spawn {
+                command: process::describe(&command),
+                source,
+            })?;
+            waits.push((name.clone(), child));
+        }
+        let mut late = Vec::new();
+        for (name, mut child) in waits {
+            // `is-system-running` exits non-zero for a degraded system, which is booted; only
+            // ssh's own failure (255) or timeout's (124) means the boot did not finish.
+            match child.wait().ok().and_then(|status| status.code()) {
+                Some(124 | 255) | None => late.push(name),
+                Some(_) => {}
+            }
+        }
+        if late.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::BootTimeout {
+                machines: late,
+                seconds,
+                log_dir: self.log_dir(),
+            })
+        }
     }
 
     /// How machine `name`'s container ended, if it did.
