@@ -14,6 +14,7 @@
 mod apply;
 pub mod backups;
 pub mod cli;
+mod hosts;
 pub mod mesher;
 pub mod report;
 pub mod serve;

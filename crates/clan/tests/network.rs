@@ -312,24 +312,20 @@ fn a_wireguard_mesh_of_three_pings_over_its_addresses() {
     );
     keygen_and_deploy(&f, &toml);
 
-    let address = |machine: &str| {
-        let hosts = f.on(machine, "cat /etc/hosts");
-        let line = hosts
-            .lines()
-            .find(|l| l.contains(&format!(" {machine}.mesh ")))
-            .unwrap_or_else(|| panic!("no {machine}.mesh in {hosts}"))
-            .to_owned();
-        line.split_whitespace().next().unwrap().to_owned()
+    let address = |machine: &str| -> std::net::Ipv6Addr {
+        hosts_address(&f.on(machine, "cat /etc/hosts"), &format!("{machine}.mesh"))
     };
     let c1 = address("c1");
-    assert!(c1.starts_with("fd") && c1.ends_with("::1"), "{c1}");
-    let p2 = address("p2");
-    // A peer's address is its controller's /56 and 64 bits of its own: eight full groups.
-    assert_eq!(p2.split(':').count(), 8, "{p2}");
     assert!(
-        p2.starts_with(&c1[..c1.len() - 3]),
-        "{p2} not in {c1}'s subnet"
+        c1.segments()[0] >> 8 == 0xfd && c1.segments()[4..] == [0, 0, 0, 1],
+        "{c1}"
     );
+    let p2 = address("p2");
+    // A peer's address is its controller's /56 and 64 bits of its own.
+    let prefix = |a: std::net::Ipv6Addr| u128::from(a) >> 72;
+    assert_eq!(prefix(p2), prefix(c1), "{p2} not in {c1}'s /56");
+    assert_ne!(u128::from(p2) as u64, 0, "{p2}");
+    let (c1, p2) = (c1.to_string(), p2.to_string());
     // Each machine reaches the others over the mesh (peer to peer through the controller).
     for (from, to) in [
         ("p1", p2.as_str()),
@@ -387,7 +383,10 @@ fn yggdrasil_members_reach_each_others_addresses_and_refuse_others() {
     };
     let (y1, y2) = (address("y1"), address("y2"));
     assert!(y1.starts_with("2") && y1.contains(':'), "{y1}");
-    for (from, to) in [("y1", &y2), ("y2", &y1)] {
+    // Every member names the others in /etc/hosts (`<m>.<instance>`); reached by name.
+    let named = hosts_address(&f.on("y1", "cat /etc/hosts"), "y2.ygg");
+    assert_eq!(named, y2.parse::<std::net::Ipv6Addr>().unwrap());
+    for (from, to) in [("y1", "y2.ygg"), ("y2", y1.as_str())] {
         let ping = run(f
             .testbed
             .ssh_command(from)
@@ -437,4 +436,16 @@ fn yggdrasil_members_reach_each_others_addresses_and_refuse_others() {
         .trim()
         .to_owned();
     assert!(peers.contains(&y2_key), "y1 does not peer with y2: {peers}");
+}
+
+/// The address `/etc/hosts` text gives `name`.
+fn hosts_address(hosts: &str, name: &str) -> std::net::Ipv6Addr {
+    let line = hosts
+        .lines()
+        .find(|line| line.split_whitespace().skip(1).any(|n| n == name))
+        .unwrap_or_else(|| panic!("no {name} in {hosts}"));
+    let address = line.split_whitespace().next().unwrap();
+    address
+        .parse()
+        .unwrap_or_else(|_| panic!("`{address}` for {name} is not an IPv6 address"))
 }
