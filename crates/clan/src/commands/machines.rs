@@ -1,4 +1,5 @@
-//! `clan machines create|list|show|delete`, and `update|generations|rollback` (in `deploy`).
+//! `clan machines create|list|show|delete`, and `update|generations|rollback|status` (in
+//! `deploy`).
 
 use std::process::ExitCode;
 
@@ -77,6 +78,9 @@ enum Command {
     Generations(deploy::GenerationsArgs),
     /// Re-activate an earlier generation of a machine (default: the previous one).
     Rollback(deploy::RollbackArgs),
+    /// Where each machine stands: reached how, its generation, in sync with the clan or not,
+    /// its last deploy.
+    Status(deploy::StatusArgs),
 }
 
 /// `--tags`, the same in every command that selects machines.
@@ -186,6 +190,7 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
         Command::Update(args) => return deploy::update(args, &dir),
         Command::Generations(args) => return deploy::generations(args, &dir),
         Command::Rollback(args) => return deploy::rollback(args, &dir),
+        Command::Status(args) => return deploy::status(args, &dir),
     }
     Ok(ExitCode::SUCCESS)
 }
