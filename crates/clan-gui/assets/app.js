@@ -273,11 +273,26 @@ async function machineView(name) {
     vars.length ? table(['generator', 'file', 'kind', 'status', 'value'], vars.map((v) => [
       v.generator, v.file, v.secret ? 'secret' : 'public',
       h('span', { class: v.exists ? 'ok' : 'bad' }, v.exists ? 'generated' : 'missing'),
-      v.secret ? h('span', { class: 'muted' }, v.exists ? '(secret, not shown)' : '') : h('code', {}, v.value ?? '')])) : h('p', { class: 'muted' }, 'No vars.'),
+      v.secret ? (v.exists ? revealButton(`/api/machines/${encodeURIComponent(name)}/vars/reveal`, { var: `${v.generator}/${v.file}` }) : '') : h('code', {}, v.value ?? '')])) : h('p', { class: 'muted' }, 'No vars.'),
     h('h2', {}, 'Generations'),
     generationsBox,
     h('h2', {}, 'Evaluated configuration'),
     ['files', 'units', 'users', 'groups', 'packages', 'firewall', 'generators', 'secrets', 'state'].map((key) => configSection(key, config[key])));
+}
+
+/** A secret stays on the admin's side until this is clicked; then only it is fetched. */
+function revealButton(path, body) {
+  const box = h('span', { class: 'reveal' });
+  box.append(h('span', { class: 'muted' }, '(secret, not shown) '), h('button', {
+    class: 'secondary', 'data-reveal': Object.values(body)[0],
+    onclick: async () => {
+      try {
+        const { value } = await api('POST', path, body);
+        box.replaceChildren(h('code', { class: 'revealed' }, value));
+      } catch (error) { box.replaceChildren(errorBlock(error)); }
+    },
+  }, 'Reveal'));
+  return box;
 }
 
 async function loadGenerations(name, box) {
@@ -716,6 +731,27 @@ function newClanView() {
     h('p'), top, h('button', { type: 'submit', id: 'create-clan' }, 'Create clan')));
 }
 
+// ---------------------------------------------------------------- secrets
+
+async function secretsView() {
+  const audit = await api('GET', '/api/secrets');
+  const who = (entry) => entry.holders.map((holder) => h('div', {},
+    h('span', { class: 'tag' }, holder.kind), ' ', holder.name,
+    holder.via_group ? h('span', { class: 'muted' }, ` via group ${holder.via_group}`) : null));
+  const drift = (entry) => [
+    ...entry.missing.map((m) => h('div', { class: 'bad' }, `not encrypted to ${m.for}'s key (run clan secrets key update)`)),
+    ...entry.unexpected.map((u) => h('div', { class: 'bad' }, `encrypted to ${u.owner || 'an unknown key'}, which no link grants`)),
+    ...entry.problems.map((p) => h('div', { class: 'bad' }, `${p.path}: ${p.message}`)),
+  ];
+  const name = (entry) => entry.secret.split('/').pop();
+  show(h('h1', {}, 'Secrets ', h('span', { class: 'muted' }, `${audit.length}`)),
+    h('p', { class: 'muted' }, 'Who can decrypt each clan secret (users and machines, directly or through a group). Values stay encrypted until you reveal one.'),
+    audit.length ? table(['secret', 'who can decrypt', 'drift', 'value'], audit.map((entry) => [
+      h('code', { 'data-secret': name(entry) }, name(entry)), who(entry),
+      drift(entry).length ? drift(entry) : h('span', { class: 'ok' }, 'none'),
+      revealButton('/api/secrets/reveal', { secret: name(entry) })])) : h('p', { class: 'muted' }, 'No clan secrets yet (`clan secrets set NAME`).'));
+}
+
 // ---------------------------------------------------------------- routing
 
 async function route() {
@@ -730,6 +766,7 @@ async function route() {
       case 'services': if (rest[1] === 'new') await newInstanceView(rest[0]); else await servicesView(); break;
       case 'instance': await instanceView(rest.join('/')); break;
       case 'deploys': if (rest.length) await deployView(rest[0]); else await deploysView(); break;
+      case 'secrets': await secretsView(); break;
       case 'new-machine': newMachineView(); break;
       default: show(h('p', {}, 'Nothing here. ', h('a', { href: '#/' }, 'Fleet')));
     }

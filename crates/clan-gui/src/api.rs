@@ -119,6 +119,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/machines/{name}", get(machine))
         .route("/api/machines/{name}/generations", get(generations))
         .route("/api/machines/{name}/rollback", post(rollback))
+        .route("/api/machines/{name}/vars/reveal", post(reveal_var))
+        .route("/api/secrets", get(secrets_audit))
+        .route("/api/secrets/reveal", post(reveal_secret))
         .route("/api/services", get(services))
         .route("/api/instances", post(create_instance))
         .route("/api/instances/{name}/settings", post(set_settings))
@@ -374,6 +377,63 @@ async fn generations(State(app): Shared, UrlPath(name): UrlPath<String>) -> Repl
         let current = generations.current_entry();
         Ok(Json(
             json!({ "generations": generations, "currentEntry": current }),
+        ))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+struct RevealVar {
+    /// `<generator>/<file>`.
+    var: String,
+}
+
+/// One var's value, secret or not: only on an explicit request (a POST with the key), never
+/// in a listing.
+async fn reveal_var(
+    State(app): Shared,
+    UrlPath(name): UrlPath<String>,
+    Json(reveal): Json<RevealVar>,
+) -> Reply {
+    let dir = clan_dir(&app)?;
+    let name = machine_name(&name)?;
+    blocking(move || {
+        let vars = Vars::open_for(&dir, std::slice::from_ref(&name), keys())?;
+        let value = vars.get(&name, &reveal.var)?;
+        Ok(Json(
+            json!({ "value": String::from_utf8_lossy(value.expose()) }),
+        ))
+    })
+    .await
+}
+
+/// Who can decrypt which clan secret, and where encryption drifted; names only.
+async fn secrets_audit(State(app): Shared) -> Reply {
+    let dir = clan_dir(&app)?;
+    blocking(move || {
+        let secrets = clan_lib::secrets::Secrets::open(&dir, keys());
+        Ok(Json(json!(secrets.audit()?)))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+struct RevealSecret {
+    secret: String,
+}
+
+/// One clan secret's value, on an explicit request only.
+async fn reveal_secret(State(app): Shared, Json(reveal): Json<RevealSecret>) -> Reply {
+    let dir = clan_dir(&app)?;
+    let secret: clan_secrets::SecretName = reveal
+        .secret
+        .parse()
+        .map_err(|error| invalid("secret name", error))?;
+    blocking(move || {
+        let secrets = clan_lib::secrets::Secrets::open(&dir, keys());
+        let value = secrets.get(&secret)?;
+        Ok(Json(
+            json!({ "value": String::from_utf8_lossy(value.expose()) }),
         ))
     })
     .await

@@ -207,6 +207,44 @@ async fn a_clan_from_empty_to_deployed_and_rolled_back_in_the_browser() {
             entry.display()
         );
     }
+    // Until it is revealed, on an explicit click, for this one var.
+    goto(&client, &gui, "#/machine/web").await;
+    click(&client, "[data-reveal='user-password-alice/user-password']").await;
+    wait_text(&client, ".revealed", PASSWORD, Duration::from_secs(30)).await;
+
+    // The secrets audit names who can decrypt a clan secret, without its value.
+    let secrets = clan_lib::secrets::Secrets::open(&clan_dir, clan_secrets::KeySources::from_env());
+    let web: clan_secrets::MachineName = "web".parse().unwrap();
+    secrets
+        .set(
+            &"api-token".parse().unwrap(),
+            b"token-from-the-test",
+            &[clan_secrets::Member::Machine(web)],
+            &clan_lib::Silent,
+        )
+        .unwrap();
+    goto(&client, &gui, "#/secrets").await;
+    let row = wait_text(
+        &client,
+        "main tbody tr",
+        "api-token",
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(row.contains("machine web"), "{row}");
+    assert!(!client
+        .source()
+        .await
+        .unwrap()
+        .contains("token-from-the-test"));
+    click(&client, "[data-reveal='api-token']").await;
+    wait_text(
+        &client,
+        ".revealed",
+        "token-from-the-test",
+        Duration::from_secs(30),
+    )
+    .await;
 
     // A setting edited in the form, for the one machine, then deployed.
     goto(&client, &gui, "#/instance/hello").await;

@@ -32,6 +32,56 @@ pub enum Keyed<'a> {
     Machine(&'a MachineName, &'a Recipient),
 }
 
+/// Who can decrypt one secret, and where its encryption drifted from its links: one entry
+/// of `clan secrets audit --json`. It names keys and holders, never a value.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Audit {
+    pub secret: PathBuf,
+    pub holders: Vec<AuditHolder>,
+    /// Keys the links call for that the file is not encrypted to (`clan secrets key update`).
+    pub missing: Vec<MissingKey>,
+    /// Keys the file is encrypted to that no link calls for.
+    pub unexpected: Vec<UnexpectedKey>,
+    pub problems: Vec<AuditProblem>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AuditHolder {
+    /// `user`, `machine`.
+    pub kind: &'static str,
+    pub name: String,
+    pub via_group: Option<String>,
+    pub keys: Vec<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MissingKey {
+    pub key: String,
+    /// Whose key it is.
+    #[serde(rename = "for")]
+    pub holder: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UnexpectedKey {
+    pub key: String,
+    /// Its owner, when the clan knows the key.
+    pub owner: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AuditProblem {
+    pub path: PathBuf,
+    pub message: String,
+}
+
+impl Audit {
+    /// Nothing drifted and nothing is wrong.
+    pub fn is_clean(&self) -> bool {
+        self.missing.is_empty() && self.unexpected.is_empty() && self.problems.is_empty()
+    }
+}
+
 /// The clan's `sops/` tree and where the admin's keys are.
 pub struct Secrets {
     store: SopsDir,
@@ -109,6 +159,48 @@ impl Secrets {
                 .keys()
                 .any(|name| name.as_str() == machine.as_str())
         })
+    }
+
+    /// Every secret's holders and drift (no key needed: it reads links and recipients).
+    pub fn audit(&self) -> Result<Vec<Audit>, Error> {
+        let entries = self.store.audit()?;
+        Ok(entries
+            .into_iter()
+            .map(|entry| Audit {
+                secret: entry.secret,
+                holders: entry
+                    .holders
+                    .into_iter()
+                    .map(|holder| AuditHolder {
+                        kind: holder.kind.noun(),
+                        name: holder.name,
+                        via_group: holder.via_group,
+                        keys: holder.keys.iter().map(|k| k.as_str().to_owned()).collect(),
+                    })
+                    .collect(),
+                missing: entry
+                    .missing
+                    .into_iter()
+                    .map(|(key, holder)| MissingKey {
+                        key: key.as_str().to_owned(),
+                        holder,
+                    })
+                    .collect(),
+                unexpected: entry
+                    .unexpected
+                    .into_iter()
+                    .map(|(key, owner)| UnexpectedKey { key, owner })
+                    .collect(),
+                problems: entry
+                    .problems
+                    .into_iter()
+                    .map(|p| AuditProblem {
+                        path: p.path,
+                        message: p.message,
+                    })
+                    .collect(),
+            })
+            .collect())
     }
 
     /// The value of `secret`.

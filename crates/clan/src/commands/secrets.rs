@@ -588,28 +588,11 @@ fn run_groups(command: GroupsCommand, secrets: &Secrets) -> anyhow::Result<ExitC
 }
 
 fn audit(secrets: &Secrets, json: bool) -> anyhow::Result<ExitCode> {
-    let entries = secrets.store().audit()?;
+    let entries = secrets.audit()?;
     let clean = entries.iter().all(|entry| entry.is_clean());
     let mut out = String::new();
     if json {
-        let value: Vec<serde_json::Value> = entries
-            .iter()
-            .map(|entry| {
-                serde_json::json!({
-                    "secret": entry.secret,
-                    "holders": entry.holders.iter().map(|holder| serde_json::json!({
-                        "kind": holder.kind.noun(),
-                        "name": holder.name,
-                        "via_group": holder.via_group,
-                        "keys": holder.keys.iter().map(Recipient::as_str).collect::<Vec<_>>(),
-                    })).collect::<Vec<_>>(),
-                    "missing": entry.missing.iter().map(|(key, who)| serde_json::json!({"key": key.as_str(), "for": who})).collect::<Vec<_>>(),
-                    "unexpected": entry.unexpected.iter().map(|(key, owner)| serde_json::json!({"key": key, "owner": owner})).collect::<Vec<_>>(),
-                    "problems": entry.problems.iter().map(|p| serde_json::json!({"path": p.path, "message": p.message})).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
-        out = serde_json::to_string_pretty(&value)? + "\n";
+        out = serde_json::to_string_pretty(&entries)? + "\n";
     } else {
         for entry in &entries {
             out.push_str(&format!("{}\n", entry.secret.display()));
@@ -619,17 +602,19 @@ fn audit(secrets: &Secrets, json: bool) -> anyhow::Result<ExitCode> {
                     .as_ref()
                     .map(|g| format!(" via group {g}"))
                     .unwrap_or_default();
-                out.push_str(&format!("  {} {}{via}\n", holder.kind.noun(), holder.name));
+                out.push_str(&format!("  {} {}{via}\n", holder.kind, holder.name));
             }
-            for (key, who) in &entry.missing {
+            for missing in &entry.missing {
                 out.push_str(&format!(
-                    "  drift: not encrypted to {key} of {who} (run `clan secrets key update`)\n"
+                    "  drift: not encrypted to {} of {} (run `clan secrets key update`)\n",
+                    missing.key, missing.holder
                 ));
             }
-            for (key, owner) in &entry.unexpected {
-                let owner = owner.as_deref().unwrap_or("unknown key");
+            for unexpected in &entry.unexpected {
+                let owner = unexpected.owner.as_deref().unwrap_or("unknown key");
                 out.push_str(&format!(
-                    "  drift: encrypted to {key} ({owner}) but no link grants it\n"
+                    "  drift: encrypted to {} ({owner}) but no link grants it\n",
+                    unexpected.key
                 ));
             }
             for problem in &entry.problems {
