@@ -3,7 +3,7 @@
 //! per-machine lock, re-activates the previous generation when activation fails, and after a
 //! successful activation waits (in a detached transient unit, so the deploying SSH session may
 //! die) for the deployer's confirmation over a fresh connection — reverting by itself when none
-//! comes in time. [`serve`] passes the agent on to the other machines of a run; [`cli`] is the
+//! comes in time. [`facter`] writes the machine's hardware report. [`serve`] passes the agent on to the other machines of a run; [`cli`] is the
 //! binary's command line (`agent …` and `mesher …`, the Data Mesher daemon and its tools, which
 //! run on machines too).
 //!
@@ -14,6 +14,7 @@
 mod apply;
 pub mod backups;
 pub mod cli;
+pub mod facter;
 pub mod mesher;
 pub mod report;
 pub mod serve;
