@@ -1192,11 +1192,20 @@ fn a_malformed_facter_json_names_the_file_and_what_is_wrong() {
 fn a_report_checks_itself_before_it_replaces_the_old_one() {
     let clan = Clan::new(HARDWARE_CLAN);
     let vm: clan_inventory::MachineName = "vm".parse().unwrap();
-    let facts =
-        clan_eval::check_with_hardware(clan.path(), &vm, &facter_json("kvm", "AuthenticAMD"))
-            .unwrap()
-            .unwrap();
-    assert_eq!(facts.cpu.unwrap().vendor.as_deref(), Some("AuthenticAMD"));
+    clan_eval::check_with_hardware(clan.path(), &vm, &facter_json("kvm", "AuthenticAMD")).unwrap();
+    // A report the services cannot take fails the check: this one gives the CPU no vendor.
+    clan.write(
+        "services/probe/service.star",
+        &one_role_service("probe", false, "    return {\"config\": {\"packages\": {\"debian\": [ctx.machine[\"hardware\"][\"cpu\"][\"vendor\"]]}}}"),
+    );
+    clan.write(
+        "clan.toml",
+        &format!("{HARDWARE_CLAN}\n[instances.probe]\nmodule.name = \"probe\"\nroles.default.machines.vm = {{}}\n"),
+    );
+    let vendorless =
+        facter_json("kvm", "GenuineIntel").replace(r#""vendor_name":"GenuineIntel","#, "");
+    let error = clan_eval::check_with_hardware(clan.path(), &vm, &vendorless).unwrap_err();
+    assert!(error.to_string().contains("probe"), "{error}");
     let error = clan_eval::check_with_hardware(clan.path(), &vm, "[]").unwrap_err();
     assert!(
         error

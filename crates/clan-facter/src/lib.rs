@@ -218,8 +218,8 @@ pub struct ParseError {
 impl clan_error::Hint for ParseError {
     fn hint(&self) -> Option<String> {
         Some(
-            "fix the file, or write it again from the machine: `clan machines \
-             update-hardware-config <machine>`"
+            "fix the file, or remove it and write it again from the machine with `clan \
+             machines update-hardware-config <machine>`"
                 .to_owned(),
         )
     }

@@ -1,4 +1,5 @@
-//! `clan machines create|list|show|delete`, and `update|generations|rollback` (in `deploy`).
+//! `clan machines create|list|show|delete`, `update|generations|rollback` (in `deploy`) and
+//! `update-hardware-config` (in `hardware`).
 
 use std::process::ExitCode;
 
@@ -6,6 +7,7 @@ use clan_inventory::{MachineClass, MachineName, TagName};
 use clan_lib::machines::NewMachine;
 
 mod deploy;
+mod hardware;
 
 pub use deploy::SshArgs;
 
@@ -77,6 +79,9 @@ enum Command {
     Generations(deploy::GenerationsArgs),
     /// Re-activate an earlier generation of a machine (default: the previous one).
     Rollback(deploy::RollbackArgs),
+    /// Fetch a machine's hardware report (nixos-facter's format) into
+    /// machines/<machine>/facter.json and commit it.
+    UpdateHardwareConfig(hardware::UpdateHardwareArgs),
 }
 
 /// `--tags`, the same in every command that selects machines.
@@ -186,6 +191,7 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
         Command::Update(args) => return deploy::update(args, &dir),
         Command::Generations(args) => return deploy::generations(args, &dir),
         Command::Rollback(args) => return deploy::rollback(args, &dir),
+        Command::UpdateHardwareConfig(args) => return hardware::update(args, &dir),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -268,5 +274,14 @@ fn print_machine(machine: &clan_eval::EvaluatedMachine) -> anyhow::Result<()> {
         .chain(config.firewall.udp.iter().map(|port| format!("{port}/udp")))
         .collect();
     section("firewall", ports)?;
+    if let Some(facts) = &machine.hardware {
+        section(
+            "hardware",
+            hardware::facts_lines(facts)
+                .into_iter()
+                .map(|(label, value)| format!("{label}: {value}"))
+                .collect(),
+        )?;
+    }
     Ok(())
 }
