@@ -1218,3 +1218,18 @@ fn a_report_checks_itself_before_it_replaces_the_old_one() {
         "a check writes nothing"
     );
 }
+
+/// A committed `facter.json` that is a link (to a file outside the clan) is refused naming
+/// it, and nothing of the target is read.
+#[test]
+fn a_facter_json_link_is_refused() {
+    let clan = Clan::new(HARDWARE_CLAN);
+    let outside = tempfile::tempdir().unwrap();
+    let target = outside.path().join("report.json");
+    std::fs::write(&target, facter_json("none", "GenuineIntel")).unwrap();
+    std::fs::create_dir_all(clan.path().join("machines/metal")).unwrap();
+    std::os::unix::fs::symlink(&target, clan.path().join("machines/metal/facter.json")).unwrap();
+    let message = clan.error().to_string();
+    assert!(message.contains("machines/metal/facter.json"), "{message}");
+    assert!(!message.contains("GenuineIntel"), "{message}");
+}
