@@ -1065,26 +1065,18 @@ fn packages(fleet: &Fleet, name: &str) -> Vec<String> {
 #[test]
 fn the_microcode_service_installs_the_vendors_package_on_bare_metal_only() {
     let clan = Clan::new(HARDWARE_CLAN);
-    clan.write(
-        "machines/metal/facter.json",
-        &facter_json("none", "GenuineIntel"),
-    );
-    clan.write(
-        "machines/amd/facter.json",
-        &facter_json("none", "AuthenticAMD"),
-    );
-    clan.write(
-        "machines/vm/facter.json",
-        &facter_json("kvm", "GenuineIntel"),
-    );
-    clan.write(
-        "machines/box/facter.json",
-        &facter_json("systemd-nspawn", "AuthenticAMD"),
-    );
-    clan.write(
-        "machines/nix/facter.json",
-        &facter_json("none", "AuthenticAMD"),
-    );
+    for (name, virtualisation, vendor) in [
+        ("metal", "none", "GenuineIntel"),
+        ("amd", "none", "AuthenticAMD"),
+        ("vm", "kvm", "GenuineIntel"),
+        ("box", "systemd-nspawn", "AuthenticAMD"),
+        ("nix", "none", "AuthenticAMD"),
+    ] {
+        clan.write(
+            &format!("machines/{name}/facter.json"),
+            &facter_json(virtualisation, vendor),
+        );
+    }
     let fleet = clan.fleet();
     assert_eq!(packages(&fleet, "metal"), ["intel-microcode"]);
     assert_eq!(packages(&fleet, "amd"), ["amd64-microcode"]);

@@ -41,8 +41,42 @@ fn link(root: &Path, path: &str, target: &str) {
     symlink(target, path).unwrap();
 }
 
-/// A bare-metal machine with one AHCI disk, one NIC and a USB controller, laid out as the
-/// kernel lays out sysfs (class entries are links into /sys/devices).
+/// PCI function `address` of class `class`, vendor and device ids, bound to `driver`
+/// (a loadable module of the same name) when given.
+fn pci(root: &Path, address: &str, class: &str, ids: (&str, &str), driver: Option<&str>) {
+    let dir = format!("sys/devices/pci0000:00/{address}");
+    write(root, &format!("{dir}/class"), class);
+    write(root, &format!("{dir}/vendor"), ids.0);
+    write(root, &format!("{dir}/device"), ids.1);
+    link(
+        root,
+        &format!("sys/bus/pci/devices/{address}"),
+        &format!("../../../devices/pci0000:00/{address}"),
+    );
+    if let Some(driver) = driver {
+        module_driver(root, &dir, "pci", driver, driver);
+    }
+}
+
+/// Binds the device at `dir` to `bus`'s driver `driver`, the module `module`.
+fn module_driver(root: &Path, dir: &str, bus: &str, driver: &str, module: &str) {
+    let up = "../".repeat(dir.matches('/').count());
+    link(
+        root,
+        &format!("{dir}/driver"),
+        &format!("{up}bus/{bus}/drivers/{driver}"),
+    );
+    link(
+        root,
+        &format!("sys/bus/{bus}/drivers/{driver}/module"),
+        &format!("../../../../module/{module}"),
+    );
+    fs::create_dir_all(root.join("sys/module").join(module)).unwrap();
+}
+
+/// A bare-metal machine with one SATA disk behind AHCI, one e1000e NIC, a USB controller and
+/// a host bridge, laid out as the kernel lays out sysfs (class entries are links into
+/// /sys/devices).
 fn bare_metal(root: &Path) {
     write(root, "proc/cpuinfo", CPUINFO);
     write(
@@ -51,60 +85,31 @@ fn bare_metal(root: &Path) {
         "MemTotal:       16314472 kB\nMemFree: 1 kB\n",
     );
     fs::create_dir_all(root.join("sys/firmware/efi")).unwrap();
+    pci(
+        root,
+        "0000:00:17.0",
+        "0x010601\n",
+        ("0x8086\n", "0xa352\n"),
+        Some("ahci"),
+    );
     let sata = "sys/devices/pci0000:00/0000:00:17.0";
-    write(root, &format!("{sata}/class"), "0x010601\n");
-    write(root, &format!("{sata}/vendor"), "0x8086\n");
-    write(root, &format!("{sata}/device"), "0xa352\n");
     write(
         root,
         &format!("{sata}/modalias"),
         "pci:v00008086d0000A352\n",
     );
-    link(
-        root,
-        &format!("{sata}/driver"),
-        "../../../bus/pci/drivers/ahci",
-    );
-    link(
-        root,
-        "sys/bus/pci/drivers/ahci/module",
-        "../../../../module/ahci",
-    );
-    fs::create_dir_all(root.join("sys/module/ahci")).unwrap();
-    link(
-        root,
-        "sys/bus/pci/devices/0000:00:17.0",
-        "../../../devices/pci0000:00/0000:00:17.0",
-    );
     let disk = format!("{sata}/ata1/host0/target0:0:0/0:0:0:0");
     write(root, &format!("{disk}/model"), "Samsung SSD 860\n");
     write(root, &format!("{disk}/wwid"), "naa.5002538e40a1b2c3\n");
-    link(
-        root,
-        &format!("{disk}/driver"),
-        "../../../../../../../bus/scsi/drivers/sd",
-    );
-    link(
-        root,
-        "sys/bus/scsi/drivers/sd/module",
-        "../../../../module/sd_mod",
-    );
-    fs::create_dir_all(root.join("sys/module/sd_mod")).unwrap();
+    module_driver(root, &disk, "scsi", "sd", "sd_mod");
     let block = format!("{disk}/block/sda");
     write(root, &format!("{block}/size"), "1953525168\n");
     write(root, &format!("{block}/dev"), "8:0\n");
     link(root, &format!("{block}/device"), "../../../0:0:0:0");
     write(root, &format!("{block}/sda1/partition"), "1\n");
-    link(
-        root,
-        "sys/class/block/sda",
-        &format!("../../{}", block.trim_start_matches("sys/")),
-    );
-    link(
-        root,
-        "sys/class/block/sda1",
-        &format!("../../{}/sda1", block.trim_start_matches("sys/")),
-    );
+    let class_link = format!("../../{}", block.trim_start_matches("sys/"));
+    link(root, "sys/class/block/sda", &class_link);
+    link(root, "sys/class/block/sda1", &format!("{class_link}/sda1"));
     // A loop device has no `device`: not a disk.
     fs::create_dir_all(root.join("sys/devices/virtual/block/loop0")).unwrap();
     link(
@@ -119,21 +124,14 @@ fn bare_metal(root: &Path) {
     );
     link(root, "dev/disk/by-path/pci-0000:00:17.0-ata-1", "../../sda");
 
+    pci(
+        root,
+        "0000:00:1f.6",
+        "0x020000\n",
+        ("0x8086\n", "0x15bc\n"),
+        Some("e1000e"),
+    );
     let nic = "sys/devices/pci0000:00/0000:00:1f.6";
-    write(root, &format!("{nic}/class"), "0x020000\n");
-    write(root, &format!("{nic}/vendor"), "0x8086\n");
-    write(root, &format!("{nic}/device"), "0x15bc\n");
-    link(
-        root,
-        &format!("{nic}/driver"),
-        "../../../bus/pci/drivers/e1000e",
-    );
-    link(
-        root,
-        "sys/bus/pci/drivers/e1000e/module",
-        "../../../../module/e1000e",
-    );
-    fs::create_dir_all(root.join("sys/module/e1000e")).unwrap();
     write(root, &format!("{nic}/net/eno1/type"), "1\n");
     write(
         root,
@@ -147,35 +145,26 @@ fn bare_metal(root: &Path) {
     );
     link(
         root,
-        "sys/bus/pci/devices/0000:00:1f.6",
-        "../../../devices/pci0000:00/0000:00:1f.6",
-    );
-    link(
-        root,
         "sys/class/net/eno1",
         "../../devices/pci0000:00/0000:00:1f.6/net/eno1",
     );
     write(root, "sys/devices/virtual/net/lo/type", "772\n");
     link(root, "sys/class/net/lo", "../../devices/virtual/net/lo");
 
-    let usb = "sys/devices/pci0000:00/0000:00:14.0";
-    write(root, &format!("{usb}/class"), "0x0c0330\n");
-    write(root, &format!("{usb}/vendor"), "0x8086\n");
-    link(
+    pci(
         root,
-        "sys/bus/pci/devices/0000:00:14.0",
-        "../../../devices/pci0000:00/0000:00:14.0",
+        "0000:00:14.0",
+        "0x0c0330\n",
+        ("0x8086\n", "0xa36d\n"),
+        None,
     );
     // A host bridge is in none of the lists.
-    write(
+    pci(
         root,
-        "sys/devices/pci0000:00/0000:00:00.0/class",
+        "0000:00:00.0",
         "0x060000\n",
-    );
-    link(
-        root,
-        "sys/bus/pci/devices/0000:00:00.0",
-        "../../../devices/pci0000:00/0000:00:00.0",
+        ("0x8086\n", "0x3e0f\n"),
+        None,
     );
 }
 
