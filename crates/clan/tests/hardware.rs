@@ -57,6 +57,12 @@ fn the_committed_report_agrees_with_the_machines_own_tools() {
     assert!(output.status.success());
     let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(answer["changed"], true);
+    // The machine was never deployed: the agent came over as a first deploy sends it.
+    let agents = f.on("hw01", "ls /var/lib/clan/bin");
+    assert!(
+        agents.lines().any(|name| name.starts_with("clan-")),
+        "{agents}"
+    );
     assert_eq!(answer["path"], "machines/hw01/facter.json");
 
     let text = std::fs::read_to_string(f.clan.path().join("machines/hw01/facter.json")).unwrap();
@@ -153,12 +159,25 @@ fn the_committed_report_agrees_with_the_machines_own_tools() {
     assert_eq!(shown["hardware"]["cpu"]["vendor"], cpu.vendor.unwrap());
     assert!(shown["config"]["packages"].is_null(), "{shown}");
 
-    // The same hardware again: nothing to commit.
+    // The same hardware again, for people this time: nothing to commit.
     let before = commits(&f);
-    let again = update_hardware(&f);
+    let again = run(&mut f.clan(&["machines", "update-hardware-config", "hw01"]));
     assert!(again.status.success());
-    let answer: Value = serde_json::from_slice(&again.stdout).unwrap();
-    assert_eq!(answer["changed"], false);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        stderr.contains("[hw01] machines/hw01/facter.json unchanged"),
+        "{stderr}"
+    );
+    let table = String::from_utf8_lossy(&again.stdout);
+    let line = |label: &str| {
+        table
+            .lines()
+            .find_map(|l| l.strip_prefix(label).map(str::trim))
+            .unwrap_or_else(|| panic!("no `{label}` in {table}"))
+            .to_owned()
+    };
+    assert_eq!(line("virtualisation"), virt);
+    assert!(line("disks").starts_with("/dev/"), "{table}");
     assert_eq!(commits(&f), before);
     assert_eq!(
         std::fs::read_to_string(f.clan.path().join("machines/hw01/facter.json")).unwrap(),
