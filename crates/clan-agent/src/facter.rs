@@ -211,7 +211,7 @@ impl Sys {
                 );
             }
             let mut extra = Map::new();
-            if let Some(number) = device_number(&dir.join("dev"), 'b') {
+            if let Some(number) = block_device_number(&dir) {
                 extra.insert("unix_device_number".into(), number);
             }
             if self.options.with_serials {
@@ -688,15 +688,16 @@ fn names(dir: &Path) -> Vec<String> {
     names
 }
 
-/// A `dev` file (`254:0`) as hwinfo's device number; `kind` is `b` or `c`.
-fn device_number(path: &Path, kind: char) -> Option<Value> {
-    let text = read_trimmed(path)?;
+/// Block device `dir`'s number as hwinfo writes it: its `dev` file (`254:0`) and the minor
+/// numbers it spans (`range`: the partitions it can have, and itself).
+fn block_device_number(dir: &Path) -> Option<Value> {
+    let text = read_trimmed(&dir.join("dev"))?;
     let (major, minor) = text.split_once(':')?;
     Some(json!({
-        "type": kind as u32,
+        "type": u32::from(b'b'),
         "major": major.parse::<u64>().ok()?,
         "minor": minor.parse::<u64>().ok()?,
-        "range": 1,
+        "range": read_number(&dir.join("range")).unwrap_or(1),
     }))
 }
 

@@ -105,6 +105,7 @@ fn bare_metal(root: &Path) {
     let block = format!("{disk}/block/sda");
     write(root, &format!("{block}/size"), "1953525168\n");
     write(root, &format!("{block}/dev"), "8:0\n");
+    write(root, &format!("{block}/range"), "16\n");
     link(root, &format!("{block}/device"), "../../../0:0:0:0");
     write(root, &format!("{block}/sda1/partition"), "1\n");
     let class_link = format!("../../{}", block.trim_start_matches("sys/"));
@@ -217,6 +218,10 @@ fn a_bare_metal_machine_is_described_as_nixos_facter_does() {
         "by-id names carry the serial number"
     );
     assert!(!sda.extra.contains_key("serial"));
+    assert_eq!(
+        sda.extra["unix_device_number"],
+        json!({"type": 98, "major": 8, "minor": 0, "range": 16})
+    );
 
     let names: Vec<_> = facts
         .network_interfaces
