@@ -58,7 +58,7 @@ fn pci(root: &Path, address: &str, class: &str, ids: (&str, &str), driver: Optio
     }
 }
 
-/// Binds the device at `dir` to `bus`'s driver `driver`, the module `module`.
+/// Binds the device at `dir` to `bus`'s driver `driver`, which is module `module`.
 fn module_driver(root: &Path, dir: &str, bus: &str, driver: &str, module: &str) {
     let up = "../".repeat(dir.matches('/').count());
     link(
@@ -66,11 +66,11 @@ fn module_driver(root: &Path, dir: &str, bus: &str, driver: &str, module: &str) 
         &format!("{dir}/driver"),
         &format!("{up}bus/{bus}/drivers/{driver}"),
     );
-    link(
-        root,
-        &format!("sys/bus/{bus}/drivers/{driver}/module"),
-        &format!("../../../../module/{module}"),
-    );
+    let module_link = format!("sys/bus/{bus}/drivers/{driver}/module");
+    // A driver bound to several devices is linked to its module once.
+    if root.join(&module_link).symlink_metadata().is_err() {
+        link(root, &module_link, &format!("../../../../module/{module}"));
+    }
     fs::create_dir_all(root.join("sys/module").join(module)).unwrap();
 }
 
@@ -317,5 +317,73 @@ fn nothing_to_read_is_an_empty_report_not_an_error() {
     assert_eq!(
         clan_facter::Report::parse("facter.json", &text).unwrap(),
         report
+    );
+}
+
+/// A microvm (QEMU `-M microvm`): no PCI bus, no DMI, virtio devices on virtio-mmio.
+#[test]
+fn a_microvm_is_described_from_its_virtio_devices() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let cpuinfo = CPUINFO.replace("flags\t\t: fpu", "flags\t\t: hypervisor fpu");
+    write(root, "proc/cpuinfo", &cpuinfo);
+    for (index, kind, driver, interface) in [
+        (0, "0x0002", "virtio_blk", None),
+        (1, "0x0001", "virtio_net", Some("eth0")),
+    ] {
+        let transport = format!("sys/devices/platform/virtio-mmio.{index}");
+        module_driver(root, &transport, "platform", "virtio-mmio", "virtio_mmio");
+        let dir = format!("{transport}/virtio{index}");
+        write(root, &format!("{dir}/device"), kind);
+        module_driver(root, &dir, "virtio", driver, driver);
+        link(
+            root,
+            &format!("sys/bus/virtio/devices/virtio{index}"),
+            &format!("../../../devices/platform/virtio-mmio.{index}/virtio{index}"),
+        );
+        if let Some(name) = interface {
+            write(root, &format!("{dir}/net/{name}/type"), "1\n");
+            link(
+                root,
+                &format!("{dir}/net/{name}/device"),
+                &format!("../../../virtio{index}"),
+            );
+            link(
+                root,
+                &format!("sys/class/net/{name}"),
+                &format!("../../{}/net/{name}", dir.trim_start_matches("sys/")),
+            );
+        }
+    }
+    let vda = "sys/devices/platform/virtio-mmio.0/virtio0/block/vda";
+    write(root, &format!("{vda}/size"), "2097152\n");
+    link(root, &format!("{vda}/device"), "../../../virtio0");
+    link(
+        root,
+        "sys/class/block/vda",
+        "../../devices/platform/virtio-mmio.0/virtio0/block/vda",
+    );
+
+    let report = collect(root, Options::default());
+    assert_eq!(report.virtualisation.as_deref(), Some("kvm"));
+    let vda = &report.hardware.disk[0];
+    assert_eq!(vda.unix_device_name.as_deref(), Some("/dev/vda"));
+    assert_eq!(vda.driver_modules, ["virtio_blk", "virtio_mmio"]);
+    assert_eq!(vda.sysfs_bus_id.as_deref(), Some("virtio0"));
+    let storage = &report.hardware.storage_controller[0];
+    assert_eq!(storage.vendor, Some(Id::Named("Virtio".into())));
+    assert_eq!(
+        storage.sysfs_id.as_deref(),
+        Some("/devices/platform/virtio-mmio.0/virtio0")
+    );
+    let net = &report.hardware.network_controller[0];
+    assert_eq!(net.unix_device_names, ["eth0"]);
+    assert_eq!(net.driver_modules, ["virtio_mmio", "virtio_net"]);
+    let eth0 = &report.hardware.network_interface[0];
+    assert_eq!(eth0.unix_device_name.as_deref(), Some("eth0"));
+    assert_eq!(eth0.driver.as_deref(), Some("virtio_net"));
+    assert_eq!(
+        report.facts().storage_modules,
+        ["virtio_blk", "virtio_mmio"]
     );
 }
