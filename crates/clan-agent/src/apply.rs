@@ -1,5 +1,5 @@
 //! Applying a generation over the previous one, in order: groups, users, packages, secrets
-//! (decrypted into `/run/clan/secrets`), files, systemd units. The same code computes a dry
+//! (decrypted into `/run/clan/secrets`), files, clan's block of `/etc/hosts`, systemd units. The same code computes a dry
 //! run, so what `--dry-run` reports is what activation would do.
 //!
 //! Files are tracked per generation: a path the previous generation managed and the new one
@@ -22,9 +22,10 @@ use clan_fs::{Kind, Tree, WriteOptions};
 
 use clan_config::{AbsolutePath, AccountName};
 use clan_generation::reply::Changes;
-use clan_generation::{fill_template, secret_machine_path, Manifest};
+use clan_generation::{fill_template, secret_machine_path, Manifest, HOSTS_PATH};
 use zeroize::Zeroizing;
 
+use crate::hosts;
 use crate::store::Paths;
 use crate::system::{self, Accounts};
 use crate::AgentError;
@@ -447,6 +448,23 @@ pub fn apply(
             remove_managed(paths, path, &mut changes, dry_run)?;
         }
     }
+    // A machine whose generations never had `hosts` keeps its /etc/hosts byte for byte.
+    if !manifest.hosts.is_empty() || !old.manifest.hosts.is_empty() {
+        let current = read_file(paths, HOSTS_PATH)?.unwrap_or_default();
+        let wanted = hosts::with_block(&String::from_utf8_lossy(&current), &manifest.hosts);
+        let root = Some(0);
+        ensure_file(
+            paths,
+            HOSTS_PATH,
+            wanted.as_bytes(),
+            root,
+            root,
+            0o644,
+            true,
+            &mut changes,
+            dry_run,
+        )?;
+    }
 
     // Units.
     let units = |generation: &Stored| -> Result<Units, AgentError> {
@@ -627,6 +645,25 @@ fn systemctl_units(verb: &str, units: &[&str]) -> Result<(), AgentError> {
 
 /// Whether `path` (on the machine) holds exactly `content` with this owner and mode; a link
 /// there, or a refused link above it, does not.
+/// The content of the file at `path` on the machine, `None` when there is none.
+fn read_file(paths: &Paths, path: &str) -> Result<Option<Vec<u8>>, AgentError> {
+    let system = paths.system()?;
+    let (dir, name) = match system.parent(Path::new(path), None) {
+        Ok(found) => found,
+        Err(error) if error.is_not_found() => return Ok(None),
+        Err(error) => return Err(error.into()),
+    };
+    let mut file = match dir.open_file(Path::new(&name)) {
+        Ok(file) => file,
+        Err(error) if error.is_not_found() => return Ok(None),
+        Err(error) => return Err(error.into()),
+    };
+    let mut content = Vec::new();
+    file.read_to_end(&mut content)
+        .map_err(AgentError::io("reading", Path::new(path)))?;
+    Ok(Some(content))
+}
+
 fn matches_on_disk(
     system: &System,
     path: &Path,

@@ -1,5 +1,5 @@
 //! MachineConfig: what a machine should look like (files, units, packages, users and groups,
-//! vars generators, state to back up, firewall ports, NixOS settings), the contract between
+//! vars generators, state to back up, firewall ports, `/etc/hosts` entries, NixOS settings), the contract between
 //! services, which produce fragments of it, and deployment, which makes a machine match it.
 //!
 //! This crate owns the types, the validated names in them and in the fleet (machines, instances,
@@ -17,7 +17,7 @@ pub use model::{
     SECRET_PLACEHOLDER_PREFIX,
 };
 pub use names::{
-    AbsolutePath, AccountName, CalendarEvent, ConfigName, FileMode, InstanceName, InvalidName,
-    MachineClass, MachineName, NameError, PackageName, RoleName, ServiceName, StateName, TagName,
-    UnitName,
+    AbsolutePath, AccountName, CalendarEvent, ConfigName, FileMode, HostName, InstanceName,
+    InvalidName, MachineClass, MachineName, NameError, PackageName, RoleName, ServiceName,
+    StateName, TagName, UnitName,
 };

@@ -1,6 +1,6 @@
 //! Merging fragments into one MachineConfig. Two sources that set the same file, unit, user,
-//! group, generator, state or backup provider differently conflict; the error names both. Packages and
-//! firewall ports are unions (and one fragment turning the firewall on turns it on); NixOS settings merge deeply, conflicting on differing leaves.
+//! group, generator, state or backup provider differently conflict; the error names both. Packages,
+//! firewall ports and the names of an `/etc/hosts` address are unions (and one fragment turning the firewall on turns it on); NixOS settings merge deeply, conflicting on differing leaves.
 
 use std::collections::BTreeMap;
 
@@ -52,6 +52,9 @@ impl MachineConfig {
             owners.insert("secret", &mut merged.secrets, config.secrets, source)?;
             for (family, packages) in config.packages {
                 merged.packages.entry(family).or_default().extend(packages);
+            }
+            for (address, names) in config.hosts {
+                merged.hosts.entry(address).or_default().extend(names);
             }
             merged.firewall.enable |= config.firewall.enable;
             merged.firewall.tcp.extend(&config.firewall.tcp);
@@ -185,10 +188,23 @@ mod tests {
     #[test]
     fn identical_definitions_merge_and_unions_accumulate() {
         let merged = MachineConfig::merge(vec![
-            fragment("a", json!({"files": {"/etc/x": {"content": "x"}}, "packages": {"debian": ["vim"]}, "firewall": {"tcp": [22]}})),
-            fragment("b", json!({"files": {"/etc/x": {"content": "x"}}, "packages": {"debian": ["git"]}, "firewall": {"tcp": [80]}})),
+            fragment("a", json!({"files": {"/etc/x": {"content": "x"}}, "packages": {"debian": ["vim"]}, "firewall": {"tcp": [22]}, "hosts": {"fd00::1": ["hub.wg"]}})),
+            fragment("b", json!({"files": {"/etc/x": {"content": "x"}}, "packages": {"debian": ["git"]}, "firewall": {"tcp": [80]}, "hosts": {"fd00:0::1": ["hub.ygg"], "10.0.0.2": ["web"]}})),
         ])
         .unwrap();
+        // One address however it is written; its names joined.
+        let hosts: Vec<(String, Vec<&str>)> = merged
+            .hosts
+            .iter()
+            .map(|(a, names)| (a.to_string(), names.iter().map(|n| n.as_str()).collect()))
+            .collect();
+        assert_eq!(
+            hosts,
+            [
+                ("10.0.0.2".to_owned(), vec!["web"]),
+                ("fd00::1".to_owned(), vec!["hub.wg", "hub.ygg"])
+            ]
+        );
         assert_eq!(merged.files["/etc/x"].mode, crate::FileMode::FILE);
         assert_eq!(
             merged.packages["debian"].iter().collect::<Vec<_>>(),

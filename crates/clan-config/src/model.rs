@@ -3,12 +3,13 @@
 //! bad one is (`file `/etc/app.conf` mode: `0688` is not an octal file mode`).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::names::{
-    AbsolutePath, AccountName, CalendarEvent, FileMode, PackageName, StateName, UnitName,
+    AbsolutePath, AccountName, CalendarEvent, FileMode, HostName, PackageName, StateName, UnitName,
 };
 
 /// A file template writes `@clan-secret:<generator>/<file>@` where the target fills in the
@@ -75,6 +76,14 @@ pub struct MachineConfig {
     pub backups: Backups,
     #[serde(default, skip_serializing_if = "Firewall::is_empty")]
     pub firewall: Firewall,
+    /// `/etc/hosts` entries: address → names. The agent keeps them in a block of its own
+    /// there, so other lines stay; fragments' names for one address are joined.
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "at::hosts"
+    )]
+    pub hosts: BTreeMap<IpAddr, BTreeSet<HostName>>,
     /// Who may read clan secrets set for this machine (`clan secrets set NAME --machine m`),
     /// by secret name; those without an entry are root's alone.
     #[serde(
@@ -435,6 +444,7 @@ mod at {
     use std::collections::{BTreeMap, BTreeSet};
     use std::fmt;
     use std::marker::PhantomData;
+    use std::net::IpAddr;
 
     use serde::de::{Deserialize, Deserializer, Error, MapAccess, Visitor};
 
@@ -442,8 +452,8 @@ mod at {
         BackupProvider, File, Generator, GeneratorFile, Group, SecretAccess, State, Unit, User,
     };
     use crate::names::{
-        AbsolutePath, AccountName, CalendarEvent, ConfigName, InvalidName, PackageName, StateName,
-        UnitName,
+        AbsolutePath, AccountName, CalendarEvent, ConfigName, HostName, InvalidName, PackageName,
+        StateName, UnitName,
     };
 
     /// A map whose keys parse with `key` and whose value errors name the `entry`.
@@ -571,6 +581,17 @@ mod at {
     }
     pub fn triggers<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<AbsolutePath>, D::Error> {
         all_named(d, "trigger")
+    }
+    pub fn hosts<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<IpAddr, BTreeSet<HostName>>, D::Error> {
+        entries(d, "hosts address", |text| {
+            text.parse().map_err(|_| InvalidName {
+                subject: "hosts address".into(),
+                value: text.into(),
+                rule: "not an IP address",
+            })
+        })
     }
     pub fn state<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<StateName, State>, D::Error> {
         entries(d, "state", |text| StateName::parse(text, "state name"))

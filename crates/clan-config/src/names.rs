@@ -312,6 +312,14 @@ config_name!(
     "package"
 );
 
+config_name!(
+    /// A host name for `/etc/hosts`: dot-separated labels of letters, digits and `-` (not at a
+    /// label's ends), at most 253 characters, so an entry cannot add a line or an alias.
+    HostName,
+    check_host_name,
+    "host name"
+);
+
 impl AccountName {
     /// The superuser, owner of what names no owner.
     pub fn root() -> AccountName {
@@ -342,6 +350,20 @@ fn check_state_name(name: &str) -> Result<(), &'static str> {
     valid
         .then_some(())
         .ok_or("not a state or provider name (letters, digits, `-`, `_`)")
+}
+
+fn check_host_name(name: &str) -> Result<(), &'static str> {
+    let label = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    };
+    let valid = name.len() <= 253 && name.split('.').all(label);
+    valid
+        .then_some(())
+        .ok_or("not a host name (labels of letters, digits and `-`, joined by `.`)")
 }
 
 fn check_calendar_event(event: &str) -> Result<(), &'static str> {
@@ -544,5 +566,14 @@ mod tests {
             error(serde_json::json!({"generators": {"g": {"files": {"f": {"owner": "a b"}}}}})),
             "generator `g` file `f` owner: `a b` is not a valid user or group name"
         );
+        assert_eq!(
+            error(serde_json::json!({"hosts": {"fd00::x": ["hub"]}})),
+            "hosts address: `fd00::x` is not an IP address"
+        );
+        // A name cannot add an alias or a line to /etc/hosts.
+        for name in ["a b", "x\n10.0.0.1 bank.example", "-x", "a..b"] {
+            let message = error(serde_json::json!({"hosts": {"fd00::1": [name]}}));
+            assert!(message.contains("is not a host name"), "{name}: {message}");
+        }
     }
 }

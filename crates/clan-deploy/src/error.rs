@@ -71,6 +71,15 @@ pub enum Error {
         failure: SshFailure,
         detail: String,
     },
+    /// The connection broke while a command ran over it (ssh exited 255 on an open
+    /// connection): the route died, not the command.
+    #[error("machine `{machine}`: lost the connection to `{target}` while a command ran on the machine{}", ssh_said.as_deref().map(|said| format!(" (ssh: {said})")).unwrap_or_default())]
+    ConnectionLost {
+        machine: String,
+        target: String,
+        /// ssh's own last message, when it left one among the remote command's output.
+        ssh_said: Option<String>,
+    },
     /// Every route of a machine with several failed.
     #[error("machine `{machine}`: no route answered:{}", attempts.iter().map(|a| format!("\n  {}: {}", a.route, a.reason)).collect::<String>())]
     NoRoute {
@@ -189,6 +198,11 @@ impl clan_error::Hint for Error {
                 ),
                 SshFailure::Other => "run `ssh -v` to the target to see what fails".to_owned(),
             }),
+            Error::ConnectionLost { .. } => Some(
+                "the machine goes on with what it was doing, and a deploy it cannot confirm \
+                 reverts by itself; run the command again, and clan tries every route again"
+                    .to_owned(),
+            ),
             Error::Network(error) => error.hint(),
             Error::NoRoute { attempts, .. } => {
                 let mut hints: Vec<&str> = Vec::new();
@@ -246,6 +260,7 @@ impl Error {
     pub fn machine(&self) -> Option<&str> {
         match self {
             Error::Ssh { machine, .. }
+            | Error::ConnectionLost { machine, .. }
             | Error::NoRoute { machine, .. }
             | Error::Remote { machine, .. }
             | Error::Activation { machine, .. }

@@ -376,14 +376,23 @@ impl SshHost {
         Ok(self.ssh(&link.target, link.known_hosts.as_deref(), &extra))
     }
 
-    fn finish(&self, output: RemoteOutput) -> Result<RemoteOutput, Error> {
+    /// `output` of a command over the open connection, or over a `fresh` one of its own;
+    /// ssh's 255 is a lost connection on the one, no connection on the other.
+    fn finish(&self, output: RemoteOutput, fresh: bool) -> Result<RemoteOutput, Error> {
         if output.code == Some(255) {
             let target = self
                 .link
                 .as_ref()
                 .map(|l| l.master_target.to_string())
                 .unwrap_or_default();
-            return Err(ssh_error(&self.machine, &target, &output.stderr));
+            if fresh {
+                return Err(ssh_error(&self.machine, &target, &output.stderr));
+            }
+            return Err(Error::ConnectionLost {
+                machine: self.machine.clone(),
+                target,
+                ssh_said: ssh_message(&output.stderr),
+            });
         }
         Ok(output)
     }
@@ -677,6 +686,23 @@ fn sleep_unless(done: &AtomicBool, until: Instant) -> bool {
     }
 }
 
+/// The last line of `stderr` that ssh itself wrote (rather than the remote command): how a
+/// connection that was open broke.
+fn ssh_message(stderr: &str) -> Option<String> {
+    const SSH_SAYS: [&str; 6] = [
+        "Timeout, server",
+        "Connection to ",
+        "Connection closed",
+        "client_loop:",
+        "mux_client",
+        "Control socket",
+    ];
+    stderr
+        .lines()
+        .rfind(|line| SSH_SAYS.iter().any(|said| line.starts_with(said)))
+        .map(|line| line.trim().to_owned())
+}
+
 fn ssh_error(machine: &str, target: &str, stderr: &str) -> Error {
     let detail = stderr
         .lines()
@@ -787,7 +813,7 @@ impl Host for SshHost {
     ) -> Result<RemoteOutput, Error> {
         let mut command = self.command(&[])?;
         command.arg(command_line(argv));
-        self.finish(run_with_input(command, input, line)?)
+        self.finish(run_with_input(command, input, line)?, false)
     }
 
     /// Over a connection of its own, so that it outlives this host's ControlMaster.
@@ -804,7 +830,7 @@ impl Host for SshHost {
     fn run_fresh(&self, argv: &[String]) -> Result<RemoteOutput, Error> {
         let mut command = self.fresh_command()?;
         command.arg(command_line(argv));
-        self.finish(run_with_input(command, Input::None, &mut |_| {})?)
+        self.finish(run_with_input(command, Input::None, &mut |_| {})?, true)
     }
 
     fn route_used(&self) -> Option<RouteUsed> {
@@ -893,5 +919,15 @@ mod tests {
         ] {
             assert_eq!(SshFailure::classify(text), want, "{text}");
         }
+    }
+
+    #[test]
+    fn a_lost_connection_is_told_by_sshs_own_line_not_the_commands() {
+        let stderr = "Created symlink /etc/systemd/system/x.service.\nTimeout, server 10.0.0.1 not responding.\n";
+        assert_eq!(
+            ssh_message(stderr).as_deref(),
+            Some("Timeout, server 10.0.0.1 not responding.")
+        );
+        assert_eq!(ssh_message("Created symlink /etc/x.\n"), None);
     }
 }

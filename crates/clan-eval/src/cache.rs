@@ -49,7 +49,7 @@ pub fn usable(root: &Path) -> bool {
     clan_fs::only_mine(root)
 }
 
-/// Hashes the evaluation's inputs: the program version and built-in services, then each input
+/// Hashes the evaluation's inputs: the program version, the prelude and built-in services, then each input
 /// file as `(name, content)`.
 pub struct InputHash(Sha256);
 
@@ -57,6 +57,7 @@ impl InputHash {
     pub fn new() -> Self {
         let mut hasher = Sha256::new();
         hasher.update(env!("CARGO_PKG_VERSION"));
+        hasher.update(clan_service::PRELUDE.as_bytes());
         for (name, source) in clan_service::BUILTIN_SERVICES {
             hasher.update(name.as_bytes());
             hasher.update(source.as_bytes());

@@ -1225,3 +1225,103 @@ fn a_facter_json_link_is_refused() {
     assert!(message.contains("machines/metal/facter.json"), "{message}");
     assert!(!message.contains("GenuineIntel"), "{message}");
 }
+
+/// Services reach a peer at its address on the best network both machines are on
+/// (`clan.peer_host`): an overlay (wireguard) only from its members, tor never, and the deploy
+/// target's host when no network fits.
+#[test]
+fn services_reach_peers_on_the_best_network_both_are_on() {
+    let clan = Clan::new(
+        r#"[meta]
+name = "home"
+domain = "example.org"
+
+[machines.hub]
+deploy.targetHost = "root@203.0.113.1"
+[machines.web]
+[machines.outside]
+
+[instances.wg]
+module.name = "wireguard"
+roles.controller.machines.hub.settings.endpoint = "203.0.113.1"
+roles.peer.machines.web = {}
+
+[instances.onion]
+module.name = "onion"
+roles.default.machines.hub = {}
+
+[instances.borg]
+module.name = "borgbackup"
+roles.server.machines.hub = {}
+roles.client.machines.web = {}
+roles.client.machines.outside = {}
+
+[instances.mesh]
+module.name = "data-mesher"
+roles.bootstrap.machines.hub = {}
+roles.default.machines.web = {}
+roles.default.machines.outside = {}
+
+[instances.probe]
+module.name = "probe"
+roles.default.machines.web = {}
+"#,
+    );
+    // A tor network with the highest priority: it needs a proxy, so services never pick it.
+    clan.write(
+        "services/onion/service.star",
+        r#"manifest = {"name": "onion", "exports": ["networking", "peer"]}
+def _peer(ctx):
+    return {"exports": {"peer": {"hosts": [{"plain": "abc.onion"}]}},
+            "instanceExports": {"networking": {"priority": 9000, "module": "clan_lib.network.tor"}}}
+roles = {"default": {"perInstance": _peer}}
+"#,
+    );
+    // `network =` names one network; a machine without an address there is an error.
+    clan.write(
+        "services/probe/service.star",
+        r#"manifest = {"name": "probe", "readsExports": True}
+def _probe(ctx):
+    return {"config": {"files": {"/etc/probe": {"content": "%s %s" % (
+        clan.peer_host(ctx, "hub", network = "onion"), clan.peer_host(ctx, "hub", network = "wg"))}}}}
+roles = {"default": {"perInstance": _probe}}
+"#,
+    );
+    let fleet = clan.fleet();
+    // The borg repository a client's provider scripts name.
+    let config = |name: &str| serde_json::to_string(&machine(&fleet, name).config).unwrap();
+    assert!(config("web").contains("ssh://borg@hub.wg/var/lib/borgbackup/web"));
+    assert!(
+        config("outside").contains("ssh://borg@203.0.113.1/var/lib/borgbackup/outside"),
+        "a machine outside the overlay cannot use it"
+    );
+    let mesher = |name: &str| file(&fleet, name, "/etc/data-mesher/dm.toml").unwrap();
+    assert!(
+        mesher("web").contains("bootstrap_peers = [\"hub.wg:7946\"]"),
+        "{}",
+        mesher("web")
+    );
+    assert!(
+        mesher("outside").contains("bootstrap_peers = [\"203.0.113.1:7946\"]"),
+        "{}",
+        mesher("outside")
+    );
+    assert_eq!(
+        file(&fleet, "web", "/etc/probe").as_deref(),
+        Some("abc.onion hub.wg")
+    );
+
+    clan.write(
+        "services/probe/service.star",
+        r#"manifest = {"name": "probe", "readsExports": True}
+def _probe(ctx):
+    return {"config": {"files": {"/etc/probe": {"content": clan.peer_host(ctx, "web", network = "onion")}}}}
+roles = {"default": {"perInstance": _probe}}
+"#,
+    );
+    let message = clan.error().to_string();
+    assert!(
+        message.contains("machine `web` has no address on network `onion`"),
+        "{message}"
+    );
+}

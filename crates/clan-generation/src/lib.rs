@@ -34,6 +34,9 @@ const BUNDLE_HEADER: &str = "clan-generation 1";
 /// Upper bound for one blob or the manifest, so a corrupt length cannot exhaust memory.
 const MAX_BLOB: u64 = 256 * 1024 * 1024;
 
+/// Where the agent keeps a machine's `hosts` entries (in a block of clan's own).
+pub const HOSTS_PATH: &str = "/etc/hosts";
+
 /// The declared state of one machine, as the agent applies it. Its names are typed, so a
 /// manifest the agent parses has passed the rules the evaluation applied.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,6 +61,9 @@ pub struct Manifest {
     pub state: BTreeMap<clan_config::StateName, clan_config::State>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub backup_providers: BTreeMap<clan_config::StateName, clan_config::BackupProvider>,
+    /// The machine's `/etc/hosts` entries of clan's own block: address → names.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub hosts: BTreeMap<std::net::IpAddr, BTreeSet<clan_config::HostName>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -203,6 +209,12 @@ impl Generation {
     ) -> Result<Generation, InvalidConfig> {
         let config = &crate::firewall::with_firewall(config)?;
         let config = &with_authorized_keys(&crate::schedule::with_backup_timers(config)?)?;
+        if !config.hosts.is_empty() && config.files.keys().any(|p| p.as_str() == HOSTS_PATH) {
+            return Err(invalid(
+                format!("file `{HOSTS_PATH}`"),
+                "clan keeps the `hosts` entries there; declare addresses in `hosts` instead",
+            ));
+        }
         // `@…` names clan secrets among the machine's secrets (see [`CLAN_SECRETS`]).
         if let Some(name) = config.generators.keys().find(|name| name.starts_with('@')) {
             return Err(invalid(
@@ -222,6 +234,7 @@ impl Generation {
             packages: config.packages.clone(),
             state: config.state.clone(),
             backup_providers: config.backups.providers.clone(),
+            hosts: config.hosts.clone(),
             ..Manifest::nothing(machine.clone())
         };
         for secret in secrets {
@@ -307,6 +320,7 @@ impl Manifest {
             secrets: BTreeMap::new(),
             state: BTreeMap::new(),
             backup_providers: BTreeMap::new(),
+            hosts: BTreeMap::new(),
         }
     }
 

@@ -1,6 +1,9 @@
 //! The built-in services, written in the same Starlark as a clan's own and embedded in the
 //! binary: `(name, source)`.
 
+/// The `clan` namespace every module sees (see the runtime).
+pub const PRELUDE: &str = include_str!("clan.star");
+
 pub const BUILTIN_SERVICES: &[(&str, &str)] = &[
     ("borgbackup", include_str!("../services/borgbackup.star")),
     ("data-mesher", include_str!("../services/data-mesher.star")),

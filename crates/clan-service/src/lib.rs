@@ -12,7 +12,7 @@ mod builtin;
 mod error;
 mod runtime;
 
-pub use builtin::BUILTIN_SERVICES;
+pub use builtin::{BUILTIN_SERVICES, PRELUDE};
 pub use error::Error;
 pub use runtime::{
     CallOutput, InstanceCall, MachineCall, Manifest, RoleDef, Service, Shared, SharedValue,

@@ -3,8 +3,11 @@
 //!
 //! Hermetic means the globals offer only pure functions (no `load`, no `print`, no file,
 //! network, clock or randomness). Every module evaluation and call runs under a step budget.
+//! Every module sees one more global, `clan`: the helpers of src/clan.star (where a peer is
+//! reached), evaluated once.
 
 use std::cell::Cell;
+use std::sync::OnceLock;
 
 use indexmap::IndexMap;
 use serde_json::Value as Json;
@@ -369,6 +372,22 @@ fn attach<'v>(owned: &OwnedFrozenValue, heap: &FrozenHeap) -> Value<'v> {
         .to_value()
 }
 
+/// The `clan` namespace (src/clan.star), evaluated once and shared by every module.
+fn prelude() -> &'static FrozenModule {
+    static PRELUDE: OnceLock<FrozenModule> = OnceLock::new();
+    PRELUDE.get_or_init(|| {
+        let ast = AstModule::parse("clan.star", crate::PRELUDE.to_owned(), &dialect())
+            .expect("the built-in prelude parses");
+        Module::with_temp_heap(|module| {
+            Evaluator::new(&module)
+                .eval_module(ast, &globals())
+                .expect("the built-in prelude evaluates");
+            module.freeze()
+        })
+        .expect("the built-in prelude freezes")
+    })
+}
+
 fn eval_frozen_module(name: &str, origin: &str, source: &str) -> Result<FrozenModule, Error> {
     let ast = AstModule::parse(origin, source.to_owned(), &dialect()).map_err(|error| {
         Error::Starlark {
@@ -377,6 +396,8 @@ fn eval_frozen_module(name: &str, origin: &str, source: &str) -> Result<FrozenMo
         }
     })?;
     Module::with_temp_heap(|module| -> Result<FrozenModule, Error> {
+        let clan = prelude().get("clan").expect("the prelude defines `clan`");
+        module.set("clan", attach(&clan, module.frozen_heap()));
         {
             let steps = Cell::new(0);
             let mut eval = budgeted_evaluator(&module, &steps);

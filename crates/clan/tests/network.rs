@@ -94,9 +94,14 @@ impl TwoRoutes {
         assert!(nft.wait().unwrap().success(), "nft");
     }
 
-    /// `command` on the machine over plain ssh to `address`.
+    /// `command` on the machine over plain ssh to `address`: the test's way to observe it,
+    /// which neither needs nor records the host key clan's own connections check.
     fn ssh(&self, address: &str, command: &str) -> std::process::Output {
         run(Command::new("ssh").arg("-F").arg(&self.ssh_config).args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
             "-o",
             "ConnectTimeout=3",
             &format!("root@{address}"),
@@ -187,6 +192,104 @@ fn a_black_holed_top_route_loses_the_race_and_every_route_down_names_each() {
             });
         assert!(line.contains("timed out"), "{line}");
     }
+}
+
+/// The route carrying a deploy goes down while the machine activates: the deploy ends (it does
+/// not hang on the dead connection), the machine is on the new generation confirmed over the
+/// other route or back on the old one by magic rollback (never in between), and the next run
+/// deploys over the other route.
+#[test]
+fn a_route_lost_mid_deploy_ends_cleanly_and_the_next_run_takes_another() {
+    let Some(t) = two_routes() else { return };
+    let first = run(&mut t.clan(&["machines", "update", "--confirm-timeout", "10"]));
+    assert!(first.status.success(), "first deploy");
+    assert_eq!(t.on(&t.lower, "cat /etc/hello"), "Hello from web");
+
+    // A generation whose activation takes a few seconds (a unit slow to start).
+    let service = t.f.clan.path().join("services/slow/service.star");
+    std::fs::create_dir_all(service.parent().unwrap()).unwrap();
+    std::fs::write(
+        &service,
+        r#"manifest = {"name": "slow", "description": "starts slowly"}
+def _slow(ctx):
+    unit = "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/sleep 6\n\n[Install]\nWantedBy=multi-user.target\n"
+    return {"config": {"units": {"slow.service": {"content": unit}}}}
+roles = {"default": {"perInstance": _slow}}
+"#,
+    )
+    .unwrap();
+    t.f.git(&["add", "services"]);
+    let toml = std::fs::read_to_string(t.f.clan.path().join("clan.toml")).unwrap();
+    t.f.commit_clan_toml(
+        &(toml.replace(
+            "module.name = \"hello-world\"",
+            "module.name = \"hello-world\"\nroles.default.settings = { greeting = \"Hi\" }",
+        ) + "\n[instances.slow]\nmodule.name = \"slow\"\nroles.default.tags = [\"all\"]\n"),
+        "slow",
+    );
+
+    let mut deploy = t
+        .clan(&["machines", "update", "--confirm-timeout", "10", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let events = std::io::BufReader::new(deploy.stdout.take().unwrap());
+    let mut seen = Vec::new();
+    for line in std::io::BufRead::lines(events) {
+        let event: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+        if event["event"] == "stage" && event["stage"] == "activate" {
+            assert_eq!(
+                seen.iter()
+                    .find(|e: &&serde_json::Value| e["event"] == "route")
+                    .unwrap()["source"],
+                "targetHost",
+                "the deploy does not run over the top route"
+            );
+            t.black_hole(&t.top);
+        }
+        seen.push(event);
+    }
+    let ended = deploy.wait_with_output().unwrap();
+    eprintln!("{}", String::from_utf8_lossy(&ended.stderr));
+    let outcome = seen.last().expect("events");
+    eprintln!("the deploy ended: {outcome}");
+    // Past the confirmation window either way: a rolled-back machine has reverted by now.
+    std::thread::sleep(std::time::Duration::from_secs(12));
+    let hello = t.on(&t.lower, "cat /etc/hello");
+    let slow = t.on(
+        &t.lower,
+        "systemctl is-active slow.service; test -e /etc/systemd/system/slow.service && echo unit",
+    );
+    if ended.status.success() {
+        assert_eq!(outcome["event"], "done", "{outcome}");
+        assert_eq!(
+            (hello.as_str(), slow.as_str()),
+            ("Hi from web", "active\nunit")
+        );
+    } else {
+        assert_eq!(outcome["event"], "failed", "{outcome}");
+        let error = outcome["error"].as_str().unwrap();
+        assert!(
+            error.contains(&format!("lost the connection to `root@{}`", t.top)),
+            "{error}"
+        );
+        assert_eq!(hello, "Hello from web", "rolled back");
+        assert!(
+            !slow.ends_with("unit"),
+            "the new generation's unit is still there: {slow}"
+        );
+    }
+
+    let next = run(&mut t.clan(&["machines", "update", "--confirm-timeout", "10", "--json"]));
+    assert!(next.status.success(), "the next run");
+    let events = String::from_utf8_lossy(&next.stdout);
+    assert!(
+        events.contains(&format!("\"target\":\"root@{}\"", t.lower)),
+        "{events}"
+    );
+    assert_eq!(t.on(&t.lower, "cat /etc/hello"), "Hi from web");
+    assert_eq!(t.on(&t.lower, "systemctl is-active slow.service"), "active");
 }
 
 /// A machine that drops SSH from the admin but not from another machine is deployed and
@@ -312,24 +415,20 @@ fn a_wireguard_mesh_of_three_pings_over_its_addresses() {
     );
     keygen_and_deploy(&f, &toml);
 
-    let address = |machine: &str| {
-        let hosts = f.on(machine, "cat /etc/hosts");
-        let line = hosts
-            .lines()
-            .find(|l| l.contains(&format!(" {machine}.mesh ")))
-            .unwrap_or_else(|| panic!("no {machine}.mesh in {hosts}"))
-            .to_owned();
-        line.split_whitespace().next().unwrap().to_owned()
+    let address = |machine: &str| -> std::net::Ipv6Addr {
+        hosts_address(&f.on(machine, "cat /etc/hosts"), &format!("{machine}.mesh"))
     };
     let c1 = address("c1");
-    assert!(c1.starts_with("fd") && c1.ends_with("::1"), "{c1}");
-    let p2 = address("p2");
-    // A peer's address is its controller's /56 and 64 bits of its own: eight full groups.
-    assert_eq!(p2.split(':').count(), 8, "{p2}");
     assert!(
-        p2.starts_with(&c1[..c1.len() - 3]),
-        "{p2} not in {c1}'s subnet"
+        c1.segments()[0] >> 8 == 0xfd && c1.segments()[4..] == [0, 0, 0, 1],
+        "{c1}"
     );
+    let p2 = address("p2");
+    // A peer's address is its controller's /56 and 64 bits of its own.
+    let prefix = |a: std::net::Ipv6Addr| u128::from(a) >> 72;
+    assert_eq!(prefix(p2), prefix(c1), "{p2} not in {c1}'s /56");
+    assert_ne!(u128::from(p2) as u64, 0, "{p2}");
+    let (c1, p2) = (c1.to_string(), p2.to_string());
     // Each machine reaches the others over the mesh (peer to peer through the controller).
     for (from, to) in [
         ("p1", p2.as_str()),
@@ -387,7 +486,10 @@ fn yggdrasil_members_reach_each_others_addresses_and_refuse_others() {
     };
     let (y1, y2) = (address("y1"), address("y2"));
     assert!(y1.starts_with("2") && y1.contains(':'), "{y1}");
-    for (from, to) in [("y1", &y2), ("y2", &y1)] {
+    // Every member names the others in /etc/hosts (`<m>.<instance>`); reached by name.
+    let named = hosts_address(&f.on("y1", "cat /etc/hosts"), "y2.ygg");
+    assert_eq!(named, y2.parse::<std::net::Ipv6Addr>().unwrap());
+    for (from, to) in [("y1", "y2.ygg"), ("y2", y1.as_str())] {
         let ping = run(f
             .testbed
             .ssh_command(from)
@@ -437,4 +539,16 @@ fn yggdrasil_members_reach_each_others_addresses_and_refuse_others() {
         .trim()
         .to_owned();
     assert!(peers.contains(&y2_key), "y1 does not peer with y2: {peers}");
+}
+
+/// The address `/etc/hosts` text gives `name`.
+fn hosts_address(hosts: &str, name: &str) -> std::net::Ipv6Addr {
+    let line = hosts
+        .lines()
+        .find(|line| line.split_whitespace().skip(1).any(|n| n == name))
+        .unwrap_or_else(|| panic!("no {name} in {hosts}"));
+    let address = line.split_whitespace().next().unwrap();
+    address
+        .parse()
+        .unwrap_or_else(|_| panic!("`{address}` for {name} is not an IPv6 address"))
 }
