@@ -543,17 +543,27 @@ pub fn run_agent<T: serde::de::DeserializeOwned>(
     host: &dyn Host,
     words: &[&str],
 ) -> Result<T, Error> {
+    let command = format!("clan agent {}", words.first().copied().unwrap_or(""));
+    run_agent_if_there(host, words)?.ok_or_else(|| Error::Protocol {
+        machine: host.machine().to_owned(),
+        command,
+        reason: "there is no clan agent on the machine: it was never deployed with `clan machines update`".into(),
+    })
+}
+
+/// [`run_agent`], or `None` on a machine without an agent (never deployed).
+pub fn run_agent_if_there<T: serde::de::DeserializeOwned>(
+    host: &dyn Host,
+    words: &[&str],
+) -> Result<Option<T>, Error> {
     let mut argv = vec![LATEST_AGENT.to_owned(), "agent".to_owned()];
     argv.extend(words.iter().map(|w| w.to_string()));
     let command = format!("clan agent {}", words.first().copied().unwrap_or(""));
-    agent_json(host, &argv, Input::None).map_err(|e| match e {
-        AgentCall::Missing => Error::Protocol {
-            machine: host.machine().to_owned(),
-            command,
-            reason: "there is no clan agent on the machine: it was never deployed with `clan machines update`".into(),
-        },
-        other => other.into_error(host.machine(), &command),
-    })
+    match agent_json(host, &argv, Input::None) {
+        Ok(answer) => Ok(Some(answer)),
+        Err(AgentCall::Missing) => Ok(None),
+        Err(other) => Err(other.into_error(host.machine(), &command)),
+    }
 }
 
 /// Runs `clan agent <words>` with this build's agent, which is first put on the machine as a

@@ -220,6 +220,40 @@ fn plan_machine(
         });
     }
     let routes = clan_network::candidates(fleet, clan_dir, machine, target_override)?;
+    let (generation, has_secrets) = build_generation(clan_dir, machine)?;
+    let vars_error = |source| Error::Vars {
+        machine: name.to_string(),
+        source: Box::new(source),
+    };
+    let age_key = if !has_secrets {
+        None
+    } else {
+        if identities.is_none() {
+            *identities = Some(admin().map_err(|e| vars_error(e.into()))?);
+        }
+        let admin = identities.as_ref().expect("set above");
+        let key = clan_vars::machine_age_key(clan_dir, name, admin).map_err(vars_error)?;
+        Some(zeroize::Zeroizing::new(
+            String::from_utf8_lossy(key.expose()).into_owned(),
+        ))
+    };
+    Ok((
+        routes,
+        MachineDeploy {
+            generation,
+            age_key,
+            host_key: clan_vars::ssh_host_key(clan_dir, name, &machine.config),
+        },
+    ))
+}
+
+/// The generation the clan builds for `machine` now (its secrets as the clan stores them,
+/// still encrypted: no key is needed), and whether it carries secrets.
+pub fn build_generation(
+    clan_dir: &Path,
+    machine: &clan_eval::EvaluatedMachine,
+) -> Result<(Generation, bool), Error> {
+    let name = &machine.summary.name;
     let vars_error = |source| Error::Vars {
         machine: name.to_string(),
         source: Box::new(source),
@@ -261,26 +295,7 @@ fn plan_machine(
             source,
         }
     })?;
-    let age_key = if secrets.is_empty() {
-        None
-    } else {
-        if identities.is_none() {
-            *identities = Some(admin().map_err(|e| vars_error(e.into()))?);
-        }
-        let admin = identities.as_ref().expect("set above");
-        let key = clan_vars::machine_age_key(clan_dir, name, admin).map_err(vars_error)?;
-        Some(zeroize::Zeroizing::new(
-            String::from_utf8_lossy(key.expose()).into_owned(),
-        ))
-    };
-    Ok((
-        routes,
-        MachineDeploy {
-            generation,
-            age_key,
-            host_key: clan_vars::ssh_host_key(clan_dir, name, &machine.config),
-        },
-    ))
+    Ok((generation, !secrets.is_empty()))
 }
 
 #[cfg(test)]

@@ -83,6 +83,29 @@ function time(ms) {
 
 const ROW = 30;
 
+/** The machines' live status (`/api/status`) by name, once it has arrived. */
+let liveStatus = new Map();
+/** Why the live status could not be had, when it could not. */
+let statusError = null;
+
+/** A machine's live status in a word, and the longer text behind it. */
+function statusOf(name) {
+  const status = liveStatus.get(name);
+  if (!status) return { word: liveStatus.size || statusError ? 'unknown' : 'asking…', title: statusError || '' };
+  const last = status.last ? `; last: ${status.last.action} ${new Date(status.last.time * 1000).toLocaleString()}` : '';
+  const via = status.reached ? `reached over ${status.reached.network || status.reached.source} in ${status.reached.elapsedMs} ms` : '';
+  if (!status.reached) return { word: 'unreachable', title: status.error || '' };
+  if (status.inSync === true) return { word: 'in sync', title: `${via}; generation ${status.current}${last}` };
+  if (!status.current) return { word: 'never deployed', title: via };
+  if (status.inSync === false) return { word: 'out of sync', title: `${via}; runs ${status.current}, the clan builds ${status.wanted}${last}` };
+  return { word: 'unknown', title: status.error || via };
+}
+
+function statusBadge(name) {
+  const { word, title } = statusOf(name);
+  return h('span', { class: `status ${word.replace(/[^a-z]+/g, '-')}`, title }, word);
+}
+
 /** The rows of the fleet list: a header per tag, then its machines (a machine is listed
  * under each of its tags; untagged ones last). */
 function fleetRows(machines, search, tag) {
@@ -124,6 +147,7 @@ function virtualList(rows, onOpen) {
         ? h('div', { class: 'fleet-row group' }, `${row.group} `, h('span', { class: 'muted' }, `${row.count}`))
         : h('div', { class: 'fleet-row machine', 'data-machine': row.machine.name, onclick: () => onOpen(row.machine.name) },
           h('span', { class: 'name' }, row.machine.name),
+          statusBadge(row.machine.name),
           h('span', { class: 'target' }, row.machine.targetHost || '—'),
           h('span', {}, row.machine.tags.map((t) => h('span', { class: 'tag' }, t))),
           h('span', { class: 'muted' }, row.machine.roles.map((r) => `${r.instance}/${r.role}`).join(', ')));
@@ -161,8 +185,9 @@ function fleetMap(machines, instances) {
   });
   for (const m of sorted) {
     const [x, y] = at.get(m.name);
-    nodes.push(h('g', { class: 'map-machine' }, h('circle', { cx: x, cy: y, r: 8, fill: '#2f6fde' }),
-      h('title', {}, `${m.name}: ${m.tags.join(', ')}`),
+    const { word, title } = statusOf(m.name);
+    nodes.push(h('g', { class: `map-machine status ${word.replace(/[^a-z]+/g, '-')}`, 'data-map-machine': m.name }, h('circle', { cx: x, cy: y, r: 8 }),
+      h('title', {}, `${m.name} (${word}): ${m.tags.join(', ')}${title ? `; ${title}` : ''}`),
       h('text', { x: x + 10, y: y + 4 }, m.name)));
   }
   return h('svg', { class: 'map', viewBox: `0 0 ${width} ${height}`, 'data-testid': 'fleet-map' }, edges, nodes);
@@ -183,6 +208,18 @@ async function fleetView() {
   };
   search.addEventListener('input', update);
   tagSelect.addEventListener('change', update);
+  const map = h('div', {}, machines.length > 0 && machines.length <= 60 ? fleetMap(machines, data.instances) : null);
+  // Live status asks every machine over SSH: it arrives after the page is up.
+  liveStatus = new Map();
+  statusError = null;
+  const redraw = () => {
+    if (machines.length <= 60) map.replaceChildren(fleetMap(machines, data.instances));
+    list.render();
+  };
+  api('GET', '/api/status').then((statuses) => {
+    liveStatus = new Map(statuses.map((s) => [s.machine, s]));
+    redraw();
+  }, (error) => { statusError = `no live status: ${error.message}`; redraw(); });
   const instanceCards = Object.entries(data.instances).map(([name, instance]) =>
     h('div', { class: 'card', 'data-instance': name },
       h('div', { class: 'row' }, h('strong', {}, name), h('span', { class: 'muted' }, instance.service),
@@ -192,7 +229,7 @@ async function fleetView() {
   show(
     h('h1', {}, data.meta.name, ' ', h('span', { class: 'muted' }, `${machines.length} machines, ${Object.keys(data.instances).length} instances`)),
     machines.length === 0 ? h('div', { class: 'card' }, 'No machines yet. ', h('a', { href: '#/new-machine' }, 'Add a machine')) : null,
-    machines.length > 0 && machines.length <= 60 ? fleetMap(machines, data.instances) : null,
+    map,
     h('div', { class: 'grid' },
       h('div', {}, h('div', { class: 'row' }, search, tagSelect, count), h('p'), list.element),
       h('div', {}, h('h2', {}, 'Instances'), instanceCards.length ? instanceCards : h('p', { class: 'muted' }, 'None yet: ', h('a', { href: '#/services' }, 'pick a service')))));

@@ -114,6 +114,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/tokens", post(new_token))
         .route("/api/clan", post(create_clan))
         .route("/api/fleet", get(fleet))
+        .route("/api/status", get(status))
         .route("/api/machines", post(create_machine))
         .route("/api/machines/{name}", get(machine))
         .route("/api/machines/{name}/generations", get(generations))
@@ -289,6 +290,20 @@ async fn fleet(State(app): Shared) -> Reply {
             "machines": summary.machines.values().collect::<Vec<_>>(),
             "instances": summary.instances,
         })))
+    })
+    .await
+}
+
+/// Machines asked at once for the live status.
+const STATUS_JOBS: usize = 20;
+
+/// Every machine's live status (`clan machines status`): asked over SSH, so the page loads
+/// the fleet first and this after.
+async fn status(State(app): Shared) -> Reply {
+    let dir = clan_dir(&app)?;
+    blocking(move || {
+        let statuses = clan_lib::deploy::status(&dir, &[], &[], &app.ssh, STATUS_JOBS)?;
+        Ok(Json(json!(statuses)))
     })
     .await
 }

@@ -241,6 +241,15 @@ async fn a_clan_from_empty_to_deployed_and_rolled_back_in_the_browser() {
     click(&client, "#deploy").await;
     wait_deployed(&client).await;
     assert_eq!(on_web("cat /etc/hello"), "Second greeting from web");
+    // The fleet page shows each machine's live status, asked from the machine.
+    goto(&client, &gui, "#/").await;
+    wait_text(
+        &client,
+        "[data-machine=web] .status",
+        "in sync",
+        Duration::from_secs(60),
+    )
+    .await;
 
     // Roll back to the first deploy's generation.
     goto(&client, &gui, "#/machine/web").await;
@@ -254,6 +263,15 @@ async fn a_clan_from_empty_to_deployed_and_rolled_back_in_the_browser() {
     )
     .await;
     assert_eq!(on_web("cat /etc/hello"), "Hello from the browser from web");
+    // Rolled back, web runs an older generation than the clan builds.
+    goto(&client, &gui, "#/").await;
+    wait_text(
+        &client,
+        "[data-machine=web] .status",
+        "out of sync",
+        Duration::from_secs(60),
+    )
+    .await;
 
     // The history survives a reload (and is what a second browser sees).
     goto(&client, &gui, "#/deploys").await;

@@ -1,13 +1,14 @@
 //! Deploys: `update` (vars first, then the fleet run of `clan-deploy`, reporting each
 //! machine's events to the [`Progress`] sink), dry runs, `generations` of one machine or the
-//! whole fleet, and `rollback`.
+//! whole fleet, `status` (where each machine stands against the clan), and `rollback`.
 
 use std::path::Path;
 
 use clan_deploy::agent::Activation;
-use clan_deploy::deploy::{run_agent, DeployOptions};
+use clan_deploy::agent::HistoryEntry;
+use clan_deploy::deploy::{run_agent, run_agent_if_there, DeployOptions};
 use clan_deploy::fleet::{MachineResult, Route};
-use clan_deploy::ssh::{ControlDir, SshHost, SshOptions};
+use clan_deploy::ssh::{ControlDir, RouteUsed, SshHost, SshOptions};
 use clan_inventory::{MachineName, TagName};
 
 use crate::vars::Prompter;
@@ -163,6 +164,98 @@ pub fn fleet_generations(
         "asking a machine for its generations",
         |host| Ok(run_agent(host, &["generations"])?),
     ))
+}
+
+/// Where a machine stands: how it was reached, its current generation, whether that is the
+/// generation the clan builds for it now, and its last deploy.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MachineStatus {
+    pub machine: MachineName,
+    /// The generation the clan builds for the machine now; `None` when its configuration
+    /// does not build (`error` says why).
+    pub wanted: Option<String>,
+    /// How the machine was reached; `None` when it was not (`error` says why).
+    pub reached: Option<RouteUsed>,
+    /// The machine's current generation (`None`: never deployed, or not reached).
+    pub current: Option<String>,
+    /// Whether the machine runs what the clan builds; `None` when either side is unknown.
+    pub in_sync: Option<bool>,
+    /// The newest entry of its history: the last deploy, rollback or failure, and when.
+    pub last: Option<HistoryEntry>,
+    /// Why the machine could not be reached or its generation built.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The status of the machines `machines` (all when empty) that carry every tag of `tags`,
+/// asked `jobs` machines at a time, in the order of the selection; a machine that cannot be
+/// reached is a status with its error, not an error.
+pub fn status(
+    dir: &Path,
+    machines: &[MachineName],
+    tags: &[TagName],
+    ssh: &SshOptions,
+    jobs: usize,
+) -> Result<Vec<MachineStatus>, Error> {
+    let fleet = clan_eval::Fleet::open(dir)?;
+    let machines = crate::machines::select(&fleet, machines, tags)?;
+    let asked = ask_each(
+        &fleet,
+        dir,
+        &machines,
+        ssh,
+        jobs,
+        "asking a machine for its status",
+        |host| {
+            Ok((
+                host.route_used(),
+                run_agent_if_there::<Generations>(host, &["generations"])?,
+            ))
+        },
+    );
+    let mut statuses = Vec::with_capacity(asked.len());
+    for (machine, answer) in asked {
+        let wanted = fleet
+            .machine(&machine)
+            .map_err(clan_deploy::Error::from)
+            .and_then(|evaluated| clan_deploy::fleet::build_generation(dir, &evaluated));
+        let mut status = MachineStatus {
+            machine,
+            wanted: None,
+            reached: None,
+            current: None,
+            in_sync: None,
+            last: None,
+            error: None,
+        };
+        match wanted {
+            Ok((generation, _)) => status.wanted = Some(generation.id),
+            Err(error) => status.error = Some(error.to_string()),
+        }
+        match answer {
+            Ok((reached, generations)) => {
+                status.reached = reached;
+                // A machine without an agent was never deployed: no generation, no history.
+                let generations = generations.unwrap_or_default();
+                status.in_sync = status
+                    .wanted
+                    .as_ref()
+                    .map(|w| Some(w) == generations.current.as_ref());
+                status.current = generations.current;
+                status.last = generations.history.last().cloned();
+            }
+            Err(error) => {
+                let unreached = error.to_string();
+                status.error = Some(match status.error.take() {
+                    Some(unbuilt) => format!("{unbuilt}; {unreached}"),
+                    None => unreached,
+                });
+            }
+        }
+        statuses.push(status);
+    }
+    Ok(statuses)
 }
 
 /// `ask` run on each of `machines` over its own connection, `jobs` machines at a time; the

@@ -1026,3 +1026,65 @@ fn tags_all_deploys_every_machine_and_generations_shows_the_fleet() {
     );
     assert!(stderr(&partial).contains("[g2] "), "{}", stderr(&partial));
 }
+
+/// `machines status` says where each machine stands against the clan: a machine never
+/// deployed is out of sync with no generation, a deployed one in sync on the generation the
+/// deploy reported, a changed configuration makes it out of sync again, and a machine that
+/// cannot be reached is named with why (exit 1) while the others are still reported.
+#[test]
+fn status_tells_reached_generation_in_sync_and_last_deploy() {
+    let Some(mut f) = fixture(&["s1", "s2"]) else {
+        return;
+    };
+    let status = |f: &Fixture| -> (Option<i32>, Vec<serde_json::Value>) {
+        let output = f.clan(&["machines", "status", "--json"]).output().unwrap();
+        let list = serde_json::from_slice::<serde_json::Value>(&output.stdout)
+            .unwrap_or_else(|_| panic!("{}", stderr(&output)));
+        (output.status.code(), list.as_array().unwrap().clone())
+    };
+    let (code, before) = status(&f);
+    assert_eq!(code, Some(0), "{before:?}");
+    assert_eq!(before[0]["machine"], "s1");
+    assert_eq!(before[0]["current"], serde_json::Value::Null);
+    assert_eq!(before[0]["inSync"], false);
+    assert_eq!(before[0]["reached"]["source"], "targetHost");
+
+    let deployed = f.update(&["s1", "--json"]);
+    assert!(deployed.status.success(), "{}", stderr(&deployed));
+    let events = String::from_utf8_lossy(&deployed.stdout).into_owned();
+    let (_, after) = status(&f);
+    let generation = after[0]["current"].as_str().unwrap().to_owned();
+    assert!(events.contains(&generation), "{generation} not in {events}");
+    assert_eq!(after[0]["wanted"], generation.as_str());
+    assert_eq!(after[0]["inSync"], true);
+    assert_eq!(after[0]["last"]["action"], "deploy");
+    assert_eq!(after[1]["inSync"], false, "s2 was not deployed");
+
+    // A change the machine does not have yet.
+    f.configure("s1", "{\"files\": {\"/etc/new\": {\"content\": \"n\"}}}");
+    let (_, changed) = status(&f);
+    assert_eq!(changed[0]["current"], generation.as_str());
+    assert_eq!(changed[0]["inSync"], false);
+    assert_ne!(changed[0]["wanted"], generation.as_str());
+
+    f.testbed.stop("s2").unwrap();
+    let (code, down) = status(&f);
+    assert_eq!(code, Some(1));
+    assert_eq!(down[0]["inSync"], false, "s1 is still reported");
+    assert_eq!(down[1]["reached"], serde_json::Value::Null);
+    assert_eq!(down[1]["inSync"], serde_json::Value::Null);
+    let error = down[1]["error"].as_str().unwrap();
+    assert!(error.contains("machine `s2`"), "{error}");
+    let text = f.clan(&["machines", "status"]).output().unwrap();
+    assert!(
+        stderr(&text).contains("[s2] machine `s2`"),
+        "{}",
+        stderr(&text)
+    );
+    let table = String::from_utf8_lossy(&text.stdout).into_owned();
+    let s1 = table.lines().find(|l| l.starts_with("s1 ")).unwrap();
+    assert!(
+        s1.contains(&generation[..12]) && s1.contains(" no "),
+        "{table}"
+    );
+}

@@ -1,5 +1,5 @@
-//! `clan machines create|list|show|delete`, `update|generations|rollback` (in `deploy`) and
-//! `update-hardware-config` (in `hardware`).
+//! `clan machines create|list|show|delete`, `update|generations|rollback|status` (in `deploy`)
+//! and `update-hardware-config` (in `hardware`).
 
 use std::process::ExitCode;
 
@@ -79,6 +79,9 @@ enum Command {
     Generations(deploy::GenerationsArgs),
     /// Re-activate an earlier generation of a machine (default: the previous one).
     Rollback(deploy::RollbackArgs),
+    /// Where each machine stands: reached how, its generation, in sync with the clan or not,
+    /// its last deploy.
+    Status(deploy::StatusArgs),
     /// Fetch a machine's hardware report (nixos-facter's format) into
     /// machines/<machine>/facter.json and commit it.
     UpdateHardwareConfig(hardware::UpdateHardwareArgs),
@@ -191,6 +194,7 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
         Command::Update(args) => return deploy::update(args, &dir),
         Command::Generations(args) => return deploy::generations(args, &dir),
         Command::Rollback(args) => return deploy::rollback(args, &dir),
+        Command::Status(args) => return deploy::status(args, &dir),
         Command::UpdateHardwareConfig(args) => return hardware::update(args, &dir),
     }
     Ok(ExitCode::SUCCESS)

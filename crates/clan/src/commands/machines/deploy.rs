@@ -120,6 +120,25 @@ pub struct GenerationsArgs {
 
 #[derive(clap::Args)]
 #[command(after_help = "Examples:
+  clan machines status                # every machine: reached over, generation, in sync, last deploy
+  clan machines status --tags web --json")]
+pub struct StatusArgs {
+    /// The machines (default: every machine).
+    machines: Vec<MachineName>,
+    #[command(flatten)]
+    tags: super::TagsArg,
+    /// How many machines are asked at once.
+    #[arg(long, short = 'j', default_value_t = 10)]
+    jobs: usize,
+    /// Print JSON (a list, one object per machine).
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    ssh: SshArgs,
+}
+
+#[derive(clap::Args)]
+#[command(after_help = "Examples:
   clan machines rollback web01         # to the previous generation
   clan machines rollback web01 --to 3")]
 pub struct RollbackArgs {
@@ -391,6 +410,71 @@ fn fleet_generations(args: &GenerationsArgs, dir: &Path) -> anyhow::Result<ExitC
         print_table(&rows)?;
     }
     Ok(if failed > 0 {
+        ExitCode::from(EXIT_FAILED)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `machines status`: exit 1 when a machine could not be reached or its generation built.
+pub fn status(args: StatusArgs, dir: &Path) -> anyhow::Result<ExitCode> {
+    if args.ssh.target_host.is_some() {
+        return Err(crate::report::hinted(
+            "--target-host is one machine's address; `machines status` asks machines at their routes",
+            "ask one machine at another address with `clan machines generations web01 --target-host root@203.0.113.4`",
+        ));
+    }
+    let statuses = clan_lib::deploy::status(
+        dir,
+        &args.machines,
+        &args.tags.tags,
+        &args.ssh.options(),
+        args.jobs,
+    )?;
+    let failed = statuses.iter().any(|s| s.error.is_some());
+    if args.json {
+        print_json(&statuses)?;
+    } else {
+        let mut rows = vec![["MACHINE", "REACHED", "GENERATION", "IN SYNC", "LAST"]
+            .map(str::to_owned)
+            .to_vec()];
+        for status in &statuses {
+            let reached = status.reached.as_ref().map_or_else(
+                || "-".to_owned(),
+                |r| match &r.network {
+                    Some(network) => format!("{network} ({} ms)", r.elapsed_ms),
+                    None => format!("{} ({} ms)", r.source, r.elapsed_ms),
+                },
+            );
+            let in_sync = match status.in_sync {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "-",
+            };
+            let last = status.last.as_ref().map_or_else(
+                || "-".to_owned(),
+                |e| format!("{} {}", e.action, local_time(e.time)),
+            );
+            rows.push(vec![
+                status.machine.to_string(),
+                reached,
+                status
+                    .current
+                    .as_deref()
+                    .map_or("-", clan_deploy::agent::short)
+                    .to_owned(),
+                in_sync.to_owned(),
+                last,
+            ]);
+        }
+        print_table(&rows)?;
+        for status in &statuses {
+            if let Some(error) = &status.error {
+                printer().failure(format_args!("[{}] {error}", status.machine));
+            }
+        }
+    }
+    Ok(if failed {
         ExitCode::from(EXIT_FAILED)
     } else {
         ExitCode::SUCCESS
