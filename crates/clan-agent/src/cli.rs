@@ -141,6 +141,14 @@ enum Command {
     /// `clan backups …` and by the providers' timers).
     #[command(subcommand)]
     Backups(BackupsCommand),
+    /// This machine's hardware report in nixos-facter's format (JSON on stdout; run by
+    /// `clan machines update-hardware-config`).
+    Facter {
+        /// Also serial numbers, UUID-bearing device names and MAC addresses (the report is
+        /// meant to be committed: leave them out unless you need them).
+        #[arg(long)]
+        with_serials: bool,
+    },
 }
 
 #[derive(clap::Subcommand)]
@@ -279,6 +287,10 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             eprintln!("{count} secrets decrypted");
         }
         Command::Backups(command) => backups(&agent.paths, command)?,
+        Command::Facter { with_serials } => {
+            let options = crate::facter::Options { with_serials };
+            print_json(&crate::facter::collect(&args.root, options))?
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -3,9 +3,9 @@
 //! per-machine lock, re-activates the previous generation when activation fails, and after a
 //! successful activation waits (in a detached transient unit, so the deploying SSH session may
 //! die) for the deployer's confirmation over a fresh connection — reverting by itself when none
-//! comes in time. [`serve`] passes the agent on to the other machines of a run; [`cli`] is the
-//! binary's command line (`agent …` and `mesher …`, the Data Mesher daemon and its tools, which
-//! run on machines too).
+//! comes in time. [`facter`] writes the machine's hardware report; [`serve`] passes the agent
+//! on to the other machines of a run; [`cli`] is the binary's command line (`agent …` and
+//! `mesher …`, the Data Mesher daemon and its tools, which run on machines too).
 //!
 //! Every agent command prints JSON on stdout for the deployer ([`clan_generation::reply`]) and
 //! plain messages on stderr. It must never link the evaluator, Starlark or the deployer's
@@ -14,6 +14,7 @@
 mod apply;
 pub mod backups;
 pub mod cli;
+pub mod facter;
 mod hosts;
 pub mod mesher;
 pub mod report;

@@ -566,6 +566,29 @@ pub fn run_agent_if_there<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// Runs `clan agent <words>` with this build's agent, which is first put on the machine as a
+/// deploy puts it there when the machine lacks it, and returns what it printed on stdout: for
+/// commands whose answer is data rather than one of the agent's replies (`facter`).
+pub fn run_own_agent(
+    host: &dyn Host,
+    agent: &AgentBinary,
+    words: &[&str],
+) -> Result<Vec<u8>, Error> {
+    let mut argv = vec![agent.remote_path(), "agent".to_owned()];
+    argv.extend(words.iter().map(|w| w.to_string()));
+    let command = format!("clan agent {}", words.first().copied().unwrap_or(""));
+    let output = match agent_ok(host, &argv, Input::None) {
+        Err(AgentCall::Missing) => {
+            Relay::for_run(1).deliver(host, agent)?;
+            agent_ok(host, &argv, Input::None)
+        }
+        other => other,
+    };
+    output
+        .map(|output| output.stdout)
+        .map_err(|e| e.into_error(host.machine(), &command))
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     //! The stages over a fake [`Host`]: the machine's answers are scripted per agent command,

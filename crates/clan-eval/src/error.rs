@@ -8,6 +8,9 @@ pub enum Error {
     Inventory(#[from] clan_inventory::Error),
     #[error(transparent)]
     Service(#[from] clan_service::Error),
+    /// A machine's `facter.json` that is not a hardware report.
+    #[error(transparent)]
+    Hardware(#[from] clan_facter::ParseError),
     #[error("{}: `{key}`: {message}", path.display())]
     Invalid {
         path: PathBuf,
@@ -51,6 +54,7 @@ impl clan_error::Hint for Error {
         match self {
             Self::Inventory(error) => error.hint(),
             Self::Service(error) => error.hint(),
+            Self::Hardware(error) => error.hint(),
             Self::Invalid { hint, .. } | Self::UnknownMachine { hint, .. } => hint.clone(),
             Self::NoMachineWithTags { .. } => Some(
                 "`clan machines list` shows each machine's tags (`all` and the class name are \
@@ -70,6 +74,7 @@ impl clan_error::Hint for Error {
         match self {
             Self::Inventory(error) => error.exit(),
             Self::Service(error) => error.exit(),
+            Self::Hardware(error) => error.exit(),
             Self::Invalid { .. } | Self::Conflict { .. } | Self::InvalidConfig { .. } => {
                 clan_error::Exit::Failed
             }

@@ -59,6 +59,9 @@ pub struct EvaluatedMachine {
     /// instance → role → complete settings.
     pub settings: BTreeMap<String, BTreeMap<String, Value>>,
     pub config: MachineConfig,
+    /// What its hardware report (`machines/<m>/facter.json`) says, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hardware: Option<clan_facter::Facts>,
 }
 
 /// Fleet-wide results of an evaluation.
@@ -109,12 +112,22 @@ fn machine_tags(machine: &clan_inventory::Machine) -> impl Iterator<Item = &str>
         .chain(["all", machine.machine_class.as_str()])
 }
 
-fn machine_value(name: &MachineName, machine: &clan_inventory::Machine) -> Value {
+/// Each machine's hardware facts as services see them (`ctx.machine.hardware`).
+type HardwareValues = BTreeMap<String, Value>;
+
+/// `ctx.machine`: the machine's name, class, tags, target and hardware facts (`None` without
+/// a report).
+fn machine_value(
+    name: &MachineName,
+    machine: &clan_inventory::Machine,
+    hardware: &HardwareValues,
+) -> Value {
     json!({
         "name": name.as_str(),
         "class": machine.machine_class.as_str(),
         "tags": machine.tags,
         "targetHost": machine.deploy.target_host,
+        "hardware": hardware.get(name.as_str()).unwrap_or(&Value::Null),
     })
 }
 
@@ -225,13 +238,20 @@ type InstanceOutputs<'a> = Vec<(&'a MachineName, RoleName, CallOutput)>;
 fn run_instance<'a>(
     instance: &ResolvedInstance<'a>,
     inventory: &Inventory,
+    hardware: &HardwareValues,
     shared: &clan_service::Shared<'_>,
 ) -> Result<InstanceOutputs<'a>, Error> {
     let machines: Vec<Value> = instance
         .roles
         .iter()
         .flat_map(|role| role.members.iter())
-        .map(|member| machine_value(member.machine, &inventory.machines[member.machine]))
+        .map(|member| {
+            machine_value(
+                member.machine,
+                &inventory.machines[member.machine],
+                hardware,
+            )
+        })
         .collect();
     let mut machine_values = machines.iter();
     let calls: Vec<InstanceCall<'_>> = instance
@@ -263,9 +283,17 @@ pub fn evaluate(
     loaded: &LoadedInventory,
     services: &Services,
     machine_modules: &BTreeMap<String, Service>,
+    hardware: &BTreeMap<String, clan_facter::Facts>,
     vars: &PublicVars,
 ) -> Result<(FleetSummary, Vec<EvaluatedMachine>), Error> {
     let inventory = &loaded.inventory;
+    let hardware_values: HardwareValues = hardware
+        .iter()
+        .map(|(machine, facts)| {
+            let value = serde_json::to_value(facts).expect("facts are plain data");
+            (machine.clone(), value)
+        })
+        .collect();
     let resolved: Vec<ResolvedInstance<'_>> = inventory
         .instances
         .iter()
@@ -290,7 +318,7 @@ pub fn evaluate(
             .enumerate()
             .filter(|(_, instance)| instance.service.manifest.reads_exports == phase_reads_exports)
             .map(|(index, instance)| {
-                run_instance(instance, inventory, &shared).map(|out| (index, out))
+                run_instance(instance, inventory, &hardware_values, &shared).map(|out| (index, out))
             })
             .collect::<Vec<_>>()
             .into_iter()
@@ -301,6 +329,7 @@ pub fn evaluate(
         outputs.extend(phase);
         machine_outputs.extend(run_per_machine(
             inventory,
+            &hardware_values,
             &resolved,
             phase_reads_exports,
             &shared,
@@ -316,6 +345,7 @@ pub fn evaluate(
         let value = machine_value(
             &machine.parse().expect("checked machine name"),
             &inventory.machines[machine.as_str()],
+            &hardware_values,
         );
         if let Some(output) = module.call_machine(
             &MachineCall {
@@ -333,7 +363,7 @@ pub fn evaluate(
     }
     outputs.sort_by_key(|(index, _)| *index);
 
-    let machines = assemble_machines(inventory, &resolved, outputs, machine_outputs)?;
+    let machines = assemble_machines(inventory, hardware, &resolved, outputs, machine_outputs)?;
     let summary = FleetSummary {
         meta: inventory.meta.clone(),
         machines: machines
@@ -388,6 +418,7 @@ fn collect_exports(exports: &mut Value, instance: &str, outputs: &InstanceOutput
 /// Each service's `per_machine`, once per machine that is in one of its instances.
 fn run_per_machine(
     inventory: &Inventory,
+    hardware: &HardwareValues,
     resolved: &[ResolvedInstance<'_>],
     phase_reads_exports: bool,
     shared: &clan_service::Shared<'_>,
@@ -413,7 +444,7 @@ fn run_per_machine(
     let mut outputs = Vec::new();
     for (service_name, (service, machines)) in per_service {
         for (machine, instances) in machines {
-            let value = machine_value(machine, &inventory.machines[machine]);
+            let value = machine_value(machine, &inventory.machines[machine], hardware);
             if let Some(output) = service.call_machine(
                 &MachineCall {
                     machine: &value,
@@ -434,6 +465,7 @@ fn run_per_machine(
 
 fn assemble_machines(
     inventory: &Inventory,
+    hardware: &BTreeMap<String, clan_facter::Facts>,
     resolved: &[ResolvedInstance<'_>],
     outputs: Vec<(usize, InstanceOutputs<'_>)>,
     machine_outputs: Vec<(String, String, CallOutput)>,
@@ -522,6 +554,7 @@ fn assemble_machines(
                 },
                 settings: settings.get(name.as_str()).cloned().unwrap_or_default(),
                 config,
+                hardware: hardware.get(name.as_str()).cloned(),
             })
         })
         .collect::<Vec<_>>()

@@ -3,7 +3,8 @@
 //!
 //! This crate owns role membership (listed machines and tags, with the computed tags `all`
 //! and the class name), the settings merge (role < tag < machine) and its validation against
-//! each role's schema, running services in two phases, merging fragments per machine, and the
+//! each role's schema, running services in two phases (each call sees its machine's hardware
+//! facts from `machines/<m>/facter.json`), merging fragments per machine, and the
 //! on-disk cache keyed by a hash of every input. Evaluation is pure: it reads the clan
 //! directory and never writes to it, never touches a machine, never decrypts anything.
 
@@ -25,6 +26,7 @@ pub use evaluate::{
 };
 pub use services::{load_services, local_service_files, Services, SERVICES_DIR};
 
+use clan_facter::FACTER_JSON;
 use clan_inventory::{LoadedInventory, MachineName, TagName, CLAN_TOML, INVENTORY_JSON};
 use clan_service::Service;
 
@@ -57,7 +59,7 @@ impl Fleet {
                 });
             }
         }
-        let (summary, machines) = evaluate_dir(dir, &inputs.clan_toml, &inputs.vars)?;
+        let (summary, machines) = evaluate_dir(dir, &inputs.clan_toml, &inputs.vars, None)?;
         if cache_usable {
             entry.store(&summary, &machines)?;
         }
@@ -149,18 +151,36 @@ impl Fleet {
 /// Evaluates the clan in `dir` as if its clan.toml held `clan_toml`, without the cache: an
 /// edit checks itself with this before clan.toml is written.
 pub fn check_with_toml(dir: &Path, clan_toml: &str) -> Result<(), Error> {
-    evaluate_dir(dir, clan_toml, &read_public_vars(dir)?).map(drop)
+    evaluate_dir(dir, clan_toml, &read_public_vars(dir)?, None).map(drop)
 }
+
+/// Evaluates the clan in `dir` as if machine `machine`'s hardware report held `report`,
+/// without the cache: a new report checks itself with this before it replaces the old one.
+pub fn check_with_hardware(dir: &Path, machine: &MachineName, report: &str) -> Result<(), Error> {
+    let inputs = Inputs::read(dir)?;
+    evaluate_dir(
+        dir,
+        &inputs.clan_toml,
+        &inputs.vars,
+        Some((machine, report)),
+    )
+    .map(drop)
+}
+
+/// A report standing in for a machine's `facter.json`.
+type ReplacedReport<'a> = Option<(&'a MachineName, &'a str)>;
 
 fn evaluate_dir(
     dir: &Path,
     clan_toml: &str,
     vars: &serde_json::Value,
+    replaced: ReplacedReport<'_>,
 ) -> Result<(FleetSummary, Vec<EvaluatedMachine>), Error> {
     let loaded = clan_inventory::load_with_toml(dir, clan_toml)?;
     let services = load_services(dir)?;
     let machine_modules = load_machine_modules(dir, &loaded)?;
-    evaluate::evaluate(&loaded, &services, &machine_modules, vars)
+    let hardware = load_hardware(dir, &loaded, replaced)?;
+    evaluate::evaluate(&loaded, &services, &machine_modules, &hardware, vars)
 }
 
 /// The files evaluation depends on, read once, and their hash.
@@ -187,6 +207,9 @@ impl Inputs {
         for (name, path) in machine_module_files(&tree)? {
             optional.push((format!("machines/{name}"), path));
         }
+        for (name, path) in hardware_files(&tree)? {
+            optional.push((format!("machines/{name}/{FACTER_JSON}"), path));
+        }
         for (name, path) in optional {
             if let Some(content) = files::read_text(&tree, &path)? {
                 hash.add(&name, content.as_bytes());
@@ -205,6 +228,43 @@ impl Inputs {
 /// `(machine, path)` of each `machines/<m>/config.star`, relative to the clan directory.
 fn machine_module_files(tree: &clan_fs::Tree) -> Result<Vec<(String, PathBuf)>, Error> {
     files::files_in_subdirs(tree, Path::new("machines"), "config.star")
+}
+
+/// `(machine, path)` of each `machines/<m>/facter.json`.
+fn hardware_files(tree: &clan_fs::Tree) -> Result<Vec<(String, PathBuf)>, Error> {
+    files::files_in_subdirs(tree, Path::new("machines"), FACTER_JSON)
+}
+
+/// The facts of every machine of the inventory that has a hardware report (`replaced`
+/// standing in for its machine's file). A report of a machine not in the inventory is left
+/// alone: it may be kept for one not yet created again.
+fn load_hardware(
+    dir: &Path,
+    loaded: &LoadedInventory,
+    replaced: ReplacedReport<'_>,
+) -> Result<BTreeMap<String, clan_facter::Facts>, Error> {
+    let tree = files::open(dir)?;
+    let mut texts: BTreeMap<String, (PathBuf, String)> = BTreeMap::new();
+    for (machine, path) in hardware_files(&tree)? {
+        if let Some(text) = files::read_text(&tree, &path)? {
+            texts.insert(machine, (path, text));
+        }
+    }
+    if let Some((machine, report)) = replaced {
+        let path = Path::new("machines")
+            .join(machine.as_str())
+            .join(FACTER_JSON);
+        texts.insert(machine.to_string(), (path, report.to_owned()));
+    }
+    let mut hardware = BTreeMap::new();
+    for (machine, (path, text)) in texts {
+        if !loaded.inventory.machines.contains_key(machine.as_str()) {
+            continue;
+        }
+        let report = clan_facter::Report::parse(&path.display().to_string(), &text)?;
+        hardware.insert(machine, report.facts());
+    }
+    Ok(hardware)
 }
 
 fn load_machine_modules(

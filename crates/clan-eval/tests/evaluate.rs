@@ -1014,6 +1014,218 @@ fn a_cache_others_can_write_is_neither_read_nor_written() {
     assert_eq!(entries(), before, "nothing stored");
 }
 
+/// A hardware report in nixos-facter's format: `virtualisation`, one CPU of `vendor`, one
+/// virtio disk and two interfaces.
+fn facter_json(virtualisation: &str, vendor: &str) -> String {
+    json!({
+        "version": 1,
+        "system": "x86_64-linux",
+        "virtualisation": virtualisation,
+        "hardware": {
+            "cpu": [{"vendor_name": vendor, "family": 6, "physical_id": 0, "siblings": 8}],
+            "disk": [{"unix_device_name": "/dev/vda", "driver_modules": ["virtio_blk", "virtio_pci"],
+                      "resources": [{"type": "size", "unit": "sectors", "value_1": 2097152, "value_2": 512}]}],
+            "network_interface": [
+                {"unix_device_name": "lo", "sub_class": {"hex": "0000", "name": "Loopback", "value": 0}},
+                {"unix_device_name": "eth0", "sub_class": {"hex": "0001", "name": "Ethernet", "value": 1},
+                 "driver_modules": ["virtio_net"]}
+            ],
+            "monitor": [{"model": "kept, not read"}]
+        },
+        "smbios": {"system": {"manufacturer": "kept, not read"}}
+    })
+    .to_string()
+}
+
+const HARDWARE_CLAN: &str = r#"[meta]
+name = "hw"
+
+[machines.metal]
+[machines.amd]
+[machines.vm]
+[machines.box]
+[machines.fresh]
+[machines.nix]
+machineClass = "nixos"
+
+[instances.microcode]
+module.name = "microcode"
+roles.default.tags = ["all"]
+"#;
+
+fn packages(fleet: &Fleet, name: &str) -> Vec<String> {
+    let config = machine(fleet, name).config;
+    config
+        .packages
+        .get("debian")
+        .map(|names| names.iter().map(ToString::to_string).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_microcode_service_installs_the_vendors_package_on_bare_metal_only() {
+    let clan = Clan::new(HARDWARE_CLAN);
+    for (name, virtualisation, vendor) in [
+        ("metal", "none", "GenuineIntel"),
+        ("amd", "none", "AuthenticAMD"),
+        ("vm", "kvm", "GenuineIntel"),
+        ("box", "systemd-nspawn", "AuthenticAMD"),
+        ("nix", "none", "AuthenticAMD"),
+    ] {
+        clan.write(
+            &format!("machines/{name}/facter.json"),
+            &facter_json(virtualisation, vendor),
+        );
+    }
+    let fleet = clan.fleet();
+    assert_eq!(packages(&fleet, "metal"), ["intel-microcode"]);
+    assert_eq!(packages(&fleet, "amd"), ["amd64-microcode"]);
+    assert!(
+        packages(&fleet, "vm").is_empty(),
+        "a VM's host loads microcode"
+    );
+    assert!(packages(&fleet, "box").is_empty(), "so does a container's");
+    assert!(packages(&fleet, "fresh").is_empty(), "no report, no guess");
+    assert_eq!(
+        machine(&fleet, "nix").config.nixos,
+        json!({"hardware": {"cpu": {"amd": {"updateMicrocode": true}}}})
+    );
+}
+
+#[test]
+fn services_see_the_machines_disks_interfaces_cpu_and_virtualisation() {
+    let clan = Clan::new(&format!(
+        "{HARDWARE_CLAN}\n[instances.probe]\nmodule.name = \"probe\"\nroles.default.tags = [\"all\"]\n"
+    ));
+    clan.write(
+        "services/probe/service.star",
+        &one_role_service(
+            "probe",
+            false,
+            r#"    hw = ctx.machine["hardware"]
+    if hw == None:
+        text = "no report"
+    else:
+        text = "%s %s %s %d %s" % (
+            hw["virtualisation"], hw["cpu"]["vendor"], hw["disks"][0]["name"],
+            hw["disks"][0]["sizeBytes"],
+            ",".join([i["name"] + ":" + i["kind"] for i in hw["networkInterfaces"]]))
+    return {"config": {"files": {"/etc/hw": {"content": text}}}}"#,
+        ),
+    );
+    clan.write(
+        "machines/vm/facter.json",
+        &facter_json("kvm", "GenuineIntel"),
+    );
+    let fleet = clan.fleet();
+    assert_eq!(
+        file(&fleet, "vm", "/etc/hw").as_deref(),
+        Some("kvm GenuineIntel /dev/vda 1073741824 lo:loopback,eth0:ethernet")
+    );
+    assert_eq!(
+        file(&fleet, "metal", "/etc/hw").as_deref(),
+        Some("no report")
+    );
+    // `clan machines show --json` shows the same facts.
+    let shown = serde_json::to_value(machine(&fleet, "vm")).unwrap();
+    assert_eq!(shown["hardware"]["virtualisation"], "kvm");
+    assert_eq!(
+        shown["hardware"]["storageModules"],
+        json!(["virtio_blk", "virtio_pci"])
+    );
+    assert!(serde_json::to_value(machine(&fleet, "metal"))
+        .unwrap()
+        .get("hardware")
+        .is_none());
+}
+
+#[test]
+fn a_new_report_is_evaluated_again_not_read_from_the_cache() {
+    let clan = Clan::new(HARDWARE_CLAN);
+    clan.write(
+        "machines/metal/facter.json",
+        &facter_json("none", "GenuineIntel"),
+    );
+    assert_eq!(packages(&clan.fleet(), "metal"), ["intel-microcode"]);
+    clan.write(
+        "machines/metal/facter.json",
+        &facter_json("kvm", "GenuineIntel"),
+    );
+    let fleet = clan.fleet();
+    assert!(!fleet.from_cache);
+    assert!(packages(&fleet, "metal").is_empty());
+}
+
+#[test]
+fn a_malformed_facter_json_names_the_file_and_what_is_wrong() {
+    let clan = Clan::new(HARDWARE_CLAN);
+    clan.write(
+        "machines/vm/facter.json",
+        r#"{"version": 1, "system": "x86_64-linux", "hardware": {"disk": [{"driver_modules": "virtio_blk"}]}}"#,
+    );
+    let error = clan.error();
+    assert_eq!(
+        error.to_string(),
+        "`machines/vm/facter.json` is not a hardware report: at `hardware.disk[0].driver_modules`: \
+         invalid type: string \"virtio_blk\", expected a sequence at line 1 column 94"
+    );
+    assert_eq!(error.exit(), clan_error::Exit::Failed);
+    assert!(error.hint().unwrap().contains("update-hardware-config"));
+    clan.write("machines/vm/facter.json", "{\"system\": ");
+    let message = clan.error().to_string();
+    assert!(
+        message.starts_with("`machines/vm/facter.json` is not a hardware report: ")
+            && message.contains("EOF while parsing"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_report_checks_itself_before_it_replaces_the_old_one() {
+    let clan = Clan::new(HARDWARE_CLAN);
+    let vm: clan_inventory::MachineName = "vm".parse().unwrap();
+    clan_eval::check_with_hardware(clan.path(), &vm, &facter_json("kvm", "AuthenticAMD")).unwrap();
+    // A report the services cannot take fails the check: this one gives the CPU no vendor.
+    clan.write(
+        "services/probe/service.star",
+        &one_role_service("probe", false, "    return {\"config\": {\"packages\": {\"debian\": [ctx.machine[\"hardware\"][\"cpu\"][\"vendor\"]]}}}"),
+    );
+    clan.write(
+        "clan.toml",
+        &format!("{HARDWARE_CLAN}\n[instances.probe]\nmodule.name = \"probe\"\nroles.default.machines.vm = {{}}\n"),
+    );
+    let vendorless =
+        facter_json("kvm", "GenuineIntel").replace(r#""vendor_name":"GenuineIntel","#, "");
+    let error = clan_eval::check_with_hardware(clan.path(), &vm, &vendorless).unwrap_err();
+    assert!(error.to_string().contains("probe"), "{error}");
+    let error = clan_eval::check_with_hardware(clan.path(), &vm, "[]").unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .starts_with("`machines/vm/facter.json` is not a hardware report"),
+        "{error}"
+    );
+    assert!(
+        !clan.path().join("machines/vm/facter.json").exists(),
+        "a check writes nothing"
+    );
+}
+
+/// A committed `facter.json` that is a link (to a file outside the clan) is refused naming
+/// it, and nothing of the target is read.
+#[test]
+fn a_facter_json_link_is_refused() {
+    let clan = Clan::new(HARDWARE_CLAN);
+    let outside = tempfile::tempdir().unwrap();
+    let target = outside.path().join("report.json");
+    std::fs::write(&target, facter_json("none", "GenuineIntel")).unwrap();
+    std::fs::create_dir_all(clan.path().join("machines/metal")).unwrap();
+    std::os::unix::fs::symlink(&target, clan.path().join("machines/metal/facter.json")).unwrap();
+    let message = clan.error().to_string();
+    assert!(message.contains("machines/metal/facter.json"), "{message}");
+    assert!(!message.contains("GenuineIntel"), "{message}");
+}
+
 /// Services reach a peer at its address on the best network both machines are on
 /// (`clan.peer_host`): an overlay (wireguard) only from its members, tor never, and the deploy
 /// target's host when no network fits.

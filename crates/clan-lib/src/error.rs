@@ -98,6 +98,12 @@ pub enum Error {
         machine: String,
         service: Option<String>,
     },
+    /// What the machine's agent printed is not a hardware report; the old one is kept.
+    #[error("machine `{machine}`: its hardware report cannot be read")]
+    BadHardwareReport {
+        machine: String,
+        source: clan_facter::ParseError,
+    },
 }
 
 impl clan_error::Hint for Error {
@@ -159,6 +165,10 @@ impl clan_error::Hint for Error {
                  instance (`clan services list`); `clan machines show {machine}` shows its \
                  `backups`"
             )),
+            Error::BadHardwareReport { machine, .. } => Some(format!(
+                "`clan ssh {machine} -- /var/lib/clan/bin/clan agent facter` shows what the \
+                 machine's agent prints; machines/{machine}/facter.json was left as it was"
+            )),
             Error::NoState { machine, .. } => Some(format!(
                 "`clan machines show {machine}` lists its `state`; services declare what \
                  they keep (docs/services.md)"
@@ -179,6 +189,7 @@ impl clan_error::Hint for Error {
             | Error::Commit { source: error }
             | Error::Recover { source: error } => error.exit(),
             Error::Mesher(error) => error.exit(),
+            Error::BadHardwareReport { .. } => clan_error::Exit::Failed,
             _ => clan_error::Exit::Error,
         }
     }

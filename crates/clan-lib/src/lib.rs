@@ -1,6 +1,6 @@
 //! The operations every clan front end calls, following clan-core's `clan_lib`: init, show,
 //! machines, instances and settings, services and their schemas, select, vars, secrets,
-//! deploys (with dry run, generations and rollback), networks (list, ping, overview) and the Data
+//! deploys (with dry run, generations and rollback), hardware reports, networks (list, ping, overview) and the Data
 //! Mesher client.
 //!
 //! Each operation takes plain typed input, returns typed output and reports progress through
@@ -15,6 +15,7 @@ pub mod deploy;
 mod dir;
 mod error;
 mod events;
+pub mod hardware;
 pub mod init;
 pub mod instances;
 pub mod machines;

@@ -10,6 +10,7 @@ pub const BUILTIN_SERVICES: &[(&str, &str)] = &[
     ("hello-world", include_str!("../services/hello-world.star")),
     ("internet", include_str!("../services/internet.star")),
     ("localbackup", include_str!("../services/localbackup.star")),
+    ("microcode", include_str!("../services/microcode.star")),
     ("restic", include_str!("../services/restic.star")),
     ("sshd", include_str!("../services/sshd.star")),
     ("users", include_str!("../services/users.star")),

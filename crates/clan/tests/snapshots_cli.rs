@@ -529,3 +529,26 @@ fn networks() {
     );
     assert_transcript!("networks", s.transcript);
 }
+
+/// A hardware report as `machines show` prints it, and a malformed one naming file and key.
+#[test]
+fn hardware_reports() {
+    let mut s = Session::new(FLEET, |_| {});
+    s.workspace.write(
+        "machines/web01/facter.json",
+        r#"{"version": 1, "system": "x86_64-linux", "virtualisation": "none",
+  "hardware": {
+    "cpu": [{"vendor_name": "GenuineIntel", "model_name": "Intel(R) Xeon(R) E-2236", "physical_id": 0, "siblings": 12}],
+    "memory": [{"resources": [{"type": "phys_mem", "range": 34359738368}]}],
+    "disk": [{"unix_device_name": "/dev/nvme0n1", "resources": [{"type": "size", "unit": "sectors", "value_1": 1000215216, "value_2": 512}]}],
+    "network_interface": [{"unix_device_name": "eno1", "sub_class": {"hex": "0001", "name": "Ethernet", "value": 1}}]
+  }}"#,
+    );
+    s.ok(&["machines", "show", "web01"], "");
+    s.workspace.write(
+        "machines/web01/facter.json",
+        r#"{"version": 1, "system": "x86_64-linux", "hardware": {"cpu": {"vendor_name": "GenuineIntel"}}}"#,
+    );
+    s.fails(1, &["machines", "show", "web01"], "");
+    assert_transcript!("hardware_reports", s.transcript);
+}

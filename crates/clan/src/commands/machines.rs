@@ -1,5 +1,5 @@
-//! `clan machines create|list|show|delete`, and `update|generations|rollback|status` (in
-//! `deploy`).
+//! `clan machines create|list|show|delete`, `update|generations|rollback|status` (in `deploy`)
+//! and `update-hardware-config` (in `hardware`).
 
 use std::process::ExitCode;
 
@@ -7,6 +7,7 @@ use clan_inventory::{MachineClass, MachineName, TagName};
 use clan_lib::machines::NewMachine;
 
 mod deploy;
+mod hardware;
 
 pub use deploy::SshArgs;
 
@@ -81,6 +82,9 @@ enum Command {
     /// Where each machine stands: reached how, its generation, in sync with the clan or not,
     /// its last deploy.
     Status(deploy::StatusArgs),
+    /// Fetch a machine's hardware report (nixos-facter's format) into
+    /// machines/<machine>/facter.json and commit it.
+    UpdateHardwareConfig(hardware::UpdateHardwareArgs),
 }
 
 /// `--tags`, the same in every command that selects machines.
@@ -191,6 +195,7 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
         Command::Generations(args) => return deploy::generations(args, &dir),
         Command::Rollback(args) => return deploy::rollback(args, &dir),
         Command::Status(args) => return deploy::status(args, &dir),
+        Command::UpdateHardwareConfig(args) => return hardware::update(args, &dir),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -273,5 +278,14 @@ fn print_machine(machine: &clan_eval::EvaluatedMachine) -> anyhow::Result<()> {
         .chain(config.firewall.udp.iter().map(|port| format!("{port}/udp")))
         .collect();
     section("firewall", ports)?;
+    if let Some(facts) = &machine.hardware {
+        section(
+            "hardware",
+            hardware::facts_lines(facts)
+                .into_iter()
+                .map(|(label, value)| format!("{label}: {value}"))
+                .collect(),
+        )?;
+    }
     Ok(())
 }
