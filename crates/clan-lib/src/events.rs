@@ -30,6 +30,8 @@ pub enum Event {
     Deploy(Box<clan_deploy::events::Event>),
     /// A deploy generated the vars its machines still missed.
     VarsGenerated(crate::vars::Generated),
+    /// A machine's micro VM starts.
+    Vm(crate::vms::VmEvent),
 }
 
 impl Event {

@@ -24,6 +24,6 @@ pub use error::{Error, Result};
 pub use image::{Image, PACKAGES};
 pub use process::{Tool, TOOLS};
 pub use vm::{
-    boot_times, console_tail, list, machines, run, stop, BootTimes, Booted, Lan, Publish,
+    boot_times, console_tail, list, machines, run, stop, vms_dir, BootTimes, Booted, Lan, Publish,
     RunOptions, Running, VmDir, MASKED_UNITS,
 };

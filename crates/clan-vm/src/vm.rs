@@ -237,6 +237,31 @@ impl VmDir {
     }
 }
 
+/// Where the VMs of the clan at `clan_dir` live: `CLAN_VM_DIR`, else
+/// `$XDG_STATE_HOME/clan/vms` (`~/.local/state/clan/vms`), in a directory named after the
+/// clan's path, so two clans with a machine of the same name never share a disk. Outside the
+/// clan directory: a repository never decides where VM state is written.
+pub fn vms_dir(clan_dir: &Path) -> PathBuf {
+    use sha2::Digest as _;
+    let base = std::env::var_os("CLAN_VM_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("XDG_STATE_HOME")
+                .filter(|d| !d.is_empty())
+                .map(|d| PathBuf::from(d).join("clan/vms"))
+        })
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|d| !d.is_empty())
+                .map(|d| PathBuf::from(d).join(".local/state/clan/vms"))
+        })
+        .unwrap_or_else(|| std::env::temp_dir().join("clan-vms"));
+    let canonical = fs::canonicalize(clan_dir).unwrap_or_else(|_| clan_dir.to_owned());
+    let digest = sha2::Sha256::digest(canonical.as_os_str().as_encoded_bytes());
+    base.join(&hex::encode(digest)[..16])
+}
+
 /// The machine names with a VM directory under `vms_dir`, sorted.
 pub fn machines(vms_dir: &Path) -> Result<Vec<String>> {
     let entries = match fs::read_dir(vms_dir) {
