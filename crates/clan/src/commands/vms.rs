@@ -48,6 +48,7 @@ enum VmsCommand {
 
 #[derive(clap::Args)]
 struct RunArgs {
+    /// The machine to boot.
     machine: MachineName,
     /// Forward a host port to a guest port: `[ADDRESS:]HOST_PORT:GUEST_PORT` (TCP; the
     /// address is 127.0.0.1 unless given). Repeatable.
@@ -56,6 +57,7 @@ struct RunArgs {
     /// Memory in MiB.
     #[arg(long, default_value_t = 512)]
     memory: u32,
+    /// Virtual CPUs.
     #[arg(long, default_value_t = 1)]
     cpus: u32,
     /// Seconds to wait for sshd in the VM before giving up (TCG boots take 10-30 s).
@@ -80,22 +82,26 @@ struct RunArgs {
 
 #[derive(clap::Args)]
 struct JsonArg {
+    /// Print the VMs as JSON on stdout.
     #[arg(long)]
     json: bool,
 }
 
 #[derive(clap::Args)]
 struct StopArgs {
+    /// The machine whose VM to stop.
     machine: MachineName,
     /// Seconds the guest gets to power off before QEMU is ended.
     #[arg(long, default_value_t = 60)]
     grace: u64,
+    /// Print the stopped VM as JSON on stdout.
     #[arg(long)]
     json: bool,
 }
 
 #[derive(clap::Args)]
 struct MachineArg {
+    /// The machine whose console log to print.
     machine: MachineName,
 }
 
