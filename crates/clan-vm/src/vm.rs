@@ -25,8 +25,24 @@ use crate::image::Image;
 use crate::process::{self, QEMU, QEMU_IMG, SSH_KEYGEN};
 
 /// Units a VM has no use for, masked on the kernel command line (the image stays as it is):
-/// terminals on consoles nobody types into, clock and hardware setup a VM does not have.
+/// terminals on consoles nobody types into, clock and hardware setup a VM does not have, and
+/// systemd-networkd (`/init` configures the network before systemd starts; networkd alone
+/// held sshd back 4 s under TCG), kernel debug file systems and modules never used here, utmp
+/// records and moving the journal to disk (it stays in /run: each boot's own).
 pub const MASKED_UNITS: &[&str] = &[
+    "systemd-networkd.service",
+    "systemd-networkd.socket",
+    "systemd-networkd-wait-online.service",
+    "systemd-network-generator.service",
+    "modprobe@dm_mod.service",
+    "modprobe@drm.service",
+    "modprobe@loop.service",
+    "sys-kernel-debug.mount",
+    "sys-kernel-tracing.mount",
+    "dev-hugepages.mount",
+    "systemd-update-utmp.service",
+    "systemd-update-utmp-runlevel.service",
+    "systemd-journal-flush.service",
     "serial-getty@ttyS0.service",
     "getty@tty1.service",
     "systemd-timesyncd.service",
