@@ -163,6 +163,7 @@ pub fn ssh_route(dir: &Path, machine: &MachineName) -> Result<(String, SshOption
 
 /// Shuts `machine`'s VM down (ACPI power button, then QMP `quit` after `grace`).
 pub fn stop(dir: &Path, machine: &MachineName, grace: Duration) -> Result<clan_vm::Running, Error> {
+    check_machine(dir, machine)?;
     Ok(clan_vm::stop(&vms_dir(dir), machine.as_str(), grace)?)
 }
 
@@ -176,12 +177,13 @@ pub fn list(dir: &Path) -> Result<Vec<VmStatus>, Error> {
 
 /// The console log of `machine`'s VM (the last boot's).
 pub fn console_log(dir: &Path, machine: &MachineName) -> Result<PathBuf, Error> {
+    check_machine(dir, machine)?;
     let vm = clan_vm::VmDir::new(&vms_dir(dir), machine.as_str());
     let log = vm.console_log();
     if log.is_file() {
         Ok(log)
     } else {
-        Err(Error::Vm(clan_vm::Error::NotRunning {
+        Err(Error::Vm(clan_vm::Error::NoConsoleLog {
             machine: machine.to_string(),
         }))
     }

@@ -49,6 +49,10 @@ pub enum Error {
     #[error("machine `{machine}` does not run as a VM")]
     NotRunning { machine: String },
 
+    /// A machine that has never booted as a VM has no console log.
+    #[error("machine `{machine}` has not booted as a VM yet: no console log")]
+    NoConsoleLog { machine: String },
+
     /// A `--publish` host port something else listens on.
     #[error("cannot publish {address}:{port} for machine `{machine}`: the port is already taken")]
     PortTaken {
@@ -110,14 +114,14 @@ impl clan_error::Hint for Error {
             Error::AlreadyRunning { machine, .. } => Some(format!(
                 "reach it with `clan ssh {machine} --vm`, or stop it with `clan vms stop {machine}`"
             )),
-            Error::NotRunning { machine } => {
+            Error::NotRunning { machine } | Error::NoConsoleLog { machine } => {
                 Some(format!("start it with `clan vms run {machine}`"))
             }
             Error::PortTaken { .. } => {
                 Some("choose another host port: --publish HOST_PORT:GUEST_PORT".to_owned())
             }
             Error::BootTimeout { .. } => Some(
-                "under TCG (no usable KVM) a boot takes 10-20 s; raise --boot-timeout".to_owned(),
+                "under TCG (no usable KVM) a boot takes 10-35 s; raise --boot-timeout".to_owned(),
             ),
             _ => None,
         }

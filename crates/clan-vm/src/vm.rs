@@ -703,6 +703,11 @@ fn kill(vm: &VmDir, pid: i32) {
 /// has not powered off within `grace`.
 pub fn stop(vms_dir: &Path, machine: &str, grace: Duration) -> Result<Running> {
     let vm = VmDir::new(vms_dir, machine);
+    if !vm.dir.is_dir() {
+        return Err(Error::NotRunning {
+            machine: machine.to_owned(),
+        });
+    }
     let _lock = lock(&vm)?;
     let running = vm.running()?.ok_or_else(|| Error::NotRunning {
         machine: machine.to_owned(),
