@@ -47,7 +47,9 @@ for round in $(seq "$ROUNDS"); do
   echo "== round $round"
   # clan, boot only (builds the image once; the first round's numbers include nothing of it:
   # the build happens before QEMU's launch and is not in launch_to_sshd).
+  start=$(now)
   out=$("$CLAN_BIN" vms run bench01 --no-deploy --json)
+  echo "clan vms run --no-deploy, whole command (evaluation, initramfs, keys, boot): $(echo "$(now) - $start" | bc) s"
   echo "$out" | jq -c '{launch_to_sshd: .times.launchToSshdS, kernel: .times.kernelS, initramfs: .times.initramfsS, systemd_to_sshd: .times.systemdToSshdS, accel: .accel.mode}'
   port=$(echo "$out" | jq -r .sshPort); cfg=$(echo "$out" | jq -r .sshConfig); dir=$(echo "$out" | jq -r .dir)
   ssh -F "$cfg" -p "$port" -o BatchMode=yes 127.0.0.1 \

@@ -5,12 +5,7 @@ use std::process::{Command, Output};
 
 use crate::error::{Error, Result};
 
-/// A host program and the Debian package that provides it.
-#[derive(Debug, Clone, Copy)]
-pub struct Tool {
-    pub name: &'static str,
-    pub package: &'static str,
-}
+pub use clan_testbed::Tool;
 
 pub const QEMU: Tool = Tool {
     name: "qemu-system-x86_64",
@@ -32,7 +27,8 @@ pub const SSH_KEYGEN: Tool = Tool {
 /// Every program a VM run needs.
 pub const TOOLS: &[Tool] = &[QEMU, QEMU_IMG, MKFS_EXT4, SSH_KEYGEN];
 
-/// Whether `tool` is on `PATH` (or in the sbin directories root's PATH may lack).
+/// Where `tool` is on `PATH`. Only `PATH`, unlike the testbed's lookup: a user (and the test
+/// of a host without QEMU) decides with it which QEMU runs.
 fn find(tool: Tool) -> Option<std::path::PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
