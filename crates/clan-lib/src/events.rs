@@ -142,5 +142,18 @@ mod tests {
                 }],
             })
         );
+        assert_eq!(
+            as_json(Event::Vm(crate::vms::VmEvent::Accel {
+                machine: "web01".into(),
+                accel: clan_vm::Accel {
+                    mode: clan_vm::Mode::Tcg,
+                    reason: "no /dev/kvm".into(),
+                },
+            })),
+            json!({
+                "kind": "vm", "event": "accel", "machine": "web01",
+                "accel": {"mode": "tcg", "reason": "no /dev/kvm"},
+            })
+        );
     }
 }
