@@ -4,38 +4,16 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A program the runner needs is not installed.
-    #[error("`{tool}` not found: apt-get install {package}")]
-    ToolMissing {
-        tool: &'static str,
-        package: &'static str,
-    },
-
-    /// A program ran and failed.
-    #[error("`{command}` failed ({status}): {stderr}")]
-    Command {
-        command: String,
-        status: String,
-        stderr: String,
-    },
-
-    /// A program could not be started.
-    #[error("could not run `{command}`")]
-    Spawn {
-        command: String,
-        #[source]
-        source: std::io::Error,
-    },
+    /// A host program missing or failing, or the Debian tree the image is made from that
+    /// could not be built (the testbed's helpers run both).
+    #[error(transparent)]
+    Host(#[from] clan_testbed::Error),
 
     #[error(transparent)]
     Io(#[from] clan_error::IoError),
 
     #[error(transparent)]
     Fs(#[from] clan_fs::Error),
-
-    /// The Debian tree the image is made from could not be built.
-    #[error("could not build the VM root filesystem")]
-    RootFilesystem(#[source] clan_testbed::Error),
 
     /// The cached root filesystem holds no kernel, or no module the initramfs needs.
     #[error("the VM root filesystem `{}` {what}", root.display())]
@@ -111,6 +89,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl clan_error::Hint for Error {
     fn hint(&self) -> Option<String> {
         match self {
+            Error::Host(error) => clan_error::Hint::hint(error),
             Error::AlreadyRunning { machine, .. } => Some(format!(
                 "reach it with `clan ssh {machine} --vm`, or stop it with `clan vms stop {machine}`"
             )),

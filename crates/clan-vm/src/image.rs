@@ -5,7 +5,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::process::{self, MKFS_EXT4};
 
 /// What the VMs' tree adds to the testbed's: Debian's cloud kernel (virtio drivers and ext4,
@@ -30,8 +30,7 @@ impl Image {
     /// The image under `cache_dir`, building the tree and the image first when missing.
     pub fn ensure(cache_dir: &Path, progress: fn(&str)) -> Result<Image> {
         let packages: Vec<String> = PACKAGES.iter().map(|p| (*p).to_owned()).collect();
-        let root = clan_testbed::root_filesystem(cache_dir, &packages, progress)
-            .map_err(Error::RootFilesystem)?;
+        let root = clan_testbed::root_filesystem(cache_dir, &packages, progress)?;
         let (kernel_version, vmlinuz) = crate::initramfs::kernel(&root)?;
         let name = root
             .file_name()
@@ -49,7 +48,7 @@ impl Image {
                     .arg(&partial)
                     .arg(IMAGE_SIZE),
             )
-            .and_then(|_| {
+            .and_then(|()| {
                 fs::rename(&partial, &disk)
                     .map_err(|e| clan_error::io("move the finished image to", &disk)(e).into())
             });

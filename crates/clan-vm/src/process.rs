@@ -1,11 +1,11 @@
-//! Running the host programs the runner drives (QEMU, `qemu-img`, `mkfs.ext4`, `ssh-keygen`)
-//! from argv vectors; every failure names the command and carries its stderr.
+//! The host programs the runner drives (QEMU, `qemu-img`, `mkfs.ext4`, `ssh-keygen`), run
+//! from argv vectors through the testbed's helpers; only the lookup is the runner's own.
 
-use std::process::{Command, Output};
-
-use crate::error::{Error, Result};
+use std::process::Command;
 
 pub use clan_testbed::Tool;
+
+use crate::error::Result;
 
 pub const QEMU: Tool = Tool {
     name: "qemu-system-x86_64",
@@ -27,47 +27,28 @@ pub const SSH_KEYGEN: Tool = Tool {
 /// Every program a VM run needs.
 pub const TOOLS: &[Tool] = &[QEMU, QEMU_IMG, MKFS_EXT4, SSH_KEYGEN];
 
-/// Where `tool` is on `PATH`. Only `PATH`, unlike the testbed's lookup: a user (and the test
-/// of a host without QEMU) decides with it which QEMU runs.
-fn find(tool: Tool) -> Option<std::path::PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(tool.name))
-        .find(|candidate| candidate.is_file())
-}
-
-/// Fails with what to install when `tool` is missing.
+/// Fails with what to install when `tool` is not on `PATH`. Only `PATH`, unlike the
+/// testbed's lookup: with it a user (and the test of a host without QEMU) decides which QEMU
+/// runs.
 pub fn require(tool: Tool) -> Result<()> {
-    find(tool).map(|_| ()).ok_or(Error::ToolMissing {
-        tool: tool.name,
-        package: tool.package,
-    })
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if std::env::split_paths(&path).any(|dir| dir.join(tool.name).is_file()) {
+        Ok(())
+    } else {
+        Err(clan_testbed::Error::ToolMissing {
+            tool: tool.name,
+            package: tool.package,
+        }
+        .into())
+    }
 }
 
 pub fn command(tool: Tool) -> Command {
-    Command::new(find(tool).unwrap_or_else(|| tool.name.into()))
-}
-
-fn describe(command: &Command) -> String {
-    std::iter::once(command.get_program())
-        .chain(command.get_args())
-        .map(|word| word.to_string_lossy())
-        .collect::<Vec<_>>()
-        .join(" ")
+    clan_testbed::tool_command(tool)
 }
 
 /// Runs `command` to completion; a non-zero exit is an error carrying its stderr.
-pub fn run(command: &mut Command) -> Result<Output> {
-    let output = command.output().map_err(|source| Error::Spawn {
-        command: describe(command),
-        source,
-    })?;
-    if !output.status.success() {
-        return Err(Error::Command {
-            command: describe(command),
-            status: output.status.to_string(),
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-        });
-    }
-    Ok(output)
+pub fn run(command: &mut Command) -> Result<()> {
+    clan_testbed::run_command(command)?;
+    Ok(())
 }
