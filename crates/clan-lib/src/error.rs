@@ -17,6 +17,8 @@ pub enum Error {
     Deploy(#[from] clan_deploy::Error),
     #[error(transparent)]
     Git(#[from] clan_git::Error),
+    #[error(transparent)]
+    Vm(#[from] clan_vm::Error),
     #[error("recording the change about to be made")]
     Journal { source: clan_git::Error },
     #[error("committing the change to git")]
@@ -115,6 +117,7 @@ impl clan_error::Hint for Error {
             Error::Vars(error) => error.hint(),
             Error::Secrets(error) => error.hint(),
             Error::Deploy(error) => error.hint(),
+            Error::Vm(error) => error.hint(),
             Error::Git(error)
             | Error::Journal { source: error }
             | Error::Commit { source: error }
@@ -184,6 +187,7 @@ impl clan_error::Hint for Error {
             Error::Vars(error) => error.exit(),
             Error::Secrets(error) => error.exit(),
             Error::Deploy(error) => error.exit(),
+            Error::Vm(error) => error.exit(),
             Error::Git(error)
             | Error::Journal { source: error }
             | Error::Commit { source: error }

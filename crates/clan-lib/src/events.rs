@@ -30,6 +30,8 @@ pub enum Event {
     Deploy(Box<clan_deploy::events::Event>),
     /// A deploy generated the vars its machines still missed.
     VarsGenerated(crate::vars::Generated),
+    /// A machine's micro VM starts.
+    Vm(crate::vms::VmEvent),
 }
 
 impl Event {
@@ -138,6 +140,19 @@ mod tests {
                     "machine": null, "generator": "ca", "error": message,
                     "hint": "`clan machines list` shows the machines",
                 }],
+            })
+        );
+        assert_eq!(
+            as_json(Event::Vm(crate::vms::VmEvent::Accel {
+                machine: "web01".into(),
+                accel: clan_vm::Accel {
+                    mode: clan_vm::Mode::Tcg,
+                    reason: "no /dev/kvm".into(),
+                },
+            })),
+            json!({
+                "kind": "vm", "event": "accel", "machine": "web01",
+                "accel": {"mode": "tcg", "reason": "no /dev/kvm"},
             })
         );
     }

@@ -1,6 +1,7 @@
 //! The operations every clan front end calls, following clan-core's `clan_lib`: init, show,
 //! machines, instances and settings, services and their schemas, select, vars, secrets,
-//! deploys (with dry run, generations and rollback), hardware reports, networks (list, ping, overview) and the Data
+//! deploys (with dry run, generations and rollback), hardware reports, machines in micro VMs,
+//! networks (list, ping, overview) and the Data
 //! Mesher client.
 //!
 //! Each operation takes plain typed input, returns typed output and reports progress through
@@ -25,6 +26,7 @@ pub mod select;
 pub mod services;
 pub mod show;
 pub mod vars;
+pub mod vms;
 
 /// The mesher client, which lives with the daemon (the machine binary needs it too).
 pub use clan_mesher::client as mesher;

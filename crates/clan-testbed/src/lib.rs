@@ -35,8 +35,11 @@ use serde::Serialize;
 pub use error::{Error, Result};
 pub use net::MAX_MACHINES;
 pub use options::{validate_name, Options};
-pub use process::{install_packages, missing_packages, Tool, HOST_TOOLS};
-pub use rootfs::{default_cache_dir, DEFAULT_CACHE_DIR};
+pub use process::{
+    command as tool_command, install_packages, missing_packages, run as run_command, Tool,
+    HOST_TOOLS,
+};
+pub use rootfs::{default_cache_dir, root_filesystem, DEFAULT_CACHE_DIR};
 pub use skip::{skip, NO_SKIP};
 pub use testbed::{check_host, Testbed};
 

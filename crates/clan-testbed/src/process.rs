@@ -101,7 +101,7 @@ fn find(name: &str) -> Option<std::path::PathBuf> {
 }
 
 /// A `Command` for `tool`, by absolute path when found (so sbin tools work from any `PATH`).
-pub(crate) fn command(tool: Tool) -> Command {
+pub fn command(tool: Tool) -> Command {
     match find(tool.name) {
         Some(path) => Command::new(path),
         None => Command::new(tool.name),
@@ -118,7 +118,7 @@ pub(crate) fn describe(command: &Command) -> String {
 }
 
 /// Runs `command` to completion; a non-zero exit is an error carrying its stderr.
-pub(crate) fn run(command: &mut Command) -> Result<String> {
+pub fn run(command: &mut Command) -> Result<String> {
     let output = command
         .stdin(Stdio::null())
         .output()

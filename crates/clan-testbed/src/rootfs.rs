@@ -138,6 +138,12 @@ fn mirror_in_sources(text: &str, deb822: bool, suite: &str) -> Option<String> {
     }
 }
 
+/// The cached root filesystem of the host's Debian suite with `extra` packages, built first
+/// if missing, for other runners of machines (the micro VMs) that boot the same tree.
+pub fn root_filesystem(cache_dir: &Path, extra: &[String], progress: fn(&str)) -> Result<PathBuf> {
+    ensure(cache_dir, &host_suite()?, extra, progress)
+}
+
 /// The cached root filesystem for `suite` with `extra` packages, built first if missing.
 pub(crate) fn ensure(
     cache_dir: &Path,

@@ -82,6 +82,8 @@ enum Command {
     Vars(commands::vars::Args),
     /// Back up and restore the state of machines' services, and check the backups.
     Backups(commands::backups::Args),
+    /// Run machines of the clan in micro VMs: boot, deploy, list, stop, console.
+    Vms(commands::vms::Args),
 }
 
 impl Command {
@@ -100,6 +102,7 @@ impl Command {
             Command::Secrets(args) => args.reads_clan().then_some(&args.clan),
             Command::Vars(args) => Some(&args.clan),
             Command::Backups(args) => Some(&args.clan),
+            Command::Vms(args) => Some(&args.clan),
             Command::Init(_) | Command::Schema(_) | Command::Mesher(_) => None,
             #[cfg(feature = "testbed")]
             Command::Demo(_) | Command::Testbed(_) => None,
@@ -178,6 +181,7 @@ fn run(cli: Cli, clan_dir: Option<std::path::PathBuf>) -> ExitCode {
         Command::Secrets(args) => commands::secrets::run(args, &context),
         Command::Vars(args) => commands::vars::run(args, &context),
         Command::Backups(args) => commands::backups::run(args, &context),
+        Command::Vms(args) => commands::vms::run(args, &context),
     };
     match result {
         Ok(code) => code,

@@ -321,6 +321,20 @@ fn testbed_without_machines() {
     assert_transcript!("testbed_without_machines", t);
 }
 
+/// `clan vms` where no VM runs: nothing boots, every error names the machine and says what
+/// to do.
+#[test]
+fn vms_without_vms() {
+    let mut s = Session::new(FLEET, |_| {});
+    s.ok(&["vms", "list"], "");
+    s.fails(2, &["vms", "stop", "web01"], "");
+    s.fails(2, &["vms", "console", "web01"], "");
+    s.fails(2, &["ssh", "web01", "--vm", "--", "true"], "");
+    s.fails(2, &["vms", "run", "web01", "--publish", "80"], "");
+    s.fails(2, &["vms", "stop", "nosuch"], "");
+    assert_transcript!("vms_without_vms", s.transcript);
+}
+
 /// One command per exit status: 0 ok; 1 ran and something failed (a check, a validation, a
 /// machine); 2 could not do its job (usage, the environment). A bug (a panic) is 2 as well,
 /// tested beside `main`.

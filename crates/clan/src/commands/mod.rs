@@ -20,6 +20,7 @@ mod terminal;
 #[cfg(feature = "testbed")]
 pub mod testbed;
 pub mod vars;
+pub mod vms;
 
 pub use terminal::{Generators, Terminal, TerminalPrompter};
 

@@ -15,7 +15,8 @@ use super::{clan_dir, Context};
   clan ssh web01                                   # a login shell
   clan ssh web01 -- systemctl is-active sshd       # one command; its exit code is clan's
   clan ssh web01 -t -- htop                        # a command that needs a terminal
-  clan ssh web01 --json                            # where web01 is reached, without connecting")]
+  clan ssh web01 --json                            # where web01 is reached, without connecting
+  clan ssh web01 --vm                              # into web01's micro VM (`clan vms run web01`)")]
 pub struct Args {
     #[command(flatten)]
     pub clan: super::ClanArg,
@@ -32,6 +33,9 @@ pub struct Args {
     /// trusted clan host key as JSON instead of connecting.
     #[arg(long)]
     json: bool,
+    /// Reach the machine's micro VM (started by `clan vms run`) instead of the machine.
+    #[arg(long, conflicts_with = "target_host")]
+    vm: bool,
     #[command(flatten)]
     ssh: SshArgs,
 }
@@ -39,7 +43,11 @@ pub struct Args {
 pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
     let dir = clan_dir(context)?;
     if args.json {
-        let route = clan_lib::deploy::route(&dir, &args.machine, args.ssh.target_host.as_deref())?;
+        let target_host = match args.vm {
+            true => Some(clan_lib::vms::ssh_route(&dir, &args.machine)?.0),
+            false => args.ssh.target_host.clone(),
+        };
+        let route = clan_lib::deploy::route(&dir, &args.machine, target_host.as_deref())?;
         print_json(&route)?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -47,12 +55,14 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
 }
 
 fn session(dir: &Path, args: &Args) -> anyhow::Result<ExitCode> {
-    let (_control_dir, host) = clan_lib::deploy::connect(
-        dir,
-        &args.machine,
-        args.ssh.target_host.as_deref(),
-        &args.ssh.options(),
-    )?;
+    let (target_host, options) = if args.vm {
+        let (target, options) = clan_lib::vms::ssh_route(dir, &args.machine)?;
+        (Some(target), options)
+    } else {
+        (args.ssh.target_host.clone(), args.ssh.options())
+    };
+    let (_control_dir, host) =
+        clan_lib::deploy::connect(dir, &args.machine, target_host.as_deref(), &options)?;
     if let Some(used) = host.route_used() {
         super::output::printer().note(format_args!(
             "reached {} at {} ({}) in {} ms",

@@ -44,6 +44,7 @@ impl Progress for Terminal {
                 step,
             ),
             Event::VarsGenerated(generated) => print_generated(&generated),
+            Event::Vm(event) => show_vm(&event),
             Event::Deploy(event) => {
                 let failed = matches!(*event, clan_deploy::events::Event::Failed { .. });
                 for line in event.human() {
@@ -260,4 +261,26 @@ fn read_prompt_values(path: &Path) -> anyhow::Result<PromptValues> {
         json,
         source: format!("`{}`", path.display()),
     })
+}
+
+/// A VM's start: how it runs and why, then how long the boot took.
+fn show_vm(event: &clan_lib::vms::VmEvent) {
+    let printer = printer();
+    match event {
+        clan_lib::vms::VmEvent::Accel { machine, accel } => printer.note(format_args!(
+            "[{machine}] booting a micro VM with {} ({})",
+            accel.mode.as_str(),
+            accel.reason
+        )),
+        clan_lib::vms::VmEvent::Booted {
+            machine,
+            ssh_port,
+            times,
+            new_disk,
+        } => printer.note(format_args!(
+            "[{machine}] sshd answers on 127.0.0.1:{ssh_port} after {:.1} s{}",
+            times.launch_to_sshd_s,
+            if *new_disk { " (a new disk)" } else { "" }
+        )),
+    }
 }
