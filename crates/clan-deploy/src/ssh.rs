@@ -67,7 +67,7 @@ impl SshOptions {
         }
         option(format!(
             "ConnectTimeout={}",
-            self.connect_timeout.unwrap_or(10)
+            self.connect_timeout_for(target)
         ));
         // A cut link is noticed within ~9 s instead of TCP's minutes.
         option("ServerAliveInterval=3".into());
@@ -80,9 +80,30 @@ impl SshOptions {
             args.push("-J".to_owned());
             args.push(jump);
         }
+        if let Some(socks) = target.socks {
+            args.push("-o".to_owned());
+            args.push(format!(
+                "ProxyCommand={}",
+                clan_network::tor::proxy_command(socks)
+            ));
+        }
         args
     }
+
+    /// Seconds to wait for `target` to answer: at least [`TOR_CONNECT_TIMEOUT`] through Tor,
+    /// where the first connection to an onion service builds several circuits.
+    pub fn connect_timeout_for(&self, target: &Target) -> u32 {
+        let timeout = self.connect_timeout.unwrap_or(10);
+        if target.socks.is_some() {
+            timeout.max(TOR_CONNECT_TIMEOUT)
+        } else {
+            timeout
+        }
+    }
 }
+
+/// The least time a connection through Tor gets to answer, in seconds.
+pub const TOR_CONNECT_TIMEOUT: u32 = 60;
 
 /// The private directory (0700) holding the run's ControlMaster sockets; removed on drop.
 #[derive(Debug)]
@@ -479,6 +500,17 @@ impl SshHost {
                                 if !sleep_unless(done, start + delay) {
                                     return;
                                 }
+                                let racer = match this.through_tor(racer, route, done) {
+                                    Ok(Some(racer)) => racer,
+                                    Ok(None) => return,
+                                    Err(error) => {
+                                        failures
+                                            .lock()
+                                            .unwrap_or_else(|p| p.into_inner())
+                                            .push((index, error));
+                                        return;
+                                    }
+                                };
                                 match this.run_racer(racer, start, done, winner) {
                                     Finish::Won | Finish::Lost => {}
                                     Finish::Failed(error) => failures
@@ -507,6 +539,31 @@ impl SshHost {
                 Err(failures)
             }
         }
+    }
+
+    /// `racer` through the run's Tor client when its route is over tor (the client started
+    /// and bootstrapped first); `None` when another racer won meanwhile.
+    fn through_tor(
+        &self,
+        mut racer: Racer,
+        route: &Candidate,
+        done: &AtomicBool,
+    ) -> Result<Option<Racer>, Error> {
+        if !route.is_tor() {
+            return Ok(Some(racer));
+        }
+        let network = route.network.as_deref().unwrap_or_default();
+        let socks = clan_network::tor::socks_proxy(network, done).map_err(|source| {
+            clan_network::Error::Tor {
+                machine: self.machine.clone(),
+                source,
+            }
+        })?;
+        Ok(socks.map(|socks| {
+            racer.target.socks = Some(socks);
+            racer.master_target.socks = Some(socks);
+            racer
+        }))
     }
 
     /// One racer: opens its ControlMaster (again under the user's first-contact policy when
@@ -600,7 +657,9 @@ impl SshHost {
             source,
         })?;
         let deadline = Instant::now()
-            + Duration::from_secs(u64::from(self.options.connect_timeout.unwrap_or(10)) + 30);
+            + Duration::from_secs(
+                u64::from(self.options.connect_timeout_for(&racer.master_target)) + 30,
+            );
         loop {
             if racer.control_path.exists() {
                 return Ok(Some(child));
@@ -678,9 +737,16 @@ fn sleep_unless(done: &AtomicBool, until: Instant) -> bool {
 }
 
 fn ssh_error(machine: &str, target: &str, stderr: &str) -> Error {
+    // The SOCKS connector's reason, when it gave one, says more than ssh's "connection closed".
     let detail = stderr
         .lines()
-        .rfind(|line| !line.trim().is_empty() && !line.starts_with("@@@"))
+        .map(|line| line.strip_prefix("error: ").unwrap_or(line))
+        .find(|line| line.starts_with(clan_network::tor::SOCKS_FAILURE))
+        .or_else(|| {
+            stderr
+                .lines()
+                .rfind(|line| !line.trim().is_empty() && !line.starts_with("@@@"))
+        })
         .unwrap_or("ssh failed without a message")
         .to_owned();
     Error::Ssh {
@@ -856,6 +922,7 @@ mod tests {
             source: "test".into(),
             fallback_port: None,
             jump: Vec::new(),
+            socks: None,
         }
     }
 

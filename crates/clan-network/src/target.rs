@@ -20,6 +20,9 @@ pub struct Target {
     /// Hosts ssh jumps through, in order (`-J`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub jump: Vec<Target>,
+    /// The SOCKS proxy ssh goes through (the run's Tor client, for a route over tor).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socks: Option<std::net::SocketAddr>,
 }
 
 impl Target {
@@ -80,6 +83,7 @@ impl Target {
             source: source.to_owned(),
             fallback_port: None,
             jump: Vec::new(),
+            socks: None,
         })
     }
 

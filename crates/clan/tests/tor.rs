@@ -1,0 +1,252 @@
+//! The `tor` network against real test machines and a private Tor network, offline: three
+//! directory authorities and two relays (`clan_testbed::TorNetwork`, in the namespace of the
+//! test machine `relays`), an onion service deployed on `web` by the built-in `tor` service,
+//! and the Tor client clan starts itself on the admin side. With `web`'s direct route
+//! black-holed, `clan ssh` and `clan network ping` reach it over tor, and the client is gone
+//! once clan is. Without tor on the admin machine the error says what to install. Skips with
+//! the reason when the host cannot run a testbed or has no tor.
+
+mod env;
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use support::fixture::{run, stdout, Fixture};
+
+/// The clan of the tests: `web`, deployed at its testbed address, with an onion service of
+/// network `onion` joined to the private Tor network `tor_config` describes.
+fn clan_toml(web: &str, tor_config: &str) -> String {
+    format!(
+        "[meta]\nname = \"test\"\ndomain = \"invalid\"\n\n\
+         [machines.web]\ndeploy.targetHost = \"root@{web}\"\n\n\
+         [instances.onion]\nmodule.name = \"tor\"\n\
+         roles.server.machines.web.settings = {{ extraConfig = '''\n{tor_config}''' }}\n"
+    )
+}
+
+/// Whether a process whose command line mentions `needle` runs.
+fn process_running(needle: &str) -> bool {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| std::fs::read(entry.path().join("cmdline")).ok())
+        .any(|cmdline| String::from_utf8_lossy(&cmdline).contains(needle))
+}
+
+#[test]
+fn a_machine_reachable_only_over_tor_is_reached_by_clan_ssh_and_ping() {
+    let Some(f) = Fixture::with_options(&["relays", "web"], &["tor", "tor-gencert", "nft"], |o| {
+        o.extra_packages = vec!["tor".into()];
+    }) else {
+        return;
+    };
+    let relays_netns = f.testbed.network_namespaces()[0].clone();
+    let web_netns = f.testbed.network_namespaces()[1].clone();
+    let relays = f.testbed.machine("relays").unwrap().address;
+    let web = f.address_of("web");
+    let mut network =
+        clan_testbed::TorNetwork::start(&f.work.path().join("tor-network"), &relays_netns, relays)
+            .expect("private Tor network");
+    let client_config = f.work.path().join("tor-client.conf");
+    std::fs::write(&client_config, network.client_config()).unwrap();
+    // The testbed's login settings for onion hosts too.
+    let testbed_config = std::fs::read_to_string(f.testbed.ssh_config()).unwrap();
+    let ssh_config = f.work.path().join("ssh_config");
+    assert_eq!(testbed_config.matches("\n  User root\n").count(), 1);
+    std::fs::write(
+        &ssh_config,
+        testbed_config.replace("\n  User root\n", " *.onion\n  User root\n"),
+    )
+    .unwrap();
+    let clan = |args: &[&str]| {
+        let mut command = f.clan(args);
+        command
+            .env("CLAN_SSH_CONFIG", &ssh_config)
+            .env("CLAN_HOST_KEY_CHECK", "tofu")
+            .env("CLAN_TOR_CONFIG", &client_config);
+        run(&mut command)
+    };
+
+    // The onion service logs each upload of its descriptor (info, `rend` domain only).
+    let service_config = format!("{}Log [rend]info stdout\n", network.client_config());
+    f.commit_clan_toml(&clan_toml(&web, &service_config), "init");
+    f.clan_ok(&["vars", "keygen", "--user", "admin"]);
+    let deploy = clan(&["machines", "update", "--confirm-timeout", "5"]);
+    assert!(deploy.status.success(), "deploy");
+    let onion = f
+        .clan_ok(&["vars", "get", "web", "tor_onion/hostname"])
+        .trim()
+        .to_owned();
+    assert!(
+        onion.ends_with(".onion") && onion.len() == 62,
+        "not an onion v3 hostname: {onion}"
+    );
+    // The machine's own tor serves the generated key: its hostname is the var's.
+    assert_eq!(
+        f.on("web", "cat /var/lib/clan-tor/onion/onion/hostname"),
+        onion
+    );
+    assert_eq!(
+        f.on("web", "systemctl is-active clan-tor-onion.service"),
+        "active"
+    );
+
+    network
+        .wait_for_consensus(Duration::from_secs(180))
+        .expect("consensus");
+    // A client asks the network's directories for the service only once per run: the test
+    // waits until they all have it (one upload to each of the 5 relays, as its log says).
+    let uploads = f.on(
+        "web",
+        "for _ in $(seq 900); do n=$(journalctl -u clan-tor-onion -o cat | grep -c 'Uploaded hidden service descriptor (status 200'); \
+         [ \"$n\" -ge 5 ] && break; sleep 0.2; done; echo $n",
+    );
+    assert!(
+        uploads.parse::<u32>().is_ok_and(|n| n >= 5),
+        "the onion service published its descriptor {uploads} times"
+    );
+
+    // From here on the admin reaches web over tor only.
+    let admin = f.testbed.host_address();
+    let rules = format!(
+        "table inet notor {{\n  chain input {{\n    type filter hook input priority -10;\n    ip saddr {admin} tcp dport 22 drop\n  }}\n}}\n"
+    );
+    let mut nft = Command::new("ip")
+        .args(["netns", "exec", &web_netns, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut nft.stdin.take().unwrap(), rules.as_bytes()).unwrap();
+    assert!(nft.wait().unwrap().success(), "nft");
+    let direct = run(Command::new("ssh").arg("-F").arg(&ssh_config).args([
+        "-o",
+        "ConnectTimeout=2",
+        &format!("root@{web}"),
+        "true",
+    ]));
+    assert!(
+        !direct.status.success(),
+        "the admin still reaches web directly"
+    );
+    network
+        .wait_for_consensus(Duration::from_secs(180))
+        .expect("consensus");
+
+    let ssh = clan(&["ssh", "web", "--", "cat /etc/hostname; exit 3"]);
+    assert_eq!(ssh.status.code(), Some(3), "clan ssh over tor");
+    assert_eq!(stdout(&ssh), "web");
+    let stderr = String::from_utf8_lossy(&ssh.stderr);
+    assert!(
+        stderr.contains(&format!("reached web at root@{onion} (network onion)")),
+        "{stderr}"
+    );
+    let tor_dir = f.work.path().join("cache/clan/tor");
+    assert!(
+        tor_dir.join("torrc").is_file(),
+        "the client's data directory"
+    );
+    assert!(
+        !process_running(&tor_dir.join("torrc").display().to_string()),
+        "the Tor client outlived clan"
+    );
+
+    let ping = clan(&["network", "ping", "web"]);
+    assert!(ping.status.success(), "network ping over tor");
+    let line = stdout(&ping);
+    assert!(
+        line.starts_with(&format!("web (onion): reachable at root@{onion}, ping: ")),
+        "{line}"
+    );
+    let list = clan(&["network", "list", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(list[0]["module"], "clan_lib.network.tor");
+    assert_eq!(list[0]["priority"], 10);
+    assert_eq!(list[0]["running"], true);
+}
+
+/// A directory holding only the programs `clan ssh` runs besides tor (links to them): as
+/// `PATH`, the admin machine as if tor were not installed.
+fn bin_without_tor(dir: &Path) -> Option<std::path::PathBuf> {
+    let bin = dir.join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    for tool in ["ssh", "ssh-keygen", "git"] {
+        let found = clan_vars::sandbox::which(tool)?;
+        std::os::unix::fs::symlink(found, bin.join(tool)).unwrap();
+    }
+    Some(bin)
+}
+
+/// Without tor on the admin machine, reaching a machine over a tor network fails saying
+/// what to install; `clan network list` says the network cannot be used.
+#[test]
+fn without_tor_on_the_admin_machine_the_error_says_what_to_install() {
+    if Command::new("tor").arg("--version").output().is_err() {
+        // The onion key is made by tor itself: this test needs it to make one first.
+        clan_testbed::skip("`tor` is not installed (apt-get install tor)");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let Some(bin) = bin_without_tor(work.path()) else {
+        clan_testbed::skip("ssh or git is not installed");
+        return;
+    };
+    let path = bin.display().to_string();
+    let dir = work.path().join("clan");
+    std::fs::create_dir(&dir).unwrap();
+    let clan = |args: &[&str], path: Option<&str>| {
+        let mut command = Command::new(support::clan_binary());
+        env::clan_env(
+            command.args(args),
+            &work.path().join("admin.age"),
+            work.path(),
+            &work.path().join("cache"),
+        )
+        .env("CLAN_DIR", &dir);
+        if let Some(path) = path {
+            command.env("PATH", path);
+        }
+        run(&mut command)
+    };
+    std::fs::write(
+        dir.join("clan.toml"),
+        "[meta]\nname = \"test\"\n\n[machines.web]\n\n\
+         [instances.onion]\nmodule.name = \"tor\"\nroles.server.machines.web = {}\n",
+    )
+    .unwrap();
+    git(&dir, &["init", "-q"]);
+    git(&dir, &["add", "clan.toml"]);
+    git(&dir, &["commit", "-q", "-m", "init"]);
+    assert!(clan(&["vars", "keygen", "--user", "admin"], None)
+        .status
+        .success());
+    assert!(clan(&["vars", "generate", "web"], None).status.success());
+
+    let ssh = clan(&["ssh", "web", "--", "true"], Some(&path));
+    assert_eq!(ssh.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&ssh.stderr);
+    assert!(
+        stderr.contains("`tor` is not installed (a route over network `onion` needs a Tor client)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("apt install tor"), "{stderr}");
+    let list = clan(&["network", "list", "--json"], Some(&path));
+    let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(list[0]["running"], false, "{list}");
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let status = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_AUTHOR_NAME", "test")
+        .env("GIT_AUTHOR_EMAIL", "test@example.org")
+        .env("GIT_COMMITTER_NAME", "test")
+        .env("GIT_COMMITTER_EMAIL", "test@example.org")
+        .status()
+        .unwrap();
+    assert!(status.success(), "git {args:?}");
+}
