@@ -2,8 +2,8 @@
 //! directory authorities and two relays (`clan_testbed::TorNetwork`, in the namespace of the
 //! test machine `relays`), an onion service deployed on `web` by the built-in `tor` service,
 //! and the Tor client clan starts itself on the admin side. With `web`'s direct route
-//! black-holed, `clan ssh` and `clan network ping` reach it over tor, and the client is gone
-//! once clan is. Without tor on the admin machine the error says what to install. Skips with
+//! black-holed, `clan ssh`, `clan network ping` and a deploy reach it over tor, and the client
+//! is gone once clan is. Without tor on the admin machine the error says what to install. Skips with
 //! the reason when the host cannot run a testbed or has no tor.
 
 mod env;
@@ -160,6 +160,24 @@ fn a_machine_reachable_only_over_tor_is_reached_by_clan_ssh_and_ping() {
         line.starts_with(&format!("web (onion): reachable at root@{onion}, ping: ")),
         "{line}"
     );
+    // A deploy races its routes the same way: over tor, confirmed over a new connection.
+    let toml = std::fs::read_to_string(f.clan.path().join("clan.toml")).unwrap();
+    f.commit_clan_toml(
+        &format!("{toml}\n[instances.hello]\nmodule.name = \"hello-world\"\nroles.default.machines.web = {{}}\n"),
+        "hello",
+    );
+    let deploy = clan(&["machines", "update", "--confirm-timeout", "30", "--json"]);
+    assert!(deploy.status.success(), "deploy over tor");
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&deploy.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let route = events.iter().find(|e| e["event"] == "route").unwrap();
+    assert_eq!(route["network"], "onion", "{route}");
+    assert_eq!(route["target"], format!("root@{onion}"));
+    let hello = clan(&["ssh", "web", "--", "cat /etc/hello"]);
+    assert_eq!(stdout(&hello), "Hello from web");
+
     let list = clan(&["network", "list", "--json"]);
     let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
     assert_eq!(list[0]["module"], "clan_lib.network.tor");
