@@ -123,7 +123,7 @@ base=()
 for _ in $(seq "$RUNS"); do
     t0=$(now)
     ssh -F "$SSHCFG" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
-        -o ProxyCommand="$CLAN network socks-connect --proxy 127.0.0.1:19150 %h %p" "root@$ONION" true
+        -o ProxyCommand="$CLAN network socks-connect --proxy 127.0.0.1:19150 --host %h --port %p" "root@$ONION" true
     base+=("$(echo "$(now) - $t0" | bc)")
 done
 kill "$BASE_PID" 2>/dev/null || true

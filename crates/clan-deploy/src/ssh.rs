@@ -84,7 +84,7 @@ impl SshOptions {
             args.push("-o".to_owned());
             args.push(format!(
                 "ProxyCommand={}",
-                clan_network::tor::proxy_command(socks)
+                clan_network::tor::proxy_command(socks, target.host_file.as_deref())
             ));
         }
         args
@@ -454,13 +454,17 @@ impl SshHost {
                     starts[index]
                 };
                 scope.spawn(move || {
-                    let target = match route.target() {
+                    let target = match route
+                        .target()
+                        .map_err(Error::from)
+                        .and_then(|target| this.hide_secret_host(route, index, target))
+                    {
                         Ok(target) => target,
                         Err(error) => {
                             failures
                                 .lock()
                                 .unwrap_or_else(|p| p.into_inner())
-                                .push((index, error.into()));
+                                .push((index, error));
                             return;
                         }
                     };
@@ -539,6 +543,35 @@ impl SshHost {
                 Err(failures)
             }
         }
+    }
+
+    /// `target` for ssh when `route` is over tor with a secret host (an onion hostname): the
+    /// host goes into a file of the run's private directory, which the SOCKS connector reads,
+    /// and ssh knows the machine as `<machine>.<network>.onion` — so the secret is on no
+    /// command line, in no event and no message.
+    fn hide_secret_host(
+        &self,
+        route: &Candidate,
+        index: usize,
+        mut target: Target,
+    ) -> Result<Target, Error> {
+        if !(route.is_tor() && route.host_is_secret()) {
+            return Ok(target);
+        }
+        let file = self.control_base.with_extension(format!("{index}.host"));
+        clan_fs::write_file(
+            &file,
+            target.host.as_bytes(),
+            clan_fs::WriteOptions::new(0o600),
+        )
+        .map_err(|source| Error::Cache {
+            path: file.clone(),
+            source,
+        })?;
+        let network = route.network.as_deref().unwrap_or("tor");
+        target.host = format!("{}.{network}.onion", self.machine);
+        target.host_file = Some(file);
+        Ok(target)
     }
 
     /// `racer` through the run's Tor client when its route is over tor (the client started
@@ -923,6 +956,7 @@ mod tests {
             fallback_port: None,
             jump: Vec::new(),
             socks: None,
+            host_file: None,
         }
     }
 

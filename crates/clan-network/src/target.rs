@@ -23,6 +23,10 @@ pub struct Target {
     /// The SOCKS proxy ssh goes through (the run's Tor client, for a route over tor).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub socks: Option<std::net::SocketAddr>,
+    /// Where the real host is when `host` is an alias: a secret host (an onion hostname) that
+    /// ssh, its ProxyCommand's argv and the output never see; the SOCKS connector reads it.
+    #[serde(skip)]
+    pub host_file: Option<std::path::PathBuf>,
 }
 
 impl Target {
@@ -84,6 +88,7 @@ impl Target {
             fallback_port: None,
             jump: Vec::new(),
             socks: None,
+            host_file: None,
         })
     }
 

@@ -38,7 +38,7 @@ pub enum TorError {
     NotInstalled { network: String },
     #[error("cannot start tor: {0}")]
     Start(String),
-    #[error("tor exited before it had bootstrapped{}", last_words(.last))]
+    #[error("tor exited{}", last_words(.last))]
     Exited { last: String },
     #[error("tor did not finish bootstrapping within {seconds} s{}", last_words(.last))]
     Bootstrap { seconds: u64, last: String },
@@ -129,13 +129,13 @@ pub fn socks_proxy(network: &str, cancel: &AtomicBool) -> Result<Option<SocketAd
     };
     let mut progress = status.progress.lock().unwrap_or_else(|p| p.into_inner());
     loop {
-        if let (100, Some(socks)) = (progress.percent, progress.socks) {
-            return Ok(Some(socks));
-        }
         if progress.exited {
             return Err(TorError::Exited {
                 last: progress.last.clone(),
             });
+        }
+        if let (100, Some(socks)) = (progress.percent, progress.socks) {
+            return Ok(Some(socks));
         }
         if cancel.load(Ordering::SeqCst) {
             return Ok(None);
@@ -302,16 +302,35 @@ fn read_log_line(line: &str, progress: &mut Progress) {
     }
 }
 
-/// ssh's `ProxyCommand` reaching `%h:%p` through the SOCKS proxy at `socks`: this very
+/// ssh's `ProxyCommand` reaching `%h:%p` through the SOCKS proxy at `socks`, or the host in
+/// `host_file` instead of `%h` (a secret host stays out of every command line): this very
 /// program's `network socks-connect`.
-pub fn proxy_command(socks: SocketAddr) -> String {
+pub fn proxy_command(socks: SocketAddr, host_file: Option<&Path>) -> String {
     let program = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("clan"));
-    // ssh expands `%` tokens and runs the line with /bin/sh.
-    let program = program.display().to_string().replace('%', "%%");
+    let host = match host_file {
+        Some(file) => format!("--host-file {}", shell_word(file)),
+        None => "--host %h".to_owned(),
+    };
     format!(
-        "'{}' network socks-connect --proxy {socks} %h %p",
-        program.replace('\'', "'\\''")
+        "{} network socks-connect --proxy {socks} {host} --port %p",
+        shell_word(&program)
     )
+}
+
+/// `path` as one word for /bin/sh, with ssh's `%` tokens escaped.
+fn shell_word(path: &Path) -> String {
+    let text = path.display().to_string().replace('%', "%%");
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
+
+/// The host a connector was given: on its command line, or in a file.
+pub fn read_host_file(file: &Path) -> Result<String, SocksError> {
+    std::fs::read_to_string(file)
+        .map(|text| text.trim().to_owned())
+        .map_err(|source| SocksError::HostFile {
+            file: file.to_owned(),
+            source,
+        })
 }
 
 /// Why the SOCKS5 connector could not connect.
@@ -324,14 +343,16 @@ pub enum SocksError {
     },
     #[error("{SOCKS_FAILURE}the proxy at {proxy} does not speak SOCKS5 without authentication")]
     Protocol { proxy: SocketAddr },
-    #[error("{SOCKS_FAILURE}{host}:{port}: {reason}")]
-    Refused {
-        host: String,
-        port: u16,
-        reason: &'static str,
+    /// The host is left out: it may be a secret.
+    #[error("{SOCKS_FAILURE}{reason}")]
+    Refused { reason: &'static str },
+    #[error("{SOCKS_FAILURE}cannot read the host to reach from {}", file.display())]
+    HostFile {
+        file: PathBuf,
+        source: std::io::Error,
     },
-    #[error("{SOCKS_FAILURE}host name `{host}` is longer than 255 bytes")]
-    HostTooLong { host: String },
+    #[error("{SOCKS_FAILURE}the host name is longer than 255 bytes")]
+    HostTooLong,
 }
 
 impl clan_error::Hint for SocksError {
@@ -389,9 +410,7 @@ fn handshake(
     port: u16,
 ) -> Result<(), SocksError> {
     let io = |source| SocksError::Proxy { proxy, source };
-    let name = u8::try_from(host.len()).map_err(|_| SocksError::HostTooLong {
-        host: host.to_owned(),
-    })?;
+    let name = u8::try_from(host.len()).map_err(|_| SocksError::HostTooLong)?;
     stream.write_all(&[5, 1, 0]).map_err(io)?;
     let mut choice = [0u8; 2];
     stream.read_exact(&mut choice).map_err(io)?;
@@ -409,8 +428,6 @@ fn handshake(
     }
     if reply[1] != 0 {
         return Err(SocksError::Refused {
-            host: host.to_owned(),
-            port,
             reason: socks_reason(reply[1]),
         });
     }
@@ -519,7 +536,7 @@ mod tests {
         assert!(
             error
                 .to_string()
-                .starts_with("tor: abc.onion:22: onion service descriptor not found"),
+                .starts_with("tor: onion service descriptor not found"),
             "{error}"
         );
         let mut auth = Scripted {
@@ -533,11 +550,17 @@ mod tests {
     }
 
     #[test]
-    fn the_proxy_command_quotes_this_program() {
-        let command = proxy_command("127.0.0.1:9050".parse().unwrap());
+    fn the_proxy_command_quotes_this_program_and_the_host_file() {
+        let socks = "127.0.0.1:9050".parse().unwrap();
+        let command = proxy_command(socks, None);
         assert!(command.starts_with('\''), "{command}");
         assert!(
-            command.ends_with("' network socks-connect --proxy 127.0.0.1:9050 %h %p"),
+            command.ends_with("' network socks-connect --proxy 127.0.0.1:9050 --host %h --port %p"),
+            "{command}"
+        );
+        let command = proxy_command(socks, Some(Path::new("/tmp/a b/it's 100%")));
+        assert!(
+            command.ends_with("--host-file '/tmp/a b/it'\\''s 100%%' --port %p"),
             "{command}"
         );
     }

@@ -140,9 +140,32 @@ fn a_machine_reachable_only_over_tor_is_reached_by_clan_ssh_and_ping() {
     assert_eq!(stdout(&ssh), "web");
     let stderr = String::from_utf8_lossy(&ssh.stderr);
     assert!(
-        stderr.contains(&format!("reached web at root@{onion} (network onion)")),
+        stderr.contains("reached web at root@web.onion.onion (network onion)"),
         "{stderr}"
     );
+    // The onion hostname is a secret: on no command line and in no message.
+    assert!(!stderr.contains(&onion), "{stderr}");
+    // Nor in any process's argv while a session runs (ssh, its ProxyCommand, tor).
+    let mut session = f.clan(&["ssh", "web", "--", "sleep 5"]);
+    session
+        .env("CLAN_SSH_CONFIG", &ssh_config)
+        .env("CLAN_HOST_KEY_CHECK", "tofu")
+        .env("CLAN_TOR_CONFIG", &client_config);
+    let mut session = session.spawn().unwrap();
+    let mut seen = false;
+    for _ in 0..600 {
+        if process_running("socks-connect") {
+            seen = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(seen, "no SOCKS connector ran");
+    assert!(
+        !process_running(&onion),
+        "the onion hostname is in a command line"
+    );
+    assert!(session.wait().unwrap().success());
     let tor_dir = f.work.path().join("cache/clan/tor");
     assert!(
         tor_dir.join("torrc").is_file(),
@@ -157,7 +180,7 @@ fn a_machine_reachable_only_over_tor_is_reached_by_clan_ssh_and_ping() {
     assert!(ping.status.success(), "network ping over tor");
     let line = stdout(&ping);
     assert!(
-        line.starts_with(&format!("web (onion): reachable at root@{onion}, ping: ")),
+        line.starts_with("web (onion): reachable at root@web.onion.onion, ping: "),
         "{line}"
     );
     // A deploy races its routes the same way: over tor, confirmed over a new connection.
@@ -174,7 +197,8 @@ fn a_machine_reachable_only_over_tor_is_reached_by_clan_ssh_and_ping() {
         .collect();
     let route = events.iter().find(|e| e["event"] == "route").unwrap();
     assert_eq!(route["network"], "onion", "{route}");
-    assert_eq!(route["target"], format!("root@{onion}"));
+    assert_eq!(route["target"], "root@web.onion.onion");
+    assert!(!String::from_utf8_lossy(&deploy.stdout).contains(&onion));
     let hello = clan(&["ssh", "web", "--", "cat /etc/hello"]);
     assert_eq!(stdout(&hello), "Hello from web");
 

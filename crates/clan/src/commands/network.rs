@@ -57,20 +57,29 @@ enum Command {
         #[command(flatten)]
         ssh: SshArgs,
     },
-    /// Connects this terminal's input and output to HOST:PORT through a SOCKS5 proxy: the
-    /// ProxyCommand clan gives ssh for routes over tor (the proxy is clan's Tor client).
+    /// Connects this terminal's input and output to a host and port through a SOCKS5 proxy:
+    /// the ProxyCommand clan gives ssh for routes over tor (the proxy is clan's Tor client).
     #[command(
         hide = true,
         after_help = "Example:
-  clan network socks-connect --proxy 127.0.0.1:9050 example.onion 22"
+  clan network socks-connect --proxy 127.0.0.1:9050 --host example.onion --port 22"
     )]
     SocksConnect {
         /// The SOCKS5 proxy's address.
         #[arg(long)]
         proxy: std::net::SocketAddr,
         /// The host to reach, resolved by the proxy.
-        host: String,
+        #[arg(
+            long,
+            required_unless_present = "host_file",
+            conflicts_with = "host_file"
+        )]
+        host: Option<String>,
+        /// A file holding the host to reach (a secret host stays off the command line).
+        #[arg(long)]
+        host_file: Option<std::path::PathBuf>,
         /// The port to reach.
+        #[arg(long)]
         port: u16,
     },
 }
@@ -82,7 +91,17 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
     // `socks-connect` reads no clan.
     let dir = || clan_dir(context);
     match args.command {
-        Command::SocksConnect { proxy, host, port } => {
+        Command::SocksConnect {
+            proxy,
+            host,
+            host_file,
+            port,
+        } => {
+            // clap requires one of the two.
+            let host = match host {
+                Some(host) => host,
+                None => clan_network::tor::read_host_file(&host_file.unwrap_or_default())?,
+            };
             clan_network::tor::connect(proxy, &host, port)?;
             Ok(ExitCode::SUCCESS)
         }
