@@ -447,7 +447,14 @@ impl SshHost {
                 if only.is_some_and(|only| only != index) {
                     continue;
                 }
-                let (done, winner, failures) = (&done, &winner, &failures);
+                let (done, winner) = (&done, &winner);
+                let failures = &failures;
+                let fail = move |index: usize, error: Error| {
+                    failures
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((index, error));
+                };
                 let delay = if only.is_some() {
                     Duration::ZERO
                 } else {
@@ -460,13 +467,7 @@ impl SshHost {
                         .and_then(|target| this.hide_secret_host(route, index, target))
                     {
                         Ok(target) => target,
-                        Err(error) => {
-                            failures
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .push((index, error));
-                            return;
-                        }
+                        Err(error) => return fail(index, error),
                     };
                     let known_hosts = match &this.host_key {
                         Some(key) => {
@@ -474,11 +475,7 @@ impl SshHost {
                                 .control_base
                                 .with_extension(format!("{index}.known_hosts"));
                             if let Err(error) = this.write_known_hosts(key, &target, &path) {
-                                failures
-                                    .lock()
-                                    .unwrap_or_else(|p| p.into_inner())
-                                    .push((index, error));
-                                return;
+                                return fail(index, error);
                             }
                             Some(path)
                         }
@@ -504,23 +501,13 @@ impl SshHost {
                                 if !sleep_unless(done, start + delay) {
                                     return;
                                 }
-                                let racer = match this.through_tor(racer, route, done) {
-                                    Ok(Some(racer)) => racer,
-                                    Ok(None) => return,
-                                    Err(error) => {
-                                        failures
-                                            .lock()
-                                            .unwrap_or_else(|p| p.into_inner())
-                                            .push((index, error));
-                                        return;
-                                    }
+                                let finish = match this.through_tor(racer, route, done) {
+                                    Ok(Some(racer)) => this.run_racer(racer, start, done, winner),
+                                    Ok(None) => Finish::Lost,
+                                    Err(error) => Finish::Failed(error),
                                 };
-                                match this.run_racer(racer, start, done, winner) {
-                                    Finish::Won | Finish::Lost => {}
-                                    Finish::Failed(error) => failures
-                                        .lock()
-                                        .unwrap_or_else(|p| p.into_inner())
-                                        .push((index, error)),
+                                if let Finish::Failed(error) = finish {
+                                    fail(index, error);
                                 }
                             });
                         }

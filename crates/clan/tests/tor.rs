@@ -110,17 +110,7 @@ fn a_machine_reachable_only_over_tor_is_reached_by_clan_ssh_and_ping() {
     );
 
     // From here on the admin reaches web over tor only.
-    let admin = f.testbed.host_address();
-    let rules = format!(
-        "table inet notor {{\n  chain input {{\n    type filter hook input priority -10;\n    ip saddr {admin} tcp dport 22 drop\n  }}\n}}\n"
-    );
-    let mut nft = Command::new("ip")
-        .args(["netns", "exec", &web_netns, "nft", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut nft.stdin.take().unwrap(), rules.as_bytes()).unwrap();
-    assert!(nft.wait().unwrap().success(), "nft");
+    f.drop_admin_ssh(&web_netns);
     let direct = run(Command::new("ssh").arg("-F").arg(&ssh_config).args([
         "-o",
         "ConnectTimeout=2",
