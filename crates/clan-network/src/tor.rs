@@ -120,11 +120,11 @@ static CLIENT: Mutex<Option<Client>> = Mutex::new(None);
 /// the network for the error when tor is not installed.
 pub fn socks_proxy(network: &str, cancel: &AtomicBool) -> Result<Option<SocketAddr>, TorError> {
     let (status, started) = {
-        let mut client = CLIENT.lock().unwrap_or_else(|p| p.into_inner());
-        if client.is_none() {
-            *client = Some(Client::start(network)?);
-        }
-        let client = client.as_ref().expect("just started");
+        let mut slot = CLIENT.lock().unwrap_or_else(|p| p.into_inner());
+        let client = match &mut *slot {
+            Some(client) => client,
+            None => slot.insert(Client::start(network)?),
+        };
         (client.status.clone(), client.started)
     };
     let mut progress = status.progress.lock().unwrap_or_else(|p| p.into_inner());
@@ -203,7 +203,7 @@ impl Client {
              ClientOnly 1\n\
              Log notice stdout\n\
              __OwningControllerProcess {}\n",
-            data.display(),
+            torrc_value(&data)?,
             std::process::id()
         );
         if let Some(extra) = std::env::var_os(CONFIG_ENV).filter(|v| !v.is_empty()) {
@@ -214,7 +214,7 @@ impl Client {
                     extra.display()
                 )));
             }
-            torrc.push_str(&format!("%include {}\n", extra.display()));
+            torrc.push_str(&format!("%include {}\n", torrc_value(&extra)?));
         }
         let torrc_path = dir.path().join("torrc");
         clan_fs::write_file(
@@ -232,9 +232,10 @@ impl Client {
             .spawn()
             .map_err(|e| failed(&format!("running {}", tor.display()), e))?;
         let status = Arc::new(Status::default());
-        let stdout = child.stdout.take().expect("piped");
         let reader = status.clone();
-        std::thread::spawn(move || follow(BufReader::new(stdout), &reader));
+        if let Some(stdout) = child.stdout.take() {
+            std::thread::spawn(move || follow(BufReader::new(stdout), &reader));
+        }
         Ok(Client {
             child,
             status,
@@ -242,6 +243,17 @@ impl Client {
             _dir: dir,
         })
     }
+}
+
+/// `path` as a torrc value: one line, so that it cannot add settings of its own.
+fn torrc_value(path: &Path) -> Result<String, TorError> {
+    let text = path.display().to_string();
+    if text.chars().any(char::is_control) {
+        return Err(TorError::Start(format!(
+            "{text:?}: a path with control characters cannot go into a torrc"
+        )));
+    }
+    Ok(text)
 }
 
 /// The user's cache directory for the client when it is usable and free, else a new
@@ -297,7 +309,9 @@ fn read_log_line(line: &str, progress: &mut Progress) {
             progress.percent = percent;
         }
         progress.last = message.to_owned();
-    } else if line.contains("[warn]") || line.contains("[err]") {
+    } else if (line.contains("[warn]") || line.contains("[err]"))
+        && !message.contains("see warnings above")
+    {
         progress.last = message.to_owned();
     }
 }

@@ -212,7 +212,8 @@ fn bin_without_tor(dir: &Path) -> Option<std::path::PathBuf> {
 }
 
 /// Without tor on the admin machine, reaching a machine over a tor network fails saying
-/// what to install; `clan network list` says the network cannot be used.
+/// what to install; `clan network list` says the network cannot be used. A torrc fragment
+/// tor refuses fails quoting tor.
 #[test]
 fn without_tor_on_the_admin_machine_the_error_says_what_to_install() {
     if Command::new("tor").arg("--version").output().is_err() {
@@ -264,6 +265,27 @@ fn without_tor_on_the_admin_machine_the_error_says_what_to_install() {
         "{stderr}"
     );
     assert!(stderr.contains("apt install tor"), "{stderr}");
+    // With tor, a torrc fragment it refuses: the error quotes tor.
+    let fragment = work.path().join("bad.conf");
+    std::fs::write(&fragment, "NoSuchTorOption 1\n").unwrap();
+    let mut bad = Command::new(support::clan_binary());
+    env::clan_env(
+        bad.args(["ssh", "web", "--", "true"]),
+        &work.path().join("admin.age"),
+        work.path(),
+        &work.path().join("cache"),
+    )
+    .env("CLAN_DIR", &dir)
+    .env("CLAN_TOR_CONFIG", &fragment);
+    let bad = run(&mut bad);
+    assert_eq!(bad.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("machine `web`: tor exited (last said: ")
+            && stderr.contains("NoSuchTorOption"),
+        "{stderr}"
+    );
+
     let list = clan(&["network", "list", "--json"], Some(&path));
     let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
     assert_eq!(list[0]["running"], false, "{list}");
