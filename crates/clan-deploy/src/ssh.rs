@@ -80,11 +80,11 @@ impl SshOptions {
             args.push("-J".to_owned());
             args.push(jump);
         }
-        if let Some(socks) = target.socks {
+        if let (Some(socks), Some(host_file)) = (target.socks, &target.host_file) {
             args.push("-o".to_owned());
             args.push(format!(
                 "ProxyCommand={}",
-                clan_network::tor::proxy_command(socks, target.host_file.as_deref())
+                clan_network::tor::proxy_command(socks, host_file)
             ));
         }
         args
@@ -464,7 +464,7 @@ impl SshHost {
                     let target = match route
                         .target()
                         .map_err(Error::from)
-                        .and_then(|target| this.hide_secret_host(route, index, target))
+                        .and_then(|target| this.prepare_tor_target(route, index, target))
                     {
                         Ok(target) => target,
                         Err(error) => return fail(index, error),
@@ -532,17 +532,18 @@ impl SshHost {
         }
     }
 
-    /// `target` for ssh when `route` is over tor with a secret host (an onion hostname): the
-    /// host goes into a file of the run's private directory, which the SOCKS connector reads,
-    /// and ssh knows the machine as `<machine>.<network>.onion` — so the secret is on no
-    /// command line, in no event and no message.
-    fn hide_secret_host(
+    /// `target` for ssh when `route` is over tor: its host goes into a file of the run's
+    /// private directory, which the SOCKS connector reads — ssh's `%h` never reaches the
+    /// ProxyCommand's shell, whatever a service exported. A secret host (an onion hostname, by
+    /// default) is known to ssh as `<machine>.<network>.onion`, so that it is on no command
+    /// line, in no event and no message.
+    fn prepare_tor_target(
         &self,
         route: &Candidate,
         index: usize,
         mut target: Target,
     ) -> Result<Target, Error> {
-        if !(route.is_tor() && route.host_is_secret()) {
+        if !route.is_tor() {
             return Ok(target);
         }
         let file = self.control_base.with_extension(format!("{index}.host"));
@@ -555,8 +556,10 @@ impl SshHost {
             path: file.clone(),
             source,
         })?;
-        let network = route.network.as_deref().unwrap_or("tor");
-        target.host = format!("{}.{network}.onion", self.machine);
+        if route.host_is_secret() {
+            let network = route.network.as_deref().unwrap_or("tor");
+            target.host = format!("{}.{network}.onion", self.machine);
+        }
         target.host_file = Some(file);
         Ok(target)
     }

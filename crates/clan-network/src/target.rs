@@ -23,8 +23,8 @@ pub struct Target {
     /// The SOCKS proxy ssh goes through (the run's Tor client, for a route over tor).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub socks: Option<std::net::SocketAddr>,
-    /// Where the real host is when `host` is an alias: a secret host (an onion hostname) that
-    /// ssh, its ProxyCommand's argv and the output never see; the SOCKS connector reads it.
+    /// Where the host is for the SOCKS connector (a route over tor); `host` is then an alias
+    /// when the real one is a secret (an onion hostname) that no command line or output shows.
     #[serde(skip)]
     pub host_file: Option<std::path::PathBuf>,
 }

@@ -316,18 +316,15 @@ fn read_log_line(line: &str, progress: &mut Progress) {
     }
 }
 
-/// ssh's `ProxyCommand` reaching `%h:%p` through the SOCKS proxy at `socks`, or the host in
-/// `host_file` instead of `%h` (a secret host stays out of every command line): this very
-/// program's `network socks-connect`.
-pub fn proxy_command(socks: SocketAddr, host_file: Option<&Path>) -> String {
+/// ssh's `ProxyCommand` reaching the host in `host_file`, port `%p`, through the SOCKS proxy
+/// at `socks`: this very program's `network socks-connect`. The host is read from the file
+/// rather than given as ssh's `%h`, which ssh would put into the shell command unquoted.
+pub fn proxy_command(socks: SocketAddr, host_file: &Path) -> String {
     let program = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("clan"));
-    let host = match host_file {
-        Some(file) => format!("--host-file {}", shell_word(file)),
-        None => "--host %h".to_owned(),
-    };
     format!(
-        "{} network socks-connect --proxy {socks} {host} --port %p",
-        shell_word(&program)
+        "{} network socks-connect --proxy {socks} --host-file {} --port %p",
+        shell_word(&program),
+        shell_word(host_file)
     )
 }
 
@@ -566,15 +563,12 @@ mod tests {
     #[test]
     fn the_proxy_command_quotes_this_program_and_the_host_file() {
         let socks = "127.0.0.1:9050".parse().unwrap();
-        let command = proxy_command(socks, None);
+        let command = proxy_command(socks, Path::new("/tmp/a b/it's 100%"));
         assert!(command.starts_with('\''), "{command}");
         assert!(
-            command.ends_with("' network socks-connect --proxy 127.0.0.1:9050 --host %h --port %p"),
-            "{command}"
-        );
-        let command = proxy_command(socks, Some(Path::new("/tmp/a b/it's 100%")));
-        assert!(
-            command.ends_with("--host-file '/tmp/a b/it'\\''s 100%%' --port %p"),
+            command.ends_with(
+                "' network socks-connect --proxy 127.0.0.1:9050 --host-file '/tmp/a b/it'\\''s 100%%' --port %p"
+            ),
             "{command}"
         );
     }
