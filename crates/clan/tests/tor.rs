@@ -1,9 +1,9 @@
 //! The `tor` network against real test machines and a private Tor network, offline: three
 //! directory authorities and two relays (`clan_testbed::TorNetwork`, in the namespace of the
-//! test machine `relays`), an onion service deployed on `web` by the built-in `tor` service,
-//! and the Tor client clan starts itself on the admin side. With `web`'s direct route
-//! black-holed, `clan ssh`, `clan network ping` and a deploy reach it over tor, and the client
-//! is gone once clan is. Without tor on the admin machine the error says what to install. Skips with
+//! test machine `relays`), onion services deployed on `web` and `web2` by the built-in `tor`
+//! service, and the Tor client clan starts itself on the admin side. With their direct routes
+//! black-holed, `clan ssh`, `clan network ping` and a deploy of both (through one client)
+//! reach them over tor, and the client is gone once clan is. Without tor on the admin machine the error says what to install. Skips with
 //! the reason when the host cannot run a testbed or has no tor.
 
 mod env;
@@ -15,15 +15,32 @@ use std::time::Duration;
 
 use support::fixture::{run, stdout, Fixture};
 
-/// The clan of the tests: `web`, deployed at its testbed address, with an onion service of
-/// network `onion` joined to the private Tor network `tor_config` describes.
-fn clan_toml(web: &str, tor_config: &str) -> String {
+/// The clan of the tests: `web` and `web2`, deployed at their testbed addresses, each with
+/// an onion service of network `onion` joined to the private Tor network `tor_config`
+/// describes.
+fn clan_toml(web: &str, web2: &str, tor_config: &str) -> String {
     format!(
         "[meta]\nname = \"test\"\ndomain = \"invalid\"\n\n\
          [machines.web]\ndeploy.targetHost = \"root@{web}\"\n\n\
-         [instances.onion]\nmodule.name = \"tor\"\n\
-         roles.server.machines.web.settings = {{ extraConfig = '''\n{tor_config}''' }}\n"
+         [machines.web2]\ndeploy.targetHost = \"root@{web2}\"\n\n\
+         [instances.onion]\nmodule.name = \"tor\"\nroles.server.tags = [\"all\"]\n\
+         roles.server.settings = {{ extraConfig = '''\n{tor_config}''' }}\n"
     )
+}
+
+/// How many Tor clients clan runs now (its own torrc, in the cache or a temporary directory).
+fn tor_clients() -> usize {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| std::fs::read(entry.path().join("cmdline")).ok())
+        .filter(|cmdline| {
+            let cmdline = String::from_utf8_lossy(cmdline);
+            cmdline.contains("tor\0-f\0")
+                && (cmdline.contains("/clan/tor/torrc") || cmdline.contains("/clan-tor-"))
+        })
+        .count()
 }
 
 /// Whether a process whose command line mentions `needle` runs.
@@ -38,15 +55,21 @@ fn process_running(needle: &str) -> bool {
 
 #[test]
 fn a_machine_reachable_only_over_tor_is_reached_by_clan_ssh_and_ping() {
-    let Some(f) = Fixture::with_options(&["relays", "web"], &["tor", "tor-gencert", "nft"], |o| {
-        o.extra_packages = vec!["tor".into()];
-    }) else {
+    let Some(f) = Fixture::with_options(
+        &["relays", "web", "web2"],
+        &["tor", "tor-gencert", "nft"],
+        |o| {
+            o.extra_packages = vec!["tor".into()];
+        },
+    ) else {
         return;
     };
     let relays_netns = f.testbed.network_namespaces()[0].clone();
     let web_netns = f.testbed.network_namespaces()[1].clone();
+    let web2_netns = f.testbed.network_namespaces()[2].clone();
     let relays = f.testbed.machine("relays").unwrap().address;
     let web = f.address_of("web");
+    let web2 = f.address_of("web2");
     let mut network =
         clan_testbed::TorNetwork::start(&f.work.path().join("tor-network"), &relays_netns, relays)
             .expect("private Tor network");
@@ -72,7 +95,7 @@ fn a_machine_reachable_only_over_tor_is_reached_by_clan_ssh_and_ping() {
 
     // The onion service logs each upload of its descriptor (info, `rend` domain only).
     let service_config = format!("{}Log [rend]info stdout\n", network.client_config());
-    f.commit_clan_toml(&clan_toml(&web, &service_config), "init");
+    f.commit_clan_toml(&clan_toml(&web, &web2, &service_config), "init");
     f.clan_ok(&["vars", "keygen", "--user", "admin"]);
     let deploy = clan(&["machines", "update", "--confirm-timeout", "5"]);
     assert!(deploy.status.success(), "deploy");
@@ -99,18 +122,21 @@ fn a_machine_reachable_only_over_tor_is_reached_by_clan_ssh_and_ping() {
         .expect("consensus");
     // A client asks the network's directories for the service only once per run: the test
     // waits until they all have it (one upload to each of the 5 relays, as its log says).
-    let uploads = f.on(
-        "web",
-        "for _ in $(seq 900); do n=$(journalctl -u clan-tor-onion -o cat | grep -c 'Uploaded hidden service descriptor (status 200'); \
-         [ \"$n\" -ge 5 ] && break; sleep 0.2; done; echo $n",
-    );
-    assert!(
-        uploads.parse::<u32>().is_ok_and(|n| n >= 5),
-        "the onion service published its descriptor {uploads} times"
-    );
+    for machine in ["web", "web2"] {
+        let uploads = f.on(
+            machine,
+            "for _ in $(seq 900); do n=$(journalctl -u clan-tor-onion -o cat | grep -c 'Uploaded hidden service descriptor (status 200'); \
+             [ \"$n\" -ge 5 ] && break; sleep 0.2; done; echo $n",
+        );
+        assert!(
+            uploads.parse::<u32>().is_ok_and(|n| n >= 5),
+            "{machine}'s onion service published its descriptor {uploads} times"
+        );
+    }
 
-    // From here on the admin reaches web over tor only.
+    // From here on the admin reaches web and web2 over tor only.
     f.drop_admin_ssh(&web_netns);
+    f.drop_admin_ssh(&web2_netns);
     let direct = run(Command::new("ssh").arg("-F").arg(&ssh_config).args([
         "-o",
         "ConnectTimeout=2",
@@ -179,15 +205,34 @@ fn a_machine_reachable_only_over_tor_is_reached_by_clan_ssh_and_ping() {
         &format!("{toml}\n[instances.hello]\nmodule.name = \"hello-world\"\nroles.default.machines.web = {{}}\n"),
         "hello",
     );
-    let deploy = clan(&["machines", "update", "--confirm-timeout", "30", "--json"]);
+    // Both machines in one run, through one Tor client.
+    let most_clients = std::sync::atomic::AtomicUsize::new(0);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let deploy = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                most_clients.fetch_max(tor_clients(), std::sync::atomic::Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let deploy = clan(&["machines", "update", "--confirm-timeout", "30", "--json"]);
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        deploy
+    });
     assert!(deploy.status.success(), "deploy over tor");
+    assert_eq!(most_clients.into_inner(), 1, "Tor clients in one run");
     let events: Vec<serde_json::Value> = String::from_utf8_lossy(&deploy.stdout)
         .lines()
         .map(|line| serde_json::from_str(line).unwrap())
         .collect();
-    let route = events.iter().find(|e| e["event"] == "route").unwrap();
-    assert_eq!(route["network"], "onion", "{route}");
-    assert_eq!(route["target"], "root@web.onion.onion");
+    let mut targets: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "route")
+        .inspect(|route| assert_eq!(route["network"], "onion", "{route}"))
+        .filter_map(|route| route["target"].as_str())
+        .collect();
+    targets.sort_unstable();
+    assert_eq!(targets, ["root@web.onion.onion", "root@web2.onion.onion"]);
     assert!(!String::from_utf8_lossy(&deploy.stdout).contains(&onion));
     let hello = clan(&["ssh", "web", "--", "cat /etc/hello"]);
     assert_eq!(stdout(&hello), "Hello from web");
