@@ -67,7 +67,7 @@ impl SshOptions {
         }
         option(format!(
             "ConnectTimeout={}",
-            self.connect_timeout.unwrap_or(10)
+            self.connect_timeout_for(target)
         ));
         // A cut link is noticed within ~9 s instead of TCP's minutes.
         option("ServerAliveInterval=3".into());
@@ -80,9 +80,30 @@ impl SshOptions {
             args.push("-J".to_owned());
             args.push(jump);
         }
+        if let (Some(socks), Some(host_file)) = (target.socks, &target.host_file) {
+            args.push("-o".to_owned());
+            args.push(format!(
+                "ProxyCommand={}",
+                clan_network::tor::proxy_command(socks, host_file)
+            ));
+        }
         args
     }
+
+    /// Seconds to wait for `target` to answer: at least [`TOR_CONNECT_TIMEOUT`] through Tor,
+    /// where the first connection to an onion service builds several circuits.
+    pub fn connect_timeout_for(&self, target: &Target) -> u32 {
+        let timeout = self.connect_timeout.unwrap_or(10);
+        if target.socks.is_some() {
+            timeout.max(TOR_CONNECT_TIMEOUT)
+        } else {
+            timeout
+        }
+    }
 }
+
+/// The least time a connection through Tor gets to answer, in seconds.
+pub const TOR_CONNECT_TIMEOUT: u32 = 60;
 
 /// The private directory (0700) holding the run's ControlMaster sockets; removed on drop.
 #[derive(Debug)]
@@ -435,22 +456,27 @@ impl SshHost {
                 if only.is_some_and(|only| only != index) {
                     continue;
                 }
-                let (done, winner, failures) = (&done, &winner, &failures);
+                let (done, winner) = (&done, &winner);
+                let failures = &failures;
+                let fail = move |index: usize, error: Error| {
+                    failures
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((index, error));
+                };
                 let delay = if only.is_some() {
                     Duration::ZERO
                 } else {
                     starts[index]
                 };
                 scope.spawn(move || {
-                    let target = match route.target() {
+                    let target = match route
+                        .target()
+                        .map_err(Error::from)
+                        .and_then(|target| this.prepare_tor_target(route, index, target))
+                    {
                         Ok(target) => target,
-                        Err(error) => {
-                            failures
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .push((index, error.into()));
-                            return;
-                        }
+                        Err(error) => return fail(index, error),
                     };
                     let known_hosts = match &this.host_key {
                         Some(key) => {
@@ -458,11 +484,7 @@ impl SshHost {
                                 .control_base
                                 .with_extension(format!("{index}.known_hosts"));
                             if let Err(error) = this.write_known_hosts(key, &target, &path) {
-                                failures
-                                    .lock()
-                                    .unwrap_or_else(|p| p.into_inner())
-                                    .push((index, error));
-                                return;
+                                return fail(index, error);
                             }
                             Some(path)
                         }
@@ -488,12 +510,13 @@ impl SshHost {
                                 if !sleep_unless(done, start + delay) {
                                     return;
                                 }
-                                match this.run_racer(racer, start, done, winner) {
-                                    Finish::Won | Finish::Lost => {}
-                                    Finish::Failed(error) => failures
-                                        .lock()
-                                        .unwrap_or_else(|p| p.into_inner())
-                                        .push((index, error)),
+                                let finish = match this.through_tor(racer, route, done) {
+                                    Ok(Some(racer)) => this.run_racer(racer, start, done, winner),
+                                    Ok(None) => Finish::Lost,
+                                    Err(error) => Finish::Failed(error),
+                                };
+                                if let Finish::Failed(error) = finish {
+                                    fail(index, error);
                                 }
                             });
                         }
@@ -516,6 +539,63 @@ impl SshHost {
                 Err(failures)
             }
         }
+    }
+
+    /// `target` for ssh when `route` is over tor: its host goes into a file of the run's
+    /// private directory, which the SOCKS connector reads — ssh's `%h` never reaches the
+    /// ProxyCommand's shell, whatever a service exported. A secret host (an onion hostname, by
+    /// default) is known to ssh as `<machine>.<network>.onion`, so that it is on no command
+    /// line, in no event and no message.
+    fn prepare_tor_target(
+        &self,
+        route: &Candidate,
+        index: usize,
+        mut target: Target,
+    ) -> Result<Target, Error> {
+        if !route.is_tor() {
+            return Ok(target);
+        }
+        let file = self.control_base.with_extension(format!("{index}.host"));
+        clan_fs::write_file(
+            &file,
+            target.host.as_bytes(),
+            clan_fs::WriteOptions::new(0o600),
+        )
+        .map_err(|source| Error::Cache {
+            path: file.clone(),
+            source,
+        })?;
+        if route.host_is_secret() {
+            let network = route.network.as_deref().unwrap_or("tor");
+            target.host = format!("{}.{network}.onion", self.machine);
+        }
+        target.host_file = Some(file);
+        Ok(target)
+    }
+
+    /// `racer` through the run's Tor client when its route is over tor (the client started
+    /// and bootstrapped first); `None` when another racer won meanwhile.
+    fn through_tor(
+        &self,
+        mut racer: Racer,
+        route: &Candidate,
+        done: &AtomicBool,
+    ) -> Result<Option<Racer>, Error> {
+        if !route.is_tor() {
+            return Ok(Some(racer));
+        }
+        let network = route.network.as_deref().unwrap_or_default();
+        let socks = clan_network::tor::socks_proxy(network, done).map_err(|source| {
+            clan_network::Error::Tor {
+                machine: self.machine.clone(),
+                source,
+            }
+        })?;
+        Ok(socks.map(|socks| {
+            racer.target.socks = Some(socks);
+            racer.master_target.socks = Some(socks);
+            racer
+        }))
     }
 
     /// One racer: opens its ControlMaster (again under the user's first-contact policy when
@@ -609,7 +689,9 @@ impl SshHost {
             source,
         })?;
         let deadline = Instant::now()
-            + Duration::from_secs(u64::from(self.options.connect_timeout.unwrap_or(10)) + 30);
+            + Duration::from_secs(
+                u64::from(self.options.connect_timeout_for(&racer.master_target)) + 30,
+            );
         loop {
             if racer.control_path.exists() {
                 return Ok(Some(child));
@@ -704,9 +786,16 @@ fn ssh_message(stderr: &str) -> Option<String> {
 }
 
 fn ssh_error(machine: &str, target: &str, stderr: &str) -> Error {
+    // The SOCKS connector's reason, when it gave one, says more than ssh's "connection closed".
     let detail = stderr
         .lines()
-        .rfind(|line| !line.trim().is_empty() && !line.starts_with("@@@"))
+        .map(|line| line.strip_prefix("error: ").unwrap_or(line))
+        .find(|line| line.starts_with(clan_network::tor::SOCKS_FAILURE))
+        .or_else(|| {
+            stderr
+                .lines()
+                .rfind(|line| !line.trim().is_empty() && !line.starts_with("@@@"))
+        })
         .unwrap_or("ssh failed without a message")
         .to_owned();
     Error::Ssh {
@@ -882,6 +971,8 @@ mod tests {
             source: "test".into(),
             fallback_port: None,
             jump: Vec::new(),
+            socks: None,
+            host_file: None,
         }
     }
 

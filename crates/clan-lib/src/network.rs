@@ -24,7 +24,8 @@ pub struct NetworkInfo {
     pub priority: i64,
     /// clan-core's module name (`clan_lib.network.direct`).
     pub module: String,
-    /// Whether the admin side can use it now (direct networks always can).
+    /// Whether the admin side can use it now (direct networks always can, tor ones when tor is
+    /// installed).
     pub running: bool,
     pub peers: Vec<MachineName>,
 }
@@ -75,7 +76,9 @@ fn info(network: &Network) -> NetworkInfo {
         service: network.service.clone(),
         priority: network.priority,
         module: network.module.clone(),
-        running: network.module == clan_network::DIRECT_MODULE,
+        // A tor network is usable once tor is installed: clan starts its client itself.
+        running: network.module == clan_network::DIRECT_MODULE
+            || network.module == clan_network::tor::TOR_MODULE && clan_network::tor::available(),
         peers: network.peers.keys().cloned().collect(),
     }
 }

@@ -3,12 +3,14 @@
 //! alone, else `deploy.targetHost`, every host of every network the machine is a peer of by
 //! priority, `root@<machine>.<domain>` when there is nothing else — with var hosts read only
 //! when tried (`route`), the destinations themselves (`target`), and the clan-generated host
-//! key a machine presents once deployed. Deciding only: connecting, and racing the routes, is
-//! `clan_deploy::ssh`'s.
+//! key a machine presents once deployed, and the Tor client and SOCKS connector a route over
+//! a tor network goes through (`tor`). Deciding only otherwise: connecting, and racing the
+//! routes, is `clan_deploy::ssh`'s.
 
 mod network;
 mod route;
 mod target;
+pub mod tor;
 
 use std::path::Path;
 
@@ -68,6 +70,11 @@ pub enum Error {
         machine: String,
         network: Option<String>,
     },
+    #[error("machine `{machine}`: {source}")]
+    Tor {
+        machine: String,
+        source: tor::TorError,
+    },
     #[error(transparent)]
     Eval(Box<clan_eval::Error>),
 }
@@ -102,6 +109,7 @@ impl clan_error::Hint for Error {
                     .to_owned(),
             ),
             Error::InvalidTarget { .. } | Error::InvalidExport { .. } | Error::InvalidVarHost { .. } => None,
+            Error::Tor { source, .. } => source.hint(),
             Error::Eval(error) => error.hint(),
         }
     }
@@ -130,7 +138,8 @@ impl Error {
             | Error::VarHost { machine, .. }
             | Error::InvalidVarHost { machine, .. }
             | Error::UnsupportedSshOption { machine, .. }
-            | Error::NotAPeer { machine, .. } => Some(machine),
+            | Error::NotAPeer { machine, .. }
+            | Error::Tor { machine, .. } => Some(machine),
             Error::InvalidExport { machine, .. } => machine.as_deref(),
             Error::Eval(_) | Error::UnknownNetwork { .. } => None,
         }

@@ -81,6 +81,16 @@ impl Candidate {
         }
     }
 
+    /// Whether it goes over a tor network (through the run's Tor client).
+    pub fn is_tor(&self) -> bool {
+        self.module == crate::tor::TOR_MODULE
+    }
+
+    /// Whether its host is a secret var (a tor server's onion hostname, by default).
+    pub fn host_is_secret(&self) -> bool {
+        matches!(self.var, Some(VarLocation::Stored { secret: true, .. }))
+    }
+
     /// What a person reads for it: `root@10.0.0.1:2222 (network lan)`, the var's name for a
     /// var host not read yet.
     pub fn describe(&self) -> String {

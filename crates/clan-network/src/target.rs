@@ -20,6 +20,13 @@ pub struct Target {
     /// Hosts ssh jumps through, in order (`-J`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub jump: Vec<Target>,
+    /// The SOCKS proxy ssh goes through (the run's Tor client, for a route over tor).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socks: Option<std::net::SocketAddr>,
+    /// Where the host is for the SOCKS connector (a route over tor); `host` is then an alias
+    /// when the real one is a secret (an onion hostname) that no command line or output shows.
+    #[serde(skip)]
+    pub host_file: Option<std::path::PathBuf>,
 }
 
 impl Target {
@@ -80,6 +87,8 @@ impl Target {
             source: source.to_owned(),
             fallback_port: None,
             jump: Vec::new(),
+            socks: None,
+            host_file: None,
         })
     }
 

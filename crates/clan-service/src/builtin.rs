@@ -13,6 +13,7 @@ pub const BUILTIN_SERVICES: &[(&str, &str)] = &[
     ("microcode", include_str!("../services/microcode.star")),
     ("restic", include_str!("../services/restic.star")),
     ("sshd", include_str!("../services/sshd.star")),
+    ("tor", include_str!("../services/tor.star")),
     ("users", include_str!("../services/users.star")),
     ("wireguard", include_str!("../services/wireguard.star")),
     ("yggdrasil", include_str!("../services/yggdrasil.star")),

@@ -95,6 +95,10 @@ pub enum Error {
     /// Stopping left processes or namespaces behind.
     #[error("testbed teardown incomplete: {}", problems.join("; "))]
     Teardown { problems: Vec<String> },
+
+    /// The private Tor network did not come up.
+    #[error("private Tor network: {reason}")]
+    TorNetwork { reason: String },
 }
 
 /// Result with the testbed's [`Error`].

@@ -13,7 +13,8 @@
 //! namespaces (machines get no default route), no host routes beyond its one interface per
 //! testbed, no process killed unless its PID and command line match a machine it started, and
 //! no change to the user's `~/.ssh`. The one host setting it may change is raising
-//! `fs.inotify.max_user_instances` (`limits`), which large fleets need. Needs root;
+//! `fs.inotify.max_user_instances` (`limits`), which large fleets need. A private Tor network
+//! for the fleet (`tor`) runs in one of its namespaces. Needs root;
 //! [`check_host`] says why a host cannot run it.
 
 mod error;
@@ -27,6 +28,7 @@ mod skip;
 mod ssh;
 mod state;
 mod testbed;
+mod tor;
 
 use std::net::Ipv4Addr;
 
@@ -42,6 +44,7 @@ pub use process::{
 pub use rootfs::{default_cache_dir, root_filesystem, DEFAULT_CACHE_DIR};
 pub use skip::{skip, NO_SKIP};
 pub use testbed::{check_host, Testbed};
+pub use tor::TorNetwork;
 
 /// One test machine as other code sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

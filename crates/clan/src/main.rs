@@ -183,6 +183,8 @@ fn run(cli: Cli, clan_dir: Option<std::path::PathBuf>) -> ExitCode {
         Command::Backups(args) => commands::backups::run(args, &context),
         Command::Vms(args) => commands::vms::run(args, &context),
     };
+    // The Tor client a route over tor started serves the whole run, and ends with it.
+    clan_network::tor::stop();
     match result {
         Ok(code) => code,
         Err(error) => report::print_error(&error),

@@ -12,7 +12,7 @@ mod support;
 use std::path::PathBuf;
 use std::process::Command;
 
-use support::fixture::{run, stdout, Fixture};
+use support::fixture::{nft, run, stdout, Fixture};
 
 /// One test machine `web` answering at its testbed address (`top`, its `deploy.targetHost`)
 /// and at a second address (`lower`, the `lan` network of the `internet` service), with an
@@ -85,13 +85,7 @@ impl TwoRoutes {
         let rules = format!(
             "table inet {table} {{\n  chain input {{\n    type filter hook input priority -10;\n    ip daddr {address} drop\n  }}\n}}\n"
         );
-        let mut nft = Command::new("ip")
-            .args(["netns", "exec", &self.netns, "nft", "-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        std::io::Write::write_all(&mut nft.stdin.take().unwrap(), rules.as_bytes()).unwrap();
-        assert!(nft.wait().unwrap().success(), "nft");
+        nft(&self.netns, &rules);
     }
 
     /// `command` on the machine over plain ssh to `address`: the test's way to observe it,
@@ -301,19 +295,8 @@ fn a_jump_host_reaches_a_machine_the_admin_cannot() {
     };
     let bastion = f.address_of("bastion");
     let web = f.address_of("web");
-    let admin = f.testbed.host_address().to_string();
     // The namespaces come in machine order: bastion's, then web's.
-    let web_netns = f.testbed.network_namespaces()[1].clone();
-    let rules = format!(
-        "table inet nojump {{\n  chain input {{\n    type filter hook input priority -10;\n    ip saddr {admin} tcp dport 22 drop\n  }}\n}}\n"
-    );
-    let mut nft = Command::new("ip")
-        .args(["netns", "exec", &web_netns, "nft", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut nft.stdin.take().unwrap(), rules.as_bytes()).unwrap();
-    assert!(nft.wait().unwrap().success(), "nft");
+    f.drop_admin_ssh(&f.testbed.network_namespaces()[1]);
     f.commit_clan_toml(
         &format!(
             "[meta]\nname = \"test\"\ndomain = \"invalid\"\n\n\

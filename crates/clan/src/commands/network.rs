@@ -1,5 +1,6 @@
 //! `clan network list|ping|overview`: the clan's networks with clan-core's columns, and
-//! whether machines answer over them (`clan_lib::network`).
+//! whether machines answer over them (`clan_lib::network`); and the hidden `socks-connect`,
+//! the SOCKS5 connector ssh runs as its ProxyCommand for routes over tor.
 
 use std::process::ExitCode;
 
@@ -56,16 +57,56 @@ enum Command {
         #[command(flatten)]
         ssh: SshArgs,
     },
+    /// Connects this terminal's input and output to a host and port through a SOCKS5 proxy:
+    /// the ProxyCommand clan gives ssh for routes over tor (the proxy is clan's Tor client).
+    #[command(
+        hide = true,
+        after_help = "Example:
+  clan network socks-connect --proxy 127.0.0.1:9050 --host example.onion --port 22"
+    )]
+    SocksConnect {
+        /// The SOCKS5 proxy's address.
+        #[arg(long)]
+        proxy: std::net::SocketAddr,
+        /// The host to reach, resolved by the proxy.
+        #[arg(
+            long,
+            required_unless_present = "host_file",
+            conflicts_with = "host_file"
+        )]
+        host: Option<String>,
+        /// A file holding the host to reach (a secret host stays off the command line).
+        #[arg(long)]
+        host_file: Option<std::path::PathBuf>,
+        /// The port to reach.
+        #[arg(long)]
+        port: u16,
+    },
 }
 
 /// clan-core shows the first three peers and how many more.
 const PEERS_SHOWN: usize = 3;
 
 pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
-    let dir = clan_dir(context)?;
+    // `socks-connect` reads no clan.
+    let dir = || clan_dir(context);
     match args.command {
+        Command::SocksConnect {
+            proxy,
+            host,
+            host_file,
+            port,
+        } => {
+            // clap requires one of the two.
+            let host = match host {
+                Some(host) => host,
+                None => clan_network::tor::read_host_file(&host_file.unwrap_or_default())?,
+            };
+            clan_network::tor::connect(proxy, &host, port)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::List { json } => {
-            let networks = clan_lib::network::list(&dir)?;
+            let networks = clan_lib::network::list(&dir()?)?;
             if json {
                 print_json(&networks)?;
             } else if networks.is_empty() {
@@ -102,7 +143,8 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
             json,
             ssh,
         } => {
-            let pings = clan_lib::network::ping(&dir, &machine, network.as_ref(), &ssh.options())?;
+            let pings =
+                clan_lib::network::ping(&dir()?, &machine, network.as_ref(), &ssh.options())?;
             let reached = pings.last().is_some_and(|p| p.reachable());
             if json {
                 print_json(&pings)?;
@@ -133,7 +175,7 @@ pub fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Overview { json, ssh } => {
-            let overview = clan_lib::network::overview(&dir, &ssh.options())?;
+            let overview = clan_lib::network::overview(&dir()?, &ssh.options())?;
             if json {
                 print_json(&overview)?;
             } else if overview.is_empty() {

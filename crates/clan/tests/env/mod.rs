@@ -19,6 +19,7 @@ pub fn clan_env<'c>(
         .env_remove("XDG_CONFIG_HOME")
         .env_remove("CLAN_NO_COMMIT")
         .env_remove("CLAN_DIR")
+        .env_remove("CLAN_TOR_CONFIG")
         .env("SOPS_AGE_KEY_FILE", admin_key)
         .env("HOME", home)
         .env("XDG_CACHE_HOME", cache)

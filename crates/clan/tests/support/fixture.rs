@@ -34,6 +34,18 @@ pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
+/// Loads the nftables `rules` in network namespace `netns` (a test machine's).
+pub fn nft(netns: &str, rules: &str) {
+    let mut nft = Command::new("ip")
+        .args(["netns", "exec", netns, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("nft runs");
+    std::io::Write::write_all(&mut nft.stdin.take().expect("piped"), rules.as_bytes())
+        .expect("nft reads its rules");
+    assert!(nft.wait().expect("nft ends").success(), "nft");
+}
+
 impl Fixture {
     /// Test machines `machines` and empty clan and work directories; `None` (after saying
     /// why) when the host cannot run them or one of `tools` is not installed.
@@ -152,6 +164,18 @@ impl Fixture {
         }
         self.git(&["add", "clan.toml"]);
         self.git(&["commit", "-q", "-m", message]);
+    }
+
+    /// Drops SSH from the admin (the host's testbed address) in network namespace `netns`:
+    /// connections to that machine's sshd hang, while other machines still reach it.
+    pub fn drop_admin_ssh(&self, netns: &str) {
+        let admin = self.testbed.host_address();
+        nft(
+            netns,
+            &format!(
+                "table inet noadmin {{\n  chain input {{\n    type filter hook input priority -10;\n    ip saddr {admin} tcp dport 22 drop\n  }}\n}}\n"
+            ),
+        );
     }
 
     /// `command` run by root on `machine` through the testbed's own way in; its stdout.
