@@ -93,7 +93,7 @@ pub fn run(
     let options = clan_vm::RunOptions {
         machine: request.machine.to_string(),
         vms_dir: vms_dir(dir),
-        cache_dir: clan_testbed::default_cache_dir(),
+        cache_dir: clan_host::default_cache_dir(),
         memory_mib: request.memory_mib,
         cpus: request.cpus,
         publish: request.publish.clone(),

@@ -97,7 +97,7 @@ fn init_machine_instances_vars_and_deploy_through_the_library_alone() {
     options.progress = |message| eprintln!("{message}");
     let testbed = match Testbed::up(&options) {
         Ok(testbed) => testbed,
-        Err(error @ TestbedError::ToolMissing { .. }) => {
+        Err(error @ TestbedError::Host(clan_host::Error::ToolMissing { .. })) => {
             clan_testbed::skip(error);
             return;
         }

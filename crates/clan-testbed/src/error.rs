@@ -5,32 +5,9 @@ use std::path::PathBuf;
 /// Everything that can go wrong while starting, driving or stopping a testbed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The harness needs root for network namespaces and containers.
-    #[error("the test fleet needs root (network namespaces, systemd-nspawn); run as root")]
-    NotRoot,
-
-    /// A program the harness runs is not installed.
-    #[error("`{tool}` not found: apt-get install {package}")]
-    ToolMissing {
-        tool: &'static str,
-        package: &'static str,
-    },
-
-    /// A program ran and failed.
-    #[error("`{command}` failed ({status}): {stderr}")]
-    Command {
-        command: String,
-        status: String,
-        stderr: String,
-    },
-
-    /// A program could not be started at all.
-    #[error("could not run `{command}`")]
-    Spawn {
-        command: String,
-        #[source]
-        source: std::io::Error,
-    },
+    /// A host tool missing or failing, root missing, or the root filesystem not built.
+    #[error(transparent)]
+    Host(#[from] clan_host::Error),
 
     /// A file operation that failed, naming the action and the path.
     #[error(transparent)]
@@ -51,10 +28,6 @@ pub enum Error {
     /// Every private subnet the harness may use is taken.
     #[error("no free subnet in 10.233.0.0/16 for another testbed; stop old ones with `clan testbed down --state-dir DIR`")]
     NoFreeSubnet,
-
-    /// No apt source offers the Debian suite the root filesystem is built from.
-    #[error("no apt source for Debian `{suite}` in /etc/apt/sources.list*; set CLAN_TESTBED_MIRROR to a Debian mirror URL")]
-    NoMirror { suite: String },
 
     /// Machines did not answer on their SSH port, or did not finish booting, in time.
     #[error("machines {} did not finish booting within {seconds} s; see their console logs in `{}`", machines.join(", "), log_dir.display())]
@@ -107,7 +80,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl clan_error::Hint for Error {
     fn hint(&self) -> Option<String> {
         match self {
-            Error::NotRoot => Some("run `sudo clan testbed up`".to_owned()),
+            Error::Host(clan_host::Error::NotRoot) => Some("run `sudo clan testbed up`".to_owned()),
+            Error::Host(error) => clan_error::Hint::hint(error),
             _ => None,
         }
     }

@@ -1,7 +1,7 @@
 //! A fleet of real test machines on this host, for deploy tests, benchmarks and demos.
 //!
 //! Owns everything about those machines: the cached Debian root filesystem they share
-//! (`rootfs`), their private network (`net`: a bridge in its own network namespace, one
+//! (`clan_host::rootfs`, which micro VMs boot from too), their private network (`net`: a bridge in its own network namespace, one
 //! namespace per machine, one veth from the host into the bridge namespace so the host reaches
 //! each machine at its own address in `10.233.N.0/24`), their containers (`machine`:
 //! `systemd-nspawn` with real systemd and sshd, writes going to a per-machine overlay), the
@@ -23,7 +23,6 @@ mod machine;
 mod net;
 mod options;
 mod process;
-mod rootfs;
 mod skip;
 mod ssh;
 mod state;
@@ -37,11 +36,7 @@ use serde::Serialize;
 pub use error::{Error, Result};
 pub use net::MAX_MACHINES;
 pub use options::{validate_name, Options};
-pub use process::{
-    command as tool_command, install_packages, missing_packages, run as run_command, Tool,
-    HOST_TOOLS,
-};
-pub use rootfs::{default_cache_dir, root_filesystem, DEFAULT_CACHE_DIR};
+pub use process::HOST_TOOLS;
 pub use skip::{skip, NO_SKIP};
 pub use testbed::{check_host, Testbed};
 pub use tor::TorNetwork;

@@ -161,9 +161,12 @@ pub(crate) fn spawn(mut command: Command, log: &Path) -> Result<Child> {
         .stdout(file)
         .stderr(stderr)
         .spawn()
-        .map_err(|source| Error::Spawn {
-            command: process::describe(&command),
-            source,
+        .map_err(|source| {
+            clan_host::Error::Spawn {
+                command: process::describe(&command),
+                source,
+            }
+            .into()
         })
 }
 

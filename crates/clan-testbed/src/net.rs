@@ -74,7 +74,11 @@ impl Network {
             }
             match process::ip(["netns", "add", &network.bridge_netns()]) {
                 Ok(_) => {}
-                Err(Error::Command { stderr, .. }) if stderr.contains("exists") => continue,
+                Err(Error::Host(clan_host::Error::Command { stderr, .. }))
+                    if stderr.contains("exists") =>
+                {
+                    continue
+                }
                 Err(error) => return Err(error),
             }
             if let Err(error) = network.build_bridge() {

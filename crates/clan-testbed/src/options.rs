@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::net::MAX_MACHINES;
-use crate::rootfs;
 
 /// How to start a testbed.
 #[derive(Debug, Clone)]
@@ -64,7 +63,7 @@ impl Options {
     pub(crate) fn cache_dir(&self) -> PathBuf {
         self.cache_dir
             .clone()
-            .unwrap_or_else(rootfs::default_cache_dir)
+            .unwrap_or_else(clan_host::rootfs::default_cache_dir)
     }
 
     pub(crate) fn boot_timeout(&self) -> Duration {

@@ -18,7 +18,7 @@ use crate::machine;
 use crate::net::Network;
 use crate::options::Options;
 use crate::process::{self, IP, NSPAWN, SETSID, SSH, SSH_KEYGEN};
-use crate::rootfs;
+
 use crate::ssh;
 use crate::state::{MachineState, State};
 use crate::Machine;
@@ -44,11 +44,11 @@ pub struct Testbed {
 /// when a build is needed.
 pub fn check_host() -> Result<()> {
     if !process::is_root() {
-        return Err(Error::NotRoot);
+        return Err(clan_host::Error::NotRoot.into());
     }
-    [IP, NSPAWN, SSH_KEYGEN, SSH, SETSID]
+    Ok([IP, NSPAWN, SSH_KEYGEN, SSH, SETSID]
         .into_iter()
-        .try_for_each(process::require)
+        .try_for_each(process::require)?)
 }
 
 impl Testbed {
@@ -66,8 +66,11 @@ impl Testbed {
             Err(Error::NoTestbed { .. }) => {}
             Err(error) => return Err(error),
         }
-        let suite = options.suite.clone().map_or_else(rootfs::host_suite, Ok)?;
-        let rootfs = rootfs::ensure(
+        let suite = options
+            .suite
+            .clone()
+            .map_or_else(clan_host::rootfs::host_suite, Ok)?;
+        let rootfs = clan_host::rootfs::ensure(
             &options.cache_dir(),
             &suite,
             &options.extra_packages,
@@ -411,7 +414,7 @@ impl Testbed {
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null());
-            let child = command.spawn().map_err(|source| Error::Spawn {
+            let child = command.spawn().map_err(|source| clan_host::Error::Spawn {
                 command: process::describe(&command),
                 source,
             })?;

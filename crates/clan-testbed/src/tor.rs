@@ -147,7 +147,7 @@ impl TorNetwork {
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null());
-            let child = command.spawn().map_err(|source| Error::Spawn {
+            let child = command.spawn().map_err(|source| clan_host::Error::Spawn {
                 command: process::describe(&command),
                 source,
             })?;
@@ -264,25 +264,28 @@ fn run_with_input(command: &mut std::process::Command, input: &[u8]) -> Result<(
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|source| Error::Spawn {
+        .map_err(|source| clan_host::Error::Spawn {
             command: process::describe(command),
             source,
         })?;
     if let Some(mut stdin) = child.stdin.take() {
         let _ = stdin.write_all(input);
     }
-    let output = child.wait_with_output().map_err(|source| Error::Spawn {
-        command: process::describe(command),
-        source,
-    })?;
+    let output = child
+        .wait_with_output()
+        .map_err(|source| clan_host::Error::Spawn {
+            command: process::describe(command),
+            source,
+        })?;
     if output.status.success() {
         Ok(())
     } else {
-        Err(Error::Command {
+        Err(clan_host::Error::Command {
             command: process::describe(command),
             status: output.status.to_string(),
             stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-        })
+        }
+        .into())
     }
 }
 

@@ -27,7 +27,7 @@ fn up_with(names: &[&str], detach: bool) -> Option<(tempfile::TempDir, Testbed)>
     match Testbed::up(&options) {
         Ok(testbed) => Some((state, testbed)),
         // Only needed when the root filesystem is not cached yet.
-        Err(error @ Error::ToolMissing { .. }) => {
+        Err(error @ Error::Host(clan_host::Error::ToolMissing { .. })) => {
             clan_testbed::skip(error);
             None
         }

@@ -7,7 +7,7 @@ pub enum Error {
     /// A host program missing or failing, or the Debian tree the image is made from that
     /// could not be built (the testbed's helpers run both).
     #[error(transparent)]
-    Host(#[from] clan_testbed::Error),
+    Host(#[from] clan_host::Error),
 
     #[error(transparent)]
     Io(#[from] clan_error::IoError),

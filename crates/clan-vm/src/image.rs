@@ -30,7 +30,7 @@ impl Image {
     /// The image under `cache_dir`, building the tree and the image first when missing.
     pub fn ensure(cache_dir: &Path, progress: fn(&str)) -> Result<Image> {
         let packages: Vec<String> = PACKAGES.iter().map(|p| (*p).to_owned()).collect();
-        let root = clan_testbed::root_filesystem(cache_dir, &packages, progress)?;
+        let root = clan_host::root_filesystem(cache_dir, &packages, progress)?;
         let (kernel_version, vmlinuz) = crate::initramfs::kernel(&root)?;
         let name = root
             .file_name()

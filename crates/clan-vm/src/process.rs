@@ -1,9 +1,9 @@
 //! The host programs the runner drives (QEMU, `qemu-img`, `mkfs.ext4`, `ssh-keygen`), run
-//! from argv vectors through the testbed's helpers; only the lookup is the runner's own.
+//! from argv vectors through `clan-host`'s runner; only the lookup is the runner's own.
 
 use std::process::Command;
 
-pub use clan_testbed::Tool;
+pub use clan_host::Tool;
 
 use crate::error::Result;
 
@@ -28,14 +28,14 @@ pub const SSH_KEYGEN: Tool = Tool {
 pub const TOOLS: &[Tool] = &[QEMU, QEMU_IMG, MKFS_EXT4, SSH_KEYGEN];
 
 /// Fails with what to install when `tool` is not on `PATH`. Only `PATH`, unlike the
-/// testbed's lookup: with it a user (and the test of a host without QEMU) decides which QEMU
+/// host runner's lookup: with it a user (and the test of a host without QEMU) decides which QEMU
 /// runs.
 pub fn require(tool: Tool) -> Result<()> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     if std::env::split_paths(&path).any(|dir| dir.join(tool.name).is_file()) {
         Ok(())
     } else {
-        Err(clan_testbed::Error::ToolMissing {
+        Err(clan_host::Error::ToolMissing {
             tool: tool.name,
             package: tool.package,
         }
@@ -44,11 +44,11 @@ pub fn require(tool: Tool) -> Result<()> {
 }
 
 pub fn command(tool: Tool) -> Command {
-    clan_testbed::tool_command(tool)
+    clan_host::command(tool)
 }
 
 /// Runs `command` to completion; a non-zero exit is an error carrying its stderr.
 pub fn run(command: &mut Command) -> Result<()> {
-    clan_testbed::run_command(command)?;
+    clan_host::run(command)?;
     Ok(())
 }

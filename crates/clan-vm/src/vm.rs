@@ -551,7 +551,7 @@ pub fn run(options: &RunOptions, accel: &Accel) -> Result<Booted> {
         .args(&args)
         .stdin(std::process::Stdio::null())
         .output()
-        .map_err(|source| clan_testbed::Error::Spawn {
+        .map_err(|source| clan_host::Error::Spawn {
             command: QEMU.name.to_owned(),
             source,
         })?;

@@ -51,7 +51,7 @@ fn a_vm_boots_to_sshd_keeps_its_disk_across_sigkill_and_stops() {
     let options = RunOptions {
         machine: "vm01".into(),
         vms_dir: vms.path().to_owned(),
-        cache_dir: clan_testbed::default_cache_dir(),
+        cache_dir: clan_host::default_cache_dir(),
         memory_mib: 512,
         cpus: 1,
         publish: Vec::new(),

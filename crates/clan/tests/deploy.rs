@@ -111,9 +111,12 @@ impl Fixture {
 
     /// Starts a deploy and kills it as soon as `path` appears on `machine` (activated, not
     /// yet confirmed).
-    fn activate_then_kill_deployer(&self, machine: &str, path: &str) {
+    /// Deploys with a confirmation window of `window` seconds and kills the deployer as soon
+    /// as `path` shows that the machine activated.
+    fn activate_then_kill_deployer(&self, machine: &str, path: &str, window: u32) {
+        let window = window.to_string();
         let mut child = self
-            .clan(&["machines", "update", "--confirm-timeout", "8"])
+            .clan(&["machines", "update", "--confirm-timeout", &window])
             .process_group(0)
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -436,7 +439,7 @@ fn deploy_faults() {
     // for good): past the deadline the stale confirmation blocks nothing, and the next deploy
     // first puts the unconfirmed generation back.
     f.configure("db", "{\"files\": {\"/etc/orphan\": {\"content\": \"o\"}}}");
-    f.activate_then_kill_deployer("db", "/etc/orphan");
+    f.activate_then_kill_deployer("db", "/etc/orphan", 8);
     let before = f.magic_rollbacks("db");
     // Its waiter starts at the end of the activation, which runs on without the deployer.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -466,7 +469,8 @@ fn deploy_faults() {
         "db",
         "{\"files\": {\"/etc/rebooted\": {\"content\": \"r\"}}}",
     );
-    f.activate_then_kill_deployer("db", "/etc/rebooted");
+    // The window outlasts a clean poweroff (up to 15 s) on a loaded host.
+    f.activate_then_kill_deployer("db", "/etc/rebooted", 30);
     f.testbed.stop("db").unwrap();
     f.testbed.start("db").unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -7,8 +7,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clan_host::Tool;
 use clan_inventory::{Editor, MachineClass, RoleTarget, SettingScope};
-use clan_testbed::Tool;
 use serde_json::json;
 
 use super::output::{print_line, printer};
@@ -160,18 +160,18 @@ fn start_testbed(dir: &std::path::Path) -> Option<clan_testbed::Testbed> {
         .collect();
     let started = clan_testbed::check_host()
         .or_else(|error| match error {
-            clan_testbed::Error::ToolMissing { .. } => Ok(()),
+            clan_testbed::Error::Host(clan_host::Error::ToolMissing { .. }) => Ok(()),
             other => Err(other),
         })
         .map_err(|error| error.to_string())
         .and_then(|()| {
-            let missing = clan_testbed::missing_packages(&tools);
+            let missing = clan_host::missing_packages(&tools);
             if !missing.is_empty() {
                 printer().note(format_args!(
                     "installing what the test machines need on this host: apt-get install {}",
                     missing.join(" ")
                 ));
-                clan_testbed::install_packages(&missing).map_err(|error| error.to_string())?;
+                clan_host::install_packages(&missing).map_err(|error| error.to_string())?;
             }
             printer().note(format_args!(
                 "starting {} test machines (systemd-nspawn containers with sshd)",
@@ -192,7 +192,7 @@ fn start_testbed(dir: &std::path::Path) -> Option<clan_testbed::Testbed> {
             printer.note(printer.hint_line(format_args!(
                 "run the demo as root on Debian: it installs what the test machines need \
                  ({}) and deploys to them",
-                clan_testbed::missing_packages(&tools).join(" ")
+                clan_host::missing_packages(&tools).join(" ")
             )));
             None
         }

@@ -106,7 +106,7 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     options.extra_packages = args.packages;
     options.progress = |message| printer().note(message);
     let testbed = Testbed::up(&options).map_err(|error| match error {
-        clan_testbed::Error::NotRoot => {
+        clan_testbed::Error::Host(clan_host::Error::NotRoot) => {
             report::hinted(error.to_string(), "run `sudo clan testbed up`")
         }
         other => anyhow::Error::new(other).context("could not start the test machines"),

@@ -42,7 +42,7 @@ pub fn testbed_configured(
     configure(&mut options);
     match Testbed::up(&options) {
         Ok(testbed) => Some((state, testbed)),
-        Err(error @ Error::ToolMissing { .. }) => {
+        Err(error @ Error::Host(clan_host::Error::ToolMissing { .. })) => {
             clan_testbed::skip(error);
             None
         }

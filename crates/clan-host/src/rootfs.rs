@@ -1,4 +1,4 @@
-//! The shared, read-only Debian root filesystem every test machine boots from.
+//! The shared, read-only Debian root filesystem every test machine and micro VM boots from.
 //!
 //! Built once with `debootstrap --variant=minbase` from the mirror apt already uses, then
 //! cached under a name derived from the suite, the package list and the recipe below. A build
@@ -11,12 +11,12 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::process::{self, DEBOOTSTRAP};
+use crate::tools::{self as process, DEBOOTSTRAP};
 
 /// What a deployed machine needs beyond minbase, as a standard Debian server has it: systemd
 /// as init, sshd, D-Bus for `systemctl`/`hostnamectl`, `ip`, `ps`, rsync for uploads and
 /// nftables for firewalls. `useradd`, `apt` and `dpkg` are part of minbase already.
-pub(crate) const BASE_PACKAGES: &[&str] = &[
+pub const BASE_PACKAGES: &[&str] = &[
     "systemd-sysv",
     "dbus",
     "openssh-server",
@@ -64,18 +64,14 @@ fn cache_name(suite: &str, packages: &[String]) -> String {
 
 /// The Debian suite of the host (`VERSION_CODENAME` in /etc/os-release): guests share the
 /// host's glibc, so a `clan` binary built here runs inside them.
-pub(crate) fn host_suite() -> Result<String> {
+pub fn host_suite() -> Result<String> {
     let text =
         fs::read_to_string("/etc/os-release").map_err(clan_error::io("read", "/etc/os-release"))?;
     text.lines()
         .find_map(|line| line.strip_prefix("VERSION_CODENAME="))
         .map(|value| value.trim_matches('"').to_owned())
         .filter(|suite| !suite.is_empty())
-        .ok_or_else(|| {
-            Error::InvalidOptions(
-                "/etc/os-release names no VERSION_CODENAME; set the suite explicitly".into(),
-            )
-        })
+        .ok_or(Error::NoSuite)
 }
 
 /// The mirror to bootstrap from: `CLAN_TESTBED_MIRROR`, else the first apt source that
@@ -145,7 +141,7 @@ pub fn root_filesystem(cache_dir: &Path, extra: &[String], progress: fn(&str)) -
 }
 
 /// The cached root filesystem for `suite` with `extra` packages, built first if missing.
-pub(crate) fn ensure(
+pub fn ensure(
     cache_dir: &Path,
     suite: &str,
     extra: &[String],
