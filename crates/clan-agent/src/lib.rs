@@ -284,16 +284,35 @@ impl Agent {
             });
         }
         let old = self.stored_or_empty(previous.as_deref(), &new.manifest.machine)?;
-        let changes = self.switch(&mut state, &new, &old, "deploy")?;
-        let confirm_by = match options.confirm_timeout {
-            Some(timeout) if self.paths.is_live() => {
-                let deadline = store::now() + timeout.as_secs().max(1);
-                Pending {
-                    generation: id.to_owned(),
-                    previous: previous.clone(),
-                    deadline,
+        let window = options
+            .confirm_timeout
+            .filter(|_| self.paths.is_live())
+            .map(|timeout| timeout.as_secs().max(1));
+        let pending = |deadline| Pending {
+            generation: id.to_owned(),
+            previous: previous.clone(),
+            deadline,
+        };
+        if let Some(window) = window {
+            // Recorded before anything changes: a machine that goes down halfway through
+            // the activation finds it at boot and reverts, as if never confirmed.
+            pending(store::now() + window).save(&self.paths)?;
+        }
+        let changes = match self.switch(&mut state, &new, &old, "deploy") {
+            Ok(changes) => changes,
+            Err(error) => {
+                if window.is_some() {
+                    Pending::clear(&self.paths)?;
                 }
-                .save(&self.paths)?;
+                return Err(error);
+            }
+        };
+        let confirm_by = match window {
+            Some(window) => {
+                // The window starts when the machine is ready to be reached, not before a
+                // long activation (package installs).
+                let deadline = store::now() + window;
+                pending(deadline).save(&self.paths)?;
                 if let Err(error) = self.spawn_waiter(id, false) {
                     // Without a waiter nothing would revert: undo now rather than hang unprotected.
                     Pending::clear(&self.paths)?;
@@ -307,7 +326,7 @@ impl Agent {
                 }
                 Some(deadline)
             }
-            _ => None,
+            None => None,
         };
         self.collect_garbage(&state);
         Ok(Activation {

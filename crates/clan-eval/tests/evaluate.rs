@@ -1325,3 +1325,83 @@ roles = {"default": {"perInstance": _probe}}
         "{message}"
     );
 }
+
+/// Two instances of one network service are two networks side by side: each its own
+/// interface, unit and addresses, and both sets of names in the machines' `/etc/hosts`
+/// entries, with nothing conflicting.
+#[test]
+fn two_wireguard_instances_are_two_meshes_side_by_side() {
+    let clan = Clan::new(
+        r#"[meta]
+name = "home"
+domain = "example.org"
+
+[machines.c]
+deploy.targetHost = "root@203.0.113.1"
+[machines.p]
+
+[instances.wga]
+module.name = "wireguard"
+roles.controller.machines.c = {}
+roles.peer.machines.p = {}
+
+[instances.wgb]
+module.name = "wireguard"
+roles.controller.machines.c = {}
+roles.peer.machines.p = {}
+"#,
+    );
+    for (instance, prefix) in [
+        ("wga", "fd11:2233:4400:5500"),
+        ("wgb", "fd99:8877:6600:1100"),
+    ] {
+        for machine in ["c", "p"] {
+            clan.write_public_var(
+                machine,
+                &format!("wireguard-keys-{instance}"),
+                "publickey",
+                &format!("key-{instance}-{machine}"),
+            );
+        }
+        let network = format!("wireguard-network-{instance}");
+        clan.write_public_var("c", &network, "prefix", prefix);
+        clan.write_public_var("p", &network, "suffix", "0001:0002:0003:0004");
+    }
+    let fleet = clan.fleet();
+    for name in ["c", "p"] {
+        let config = &machine(&fleet, name).config;
+        for unit in ["clan-wireguard-wga.service", "clan-wireguard-wgb.service"] {
+            assert!(
+                config.units.keys().any(|u| u.as_str() == unit),
+                "{name} lacks {unit}"
+            );
+        }
+        let hosts: Vec<String> = config
+            .hosts
+            .iter()
+            .map(|(address, names)| {
+                let names: Vec<&str> = names.iter().map(|n| n.as_str()).collect();
+                format!("{address} {}", names.join(" "))
+            })
+            .collect();
+        assert_eq!(
+            hosts,
+            [
+                "fd11:2233:4400:5500::1 c.wga",
+                "fd11:2233:4400:5500:1:2:3:4 p.wga",
+                "fd99:8877:6600:1100::1 c.wgb",
+                "fd99:8877:6600:1100:1:2:3:4 p.wgb",
+            ],
+            "{name}"
+        );
+    }
+    // Two networks, each with both machines' peer hosts on its own domain.
+    for instance in ["wga", "wgb"] {
+        let exports = &fleet.summary.exports["instances"][instance];
+        assert_eq!(exports["instance"]["networking"]["priority"], 1000);
+        assert_eq!(
+            exports["machines"]["p"]["peer"]["hosts"][0]["plain"],
+            format!("p.{instance}")
+        );
+    }
+}
