@@ -645,7 +645,11 @@ fn systemctl_units(verb: &str, units: &[&str]) -> Result<(), AgentError> {
 
 /// Whether `path` (on the machine) holds exactly `content` with this owner and mode; a link
 /// there, or a refused link above it, does not.
-/// The content of the file at `path` on the machine, `None` when there is none.
+/// The largest `/etc/hosts` the agent rewrites; beyond it the file is not one a person keeps.
+const MAX_HOSTS_FILE: u64 = 16 << 20;
+
+/// The content of the file at `path` on the machine (a regular file, reached without following
+/// links), `None` when there is none.
 fn read_file(paths: &Paths, path: &str) -> Result<Option<Vec<u8>>, AgentError> {
     let system = paths.system()?;
     let (dir, name) = match system.parent(Path::new(path), None) {
@@ -653,15 +657,11 @@ fn read_file(paths: &Paths, path: &str) -> Result<Option<Vec<u8>>, AgentError> {
         Err(error) if error.is_not_found() => return Ok(None),
         Err(error) => return Err(error.into()),
     };
-    let mut file = match dir.open_file(Path::new(&name)) {
-        Ok(file) => file,
-        Err(error) if error.is_not_found() => return Ok(None),
-        Err(error) => return Err(error.into()),
-    };
-    let mut content = Vec::new();
-    file.read_to_end(&mut content)
-        .map_err(AgentError::io("reading", Path::new(path)))?;
-    Ok(Some(content))
+    match dir.read(Path::new(&name), MAX_HOSTS_FILE) {
+        Ok(content) => Ok(Some(content)),
+        Err(error) if error.is_not_found() => Ok(None),
+        Err(error) => Err(error.into()),
+    }
 }
 
 fn matches_on_disk(

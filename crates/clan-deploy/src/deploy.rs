@@ -538,15 +538,22 @@ fn parse_reply<T: serde::de::DeserializeOwned>(output: &RemoteOutput) -> Result<
 /// deploy; the data-mesher unit runs it too.
 pub const LATEST_AGENT: &str = "/var/lib/clan/bin/clan";
 
+/// The argv of `<agent> agent <words>`, and the command's name for errors (`clan agent status`).
+fn agent_argv(agent: String, words: &[&str]) -> (Vec<String>, String) {
+    let mut argv = vec![agent, "agent".to_owned()];
+    argv.extend(words.iter().map(|w| w.to_string()));
+    let command = format!("clan agent {}", words.first().copied().unwrap_or(""));
+    (argv, command)
+}
+
 /// Runs `clan agent <words>` with the machine's newest agent and parses its JSON answer.
 pub fn run_agent<T: serde::de::DeserializeOwned>(
     host: &dyn Host,
     words: &[&str],
 ) -> Result<T, Error> {
-    let command = format!("clan agent {}", words.first().copied().unwrap_or(""));
     run_agent_if_there(host, words)?.ok_or_else(|| Error::Protocol {
         machine: host.machine().to_owned(),
-        command,
+        command: agent_argv(String::new(), words).1,
         reason: "there is no clan agent on the machine: it was never deployed with `clan machines update`".into(),
     })
 }
@@ -556,9 +563,7 @@ pub fn run_agent_if_there<T: serde::de::DeserializeOwned>(
     host: &dyn Host,
     words: &[&str],
 ) -> Result<Option<T>, Error> {
-    let mut argv = vec![LATEST_AGENT.to_owned(), "agent".to_owned()];
-    argv.extend(words.iter().map(|w| w.to_string()));
-    let command = format!("clan agent {}", words.first().copied().unwrap_or(""));
+    let (argv, command) = agent_argv(LATEST_AGENT.to_owned(), words);
     match agent_json(host, &argv, Input::None) {
         Ok(answer) => Ok(Some(answer)),
         Err(AgentCall::Missing) => Ok(None),
@@ -574,9 +579,7 @@ pub fn run_own_agent(
     agent: &AgentBinary,
     words: &[&str],
 ) -> Result<Vec<u8>, Error> {
-    let mut argv = vec![agent.remote_path(), "agent".to_owned()];
-    argv.extend(words.iter().map(|w| w.to_string()));
-    let command = format!("clan agent {}", words.first().copied().unwrap_or(""));
+    let (argv, command) = agent_argv(agent.remote_path(), words);
     let output = match agent_ok(host, &argv, Input::None) {
         Err(AgentCall::Missing) => {
             Relay::for_run(1).deliver(host, agent)?;
