@@ -643,8 +643,6 @@ fn systemctl_units(verb: &str, units: &[&str]) -> Result<(), AgentError> {
     Err(failed(&units.join(" "), together))
 }
 
-/// Whether `path` (on the machine) holds exactly `content` with this owner and mode; a link
-/// there, or a refused link above it, does not.
 /// The largest `/etc/hosts` the agent rewrites; beyond it the file is not one a person keeps.
 const MAX_HOSTS_FILE: u64 = 16 << 20;
 
@@ -657,13 +655,11 @@ fn read_file(paths: &Paths, path: &str) -> Result<Option<Vec<u8>>, AgentError> {
         Err(error) if error.is_not_found() => return Ok(None),
         Err(error) => return Err(error.into()),
     };
-    match dir.read(Path::new(&name), MAX_HOSTS_FILE) {
-        Ok(content) => Ok(Some(content)),
-        Err(error) if error.is_not_found() => Ok(None),
-        Err(error) => Err(error.into()),
-    }
+    Ok(dir.read_optional(Path::new(&name), MAX_HOSTS_FILE)?)
 }
 
+/// Whether `path` (on the machine) holds exactly `content` with this owner and mode; a link
+/// there, or a refused link above it, does not.
 fn matches_on_disk(
     system: &System,
     path: &Path,

@@ -82,6 +82,25 @@ pub fn only_mine(path: &Path) -> bool {
     mine && holder_safe
 }
 
+/// Whether no one but this process's user (and root) can change the directory `path` or any
+/// directory above it: each a real directory, owned by this user or root, writable by no one
+/// else unless sticky (`/tmp`). Below such a path another user can neither plant a link nor
+/// rename a directory, so state written there (keys, disks) stays where it was written.
+pub fn private_ancestry(path: &Path) -> bool {
+    const STICKY: u32 = 0o1000;
+    let me = rustix::process::geteuid().as_raw();
+    let Ok(path) = std::path::absolute(path) else {
+        return false;
+    };
+    path.ancestors().all(|dir| {
+        rustix::fs::lstat(dir).is_ok_and(|st| {
+            Kind::from_mode(st.st_mode) == Kind::Directory
+                && (st.st_uid == me || st.st_uid == 0)
+                && (st.st_mode & 0o022 == 0 || st.st_mode & STICKY != 0)
+        })
+    })
+}
+
 /// `path`'s directory (`.` for a bare name) and file name.
 fn split(path: &Path) -> Result<(&Path, &Path), Error> {
     let name = path.file_name().ok_or_else(|| Error::NotAFile {

@@ -417,3 +417,22 @@ fn only_mine_needs_a_private_directory_nobody_else_can_rename() {
     fs::set_permissions(base.path(), fs::Permissions::from_mode(0o1777)).unwrap();
     assert!(only_mine(&dir), "a sticky holder, as /tmp");
 }
+
+#[test]
+fn private_ancestry_needs_every_directory_above_changeable_by_no_one_else() {
+    let base = tempfile::tempdir().unwrap();
+    let deep = base.path().join("a/b/c");
+    fs::create_dir_all(&deep).unwrap();
+    fs::set_permissions(base.path(), fs::Permissions::from_mode(0o700)).unwrap();
+    assert!(private_ancestry(&deep));
+    // Two levels up, writable by others: they could rename `b` away and put a link there.
+    fs::set_permissions(base.path().join("a"), fs::Permissions::from_mode(0o777)).unwrap();
+    assert!(!private_ancestry(&deep), "a writable ancestor");
+    fs::set_permissions(base.path().join("a"), fs::Permissions::from_mode(0o1777)).unwrap();
+    assert!(private_ancestry(&deep), "a sticky ancestor, as /tmp");
+    symlink(base.path().join("a/b"), base.path().join("link")).unwrap();
+    assert!(
+        !private_ancestry(&base.path().join("link/c")),
+        "a link on the way"
+    );
+}

@@ -23,6 +23,10 @@ pub enum Error {
     #[error("machine `{machine}` already runs as a VM (QEMU pid {pid})")]
     AlreadyRunning { machine: String, pid: i32 },
 
+    /// The VM's directory, or one above it, can be changed by another user.
+    #[error("`{}` or a directory above it can be changed by another user; a VM's keys and disk must be private", path.display())]
+    SharedStateDir { path: PathBuf },
+
     /// A machine with no running VM.
     #[error("machine `{machine}` does not run as a VM")]
     NotRunning { machine: String },
@@ -90,6 +94,9 @@ impl clan_error::Hint for Error {
     fn hint(&self) -> Option<String> {
         match self {
             Error::Host(error) => clan_error::Hint::hint(error),
+            Error::SharedStateDir { .. } => Some(
+                "set CLAN_VM_DIR (or CLAN_TESTBED_CACHE for the image) to a directory only you and root can change".to_owned(),
+            ),
             Error::AlreadyRunning { machine, .. } => Some(format!(
                 "reach it with `clan ssh {machine} --vm`, or stop it with `clan vms stop {machine}`"
             )),

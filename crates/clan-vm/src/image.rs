@@ -5,7 +5,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::process::{self, MKFS_EXT4};
 
 /// What the VMs' tree adds to the testbed's: Debian's cloud kernel (virtio drivers and ext4,
@@ -29,6 +29,13 @@ pub struct Image {
 impl Image {
     /// The image under `cache_dir`, building the tree and the image first when missing.
     pub fn ensure(cache_dir: &Path, progress: fn(&str)) -> Result<Image> {
+        // An image found here is booted and trusted: no one else may have put it there.
+        fs::create_dir_all(cache_dir).map_err(clan_error::io("create", cache_dir))?;
+        if !clan_fs::private_ancestry(cache_dir) {
+            return Err(Error::SharedStateDir {
+                path: cache_dir.to_owned(),
+            });
+        }
         let packages: Vec<String> = PACKAGES.iter().map(|p| (*p).to_owned()).collect();
         let root = clan_host::root_filesystem(cache_dir, &packages, progress)?;
         let (kernel_version, vmlinuz) = crate::initramfs::kernel(&root)?;

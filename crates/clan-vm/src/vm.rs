@@ -294,6 +294,9 @@ pub fn machines(vms_dir: &Path) -> Result<Vec<String>> {
     Ok(names)
 }
 
+/// Makes `path` a 0700 directory in a tree no other user can change (a HOME someone else owns
+/// under `sudo -E`, or a `/tmp/clan-vms` planted by another user, would let them point the
+/// VM's keys and disks anywhere root can write).
 fn private_dir(path: &Path) -> Result<()> {
     use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
     fs::DirBuilder::new()
@@ -301,6 +304,11 @@ fn private_dir(path: &Path) -> Result<()> {
         .mode(0o700)
         .create(path)
         .map_err(clan_error::io("create", path))?;
+    if !clan_fs::private_ancestry(path) {
+        return Err(Error::SharedStateDir {
+            path: path.to_owned(),
+        });
+    }
     fs::set_permissions(path, fs::Permissions::from_mode(0o700))
         .map_err(|e| clan_error::io("restrict", path)(e).into())
 }
