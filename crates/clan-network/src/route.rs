@@ -117,7 +117,19 @@ impl Candidate {
             HostRef::Plain(host) => host.clone(),
             HostRef::Var(var) => self.read_var(var)?,
         };
-        let mut target = Target::parse(&self.machine, &host, &self.source)?;
+        let mut target = Target::parse(&self.machine, &host, &self.source).map_err(|error| {
+            // A secret host is not repeated in an error; the var's name says which it is.
+            match error {
+                Error::InvalidTarget {
+                    machine, reason, ..
+                } if self.host_is_secret() => Error::InvalidTarget {
+                    machine,
+                    target: self.destination(),
+                    reason,
+                },
+                other => other,
+            }
+        })?;
         if target.user.is_none() {
             target.user.clone_from(&self.user);
         }

@@ -245,12 +245,16 @@ impl Client {
     }
 }
 
-/// `path` as a torrc value: one line, so that it cannot add settings of its own.
+/// `path` as a torrc value: one line, cut neither by a comment (`#`) nor continued (`\`),
+/// so that it cannot add settings of its own or name another directory.
 fn torrc_value(path: &Path) -> Result<String, TorError> {
     let text = path.display().to_string();
-    if text.chars().any(char::is_control) {
+    if text
+        .chars()
+        .any(|c| c.is_control() || c == '#' || c == '\\')
+    {
         return Err(TorError::Start(format!(
-            "{text:?}: a path with control characters cannot go into a torrc"
+            "{text:?}: a path with control characters, `#` or `\\` cannot go into a torrc"
         )));
     }
     Ok(text)
@@ -268,7 +272,7 @@ fn data_dir() -> Result<DataDir, TorError> {
             .mode(0o700)
             .create(&path)
             .is_ok();
-        if created && clan_fs::only_mine(&path) {
+        if created && clan_fs::private_ancestry(&path) {
             if let Ok(lock) = std::fs::File::create(path.join("clan.lock")) {
                 let locked =
                     rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
@@ -484,6 +488,17 @@ fn socks_reason(code: u8) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_path_that_would_cut_or_continue_a_torrc_line_is_refused() {
+        assert_eq!(
+            torrc_value(Path::new("/root/.cache/clan/tor")).unwrap(),
+            "/root/.cache/clan/tor"
+        );
+        for bad in ["/home/a#b/tor", "/home/a\\/tor", "/home/a\nSocksPort 9050"] {
+            assert!(torrc_value(Path::new(bad)).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn log_lines_give_the_socks_port_and_progress() {
